@@ -1,0 +1,63 @@
+//! Compiles the C data plane into BPF objects with BTF (clang -g -target bpf).
+//!
+//! The compiler is `$POP_CLANG` if set, else the first of clang-16..clang-19 or a
+//! `clang` that is version 16 or newer. A missing compiler fails with one line that
+//! names the Debian packages to install.
+use std::{env, path::PathBuf, process::Command};
+
+const SOURCES: &[&str] = &["pop", "pass"];
+const HEADERS: &[&str] = &["abi.h", "maps.h", "parse.h", "counters.h", "route.h", "rewrite.h"];
+
+fn clang_major(bin: &str) -> Option<u32> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pos = text.find("version ")?;
+    text[pos + 8..].split('.').next()?.parse().ok()
+}
+
+fn find_clang() -> String {
+    if let Ok(c) = env::var("POP_CLANG") {
+        return c;
+    }
+    for c in ["clang-16", "clang-17", "clang-18", "clang-19", "clang"] {
+        if clang_major(c).is_some_and(|v| v >= 16) {
+            return c.to_string();
+        }
+    }
+    panic!(
+        "pop-ebpf: no clang >= 16 found to build the XDP program; install it with \
+         `apt-get install -y clang-16 llvm-16 libbpf-dev` (or set POP_CLANG)"
+    );
+}
+
+fn main() {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let src_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("src");
+    println!("cargo:rerun-if-env-changed=POP_CLANG");
+    for h in HEADERS {
+        println!("cargo:rerun-if-changed=src/{h}");
+    }
+    if !std::path::Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
+        panic!("pop-ebpf: libbpf headers missing; install them with `apt-get install -y libbpf-dev`");
+    }
+    let clang = find_clang();
+    for name in SOURCES {
+        let src = src_dir.join(format!("{name}.bpf.c"));
+        let obj = out_dir.join(format!("{name}.bpf.o"));
+        println!("cargo:rerun-if-changed={}", src.display());
+        let status = Command::new(&clang)
+            .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-mcpu=v3"])
+            .arg("-I/usr/include/x86_64-linux-gnu")
+            .arg("-I")
+            .arg(&src_dir)
+            .arg("-c")
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .unwrap_or_else(|e| panic!("pop-ebpf: cannot run {clang}: {e}"));
+        if !status.success() {
+            panic!("pop-ebpf: {clang} failed to compile {}", src.display());
+        }
+    }
+}

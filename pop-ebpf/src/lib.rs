@@ -1,0 +1,35 @@
+//! pop's XDP data plane as compiled BPF objects (ELF with BTF).
+//!
+//! The C sources are in `src/*.bpf.c` and the headers beside them; `build.rs`
+//! compiles them with clang. Loaders (aya) need the bytes aligned, hence
+//! [`Aligned`].
+
+/// Bytes with the alignment an ELF parser expects.
+#[repr(C, align(32))]
+pub struct Aligned<B: ?Sized> {
+    /// The object file.
+    pub bytes: B,
+}
+
+static POP: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/pop.bpf.o")),
+};
+
+static PASS: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/pass.bpf.o")),
+};
+
+/// The pop data plane object: program `pop_xdp` and all its maps.
+pub fn pop_object() -> &'static [u8] {
+    &POP.bytes
+}
+
+/// A reference program `xdp_pass` that returns `XDP_PASS`, for benchmarks.
+pub fn pass_object() -> &'static [u8] {
+    &PASS.bytes
+}
+
+/// Name of the XDP program in [`pop_object`].
+pub const PROGRAM_NAME: &str = "pop_xdp";
+/// Name of the XDP program in [`pass_object`].
+pub const PASS_PROGRAM_NAME: &str = "xdp_pass";

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/* Every map of the data plane. All are pinned by name under popd's --bpffs
+ * directory so that a restarted popd, and a reloaded program, reuse them. */
+#ifndef POP_MAPS_H
+#define POP_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "abi.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pop_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POP_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, struct pop_iface);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, POP_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tx_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, POP_MAX_ROUTES_V4);
+	__type(key, struct pop_lpm_v4);
+	__type(value, struct pop_route);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} routes_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, POP_MAX_ROUTES_V6);
+	__type(key, struct pop_lpm_v6);
+	__type(value, struct pop_route);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} routes_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, POP_MAX_NEXTHOPS);
+	__type(key, __u32);
+	__type(value, struct pop_nexthop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nexthops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, POP_MAX_CUSTOMER_PREFIXES);
+	__type(key, struct pop_lpm_v4);
+	__type(value, struct pop_customer_ref);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cust_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, POP_MAX_CUSTOMER_PREFIXES);
+	__type(key, struct pop_lpm_v6);
+	__type(value, struct pop_customer_ref);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cust_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POP_MAX_LOCAL_ADDRS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} local_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POP_MAX_LOCAL_ADDRS);
+	__type(key, struct pop_local_v6);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} local_v6 SEC(".maps");
+
+/* Counters: index = slot * POP_ACTION_MAX + action. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, POP_MAX_IFACES * POP_ACTION_MAX);
+	__type(key, __u32);
+	__type(value, struct pop_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iface_stats SEC(".maps");
+
+/* index = enum pop_drop_reason */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, POP_DROP_MAX);
+	__type(key, __u32);
+	__type(value, struct pop_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} drop_stats SEC(".maps");
+
+/* index = enum pop_pass_reason */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, POP_PASS_MAX);
+	__type(key, __u32);
+	__type(value, struct pop_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pass_stats SEC(".maps");
+
+/* index = customer_id * POP_DIR_MAX + direction */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, POP_MAX_CUSTOMERS * POP_DIR_MAX);
+	__type(key, __u32);
+	__type(value, struct pop_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cust_stats SEC(".maps");
+
+/* index = customer_id * POP_DROP_MAX + reason */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, POP_MAX_CUSTOMERS * POP_DROP_MAX);
+	__type(key, __u32);
+	__type(value, struct pop_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cust_drops SEC(".maps");
+
+#endif

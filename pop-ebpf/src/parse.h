@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/* Header parsing in the xdp-tools idiom: a cursor, one function per header,
+ * a bounds check right before every access. Each parser returns a verdict
+ * for the pipeline: continue, hand to the kernel, or drop as malformed. */
+#ifndef POP_PARSE_H
+#define POP_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "abi.h"
+
+#ifndef ETH_P_8021Q
+#define ETH_P_8021Q 0x8100
+#endif
+#ifndef ETH_P_8021AD
+#define ETH_P_8021AD 0x88A8
+#endif
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+
+struct hdr_cursor {
+	void *pos;
+};
+
+/* What the parsers learned about a packet; the later stages read only this. */
+struct packet {
+	__u32 frame_len;
+	__u32 l3_len; /* IP header + payload, for the MTU check */
+	__u16 eth_proto; /* host order */
+	__u8 l4_proto;
+	__u8 non_first_fragment;
+	__u16 sport; /* host order, 0 when absent */
+	__u16 dport;
+	union {
+		__be32 v4;
+		__u8 v6[16];
+	} src, dst;
+};
+
+enum parse_verdict {
+	PARSE_OK = 0,
+	PARSE_PASS, /* hand to the kernel; pass_reason says why */
+	PARSE_MALFORMED,
+};
+
+static __always_inline int parse_ethhdr(struct hdr_cursor *cur, void *data_end,
+					struct ethhdr **eth)
+{
+	struct ethhdr *hdr = cur->pos;
+
+	if ((void *)(hdr + 1) > data_end)
+		return -1;
+	cur->pos = hdr + 1;
+	*eth = hdr;
+	return bpf_ntohs(hdr->h_proto);
+}
+
+static __always_inline int parse_ports(struct hdr_cursor *cur, void *data_end,
+				       struct packet *pkt)
+{
+	if (pkt->non_first_fragment)
+		return PARSE_OK;
+	if (pkt->l4_proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = cur->pos;
+
+		if ((void *)(tcp + 1) > data_end)
+			return PARSE_MALFORMED;
+		pkt->sport = bpf_ntohs(tcp->source);
+		pkt->dport = bpf_ntohs(tcp->dest);
+	} else if (pkt->l4_proto == IPPROTO_UDP) {
+		struct udphdr *udp = cur->pos;
+
+		if ((void *)(udp + 1) > data_end)
+			return PARSE_MALFORMED;
+		pkt->sport = bpf_ntohs(udp->source);
+		pkt->dport = bpf_ntohs(udp->dest);
+	}
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4(struct hdr_cursor *cur, void *data_end,
+				      struct packet *pkt, struct iphdr **out,
+				      __u32 *pass_reason)
+{
+	struct iphdr *iph = cur->pos;
+	__u32 tot_len;
+
+	if ((void *)(iph + 1) > data_end)
+		return PARSE_MALFORMED;
+	if (iph->version != 4 || iph->ihl < 5)
+		return PARSE_MALFORMED;
+	tot_len = bpf_ntohs(iph->tot_len);
+	if (tot_len < sizeof(*iph) || (void *)iph + tot_len > data_end)
+		return PARSE_MALFORMED;
+	if (iph->ihl != 5) {
+		*pass_reason = POP_PASS_IP_OPTIONS;
+		return PARSE_PASS;
+	}
+	*out = iph;
+	pkt->l3_len = tot_len;
+	pkt->l4_proto = iph->protocol;
+	pkt->non_first_fragment = (bpf_ntohs(iph->frag_off) & IP_OFFSET) != 0;
+	pkt->src.v4 = iph->saddr;
+	pkt->dst.v4 = iph->daddr;
+	cur->pos = iph + 1;
+	return parse_ports(cur, data_end, pkt);
+}
+
+struct ipv6_opt_hdr_min {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+struct ipv6_frag_hdr_min {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 identification;
+};
+
+static __always_inline int parse_ipv6(struct hdr_cursor *cur, void *data_end,
+				      struct packet *pkt, struct ipv6hdr **out,
+				      __u32 *pass_reason)
+{
+	struct ipv6hdr *ip6h = cur->pos;
+	__u32 payload_len;
+	__u8 nexthdr;
+	int i;
+
+	if ((void *)(ip6h + 1) > data_end)
+		return PARSE_MALFORMED;
+	if (ip6h->version != 6)
+		return PARSE_MALFORMED;
+	payload_len = bpf_ntohs(ip6h->payload_len);
+	if ((void *)(ip6h + 1) + payload_len > data_end)
+		return PARSE_MALFORMED;
+	*out = ip6h;
+	pkt->l3_len = sizeof(*ip6h) + payload_len;
+	__builtin_memcpy(pkt->src.v6, &ip6h->saddr, 16);
+	__builtin_memcpy(pkt->dst.v6, &ip6h->daddr, 16);
+	cur->pos = ip6h + 1;
+	nexthdr = ip6h->nexthdr;
+
+	/* Walk extension headers to a fixed bound; hop-by-hop goes to the kernel. */
+#pragma unroll
+	for (i = 0; i < POP_IPV6_EXT_MAX; i++) {
+		if (nexthdr == IPPROTO_HOPOPTS) {
+			*pass_reason = POP_PASS_IP_OPTIONS;
+			return PARSE_PASS;
+		}
+		if (nexthdr == IPPROTO_ROUTING || nexthdr == IPPROTO_DSTOPTS) {
+			struct ipv6_opt_hdr_min *opt = cur->pos;
+
+			if ((void *)(opt + 1) > data_end)
+				return PARSE_MALFORMED;
+			nexthdr = opt->nexthdr;
+			cur->pos = (void *)opt + (opt->hdrlen + 1) * 8;
+			continue;
+		}
+		if (nexthdr == IPPROTO_FRAGMENT) {
+			struct ipv6_frag_hdr_min *frag = cur->pos;
+
+			if ((void *)(frag + 1) > data_end)
+				return PARSE_MALFORMED;
+			nexthdr = frag->nexthdr;
+			if (bpf_ntohs(frag->frag_off) & 0xFFF8)
+				pkt->non_first_fragment = 1;
+			cur->pos = frag + 1;
+			continue;
+		}
+		break;
+	}
+	if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+	    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT) {
+		/* Deeper chain than we walk: let the kernel deal with it. */
+		*pass_reason = POP_PASS_IP_OPTIONS;
+		return PARSE_PASS;
+	}
+	pkt->l4_proto = nexthdr;
+	return parse_ports(cur, data_end, pkt);
+}
+
+#endif

@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * pop's XDP data plane. The pipeline reads top to bottom in the order a
+ * packet meets it (CONTRACT §6):
+ *   1. parse Ethernet, IPv4/IPv6 (parse.h)
+ *   2. hand to the kernel what is not ours to forward; drop martians
+ *   3. find the customers by source and destination prefix
+ *   4. longest-prefix route, ECMP next hop by flow hash (route.h)
+ *   5. rewrite MACs and TTL, redirect through the devmap (rewrite.h)
+ *   6. count everything per CPU (counters.h)
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "abi.h"
+#include "maps.h"
+#include "parse.h"
+#include "counters.h"
+#include "route.h"
+#include "rewrite.h"
+
+static __always_inline int ipv4_is_martian_src(__be32 addr)
+{
+	__u32 a = bpf_ntohl(addr);
+
+	return (a >> 24) == 0 || (a >> 24) == 127 || (a >> 28) >= 0xE;
+}
+
+static __always_inline int ipv4_is_martian_dst(__be32 addr)
+{
+	__u32 a = bpf_ntohl(addr);
+
+	return (a >> 24) == 0 || (a >> 24) == 127 || ((a >> 28) == 0xF && a != 0xFFFFFFFF);
+}
+
+static __always_inline int ipv4_is_multicast_or_broadcast(__be32 addr)
+{
+	__u32 a = bpf_ntohl(addr);
+
+	return (a >> 28) == 0xE || a == 0xFFFFFFFF;
+}
+
+static __always_inline int ipv4_is_link_local(__be32 addr)
+{
+	return (bpf_ntohl(addr) >> 16) == 0xA9FE;
+}
+
+static __always_inline int ipv6_is_unspecified_or_loopback(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == 0 &&
+	       (w[3] == 0 || w[3] == bpf_htonl(1));
+}
+
+/* Classify addresses: 0 = go on, else a verdict already counted. */
+static __always_inline int classify_addresses(const struct packet *pkt,
+					      const struct pop_iface *iface,
+					      int *verdict)
+{
+	__u32 len = pkt->frame_len;
+
+	if (pkt->eth_proto == ETH_P_IP) {
+		if (ipv4_is_multicast_or_broadcast(pkt->dst.v4)) {
+			*verdict = verdict_pass(iface, POP_PASS_MULTICAST, len);
+			return 1;
+		}
+		if (ipv4_is_martian_src(pkt->src.v4) ||
+		    ipv4_is_martian_dst(pkt->dst.v4)) {
+			*verdict = verdict_drop(iface, POP_DROP_MARTIAN, len);
+			return 1;
+		}
+		if (ipv4_is_link_local(pkt->src.v4) ||
+		    ipv4_is_link_local(pkt->dst.v4)) {
+			*verdict = verdict_pass(iface, POP_PASS_LINK_LOCAL, len);
+			return 1;
+		}
+		if (bpf_map_lookup_elem(&local_v4, &pkt->dst.v4)) {
+			*verdict = verdict_pass(iface, POP_PASS_LOCAL, len);
+			return 1;
+		}
+		return 0;
+	}
+
+	if (pkt->dst.v6[0] == 0xff) {
+		*verdict = verdict_pass(iface, POP_PASS_MULTICAST, len);
+		return 1;
+	}
+	if (pkt->src.v6[0] == 0xff ||
+	    ipv6_is_unspecified_or_loopback(pkt->src.v6) ||
+	    ipv6_is_unspecified_or_loopback(pkt->dst.v6)) {
+		*verdict = verdict_drop(iface, POP_DROP_MARTIAN, len);
+		return 1;
+	}
+	if ((pkt->src.v6[0] == 0xfe && (pkt->src.v6[1] & 0xc0) == 0x80) ||
+	    (pkt->dst.v6[0] == 0xfe && (pkt->dst.v6[1] & 0xc0) == 0x80)) {
+		*verdict = verdict_pass(iface, POP_PASS_LINK_LOCAL, len);
+		return 1;
+	}
+	if (bpf_map_lookup_elem(&local_v6, pkt->dst.v6)) {
+		*verdict = verdict_pass(iface, POP_PASS_LOCAL, len);
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline __u32 customer_of(const struct packet *pkt, int by_dst)
+{
+	struct pop_customer_ref *ref;
+
+	if (pkt->eth_proto == ETH_P_IP) {
+		struct pop_lpm_v4 key = { .prefixlen = 32 };
+
+		__builtin_memcpy(key.addr, by_dst ? &pkt->dst.v4 : &pkt->src.v4, 4);
+		ref = bpf_map_lookup_elem(&cust_v4, &key);
+	} else {
+		struct pop_lpm_v6 key = { .prefixlen = 128 };
+
+		__builtin_memcpy(key.addr, by_dst ? pkt->dst.v6 : pkt->src.v6, 16);
+		ref = bpf_map_lookup_elem(&cust_v6, &key);
+	}
+	return ref ? ref->customer_id : 0;
+}
+
+static __always_inline int no_route(const struct pop_iface *iface,
+				    __u32 customer_out, __u32 len)
+{
+	__u32 zero = 0;
+	struct pop_config *cfg = bpf_map_lookup_elem(&config, &zero);
+
+	if (cfg && (cfg->flags & POP_CFG_NO_ROUTE_DROP)) {
+		count_customer_drop(customer_out, POP_DROP_NO_ROUTE, len);
+		return verdict_drop(iface, POP_DROP_NO_ROUTE, len);
+	}
+	return verdict_pass(iface, POP_PASS_NO_ROUTE, len);
+}
+
+SEC("xdp")
+int pop_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct hdr_cursor cur = { .pos = data };
+	struct packet pkt = {};
+	struct pop_iface *iface;
+	struct iphdr *iph = NULL;
+	struct ipv6hdr *ip6h = NULL;
+	struct ethhdr *eth;
+	struct pop_route *route;
+	struct pop_nexthop *nh;
+	__u32 customer_out, customer_in, pass_reason = 0, len;
+	int proto, parsed, verdict;
+
+	len = pkt.frame_len = data_end - data;
+	iface = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!iface) {
+		counter_add(&pass_stats, POP_PASS_UNKNOWN_IFACE, len);
+		return XDP_PASS;
+	}
+
+	/* 1. Parse. */
+	proto = parse_ethhdr(&cur, data_end, &eth);
+	if (proto < 0)
+		return verdict_drop(iface, POP_DROP_MALFORMED, len);
+	if (proto == ETH_P_8021Q || proto == ETH_P_8021AD)
+		return verdict_pass(iface, POP_PASS_VLAN, len);
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
+		return verdict_pass(iface, POP_PASS_NON_IP, len);
+	if (eth->h_dest[0] & 1)
+		return verdict_pass(iface, POP_PASS_MULTICAST, len);
+	pkt.eth_proto = proto;
+	if (proto == ETH_P_IP)
+		parsed = parse_ipv4(&cur, data_end, &pkt, &iph, &pass_reason);
+	else
+		parsed = parse_ipv6(&cur, data_end, &pkt, &ip6h, &pass_reason);
+	if (parsed == PARSE_MALFORMED)
+		return verdict_drop(iface, POP_DROP_MALFORMED, len);
+	if (parsed == PARSE_PASS)
+		return verdict_pass(iface, pass_reason, len);
+
+	/* 2. Not ours to forward, or never valid. */
+	if (classify_addresses(&pkt, iface, &verdict))
+		return verdict;
+
+	/* 3. Customers: the source's is sending (out), the destination's receiving (in). */
+	customer_out = customer_of(&pkt, 0);
+	customer_in = customer_of(&pkt, 1);
+
+	/* 4. Route and next hop. */
+	route = route_lookup(&pkt);
+	if (!route || (route->flags & POP_ROUTE_BLACKHOLE))
+		return no_route(iface, customer_out, len);
+	if (iph && iph->ttl <= 1)
+		return verdict_pass(iface, POP_PASS_TTL, len);
+	if (ip6h && ip6h->hop_limit <= 1)
+		return verdict_pass(iface, POP_PASS_TTL, len);
+	nh = nexthop_select(route, &pkt);
+	if (!nh || (nh->flags & (POP_NH_VALID | POP_NH_RESOLVED)) !=
+			   (POP_NH_VALID | POP_NH_RESOLVED))
+		return verdict_pass(iface, POP_PASS_UNRESOLVED, len);
+	if (nh->mtu && pkt.l3_len > nh->mtu)
+		return verdict_pass(iface, POP_PASS_MTU, len);
+	/* Check the devmap before touching the packet: a redirect that falls
+	 * back to the stack after a MAC rewrite would be dropped there. */
+	if (nh->ifindex != ifindex && !bpf_map_lookup_elem(&tx_ports, &nh->ifindex))
+		return verdict_pass(iface, POP_PASS_UNRESOLVED, len);
+
+	/* 5. Rewrite and send. */
+	rewrite_macs(eth, nh);
+	if (iph)
+		ipv4_decrease_ttl(iph);
+	else if (ip6h)
+		ip6h->hop_limit--;
+
+	/* 6. Count. */
+	count_customer(customer_out, POP_DIR_OUT, len);
+	count_customer(customer_in, POP_DIR_IN, len);
+	if (nh->ifindex == ifindex) {
+		count_iface(iface, POP_ACTION_TX, len);
+		return XDP_TX;
+	}
+	count_iface(iface, POP_ACTION_REDIRECT, len);
+	return bpf_redirect_map(&tx_ports, nh->ifindex, 0);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,173 @@
+//! The popd API on its Unix socket: one JSON [`Request`] per line from the client,
+//! one JSON [`Response`] per line back. popctl is a thin client of this.
+use serde::{Deserialize, Serialize};
+
+use crate::config::model::{Acl, Customer, Route};
+
+/// A request to popd.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Interfaces, attach modes, program id, map fill, generation.
+    Status,
+    /// Add (or replace) a route.
+    RouteAdd(Route),
+    /// Delete the route with exactly this prefix.
+    RouteDel {
+        /// e.g. "10.0.0.0/8"
+        prefix: String,
+    },
+    /// Every route with its resolution state.
+    RouteShow,
+    /// Longest-prefix match for an address, like `ip route get`.
+    RouteGet {
+        /// e.g. "10.1.2.3"
+        address: String,
+    },
+    /// Add a customer (error if the name exists).
+    CustomerAdd(Customer),
+    /// Delete a customer by name.
+    CustomerDel {
+        /// Customer name.
+        name: String,
+    },
+    /// Every customer.
+    CustomerShow,
+    /// Add an ACL rule (error if the priority is taken).
+    AclAdd(Acl),
+    /// Delete the ACL rule with this priority.
+    AclDel {
+        /// Priority of the rule.
+        priority: u32,
+    },
+    /// Every ACL rule, by priority.
+    AclShow,
+    /// Counters per customer (all, or one by name).
+    Stats {
+        /// Only this customer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        customer: Option<String>,
+    },
+    /// Replace the whole desired state with this config file text (TOML).
+    Apply {
+        /// The config file's contents.
+        config: String,
+        /// Validate and report the changes without applying.
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// The whole desired state as a config file (TOML).
+    Export,
+    /// Stop popd; with `detach`, remove the data plane too.
+    Shutdown {
+        /// Detach XDP and unpin everything.
+        #[serde(default)]
+        detach: bool,
+    },
+}
+
+/// popd's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Response {
+    /// Success, with a command-specific JSON document (see the `*Info` types).
+    Ok {
+        /// The result.
+        #[serde(default)]
+        data: serde_json::Value,
+    },
+    /// Failure: one line naming the bad field and value; nothing was changed.
+    Error {
+        /// e.g. "route 10.0.0.0/33: prefix length 33 exceeds 32"
+        message: String,
+    },
+}
+
+/// `status` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// popd version.
+    pub version: String,
+    /// Kernel id of the attached XDP program.
+    pub program_id: Option<u32>,
+    /// Generation of the live desired state (increments on every change).
+    pub generation: u64,
+    /// Attached interfaces.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Map fill.
+    pub maps: Vec<MapFill>,
+}
+
+/// One interface in `status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    /// Name.
+    pub name: String,
+    /// Kernel ifindex.
+    pub ifindex: u32,
+    /// `upstream` or `customer`.
+    pub role: String,
+    /// `native`, `generic` or `detached`.
+    pub xdp_mode: String,
+}
+
+/// Fill of one map in `status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MapFill {
+    /// Map name.
+    pub name: String,
+    /// Entries in use.
+    pub entries: u64,
+    /// Capacity.
+    pub max_entries: u64,
+}
+
+/// One route in `route show` / `route get`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// Prefix.
+    pub prefix: String,
+    /// Next hops with their resolution.
+    pub nexthops: Vec<NexthopInfo>,
+    /// Egress interface.
+    pub dev: String,
+}
+
+/// A next hop of a route.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NexthopInfo {
+    /// Next-hop address.
+    pub via: String,
+    /// Its MAC address, when resolved.
+    pub mac: Option<String>,
+    /// `resolved` or `unresolved`.
+    pub state: String,
+}
+
+/// One customer's counters in `stats`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomerStats {
+    /// Customer name.
+    pub name: String,
+    /// Packets towards the customer.
+    pub packets_in: u64,
+    /// Bytes towards the customer.
+    pub bytes_in: u64,
+    /// Packets from the customer.
+    pub packets_out: u64,
+    /// Bytes from the customer.
+    pub bytes_out: u64,
+    /// Drops by reason label (only non-zero ones).
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// `apply` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyInfo {
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+    /// Human-readable change lines ("+ route 10.0.0.0/8 via ...", "- customer acme").
+    pub changes: Vec<String>,
+    /// Generation after the apply (unchanged on dry run).
+    pub generation: u64,
+}

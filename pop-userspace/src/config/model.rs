@@ -1,0 +1,161 @@
+//! The desired state of a PoP: the TOML config file of CONTRACT §3, which is also
+//! what `popctl export` prints and `popctl apply` takes.
+use serde::{Deserialize, Serialize};
+
+/// The whole desired state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data plane settings.
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+    /// Interfaces the XDP program is attached to.
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+    /// Customers (counted, policed, protected against spoofing).
+    #[serde(default)]
+    pub customers: Vec<Customer>,
+    /// Static routes.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Firewall rules.
+    #[serde(default)]
+    pub acls: Vec<Acl>,
+}
+
+/// `[dataplane]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// How to attach XDP.
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+    /// What to do with packets that have no route.
+    #[serde(default)]
+    pub no_route: NoRouteAction,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        Self { xdp_mode: XdpMode::Auto, no_route: NoRouteAction::Pass }
+    }
+}
+
+/// `xdp_mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native, else generic with a warning and a metric.
+    #[default]
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic (skb) mode only.
+    Generic,
+}
+
+/// `no_route`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoRouteAction {
+    /// Hand to the kernel.
+    #[default]
+    Pass,
+    /// Drop and count as `no_route`.
+    Drop,
+}
+
+/// `[[interfaces]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    /// Kernel interface name.
+    pub name: String,
+    /// `upstream` or `customer`.
+    pub role: InterfaceRole,
+}
+
+/// Interface role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceRole {
+    /// Transit / peering.
+    Upstream,
+    /// Customer-facing.
+    Customer,
+}
+
+/// `[[customers]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    /// Unique name (metric label).
+    pub name: String,
+    /// Prefixes (IPv4 and IPv6) that belong to the customer, e.g. "198.51.100.0/24".
+    pub prefixes: Vec<String>,
+    /// Ports where the customer attaches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+    /// 802.1Q id on those ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Drop traffic from its ports whose source is outside its prefixes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anti_spoofing: bool,
+    /// Policer rate in bits per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_bps: Option<u64>,
+    /// Policer burst in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_bytes: Option<u64>,
+}
+
+/// `[[routes]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Destination prefix, e.g. "0.0.0.0/0".
+    pub prefix: String,
+    /// Next-hop addresses (same family as the prefix); several means ECMP.
+    pub via: Vec<String>,
+    /// Egress interface (one of `interfaces`).
+    pub dev: String,
+}
+
+/// `[[acls]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acl {
+    /// Lower is evaluated first; unique.
+    pub priority: u32,
+    /// `allow` or `drop`.
+    pub action: AclAction,
+    /// Source prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// Destination prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// Source port or range "1000-2000".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<String>,
+    /// Destination port or range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<String>,
+    /// Ingress interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_iface: Option<String>,
+}
+
+/// ACL action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclAction {
+    /// Let the packet continue.
+    Allow,
+    /// Drop, counted as `acl`.
+    Drop,
+}

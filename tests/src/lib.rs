@@ -1,0 +1,1 @@
+//! Shared helpers for pop integration tests.
