@@ -1,1 +1,8 @@
-//! Shared helpers for pop integration tests.
+//! Shared helpers for pop's integration tests and benchmarks.
+//!
+//! - [`testrun`]: load pop's XDP object, fill its maps, and run packets through it
+//!   with BPF_PROG_TEST_RUN.
+//! - [`lab`]: build and tear down the network-namespace PoP (upstream, edge,
+//!   customers) used by the end-to-end tests, `cargo xtask lab` and the demo.
+pub mod lab;
+pub mod testrun;
