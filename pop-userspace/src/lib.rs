@@ -1,5 +1,12 @@
-//! pop's controller library: config model and validation, the data plane (load,
-//! attach, pin, maps), durable state and reconciliation, the API, metrics and
-//! netlink. The binaries `popd` and `popctl` are thin layers over it.
+//! pop's controller library: everything `popd` and `popctl` are made of.
+//!
+//! Imports flow downward: binaries → `daemon`/`cli` → `api`/`state`/`metrics` →
+//! `dataplane`/`netlink`/`config` → `pop-common`.
 pub mod api;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod metrics;
+pub mod netlink;
+pub mod state;

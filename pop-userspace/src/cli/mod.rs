@@ -1,0 +1,1 @@
+//! popctl: argument parsing, the socket client call and table rendering.
