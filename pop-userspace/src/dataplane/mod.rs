@@ -1,1 +1,314 @@
-//! dataplane
+//! The XDP data plane as popd sees it: load or adopt the program, attach it to
+//! interfaces, pin everything under `--bpffs`, and typed access to every map.
+//!
+//! Layout under the bpffs directory (default `/sys/fs/bpf/pop`):
+//! ```text
+//! prog                       the pop_xdp program
+//! maps/<name>                every map of pop_common::maps::ALL
+//! links/native/<ifname>      XDP links, one per attached interface,
+//! links/generic/<ifname>     in the directory of their attach mode
+//! ```
+//! A restarted popd finds `prog` and adopts it with its maps and links: nothing
+//! is detached or reloaded, so forwarding never stops (CONTRACT §2).
+pub mod maps;
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{Xdp, XdpMode};
+use aya_obj::programs::XdpAttachType;
+use aya::EbpfLoader;
+use thiserror::Error;
+
+pub use maps::Maps;
+
+/// Errors of the data plane layer.
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    /// bpffs is missing and could not be mounted.
+    #[error("bpffs: cannot mount at /sys/fs/bpf: {0}")]
+    Mount(io::Error),
+    /// A filesystem operation on the pin directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Loading the object or program failed (verifier log included).
+    #[error("loading the XDP program: {0}")]
+    Load(String),
+    /// Attaching to an interface failed.
+    #[error("interface {iface}: cannot attach XDP in {mode} mode: {reason}")]
+    Attach {
+        /// Interface name.
+        iface: String,
+        /// Requested mode.
+        mode: &'static str,
+        /// Kernel's answer.
+        reason: String,
+    },
+    /// A map operation failed.
+    #[error("map {map}: {reason}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
+    move |source| DataplaneError::Io { path: path.to_path_buf(), source }
+}
+
+/// How an interface ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic (skb) XDP.
+    Generic,
+}
+
+impl AttachMode {
+    /// Label used in metrics and status.
+    pub fn label(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+    fn dir(self) -> &'static str {
+        self.label()
+    }
+}
+
+/// Requested attach mode (config `xdp_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestedMode {
+    /// Native, else generic with a warning.
+    Auto,
+    /// Native only.
+    Native,
+    /// Generic only.
+    Generic,
+}
+
+/// The loaded (or adopted) program with its pinned maps.
+pub struct Dataplane {
+    root: PathBuf,
+    program: Xdp,
+    program_id: u32,
+    adopted: bool,
+    /// Typed handles on every map.
+    pub maps: Maps,
+}
+
+/// Mounts bpffs at /sys/fs/bpf when it is not mounted (a fresh machine has none).
+pub fn ensure_bpffs() -> Result<(), DataplaneError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let target = CString::new("/sys/fs/bpf").expect("static path");
+    // SAFETY: statfs writes into the zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(target.as_ptr(), &mut st) };
+    if rc == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    fs::create_dir_all("/sys/fs/bpf").map_err(DataplaneError::Mount)?;
+    nix::mount::mount(
+        Some("bpf"),
+        "/sys/fs/bpf",
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| DataplaneError::Mount(io::Error::from(e)))
+}
+
+impl Dataplane {
+    /// Adopts the program and maps pinned under `root`, or loads and pins them
+    /// when there are none.
+    pub fn open(root: &Path) -> Result<Self, DataplaneError> {
+        ensure_bpffs()?;
+        let maps_dir = root.join("maps");
+        let prog_pin = root.join("prog");
+        fs::create_dir_all(&maps_dir).map_err(io_err(&maps_dir))?;
+        for mode in [AttachMode::Native, AttachMode::Generic] {
+            let d = root.join("links").join(mode.dir());
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        let adopted = prog_pin.exists();
+        if !adopted {
+            // Maps are declared LIBBPF_PIN_BY_NAME: aya reuses pins found in
+            // maps/ and pins new ones there.
+            let mut ebpf = EbpfLoader::new()
+                .default_map_pin_directory(&maps_dir)
+                .load(pop_ebpf::pop_object())
+                .map_err(|e| DataplaneError::Load(error_chain(&e)))?;
+            let prog: &mut Xdp = ebpf
+                .program_mut(pop_ebpf::PROGRAM_NAME)
+                .ok_or_else(|| DataplaneError::Load("program pop_xdp not in object".into()))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(e.to_string()))?;
+            prog.load().map_err(|e| DataplaneError::Load(error_chain(&e)))?;
+            prog.pin(&prog_pin).map_err(|e| {
+                DataplaneError::Load(format!("pinning {}: {e}", prog_pin.display()))
+            })?;
+        }
+        // One path for both cases: from the pins.
+        let program = Xdp::from_pin(&prog_pin, XdpAttachType::Interface).map_err(|e| {
+            DataplaneError::Load(format!("opening {}: {}", prog_pin.display(), error_chain(&e)))
+        })?;
+        let program_id = program
+            .info()
+            .map_err(|e| DataplaneError::Load(e.to_string()))?
+            .id();
+        let maps = Maps::open(&maps_dir)?;
+        Ok(Self { root: root.to_path_buf(), program, program_id, adopted, maps })
+    }
+
+    /// Kernel id of the program.
+    pub fn program_id(&self) -> u32 {
+        self.program_id
+    }
+
+    /// Whether an already pinned program was adopted (restart) rather than loaded.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// The bpffs directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn link_pin(&self, iface: &str, mode: AttachMode) -> PathBuf {
+        self.root.join("links").join(mode.dir()).join(iface)
+    }
+
+    /// The mode of an existing pinned link for `iface`, if any.
+    pub fn pinned_mode(&self, iface: &str) -> Option<AttachMode> {
+        [AttachMode::Native, AttachMode::Generic]
+            .into_iter()
+            .find(|m| self.link_pin(iface, *m).exists())
+    }
+
+    /// Interfaces with a pinned link.
+    pub fn pinned_interfaces(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for mode in [AttachMode::Native, AttachMode::Generic] {
+            if let Ok(rd) = fs::read_dir(self.root.join("links").join(mode.dir())) {
+                out.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Attaches to `iface` unless a pinned link exists. Returns the mode and
+    /// whether a new attachment was made. `Auto` tries native first and falls back
+    /// to generic with a warning.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        requested: RequestedMode,
+    ) -> Result<(AttachMode, bool), DataplaneError> {
+        if let Some(mode) = self.pinned_mode(iface) {
+            return Ok((mode, false));
+        }
+        let tries: &[AttachMode] = match requested {
+            RequestedMode::Auto => &[AttachMode::Native, AttachMode::Generic],
+            RequestedMode::Native => &[AttachMode::Native],
+            RequestedMode::Generic => &[AttachMode::Generic],
+        };
+        let mut last = String::new();
+        for &mode in tries {
+            let flags = match mode {
+                AttachMode::Native => XdpMode::Driver,
+                AttachMode::Generic => XdpMode::Skb,
+            };
+            match self.program.attach(iface, flags) {
+                Ok(id) => {
+                    let link = self
+                        .program
+                        .take_link(id)
+                        .map_err(|e| self.attach_err(iface, mode, e.to_string()))?;
+                    let fd_link: FdLink = link
+                        .try_into()
+                        .map_err(|e: aya::programs::links::LinkError| {
+                            self.attach_err(iface, mode, format!("not a bpf_link: {e}"))
+                        })?;
+                    let pin = self.link_pin(iface, mode);
+                    fd_link
+                        .pin(&pin)
+                        .map_err(|e| self.attach_err(iface, mode, format!("pinning link: {e}")))?;
+                    if requested == RequestedMode::Auto && mode == AttachMode::Generic {
+                        tracing::warn!(
+                            iface,
+                            reason = %last,
+                            "native XDP unavailable, attached in generic mode (slower)"
+                        );
+                    }
+                    return Ok((mode, true));
+                }
+                Err(e) => last = error_chain(&e),
+            }
+        }
+        let mode = *tries.last().expect("non-empty");
+        Err(self.attach_err(iface, mode, last))
+    }
+
+    fn attach_err(&self, iface: &str, mode: AttachMode, reason: String) -> DataplaneError {
+        DataplaneError::Attach { iface: iface.to_string(), mode: mode.label(), reason }
+    }
+
+    /// Detaches from `iface` (removes its pinned link). No-op when not attached.
+    pub fn detach(&mut self, iface: &str) -> Result<(), DataplaneError> {
+        for mode in [AttachMode::Native, AttachMode::Generic] {
+            let pin = self.link_pin(iface, mode);
+            if pin.exists() {
+                match PinnedLink::from_pin(&pin) {
+                    // Unpinning and dropping the last fd detaches the link.
+                    Ok(link) => drop(link.unpin().map_err(io_err(&pin))?),
+                    Err(_) => fs::remove_file(&pin).map_err(io_err(&pin))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the whole data plane: every link, the program and map pins, and
+    /// the directory. Forwarding stops.
+    pub fn remove(mut self) -> Result<(), DataplaneError> {
+        for iface in self.pinned_interfaces() {
+            self.detach(&iface)?;
+        }
+        let root = self.root.clone();
+        drop(self);
+        let _ = fs::remove_dir_all(&root);
+        if root.exists() {
+            return Err(DataplaneError::Io {
+                path: root,
+                source: io::Error::other("could not remove pin directory"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An error with its sources, on one line (verifier logs keep their lines).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

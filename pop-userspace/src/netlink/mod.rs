@@ -1,1 +1,165 @@
-//! netlink
+//! What popd needs from the kernel's networking state, over rtnetlink: links
+//! (ifindex, MAC, MTU, XDP attachment), the host's own addresses, and the
+//! neighbour table. popd never makes users type MACs: next hops are resolved
+//! here, missing ones are added as *managed* neighbours (NTF_EXT_MANAGED) so
+//! that the kernel resolves them and keeps them fresh without traffic, and a
+//! multicast subscription wakes popd on every change.
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState,
+};
+use netlink_packet_route::address::AddressAttribute;
+use rtnetlink::{Handle, MulticastGroup};
+
+/// A network interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    /// Kernel ifindex.
+    pub ifindex: u32,
+    /// MAC address.
+    pub mac: [u8; 6],
+    /// MTU (L3 bytes).
+    pub mtu: u32,
+    /// XDP program id attached, if any, and whether in generic (skb) mode.
+    pub xdp: Option<(u32, bool)>,
+}
+
+/// A neighbour entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its MAC when the kernel knows one that can be used.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// A snapshot of the kernel's state that popd cares about.
+#[derive(Clone, Debug, Default)]
+pub struct KernelView {
+    /// By name.
+    pub links: HashMap<String, Link>,
+    /// Every address configured on the host.
+    pub addrs: Vec<IpAddr>,
+    /// (ifindex, address) → entry.
+    pub neighbours: HashMap<(u32, IpAddr), Neighbour>,
+}
+
+/// Netlink errors, as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("netlink: {0}")]
+pub struct NetlinkError(pub String);
+
+fn nl(e: impl std::fmt::Display) -> NetlinkError {
+    NetlinkError(e.to_string())
+}
+
+/// A connection for requests.
+pub fn connect() -> Result<Handle, NetlinkError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(nl)?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// A subscription to link, address and neighbour changes; each message on the
+/// returned receiver means "something changed, re-read".
+pub fn subscribe() -> Result<impl futures::Stream<Item = ()> + Unpin, NetlinkError> {
+    use futures::StreamExt;
+    let (conn, _handle, rx) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Neigh,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ])
+    .map_err(nl)?;
+    tokio::spawn(conn);
+    Ok(rx.map(|_| ()))
+}
+
+/// Reads links, addresses and neighbours.
+pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
+    let mut view = KernelView::default();
+    let mut links = handle.link().get().execute();
+    while let Some(msg) = links.try_next().await.map_err(nl)? {
+        let mut link = Link { ifindex: msg.header.index, ..Default::default() };
+        let mut name = None;
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n),
+                LinkAttribute::Address(a) if a.len() == 6 => link.mac.copy_from_slice(&a),
+                LinkAttribute::Mtu(m) => link.mtu = m,
+                LinkAttribute::Xdp(xdp) => {
+                    let mut id = None;
+                    let mut generic = false;
+                    for x in xdp {
+                        match x {
+                            LinkXdp::ProgId(p) if p != 0 => id = Some(p),
+                            LinkXdp::Attached(XdpAttached::SocketBuffer) => generic = true,
+                            _ => {}
+                        }
+                    }
+                    link.xdp = id.map(|i| (i, generic));
+                }
+                _ => {}
+            }
+        }
+        if let Some(n) = name {
+            view.links.insert(n, link);
+        }
+    }
+    let mut addrs = handle.address().get().execute();
+    while let Some(msg) = addrs.try_next().await.map_err(nl)? {
+        for attr in msg.attributes {
+            // IFA_LOCAL is the host's address on point-to-point links; IFA_ADDRESS otherwise.
+            if let AddressAttribute::Address(a) | AddressAttribute::Local(a) = attr {
+                if !view.addrs.contains(&a) {
+                    view.addrs.push(a);
+                }
+            }
+        }
+    }
+    let mut neigh = handle.neighbours().get().execute();
+    while let Some(msg) = neigh.try_next().await.map_err(nl)? {
+        let usable = matches!(
+            msg.header.state,
+            NeighbourState::Reachable
+                | NeighbourState::Stale
+                | NeighbourState::Delay
+                | NeighbourState::Probe
+                | NeighbourState::Permanent
+                | NeighbourState::Noarp
+        );
+        let mut dst = None;
+        let mut mac = None;
+        for attr in msg.attributes {
+            match attr {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(IpAddr::V4(a)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => dst = Some(IpAddr::V6(a)),
+                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(&l);
+                    mac = Some(m);
+                }
+                _ => {}
+            }
+        }
+        if let Some(d) = dst {
+            let mac = if usable { mac } else { None };
+            view.neighbours.insert((msg.header.ifindex, d), Neighbour { mac });
+        }
+    }
+    Ok(view)
+}
+
+/// Asks the kernel to resolve `ip` on `ifindex` and keep it resolved
+/// (`ip neigh add IP dev IF managed`). An existing entry is left alone.
+pub async fn add_managed_neighbour(handle: &Handle, ifindex: u32, ip: IpAddr) -> Result<(), NetlinkError> {
+    let mut req = handle.neighbours().add(ifindex, ip).state(NeighbourState::None);
+    req.message_mut().attributes.push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+    match req.execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+        Err(e) => Err(nl(format!("adding managed neighbour {ip} on ifindex {ifindex}: {e}"))),
+    }
+}

@@ -1,0 +1,153 @@
+//! Typed handles on every pinned map, opened from their pins so that a fresh
+//! load and an adoption take the same path.
+use std::path::Path;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray};
+use pop_common::{
+    maps as names, Action, Direction, DropReason, PassReason, PopConfig, PopCounter,
+    PopCustomerRef, PopIface, PopLocalV6, PopNexthop, PopRoute,
+};
+
+use super::DataplaneError;
+
+/// Every map of the data plane.
+pub struct Maps {
+    /// Global settings.
+    pub config: Array<MapData, PopConfig>,
+    /// ifindex → interface.
+    pub ifaces: HashMap<MapData, u32, PopIface>,
+    /// Egress ports.
+    pub tx_ports: DevMapHash<MapData>,
+    /// IPv4 routes.
+    pub routes_v4: LpmTrie<MapData, [u8; 4], PopRoute>,
+    /// IPv6 routes.
+    pub routes_v6: LpmTrie<MapData, [u8; 16], PopRoute>,
+    /// Next hops by id.
+    pub nexthops: Array<MapData, PopNexthop>,
+    /// IPv4 customer prefixes.
+    pub cust_v4: LpmTrie<MapData, [u8; 4], PopCustomerRef>,
+    /// IPv6 customer prefixes.
+    pub cust_v6: LpmTrie<MapData, [u8; 16], PopCustomerRef>,
+    /// This host's IPv4 addresses (network order).
+    pub local_v4: HashMap<MapData, u32, u32>,
+    /// This host's IPv6 addresses.
+    pub local_v6: HashMap<MapData, PopLocalV6, u32>,
+    /// Per interface and action.
+    pub iface_stats: PerCpuArray<MapData, PopCounter>,
+    /// Per drop reason.
+    pub drop_stats: PerCpuArray<MapData, PopCounter>,
+    /// Per pass reason.
+    pub pass_stats: PerCpuArray<MapData, PopCounter>,
+    /// Per customer and direction.
+    pub cust_stats: PerCpuArray<MapData, PopCounter>,
+    /// Per customer and drop reason.
+    pub cust_drops: PerCpuArray<MapData, PopCounter>,
+}
+
+fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Map {
+        map: name,
+        reason: format!("opening pin {}: {e}", path.display()),
+    })?;
+    Map::from_map_data(data).map_err(|e| DataplaneError::Map { map: name, reason: e.to_string() })
+}
+
+macro_rules! typed {
+    ($dir:expr, $name:expr) => {{
+        let map = open($dir, $name)?;
+        map.try_into()
+            .map_err(|e: aya::maps::MapError| DataplaneError::Map { map: $name, reason: e.to_string() })?
+    }};
+}
+
+/// Maps an aya error to ours.
+pub fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |e| DataplaneError::Map { map, reason: super::error_chain(&e) }
+}
+
+impl Maps {
+    /// Opens every map pinned in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            config: typed!(dir, names::CONFIG),
+            ifaces: typed!(dir, names::IFACES),
+            tx_ports: typed!(dir, names::TX_PORTS),
+            routes_v4: typed!(dir, names::ROUTES_V4),
+            routes_v6: typed!(dir, names::ROUTES_V6),
+            nexthops: typed!(dir, names::NEXTHOPS),
+            cust_v4: typed!(dir, names::CUST_V4),
+            cust_v6: typed!(dir, names::CUST_V6),
+            local_v4: typed!(dir, names::LOCAL_V4),
+            local_v6: typed!(dir, names::LOCAL_V6),
+            iface_stats: typed!(dir, names::IFACE_STATS),
+            drop_stats: typed!(dir, names::DROP_STATS),
+            pass_stats: typed!(dir, names::PASS_STATS),
+            cust_stats: typed!(dir, names::CUST_STATS),
+            cust_drops: typed!(dir, names::CUST_DROPS),
+        })
+    }
+
+    fn sum(map: &PerCpuArray<MapData, PopCounter>, index: u32) -> PopCounter {
+        map.get(&index, 0).map(|v| PopCounter::sum(v.iter())).unwrap_or_default()
+    }
+
+    /// Interface counters for one action, summed over CPUs.
+    pub fn iface_counter(&self, slot: u32, action: Action) -> PopCounter {
+        Self::sum(&self.iface_stats, pop_common::iface_stats_index(slot, action))
+    }
+
+    /// Global drop counter.
+    pub fn drop_counter(&self, reason: DropReason) -> PopCounter {
+        Self::sum(&self.drop_stats, reason as u32)
+    }
+
+    /// Global pass counter.
+    pub fn pass_counter(&self, reason: PassReason) -> PopCounter {
+        Self::sum(&self.pass_stats, reason as u32)
+    }
+
+    /// Customer traffic counter.
+    pub fn customer_counter(&self, id: u32, dir: Direction) -> PopCounter {
+        Self::sum(&self.cust_stats, pop_common::cust_stats_index(id, dir))
+    }
+
+    /// Customer drop counter.
+    pub fn customer_drop(&self, id: u32, reason: DropReason) -> PopCounter {
+        Self::sum(&self.cust_drops, pop_common::cust_drops_index(id, reason))
+    }
+
+    /// Zeroes a customer's counters (a new customer must not inherit old counts).
+    pub fn reset_customer(&mut self, id: u32) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
+            map: names::CUST_STATS,
+            reason: e.to_string(),
+        })?;
+        let zero = || {
+            aya::maps::PerCpuValues::try_from(vec![PopCounter::default(); cpus])
+                .expect("nr_cpus values")
+        };
+        for d in Direction::ALL {
+            self.cust_stats
+                .set(pop_common::cust_stats_index(id, *d), zero(), 0)
+                .map_err(map_err(names::CUST_STATS))?;
+        }
+        for r in DropReason::ALL {
+            self.cust_drops
+                .set(pop_common::cust_drops_index(id, *r), zero(), 0)
+                .map_err(map_err(names::CUST_DROPS))?;
+        }
+        Ok(())
+    }
+}
+
+/// LPM key for an IPv4 prefix.
+pub fn key_v4(net: &ipnet::Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(net.prefix_len() as u32, net.network().octets())
+}
+
+/// LPM key for an IPv6 prefix.
+pub fn key_v6(net: &ipnet::Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(net.prefix_len() as u32, net.network().octets())
+}
