@@ -65,8 +65,21 @@ pub mod maps {
     pub const CUST_DROPS: &str = "cust_drops";
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
-        CONFIG, IFACES, TX_PORTS, ROUTES_V4, ROUTES_V6, NEXTHOPS, CUST_V4, CUST_V6, LOCAL_V4,
-        LOCAL_V6, IFACE_STATS, DROP_STATS, PASS_STATS, CUST_STATS, CUST_DROPS,
+        CONFIG,
+        IFACES,
+        TX_PORTS,
+        ROUTES_V4,
+        ROUTES_V6,
+        NEXTHOPS,
+        CUST_V4,
+        CUST_V6,
+        LOCAL_V4,
+        LOCAL_V6,
+        IFACE_STATS,
+        DROP_STATS,
+        PASS_STATS,
+        CUST_STATS,
+        CUST_DROPS,
     ];
 }
 
@@ -270,10 +283,12 @@ pub struct PopCounter {
 impl PopCounter {
     /// Sum of per-CPU values.
     pub fn sum<'a>(values: impl IntoIterator<Item = &'a PopCounter>) -> PopCounter {
-        values.into_iter().fold(PopCounter::default(), |a, c| PopCounter {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-        })
+        values
+            .into_iter()
+            .fold(PopCounter::default(), |a, c| PopCounter {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            })
     }
 }
 
@@ -308,8 +323,11 @@ mod pod {
     unsafe impl aya::Pod for PopCounter {}
 }
 
+/// A struct's C name, size and (field name, offset) pairs.
+pub type Layout = (&'static str, usize, &'static [(&'static str, usize)]);
+
 /// Every ABI struct with its C name, size and field offsets, for the BTF check.
-pub fn layouts() -> &'static [(&'static str, usize, &'static [(&'static str, usize)])] {
+pub fn layouts() -> &'static [Layout] {
     use core::mem::{offset_of, size_of};
     macro_rules! l {
         ($c:expr, $t:ty, [$($f:ident),*]) => {

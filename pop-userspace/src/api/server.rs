@@ -1,1 +1,118 @@
-//! TODO
+//! popd's side of the API: a Unix socket (mode 0660) speaking one JSON
+//! [`Request`] per line and answering one JSON [`Response`] per line.
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+
+use super::protocol::{Request, Response};
+use crate::daemon::controller::{After, Controller};
+
+/// Binds the socket, replacing a stale one left by a crashed popd; refuses to
+/// steal the socket of a popd that is still running.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{}: another popd is running", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(l)
+}
+
+/// Serves requests until a `shutdown` arrives; then records whether to detach
+/// and wakes `stop`.
+pub async fn serve(
+    listener: UnixListener,
+    ctl: Arc<Mutex<Controller>>,
+    changed: Arc<Notify>,
+    stop: Arc<Notify>,
+    detach: Arc<Mutex<bool>>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let ctl = ctl.clone();
+        let changed = changed.clone();
+        let stop = stop.clone();
+        let detach = detach.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, ctl, changed, stop, detach).await {
+                tracing::debug!("api connection: {e}");
+            }
+        });
+    }
+}
+
+async fn connection(
+    stream: UnixStream,
+    ctl: Arc<Mutex<Controller>>,
+    changed: Arc<Notify>,
+    stop: Arc<Notify>,
+    detach: Arc<Mutex<bool>>,
+) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (resp, after) = match serde_json::from_str::<Request>(&line) {
+            Err(e) => (
+                Response::Error {
+                    message: format!("bad request: {e}"),
+                },
+                After::Continue,
+            ),
+            Ok(req) => {
+                let mutates = !matches!(
+                    req,
+                    Request::Status
+                        | Request::RouteShow
+                        | Request::RouteGet { .. }
+                        | Request::CustomerShow
+                        | Request::AclShow
+                        | Request::Stats { .. }
+                        | Request::Export
+                );
+                let ctl = ctl.clone();
+                let (reply, after) = tokio::task::spawn_blocking(move || {
+                    let mut c = ctl.lock().unwrap_or_else(|p| p.into_inner());
+                    c.handle(req)
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+                if mutates {
+                    changed.notify_one();
+                }
+                let resp = match reply {
+                    Ok(data) => Response::Ok { data },
+                    Err(message) => Response::Error { message },
+                };
+                (resp, after)
+            }
+        };
+        let mut out = serde_json::to_vec(&resp).expect("response serialises");
+        out.push(b'\n');
+        w.write_all(&out).await?;
+        w.flush().await?;
+        if let After::Shutdown { detach: d } = after {
+            *detach.lock().unwrap_or_else(|p| p.into_inner()) = d;
+            stop.notify_one();
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,245 @@
-//! daemon
+//! popd: the controller daemon (CONTRACT §2). Wires the data plane, the
+//! durable state, netlink, the API socket, metrics and signals together.
+pub mod compile;
+pub mod controller;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use futures::StreamExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+use crate::config::validate;
+use crate::dataplane::Dataplane;
+use crate::state::Store;
+use controller::Controller;
+
+/// popd — pop's controller: loads the XDP data plane, keeps it in the desired
+/// state, serves popctl and Prometheus.
+#[derive(Debug, Parser)]
+#[command(name = "popd", version)]
+pub struct Args {
+    /// The config file (TOML, CONTRACT §3). Used on first start and on SIGHUP;
+    /// afterwards the state in --state-dir (changes made with popctl) wins.
+    #[arg(long, default_value = "/etc/pop/pop.toml")]
+    pub config: PathBuf,
+    /// Where the desired state is kept (atomic writes, fsync).
+    #[arg(long, default_value = "/var/lib/pop")]
+    pub state_dir: PathBuf,
+    /// bpffs directory for the program, maps and links.
+    #[arg(long, default_value = "/sys/fs/bpf/pop")]
+    pub bpffs: PathBuf,
+    /// The API socket for popctl (mode 0660).
+    #[arg(long, default_value = "/run/pop/popd.sock")]
+    pub socket: PathBuf,
+    /// Address for Prometheus: http://ADDR/metrics.
+    #[arg(long, default_value = "127.0.0.1:9469")]
+    pub metrics: SocketAddr,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+    /// Remove the data plane (detach XDP, unpin) when popd exits. Without it, a
+    /// stopped or crashed popd leaves forwarding running.
+    #[arg(long)]
+    pub detach_on_exit: bool,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Runs popd; returns the process exit code.
+pub fn main() -> i32 {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("popd: starting the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("popd: {e}");
+            1
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let store = Store::open(&args.state_dir).map_err(|e| e.to_string())?;
+    let initial = if store.path().exists() {
+        // The durable state wins; the file is only checked to be readable.
+        std::fs::read_to_string(&args.config)
+            .ok()
+            .and_then(|t| validate::parse_config(&t).ok())
+            .unwrap_or_default()
+    } else {
+        let text = std::fs::read_to_string(&args.config)
+            .map_err(|e| format!("config {}: {e}", args.config.display()))?;
+        validate::parse_config(&text)
+            .map_err(|e| format!("config {}: {e}", args.config.display()))?
+    };
+    let handle = crate::netlink::connect().map_err(|e| e.to_string())?;
+    let view = crate::netlink::dump(&handle)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dp = Dataplane::open(&args.bpffs).map_err(|e| e.to_string())?;
+    tracing::info!(
+        program_id = dp.program_id(),
+        adopted = dp.adopted(),
+        bpffs = %args.bpffs.display(),
+        "{}",
+        if dp.adopted() { "adopted the running data plane" } else { "loaded the data plane" }
+    );
+    let ctl = Controller::start(store, initial, dp, view)?;
+    let ctl = Arc::new(Mutex::new(ctl));
+
+    let listener = crate::api::server::bind(&args.socket)
+        .map_err(|e| format!("socket {}: {e}", args.socket.display()))?;
+    let changed = Arc::new(Notify::new());
+    let stop = Arc::new(Notify::new());
+    let detach = Arc::new(Mutex::new(args.detach_on_exit));
+    tokio::spawn(crate::api::server::serve(
+        listener,
+        ctl.clone(),
+        changed.clone(),
+        stop.clone(),
+        detach.clone(),
+    ));
+
+    let metrics = tokio::net::TcpListener::bind(args.metrics)
+        .await
+        .map_err(|e| format!("metrics {}: {e}", args.metrics))?;
+    let mctl = ctl.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let c = mctl.clone();
+            async move {
+                let body = tokio::task::spawn_blocking(move || {
+                    crate::metrics::render(&c.lock().unwrap_or_else(|p| p.into_inner()))
+                })
+                .await
+                .unwrap_or_default();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics, app).await {
+            tracing::error!("metrics server: {e}");
+        }
+    });
+
+    tokio::spawn(follow_kernel(handle, ctl.clone(), changed.clone()));
+
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tracing::info!(socket = %args.socket.display(), metrics = %args.metrics, "popd ready");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let text = std::fs::read_to_string(&args.config);
+                let c = ctl.clone();
+                let res = tokio::task::spawn_blocking(move || match text {
+                    Ok(t) => c.lock().unwrap_or_else(|p| p.into_inner()).apply_config(&t, false),
+                    Err(e) => Err(e.to_string()),
+                }).await.unwrap_or_else(|e| Err(e.to_string()));
+                match res {
+                    Ok(v) => tracing::info!(result = %v, "SIGHUP: applied {}", args.config.display()),
+                    Err(e) => tracing::error!("SIGHUP: {}: {e}; nothing changed", args.config.display()),
+                }
+                changed.notify_one();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = stop.notified() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&args.socket);
+    if *detach.lock().unwrap_or_else(|p| p.into_inner()) {
+        let mut c = ctl.lock().unwrap_or_else(|p| p.into_inner());
+        c.remove_dataplane()?;
+        tracing::info!("data plane removed");
+    } else {
+        tracing::info!("exiting; the data plane keeps forwarding");
+    }
+    Ok(())
+}
+
+/// Keeps next hops, interfaces and local addresses in step with the kernel:
+/// re-reads on every netlink notification, after every change, and every 5 s.
+async fn follow_kernel(
+    handle: rtnetlink::Handle,
+    ctl: Arc<Mutex<Controller>>,
+    changed: Arc<Notify>,
+) {
+    let mut events = match crate::netlink::subscribe() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no netlink notifications ({e}); polling only");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = changed.notified() => {}
+            Some(_) = async { match events.as_mut() { Some(e) => e.next().await, None => std::future::pending().await } } => {
+                // Coalesce bursts of notifications.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let view = match crate::netlink::dump(&handle).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        let c = ctl.clone();
+        let missing = tokio::task::spawn_blocking(move || {
+            let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+            c.kernel_changed(view);
+            c.unresolved()
+        })
+        .await
+        .unwrap_or_default();
+        for (ifindex, ip) in missing {
+            if let Err(e) = crate::netlink::add_managed_neighbour(&handle, ifindex, ip).await {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}

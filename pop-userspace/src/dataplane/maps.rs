@@ -51,20 +51,29 @@ fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
         map: name,
         reason: format!("opening pin {}: {e}", path.display()),
     })?;
-    Map::from_map_data(data).map_err(|e| DataplaneError::Map { map: name, reason: e.to_string() })
+    Map::from_map_data(data).map_err(|e| DataplaneError::Map {
+        map: name,
+        reason: e.to_string(),
+    })
 }
 
 macro_rules! typed {
     ($dir:expr, $name:expr) => {{
         let map = open($dir, $name)?;
         map.try_into()
-            .map_err(|e: aya::maps::MapError| DataplaneError::Map { map: $name, reason: e.to_string() })?
+            .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+                map: $name,
+                reason: e.to_string(),
+            })?
     }};
 }
 
 /// Maps an aya error to ours.
 pub fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |e| DataplaneError::Map { map, reason: super::error_chain(&e) }
+    move |e| DataplaneError::Map {
+        map,
+        reason: super::error_chain(&e),
+    }
 }
 
 impl Maps {
@@ -90,12 +99,17 @@ impl Maps {
     }
 
     fn sum(map: &PerCpuArray<MapData, PopCounter>, index: u32) -> PopCounter {
-        map.get(&index, 0).map(|v| PopCounter::sum(v.iter())).unwrap_or_default()
+        map.get(&index, 0)
+            .map(|v| PopCounter::sum(v.iter()))
+            .unwrap_or_default()
     }
 
     /// Interface counters for one action, summed over CPUs.
     pub fn iface_counter(&self, slot: u32, action: Action) -> PopCounter {
-        Self::sum(&self.iface_stats, pop_common::iface_stats_index(slot, action))
+        Self::sum(
+            &self.iface_stats,
+            pop_common::iface_stats_index(slot, action),
+        )
     }
 
     /// Global drop counter.

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode};
-use aya_obj::programs::XdpAttachType;
 use aya::EbpfLoader;
+use aya_obj::programs::XdpAttachType;
 use thiserror::Error;
 
 pub use maps::Maps;
@@ -63,7 +63,10 @@ pub enum DataplaneError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
-    move |source| DataplaneError::Io { path: path.to_path_buf(), source }
+    move |source| DataplaneError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// How an interface ended up attached.
@@ -155,21 +158,32 @@ impl Dataplane {
                 .ok_or_else(|| DataplaneError::Load("program pop_xdp not in object".into()))?
                 .try_into()
                 .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(e.to_string()))?;
-            prog.load().map_err(|e| DataplaneError::Load(error_chain(&e)))?;
+            prog.load()
+                .map_err(|e| DataplaneError::Load(error_chain(&e)))?;
             prog.pin(&prog_pin).map_err(|e| {
                 DataplaneError::Load(format!("pinning {}: {e}", prog_pin.display()))
             })?;
         }
         // One path for both cases: from the pins.
         let program = Xdp::from_pin(&prog_pin, XdpAttachType::Interface).map_err(|e| {
-            DataplaneError::Load(format!("opening {}: {}", prog_pin.display(), error_chain(&e)))
+            DataplaneError::Load(format!(
+                "opening {}: {}",
+                prog_pin.display(),
+                error_chain(&e)
+            ))
         })?;
         let program_id = program
             .info()
             .map_err(|e| DataplaneError::Load(e.to_string()))?
             .id();
         let maps = Maps::open(&maps_dir)?;
-        Ok(Self { root: root.to_path_buf(), program, program_id, adopted, maps })
+        Ok(Self {
+            root: root.to_path_buf(),
+            program,
+            program_id,
+            adopted,
+            maps,
+        })
     }
 
     /// Kernel id of the program.
@@ -203,7 +217,10 @@ impl Dataplane {
         let mut out = Vec::new();
         for mode in [AttachMode::Native, AttachMode::Generic] {
             if let Ok(rd) = fs::read_dir(self.root.join("links").join(mode.dir())) {
-                out.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+                out.extend(
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
             }
         }
         out.sort();
@@ -238,11 +255,11 @@ impl Dataplane {
                         .program
                         .take_link(id)
                         .map_err(|e| self.attach_err(iface, mode, e.to_string()))?;
-                    let fd_link: FdLink = link
-                        .try_into()
-                        .map_err(|e: aya::programs::links::LinkError| {
-                            self.attach_err(iface, mode, format!("not a bpf_link: {e}"))
-                        })?;
+                    let fd_link: FdLink =
+                        link.try_into()
+                            .map_err(|e: aya::programs::links::LinkError| {
+                                self.attach_err(iface, mode, format!("not a bpf_link: {e}"))
+                            })?;
                     let pin = self.link_pin(iface, mode);
                     fd_link
                         .pin(&pin)
@@ -264,7 +281,11 @@ impl Dataplane {
     }
 
     fn attach_err(&self, iface: &str, mode: AttachMode, reason: String) -> DataplaneError {
-        DataplaneError::Attach { iface: iface.to_string(), mode: mode.label(), reason }
+        DataplaneError::Attach {
+            iface: iface.to_string(),
+            mode: mode.label(),
+            reason,
+        }
     }
 
     /// Detaches from `iface` (removes its pinned link). No-op when not attached.

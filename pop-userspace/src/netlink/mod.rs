@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState,
 };
-use netlink_packet_route::address::AddressAttribute;
 use rtnetlink::{Handle, MulticastGroup};
 
 /// A network interface.
@@ -82,7 +82,10 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
     let mut view = KernelView::default();
     let mut links = handle.link().get().execute();
     while let Some(msg) = links.try_next().await.map_err(nl)? {
-        let mut link = Link { ifindex: msg.header.index, ..Default::default() };
+        let mut link = Link {
+            ifindex: msg.header.index,
+            ..Default::default()
+        };
         let mut name = None;
         for attr in msg.attributes {
             match attr {
@@ -134,8 +137,12 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
         let mut mac = None;
         for attr in msg.attributes {
             match attr {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(IpAddr::V4(a)),
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => dst = Some(IpAddr::V6(a)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                    dst = Some(IpAddr::V4(a))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                    dst = Some(IpAddr::V6(a))
+                }
                 NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                     let mut m = [0u8; 6];
                     m.copy_from_slice(&l);
@@ -146,7 +153,8 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
         }
         if let Some(d) = dst {
             let mac = if usable { mac } else { None };
-            view.neighbours.insert((msg.header.ifindex, d), Neighbour { mac });
+            view.neighbours
+                .insert((msg.header.ifindex, d), Neighbour { mac });
         }
     }
     Ok(view)
@@ -154,12 +162,23 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
 
 /// Asks the kernel to resolve `ip` on `ifindex` and keep it resolved
 /// (`ip neigh add IP dev IF managed`). An existing entry is left alone.
-pub async fn add_managed_neighbour(handle: &Handle, ifindex: u32, ip: IpAddr) -> Result<(), NetlinkError> {
-    let mut req = handle.neighbours().add(ifindex, ip).state(NeighbourState::None);
-    req.message_mut().attributes.push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+pub async fn add_managed_neighbour(
+    handle: &Handle,
+    ifindex: u32,
+    ip: IpAddr,
+) -> Result<(), NetlinkError> {
+    let mut req = handle
+        .neighbours()
+        .add(ifindex, ip)
+        .state(NeighbourState::None);
+    req.message_mut()
+        .attributes
+        .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
     match req.execute().await {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
-        Err(e) => Err(nl(format!("adding managed neighbour {ip} on ifindex {ifindex}: {e}"))),
+        Err(e) => Err(nl(format!(
+            "adding managed neighbour {ip} on ifindex {ifindex}: {e}"
+        ))),
     }
 }

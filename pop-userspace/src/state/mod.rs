@@ -69,8 +69,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating) the state directory.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.into(), source })?;
-        Ok(Self { dir: dir.to_path_buf() })
+        fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.into(),
+            source,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Path of the state file.
@@ -82,9 +87,14 @@ impl Store {
     pub fn load(&self) -> Result<Option<Persisted>, StateError> {
         let path = self.path();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt { path, reason: e.to_string() }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StateError::Io { path, source }),
         }
@@ -104,7 +114,9 @@ impl Store {
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
         Ok(())
     }
 }
@@ -118,11 +130,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.load().unwrap(), None);
-        let mut st = Persisted { generation: 7, ..Default::default() };
+        let mut st = Persisted {
+            generation: 7,
+            ..Default::default()
+        };
         st.ids.customers.insert("acme".into(), 3);
         store.save(&st).unwrap();
         assert_eq!(store.load().unwrap(), Some(st));
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
     }
 
@@ -130,7 +149,11 @@ mod tests {
     fn corrupt_state_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("state.json"), b"{not json").unwrap();
-        let err = Store::open(dir.path()).unwrap().load().unwrap_err().to_string();
+        let err = Store::open(dir.path())
+            .unwrap()
+            .load()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("state.json"), "{err}");
     }
 }

@@ -1,0 +1,478 @@
+//! Desired state → the exact contents of the data plane's maps, and the diff
+//! that turns what is in the maps into that. The per-packet path does no work
+//! that can be done here (STYLE.md rule 4).
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use pop_common::{
+    PopConfig, PopIface, PopLocalV6, PopNexthop, PopRoute, CFG_NO_ROUTE_DROP, MAX_CUSTOMERS,
+    MAX_IFACES, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID,
+};
+
+use crate::config::model::{Config, InterfaceRole, NoRouteAction};
+use crate::dataplane::maps::{key_v4, key_v6, map_err};
+use crate::dataplane::{DataplaneError, Maps};
+use crate::netlink::KernelView;
+use crate::state::Ids;
+
+/// The contents of every map popd writes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tables {
+    /// `config[0]`.
+    pub config: Option<PopConfig>,
+    /// ifindex → interface.
+    pub ifaces: HashMap<u32, PopIface>,
+    /// Egress ifindexes.
+    pub tx_ports: HashSet<u32>,
+    /// Next hops by id.
+    pub nexthops: HashMap<u32, PopNexthop>,
+    /// IPv4 routes.
+    pub routes_v4: HashMap<Ipv4Net, PopRoute>,
+    /// IPv6 routes.
+    pub routes_v6: HashMap<Ipv6Net, PopRoute>,
+    /// IPv4 customer prefixes → customer id.
+    pub cust_v4: HashMap<Ipv4Net, u32>,
+    /// IPv6 customer prefixes → customer id.
+    pub cust_v6: HashMap<Ipv6Net, u32>,
+    /// Host addresses.
+    pub local_v4: HashSet<u32>,
+    /// Host addresses.
+    pub local_v6: HashSet<[u8; 16]>,
+}
+
+/// Key of a next hop in [`Ids::nexthops`].
+pub fn nexthop_key(dev: &str, via: &IpAddr) -> String {
+    format!("{dev} {via}")
+}
+
+fn allocate(
+    map: &mut BTreeMap<String, u32>,
+    wanted: &[String],
+    first: u32,
+    end: u32,
+    what: &str,
+) -> Result<(), String> {
+    let wanted_set: HashSet<&String> = wanted.iter().collect();
+    map.retain(|k, _| wanted_set.contains(k));
+    let mut used: HashSet<u32> = map.values().copied().collect();
+    let mut next = first;
+    for name in wanted {
+        if map.contains_key(name) {
+            continue;
+        }
+        while used.contains(&next) {
+            next += 1;
+        }
+        if next >= end {
+            return Err(format!("{what}: table full ({} entries)", end - first));
+        }
+        used.insert(next);
+        map.insert(name.clone(), next);
+    }
+    Ok(())
+}
+
+/// Ids for `cfg`: existing ones are kept, new names get the lowest free id,
+/// ids of removed names are freed. Returns the ids and the customer ids that
+/// are new (their counters must be zeroed before use).
+pub fn assign_ids(cfg: &Config, old: &Ids) -> Result<(Ids, Vec<u32>), String> {
+    let mut ids = old.clone();
+    let customers: Vec<String> = cfg.customers.iter().map(|c| c.name.clone()).collect();
+    allocate(
+        &mut ids.customers,
+        &customers,
+        1,
+        MAX_CUSTOMERS,
+        "customers",
+    )?;
+    let ifaces: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
+    allocate(&mut ids.iface_slots, &ifaces, 0, MAX_IFACES, "interfaces")?;
+    let mut nhs = Vec::new();
+    let mut seen = HashSet::new();
+    for r in &cfg.routes {
+        for via in &r.via {
+            if let Ok(ip) = via.parse::<IpAddr>() {
+                let k = nexthop_key(&r.dev, &ip);
+                if seen.insert(k.clone()) {
+                    nhs.push(k);
+                }
+            }
+        }
+    }
+    allocate(&mut ids.nexthops, &nhs, 1, MAX_NEXTHOPS, "next hops")?;
+    let fresh = ids
+        .customers
+        .iter()
+        .filter(|(n, id)| old.customers.get(*n) != Some(id))
+        .map(|(_, id)| *id)
+        .collect();
+    Ok((ids, fresh))
+}
+
+/// Computes the map contents for a (validated) config.
+pub fn compile(
+    cfg: &Config,
+    ids: &Ids,
+    generation: u64,
+    kernel: &KernelView,
+    attached: &BTreeMap<String, crate::dataplane::AttachMode>,
+) -> Tables {
+    let mut t = Tables::default();
+    let flags = match cfg.dataplane.no_route {
+        NoRouteAction::Drop => CFG_NO_ROUTE_DROP,
+        NoRouteAction::Pass => 0,
+    };
+    t.config = Some(PopConfig {
+        flags,
+        generation: generation as u32,
+    });
+    for i in &cfg.interfaces {
+        let (Some(link), Some(slot)) = (kernel.links.get(&i.name), ids.iface_slots.get(&i.name))
+        else {
+            continue;
+        };
+        if !attached.contains_key(&i.name) {
+            continue;
+        }
+        let role = match i.role {
+            InterfaceRole::Upstream => pop_common::Role::Upstream,
+            InterfaceRole::Customer => pop_common::Role::Customer,
+        } as u32;
+        t.ifaces.insert(
+            link.ifindex,
+            PopIface {
+                slot: *slot,
+                role,
+                flags: 0,
+                mtu: link.mtu,
+            },
+        );
+        t.tx_ports.insert(link.ifindex);
+    }
+    for r in &cfg.routes {
+        let Ok(prefix) = r.prefix.parse::<IpNet>() else {
+            continue;
+        };
+        let link = kernel.links.get(&r.dev);
+        let mut route = PopRoute::default();
+        for via in &r.via {
+            let Ok(ip) = via.parse::<IpAddr>() else {
+                continue;
+            };
+            let Some(&id) = ids.nexthops.get(&nexthop_key(&r.dev, &ip)) else {
+                continue;
+            };
+            let mut nh = PopNexthop {
+                flags: NH_VALID,
+                ..Default::default()
+            };
+            if let Some(link) = link.filter(|l| t.tx_ports.contains(&l.ifindex)) {
+                nh.ifindex = link.ifindex;
+                nh.smac = link.mac;
+                nh.mtu = link.mtu;
+                if let Some(mac) = kernel
+                    .neighbours
+                    .get(&(link.ifindex, ip))
+                    .and_then(|n| n.mac)
+                {
+                    nh.dmac = mac;
+                    nh.flags |= NH_RESOLVED;
+                }
+            }
+            t.nexthops.insert(id, nh);
+            if (route.nh_count as usize) < route.nh_ids.len() {
+                route.nh_ids[route.nh_count as usize] = id;
+                route.nh_count += 1;
+            }
+        }
+        match prefix {
+            IpNet::V4(p) => t.routes_v4.insert(p.trunc(), route),
+            IpNet::V6(p) => t.routes_v6.insert(p.trunc(), route),
+        };
+    }
+    for c in &cfg.customers {
+        let Some(&id) = ids.customers.get(&c.name) else {
+            continue;
+        };
+        for p in &c.prefixes {
+            match p.parse::<IpNet>() {
+                Ok(IpNet::V4(p)) => t.cust_v4.insert(p.trunc(), id),
+                Ok(IpNet::V6(p)) => t.cust_v6.insert(p.trunc(), id),
+                Err(_) => None,
+            };
+        }
+    }
+    for a in &kernel.addrs {
+        match a {
+            IpAddr::V4(v4) => t.local_v4.insert(u32::from_ne_bytes(v4.octets())),
+            IpAddr::V6(v6) => t.local_v6.insert(v6.octets()),
+        };
+    }
+    t
+}
+
+/// Next hops that are wanted but unresolved: (ifindex, address) to ask the kernel for.
+pub fn unresolved(cfg: &Config, kernel: &KernelView) -> Vec<(u32, IpAddr)> {
+    let mut out = Vec::new();
+    for r in &cfg.routes {
+        let Some(link) = kernel.links.get(&r.dev) else {
+            continue;
+        };
+        for via in &r.via {
+            if let Ok(ip) = via.parse::<IpAddr>() {
+                let known = kernel
+                    .neighbours
+                    .get(&(link.ifindex, ip))
+                    .and_then(|n| n.mac)
+                    .is_some();
+                if !known && !out.contains(&(link.ifindex, ip)) {
+                    out.push((link.ifindex, ip));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn devmap_value(ifindex: u32) -> u32 {
+    ifindex
+}
+
+/// Writes the difference between `applied` (what the maps hold) and `want`,
+/// updating `applied` entry by entry so that on error it still says exactly
+/// what the maps hold. Order keeps every intermediate state forwardable: next
+/// hops and ports before the routes that use them, routes removed before the
+/// next hops they used.
+pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(), DataplaneError> {
+    use pop_common::maps as n;
+    // 1. Ports and interfaces that appear.
+    for ifindex in want.tx_ports.difference(&applied.tx_ports.clone()) {
+        maps.tx_ports
+            .insert(*ifindex, devmap_value(*ifindex), None, 0)
+            .map_err(|e| DataplaneError::Map {
+                map: n::TX_PORTS,
+                reason: crate::dataplane::error_chain(&e),
+            })?;
+        applied.tx_ports.insert(*ifindex);
+    }
+    for (k, v) in &want.ifaces {
+        if applied.ifaces.get(k) != Some(v) {
+            maps.ifaces.insert(*k, *v, 0).map_err(map_err(n::IFACES))?;
+            applied.ifaces.insert(*k, *v);
+        }
+    }
+    // 2. Next hops (new and changed).
+    for (k, v) in &want.nexthops {
+        if applied.nexthops.get(k) != Some(v) {
+            maps.nexthops.set(*k, *v, 0).map_err(map_err(n::NEXTHOPS))?;
+            applied.nexthops.insert(*k, *v);
+        }
+    }
+    // 3. Customers and local addresses.
+    for (k, v) in &want.cust_v4 {
+        if applied.cust_v4.get(k) != Some(v) {
+            let r = pop_common::PopCustomerRef { customer_id: *v };
+            maps.cust_v4
+                .insert(&key_v4(k), r, 0)
+                .map_err(map_err(n::CUST_V4))?;
+            applied.cust_v4.insert(*k, *v);
+        }
+    }
+    for (k, v) in &want.cust_v6 {
+        if applied.cust_v6.get(k) != Some(v) {
+            let r = pop_common::PopCustomerRef { customer_id: *v };
+            maps.cust_v6
+                .insert(&key_v6(k), r, 0)
+                .map_err(map_err(n::CUST_V6))?;
+            applied.cust_v6.insert(*k, *v);
+        }
+    }
+    for a in want.local_v4.difference(&applied.local_v4.clone()) {
+        maps.local_v4
+            .insert(*a, 0, 0)
+            .map_err(map_err(n::LOCAL_V4))?;
+        applied.local_v4.insert(*a);
+    }
+    for a in want.local_v6.difference(&applied.local_v6.clone()) {
+        maps.local_v6
+            .insert(PopLocalV6 { addr: *a }, 0, 0)
+            .map_err(map_err(n::LOCAL_V6))?;
+        applied.local_v6.insert(*a);
+    }
+    // 4. Routes (new and changed).
+    for (k, v) in &want.routes_v4 {
+        if applied.routes_v4.get(k) != Some(v) {
+            maps.routes_v4
+                .insert(&key_v4(k), *v, 0)
+                .map_err(map_err(n::ROUTES_V4))?;
+            applied.routes_v4.insert(*k, *v);
+        }
+    }
+    for (k, v) in &want.routes_v6 {
+        if applied.routes_v6.get(k) != Some(v) {
+            maps.routes_v6
+                .insert(&key_v6(k), *v, 0)
+                .map_err(map_err(n::ROUTES_V6))?;
+            applied.routes_v6.insert(*k, *v);
+        }
+    }
+    // 5. Global settings.
+    if let Some(c) = want.config.filter(|_| applied.config != want.config) {
+        maps.config.set(0, c, 0).map_err(map_err(n::CONFIG))?;
+        applied.config = Some(c);
+    }
+    // 6. Removals, users before what they use.
+    let gone: Vec<_> = applied
+        .routes_v4
+        .keys()
+        .filter(|k| !want.routes_v4.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        ignore_missing(maps.routes_v4.remove(&key_v4(&k))).map_err(map_err(n::ROUTES_V4))?;
+        applied.routes_v4.remove(&k);
+    }
+    let gone: Vec<_> = applied
+        .routes_v6
+        .keys()
+        .filter(|k| !want.routes_v6.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        ignore_missing(maps.routes_v6.remove(&key_v6(&k))).map_err(map_err(n::ROUTES_V6))?;
+        applied.routes_v6.remove(&k);
+    }
+    let gone: Vec<_> = applied
+        .cust_v4
+        .keys()
+        .filter(|k| !want.cust_v4.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        ignore_missing(maps.cust_v4.remove(&key_v4(&k))).map_err(map_err(n::CUST_V4))?;
+        applied.cust_v4.remove(&k);
+    }
+    let gone: Vec<_> = applied
+        .cust_v6
+        .keys()
+        .filter(|k| !want.cust_v6.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        ignore_missing(maps.cust_v6.remove(&key_v6(&k))).map_err(map_err(n::CUST_V6))?;
+        applied.cust_v6.remove(&k);
+    }
+    let gone: Vec<_> = applied
+        .local_v4
+        .difference(&want.local_v4)
+        .copied()
+        .collect();
+    for a in gone {
+        ignore_missing(maps.local_v4.remove(&a)).map_err(map_err(n::LOCAL_V4))?;
+        applied.local_v4.remove(&a);
+    }
+    let gone: Vec<_> = applied
+        .local_v6
+        .difference(&want.local_v6)
+        .copied()
+        .collect();
+    for a in gone {
+        ignore_missing(maps.local_v6.remove(&PopLocalV6 { addr: a }))
+            .map_err(map_err(n::LOCAL_V6))?;
+        applied.local_v6.remove(&a);
+    }
+    let gone: Vec<_> = applied
+        .nexthops
+        .keys()
+        .filter(|k| !want.nexthops.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        maps.nexthops
+            .set(k, PopNexthop::default(), 0)
+            .map_err(map_err(n::NEXTHOPS))?;
+        applied.nexthops.remove(&k);
+    }
+    let gone: Vec<_> = applied
+        .ifaces
+        .keys()
+        .filter(|k| !want.ifaces.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        ignore_missing(maps.ifaces.remove(&k)).map_err(map_err(n::IFACES))?;
+        applied.ifaces.remove(&k);
+    }
+    let gone: Vec<_> = applied
+        .tx_ports
+        .difference(&want.tx_ports)
+        .copied()
+        .collect();
+    for k in gone {
+        ignore_missing(maps.tx_ports.remove(k)).map_err(map_err(n::TX_PORTS))?;
+        applied.tx_ports.remove(&k);
+    }
+    Ok(())
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Reads what the pinned maps hold (after a restart), so that the first
+/// reconcile only writes differences and removes leftovers.
+pub fn read_back(maps: &Maps) -> Tables {
+    let mut t = Tables {
+        config: maps.config.get(&0, 0).ok(),
+        ..Default::default()
+    };
+    for (k, v) in maps.ifaces.iter().flatten() {
+        t.ifaces.insert(k, v);
+    }
+    for k in maps.tx_ports.keys().flatten() {
+        t.tx_ports.insert(k);
+    }
+    for (k, v) in maps.routes_v4.iter().flatten() {
+        if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
+            t.routes_v4.insert(p, v);
+        }
+    }
+    for (k, v) in maps.routes_v6.iter().flatten() {
+        if let Ok(p) = Ipv6Net::new(k.data().into(), k.prefix_len() as u8) {
+            t.routes_v6.insert(p, v);
+        }
+    }
+    for (k, v) in maps.cust_v4.iter().flatten() {
+        if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
+            t.cust_v4.insert(p, v.customer_id);
+        }
+    }
+    for (k, v) in maps.cust_v6.iter().flatten() {
+        if let Ok(p) = Ipv6Net::new(k.data().into(), k.prefix_len() as u8) {
+            t.cust_v6.insert(p, v.customer_id);
+        }
+    }
+    for k in maps.local_v4.keys().flatten() {
+        t.local_v4.insert(k);
+    }
+    for k in maps.local_v6.keys().flatten() {
+        t.local_v6.insert(k.addr);
+    }
+    for (id, nh) in maps.nexthops.iter().enumerate() {
+        if let Ok(nh) = nh {
+            if nh.flags != 0 {
+                t.nexthops.insert(id as u32, nh);
+            }
+        }
+    }
+    t
+}
