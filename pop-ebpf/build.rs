@@ -5,8 +5,7 @@
 //! names the Debian packages to install.
 use std::{env, path::PathBuf, process::Command};
 
-const SOURCES: &[&str] = &["pop", "pass"];
-const HEADERS: &[&str] = &["abi.h", "maps.h", "parse.h", "counters.h", "route.h", "rewrite.h"];
+const SOURCES: &[&str] = &["pop", "pass", "bench"];
 
 fn clang_major(bin: &str) -> Option<u32> {
     let out = Command::new(bin).arg("--version").output().ok()?;
@@ -34,9 +33,8 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let src_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("src");
     println!("cargo:rerun-if-env-changed=POP_CLANG");
-    for h in HEADERS {
-        println!("cargo:rerun-if-changed=src/{h}");
-    }
+    // Any change under src/ (sources and headers) rebuilds the objects.
+    println!("cargo:rerun-if-changed=src");
     if !std::path::Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
         panic!("pop-ebpf: libbpf headers missing; install them with `apt-get install -y libbpf-dev`");
     }

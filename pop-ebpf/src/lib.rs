@@ -19,6 +19,16 @@ static PASS: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/pass.bpf.o")),
 };
 
+static BENCH: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/bench.bpf.o")),
+};
+
+/// Benchmark helpers: `xdp_tx` (a live-frames traffic generator) and
+/// `xdp_count_drop` (a counting sink, map `sink_packets`).
+pub fn bench_object() -> &'static [u8] {
+    &BENCH.bytes
+}
+
 /// The pop data plane object: program `pop_xdp` and all its maps.
 pub fn pop_object() -> &'static [u8] {
     &POP.bytes

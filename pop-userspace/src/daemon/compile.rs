@@ -126,6 +126,7 @@ pub fn compile(
     t.config = Some(PopConfig {
         flags,
         generation: generation as u32,
+        ..Default::default()
     });
     for i in &cfg.interfaces {
         let (Some(link), Some(slot)) = (kernel.links.get(&i.name), ids.iface_slots.get(&i.name))

@@ -147,7 +147,7 @@ async fn run(args: Args) -> Result<(), String> {
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        "text/plain; version=0.0.4; charset=utf-8",
                     )],
                     body,
                 )

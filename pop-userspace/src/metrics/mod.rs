@@ -5,7 +5,6 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::daemon::controller::Controller;
@@ -130,12 +129,53 @@ pub fn render(c: &Controller) -> String {
         "Generation of the live desired state",
         generation,
     );
-    reg.register(
-        "pop_build",
-        "pop version",
-        Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]),
-    );
+    // A gauge, not an OpenMetrics info: the classic text format (and promtool)
+    // has no info type.
+    let build = gauge_family(&mut reg, "pop_build_info", "pop version (always 1)");
+    build
+        .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+        .set(1);
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String");
+    to_prometheus_text(&out)
+}
+
+/// prometheus-client writes OpenMetrics; popd serves the classic Prometheus
+/// text format 0.0.4 that every scraper and `promtool check metrics` accept:
+/// counters are described under their `_total` sample name and there is no
+/// `# EOF` marker.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counters_are_described_under_their_total_name_and_eof_is_dropped() {
+        let om = "# HELP a_x Some help.\n# TYPE a_x counter\na_x_total 1\n# HELP g G.\n# TYPE g gauge\ng 2\n# EOF\n";
+        let text = super::to_prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP a_x_total Some help.\n# TYPE a_x_total counter\na_x_total 1\n# HELP g G.\n# TYPE g gauge\ng 2\n"
+        );
+    }
 }

@@ -1,0 +1,237 @@
+//! Control-plane benchmarks, through the user's path (popctl → popd → maps):
+//! route table load, popd's peak RSS, route change → first forwarded packet,
+//! /metrics scrape time with many customers, ACL swap time.
+use std::fmt::Write as _;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use pop_lab::popd::Popd;
+use pop_lab::{topology, Lab};
+
+use crate::report::{median, ControlPlane};
+use crate::testrun_cost::Rng;
+use crate::Opts;
+
+/// Lab config without a default route, so 100.65.0.0/16 has no route until added.
+fn config(extra_routes: &[(String, &str)], customers: usize, acls: usize, acl_seed: u64) -> String {
+    let mut s = topology::base_config();
+    let mut cust = 0;
+    for c in topology::POP_CUSTOMERS {
+        let _ = write!(
+            s,
+            "\n[[customers]]\nname = \"{}\"\nprefixes = [\"{}\", \"{}\"]\ninterfaces = [\"{}\"]\n",
+            c.name, c.prefixes[0], c.prefixes[1], c.iface
+        );
+        cust += 1;
+    }
+    let mut i = 0u32;
+    while cust < customers {
+        let _ = write!(s, "\n[[customers]]\nname = \"c{i}\"\nprefixes = [\"10.{}.{}.0/24\"]\ninterfaces = [\"eth1\"]\n", i / 256, i % 256);
+        i += 1;
+        cust += 1;
+    }
+    for r in topology::POP_ROUTES
+        .iter()
+        .filter(|r| !r.prefix.ends_with("/0"))
+    {
+        let _ = write!(
+            s,
+            "\n[[routes]]\nprefix = \"{}\"\nvia = [\"{}\"]\ndev = \"{}\"\n",
+            r.prefix, r.via, r.dev
+        );
+    }
+    s += "\n[[routes]]\nprefix = \"100.64.0.0/24\"\nvia = [\"192.0.2.1\"]\ndev = \"eth0\"\n";
+    for (p, via) in extra_routes {
+        let _ = write!(
+            s,
+            "\n[[routes]]\nprefix = \"{p}\"\nvia = [\"{via}\"]\ndev = \"eth0\"\n"
+        );
+    }
+    let mut rng = Rng::new(acl_seed);
+    for k in 0..acls {
+        let src = rng.next() as u32 & 0xffff_ff00;
+        let _ = write!(
+            s,
+            "\n[[acls]]\npriority = {}\naction = \"drop\"\nsrc = \"{}.{}.{}.0/24\"\nproto = \"tcp\"\ndst_port = \"{}\"\n",
+            k + 1,
+            10,
+            (src >> 16) & 0xff,
+            (src >> 8) & 0xff,
+            1 + (rng.next() % 65000)
+        );
+    }
+    s
+}
+
+fn random_routes(n: u64) -> Vec<(String, &'static str)> {
+    let mut rng = Rng::new(0xc0ffee);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n as usize);
+    while (out.len() as u64) < n {
+        let a = rng.next() as u32 & 0xffff_ff00;
+        let first = a >> 24;
+        if !(1..=99).contains(&first) && !(128..=191).contains(&first) || first == 10 {
+            continue;
+        }
+        if seen.insert(a) {
+            out.push((
+                format!("{}.{}.{}.0/24", a >> 24, (a >> 16) & 0xff, (a >> 8) & 0xff),
+                "192.0.2.1",
+            ));
+        }
+    }
+    out
+}
+
+/// `popctl ARGS` with no timeout (a 1M-route apply takes a while).
+fn popctl(o: &Opts, popd: &Popd, args: &[&str]) -> Result<()> {
+    let out = Command::new(o.bin_dir.join("popctl"))
+        .arg("--socket")
+        .arg(popd.socket())
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "popctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn apply_file(o: &Opts, popd: &Popd, text: &str) -> Result<Duration> {
+    let path = popd.state_dir().join("bench-apply.toml");
+    std::fs::write(&path, text)?;
+    let t = Instant::now();
+    popctl(o, popd, &["apply", &path.to_string_lossy()])?;
+    Ok(t.elapsed())
+}
+
+fn peak_rss_mb(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(kb / 1024.0)
+}
+
+/// popd's pid: the nsenter child execs popd, so it is the child's pid.
+fn popd_pid(popd: &Popd) -> Result<u32> {
+    popd.pid().ok_or_else(|| anyhow!("popd pid unknown"))
+}
+
+fn route_change_ms(o: &Opts, lab: &Lab, popd: &Popd) -> Result<f64> {
+    lab.exec_ok("up", &["ip", "addr", "add", "100.65.0.1/32", "dev", "lo"])?;
+    let ping = lab.spawn(
+        "c1",
+        &[
+            "ping",
+            "-D",
+            "-n",
+            "-i",
+            "0.001",
+            "-W",
+            "1",
+            "-c",
+            "2500",
+            "100.65.0.1",
+        ],
+    )?;
+    thread::sleep(Duration::from_millis(400));
+    popctl(
+        o,
+        popd,
+        &[
+            "route",
+            "add",
+            "100.65.0.0/16",
+            "via",
+            "192.0.2.1",
+            "dev",
+            "eth0",
+        ],
+    )?;
+    let returned = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+    let out = ping.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .find_map(|l| l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("no reply from 100.65.0.1 after the route was added"))?;
+    Ok((first - returned) * 1000.0)
+}
+
+fn scrape_ms(lab: &Lab) -> Result<f64> {
+    let mut v = Vec::new();
+    for _ in 0..5 {
+        let out = lab.exec_ok(
+            "edge",
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{time_total}",
+                &format!("http://{}/metrics", topology::METRICS_ADDR),
+            ],
+        )?;
+        v.push(out.trim().parse::<f64>().context("curl time_total")? * 1000.0);
+    }
+    Ok(median(&v))
+}
+
+/// Runs the control-plane measurements in their own lab.
+pub fn run(o: &Opts) -> Result<ControlPlane> {
+    let lab = Lab::new("pbcp-");
+    lab.up().context("lab up")?;
+    let r = run_in_lab(o, &lab);
+    let _ = lab.down();
+    r
+}
+
+fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
+    let state = tempfile::tempdir()?;
+    let mut popd = Popd::new(lab, &o.bin_dir, state.path(), &config(&[], 0, 0, 1))?;
+    popd.start()?;
+    let mut cp = ControlPlane::default();
+    let result = (|| -> Result<()> {
+        thread::sleep(Duration::from_millis(500));
+        cp.route_change_ms = Some(route_change_ms(o, lab, &popd)?);
+        eprintln!(
+            "  route change: {:.2} ms",
+            cp.route_change_ms.unwrap_or_default()
+        );
+
+        let n = if o.quick { 100_000 } else { 1_000_000 };
+        let routes = random_routes(n);
+        let text = config(&routes, 0, 0, 1);
+        drop(routes);
+        let took = apply_file(o, &popd, &text)?;
+        cp.routes_1m_load_s = Some(took.as_secs_f64());
+        cp.routes_loaded = n;
+        cp.popd_rss_mb_1m_routes = Some(peak_rss_mb(popd_pid(&popd)?)?);
+        eprintln!("  {n} routes: {:.2} s", took.as_secs_f64());
+
+        let customers = if o.quick { 1_000 } else { 10_000 };
+        apply_file(o, &popd, &config(&[], customers, 0, 1))?;
+        cp.metrics_10k_customers_ms = Some(scrape_ms(lab)?);
+        cp.customers_loaded = customers as u64;
+
+        if pop_common::maps::ALL.iter().any(|m| m.starts_with("acl")) {
+            let rules = if o.quick { 10_000 } else { 100_000 };
+            apply_file(o, &popd, &config(&[], 0, rules, 1))?;
+            let took = apply_file(o, &popd, &config(&[], 0, rules, 2))?;
+            cp.acl_100k_swap_s = Some(took.as_secs_f64());
+        }
+        Ok(())
+    })();
+    let _ = popd.shutdown_detach();
+    result.map(|_| cp)
+}

@@ -1,0 +1,293 @@
+//! Lab throughput: 60-byte UDP from customer c1 through the edge namespace to
+//! the upstream, received packets per second, for kernel forwarding, kernel
+//! forwarding + an nftables ruleset equivalent to pop's ACLs, and pop.
+//!
+//! Generator: an `xdp_tx` program run with BPF_PROG_TEST_RUN in live-frames
+//! mode inside c1, so frames leave c1's veth at ~1 Mpps without a userspace
+//! packet loop (trafgen tops out near 0.44 Mpps here). Sink: `xdp_count_drop`
+//! attached natively on the upstream's veth counts and drops every frame.
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::PerCpuArray;
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::Ebpf;
+use pop_lab::popd::Popd;
+use pop_lab::Lab;
+
+use crate::report::{median, LabRow};
+use crate::Opts;
+
+/// Number of ACL rules (and equivalent nftables rules) in the comparison.
+pub const RULES: usize = 1000;
+
+fn setns(path: &Path) -> Result<()> {
+    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("setns {}", path.display()))
+}
+
+fn if_index(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        bail!("interface {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(i)
+}
+
+/// The sink, attached on the upstream's eth0.
+struct Sink {
+    ebpf: Ebpf,
+}
+
+impl Sink {
+    fn attach(lab: &Lab) -> Result<Sink> {
+        let ns = lab.netns_path("up");
+        thread::spawn(move || -> Result<Sink> {
+            setns(&ns)?;
+            let mut ebpf = Ebpf::load(pop_ebpf::bench_object())?;
+            let prog: &mut Xdp = ebpf
+                .program_mut("xdp_count_drop")
+                .ok_or_else(|| anyhow!("no xdp_count_drop"))?
+                .try_into()?;
+            prog.load()?;
+            prog.attach("eth0", XdpMode::Driver)
+                .context("attaching the sink on up/eth0")?;
+            Ok(Sink { ebpf })
+        })
+        .join()
+        .map_err(|_| anyhow!("sink thread panicked"))?
+    }
+
+    fn count(&self) -> Result<u64> {
+        let m: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map("sink_packets")
+                .ok_or_else(|| anyhow!("no sink map"))?,
+        )?;
+        Ok(m.get(&0, 0)?.iter().sum())
+    }
+}
+
+/// Sends `count` copies of `frame` out of c1's eth0; returns the wall time.
+fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> Result<Duration> {
+    let ns = lab.netns_path("c1");
+    thread::spawn(move || -> Result<Duration> {
+        setns(&ns)?;
+        let mut ebpf = Ebpf::load(pop_ebpf::bench_object())?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("xdp_tx")
+            .ok_or_else(|| anyhow!("no xdp_tx"))?
+            .try_into()?;
+        prog.load()?;
+        let ifindex = if_index("eth0")?;
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let start = Instant::now();
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(1_000_000);
+            prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx),
+                repeat: n,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..TestRunOptions::default()
+            })
+            .context("live-frames test_run (generator)")?;
+            left -= n;
+        }
+        Ok(start.elapsed())
+    })
+    .join()
+    .map_err(|_| anyhow!("generator thread panicked"))?
+}
+
+fn mac_of(lab: &Lab, node: &str, dev: &str) -> Result<[u8; 6]> {
+    let out = lab.exec_ok(node, &["ip", "-j", "link", "show", "dev", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let s = v[0]["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no MAC for {node}/{dev}"))?;
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(s.split(':')) {
+        *b = u8::from_str_radix(p, 16)?;
+    }
+    Ok(mac)
+}
+
+fn frame(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(src, dst)
+        .ipv4([198, 51, 100, 10], [100, 64, 0, 1], 64)
+        .udp(1234, 9);
+    let payload = [0u8; 18];
+    let mut out = Vec::new();
+    b.write(&mut out, &payload).expect("Vec write");
+    out
+}
+
+/// Random-looking but fixed rules that never match the benchmark traffic
+/// (UDP from 198.51.100.10): drop TCP to a port from a 10/8 /24.
+fn rules() -> Vec<(String, u16)> {
+    (0..RULES)
+        .map(|i| {
+            (
+                format!("10.{}.{}.0/24", (i / 250) % 250, i % 250),
+                1000 + (i as u16 % 60000),
+            )
+        })
+        .collect()
+}
+
+fn nft_ruleset() -> String {
+    let mut s = String::from("table inet popbench {\n chain fwd {\n  type filter hook forward priority 0; policy accept;\n");
+    for (src, port) in rules() {
+        s += &format!("  ip saddr {src} tcp dport {port} drop\n");
+    }
+    s + " }\n}\n"
+}
+
+fn pop_config() -> String {
+    let mut s = pop_lab::topology::full_config();
+    for (i, (src, port)) in rules().into_iter().enumerate() {
+        s += &format!("\n[[acls]]\npriority = {}\naction = \"drop\"\nsrc = \"{src}\"\nproto = \"tcp\"\ndst_port = \"{port}\"\n", 10 + i);
+    }
+    s
+}
+
+/// Whether this build's data plane enforces ACLs (pop_common knows ACL maps).
+fn pop_enforces_acls() -> bool {
+    pop_common::maps::ALL.iter().any(|m| m.starts_with("acl"))
+}
+
+fn kernel_mode(lab: &Lab, nft: bool) -> Result<()> {
+    lab.set_edge_forwarding(true)?;
+    lab.exec_ok("edge", &["ethtool", "-K", "eth1", "gro", "on"])?;
+    let _ = lab.exec(
+        "edge",
+        &[
+            "ip",
+            "route",
+            "replace",
+            "100.64.0.0/24",
+            "via",
+            "192.0.2.1",
+        ],
+    );
+    let _ = lab.exec("edge", &["nft", "delete", "table", "inet", "popbench"]);
+    if nft {
+        let path = std::env::temp_dir().join(format!("popbench-{}.nft", std::process::id()));
+        std::fs::write(&path, nft_ruleset())?;
+        lab.exec_ok("edge", &["nft", "-f", &path.to_string_lossy()])?;
+        let _ = std::fs::remove_file(path);
+    }
+    // Resolve the upstream's MAC before measuring.
+    let _ = lab.exec("edge", &["ping", "-c", "1", "-W", "1", "192.0.2.1"]);
+    Ok(())
+}
+
+fn kernel_off(lab: &Lab) -> Result<()> {
+    let _ = lab.exec("edge", &["nft", "delete", "table", "inet", "popbench"]);
+    lab.set_edge_forwarding(false)
+}
+
+fn wait_resolved(popd: &Popd) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = popd.popctl(&["-j", "route", "show"])?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let all = v.as_array().map(|routes| {
+            routes.iter().all(|r| {
+                r["nexthops"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().all(|h| h["state"] == "resolved"))
+            })
+        });
+        if all == Some(true) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "next hops not resolved after 10 s: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs the interleaved rounds.
+pub fn run(o: &Opts) -> Result<Vec<LabRow>> {
+    let lab = Lab::new("pbench-");
+    lab.up().context("lab up")?;
+    let result = run_in_lab(&lab, o);
+    let _ = lab.down();
+    result
+}
+
+fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
+    let sink = Sink::attach(lab)?;
+    let f = frame(mac_of(lab, "c1", "eth0")?, mac_of(lab, "edge", "eth1")?);
+    let (rounds, count) = if o.quick {
+        (1, 200_000)
+    } else {
+        (5, 2_000_000)
+    };
+    let state = tempfile::tempdir()?;
+    let cases = ["kernel_forward", "kernel_forward_nft", "pop"];
+    let mut pps: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for (i, case) in cases.iter().enumerate() {
+            let mut popd = None;
+            match *case {
+                "pop" => {
+                    kernel_off(lab)?;
+                    let dir = state.path().join(format!("r{round}"));
+                    let mut p = Popd::new(lab, &o.bin_dir, &dir, &pop_config())?;
+                    p.start()?;
+                    wait_resolved(&p)?;
+                    popd = Some(p);
+                }
+                "kernel_forward_nft" => kernel_mode(lab, true)?,
+                _ => kernel_mode(lab, false)?,
+            }
+            // Warm up (neighbour resolution, caches), then measure.
+            generate(lab, f.clone(), 20_000)?;
+            thread::sleep(Duration::from_millis(100));
+            let before = sink.count()?;
+            let wall = generate(lab, f.clone(), count)?;
+            thread::sleep(Duration::from_millis(100));
+            let got = sink.count()? - before;
+            let rate = got as f64 / wall.as_secs_f64();
+            eprintln!(
+                "  round {round} {case}: {got}/{count} received in {:.2}s = {rate:.0} pps",
+                wall.as_secs_f64()
+            );
+            pps[i].push(rate);
+            if let Some(mut p) = popd {
+                p.shutdown_detach()?;
+            }
+        }
+    }
+    kernel_off(lab)?;
+    Ok(cases
+        .iter()
+        .zip(pps)
+        .map(|(case, v)| LabRow {
+            case: case.to_string(),
+            acl_rules: match *case {
+                "kernel_forward" => 0,
+                "pop" if !pop_enforces_acls() => 0,
+                _ => RULES as u64,
+            },
+            pps_median: median(&v),
+            pps_rounds: v,
+        })
+        .collect())
+}

@@ -1,0 +1,123 @@
+//! `pop-bench`: pop's benchmarks (issue #4), run by `cargo xtask bench`.
+//!
+//! 1. test_run: ns per packet through BPF_PROG_TEST_RUN for an XDP_PASS
+//!    reference and pop's paths, with tables filled to realistic sizes.
+//! 2. lab: 60-byte UDP through the edge namespace, received packets per second
+//!    for kernel forwarding, kernel + nftables, and pop, interleaved, medians.
+//! 3. control plane: route load, route change latency, scrape time, RSS.
+//!
+//! Prints a table; `--json FILE` writes the document described in
+//! docs/benchmarks.md. `--quick` uses small sizes (a CI smoke run).
+mod control_plane;
+mod lab_throughput;
+mod report;
+mod testrun_cost;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+/// Options.
+pub struct Opts {
+    /// Small sizes, few rounds.
+    pub quick: bool,
+    /// Where to write JSON.
+    pub json: Option<PathBuf>,
+    /// Where to write the SVG plots.
+    pub plots: Option<PathBuf>,
+    /// Directory with popd and popctl.
+    pub bin_dir: PathBuf,
+    /// Which parts to run.
+    pub parts: Vec<String>,
+}
+
+fn parse_args() -> Result<Opts> {
+    let mut args = std::env::args().skip(1);
+    let exe = std::env::current_exe()?;
+    let mut o = Opts {
+        quick: false,
+        json: None,
+        plots: None,
+        bin_dir: exe.parent().expect("exe has a directory").to_path_buf(),
+        parts: vec!["test_run".into(), "lab".into(), "control_plane".into()],
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--json" => {
+                o.json = Some(
+                    args.next()
+                        .ok_or_else(|| anyhow::anyhow!("--json needs a FILE"))?
+                        .into(),
+                )
+            }
+            "--plots" => {
+                o.plots = Some(
+                    args.next()
+                        .ok_or_else(|| anyhow::anyhow!("--plots needs a DIR"))?
+                        .into(),
+                )
+            }
+            "--only" => {
+                let v = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--only needs test_run,lab,control_plane"))?;
+                o.parts = v.split(',').map(str::to_string).collect();
+            }
+            "-h" | "--help" => {
+                println!(
+                    "pop-bench [--quick] [--json FILE] [--plots DIR] [--only test_run,lab,control_plane]\n\
+                     Benchmarks pop against XDP_PASS, kernel forwarding and nftables on this machine.\n\
+                     Needs root. See docs/benchmarks.md."
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(o)
+}
+
+fn main() {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("pop-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&opts) {
+        eprintln!("pop-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(o: &Opts) -> Result<()> {
+    if !pop_lab::is_root() {
+        bail!("benchmarks need root (BPF, network namespaces): run `cargo xtask bench` as root");
+    }
+    let mut doc = report::Report::default();
+    if o.parts.iter().any(|p| p == "test_run") {
+        println!("== test_run: ns per packet (BPF_PROG_TEST_RUN, medians of interleaved rounds)");
+        doc.test_run = testrun_cost::run(o.quick)?;
+        report::print_test_run(&doc.test_run);
+        if let Some(dir) = &o.plots {
+            report::plots(&doc.test_run, dir)?;
+        }
+    }
+    if o.parts.iter().any(|p| p == "lab") {
+        println!("\n== lab: 60-byte UDP through the edge namespace (received pps, medians)");
+        doc.lab = lab_throughput::run(o)?;
+        report::print_lab(&doc.lab);
+    }
+    if o.parts.iter().any(|p| p == "control_plane") {
+        println!("\n== control plane");
+        doc.control_plane = control_plane::run(o)?;
+        report::print_control_plane(&doc.control_plane, o.quick);
+    }
+    if let Some(path) = &o.json {
+        std::fs::write(path, serde_json::to_string_pretty(&doc.to_json())?)?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! Per-packet cost through BPF_PROG_TEST_RUN, against the XDP_PASS reference
+//! measured in the same rounds.
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use anyhow::{anyhow, Result};
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Map, MapData};
+use pop_common::{PopCustomerRef, PopNexthop, PopRoute, Role, NH_RESOLVED, NH_VALID};
+use pop_tests::testrun::{in_netns, veth_pair, Harness, Program};
+
+use crate::report::{median, TestRunRow};
+
+/// A small deterministic PRNG (xorshift64*), so runs fill the same tables.
+pub struct Rng(u64);
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+    /// Next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn lpm<K: aya::Pod, V: aya::Pod>(h: &Harness, name: &str) -> Result<LpmTrie<MapData, K, V>> {
+    let data = MapData::from_pin(h.pin_dir().join(name))?;
+    Ok(LpmTrie::try_from(Map::from_map_data(data)?)?)
+}
+
+/// Realistic IPv4 prefix lengths: mostly /24, some shorter, few longer.
+fn v4_len(r: &mut Rng) -> u32 {
+    match r.next() % 100 {
+        0..=59 => 24,
+        60..=89 => 16 + (r.next() % 8) as u32,
+        _ => 25 + (r.next() % 8) as u32,
+    }
+}
+
+/// Adds `n` random IPv4 routes that never cover 100.0.0.0/8 (the bench
+/// destination), all using next hop 1.
+fn fill_routes_v4(h: &Harness, rng: &mut Rng, n: u64) -> Result<()> {
+    let mut map: LpmTrie<MapData, [u8; 4], PopRoute> = lpm(h, pop_common::maps::ROUTES_V4)?;
+    let route = PopRoute {
+        flags: 0,
+        nh_count: 1,
+        nh_ids: [1, 0, 0, 0, 0, 0, 0, 0],
+    };
+    let mut added = 0;
+    while added < n {
+        let len = v4_len(rng);
+        let addr = (rng.next() as u32) & (u32::MAX << (32 - len));
+        let first = (addr >> 24) as u8;
+        if first == 100 || first == 0 || first == 127 || first >= 224 {
+            continue;
+        }
+        map.insert(&Key::new(len, addr.to_be_bytes()), route, 0)?;
+        added += 1;
+    }
+    Ok(())
+}
+
+fn fill_routes_v6(h: &Harness, rng: &mut Rng, n: u64) -> Result<()> {
+    let mut map: LpmTrie<MapData, [u8; 16], PopRoute> = lpm(h, pop_common::maps::ROUTES_V6)?;
+    let route = PopRoute {
+        flags: 0,
+        nh_count: 1,
+        nh_ids: [1, 0, 0, 0, 0, 0, 0, 0],
+    };
+    let mut added = 0;
+    while added < n {
+        let len = match rng.next() % 100 {
+            0..=69 => 48,
+            70..=89 => 32 + (rng.next() % 16) as u32,
+            _ => 49 + (rng.next() % 16) as u32,
+        };
+        // Global unicast 2000::/3, never 2001:db8::/32.
+        let hi = (0x2000u128 << 112) | ((rng.next() as u128) << 48 & !(0xe000u128 << 112));
+        let addr = hi & (u128::MAX << (128 - len));
+        if (addr >> 96) as u32 == 0x2001_0db8 {
+            continue;
+        }
+        map.insert(&Key::new(len, addr.to_be_bytes()), route, 0)?;
+        added += 1;
+    }
+    Ok(())
+}
+
+fn fill_customers_v4(h: &Harness, rng: &mut Rng, n: u64) -> Result<()> {
+    let mut map: LpmTrie<MapData, [u8; 4], PopCustomerRef> = lpm(h, pop_common::maps::CUST_V4)?;
+    let mut added = 0;
+    while added < n {
+        let addr = (rng.next() as u32) & 0xffff_ff00;
+        let first = (addr >> 24) as u8;
+        if first == 198 || first == 100 || first == 0 || first >= 224 {
+            continue;
+        }
+        let id = 2 + (added as u32 % (pop_common::MAX_CUSTOMERS - 2));
+        map.insert(
+            &Key::new(24, addr.to_be_bytes()),
+            PopCustomerRef { customer_id: id },
+            0,
+        )?;
+        added += 1;
+    }
+    Ok(())
+}
+
+fn udp4(src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(
+            Ipv4Addr::new(198, 51, 100, 10).octets(),
+            Ipv4Addr::new(100, 64, 0, 1).octets(),
+            255,
+        )
+        .udp(1234, 9);
+    let payload = [0u8; 18];
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, &payload).expect("writing to a Vec");
+    out
+}
+
+fn udp6(src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
+    let src: Ipv6Addr = "2001:db8:a::10".parse().expect("static");
+    let dst: Ipv6Addr = "2001:db8:ffff:1::1".parse().expect("static");
+    let b = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.octets(), dst.octets(), 255)
+        .udp(1234, 9);
+    let payload = [0u8; 18];
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, &payload).expect("writing to a Vec");
+    out
+}
+
+fn arp(src_mac: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 192, 0, 2, 2]);
+    f.resize(60, 0);
+    f
+}
+
+struct Bench {
+    h: Harness,
+    ingress: u32,
+    rounds: usize,
+    runs: u32,
+}
+
+impl Bench {
+    /// Median ns of `frame` and median ratio to XDP_PASS, interleaving the two.
+    fn measure(&self, frame: &[u8], expect_action: u32) -> Result<(f64, f64)> {
+        let (action, _) = self.h.run(frame, self.ingress)?;
+        if action != expect_action {
+            return Err(anyhow!(
+                "bench frame got XDP action {action}, expected {expect_action}: tables are wrong"
+            ));
+        }
+        let mut ns = Vec::new();
+        let mut ratios = Vec::new();
+        for _ in 0..self.rounds {
+            let pass = self
+                .h
+                .ns_per_packet(Program::Pass, frame, self.ingress, self.runs)?;
+            let pop = self
+                .h
+                .ns_per_packet(Program::Pop, frame, self.ingress, self.runs)?;
+            ns.push(pop);
+            ratios.push(pop / pass);
+        }
+        Ok((median(&ns), median(&ratios)))
+    }
+
+    fn pass(&self, frame: &[u8]) -> Result<f64> {
+        let v: Result<Vec<f64>> = (0..self.rounds)
+            .map(|_| {
+                Ok(self
+                    .h
+                    .ns_per_packet(Program::Pass, frame, self.ingress, self.runs)?)
+            })
+            .collect();
+        Ok(median(&v?))
+    }
+}
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+/// Runs every test_run case.
+pub fn run(quick: bool) -> Result<Vec<TestRunRow>> {
+    in_netns(move || run_in_netns(quick))
+}
+
+fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
+    let (a, b) = veth_pair("pbin", "pbout")?;
+    let mut h = Harness::load()?;
+    h.set_iface(a.ifindex, 0, Role::Customer, 1500)?;
+    h.set_iface(b.ifindex, 1, Role::Upstream, 1500)?;
+    h.add_tx_port(b.ifindex)?;
+    h.set_nexthop(
+        1,
+        PopNexthop {
+            ifindex: b.ifindex,
+            flags: NH_VALID | NH_RESOLVED,
+            dmac: [2, 0, 0, 0, 0, 1],
+            smac: b.mac,
+            mtu: 1500,
+        },
+    )?;
+    h.add_route_v4("100.64.0.0/24", &[1], 0)?;
+    h.add_route_v6("2001:db8:ffff:1::/64", &[1], 0)?;
+    h.add_customer_v4("198.51.100.0/24", 1)?;
+    h.add_customer_v6("2001:db8:a::/48", 1)?;
+    let bench = Bench {
+        h,
+        ingress: a.ifindex,
+        rounds: if quick { 3 } else { 7 },
+        runs: if quick { 5_000 } else { 20_000 },
+    };
+    let src_mac = [2, 0, 0, 0, 0, 2];
+    let v4 = udp4(src_mac, a.mac);
+    let v6 = udp6(src_mac, a.mac);
+    let mut rows = Vec::new();
+    let row =
+        |case: &str, routes: u64, acl: u64, customers: u64, (ns, ratio): (f64, f64)| TestRunRow {
+            case: case.into(),
+            routes,
+            acl_rules: acl,
+            customers,
+            ns_per_packet: ns,
+            ratio_to_xdp_pass: ratio,
+        };
+    let pass_ns = bench.pass(&v4)?;
+    rows.push(row("xdp_pass", 0, 0, 0, (pass_ns, 1.0)));
+    rows.push(row(
+        "non_ip_pass",
+        1,
+        0,
+        1,
+        bench.measure(&arp(src_mac), XDP_PASS)?,
+    ));
+    let mut rng = Rng::new(0x5eed);
+    // IPv4 routes: 1 (+ what the others need), 10k, 1M.
+    let v4_sizes: &[u64] = if quick {
+        &[1, 10_000]
+    } else {
+        &[1, 10_000, 1_000_000]
+    };
+    let mut loaded = 1;
+    for &n in v4_sizes {
+        if n > loaded {
+            fill_routes_v4(&bench.h, &mut rng, n - loaded)?;
+            loaded = n;
+        }
+        rows.push(row(
+            "ipv4_forward",
+            n,
+            0,
+            1,
+            bench.measure(&v4, XDP_REDIRECT)?,
+        ));
+        eprintln!("  ipv4_forward with {n} routes done");
+    }
+    let v6_sizes: &[u64] = if quick { &[1, 10_000] } else { &[1, 100_000] };
+    let mut loaded = 1;
+    for &n in v6_sizes {
+        if n > loaded {
+            fill_routes_v6(&bench.h, &mut rng, n - loaded)?;
+            loaded = n;
+        }
+        rows.push(row(
+            "ipv6_forward",
+            n,
+            0,
+            1,
+            bench.measure(&v6, XDP_REDIRECT)?,
+        ));
+        eprintln!("  ipv6_forward with {n} routes done");
+    }
+    let cust = if quick { 1_000 } else { 10_000 };
+    fill_customers_v4(&bench.h, &mut rng, cust - 1)?;
+    let routes_now = *v4_sizes.last().expect("non-empty");
+    rows.push(row(
+        "ipv4_forward_customers",
+        routes_now,
+        0,
+        cust,
+        bench.measure(&v4, XDP_REDIRECT)?,
+    ));
+    Ok(rows)
+}
