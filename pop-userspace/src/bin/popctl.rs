@@ -1,1 +1,4 @@
-fn main() {}
+//! popctl, the command-line client of popd (CONTRACT §4).
+fn main() {
+    std::process::exit(pop::cli::main())
+}

@@ -172,6 +172,10 @@ impl Controller {
     /// New kernel state (links, addresses, neighbours): re-resolve next hops.
     pub fn kernel_changed(&mut self, view: KernelView) {
         self.kernel = view;
+        if self.dp.is_none() {
+            // Detached (shutdown in progress): nothing to keep in step.
+            return;
+        }
         // Interfaces that appeared after start.
         let cfg = self.state.config.clone();
         for i in &cfg.interfaces {

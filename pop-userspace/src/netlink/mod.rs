@@ -152,7 +152,10 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
             }
         }
         if let Some(d) = dst {
-            let mac = if usable { mac } else { None };
+            // A NOARP/broadcast entry (e.g. no address on the link) or a
+            // zero MAC is not a next hop we can send to.
+            let unicast = |m: &[u8; 6]| m[0] & 1 == 0 && *m != [0; 6];
+            let mac = if usable { mac.filter(unicast) } else { None };
             view.neighbours
                 .insert((msg.header.ifindex, d), Neighbour { mac });
         }

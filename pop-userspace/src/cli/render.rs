@@ -1,0 +1,319 @@
+//! Plain-text output for people: aligned tables with uppercase headers, in the
+//! spirit of `ip -br` and `birdc`. (`-j` output is the response data as is.)
+use std::io::{self, Write};
+
+use serde::de::DeserializeOwned;
+
+use super::CliError;
+use crate::api::protocol::{ApplyInfo, CustomerStats, Request, RouteInfo, StatusInfo};
+use crate::config::model::{Acl, AclAction, Customer};
+
+/// A table: uppercase headers and left-aligned columns two spaces apart.
+#[derive(Debug, Default)]
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: &[&'static str]) -> Self {
+        Self {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Appends a row (one cell per header).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as text, one line per row after the header, each ending in '\n'.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                let pad = widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(cell.chars().count());
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    data: &serde_json::Value,
+) -> Result<T, CliError> {
+    serde_json::from_value(data.clone()).map_err(|e| CliError::BadData {
+        what,
+        error: e.to_string(),
+    })
+}
+
+fn dash(value: Option<&String>) -> String {
+    value.cloned().unwrap_or_else(|| "-".to_string())
+}
+
+/// Prints the response `data` to request `req` for people.
+pub fn plain(req: &Request, data: &serde_json::Value, out: &mut dyn Write) -> Result<(), CliError> {
+    let text = match req {
+        Request::Status => status(&decode("status", data)?),
+        Request::RouteShow => routes(&decode::<Vec<RouteInfo>>("route show", data)?),
+        Request::RouteGet { .. } => routes(&[decode::<RouteInfo>("route get", data)?]),
+        Request::CustomerShow => customers(&decode::<Vec<Customer>>("customer show", data)?),
+        Request::AclShow => acls(&decode::<Vec<Acl>>("acl show", data)?),
+        Request::Stats { .. } => stats(&decode::<Vec<CustomerStats>>("stats", data)?),
+        Request::Apply { .. } => apply(&decode::<ApplyInfo>("apply", data)?),
+        Request::Export => {
+            let mut text = data
+                .get("config")
+                .and_then(|c| c.as_str())
+                .ok_or_else(|| CliError::BadData {
+                    what: "export",
+                    error: "no \"config\" string".to_string(),
+                })?
+                .to_string();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text
+        }
+        Request::Shutdown { detach: false } => {
+            "popd is shutting down; forwarding continues\n".into()
+        }
+        Request::Shutdown { detach: true } => {
+            "popd is shutting down and detaching the data plane\n".into()
+        }
+        // Mutations are silent on success, like ip(8); -j shows the generation.
+        Request::RouteAdd(_)
+        | Request::RouteDel { .. }
+        | Request::CustomerAdd(_)
+        | Request::CustomerDel { .. }
+        | Request::AclAdd(_)
+        | Request::AclDel { .. } => String::new(),
+    };
+    write_all(out, &text)
+}
+
+/// Writes text, treating a closed pipe (`popctl ... | head`) as success.
+pub fn write_all(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
+        _ => Ok(()),
+    }
+}
+
+fn status(s: &StatusInfo) -> String {
+    let mut info = Table::new(&["VERSION", "PROGRAM_ID", "GENERATION"]);
+    info.row(vec![
+        s.version.clone(),
+        s.program_id.map_or("-".to_string(), |id| id.to_string()),
+        s.generation.to_string(),
+    ]);
+    let mut ifaces = Table::new(&["INTERFACE", "IFINDEX", "ROLE", "XDP"]);
+    for i in &s.interfaces {
+        ifaces.row(vec![
+            i.name.clone(),
+            i.ifindex.to_string(),
+            i.role.clone(),
+            i.xdp_mode.clone(),
+        ]);
+    }
+    let mut maps = Table::new(&["MAP", "ENTRIES", "MAX_ENTRIES", "FILL"]);
+    for m in &s.maps {
+        let fill = if m.max_entries == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", m.entries as f64 * 100.0 / m.max_entries as f64)
+        };
+        maps.row(vec![
+            m.name.clone(),
+            m.entries.to_string(),
+            m.max_entries.to_string(),
+            fill,
+        ]);
+    }
+    format!("{}\n{}\n{}", info.render(), ifaces.render(), maps.render())
+}
+
+fn routes(list: &[RouteInfo]) -> String {
+    let mut t = Table::new(&["PREFIX", "VIA", "DEV", "STATE", "MAC"]);
+    for r in list {
+        if r.nexthops.is_empty() {
+            t.row(vec![
+                r.prefix.clone(),
+                "-".into(),
+                r.dev.clone(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for nh in &r.nexthops {
+            t.row(vec![
+                r.prefix.clone(),
+                nh.via.clone(),
+                r.dev.clone(),
+                nh.state.clone(),
+                dash(nh.mac.as_ref()),
+            ]);
+        }
+    }
+    t.render()
+}
+
+fn customers(list: &[Customer]) -> String {
+    let mut t = Table::new(&[
+        "NAME",
+        "PREFIXES",
+        "INTERFACES",
+        "VLAN",
+        "ANTI_SPOOFING",
+        "RATE_BPS",
+        "BURST_BYTES",
+    ]);
+    for c in list {
+        let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+        t.row(vec![
+            c.name.clone(),
+            or_dash(c.prefixes.join(",")),
+            or_dash(c.interfaces.join(",")),
+            c.vlan.map_or("-".into(), |v| v.to_string()),
+            if c.anti_spoofing { "yes" } else { "no" }.to_string(),
+            c.rate_bps.map_or("-".into(), |v| v.to_string()),
+            c.burst_bytes.map_or("-".into(), |v| v.to_string()),
+        ]);
+    }
+    t.render()
+}
+
+fn acls(list: &[Acl]) -> String {
+    let mut t = Table::new(&[
+        "PRIORITY", "ACTION", "SRC", "DST", "PROTO", "SPORT", "DPORT", "IN_IFACE",
+    ]);
+    for a in list {
+        t.row(vec![
+            a.priority.to_string(),
+            match a.action {
+                AclAction::Allow => "allow",
+                AclAction::Drop => "drop",
+            }
+            .to_string(),
+            dash(a.src.as_ref()),
+            dash(a.dst.as_ref()),
+            dash(a.proto.as_ref()),
+            dash(a.src_port.as_ref()),
+            dash(a.dst_port.as_ref()),
+            dash(a.in_iface.as_ref()),
+        ]);
+    }
+    t.render()
+}
+
+/// `acl=3 spoofed=1`, or `-` without drops.
+pub fn drops_text(drops: &std::collections::BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = drops
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn stats(list: &[CustomerStats]) -> String {
+    let mut t = Table::new(&[
+        "CUSTOMER",
+        "PKTS_IN",
+        "BYTES_IN",
+        "PKTS_OUT",
+        "BYTES_OUT",
+        "DROPS",
+    ]);
+    for s in list {
+        t.row(vec![
+            s.name.clone(),
+            s.packets_in.to_string(),
+            s.bytes_in.to_string(),
+            s.packets_out.to_string(),
+            s.bytes_out.to_string(),
+            drops_text(&s.drops),
+        ]);
+    }
+    t.render()
+}
+
+fn apply(info: &ApplyInfo) -> String {
+    let mut text: String = info.changes.iter().map(|c| format!("{c}\n")).collect();
+    if info.changes.is_empty() {
+        text.push_str("no changes\n");
+    }
+    if info.dry_run {
+        text.push_str(&format!(
+            "dry run: {} change(s) not applied, generation stays {}\n",
+            info.changes.len(),
+            info.generation
+        ));
+    } else {
+        text.push_str(&format!("generation {}\n", info.generation));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn table_columns_start_at_the_same_offset() {
+        let mut t = Table::new(&["CUSTOMER", "PKTS_IN", "DROPS"]);
+        t.row(vec!["a".into(), "1234567890".into(), "-".into()]);
+        t.row(vec![
+            "long-customer-name".into(),
+            "1".into(),
+            "acl=3".into(),
+        ]);
+        let text = t.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let col = lines[0].find("PKTS_IN").unwrap();
+        assert_eq!(&lines[1][col..col + 10], "1234567890");
+        assert_eq!(&lines[2][col..col + 1], "1");
+        let col = lines[0].find("DROPS").unwrap();
+        assert_eq!(&lines[2][col..], "acl=3");
+        assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
+
+    #[test]
+    fn drops_list_only_nonzero_reasons() {
+        let mut d = BTreeMap::new();
+        assert_eq!(drops_text(&d), "-");
+        d.insert("spoofed".to_string(), 1);
+        d.insert("acl".to_string(), 3);
+        d.insert("policed".to_string(), 0);
+        assert_eq!(drops_text(&d), "acl=3 spoofed=1");
+    }
+}
