@@ -74,12 +74,21 @@ impl Sink {
     }
 }
 
-/// Sends `count` copies of `frame` out of c1's eth0; returns the wall time.
-fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> Result<Duration> {
+/// Sends copies of `frame` out of c1's eth0 in chunks of 50k until `window`
+/// has passed; returns (frames sent, wall time).
+fn generate(lab: &Lab, frame: Vec<u8>, window: Duration) -> Result<(u64, Duration)> {
     let ns = lab.netns_path("c1");
-    thread::spawn(move || -> Result<Duration> {
+    thread::spawn(move || -> Result<(u64, Duration)> {
         setns(&ns)?;
         let mut ebpf = Ebpf::load(pop_ebpf::bench_object())?;
+        // The frame's 60 bytes, restored by xdp_tx before every send.
+        let mut template = [0u8; 60];
+        template.copy_from_slice(&frame[..60]);
+        let mut tmap: aya::maps::Array<_, [u8; 60]> = aya::maps::Array::try_from(
+            ebpf.map_mut("gen_template")
+                .ok_or_else(|| anyhow!("no gen_template"))?,
+        )?;
+        tmap.set(0, template, 0)?;
         let prog: &mut Xdp = ebpf
             .program_mut("xdp_tx")
             .ok_or_else(|| anyhow!("no xdp_tx"))?
@@ -90,9 +99,9 @@ fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> Result<Duration> {
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let start = Instant::now();
-        let mut left = count;
-        while left > 0 {
-            let n = left.min(1_000_000);
+        let mut sent = 0u64;
+        while start.elapsed() < window {
+            let n = 50_000;
             prog.test_run(TestRunOptions {
                 data_in: Some(&frame),
                 ctx_in: Some(&ctx),
@@ -101,9 +110,9 @@ fn generate(lab: &Lab, frame: Vec<u8>, count: u32) -> Result<Duration> {
                 ..TestRunOptions::default()
             })
             .context("live-frames test_run (generator)")?;
-            left -= n;
+            sent += u64::from(n);
         }
-        Ok(start.elapsed())
+        Ok((sent, start.elapsed()))
     })
     .join()
     .map_err(|_| anyhow!("generator thread panicked"))?
@@ -146,7 +155,7 @@ fn rules() -> Vec<(String, u16)> {
 }
 
 fn nft_ruleset() -> String {
-    let mut s = String::from("table inet popbench {\n chain fwd {\n  type filter hook forward priority 0; policy accept;\n");
+    let mut s = String::from("table inet popbench {\n chain pop_forward {\n  type filter hook forward priority 0; policy accept;\n");
     for (src, port) in rules() {
         s += &format!("  ip saddr {src} tcp dport {port} drop\n");
     }
@@ -227,17 +236,19 @@ pub fn run(o: &Opts) -> Result<Vec<LabRow>> {
     let lab = Lab::new("pbench-");
     lab.up().context("lab up")?;
     let result = run_in_lab(&lab, o);
-    let _ = lab.down();
+    if std::env::var_os("POP_BENCH_KEEP_LAB").is_none() {
+        let _ = lab.down();
+    }
     result
 }
 
 fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
     let sink = Sink::attach(lab)?;
     let f = frame(mac_of(lab, "c1", "eth0")?, mac_of(lab, "edge", "eth1")?);
-    let (rounds, count) = if o.quick {
-        (1, 200_000)
+    let (rounds, window) = if o.quick {
+        (1, Duration::from_millis(300))
     } else {
-        (5, 2_000_000)
+        (5, Duration::from_secs(2))
     };
     let state = tempfile::tempdir()?;
     let cases = ["kernel_forward", "kernel_forward_nft", "pop"];
@@ -258,10 +269,10 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
                 _ => kernel_mode(lab, false)?,
             }
             // Warm up (neighbour resolution, caches), then measure.
-            generate(lab, f.clone(), 20_000)?;
+            generate(lab, f.clone(), Duration::from_millis(50))?;
             thread::sleep(Duration::from_millis(100));
             let before = sink.count()?;
-            let wall = generate(lab, f.clone(), count)?;
+            let (count, wall) = generate(lab, f.clone(), window)?;
             thread::sleep(Duration::from_millis(100));
             let got = sink.count()? - before;
             let rate = got as f64 / wall.as_secs_f64();
@@ -271,6 +282,16 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
             );
             pps[i].push(rate);
             if let Some(mut p) = popd {
+                if std::env::var_os("POP_BENCH_DEBUG").is_some() {
+                    let m = p.metrics().unwrap_or_default();
+                    eprintln!(
+                        "{}",
+                        m.lines()
+                            .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    );
+                }
                 p.shutdown_detach()?;
             }
         }
