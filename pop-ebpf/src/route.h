@@ -32,10 +32,16 @@ static __always_inline __u32 hash_final(__u32 h)
 	return h;
 }
 
+/* Fragments hash on addresses and protocol only: later fragments carry no
+ * ports, and all fragments of a datagram must take the same next hop (as in
+ * the kernel's multipath hash). */
 static __always_inline __u32 flow_hash(const struct packet *pkt)
 {
 	__u32 h = 0x9747b28c;
-	__u32 ports = ((__u32)pkt->sport << 16) | pkt->dport;
+	__u32 ports = 0;
+
+	if (!pkt->fragment)
+		ports = ((__u32)pkt->sport << 16) | pkt->dport;
 
 	if (pkt->eth_proto == ETH_P_IP) {
 		h = hash_mix(h, pkt->src.v4);
