@@ -1,1 +1,94 @@
-fn main() {}
+//! `cargo xtask`: build, lab, demo, test, bench and dist for pop.
+//!
+//! Everything that builds first checks (and, as root on Debian, installs) the tools
+//! it needs; everything that touches the network (lab, demo, test) needs root.
+mod demo;
+mod dist;
+mod lab;
+mod prereqs;
+mod test;
+mod workspace;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// pop's developer tasks.
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, lab, demo, test, bench and dist for pop"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the workspace (the XDP object, popd, popctl).
+    Build {
+        /// Optimised build.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Bring the network-namespace PoP up or down, or show it (needs root).
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+    /// Build, bring up the lab, push config with popctl, send traffic, show counters
+    /// and metrics, tear down (needs root).
+    Demo,
+    /// fmt, clippy, build and every test including end-to-end (needs root).
+    Test,
+    /// Benchmarks.
+    Bench {
+        /// A short run.
+        #[arg(long)]
+        quick: bool,
+        /// Write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Release build and tarball target/dist/pop-<version>-x86_64.tar.gz.
+    Dist,
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    /// Build, create the namespaces and links, start popd with the lab config.
+    Up {
+        /// Only the namespaces and links: no build, no popd.
+        #[arg(long)]
+        no_popd: bool,
+    },
+    /// Stop popd (detaching XDP) and remove everything the lab created.
+    Down,
+    /// Show namespaces, addresses, XDP attachments and popd.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Build { release } => prereqs::ensure_prereqs("build", prereqs::Needs::Build)
+            .and_then(|()| workspace::build(release)),
+        Task::Lab { action } => lab::run(action),
+        Task::Demo => demo::run(),
+        Task::Test => test::run(),
+        Task::Bench { quick: _, json: _ } => {
+            println!("bench: not implemented yet");
+            Ok(())
+        }
+        Task::Dist => dist::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! End-to-end: the real popd and popctl (target/debug) in the network-namespace lab
+//! (`pte2e-up`, `pte2e-edge`, `pte2e-c1`, `pte2e-c2`), with real ping, curl and
+//! promtool. Needs root.
+//!
+//! The scenarios share one lab and one popd and build on each other (a route added
+//! before the restart must be there after it), so a single test runs them in
+//! order; the lab is removed when it ends, also on failure.
+use std::{
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use pop_lab::{
+    cmd,
+    popd::{customer_stats, metric_value},
+    topology::{self, C1, C2, EDGE},
+    Lab, PingStats, Popd,
+};
+
+/// Namespace (and veth, bpffs) prefix of these tests.
+const PREFIX: &str = "pte2e-";
+/// The route scenario 3 adds before the restart and expects after it.
+const DURABLE_ROUTE: &str = "10.99.0.0/16";
+
+/// The lab and popd under test; dropping it kills popd and removes the lab.
+struct Env {
+    lab: Lab,
+    popd: Popd,
+    _state_dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn start() -> Result<Env> {
+        ensure!(
+            pop_lab::is_root(),
+            "the end-to-end tests need root (network namespaces, BPF): run them as root, e.g. `cargo xtask test`"
+        );
+        pop_lab::ensure_bpffs()?;
+        let bin_dir = bin_dir()?;
+        let lab = Lab::new(PREFIX);
+        lab.up().context("lab up")?;
+        let state_dir = tempfile::Builder::new().prefix("pte2e-").tempdir()?;
+        // Build the Env before starting popd so a failed start still tears down.
+        let popd = match Popd::new(&lab, &bin_dir, state_dir.path(), &topology::full_config()) {
+            Ok(popd) => popd,
+            Err(e) => {
+                let _ = lab.down();
+                return Err(e);
+            }
+        };
+        let mut env = Env {
+            lab,
+            popd,
+            _state_dir: state_dir,
+        };
+        env.popd.start()?;
+        Ok(env)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.popd.kill();
+        if let Err(e) = self.lab.down() {
+            eprintln!("e2e teardown: {e:#}");
+        }
+    }
+}
+
+/// target/debug, from this test binary's path (target/debug/deps/e2e-…).
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary is not in target/<profile>/deps")?
+        .to_path_buf();
+    for bin in ["popd", "popctl"] {
+        ensure!(
+            dir.join(bin).exists(),
+            "{} is missing: run `cargo build --workspace` first",
+            dir.join(bin).display()
+        );
+    }
+    Ok(dir)
+}
+
+#[test]
+fn end_to_end() {
+    let mut env = match Env::start() {
+        Ok(env) => env,
+        Err(e) => panic!("setting up the lab and popd: {e:#}"),
+    };
+    type Scenario = fn(&mut Env) -> Result<()>;
+    let scenarios: [(&str, Scenario); 6] = [
+        ("1 forwarding", forwarding),
+        ("3a a route added with popctl", add_durable_route),
+        ("2 hitless restart", hitless_restart),
+        ("3b the route survives the restart", durable_route_survives),
+        ("4 a bad route is rejected", bad_route_rejected),
+        ("5 shutdown --detach", shutdown_detach),
+    ];
+    for (name, scenario) in scenarios {
+        eprintln!("e2e scenario {name}");
+        if let Err(e) = scenario(&mut env) {
+            panic!(
+                "e2e scenario {name} failed: {e:#}\n--- popd log ({}) ends with:\n{}",
+                env.popd.log_path().display(),
+                env.popd.log_tail(40)
+            );
+        }
+    }
+}
+
+/// (1) popd forwards IPv4 and IPv6 between the customers and the upstream with
+/// kernel forwarding off, counts it per customer and interface, and its metrics
+/// pass promtool.
+fn forwarding(env: &mut Env) -> Result<()> {
+    let (v4, v6) = env.lab.edge_forwarding()?;
+    ensure!(
+        v4 == "0" && v6 == "0",
+        "kernel forwarding on the edge must be off, got ipv4 {v4}, ipv6 {v6}"
+    );
+    wait_nexthops_resolved(&env.popd);
+
+    let pings = [
+        (C1, topology::INTERNET_V4),
+        (C1, topology::INTERNET_V6),
+        (C2, topology::INTERNET_V4),
+        (C2, topology::INTERNET_V6),
+        (C1, topology::C2_V4),
+        (C1, topology::C2_V6),
+        (C2, topology::C1_V4),
+        (C2, topology::C1_V6),
+    ];
+    let mut c1 = PingStats::default();
+    let mut c2 = PingStats::default();
+    for (node, dst) in pings {
+        let stats = env.lab.ping(node, dst, 5, 0.2)?;
+        ensure!(
+            stats.transmitted == 5 && stats.received == stats.transmitted,
+            "ping {dst} from {node}: {stats}"
+        );
+        let total = if node == C1 { &mut c1 } else { &mut c2 };
+        total.transmitted += stats.transmitted;
+        total.received += stats.received;
+    }
+
+    let stats = env.popd.popctl_json(&["stats"])?;
+    for (name, sent) in [("acme", c1), ("globex", c2)] {
+        let customer = customer_stats(&stats, name)
+            .with_context(|| format!("no customer {name} in `popctl -j stats`: {stats}"))?;
+        let packets_out = customer["packets_out"].as_u64().context("packets_out")?;
+        let packets_in = customer["packets_in"].as_u64().context("packets_in")?;
+        ensure!(
+            packets_out >= sent.transmitted,
+            "{name}: packets_out {packets_out} < {} echo requests its host sent",
+            sent.transmitted
+        );
+        ensure!(
+            packets_in >= sent.received,
+            "{name}: packets_in {packets_in} < {} echo replies its host received",
+            sent.received
+        );
+    }
+
+    let scrape = env.popd.metrics()?;
+    let redirected = metric_value(
+        &scrape,
+        "pop_packets_total",
+        &[("interface", "eth1"), ("action", "redirect")],
+    )
+    .context("no pop_packets_total{interface=\"eth1\",action=\"redirect\"} in /metrics")?;
+    ensure!(
+        redirected > 0.0,
+        "pop_packets_total{{interface=\"eth1\",action=\"redirect\"}} is {redirected}"
+    );
+    for iface in ["eth0", "eth1", "eth2"] {
+        let attached = metric_value(
+            &scrape,
+            "pop_xdp_attached",
+            &[("interface", iface), ("mode", "native")],
+        );
+        ensure!(attached == Some(1.0), "pop_xdp_attached{{interface=\"{iface}\",mode=\"native\"}} is {attached:?}, want 1 (veth has native XDP)");
+    }
+    promtool_check(&scrape)
+}
+
+/// `promtool check metrics` must accept the scrape.
+fn promtool_check(scrape: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run promtool (apt-get install prometheus)")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(scrape.as_bytes())?;
+    let out = cmd::wait_output_timeout(child, Duration::from_secs(30))?;
+    ensure!(
+        out.status.success(),
+        "promtool check metrics rejects the scrape: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// (3, before the restart) a route added with popctl shows in `route show`.
+fn add_durable_route(env: &mut Env) -> Result<()> {
+    env.popd.popctl_ok(&[
+        "route",
+        "add",
+        DURABLE_ROUTE,
+        "via",
+        "192.0.2.1",
+        "dev",
+        "eth0",
+    ])?;
+    let shown = env.popd.popctl_ok(&["route", "show"])?;
+    ensure!(
+        shown.contains(DURABLE_ROUTE),
+        "`popctl route show` lacks {DURABLE_ROUTE} just after adding it:\n{shown}"
+    );
+    Ok(())
+}
+
+/// (2) SIGKILL popd and start it again while a customer pings the upstream: at most
+/// one echo request is lost and the same XDP program keeps running.
+fn hitless_restart(env: &mut Env) -> Result<()> {
+    let program_before = program_id(&env.popd)?;
+    let pid_before = env.popd.pid().context("popd is not running")?;
+
+    let mut ping = env.lab.command(
+        C1,
+        &[
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.05",
+            "-c",
+            "120",
+            "-W",
+            "1",
+            topology::INTERNET_V4,
+        ],
+    );
+    ping.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut ping = ping.spawn().context("cannot start ping")?;
+    thread::sleep(Duration::from_millis(1500));
+    ensure!(
+        ping.try_wait()?.is_none(),
+        "ping ended before popd was killed"
+    );
+    env.popd.kill()?;
+    let restarted = Instant::now();
+    env.popd
+        .start()
+        .context("restarting popd with the same state dir and bpffs")?;
+    let restart_time = restarted.elapsed();
+
+    let out = cmd::wait_output_timeout(ping, Duration::from_secs(30))?;
+    let stats = PingStats::parse(&String::from_utf8_lossy(&out.stdout))?;
+    eprintln!(
+        "  ping c1 -> {} across the restart (popd back in {restart_time:?}): {stats}",
+        topology::INTERNET_V4
+    );
+    ensure!(
+        stats.transmitted >= 100,
+        "ping sent only {} requests: {stats}",
+        stats.transmitted
+    );
+    ensure!(
+        stats.lost() <= 1,
+        "{} echo requests lost while popd was killed and restarted (took {restart_time:?}): {stats}",
+        stats.lost()
+    );
+
+    let pid_after = env
+        .popd
+        .pid()
+        .context("popd is not running after the restart")?;
+    ensure!(
+        pid_after != pid_before,
+        "popd was not restarted (pid {pid_after})"
+    );
+    let program_after = program_id(&env.popd)?;
+    ensure!(
+        program_after == program_before,
+        "the XDP program changed across the restart: id {program_before} before, {program_after} after"
+    );
+    Ok(())
+}
+
+/// The XDP program id in `popctl -j status`.
+fn program_id(popd: &Popd) -> Result<u64> {
+    let status = popd.popctl_json(&["status"])?;
+    status["program_id"]
+        .as_u64()
+        .with_context(|| format!("no program_id in `popctl -j status`: {status}"))
+}
+
+/// (3, after the restart) the route added before is still there, and forwarding works.
+fn durable_route_survives(env: &mut Env) -> Result<()> {
+    let shown = env.popd.popctl_ok(&["route", "show"])?;
+    ensure!(
+        shown.contains(DURABLE_ROUTE),
+        "`popctl route show` lacks {DURABLE_ROUTE} after the restart:\n{shown}"
+    );
+    let stats = env.lab.ping(C2, topology::INTERNET_V6, 3, 0.2)?;
+    ensure!(
+        stats.received == stats.transmitted,
+        "ping from c2 after the restart: {stats}"
+    );
+    Ok(())
+}
+
+/// (4) A prefix length of 33 is rejected with one line naming it, changing nothing.
+fn bad_route_rejected(env: &mut Env) -> Result<()> {
+    let before = env.popd.popctl_ok(&["-j", "route", "show"])?;
+    let out = env.popd.popctl(&[
+        "route",
+        "add",
+        "10.0.0.0/33",
+        "via",
+        "192.0.2.1",
+        "dev",
+        "eth0",
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "`popctl route add 10.0.0.0/33 ...` exited 0"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    ensure!(
+        lines.len() == 1 && lines[0].contains("33"),
+        "expected one stderr line naming 33, got {stderr:?}"
+    );
+    let after = env.popd.popctl_ok(&["-j", "route", "show"])?;
+    ensure!(
+        before == after,
+        "a rejected route changed `route show`:\nbefore {before}\nafter {after}"
+    );
+    Ok(())
+}
+
+/// (5) `popctl shutdown --detach` stops popd, removes XDP from every edge port and
+/// the pins, and so stops forwarding (kernel forwarding is off).
+fn shutdown_detach(env: &mut Env) -> Result<()> {
+    env.popd.shutdown_detach()?;
+    let attached: Vec<String> = env
+        .lab
+        .xdp_attached(EDGE)?
+        .into_iter()
+        .filter(|(name, _)| ["eth0", "eth1", "eth2"].contains(&name.as_str()))
+        .map(|(name, xdp)| format!("{name}: {xdp}"))
+        .collect();
+    ensure!(
+        attached.is_empty(),
+        "XDP still attached after shutdown --detach: {attached:?}"
+    );
+    let bpffs = env.lab.bpffs_dir();
+    ensure!(
+        !bpffs.exists(),
+        "{} still exists after shutdown --detach",
+        bpffs.display()
+    );
+    let stats = env.lab.ping(C1, topology::INTERNET_V4, 2, 0.2)?;
+    if stats.received != 0 {
+        bail!("c1 still reaches the upstream after the data plane was removed: {stats}");
+    }
+    Ok(())
+}
+
+/// Waits (up to 10 s) for popd to report every next hop resolved; the pings then
+/// show whether forwarding works, so a different report format is not an error here.
+fn wait_nexthops_resolved(popd: &Popd) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(text) = popd.popctl_ok(&["-j", "route", "show"]) {
+            if text.contains("\"resolved\"") && !text.contains("\"unresolved\"") {
+                return;
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}

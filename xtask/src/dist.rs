@@ -1,0 +1,115 @@
+//! `cargo xtask dist`: a release tarball with the binaries, docs and an example config.
+use std::{fs, path::Path, process::Command};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    prereqs::{self, Needs},
+    workspace::{self, step},
+};
+
+/// An example `/etc/pop/pop.toml` (CONTRACT §3), shipped as `etc/pop.toml.example`.
+const EXAMPLE_CONFIG: &str = r#"# pop's config: /etc/pop/pop.toml. popd reads it at start and on SIGHUP;
+# `popctl export` prints the live state in this format and `popctl apply` takes it.
+
+[dataplane]
+xdp_mode = "auto"        # auto: native, else generic with a warning and a metric | native | generic
+no_route = "pass"        # pass to the kernel | drop
+
+[[interfaces]]
+name = "eth0"
+role = "upstream"
+
+[[interfaces]]
+name = "eth1"
+role = "customer"
+
+[[customers]]
+name = "acme"
+prefixes = ["198.51.100.0/24", "2001:db8:a::/48"]
+interfaces = ["eth1"]
+anti_spoofing = true
+rate_bps = 100000000
+burst_bytes = 1250000
+
+[[routes]]
+prefix = "0.0.0.0/0"
+via = ["192.0.2.1"]
+dev = "eth0"
+
+[[routes]]
+prefix = "198.51.100.0/24"
+via = ["198.51.100.10"]
+dev = "eth1"
+
+[[acls]]
+priority = 100
+action = "drop"
+dst = "198.51.100.10/32"
+proto = "tcp"
+dst_port = "22"
+in_iface = "eth0"
+"#;
+
+/// Builds in release mode and packs target/dist/pop-<version>-x86_64.tar.gz.
+pub fn run() -> Result<()> {
+    prereqs::ensure_prereqs("dist", Needs::Build)?;
+    step("cargo build --release -p pop-userspace");
+    workspace::run_cargo(&["build", "--release", "-p", "pop-userspace"])?;
+    let version = env!("CARGO_PKG_VERSION");
+    let name = format!("pop-{version}-x86_64");
+    let dist = workspace::target_dir().join("dist");
+    let stage = dist.join(&name);
+    step(&format!(
+        "packing {}",
+        dist.join(format!("{name}.tar.gz")).display()
+    ));
+    if stage.exists() {
+        fs::remove_dir_all(&stage)?;
+    }
+    fs::create_dir_all(stage.join("bin"))?;
+    fs::create_dir_all(stage.join("etc"))?;
+    let release = workspace::target_dir().join("release");
+    for bin in ["popd", "popctl"] {
+        copy(&release.join(bin), &stage.join("bin").join(bin))?;
+    }
+    let root = workspace::root();
+    copy(&root.join("README.md"), &stage.join("README.md"))?;
+    copy_dir(&root.join("docs"), &stage.join("docs"))?;
+    fs::write(stage.join("etc/pop.toml.example"), EXAMPLE_CONFIG)?;
+    let tarball = dist.join(format!("{name}.tar.gz"));
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dist)
+        .arg(&name)
+        .status()
+        .context("cannot run tar")?;
+    if !status.success() {
+        bail!("tar failed ({status})");
+    }
+    fs::remove_dir_all(&stage)?;
+    println!("{}", tarball.display());
+    Ok(())
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            copy(&entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
