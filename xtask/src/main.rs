@@ -2,6 +2,7 @@
 //!
 //! Everything that builds first checks (and, as root on Debian, installs) the tools
 //! it needs; everything that touches the network (lab, demo, test) needs root.
+mod bench;
 mod demo;
 mod dist;
 mod lab;
@@ -43,9 +44,10 @@ enum Task {
     Demo,
     /// fmt, clippy, build and every test including end-to-end (needs root).
     Test,
-    /// Benchmarks.
+    /// Benchmarks: test_run cost vs XDP_PASS, lab throughput vs kernel forwarding
+    /// and nftables, control plane (needs root; see docs/benchmarks.md).
     Bench {
-        /// A short run.
+        /// Small sizes on the debug build, under 3 minutes (what CI runs).
         #[arg(long)]
         quick: bool,
         /// Write the results as JSON to FILE.
@@ -78,10 +80,7 @@ fn main() -> ExitCode {
         Task::Lab { action } => lab::run(action),
         Task::Demo => demo::run(),
         Task::Test => test::run(),
-        Task::Bench { quick: _, json: _ } => {
-            println!("bench: not implemented yet");
-            Ok(())
-        }
+        Task::Bench { quick, json } => bench::run(quick, json),
         Task::Dist => dist::run(),
     };
     match result {

@@ -35,6 +35,11 @@ pub fn run() -> Result<()> {
         workspace::run_cargo(args)
             .with_context(|| format!("step {} of {} failed", i + 1, STEPS.len()))?;
     }
-    println!("\nall {} steps passed", STEPS.len());
+    step("bench --quick (smoke run, no timing assertions)");
+    crate::bench::run(true, None).context("the benchmark smoke run failed")?;
+    println!(
+        "\nall {} steps and the benchmark smoke run passed",
+        STEPS.len()
+    );
     Ok(())
 }
