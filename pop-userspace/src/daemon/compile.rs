@@ -10,7 +10,9 @@ use pop_common::{
     MAX_IFACES, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID,
 };
 
+use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
+use crate::config::validate;
 use crate::dataplane::maps::{key_v4, key_v6, map_err};
 use crate::dataplane::{DataplaneError, Maps};
 use crate::netlink::KernelView;
@@ -39,6 +41,11 @@ pub struct Tables {
     pub local_v4: HashSet<u32>,
     /// Host addresses.
     pub local_v6: HashSet<[u8; 16]>,
+    /// Anti-spoofing ports and (customer, port) pairs (written by the controller
+    /// through [`crate::acl::AclMaps`], around [`apply`]).
+    pub spoof: SpoofTables,
+    /// customer id → (rate_bps, burst_bytes) of customers with a policer.
+    pub policers: BTreeMap<u32, (u64, u64)>,
 }
 
 /// Key of a next hop in [`Ids::nexthops`].
@@ -110,13 +117,15 @@ pub fn assign_ids(cfg: &Config, old: &Ids) -> Result<(Ids, Vec<u32>), String> {
     Ok((ids, fresh))
 }
 
-/// Computes the map contents for a (validated) config.
+/// Computes the map contents for a (validated) config; `acl_copy` is the ACL
+/// copy packets must use once these tables are live.
 pub fn compile(
     cfg: &Config,
     ids: &Ids,
     generation: u64,
     kernel: &KernelView,
     attached: &BTreeMap<String, crate::dataplane::AttachMode>,
+    acl_copy: u32,
 ) -> Tables {
     let mut t = Tables::default();
     let flags = match cfg.dataplane.no_route {
@@ -126,8 +135,25 @@ pub fn compile(
     t.config = Some(PopConfig {
         flags,
         generation: generation as u32,
-        ..Default::default()
+        acl_copy,
     });
+    let customers: Vec<validate::ValidCustomer> = cfg
+        .customers
+        .iter()
+        .filter_map(|c| validate::check_customer(c).ok())
+        .collect();
+    t.spoof = crate::acl::spoof_tables(
+        &customers,
+        &|name| ids.customers.get(name).copied(),
+        &|dev| kernel.links.get(dev).map(|l| l.ifindex),
+    );
+    for c in &customers {
+        if let (Some(id), Some(rate), Some(burst)) =
+            (ids.customers.get(&c.name), c.rate_bps, c.burst_bytes)
+        {
+            t.policers.insert(*id, (rate, burst));
+        }
+    }
     for i in &cfg.interfaces {
         let (Some(link), Some(slot)) = (kernel.links.get(&i.name), ids.iface_slots.get(&i.name))
         else {
@@ -140,12 +166,17 @@ pub fn compile(
             InterfaceRole::Upstream => pop_common::Role::Upstream,
             InterfaceRole::Customer => pop_common::Role::Customer,
         } as u32;
+        let flags = if t.spoof.is_anti_spoofing_port(link.ifindex) {
+            pop_common::IFACE_ANTI_SPOOFING
+        } else {
+            0
+        };
         t.ifaces.insert(
             link.ifindex,
             PopIface {
                 slot: *slot,
                 role,
-                flags: 0,
+                flags,
                 mtu: link.mtu,
             },
         );

@@ -12,6 +12,7 @@ use pop_common::{Action, Direction, DropReason, PassReason};
 use serde_json::{json, Value};
 
 use super::compile::{self, Tables};
+use crate::acl::AclMaps;
 use crate::api::protocol::{
     ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo, StatusInfo,
 };
@@ -42,6 +43,12 @@ pub struct Controller {
     kernel: KernelView,
     applied: Tables,
     attached: BTreeMap<String, AttachMode>,
+    /// ACL, anti-spoofing and policer maps.
+    acl: Option<AclMaps>,
+    /// The ACL copy packets use.
+    acl_copy: u32,
+    /// ifindex of every `in_iface` the live ACL copy was compiled with.
+    acl_ifindexes: BTreeMap<String, Option<u32>>,
 }
 
 /// Result of a request: JSON data or a one-line error.
@@ -86,6 +93,8 @@ impl Controller {
             }
         };
         let applied = compile::read_back(&dp.maps);
+        let acl = AclMaps::open(&dp.root().join("maps"))?;
+        let acl_copy = acl.active_copy()?;
         let mut c = Self {
             store,
             state,
@@ -93,6 +102,9 @@ impl Controller {
             kernel,
             applied,
             attached: BTreeMap::new(),
+            acl: Some(acl),
+            acl_copy,
+            acl_ifindexes: BTreeMap::new(),
         };
         let cfg = c.state.config.clone();
         for i in &cfg.interfaces {
@@ -117,8 +129,99 @@ impl Controller {
                 let _ = c.dp_mut().maps.reset_customer(id);
             }
         }
-        c.sync().map_err(|e| format!("writing maps: {e}"))?;
+        // The rules are compiled afresh (ifindexes may have changed while popd
+        // was down) into the inactive copy and swapped in by sync().
+        let cfg = c.state.config.clone();
+        let staged = c.stage_acls(&cfg)?;
+        c.sync_with(staged)
+            .map_err(|e| format!("writing maps: {e}"))?;
         Ok(c)
+    }
+
+    /// ifindex of every interface the ACL rules of `cfg` name.
+    fn acl_ifindexes(&self, cfg: &Config) -> BTreeMap<String, Option<u32>> {
+        cfg.acls
+            .iter()
+            .filter_map(|a| a.in_iface.clone())
+            .map(|n| {
+                let i = self.kernel.links.get(&n).map(|l| l.ifindex);
+                (n, i)
+            })
+            .collect()
+    }
+
+    /// Compiles `cfg`'s ACL rules into the inactive copy (not live yet).
+    /// Returns the copy to make live and the ifindexes it was compiled with.
+    fn stage_acls(&mut self, cfg: &Config) -> Result<(u32, BTreeMap<String, Option<u32>>), String> {
+        let rules = cfg
+            .acls
+            .iter()
+            .map(validate::check_acl)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let kernel = &self.kernel;
+        let compiled = crate::acl::compile(&rules, &|n| kernel.links.get(n).map(|l| l.ifindex))?;
+        let ifindexes = self.acl_ifindexes(cfg);
+        let copy = 1 - self.acl_copy;
+        let acl = self.acl.as_mut().ok_or("data plane removed")?;
+        acl.write_copy(copy, &compiled)?;
+        tracing::info!(
+            rules = rules.len(),
+            copy,
+            nodes = compiled.nodes.len(),
+            "ACL compiled into the inactive copy"
+        );
+        Ok((copy, ifindexes))
+    }
+
+    /// Writes `want` into the maps: anti-spoofing pairs before the interface
+    /// flags that use them, [`compile::apply`], stale pairs after, policers.
+    fn write_tables(&mut self, want: &Tables) -> Result<(), String> {
+        let dp = self.dp.as_mut().ok_or("data plane removed")?;
+        let acl = self.acl.as_mut().ok_or("data plane removed")?;
+        acl.add_spoof(&want.spoof)?;
+        compile::apply(&mut dp.maps, &mut self.applied, want).map_err(|e| e.to_string())?;
+        acl.prune_spoof(&want.spoof)?;
+        self.applied.spoof = want.spoof.clone();
+        for (id, rb) in &want.policers {
+            if self.applied.policers.get(id) != Some(rb) {
+                acl.set_policer(*id, Some(*rb))?;
+                self.applied.policers.insert(*id, *rb);
+            }
+        }
+        let gone: Vec<u32> = self
+            .applied
+            .policers
+            .keys()
+            .filter(|id| !want.policers.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            acl.set_policer(id, None)?;
+            self.applied.policers.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Like [`Controller::sync`], making a staged ACL copy live.
+    fn sync_with(&mut self, staged: (u32, BTreeMap<String, Option<u32>>)) -> Result<(), String> {
+        let (copy, ifindexes) = staged;
+        let want = compile::compile(
+            &self.state.config,
+            &self.state.ids,
+            self.state.generation,
+            &self.kernel,
+            &self.attached,
+            copy,
+        );
+        self.write_tables(&want)?;
+        if copy != self.acl_copy {
+            // No packet still walks the old copy once this returns.
+            crate::acl::wait_for_readers();
+            self.acl_copy = copy;
+        }
+        self.acl_ifindexes = ifindexes;
+        Ok(())
     }
 
     fn dp(&self) -> &Dataplane {
@@ -157,16 +260,18 @@ impl Controller {
     }
 
     /// Re-writes the maps for the current state and kernel view.
+    /// The ACL rules are recompiled (and swapped) only when an interface they
+    /// name changed its ifindex.
     fn sync(&mut self) -> Result<(), String> {
-        let want = compile::compile(
-            &self.state.config,
-            &self.state.ids,
-            self.state.generation,
-            &self.kernel,
-            &self.attached,
-        );
-        let dp = self.dp.as_mut().expect("data plane present");
-        compile::apply(&mut dp.maps, &mut self.applied, &want).map_err(|e| e.to_string())
+        let cfg = std::mem::take(&mut self.state.config);
+        let ifindexes = self.acl_ifindexes(&cfg);
+        let staged = if ifindexes != self.acl_ifindexes {
+            self.stage_acls(&cfg)
+        } else {
+            Ok((self.acl_copy, ifindexes))
+        };
+        self.state.config = cfg;
+        self.sync_with(staged?)
     }
 
     /// New kernel state (links, addresses, neighbours): re-resolve next hops.
@@ -234,24 +339,57 @@ impl Controller {
         let generation = self.state.generation + 1;
         let before = self.applied.clone();
         let old_state = self.state.clone();
-        let want = compile::compile(&candidate, &ids, generation, &self.kernel, &self.attached);
-        let dp = self.dp.as_mut().expect("data plane present");
-        if let Err(e) = compile::apply(&mut dp.maps, &mut self.applied, &want) {
-            // Put back exactly what was there.
-            if let Err(e2) = compile::apply(&mut dp.maps, &mut self.applied, &before) {
+        let acls_changed = candidate.acls != self.state.config.acls
+            || self.acl_ifindexes(&candidate) != self.acl_ifindexes;
+        let (copy, ifindexes) = if acls_changed {
+            match self.stage_acls(&candidate) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.undo_attach(&newly);
+                    return Err(e);
+                }
+            }
+        } else {
+            (self.acl_copy, self.acl_ifindexes.clone())
+        };
+        let want = compile::compile(
+            &candidate,
+            &ids,
+            generation,
+            &self.kernel,
+            &self.attached,
+            copy,
+        );
+        if let Err(e) = self.write_tables(&want) {
+            // Put back exactly what was there (the staged ACL copy never went live).
+            if let Err(e2) = self.write_tables(&before) {
                 tracing::error!("rolling back a failed change: {e2}");
             }
             self.undo_attach(&newly);
-            return Err(e.to_string());
+            return Err(e);
         }
+        if copy != self.acl_copy {
+            crate::acl::wait_for_readers();
+            self.acl_copy = copy;
+        }
+        self.acl_ifindexes = ifindexes;
         self.state = Persisted {
             generation,
             config: candidate,
             ids,
         };
         if let Err(e) = self.store.save(&self.state) {
+            // Not durable, so not done: back to the old state, ACLs included.
             self.state = old_state;
-            let _ = self.sync();
+            let cfg = self.state.config.clone();
+            match self.stage_acls(&cfg) {
+                Ok(staged) => {
+                    if let Err(e2) = self.sync_with(staged) {
+                        tracing::error!("rolling back after a failed save: {e2}");
+                    }
+                }
+                Err(e2) => tracing::error!("rolling back ACLs after a failed save: {e2}"),
+            }
             self.undo_attach(&newly);
             return Err(e.to_string());
         }
@@ -598,6 +736,7 @@ impl Controller {
 
     /// Removes the data plane (`shutdown --detach`, `--detach-on-exit`).
     pub fn remove_dataplane(&mut self) -> Result<(), String> {
+        self.acl = None;
         if let Some(dp) = self.dp.take() {
             dp.remove().map_err(|e| e.to_string())?;
         }
