@@ -1,0 +1,307 @@
+//! End-to-end firewall (issue #3): ACLs, anti-spoofing and per-customer
+//! policers in the network-namespace lab (`pte2f-*`), driven with popctl, with
+//! real TCP, ping and UDP traffic. Needs root.
+//!
+//! One test runs the scenarios in order on one lab; the lab is removed at the
+//! end, also on failure.
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use pop_lab::popd::{customer_stats, metric_value};
+use pop_lab::{topology, Lab, Popd};
+
+const PREFIX: &str = "pte2f-";
+
+struct Env {
+    lab: Lab,
+    popd: Popd,
+    servers: Vec<Child>,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = self.popd.kill();
+        let _ = self.lab.down();
+    }
+}
+
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("test binary not in target/<profile>/deps")?;
+    ensure!(
+        dir.join("popd").exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        dir.join("popd").display()
+    );
+    Ok(dir.to_path_buf())
+}
+
+fn start() -> Result<Env> {
+    ensure!(
+        pop_lab::is_root(),
+        "the end-to-end tests need root: run them as root, e.g. `cargo xtask test`"
+    );
+    pop_lab::ensure_bpffs()?;
+    let lab = Lab::new(PREFIX);
+    lab.up().context("lab up")?;
+    let state = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
+    let popd = match Popd::new(&lab, &bin_dir()?, state.path(), &topology::full_config()) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = lab.down();
+            return Err(e);
+        }
+    };
+    let mut env = Env {
+        lab,
+        popd,
+        servers: Vec::new(),
+        _state: state,
+    };
+    env.popd.start()?;
+    wait_resolved(&env.popd)?;
+    Ok(env)
+}
+
+fn wait_resolved(popd: &Popd) -> Result<()> {
+    for _ in 0..100 {
+        let routes = popd.popctl_json(&["route", "show"])?;
+        let all = routes.as_array().is_some_and(|rs| {
+            rs.iter().all(|r| {
+                r["nexthops"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().all(|h| h["state"] == "resolved"))
+            })
+        });
+        if all {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("next hops not resolved after 10 s")
+}
+
+fn drops(popd: &Popd, customer: &str, reason: &str) -> Result<u64> {
+    let stats = popd.popctl_json(&["stats"])?;
+    let c = customer_stats(&stats, customer)
+        .with_context(|| format!("no customer {customer} in {stats}"))?;
+    Ok(c["drops"][reason].as_u64().unwrap_or(0))
+}
+
+/// Whether a TCP connection (an iperf3 control connection and a short test)
+/// from the upstream to c1's `port` works.
+fn tcp_works(env: &Env, port: u16) -> Result<bool> {
+    let out = env.lab.exec(
+        "up",
+        &[
+            "iperf3",
+            "-c",
+            topology::C1_V4,
+            "-p",
+            &port.to_string(),
+            "-t",
+            "1",
+            "--connect-timeout",
+            "1500",
+        ],
+    )?;
+    Ok(out.status.success())
+}
+
+#[test]
+fn firewall_end_to_end() {
+    let mut env = match start() {
+        Ok(env) => env,
+        Err(e) => panic!("setting up the lab and popd: {e:#}"),
+    };
+    type Scenario = fn(&mut Env) -> Result<()>;
+    let scenarios: [(&str, Scenario); 3] = [
+        (
+            "acl drops TCP/22 towards a customer while TCP/443 passes",
+            acl,
+        ),
+        (
+            "anti-spoofing drops a spoofed source from a customer port",
+            anti_spoofing,
+        ),
+        (
+            "a policed customer's UDP throughput lands near its rate",
+            policer,
+        ),
+    ];
+    for (name, scenario) in scenarios {
+        eprintln!("firewall scenario: {name}");
+        if let Err(e) = scenario(&mut env) {
+            panic!(
+                "firewall scenario '{name}' failed: {e:#}\n--- popd log:\n{}",
+                env.popd.log_tail(30)
+            );
+        }
+    }
+}
+
+fn acl(env: &mut Env) -> Result<()> {
+    for port in ["22", "443"] {
+        let s = env
+            .lab
+            .spawn("c1", &["iperf3", "-s", "-p", port, "-B", topology::C1_V4])?;
+        env.servers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(tcp_works(env, 22)?, "TCP/22 must work before the rule");
+    env.popd.popctl_ok(&[
+        "acl",
+        "add",
+        "100",
+        "--action",
+        "drop",
+        "--dst",
+        "198.51.100.10/32",
+        "--proto",
+        "tcp",
+        "--dport",
+        "22",
+    ])?;
+    ensure!(
+        !tcp_works(env, 22)?,
+        "TCP/22 towards acme still connects after `acl add 100 ... --dport 22`"
+    );
+    ensure!(tcp_works(env, 443)?, "TCP/443 towards acme must still pass");
+    let n = drops(&env.popd, "acme", "acl")?;
+    ensure!(n > 0, "acme's acl drop counter is {n}");
+    let scrape = env.popd.metrics()?;
+    let global = metric_value(&scrape, "pop_drops_total", &[("reason", "acl")]).unwrap_or(0.0);
+    ensure!(
+        global >= n as f64,
+        "pop_drops_total{{reason=\"acl\"}} {global} < acme's {n}"
+    );
+    // Deleting the rule lets TCP/22 through again.
+    env.popd.popctl_ok(&["acl", "del", "100"])?;
+    ensure!(
+        tcp_works(env, 22)?,
+        "TCP/22 still blocked after `acl del 100`"
+    );
+    Ok(())
+}
+
+fn anti_spoofing(env: &mut Env) -> Result<()> {
+    env.popd.popctl_ok(&["customer", "del", "acme"])?;
+    env.popd.popctl_ok(&[
+        "customer",
+        "add",
+        "acme",
+        "--prefix",
+        "198.51.100.0/24",
+        "--prefix",
+        "2001:db8:a::/48",
+        "--iface",
+        "eth1",
+        "--anti-spoofing",
+    ])?;
+    env.lab
+        .exec_ok("c1", &["ip", "addr", "add", "10.99.0.1/32", "dev", "eth0"])?;
+    let spoofed = env.lab.exec(
+        "c1",
+        &[
+            "ping",
+            "-c",
+            "5",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            "10.99.0.1",
+            topology::INTERNET_V4,
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&spoofed.stdout);
+    ensure!(
+        text.contains(" 0 received"),
+        "spoofed pings got through: {text}"
+    );
+    let n = drops(&env.popd, "acme", "spoofed")?;
+    ensure!(n >= 5, "acme's spoofed counter is {n}, expected >= 5");
+    let ok = env.lab.ping("c1", topology::INTERNET_V4, 5, 0.2)?;
+    ensure!(ok.received == 5, "acme's own source must still pass: {ok}");
+    Ok(())
+}
+
+fn policer(env: &mut Env) -> Result<()> {
+    const RATE_BPS: u64 = 20_000_000;
+    const DATAGRAM: u64 = 1400;
+    env.popd.popctl_ok(&["customer", "del", "globex"])?;
+    env.popd.popctl_ok(&[
+        "customer",
+        "add",
+        "globex",
+        "--prefix",
+        "203.0.113.0/24",
+        "--prefix",
+        "2001:db8:b::/48",
+        "--iface",
+        "eth2",
+        "--rate-bps",
+        &RATE_BPS.to_string(),
+    ])?;
+    let server = env.lab.spawn(
+        "up",
+        &[
+            "iperf3",
+            "-s",
+            "-1",
+            "-p",
+            "5301",
+            "-B",
+            topology::INTERNET_V4,
+        ],
+    )?;
+    env.servers.push(server);
+    std::thread::sleep(Duration::from_millis(500));
+    // Offer three times the rate for 4 s.
+    let out = env.lab.exec_ok(
+        "c2",
+        &[
+            "iperf3",
+            "-c",
+            topology::INTERNET_V4,
+            "-p",
+            "5301",
+            "-u",
+            "-b",
+            "60M",
+            "-l",
+            &DATAGRAM.to_string(),
+            "-t",
+            "4",
+            "-J",
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("iperf3 -J output")?;
+    let sum = &v["end"]["sum"];
+    let sent_bps = sum["bits_per_second"]
+        .as_f64()
+        .context("end.sum.bits_per_second")?;
+    let lost = sum["lost_percent"]
+        .as_f64()
+        .context("end.sum.lost_percent")?;
+    let received_payload_bps = sent_bps * (1.0 - lost / 100.0);
+    // The policer counts whole frames: payload + UDP 8 + IPv4 20 + Ethernet 14.
+    let expected_payload_bps = RATE_BPS as f64 * DATAGRAM as f64 / (DATAGRAM + 42) as f64;
+    let ratio = received_payload_bps / expected_payload_bps;
+    eprintln!("policer: offered {sent_bps:.0} b/s, {lost:.1}% lost, received {received_payload_bps:.0} b/s of payload = {ratio:.3} x the policed rate");
+    ensure!((0.95..=1.05).contains(&ratio), "received {received_payload_bps:.0} b/s, policed rate {expected_payload_bps:.0} b/s of payload: ratio {ratio:.3} outside 0.95..1.05");
+    let n = drops(&env.popd, "globex", "policed")?;
+    ensure!(n > 0, "globex's policed counter is {n}");
+    Ok(())
+}
