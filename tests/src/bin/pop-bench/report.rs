@@ -258,7 +258,7 @@ pub fn plots(rows: &[TestRunRow], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let series = |prefix: &str, x: fn(&TestRunRow) -> u64| -> Vec<(f64, f64)> {
         rows.iter()
-            .filter(|r| r.case.starts_with(prefix))
+            .filter(|r| r.case == prefix)
             .map(|r| (x(r) as f64, r.ns_per_packet))
             .collect()
     };

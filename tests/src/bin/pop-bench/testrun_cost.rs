@@ -188,7 +188,43 @@ impl Bench {
     }
 }
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+
+/// `n - 1` random TCP rules (source /16–/32 inside 10/8, a destination port)
+/// that never match the benchmark's UDP frame, and a last rule dropping it.
+fn acl_rules(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl> {
+    use pop::config::model::AclAction;
+    let mut rules = Vec::with_capacity(n as usize);
+    for i in 0..n.saturating_sub(1) {
+        let len = 16 + (rng.next() % 17) as u8;
+        let addr = Ipv4Addr::from(0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff));
+        let port = 1 + (rng.next() % 65000) as u16;
+        rules.push(pop::config::validate::ValidAcl {
+            priority: i as u32 + 1,
+            action: AclAction::Drop,
+            src: Some(ipnet::IpNet::V4(
+                ipnet::Ipv4Net::new(addr, len).expect("len <= 32").trunc(),
+            )),
+            dst: None,
+            proto: Some(6),
+            src_port: None,
+            dst_port: Some((port, port)),
+            in_iface: None,
+        });
+    }
+    rules.push(pop::config::validate::ValidAcl {
+        priority: n as u32 + 1,
+        action: AclAction::Drop,
+        src: None,
+        dst: Some("100.64.0.1/32".parse().expect("static")),
+        proto: Some(17),
+        src_port: None,
+        dst_port: Some((9, 9)),
+        in_iface: None,
+    });
+    rules
+}
 const XDP_REDIRECT: u32 = 4;
 
 /// Runs every test_run case.
@@ -282,6 +318,23 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         ));
         eprintln!("  ipv6_forward with {n} routes done");
     }
+    // ACL: N rules that do not match, then one (the last by priority) that
+    // drops the benchmark frame, so the frame meets the whole rule set.
+    let rule_counts: &[u64] = if quick {
+        &[10, 1_000]
+    } else {
+        &[10, 1_000, 10_000, 100_000]
+    };
+    let mut acl = pop::acl::AclMaps::open(bench.h.pin_dir()).map_err(|e| anyhow!(e))?;
+    for &n in rule_counts {
+        let rules = acl_rules(&mut rng, n);
+        let compiled = pop::acl::compile(&rules, &|_| None).map_err(|e| anyhow!(e))?;
+        acl.swap_in(&compiled).map_err(|e| anyhow!(e))?;
+        rows.push(row("acl_drop", 1, n, 1, bench.measure(&v4, XDP_DROP)?));
+        eprintln!("  acl_drop with {n} rules done");
+    }
+    acl.swap_in(&pop::acl::compile(&[], &|_| None).map_err(|e| anyhow!(e))?)
+        .map_err(|e| anyhow!(e))?;
     let cust = if quick { 1_000 } else { 10_000 };
     fill_customers_v4(&bench.h, &mut rng, cust - 1)?;
     let routes_now = *v4_sizes.last().expect("non-empty");
