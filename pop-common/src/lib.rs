@@ -21,6 +21,32 @@ pub const MAX_ROUTES_V6: u32 = 524_288;
 pub const MAX_CUSTOMER_PREFIXES: u32 = 65536;
 /// Capacity of each of `local_v4` and `local_v6`.
 pub const MAX_LOCAL_ADDRS: u32 = 4096;
+/// ACL rules per copy (the maps hold two copies, see [`PopConfig::acl_copy`]).
+pub const MAX_ACL_RULES: u32 = 131_072;
+/// ACL decision-tree nodes (both families together) per copy.
+pub const MAX_ACL_NODES: u32 = 1_048_576;
+/// Rule references of all ACL tree leaves per copy.
+pub const MAX_ACL_LEAF_REFS: u32 = 1_048_576;
+/// Match fields of an ACL rule ([`AclField`]).
+pub const ACL_FIELDS: usize = 12;
+/// Deepest ACL tree the data plane walks (root at depth 0, leaves at most here).
+pub const ACL_MAX_DEPTH: u32 = 48;
+/// Most rules one ACL leaf may list (the data plane checks at most this many).
+pub const ACL_LEAF_MAX: u32 = 64;
+/// Most decision trees per address family (rules are grouped by shape, one
+/// tree per group; a packet walks each and takes the first match overall).
+pub const ACL_MAX_TREES: usize = 8;
+/// "No rule": a rule index beyond every real one.
+pub const ACL_NO_RULE: u32 = 0xFFFF_FFFF;
+/// Port value of packets without ports (non-TCP/UDP, non-first fragments):
+/// outside 0..=65535, so only port-wildcard rules match them.
+pub const ACL_NO_PORT: u32 = 65_536;
+/// `PopAclNode::field` of a leaf.
+pub const ACL_NODE_LEAF: u32 = 0xFFFF_FFFF;
+/// Entries of `policers`: one bucket per customer and direction.
+pub const MAX_POLICERS: u32 = MAX_CUSTOMERS * 2;
+/// Capacity of `spoof_allow` ((customer, port) pairs).
+pub const MAX_SPOOF_PAIRS: u32 = 65_536;
 
 /// `PopConfig::flags`: drop (instead of pass to the kernel) packets without a route.
 pub const CFG_NO_ROUTE_DROP: u32 = 1 << 0;
@@ -30,6 +56,9 @@ pub const NH_VALID: u32 = 1 << 0;
 pub const NH_RESOLVED: u32 = 1 << 1;
 /// `PopRoute::flags`: the route is a blackhole (treated as no route).
 pub const ROUTE_BLACKHOLE: u32 = 1 << 0;
+/// `PopIface::flags`: a customer with anti-spoofing attaches here; sources must
+/// belong to a customer in `spoof_allow` for this port.
+pub const IFACE_ANTI_SPOOFING: u32 = 1 << 0;
 
 /// Names of the maps, as pinned under popd's `--bpffs` directory.
 pub mod maps {
@@ -63,6 +92,20 @@ pub mod maps {
     pub const CUST_STATS: &str = "cust_stats";
     /// customer_id * DROP_REASON_SLOTS + reason → [`super::PopCounter`] per CPU.
     pub const CUST_DROPS: &str = "cust_drops";
+    /// ACL copy (0 or 1) → [`super::PopAclMeta`].
+    pub const ACL_META: &str = "acl_meta";
+    /// copy * MAX_ACL_NODES + node → [`super::PopAclNode`].
+    pub const ACL_NODES: &str = "acl_nodes";
+    /// copy * MAX_ACL_LEAF_REFS + i → rule index (u32).
+    pub const ACL_LEAF_RULES: &str = "acl_leaf_rules";
+    /// copy * MAX_ACL_RULES + rule → [`super::PopAclRule`].
+    pub const ACL_RULES: &str = "acl_rules";
+    /// ifindex → customer id of the anti-spoofing customer on that port (u32).
+    pub const SPOOF_PORTS: &str = "spoof_ports";
+    /// [`super::PopSpoofKey`] → unused u32: customer may source from that port.
+    pub const SPOOF_ALLOW: &str = "spoof_allow";
+    /// customer_id * 2 + direction → [`super::PopPolicer`].
+    pub const POLICERS: &str = "policers";
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -80,6 +123,13 @@ pub mod maps {
         PASS_STATS,
         CUST_STATS,
         CUST_DROPS,
+        ACL_META,
+        ACL_NODES,
+        ACL_LEAF_RULES,
+        ACL_RULES,
+        SPOOF_PORTS,
+        SPOOF_ALLOW,
+        POLICERS,
     ];
 }
 
@@ -173,6 +223,49 @@ labelled_enum!(
 );
 
 labelled_enum!(
+    /// What an ACL rule does with a matching packet (`enum pop_acl_action`).
+    AclVerdict, 2, {
+        /// Let the packet continue.
+        Allow = 0 => "allow",
+        /// Drop it, counted as [`DropReason::Acl`].
+        Drop = 1 => "drop",
+    }
+);
+
+labelled_enum!(
+    /// The u32 match fields of an ACL rule and of a packet's ACL key
+    /// (`enum pop_acl_field`), in the order of [`PopAclRule::lo`]. IPv4 addresses
+    /// use `Src0`/`Dst0` (host order), IPv6 addresses all four words, most
+    /// significant first; the unused words of an IPv4 key are 0.
+    AclField, ACL_FIELDS as u32, {
+        /// Source address, bits 127..96 (IPv4: the whole address).
+        Src0 = 0 => "src0",
+        /// Source address, bits 95..64.
+        Src1 = 1 => "src1",
+        /// Source address, bits 63..32.
+        Src2 = 2 => "src2",
+        /// Source address, bits 31..0.
+        Src3 = 3 => "src3",
+        /// Destination address, bits 127..96 (IPv4: the whole address).
+        Dst0 = 4 => "dst0",
+        /// Destination address, bits 95..64.
+        Dst1 = 5 => "dst1",
+        /// Destination address, bits 63..32.
+        Dst2 = 6 => "dst2",
+        /// Destination address, bits 31..0.
+        Dst3 = 7 => "dst3",
+        /// IP protocol (IPv6: the last next header).
+        Proto = 8 => "proto",
+        /// Source port, or [`ACL_NO_PORT`].
+        SrcPort = 9 => "src_port",
+        /// Destination port, or [`ACL_NO_PORT`].
+        DstPort = 10 => "dst_port",
+        /// Ingress ifindex.
+        InIface = 11 => "in_iface",
+    }
+);
+
+labelled_enum!(
     /// Direction of customer counters (`enum pop_direction`).
     Direction, 2, {
         /// Towards the customer (matched by destination).
@@ -190,6 +283,10 @@ pub struct PopConfig {
     pub flags: u32,
     /// Generation of the desired state that is live.
     pub generation: u32,
+    /// Which copy (0 or 1) of the ACL maps the data plane uses. Each packet reads
+    /// it once, so flipping it after writing the other copy swaps rule sets
+    /// atomically.
+    pub acl_copy: u32,
 }
 
 /// `struct pop_iface`: an attached interface, keyed by ifindex.
@@ -292,6 +389,95 @@ impl PopCounter {
     }
 }
 
+/// `struct pop_acl_rule`: one ACL rule as a hyper-rectangle over [`AclField`]s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopAclRule {
+    /// Lowest matching value per field (inclusive).
+    pub lo: [u32; ACL_FIELDS],
+    /// Highest matching value per field (inclusive).
+    pub hi: [u32; ACL_FIELDS],
+    /// [`AclVerdict`] as u32.
+    pub action: u32,
+    /// The rule's priority (for tracing; the order is the rule index).
+    pub priority: u32,
+}
+
+/// `struct pop_acl_node`: a node of the ACL decision tree.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopAclNode {
+    /// [`AclField`] to compare, or [`ACL_NODE_LEAF`].
+    pub field: u32,
+    /// Inner node: values `<= threshold` go `left`, others `right`.
+    pub threshold: u32,
+    /// Inner node: left child index. Leaf: first index in `acl_leaf_rules`.
+    pub left: u32,
+    /// Inner node: right child index. Leaf: number of rules (<= [`ACL_LEAF_MAX`]).
+    pub right: u32,
+}
+
+/// `struct pop_acl_meta`: where the trees of one ACL copy start.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopAclMeta {
+    /// Rules in this copy; 0 means no ACL (everything allowed, trees not walked).
+    pub rule_count: u32,
+    /// Nodes in this copy.
+    pub node_count: u32,
+    /// IPv4 trees in use (<= [`ACL_MAX_TREES`]).
+    pub trees_v4: u32,
+    /// IPv6 trees in use.
+    pub trees_v6: u32,
+    /// Root node of each IPv4 tree, by ascending `first_rule_v4`.
+    pub root_v4: [u32; ACL_MAX_TREES],
+    /// Lowest rule index in each IPv4 tree: a tree is skipped once a match
+    /// with a lower index is known.
+    pub first_rule_v4: [u32; ACL_MAX_TREES],
+    /// Root node of each IPv6 tree.
+    pub root_v6: [u32; ACL_MAX_TREES],
+    /// Lowest rule index in each IPv6 tree.
+    pub first_rule_v6: [u32; ACL_MAX_TREES],
+}
+
+/// `struct pop_spoof_key`: key of `spoof_allow`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PopSpoofKey {
+    /// A customer attached at `ifindex`.
+    pub customer_id: u32,
+    /// The port.
+    pub ifindex: u32,
+}
+
+/// `struct pop_policer`: a token bucket, shared by all CPUs under `lock`.
+///
+/// Tokens are counted in bit-nanoseconds (bytes x 8e9), so refilling is an exact
+/// multiplication `elapsed_ns * rate_bps` without division.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopPolicer {
+    /// `struct bpf_spin_lock` (owned by the kernel; write 0).
+    pub lock: u32,
+    /// Padding.
+    pub pad: u32,
+    /// Rate in bits per second; 0 disables the policer.
+    pub rate_bps: u64,
+    /// Bucket size: burst_bytes * 8e9.
+    pub capacity: u64,
+    /// Time to fill an empty bucket: capacity / rate_bps (caps the refill product).
+    pub fill_ns: u64,
+    /// Tokens now, in bit-nanoseconds.
+    pub tokens: u64,
+    /// `bpf_ktime_get_ns` of the last refill.
+    pub last_ns: u64,
+}
+
+/// Index into `policers`.
+pub const fn policer_index(customer_id: u32, direction: Direction) -> u32 {
+    customer_id * Direction::SLOTS + direction as u32
+}
+
 /// Index into `iface_stats`.
 pub const fn iface_stats_index(slot: u32, action: Action) -> u32 {
     slot * Action::SLOTS + action as u32
@@ -321,6 +507,11 @@ mod pod {
     unsafe impl aya::Pod for PopCustomerRef {}
     unsafe impl aya::Pod for PopLocalV6 {}
     unsafe impl aya::Pod for PopCounter {}
+    unsafe impl aya::Pod for PopAclRule {}
+    unsafe impl aya::Pod for PopAclNode {}
+    unsafe impl aya::Pod for PopAclMeta {}
+    unsafe impl aya::Pod for PopSpoofKey {}
+    unsafe impl aya::Pod for PopPolicer {}
 }
 
 /// A struct's C name, size and (field name, offset) pairs.
@@ -335,7 +526,7 @@ pub fn layouts() -> &'static [Layout] {
         };
     }
     &[
-        l!("pop_config", PopConfig, [flags, generation]),
+        l!("pop_config", PopConfig, [flags, generation, acl_copy]),
         l!("pop_iface", PopIface, [slot, role, flags, mtu]),
         l!("pop_lpm_v4", LpmV4, [prefixlen, addr]),
         l!("pop_lpm_v6", LpmV6, [prefixlen, addr]),
@@ -344,6 +535,28 @@ pub fn layouts() -> &'static [Layout] {
         l!("pop_customer_ref", PopCustomerRef, [customer_id]),
         l!("pop_local_v6", PopLocalV6, [addr]),
         l!("pop_counter", PopCounter, [packets, bytes]),
+        l!("pop_acl_rule", PopAclRule, [lo, hi, action, priority]),
+        l!("pop_acl_node", PopAclNode, [field, threshold, left, right]),
+        l!(
+            "pop_acl_meta",
+            PopAclMeta,
+            [
+                rule_count,
+                node_count,
+                trees_v4,
+                trees_v6,
+                root_v4,
+                first_rule_v4,
+                root_v6,
+                first_rule_v6
+            ]
+        ),
+        l!("pop_spoof_key", PopSpoofKey, [customer_id, ifindex]),
+        l!(
+            "pop_policer",
+            PopPolicer,
+            [lock, pad, rate_bps, capacity, fill_ns, tokens, last_ns]
+        ),
     ]
 }
 
@@ -379,5 +592,18 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_DIR_IN", Direction::In as i64),
         ("POP_DIR_OUT", Direction::Out as i64),
         ("POP_DIR_MAX", Direction::SLOTS as i64),
+        ("POP_ACL_ALLOW", AclVerdict::Allow as i64),
+        ("POP_ACL_DROP", AclVerdict::Drop as i64),
+        ("POP_ACL_F_SRC0", AclField::Src0 as i64),
+        ("POP_ACL_F_DST0", AclField::Dst0 as i64),
+        ("POP_ACL_F_PROTO", AclField::Proto as i64),
+        ("POP_ACL_F_SPORT", AclField::SrcPort as i64),
+        ("POP_ACL_F_DPORT", AclField::DstPort as i64),
+        ("POP_ACL_F_IFINDEX", AclField::InIface as i64),
+        ("POP_ACL_FIELDS", ACL_FIELDS as i64),
+        ("POP_ACL_MAX_DEPTH", ACL_MAX_DEPTH as i64),
+        ("POP_ACL_LEAF_MAX", ACL_LEAF_MAX as i64),
+        ("POP_ACL_NO_PORT", ACL_NO_PORT as i64),
+        ("POP_ACL_MAX_TREES", ACL_MAX_TREES as i64),
     ]
 }

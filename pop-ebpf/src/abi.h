@@ -9,6 +9,7 @@
 #define POP_ABI_H
 
 #include <linux/types.h>
+#include <linux/bpf.h> /* struct bpf_spin_lock */
 
 #define POP_MAX_IFACES 64
 #define POP_MAX_ECMP 8
@@ -19,6 +20,13 @@
 #define POP_MAX_CUSTOMER_PREFIXES 65536
 #define POP_MAX_LOCAL_ADDRS 4096
 #define POP_IPV6_EXT_MAX 6
+#define POP_MAX_ACL_RULES 131072
+#define POP_MAX_ACL_NODES 1048576
+#define POP_MAX_ACL_LEAF_REFS 1048576
+#define POP_MAX_POLICERS (POP_MAX_CUSTOMERS * 2)
+#define POP_MAX_SPOOF_PAIRS 65536
+/* pop_acl_node.field of a leaf */
+#define POP_ACL_NODE_LEAF 0xFFFFFFFFU
 
 /* What the program finally did with a packet, counted per ingress interface. */
 enum pop_action {
@@ -68,6 +76,37 @@ enum pop_direction {
 	POP_DIR_MAX = 2,
 };
 
+/* What a matching ACL rule does. */
+enum pop_acl_action {
+	POP_ACL_ALLOW = 0,
+	POP_ACL_DROP = 1,
+};
+
+/* The u32 match fields of an ACL rule and of a packet's ACL key. Addresses are
+ * host-order words, most significant first; IPv4 uses SRC0/DST0 only. */
+enum pop_acl_field {
+	POP_ACL_F_SRC0 = 0,
+	POP_ACL_F_DST0 = 4,
+	POP_ACL_F_PROTO = 8,
+	POP_ACL_F_SPORT = 9,
+	POP_ACL_F_DPORT = 10,
+	POP_ACL_F_IFINDEX = 11,
+	POP_ACL_FIELDS = 12,
+};
+
+enum pop_acl_limits {
+	POP_ACL_MAX_DEPTH = 48, /* deepest leaf the walk reaches */
+	POP_ACL_LEAF_MAX = 64, /* most rules a leaf lists */
+	POP_ACL_NO_PORT = 65536, /* port value of packets without ports */
+	POP_ACL_MAX_TREES = 8, /* trees per address family */
+};
+
+/* A rule index beyond every real one: no match. */
+#define POP_ACL_NO_RULE 0xFFFFFFFFU
+
+/* pop_iface.flags: a customer with anti-spoofing attaches at this port. */
+#define POP_IFACE_ANTI_SPOOFING (1U << 0)
+
 /* pop_config.flags */
 #define POP_CFG_NO_ROUTE_DROP (1U << 0)
 
@@ -82,6 +121,7 @@ enum pop_direction {
 struct pop_config {
 	__u32 flags;
 	__u32 generation;
+	__u32 acl_copy; /* 0 or 1: the ACL copy packets use, read once per packet */
 };
 
 /* Interfaces pop is attached to, keyed by ifindex (map `ifaces`). */
@@ -133,6 +173,56 @@ struct pop_local_v6 {
 struct pop_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* An ACL rule: a hyper-rectangle, lo[f] <= key[f] <= hi[f] for every field.
+ * Rules are stored in priority order; the index is the order. */
+struct pop_acl_rule {
+	__u32 lo[POP_ACL_FIELDS];
+	__u32 hi[POP_ACL_FIELDS];
+	__u32 action; /* enum pop_acl_action */
+	__u32 priority;
+};
+
+/* A decision-tree node. Inner: key[field] <= threshold ? left : right.
+ * Leaf (field == POP_ACL_NODE_LEAF): rules acl_leaf_rules[left .. left+right). */
+struct pop_acl_node {
+	__u32 field;
+	__u32 threshold;
+	__u32 left;
+	__u32 right;
+};
+
+/* Roots of one ACL copy (map acl_meta, indexed by copy). Rules are grouped
+ * by shape into up to POP_ACL_MAX_TREES trees per family; a packet walks each
+ * and the lowest matching rule index wins. */
+struct pop_acl_meta {
+	__u32 rule_count; /* 0: no ACL, the trees are not walked */
+	__u32 node_count;
+	__u32 trees_v4;
+	__u32 trees_v6;
+	__u32 root_v4[POP_ACL_MAX_TREES];
+	__u32 first_rule_v4[POP_ACL_MAX_TREES]; /* lowest rule index in the tree */
+	__u32 root_v6[POP_ACL_MAX_TREES];
+	__u32 first_rule_v6[POP_ACL_MAX_TREES];
+};
+
+/* Key of spoof_allow: this customer may source traffic from this port. */
+struct pop_spoof_key {
+	__u32 customer_id;
+	__u32 ifindex;
+};
+
+/* A token bucket per customer and direction. Tokens are bit-nanoseconds
+ * (bytes * 8e9), so a refill is elapsed_ns * rate_bps with no division. */
+struct pop_policer {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 rate_bps; /* 0: no policer */
+	__u64 capacity; /* burst_bytes * 8e9 */
+	__u64 fill_ns; /* capacity / rate_bps: refills longer than this fill up */
+	__u64 tokens;
+	__u64 last_ns;
 };
 
 #endif

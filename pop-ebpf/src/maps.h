@@ -137,4 +137,65 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cust_drops SEC(".maps");
 
+/* ACL: two copies of everything; pop_config.acl_copy says which is live.
+ * Index = copy * POP_MAX_ACL_<what> + i (see acl.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct pop_acl_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} acl_meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * POP_MAX_ACL_NODES);
+	__type(key, __u32);
+	__type(value, struct pop_acl_node);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} acl_nodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * POP_MAX_ACL_LEAF_REFS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} acl_leaf_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * POP_MAX_ACL_RULES);
+	__type(key, __u32);
+	__type(value, struct pop_acl_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} acl_rules SEC(".maps");
+
+/* Anti-spoofing: ifindex -> customer id counted for spoofed packets there. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POP_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} spoof_ports SEC(".maps");
+
+/* Anti-spoofing: (customer, port) pairs allowed to source traffic. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POP_MAX_SPOOF_PAIRS);
+	__type(key, struct pop_spoof_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} spoof_allow SEC(".maps");
+
+/* Policers: index = customer_id * POP_DIR_MAX + direction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, POP_MAX_POLICERS);
+	__type(key, __u32);
+	__type(value, struct pop_policer);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policers SEC(".maps");
+
 #endif

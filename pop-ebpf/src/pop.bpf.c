@@ -5,6 +5,7 @@
  *   1. parse Ethernet, IPv4/IPv6 (parse.h)
  *   2. hand to the kernel what is not ours to forward; drop martians
  *   3. find the customers by source and destination prefix
+ *      then admission: anti-spoofing (spoof.h), ACL (acl.h), policer (police.h)
  *   4. longest-prefix route, ECMP next hop by flow hash (route.h)
  *   5. rewrite MACs and TTL, redirect through the devmap (rewrite.h)
  *   6. count everything per CPU (counters.h)
@@ -19,6 +20,9 @@
 #include "counters.h"
 #include "route.h"
 #include "rewrite.h"
+#include "spoof.h"
+#include "acl.h"
+#include "police.h"
 
 static __always_inline int ipv4_is_martian_src(__be32 addr)
 {
@@ -151,6 +155,7 @@ int pop_xdp(struct xdp_md *ctx)
 	struct pop_route *route;
 	struct pop_nexthop *nh;
 	__u32 customer_out, customer_in, pass_reason = 0, len;
+	__u32 drop_customer;
 	int proto, parsed, verdict;
 
 	len = pkt.frame_len = data_end - data;
@@ -187,6 +192,24 @@ int pop_xdp(struct xdp_md *ctx)
 	/* 3. Customers: the source's is sending (out), the destination's receiving (in). */
 	customer_out = customer_of(&pkt, 0);
 	customer_in = customer_of(&pkt, 1);
+
+	/* Admission (CONTRACT §6 steps 4-6): anti-spoofing (spoof.h), ACL
+	 * (acl.h), policer (police.h). Each costs ~nothing when unconfigured. */
+	drop_customer = spoofed_on_port(iface, ifindex, customer_out);
+	if (drop_customer) {
+		count_customer_drop(drop_customer, POP_DROP_SPOOFED, len);
+		return verdict_drop(iface, POP_DROP_SPOOFED, len);
+	}
+	if (acl_drops(&pkt, ifindex)) {
+		count_customer_drop(customer_out ? customer_out : customer_in,
+				    POP_DROP_ACL, len);
+		return verdict_drop(iface, POP_DROP_ACL, len);
+	}
+	drop_customer = policer_drops(customer_out, customer_in, len);
+	if (drop_customer) {
+		count_customer_drop(drop_customer, POP_DROP_POLICED, len);
+		return verdict_drop(iface, POP_DROP_POLICED, len);
+	}
 
 	/* 4. Route and next hop. */
 	route = route_lookup(&pkt);

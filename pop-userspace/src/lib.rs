@@ -2,6 +2,7 @@
 //!
 //! Imports flow downward: binaries → `daemon`/`cli` → `api`/`state`/`metrics` →
 //! `dataplane`/`netlink`/`config` → `pop-common`.
+pub mod acl;
 pub mod api;
 pub mod cli;
 pub mod config;

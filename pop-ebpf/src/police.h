@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * Per-customer policer (CONTRACT §6 step 6): a token bucket per customer and
+ * direction, shared by all CPUs under a bpf_spin_lock. Tokens are counted in
+ * bit-nanoseconds (bytes * 8e9): refilling adds elapsed_ns * rate_bps, a packet
+ * costs len * 8e9, so there is no division and no rounding drift at low rates.
+ * The refill is capped at fill_ns (the time to fill an empty bucket), which
+ * also keeps the product from overflowing.
+ */
+#ifndef POP_POLICE_H
+#define POP_POLICE_H
+
+#include "maps.h"
+
+#define NS_PER_SEC 1000000000ULL
+
+/* 1 when the packet conforms (and its tokens were taken), 0 when over rate. */
+static __always_inline int policer_admit(__u32 customer_id, __u32 dir,
+					 __u32 bytes)
+{
+	__u32 index = customer_id * POP_DIR_MAX + dir;
+	__u64 cost = (__u64)bytes * 8 * NS_PER_SEC;
+	struct pop_policer *p;
+	__u64 now, elapsed, add;
+	int ok;
+
+	if (!customer_id || customer_id >= POP_MAX_CUSTOMERS)
+		return 1;
+	p = bpf_map_lookup_elem(&policers, &index);
+	if (!p || p->rate_bps == 0)
+		return 1;
+	/* Helpers cannot be called under the lock: read the clock first. */
+	now = bpf_ktime_get_ns();
+	bpf_spin_lock(&p->lock);
+	elapsed = now > p->last_ns ? now - p->last_ns : 0;
+	if (now > p->last_ns)
+		p->last_ns = now;
+	if (elapsed >= p->fill_ns) {
+		p->tokens = p->capacity;
+	} else {
+		add = elapsed * p->rate_bps;
+		if (add >= p->capacity - p->tokens)
+			p->tokens = p->capacity;
+		else
+			p->tokens += add;
+	}
+	ok = p->tokens >= cost;
+	if (ok)
+		p->tokens -= cost;
+	bpf_spin_unlock(&p->lock);
+	return ok;
+}
+
+/* Step 6: 0 when the packet may go on, else the customer whose policer
+ * dropped it (the sender's bucket is checked before the receiver's). */
+static __always_inline __u32 policer_drops(__u32 customer_out,
+					   __u32 customer_in, __u32 bytes)
+{
+	if (!policer_admit(customer_out, POP_DIR_OUT, bytes))
+		return customer_out;
+	if (!policer_admit(customer_in, POP_DIR_IN, bytes))
+		return customer_in;
+	return 0;
+}
+
+#endif

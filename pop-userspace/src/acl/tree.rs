@@ -1,0 +1,598 @@
+//! ACL rules → a HyperSplit-style decision tree the data plane walks
+//! (`pop-ebpf/src/acl.h`; the design and why are in docs/acl.md).
+//!
+//! Every rule is a hyper-rectangle over [`ACL_FIELDS`] u32 fields
+//! ([`AclField`]). An inner node splits one field at a threshold (`<=` goes
+//! left); a leaf lists the few rules that can still match in its region, in
+//! priority order. Rules are grouped by shape (which fields are wildcards), one
+//! tree per group and at most [`ACL_MAX_TREES`] per family, because mixing
+//! shapes in one tree copies rules into every branch. A packet walks one
+//! root-to-leaf path per tree and checks only the leaves' rules, so its cost
+//! depends on the depth (logarithmic in the rules), not on the number of rules.
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use pop_common::{
+    AclField, AclVerdict, PopAclMeta, PopAclNode, PopAclRule, ACL_FIELDS, ACL_LEAF_MAX,
+    ACL_MAX_DEPTH, ACL_MAX_TREES, ACL_NODE_LEAF, ACL_NO_PORT, ACL_NO_RULE, MAX_ACL_LEAF_REFS,
+    MAX_ACL_NODES, MAX_ACL_RULES,
+};
+
+use crate::config::model::AclAction;
+use crate::config::validate::ValidAcl;
+
+/// Leaves aim at this many rules at most; more only where the depth cap stops
+/// splitting (then up to [`ACL_LEAF_MAX`]).
+pub const LEAF_TARGET: usize = 8;
+
+/// A rule group smaller than this (or than 1/64 of the rules) joins another
+/// group instead of getting its own tree.
+pub const MIN_TREE_RULES: usize = 64;
+
+/// A packet as the classifier sees it: one u32 per [`AclField`].
+pub type AclKey = [u32; ACL_FIELDS];
+
+/// An inclusive range per field: a region of the key space.
+type Region = [(u32, u32); ACL_FIELDS];
+
+/// The key of an IPv4 packet; `ports` is `None` for packets without ports
+/// (non-TCP/UDP, non-first fragments).
+pub fn key_v4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ports: Option<(u16, u16)>,
+    in_ifindex: u32,
+) -> AclKey {
+    let mut key = [0u32; ACL_FIELDS];
+    key[AclField::Src0 as usize] = u32::from(src);
+    key[AclField::Dst0 as usize] = u32::from(dst);
+    fill_l4(&mut key, proto, ports, in_ifindex);
+    key
+}
+
+/// The key of an IPv6 packet; `ports` as for [`key_v4`].
+pub fn key_v6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    proto: u8,
+    ports: Option<(u16, u16)>,
+    in_ifindex: u32,
+) -> AclKey {
+    let mut key = [0u32; ACL_FIELDS];
+    let (s, d) = (u128::from(src), u128::from(dst));
+    for word in 0..4 {
+        let shift = 96 - 32 * word as u32;
+        key[AclField::Src0 as usize + word] = (s >> shift) as u32;
+        key[AclField::Dst0 as usize + word] = (d >> shift) as u32;
+    }
+    fill_l4(&mut key, proto, ports, in_ifindex);
+    key
+}
+
+fn fill_l4(key: &mut AclKey, proto: u8, ports: Option<(u16, u16)>, in_ifindex: u32) {
+    key[AclField::Proto as usize] = u32::from(proto);
+    let (sport, dport) = ports.map_or((ACL_NO_PORT, ACL_NO_PORT), |(s, d)| {
+        (u32::from(s), u32::from(d))
+    });
+    key[AclField::SrcPort as usize] = sport;
+    key[AclField::DstPort as usize] = dport;
+    key[AclField::InIface as usize] = in_ifindex;
+}
+
+/// Size and shape of a compiled rule set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AclStats {
+    /// Rules in the data plane (rules whose `in_iface` does not exist are left out).
+    pub rules: usize,
+    /// Tree nodes, both families.
+    pub nodes: usize,
+    /// Rule references in leaves.
+    pub leaf_refs: usize,
+    /// Deepest leaf of the IPv4 trees.
+    pub depth_v4: u32,
+    /// Deepest leaf of the IPv6 trees.
+    pub depth_v6: u32,
+    /// IPv4 trees (rule groups).
+    pub trees_v4: usize,
+    /// IPv6 trees (rule groups).
+    pub trees_v6: usize,
+    /// Most rules in one leaf.
+    pub max_leaf: usize,
+    /// Bytes the copy occupies in the maps.
+    pub map_bytes: usize,
+    /// Time [`compile`] took.
+    pub build_time: Duration,
+}
+
+/// A rule set compiled for one copy of the ACL maps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CompiledAcl {
+    /// Rules by index (= evaluation order).
+    pub rules: Vec<PopAclRule>,
+    /// Tree nodes of both families.
+    pub nodes: Vec<PopAclNode>,
+    /// Leaves' rule lists, concatenated.
+    pub leaf_rules: Vec<u32>,
+    /// Roots and counts (`acl_meta[copy]`).
+    pub meta: PopAclMeta,
+    /// Shape and cost.
+    pub stats: AclStats,
+}
+
+impl CompiledAcl {
+    /// Replays the data plane's walk: the index of the first matching rule.
+    /// `None` when no rule matches (the packet is allowed).
+    pub fn classify(&self, key: &AclKey, is_v6: bool) -> Option<usize> {
+        if self.meta.rule_count == 0 {
+            return None;
+        }
+        let m = &self.meta;
+        let (trees, roots, firsts) = if is_v6 {
+            (m.trees_v6, &m.root_v6, &m.first_rule_v6)
+        } else {
+            (m.trees_v4, &m.root_v4, &m.first_rule_v4)
+        };
+        let mut best = ACL_NO_RULE;
+        for t in 0..(trees as usize).min(ACL_MAX_TREES) {
+            if firsts[t] >= best {
+                break;
+            }
+            let Some(leaf) = self.find_leaf(key, roots[t]) else {
+                continue;
+            };
+            let start = leaf.left as usize;
+            let count = (leaf.right as usize).min(ACL_LEAF_MAX as usize);
+            let refs = self.leaf_rules.get(start..start + count).unwrap_or(&[]);
+            let found = refs
+                .iter()
+                .take_while(|&&r| r < best)
+                .find(|&&r| rule_matches(&self.rules[r as usize], key));
+            if let Some(&r) = found {
+                best = r;
+            }
+        }
+        (best != ACL_NO_RULE).then_some(best as usize)
+    }
+
+    fn find_leaf(&self, key: &AclKey, root: u32) -> Option<&PopAclNode> {
+        let mut index = root;
+        for _ in 0..=ACL_MAX_DEPTH {
+            let node = self.nodes.get(index as usize)?;
+            if node.field == ACL_NODE_LEAF {
+                return Some(node);
+            }
+            // Like the C key's spare slots, fields past the end read 0.
+            let value = key.get(node.field as usize).copied().unwrap_or(0);
+            index = if value <= node.threshold {
+                node.left
+            } else {
+                node.right
+            };
+        }
+        None
+    }
+
+    /// Replays the data plane's verdict for a packet.
+    pub fn verdict(&self, key: &AclKey, is_v6: bool) -> AclVerdict {
+        match self.classify(key, is_v6) {
+            Some(r) if self.rules[r].action == AclVerdict::Drop as u32 => AclVerdict::Drop,
+            _ => AclVerdict::Allow,
+        }
+    }
+}
+
+fn rule_matches(rule: &PopAclRule, key: &AclKey) -> bool {
+    (0..ACL_FIELDS).all(|f| rule.lo[f] <= key[f] && key[f] <= rule.hi[f])
+}
+
+/// Sets the address words `first..first+4` of `rule` to the ranges of `net`
+/// (a prefix is the product of one range per 32-bit word).
+fn set_prefix(rule: &mut PopAclRule, first: usize, net: &IpNet) {
+    match net {
+        IpNet::V4(n) => {
+            let addr = u32::from(n.network());
+            let host = u32::MAX.checked_shr(u32::from(n.prefix_len())).unwrap_or(0);
+            rule.lo[first] = addr;
+            rule.hi[first] = addr | host;
+        }
+        IpNet::V6(n) => {
+            let addr = u128::from(n.network());
+            let len = u32::from(n.prefix_len());
+            for word in 0..4u32 {
+                let value = (addr >> (96 - 32 * word)) as u32;
+                let bits = len.saturating_sub(32 * word).min(32);
+                let host = u32::MAX.checked_shr(bits).unwrap_or(0);
+                rule.lo[first + word as usize] = value;
+                rule.hi[first + word as usize] = value | host;
+            }
+        }
+    }
+}
+
+/// Which trees a rule goes into: (IPv4, IPv6).
+fn families(rule: &ValidAcl) -> (bool, bool) {
+    match rule.src.or(rule.dst) {
+        Some(IpNet::V4(_)) => (true, false),
+        Some(IpNet::V6(_)) => (false, true),
+        None => (true, true),
+    }
+}
+
+/// The fields in which a rule is "large" (a wildcard or nearly): rules of one
+/// shape go into one tree. Mixing rules large in different fields is what
+/// makes a decision tree blow up (a source-only rule is copied into every
+/// branch of a destination split and the reverse); see docs/acl.md.
+fn shape(rule: &ValidAcl) -> u8 {
+    let large_prefix = |net: &Option<IpNet>| match net {
+        None => true,
+        Some(IpNet::V4(n)) => n.prefix_len() < 16,
+        Some(IpNet::V6(n)) => n.prefix_len() < 32,
+    };
+    let large_ports = |ports: &Option<(u16, u16)>| ports.is_none_or(|(lo, hi)| hi - lo >= 1024);
+    u8::from(large_prefix(&rule.src))
+        | u8::from(large_prefix(&rule.dst)) << 1
+        | u8::from(rule.proto.is_none()) << 2
+        | u8::from(large_ports(&rule.src_port)) << 3
+        | u8::from(large_ports(&rule.dst_port)) << 4
+}
+
+/// Groups rule ids (ascending) by shape, at most [`ACL_MAX_TREES`] groups:
+/// while there are too many, the smallest group joins the one of the closest
+/// shape. Groups come out by ascending first rule.
+fn group_by_shape(ids: &[u32], shapes: &[u8]) -> Vec<Vec<u32>> {
+    let mut groups: Vec<(u8, Vec<u32>)> = Vec::new();
+    for &id in ids {
+        let s = shapes[id as usize];
+        match groups.iter_mut().find(|(shape, _)| *shape == s) {
+            Some((_, members)) => members.push(id),
+            None => groups.push((s, vec![id])),
+        }
+    }
+    // Every tree costs a walk per packet: small groups are not worth one.
+    let worth_a_tree = (ids.len() / 64).max(MIN_TREE_RULES);
+    loop {
+        let smallest = (0..groups.len()).min_by_key(|&g| groups[g].1.len());
+        let Some(smallest) = smallest.filter(|&g| {
+            groups.len() > ACL_MAX_TREES || (groups.len() > 1 && groups[g].1.len() < worth_a_tree)
+        }) else {
+            break;
+        };
+        let (shape, members) = groups.swap_remove(smallest);
+        let target = (0..groups.len())
+            .min_by_key(|&g| {
+                (
+                    (groups[g].0 ^ shape).count_ones(),
+                    usize::MAX - groups[g].1.len(),
+                )
+            })
+            .expect("groups left");
+        groups[target].1.extend(members);
+        groups[target].1.sort_unstable();
+    }
+    let mut out: Vec<Vec<u32>> = groups.into_iter().map(|(_, members)| members).collect();
+    out.sort_by_key(|members| members[0]);
+    out
+}
+
+fn to_rectangle(rule: &ValidAcl, in_ifindex: Option<u32>) -> PopAclRule {
+    let mut r = PopAclRule {
+        lo: [0; ACL_FIELDS],
+        hi: [u32::MAX; ACL_FIELDS],
+        action: match rule.action {
+            AclAction::Allow => AclVerdict::Allow as u32,
+            AclAction::Drop => AclVerdict::Drop as u32,
+        },
+        priority: rule.priority,
+    };
+    if let Some(src) = &rule.src {
+        set_prefix(&mut r, AclField::Src0 as usize, src);
+    }
+    if let Some(dst) = &rule.dst {
+        set_prefix(&mut r, AclField::Dst0 as usize, dst);
+    }
+    let mut set = |field: AclField, lo: u32, hi: u32| {
+        r.lo[field as usize] = lo;
+        r.hi[field as usize] = hi;
+    };
+    if let Some(proto) = rule.proto {
+        set(AclField::Proto, u32::from(proto), u32::from(proto));
+    }
+    if let Some((lo, hi)) = rule.src_port {
+        set(AclField::SrcPort, u32::from(lo), u32::from(hi));
+    }
+    if let Some((lo, hi)) = rule.dst_port {
+        set(AclField::DstPort, u32::from(lo), u32::from(hi));
+    }
+    if let Some(ifindex) = in_ifindex {
+        set(AclField::InIface, ifindex, ifindex);
+    }
+    r
+}
+
+/// The key space of one family: fields a packet of it cannot vary are pinned,
+/// so rules cover regions sooner and the tree prunes more.
+fn universe(is_v6: bool) -> Region {
+    let mut region = [(0, u32::MAX); ACL_FIELDS];
+    if !is_v6 {
+        for word in 1..4 {
+            region[AclField::Src0 as usize + word] = (0, 0);
+            region[AclField::Dst0 as usize + word] = (0, 0);
+        }
+    }
+    region[AclField::Proto as usize] = (0, 255);
+    region[AclField::SrcPort as usize] = (0, ACL_NO_PORT);
+    region[AclField::DstPort as usize] = (0, ACL_NO_PORT);
+    region[AclField::InIface as usize] = (1, u32::MAX);
+    region
+}
+
+struct Builder<'a> {
+    rules: &'a [PopAclRule],
+    /// Leaves already emitted, by rule list: equal leaves are shared.
+    leaves: std::collections::HashMap<Vec<u32>, u32>,
+    nodes: Vec<PopAclNode>,
+    leaf_rules: Vec<u32>,
+    max_depth: u32,
+    max_leaf: usize,
+}
+
+/// A candidate split: values `<= threshold` of `field` go left.
+#[derive(Clone, Copy)]
+struct Split {
+    field: usize,
+    threshold: u32,
+    /// (larger side, both sides together): smaller is better.
+    score: (usize, usize),
+}
+
+impl Builder<'_> {
+    fn covers(&self, rule: u32, region: &Region) -> bool {
+        let r = &self.rules[rule as usize];
+        (0..ACL_FIELDS).all(|f| r.lo[f] <= region[f].0 && r.hi[f] >= region[f].1)
+    }
+
+    /// The best split of `ids` in `region`: the one whose larger side has the
+    /// fewest rules, then the one that copies the fewest rules to both sides.
+    fn best_split(&self, ids: &[u32], region: &Region) -> Option<Split> {
+        let mut best: Option<Split> = None;
+        let mut los = Vec::with_capacity(ids.len());
+        let mut his = Vec::with_capacity(ids.len());
+        let mut candidates = Vec::with_capacity(2 * ids.len());
+        for (field, &(region_lo, region_hi)) in region.iter().enumerate() {
+            if region_lo == region_hi {
+                continue;
+            }
+            los.clear();
+            his.clear();
+            candidates.clear();
+            for &id in ids {
+                let r = &self.rules[id as usize];
+                let lo = r.lo[field].max(region_lo);
+                let hi = r.hi[field].min(region_hi);
+                los.push(lo);
+                his.push(hi);
+                if lo > region_lo {
+                    candidates.push(lo - 1);
+                }
+                if hi < region_hi {
+                    candidates.push(hi);
+                }
+            }
+            if candidates.is_empty() {
+                continue;
+            }
+            los.sort_unstable();
+            his.sort_unstable();
+            candidates.sort_unstable();
+            candidates.dedup();
+            for &t in &candidates {
+                let left = los.partition_point(|&lo| lo <= t);
+                let right = ids.len() - his.partition_point(|&hi| hi <= t);
+                let score = (left.max(right), left + right);
+                if best.is_none_or(|b| score < b.score) {
+                    best = Some(Split {
+                        field,
+                        threshold: t,
+                        score,
+                    });
+                }
+            }
+        }
+        best
+    }
+
+    fn leaf(&mut self, ids: &[u32], depth: u32) -> Result<u32, String> {
+        if ids.len() > ACL_LEAF_MAX as usize {
+            return Err(format!(
+                "acl: {} rules overlap in one region even at depth {depth}; the data plane \
+                 checks at most {ACL_LEAF_MAX} (simplify overlapping rules)",
+                ids.len()
+            ));
+        }
+        self.max_depth = self.max_depth.max(depth);
+        if let Some(&index) = self.leaves.get(ids) {
+            return Ok(index);
+        }
+        let index = self.nodes.len() as u32;
+        self.leaves.insert(ids.to_vec(), index);
+        self.nodes.push(PopAclNode {
+            field: ACL_NODE_LEAF,
+            threshold: 0,
+            left: self.leaf_rules.len() as u32,
+            right: ids.len() as u32,
+        });
+        self.leaf_rules.extend_from_slice(ids);
+        self.max_leaf = self.max_leaf.max(ids.len());
+        Ok(index)
+    }
+
+    /// Builds the subtree for `ids` (in priority order) in `region`.
+    fn build(&mut self, mut ids: Vec<u32>, region: Region, depth: u32) -> Result<u32, String> {
+        // Rules after one that covers the whole region can never be the first match.
+        if let Some(first_cover) = ids.iter().position(|&id| self.covers(id, &region)) {
+            ids.truncate(first_cover + 1);
+        }
+        if ids.len() <= LEAF_TARGET || depth >= ACL_MAX_DEPTH {
+            return self.leaf(&ids, depth);
+        }
+        let Some(split) = self.best_split(&ids, &region) else {
+            return self.leaf(&ids, depth);
+        };
+        let (f, t) = (split.field, split.threshold);
+        let (mut left_region, mut right_region) = (region, region);
+        left_region[f].1 = t;
+        right_region[f].0 = t + 1;
+        let left: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| self.rules[id as usize].lo[f] <= t)
+            .collect();
+        let right: Vec<u32> = ids
+            .into_iter()
+            .filter(|&id| self.rules[id as usize].hi[f] > t)
+            .collect();
+        let index = self.nodes.len() as u32;
+        self.nodes.push(PopAclNode {
+            field: f as u32,
+            threshold: t,
+            left: 0,
+            right: 0,
+        });
+        let left = self.build(left, left_region, depth + 1)?;
+        let right = self.build(right, right_region, depth + 1)?;
+        self.nodes[index as usize].left = left;
+        self.nodes[index as usize].right = right;
+        Ok(index)
+    }
+
+    /// The trees of one family: (root, first rule) per group, and the depth.
+    fn trees(
+        &mut self,
+        ids: &[u32],
+        shapes: &[u8],
+        is_v6: bool,
+    ) -> Result<(Vec<(u32, u32)>, u32), String> {
+        self.max_depth = 0;
+        let mut trees = Vec::new();
+        for group in group_by_shape(ids, shapes) {
+            let first = group[0];
+            let root = self.build(group, universe(is_v6), 0)?;
+            trees.push((root, first));
+        }
+        Ok((trees, self.max_depth))
+    }
+}
+
+/// Compiles rules (any order; evaluated by ascending priority) for one copy of
+/// the ACL maps. `ifindex_of` resolves `in_iface`; a rule whose interface does
+/// not exist (yet) can match nothing and is left out.
+pub fn compile(
+    rules: &[ValidAcl],
+    ifindex_of: &dyn Fn(&str) -> Option<u32>,
+) -> Result<CompiledAcl, String> {
+    let started = Instant::now();
+    let mut sorted: Vec<&ValidAcl> = rules.iter().collect();
+    sorted.sort_by_key(|r| r.priority);
+    if let Some(pair) = sorted.windows(2).find(|w| w[0].priority == w[1].priority) {
+        return Err(format!("acl {}: priority listed twice", pair[0].priority));
+    }
+    if sorted.len() > MAX_ACL_RULES as usize {
+        return Err(format!(
+            "too many acl rules: {} exceeds the maximum of {MAX_ACL_RULES}",
+            sorted.len()
+        ));
+    }
+    let mut rectangles = Vec::with_capacity(sorted.len());
+    let mut shapes = Vec::with_capacity(sorted.len());
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for rule in sorted {
+        let in_ifindex = match &rule.in_iface {
+            Some(name) => match ifindex_of(name) {
+                Some(ifindex) => Some(ifindex),
+                None => continue,
+            },
+            None => None,
+        };
+        let id = rectangles.len() as u32;
+        rectangles.push(to_rectangle(rule, in_ifindex));
+        shapes.push(shape(rule));
+        let (is_v4, is_v6) = families(rule);
+        if is_v4 {
+            v4.push(id);
+        }
+        if is_v6 {
+            v6.push(id);
+        }
+    }
+    let mut builder = Builder {
+        rules: &rectangles,
+        leaves: std::collections::HashMap::new(),
+        nodes: Vec::new(),
+        leaf_rules: Vec::new(),
+        max_depth: 0,
+        max_leaf: 0,
+    };
+    let (trees_v4, depth_v4) = builder.trees(&v4, &shapes, false)?;
+    let (trees_v6, depth_v6) = builder.trees(&v6, &shapes, true)?;
+    let Builder {
+        nodes,
+        leaf_rules,
+        max_leaf,
+        ..
+    } = builder;
+    if nodes.len() > MAX_ACL_NODES as usize {
+        return Err(format!(
+            "acl: the rules compile to {} tree nodes, more than the maximum of {MAX_ACL_NODES}",
+            nodes.len()
+        ));
+    }
+    if leaf_rules.len() > MAX_ACL_LEAF_REFS as usize {
+        return Err(format!(
+            "acl: the rules compile to {} leaf entries, more than the maximum of \
+             {MAX_ACL_LEAF_REFS}",
+            leaf_rules.len()
+        ));
+    }
+    let stats = AclStats {
+        rules: rectangles.len(),
+        nodes: nodes.len(),
+        leaf_refs: leaf_rules.len(),
+        depth_v4,
+        depth_v6,
+        trees_v4: trees_v4.len(),
+        trees_v6: trees_v6.len(),
+        max_leaf,
+        map_bytes: rectangles.len() * size_of::<PopAclRule>()
+            + nodes.len() * size_of::<PopAclNode>()
+            + leaf_rules.len() * size_of::<u32>(),
+        build_time: started.elapsed(),
+    };
+    let mut meta = PopAclMeta {
+        rule_count: rectangles.len() as u32,
+        node_count: nodes.len() as u32,
+        trees_v4: trees_v4.len() as u32,
+        trees_v6: trees_v6.len() as u32,
+        ..Default::default()
+    };
+    for (t, &(root, first)) in trees_v4.iter().enumerate() {
+        meta.root_v4[t] = root;
+        meta.first_rule_v4[t] = first;
+    }
+    for (t, &(root, first)) in trees_v6.iter().enumerate() {
+        meta.root_v6[t] = root;
+        meta.first_rule_v6[t] = first;
+    }
+    Ok(CompiledAcl {
+        meta,
+        rules: rectangles,
+        nodes,
+        leaf_rules,
+        stats,
+    })
+}
+
+#[cfg(test)]
+#[path = "tree_tests.rs"]
+mod tests;
