@@ -36,7 +36,9 @@ fn main() {
     // Any change under src/ (sources and headers) rebuilds the objects.
     println!("cargo:rerun-if-changed=src");
     if !std::path::Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
-        panic!("pop-ebpf: libbpf headers missing; install them with `apt-get install -y libbpf-dev`");
+        panic!(
+            "pop-ebpf: libbpf headers missing; install them with `apt-get install -y libbpf-dev`"
+        );
     }
     let clang = find_clang();
     for name in SOURCES {
@@ -44,7 +46,9 @@ fn main() {
         let obj = out_dir.join(format!("{name}.bpf.o"));
         println!("cargo:rerun-if-changed={}", src.display());
         let status = Command::new(&clang)
-            .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-mcpu=v3"])
+            .args([
+                "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-mcpu=v3",
+            ])
             .arg("-I/usr/include/x86_64-linux-gnu")
             .arg("-I")
             .arg(&src_dir)

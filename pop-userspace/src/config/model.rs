@@ -37,7 +37,10 @@ pub struct DataplaneConfig {
 
 impl Default for DataplaneConfig {
     fn default() -> Self {
-        Self { xdp_mode: XdpMode::Auto, no_route: NoRouteAction::Pass }
+        Self {
+            xdp_mode: XdpMode::Auto,
+            no_route: NoRouteAction::Pass,
+        }
     }
 }
 
