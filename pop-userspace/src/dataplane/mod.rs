@@ -146,6 +146,25 @@ impl Dataplane {
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
         let adopted = prog_pin.exists();
+        if adopted {
+            // A data plane pinned by a build with another ABI cannot be adopted:
+            // say so instead of failing on the first map that does not fit.
+            let missing: Vec<&str> = pop_common::maps::ALL
+                .iter()
+                .copied()
+                .filter(|m| !maps_dir.join(m).exists())
+                .collect();
+            if !missing.is_empty() {
+                return Err(DataplaneError::Load(format!(
+                    "the data plane pinned under {} comes from an incompatible pop build \
+                     (maps missing: {}); remove it with the old popd (`popctl shutdown --detach`) \
+                     or `rm -r {}`, then start popd again (forwarding stops meanwhile)",
+                    root.display(),
+                    missing.join(", "),
+                    root.display()
+                )));
+            }
+        }
         if !adopted {
             // Maps are declared LIBBPF_PIN_BY_NAME: aya reuses pins found in
             // maps/ and pins new ones there.
