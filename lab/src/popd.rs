@@ -286,6 +286,29 @@ impl Popd {
             .with_context(|| format!("`popctl -j {}` printed no JSON: {text:?}", args.join(" ")))
     }
 
+    /// Waits until every next hop in `popctl -j route show` is resolved (popd
+    /// adds managed neighbours, the kernel resolves them); fails after `timeout`.
+    pub fn wait_resolved(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let routes = self.popctl_json(&["route", "show"])?;
+            let all = routes.as_array().is_some_and(|rs| {
+                rs.iter().all(|r| {
+                    r["nexthops"]
+                        .as_array()
+                        .is_some_and(|n| n.iter().all(|h| h["state"] == "resolved"))
+                })
+            });
+            if all {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("next hops not resolved after {timeout:?}: {routes}");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The last `lines` lines of popd's log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = fs::read_to_string(self.log_path()).unwrap_or_default();

@@ -123,7 +123,7 @@ fn forwarding(env: &mut Env) -> Result<()> {
         v4 == "0" && v6 == "0",
         "kernel forwarding on the edge must be off, got ipv4 {v4}, ipv6 {v6}"
     );
-    wait_nexthops_resolved(&env.popd);
+    env.popd.wait_resolved(Duration::from_secs(10))?;
 
     let pings = [
         (C1, topology::INTERNET_V4),
@@ -380,18 +380,4 @@ fn shutdown_detach(env: &mut Env) -> Result<()> {
         bail!("c1 still reaches the upstream after the data plane was removed: {stats}");
     }
     Ok(())
-}
-
-/// Waits (up to 10 s) for popd to report every next hop resolved; the pings then
-/// show whether forwarding works, so a different report format is not an error here.
-fn wait_nexthops_resolved(popd: &Popd) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(text) = popd.popctl_ok(&["-j", "route", "show"]) {
-            if text.contains("\"resolved\"") && !text.contains("\"unresolved\"") {
-                return;
-            }
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
 }

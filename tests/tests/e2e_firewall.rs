@@ -69,26 +69,8 @@ fn start() -> Result<Env> {
         _state: state,
     };
     env.popd.start()?;
-    wait_resolved(&env.popd)?;
+    env.popd.wait_resolved(Duration::from_secs(10))?;
     Ok(env)
-}
-
-fn wait_resolved(popd: &Popd) -> Result<()> {
-    for _ in 0..100 {
-        let routes = popd.popctl_json(&["route", "show"])?;
-        let all = routes.as_array().is_some_and(|rs| {
-            rs.iter().all(|r| {
-                r["nexthops"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().all(|h| h["state"] == "resolved"))
-            })
-        });
-        if all {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("next hops not resolved after 10 s")
 }
 
 fn drops(popd: &Popd, customer: &str, reason: &str) -> Result<u64> {

@@ -206,31 +206,6 @@ fn kernel_off(lab: &Lab) -> Result<()> {
     lab.set_edge_forwarding(false)
 }
 
-fn wait_resolved(popd: &Popd) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = popd.popctl(&["-j", "route", "show"])?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let all = v.as_array().map(|routes| {
-            routes.iter().all(|r| {
-                r["nexthops"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().all(|h| h["state"] == "resolved"))
-            })
-        });
-        if all == Some(true) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "next hops not resolved after 10 s: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Runs the interleaved rounds.
 pub fn run(o: &Opts) -> Result<Vec<LabRow>> {
     let lab = Lab::new("pbench-");
@@ -262,7 +237,7 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
                     let dir = state.path().join(format!("r{round}"));
                     let mut p = Popd::new(lab, &o.bin_dir, &dir, &pop_config())?;
                     p.start()?;
-                    wait_resolved(&p)?;
+                    p.wait_resolved(Duration::from_secs(10))?;
                     popd = Some(p);
                 }
                 "kernel_forward_nft" => kernel_mode(lab, true)?,
