@@ -21,7 +21,8 @@ use pop_lab::Lab;
 use crate::report::{median, LabRow};
 use crate::Opts;
 
-/// Number of ACL rules (and equivalent nftables rules) in the comparison.
+/// Number of ACL rules (and equivalent nftables rules) in the main comparison;
+/// the full run adds 10 and 100k for the scaling of both.
 pub const RULES: usize = 1000;
 
 fn setns(path: &Path) -> Result<()> {
@@ -100,8 +101,12 @@ fn generate(lab: &Lab, frame: Vec<u8>, window: Duration) -> Result<(u64, Duratio
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let start = Instant::now();
         let mut sent = 0u64;
+        // The call blocks until the receivers took every frame: start small so
+        // a slow path (100k nftables rules) cannot stretch the window, grow
+        // while calls are short.
+        let mut n = 512u32;
         while start.elapsed() < window {
-            let n = 50_000;
+            let call = Instant::now();
             prog.test_run(TestRunOptions {
                 data_in: Some(&frame),
                 ctx_in: Some(&ctx),
@@ -111,6 +116,9 @@ fn generate(lab: &Lab, frame: Vec<u8>, window: Duration) -> Result<(u64, Duratio
             })
             .context("live-frames test_run (generator)")?;
             sent += u64::from(n);
+            if call.elapsed() < window / 20 {
+                n = (n * 2).min(50_000);
+            }
         }
         Ok((sent, start.elapsed()))
     })
@@ -143,8 +151,8 @@ fn frame(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
 
 /// Random-looking but fixed rules that never match the benchmark traffic
 /// (UDP from 198.51.100.10): drop TCP to a port from a 10/8 /24.
-fn rules() -> Vec<(String, u16)> {
-    (0..RULES)
+fn rules(count: usize) -> Vec<(String, u16)> {
+    (0..count)
         .map(|i| {
             (
                 format!("10.{}.{}.0/24", (i / 250) % 250, i % 250),
@@ -154,17 +162,17 @@ fn rules() -> Vec<(String, u16)> {
         .collect()
 }
 
-fn nft_ruleset() -> String {
+fn nft_ruleset(count: usize) -> String {
     let mut s = String::from("table inet popbench {\n chain pop_forward {\n  type filter hook forward priority 0; policy accept;\n");
-    for (src, port) in rules() {
+    for (src, port) in rules(count) {
         s += &format!("  ip saddr {src} tcp dport {port} drop\n");
     }
     s + " }\n}\n"
 }
 
-fn pop_config() -> String {
+fn pop_config(count: usize) -> String {
     let mut s = pop_lab::topology::full_config();
-    for (i, (src, port)) in rules().into_iter().enumerate() {
+    for (i, (src, port)) in rules(count).into_iter().enumerate() {
         s += &format!("\n[[acls]]\npriority = {}\naction = \"drop\"\nsrc = \"{src}\"\nproto = \"tcp\"\ndst_port = \"{port}\"\n", 10 + i);
     }
     s
@@ -175,7 +183,7 @@ fn pop_enforces_acls() -> bool {
     pop_common::maps::ALL.iter().any(|m| m.starts_with("acl"))
 }
 
-fn kernel_mode(lab: &Lab, nft: bool) -> Result<()> {
+fn kernel_mode(lab: &Lab, nft_rules: usize) -> Result<()> {
     lab.set_edge_forwarding(true)?;
     lab.exec_ok("edge", &["ethtool", "-K", "eth1", "gro", "on"])?;
     let _ = lab.exec(
@@ -190,9 +198,9 @@ fn kernel_mode(lab: &Lab, nft: bool) -> Result<()> {
         ],
     );
     let _ = lab.exec("edge", &["nft", "delete", "table", "inet", "popbench"]);
-    if nft {
+    if nft_rules > 0 {
         let path = std::env::temp_dir().join(format!("popbench-{}.nft", std::process::id()));
-        std::fs::write(&path, nft_ruleset())?;
+        std::fs::write(&path, nft_ruleset(nft_rules))?;
         lab.exec_ok("edge", &["nft", "-f", &path.to_string_lossy()])?;
         let _ = std::fs::remove_file(path);
     }
@@ -226,22 +234,31 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
         (5, Duration::from_secs(2))
     };
     let state = tempfile::tempdir()?;
-    let cases = ["kernel_forward", "kernel_forward_nft", "pop"];
+    let mut cases = vec![
+        ("kernel_forward", 0),
+        ("kernel_forward_nft", RULES),
+        ("pop", RULES),
+    ];
+    if !o.quick {
+        for n in [10, 100_000] {
+            cases.push(("kernel_forward_nft", n));
+            cases.push(("pop", n));
+        }
+    }
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
-        for (i, case) in cases.iter().enumerate() {
+        for (i, &(case, rules)) in cases.iter().enumerate() {
             let mut popd = None;
-            match *case {
+            match case {
                 "pop" => {
                     kernel_off(lab)?;
-                    let dir = state.path().join(format!("r{round}"));
-                    let mut p = Popd::new(lab, &o.bin_dir, &dir, &pop_config())?;
+                    let dir = state.path().join(format!("r{round}-{rules}"));
+                    let mut p = Popd::new(lab, &o.bin_dir, &dir, &pop_config(rules))?;
                     p.start()?;
                     p.wait_resolved(Duration::from_secs(10))?;
                     popd = Some(p);
                 }
-                "kernel_forward_nft" => kernel_mode(lab, true)?,
-                _ => kernel_mode(lab, false)?,
+                _ => kernel_mode(lab, rules)?,
             }
             // Warm up (neighbour resolution, caches), then measure.
             generate(lab, f.clone(), Duration::from_millis(50))?;
@@ -252,7 +269,7 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
             let got = sink.count()? - before;
             let rate = got as f64 / wall.as_secs_f64();
             eprintln!(
-                "  round {round} {case}: {got}/{count} received in {:.2}s = {rate:.0} pps",
+                "  round {round} {case} ({rules} rules): {got}/{count} received in {:.2}s = {rate:.0} pps",
                 wall.as_secs_f64()
             );
             pps[i].push(rate);
@@ -275,12 +292,12 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
     Ok(cases
         .iter()
         .zip(pps)
-        .map(|(case, v)| LabRow {
+        .map(|(&(case, rules), v)| LabRow {
             case: case.to_string(),
-            acl_rules: match *case {
-                "kernel_forward" => 0,
-                "pop" if !pop_enforces_acls() => 0,
-                _ => RULES as u64,
+            acl_rules: if case == "pop" && !pop_enforces_acls() {
+                0
+            } else {
+                rules as u64
             },
             pps_median: median(&v),
             pps_rounds: v,
