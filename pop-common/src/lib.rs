@@ -78,6 +78,10 @@ pub mod maps {
     pub const CUST_V4: &str = "cust_v4";
     /// [`super::LpmV6`] → [`super::PopCustomerRef`].
     pub const CUST_V6: &str = "cust_v6";
+    /// Copy 1 of [`CUST_V4`] (see [`super::PopConfig::cust_copy`]).
+    pub const CUST_V4_1: &str = "cust_v4_1";
+    /// Copy 1 of [`CUST_V6`].
+    pub const CUST_V6_1: &str = "cust_v6_1";
     /// IPv4 address (network order u32) of this host → unused u32.
     pub const LOCAL_V4: &str = "local_v4";
     /// [`super::PopLocalV6`] → unused u32.
@@ -116,6 +120,8 @@ pub mod maps {
         NEXTHOPS,
         CUST_V4,
         CUST_V6,
+        CUST_V4_1,
+        CUST_V6_1,
         LOCAL_V4,
         LOCAL_V6,
         IFACE_STATS,
@@ -287,6 +293,10 @@ pub struct PopConfig {
     /// it once, so flipping it after writing the other copy swaps rule sets
     /// atomically.
     pub acl_copy: u32,
+    /// Which copy (0: `cust_v4`/`cust_v6`, 1: `cust_v4_1`/`cust_v6_1`) of the
+    /// customer tables the data plane uses, read once per packet; a customer
+    /// change is written into the other copy and made live by flipping it.
+    pub cust_copy: u32,
 }
 
 /// `struct pop_iface`: an attached interface, keyed by ifindex.
@@ -526,7 +536,11 @@ pub fn layouts() -> &'static [Layout] {
         };
     }
     &[
-        l!("pop_config", PopConfig, [flags, generation, acl_copy]),
+        l!(
+            "pop_config",
+            PopConfig,
+            [flags, generation, acl_copy, cust_copy]
+        ),
         l!("pop_iface", PopIface, [slot, role, flags, mtu]),
         l!("pop_lpm_v4", LpmV4, [prefixlen, addr]),
         l!("pop_lpm_v6", LpmV6, [prefixlen, addr]),

@@ -76,6 +76,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cust_v6 SEC(".maps");
 
+/* The second copy of the customer tables: pop_config.cust_copy selects the
+ * copy, so a customer change is written into the copy packets do not use and
+ * made live by one config write (like the ACL copies). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, POP_MAX_CUSTOMER_PREFIXES);
+	__type(key, struct pop_lpm_v4);
+	__type(value, struct pop_customer_ref);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cust_v4_1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, POP_MAX_CUSTOMER_PREFIXES);
+	__type(key, struct pop_lpm_v6);
+	__type(value, struct pop_customer_ref);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cust_v6_1 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, POP_MAX_LOCAL_ADDRS);

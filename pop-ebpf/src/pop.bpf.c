@@ -109,7 +109,18 @@ static __always_inline int classify_addresses(const struct packet *pkt,
 	return 0;
 }
 
-static __always_inline __u32 customer_of(const struct packet *pkt, int by_dst)
+/* Which copy of the customer tables this packet uses: read once, so its
+ * source and destination customers come from the same table. */
+static __always_inline __u32 customer_copy(void)
+{
+	__u32 zero = 0;
+	struct pop_config *cfg = bpf_map_lookup_elem(&config, &zero);
+
+	return cfg ? *(volatile __u32 *)&cfg->cust_copy & 1 : 0;
+}
+
+static __always_inline __u32 customer_of(const struct packet *pkt, int by_dst,
+					 __u32 copy)
 {
 	struct pop_customer_ref *ref;
 
@@ -117,12 +128,14 @@ static __always_inline __u32 customer_of(const struct packet *pkt, int by_dst)
 		struct pop_lpm_v4 key = { .prefixlen = 32 };
 
 		__builtin_memcpy(key.addr, by_dst ? &pkt->dst.v4 : &pkt->src.v4, 4);
-		ref = bpf_map_lookup_elem(&cust_v4, &key);
+		ref = copy ? bpf_map_lookup_elem(&cust_v4_1, &key)
+			   : bpf_map_lookup_elem(&cust_v4, &key);
 	} else {
 		struct pop_lpm_v6 key = { .prefixlen = 128 };
 
 		__builtin_memcpy(key.addr, by_dst ? pkt->dst.v6 : pkt->src.v6, 16);
-		ref = bpf_map_lookup_elem(&cust_v6, &key);
+		ref = copy ? bpf_map_lookup_elem(&cust_v6_1, &key)
+			   : bpf_map_lookup_elem(&cust_v6, &key);
 	}
 	return ref ? ref->customer_id : 0;
 }
@@ -154,7 +167,7 @@ int pop_xdp(struct xdp_md *ctx)
 	struct ethhdr *eth;
 	struct pop_route *route;
 	struct pop_nexthop *nh;
-	__u32 customer_out, customer_in, pass_reason = 0, len;
+	__u32 customer_out, customer_in, cust_copy, pass_reason = 0, len;
 	__u32 drop_customer;
 	int proto, parsed, verdict;
 
@@ -190,8 +203,9 @@ int pop_xdp(struct xdp_md *ctx)
 		return verdict;
 
 	/* 3. Customers: the source's is sending (out), the destination's receiving (in). */
-	customer_out = customer_of(&pkt, 0);
-	customer_in = customer_of(&pkt, 1);
+	cust_copy = customer_copy();
+	customer_out = customer_of(&pkt, 0, cust_copy);
+	customer_in = customer_of(&pkt, 1, cust_copy);
 
 	/* Admission (CONTRACT §6 steps 4-6): anti-spoofing (spoof.h), ACL
 	 * (acl.h), policer (police.h). Each costs ~nothing when unconfigured. */

@@ -136,6 +136,8 @@ pub fn compile(
         flags,
         generation: generation as u32,
         acl_copy,
+        // Chosen by apply(): the copy that holds `cust_v4`/`cust_v6` below.
+        cust_copy: 0,
     });
     let customers: Vec<validate::ValidCustomer> = cfg
         .customers
@@ -301,25 +303,21 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
             applied.nexthops.insert(*k, *v);
         }
     }
-    // 3. Customers and local addresses.
-    for (k, v) in &want.cust_v4 {
-        if applied.cust_v4.get(k) != Some(v) {
-            let r = pop_common::PopCustomerRef { customer_id: *v };
-            maps.cust_v4
-                .insert(&key_v4(k), r, 0)
-                .map_err(map_err(n::CUST_V4))?;
-            applied.cust_v4.insert(*k, *v);
-        }
-    }
-    for (k, v) in &want.cust_v6 {
-        if applied.cust_v6.get(k) != Some(v) {
-            let r = pop_common::PopCustomerRef { customer_id: *v };
-            maps.cust_v6
-                .insert(&key_v6(k), r, 0)
-                .map_err(map_err(n::CUST_V6))?;
-            applied.cust_v6.insert(*k, *v);
-        }
-    }
+    // 3. Customers: a change is written whole into the copy packets do not
+    // use; the config write of step 5 makes it live (one flip, no mix).
+    let live_copy = applied.config.map(|c| c.cust_copy & 1).unwrap_or(0);
+    let cust_copy = if want.cust_v4 != applied.cust_v4 || want.cust_v6 != applied.cust_v6 {
+        let target = 1 - live_copy;
+        // A packet that read the previous flip may still use the target copy.
+        crate::acl::wait_for_readers();
+        write_customer_copy(maps, target, want)?;
+        applied.cust_v4 = want.cust_v4.clone();
+        applied.cust_v6 = want.cust_v6.clone();
+        target
+    } else {
+        live_copy
+    };
+    // Local addresses.
     for a in want.local_v4.difference(&applied.local_v4.clone()) {
         maps.local_v4
             .insert(*a, 0, 0)
@@ -350,7 +348,8 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
         }
     }
     // 5. Global settings.
-    if let Some(c) = want.config.filter(|_| applied.config != want.config) {
+    let config = want.config.map(|c| PopConfig { cust_copy, ..c });
+    if let Some(c) = config.filter(|_| applied.config != config) {
         maps.config.set(0, c, 0).map_err(map_err(n::CONFIG))?;
         applied.config = Some(c);
     }
@@ -374,26 +373,6 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
     for k in gone {
         ignore_missing(maps.routes_v6.remove(&key_v6(&k))).map_err(map_err(n::ROUTES_V6))?;
         applied.routes_v6.remove(&k);
-    }
-    let gone: Vec<_> = applied
-        .cust_v4
-        .keys()
-        .filter(|k| !want.cust_v4.contains_key(k))
-        .copied()
-        .collect();
-    for k in gone {
-        ignore_missing(maps.cust_v4.remove(&key_v4(&k))).map_err(map_err(n::CUST_V4))?;
-        applied.cust_v4.remove(&k);
-    }
-    let gone: Vec<_> = applied
-        .cust_v6
-        .keys()
-        .filter(|k| !want.cust_v6.contains_key(k))
-        .copied()
-        .collect();
-    for k in gone {
-        ignore_missing(maps.cust_v6.remove(&key_v6(&k))).map_err(map_err(n::CUST_V6))?;
-        applied.cust_v6.remove(&k);
     }
     let gone: Vec<_> = applied
         .local_v4
@@ -448,6 +427,60 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
     Ok(())
 }
 
+/// Makes customer table copy `copy` hold exactly `want`'s customer prefixes.
+fn write_customer_copy(maps: &mut Maps, copy: u32, want: &Tables) -> Result<(), DataplaneError> {
+    use pop_common::maps as n;
+    let (v4, v6, n4, n6) = if copy == 0 {
+        (&mut maps.cust_v4, &mut maps.cust_v6, n::CUST_V4, n::CUST_V6)
+    } else {
+        (
+            &mut maps.cust_v4_1,
+            &mut maps.cust_v6_1,
+            n::CUST_V4_1,
+            n::CUST_V6_1,
+        )
+    };
+    let stale: Vec<_> = v4
+        .keys()
+        .flatten()
+        .filter(|k| {
+            Ipv4Net::new(k.data().into(), k.prefix_len() as u8)
+                .map_or(true, |p| !want.cust_v4.contains_key(&p))
+        })
+        .collect();
+    for k in stale {
+        ignore_missing(v4.remove(&k)).map_err(map_err(n4))?;
+    }
+    let stale: Vec<_> = v6
+        .keys()
+        .flatten()
+        .filter(|k| {
+            Ipv6Net::new(k.data().into(), k.prefix_len() as u8)
+                .map_or(true, |p| !want.cust_v6.contains_key(&p))
+        })
+        .collect();
+    for k in stale {
+        ignore_missing(v6.remove(&k)).map_err(map_err(n6))?;
+    }
+    for (k, v) in &want.cust_v4 {
+        v4.insert(
+            &key_v4(k),
+            pop_common::PopCustomerRef { customer_id: *v },
+            0,
+        )
+        .map_err(map_err(n4))?;
+    }
+    for (k, v) in &want.cust_v6 {
+        v6.insert(
+            &key_v6(k),
+            pop_common::PopCustomerRef { customer_id: *v },
+            0,
+        )
+        .map_err(map_err(n6))?;
+    }
+    Ok(())
+}
+
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
     match r {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -483,12 +516,23 @@ pub fn read_back(maps: &Maps) -> Tables {
             t.routes_v6.insert(p, v);
         }
     }
-    for (k, v) in maps.cust_v4.iter().flatten() {
+    let copy1 = t.config.is_some_and(|c| c.cust_copy & 1 == 1);
+    let cust_v4 = if copy1 {
+        &maps.cust_v4_1
+    } else {
+        &maps.cust_v4
+    };
+    let cust_v6 = if copy1 {
+        &maps.cust_v6_1
+    } else {
+        &maps.cust_v6
+    };
+    for (k, v) in cust_v4.iter().flatten() {
         if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
             t.cust_v4.insert(p, v.customer_id);
         }
     }
-    for (k, v) in maps.cust_v6.iter().flatten() {
+    for (k, v) in cust_v6.iter().flatten() {
         if let Ok(p) = Ipv6Net::new(k.data().into(), k.prefix_len() as u8) {
             t.cust_v6.insert(p, v.customer_id);
         }

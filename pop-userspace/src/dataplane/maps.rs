@@ -29,6 +29,10 @@ pub struct Maps {
     pub cust_v4: LpmTrie<MapData, [u8; 4], PopCustomerRef>,
     /// IPv6 customer prefixes.
     pub cust_v6: LpmTrie<MapData, [u8; 16], PopCustomerRef>,
+    /// IPv4 customer prefixes, copy 1 (`PopConfig::cust_copy`).
+    pub cust_v4_1: LpmTrie<MapData, [u8; 4], PopCustomerRef>,
+    /// IPv6 customer prefixes, copy 1.
+    pub cust_v6_1: LpmTrie<MapData, [u8; 16], PopCustomerRef>,
     /// This host's IPv4 addresses (network order).
     pub local_v4: HashMap<MapData, u32, u32>,
     /// This host's IPv6 addresses.
@@ -88,6 +92,8 @@ impl Maps {
             nexthops: typed!(dir, names::NEXTHOPS),
             cust_v4: typed!(dir, names::CUST_V4),
             cust_v6: typed!(dir, names::CUST_V6),
+            cust_v4_1: typed!(dir, names::CUST_V4_1),
+            cust_v6_1: typed!(dir, names::CUST_V6_1),
             local_v4: typed!(dir, names::LOCAL_V4),
             local_v6: typed!(dir, names::LOCAL_V6),
             iface_stats: typed!(dir, names::IFACE_STATS),
