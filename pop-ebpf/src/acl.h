@@ -152,21 +152,12 @@ __noinline __u32 pop_acl_check_leaf(const struct acl_key *key, __u32 copy,
 	return POP_ACL_NO_RULE;
 }
 
-/* The live ACL copy, read once: every lookup of this packet uses it. */
-static __always_inline __u32 acl_live_copy(void)
+/* Step 5: 1 when an ACL rule drops the packet. `copy` is the live ACL copy
+ * (pop_config.acl_copy), read once per packet by the caller, so every lookup
+ * of this packet uses the same copy. */
+static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
+				     __u32 copy)
 {
-	__u32 zero = 0;
-	struct pop_config *cfg = bpf_map_lookup_elem(&config, &zero);
-
-	if (!cfg)
-		return 0;
-	return *(volatile __u32 *)&cfg->acl_copy & 1;
-}
-
-/* Step 5: 1 when an ACL rule drops the packet. */
-static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex)
-{
-	__u32 copy = acl_live_copy();
 	struct pop_acl_meta *meta = bpf_map_lookup_elem(&acl_meta, &copy);
 	int is_v6 = pkt->eth_proto != ETH_P_IP;
 	__u32 trees, t, leaf, found, best = POP_ACL_NO_RULE, slot;

@@ -109,16 +109,6 @@ static __always_inline int classify_addresses(const struct packet *pkt,
 	return 0;
 }
 
-/* Which copy of the customer tables this packet uses: read once, so its
- * source and destination customers come from the same table. */
-static __always_inline __u32 customer_copy(void)
-{
-	__u32 zero = 0;
-	struct pop_config *cfg = bpf_map_lookup_elem(&config, &zero);
-
-	return cfg ? *(volatile __u32 *)&cfg->cust_copy & 1 : 0;
-}
-
 static __always_inline __u32 customer_of(const struct packet *pkt, int by_dst,
 					 __u32 copy)
 {
@@ -141,12 +131,9 @@ static __always_inline __u32 customer_of(const struct packet *pkt, int by_dst,
 }
 
 static __always_inline int no_route(const struct pop_iface *iface,
-				    __u32 customer_out, __u32 len)
+				    __u32 cfg_flags, __u32 customer_out, __u32 len)
 {
-	__u32 zero = 0;
-	struct pop_config *cfg = bpf_map_lookup_elem(&config, &zero);
-
-	if (cfg && (cfg->flags & POP_CFG_NO_ROUTE_DROP)) {
+	if (cfg_flags & POP_CFG_NO_ROUTE_DROP) {
 		count_customer_drop(customer_out, POP_DROP_NO_ROUTE, len);
 		return verdict_drop(iface, POP_DROP_NO_ROUTE, len);
 	}
@@ -167,8 +154,9 @@ int pop_xdp(struct xdp_md *ctx)
 	struct ethhdr *eth;
 	struct pop_route *route;
 	struct pop_nexthop *nh;
-	__u32 customer_out, customer_in, cust_copy, pass_reason = 0, len;
-	__u32 drop_customer;
+	__u32 customer_out, customer_in, pass_reason = 0, len;
+	__u32 drop_customer, zero = 0, cfg_flags = 0, cust_copy = 0, acl_copy = 0;
+	struct pop_config *cfg;
 	int proto, parsed, verdict;
 
 	len = pkt.frame_len = data_end - data;
@@ -202,8 +190,16 @@ int pop_xdp(struct xdp_md *ctx)
 	if (classify_addresses(&pkt, iface, &verdict))
 		return verdict;
 
+	/* The global settings, read once: the customer and ACL copies a packet
+	 * uses must not change under it. */
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg) {
+		cfg_flags = cfg->flags;
+		cust_copy = *(volatile __u32 *)&cfg->cust_copy & 1;
+		acl_copy = *(volatile __u32 *)&cfg->acl_copy & 1;
+	}
+
 	/* 3. Customers: the source's is sending (out), the destination's receiving (in). */
-	cust_copy = customer_copy();
 	customer_out = customer_of(&pkt, 0, cust_copy);
 	customer_in = customer_of(&pkt, 1, cust_copy);
 
@@ -214,7 +210,7 @@ int pop_xdp(struct xdp_md *ctx)
 		count_customer_drop(drop_customer, POP_DROP_SPOOFED, len);
 		return verdict_drop(iface, POP_DROP_SPOOFED, len);
 	}
-	if (acl_drops(&pkt, ifindex)) {
+	if (acl_drops(&pkt, ifindex, acl_copy)) {
 		count_customer_drop(customer_out ? customer_out : customer_in,
 				    POP_DROP_ACL, len);
 		return verdict_drop(iface, POP_DROP_ACL, len);
@@ -228,7 +224,7 @@ int pop_xdp(struct xdp_md *ctx)
 	/* 4. Route and next hop. */
 	route = route_lookup(&pkt);
 	if (!route || (route->flags & POP_ROUTE_BLACKHOLE))
-		return no_route(iface, customer_out, len);
+		return no_route(iface, cfg_flags, customer_out, len);
 	if (iph && iph->ttl <= 1)
 		return verdict_pass(iface, POP_PASS_TTL, len);
 	if (ip6h && ip6h->hop_limit <= 1)
