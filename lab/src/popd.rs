@@ -20,6 +20,27 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one popctl call may take.
 const POPCTL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The directory with popd and popctl for an integration test binary
+/// (target/<profile>/deps/<test>-<hash> → target/<profile>); fails with the
+/// command to run when they are not built.
+pub fn test_bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary is not in target/<profile>/deps")?
+        .to_path_buf();
+    for bin in ["popd", "popctl"] {
+        if !dir.join(bin).exists() {
+            bail!(
+                "{} is missing: run `cargo build --workspace` first",
+                dir.join(bin).display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
 /// A popd started (or found running) in a lab's edge namespace.
 ///
 /// Dropping it kills a popd this handle started (SIGKILL, like a crash: the data

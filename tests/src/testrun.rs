@@ -322,26 +322,11 @@ pub fn veth_pair(a: &str, b: &str) -> Result<(Port, Port)> {
 
 /// Mounts bpffs at [`BPFFS`] unless it is already mounted there.
 pub fn ensure_bpffs() -> Result<()> {
-    let path = Path::new(BPFFS);
-    let err = |source: std::io::Error| TestRunError::Bpffs {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mounted = nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
-        .unwrap_or(false);
-    if mounted {
-        return Ok(());
-    }
-    std::fs::create_dir_all(path).map_err(err)?;
-    nix::mount::mount(
-        Some("bpf"),
-        path,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|e| err(e.into()))
+    // popd's own check-and-mount, so tests and popd agree on what "mounted" is.
+    pop::dataplane::ensure_bpffs().map_err(|e| TestRunError::Bpffs {
+        path: Path::new(BPFFS).to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// Which loaded program to run.

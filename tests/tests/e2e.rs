@@ -6,7 +6,6 @@
 //! before the restart must be there after it), so a single test runs them in
 //! order; the lab is removed when it ends, also on failure.
 use std::{
-    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
@@ -38,7 +37,7 @@ impl Env {
             "the end-to-end tests need root (network namespaces, BPF): run them as root, e.g. `cargo xtask test`"
         );
         pop_lab::ensure_bpffs()?;
-        let bin_dir = bin_dir()?;
+        let bin_dir = pop_lab::popd::test_bin_dir()?;
         let lab = Lab::new(PREFIX);
         lab.up().context("lab up")?;
         let state_dir = tempfile::Builder::new().prefix("pte2e-").tempdir()?;
@@ -67,24 +66,6 @@ impl Drop for Env {
             eprintln!("e2e teardown: {e:#}");
         }
     }
-}
-
-/// target/debug, from this test binary's path (target/debug/deps/e2e-…).
-fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary is not in target/<profile>/deps")?
-        .to_path_buf();
-    for bin in ["popd", "popctl"] {
-        ensure!(
-            dir.join(bin).exists(),
-            "{} is missing: run `cargo build --workspace` first",
-            dir.join(bin).display()
-        );
-    }
-    Ok(dir)
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //!
 //! One test runs the scenarios in order on one lab; the lab is removed at the
 //! end, also on failure.
-use std::path::PathBuf;
 use std::process::Child;
 use std::time::Duration;
 
@@ -32,20 +31,6 @@ impl Drop for Env {
     }
 }
 
-fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("test binary not in target/<profile>/deps")?;
-    ensure!(
-        dir.join("popd").exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        dir.join("popd").display()
-    );
-    Ok(dir.to_path_buf())
-}
-
 fn start() -> Result<Env> {
     ensure!(
         pop_lab::is_root(),
@@ -55,7 +40,12 @@ fn start() -> Result<Env> {
     let lab = Lab::new(PREFIX);
     lab.up().context("lab up")?;
     let state = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
-    let popd = match Popd::new(&lab, &bin_dir()?, state.path(), &topology::full_config()) {
+    let popd = match Popd::new(
+        &lab,
+        &pop_lab::popd::test_bin_dir()?,
+        state.path(),
+        &topology::full_config(),
+    ) {
         Ok(p) => p,
         Err(e) => {
             let _ = lab.down();

@@ -194,35 +194,33 @@ const XDP_PASS: u32 = 2;
 /// `n - 1` random TCP rules (source /16–/32 inside 10/8, a destination port)
 /// that never match the benchmark's UDP frame, and a last rule dropping it.
 fn acl_rules(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl> {
-    use pop::config::model::AclAction;
-    let mut rules = Vec::with_capacity(n as usize);
-    for i in 0..n.saturating_sub(1) {
-        let len = 16 + (rng.next() % 17) as u8;
-        let addr = Ipv4Addr::from(0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff));
-        let port = 1 + (rng.next() % 65000) as u16;
-        rules.push(pop::config::validate::ValidAcl {
-            priority: i as u32 + 1,
-            action: AclAction::Drop,
-            src: Some(ipnet::IpNet::V4(
-                ipnet::Ipv4Net::new(addr, len).expect("len <= 32").trunc(),
-            )),
-            dst: None,
-            proto: Some(6),
-            src_port: None,
-            dst_port: Some((port, port)),
-            in_iface: None,
-        });
-    }
-    rules.push(pop::config::validate::ValidAcl {
-        priority: n as u32 + 1,
-        action: AclAction::Drop,
-        src: None,
-        dst: Some("100.64.0.1/32".parse().expect("static")),
-        proto: Some(17),
+    // A drop rule on (src, dst, proto, dst port).
+    let drop = |priority: u64, src, dst, proto, port: u16| pop::config::validate::ValidAcl {
+        priority: priority as u32,
+        action: pop::config::model::AclAction::Drop,
+        src,
+        dst,
+        proto: Some(proto),
         src_port: None,
-        dst_port: Some((9, 9)),
+        dst_port: Some((port, port)),
         in_iface: None,
-    });
+    };
+    let mut rules: Vec<_> = (1..n)
+        .map(|priority| {
+            let len = 16 + (rng.next() % 17) as u8;
+            let addr = Ipv4Addr::from(0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff));
+            let src = ipnet::Ipv4Net::new(addr, len).expect("len <= 32").trunc();
+            let port = 1 + (rng.next() % 65000) as u16;
+            drop(priority, Some(src.into()), None, 6, port)
+        })
+        .collect();
+    rules.push(drop(
+        n.max(1),
+        None,
+        Some("100.64.0.1/32".parse().expect("static")),
+        17,
+        9,
+    ));
     rules
 }
 const XDP_REDIRECT: u32 = 4;
