@@ -51,15 +51,41 @@ static __always_inline int policer_admit(__u32 customer_id, __u32 dir,
 	return ok;
 }
 
+/* Gives back the tokens policer_admit took for a packet that was dropped
+ * later, so a packet the receiver's bucket refuses does not also use up the
+ * sender's rate. */
+static __always_inline void policer_refund(__u32 customer_id, __u32 dir,
+					   __u32 bytes)
+{
+	__u32 index = customer_id * POP_DIR_MAX + dir;
+	__u64 cost = (__u64)bytes * 8 * NS_PER_SEC;
+	struct pop_policer *p;
+
+	if (!customer_id || customer_id >= POP_MAX_CUSTOMERS)
+		return;
+	p = bpf_map_lookup_elem(&policers, &index);
+	if (!p || p->rate_bps == 0)
+		return;
+	bpf_spin_lock(&p->lock);
+	if (cost >= p->capacity - p->tokens)
+		p->tokens = p->capacity;
+	else
+		p->tokens += cost;
+	bpf_spin_unlock(&p->lock);
+}
+
 /* Step 6: 0 when the packet may go on, else the customer whose policer
- * dropped it (the sender's bucket is checked before the receiver's). */
+ * dropped it (the sender's bucket is checked before the receiver's; when the
+ * receiver's refuses, the sender gets its tokens back). */
 static __always_inline __u32 policer_drops(__u32 customer_out,
 					   __u32 customer_in, __u32 bytes)
 {
 	if (!policer_admit(customer_out, POP_DIR_OUT, bytes))
 		return customer_out;
-	if (!policer_admit(customer_in, POP_DIR_IN, bytes))
+	if (!policer_admit(customer_in, POP_DIR_IN, bytes)) {
+		policer_refund(customer_out, POP_DIR_OUT, bytes);
 		return customer_in;
+	}
 	return 0;
 }
 

@@ -548,14 +548,16 @@ fn customer_policer() {
 }
 
 #[test]
-fn default_burst_is_10ms_of_rate_but_at_least_15000_bytes() {
-    assert_eq!(default_burst_bytes(1_000_000), 15_000);
-    assert_eq!(default_burst_bytes(100_000_000), 125_000);
-    assert_eq!(default_burst_bytes(10_000_000_000), 12_500_000);
+fn default_burst_is_250ms_of_rate_between_15000_bytes_and_the_bucket_size() {
+    assert_eq!(default_burst_bytes(100_000), 15_000);
+    assert_eq!(default_burst_bytes(1_000_000), 31_250);
+    assert_eq!(default_burst_bytes(100_000_000), 3_125_000);
+    assert_eq!(default_burst_bytes(10_000_000_000), 312_500_000);
+    assert_eq!(default_burst_bytes(10_000_000_000_000), 1 << 31);
     let mut c = customer("beta", &["10.0.0.0/8"]);
     c.rate_bps = Some(100_000_000);
     let v = ok(&with_customer(c));
-    assert_eq!(v.customers[1].burst_bytes, Some(125_000));
+    assert_eq!(v.customers[1].burst_bytes, Some(3_125_000));
     let mut c = customer("gamma", &["10.0.0.0/8"]);
     c.anti_spoofing = true;
     assert_eq!(ok(&with_customer(c)).customers[1].burst_bytes, None);

@@ -928,6 +928,42 @@ fn policer_passes_about_the_burst_then_the_rate() {
     });
 }
 
+/// A packet between two policed customers that the receiver's bucket refuses
+/// gives the sender's tokens back: the sender's rate is not used up by traffic
+/// that never left.
+#[test]
+fn policer_refusal_by_the_receiver_costs_the_sender_nothing() {
+    require_root();
+    in_netns(|| {
+        let mut lab = Lab::new();
+        lab.h.add_customer_v4("198.51.100.0/24", 7).unwrap();
+        lab.h.add_customer_v4("192.0.2.0/24", 8).unwrap();
+        let mut maps = lab.acl_maps();
+        // 8 Mbit/s = 1 byte/us. Sender: 30 frames of 1000 bytes; receiver: 5.
+        maps.set_policer(7, Some((8_000_000, 30_000))).unwrap();
+        maps.set_policer(8, Some((8_000_000, 5_000))).unwrap();
+        let frame_len = 1000;
+        let to_policed = Pkt::new("198.51.100.1", "192.0.2.1")
+            .from(Ingress::Customer)
+            .len(frame_len);
+        let passed = (0..100).filter(|_| lab.forwarded(&to_policed)).count() as u64;
+        assert!(passed < 30, "{passed} of 100 passed a 5-frame bucket");
+        let by_receiver = lab.h.cust_drops(8, DropReason::Policed).unwrap().packets;
+        assert_eq!(by_receiver, 100 - passed, "the receiver refused them all");
+        assert_eq!(lab.h.cust_drops(7, DropReason::Policed).unwrap().packets, 0);
+        // The sender spent only what passed: most of its burst is left.
+        let to_free = Pkt::new("198.51.100.1", "203.0.113.1")
+            .from(Ingress::Customer)
+            .len(frame_len);
+        let left = (0..100).filter(|_| lab.forwarded(&to_free)).count() as u64;
+        println!("refund: {passed} passed to the policed receiver, then {left} to a free one");
+        assert!(
+            left + passed >= 30,
+            "sender's bucket: {passed} + {left} frames passed, expected its 30-frame burst"
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Random rules: the kernel classifier equals a linear scan.
 // ---------------------------------------------------------------------------

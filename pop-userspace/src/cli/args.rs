@@ -164,7 +164,7 @@ pub enum CustomerVerb {
         /// Policer rate in bits per second
         #[arg(long, value_name = "N")]
         rate_bps: Option<u64>,
-        /// Policer burst in bytes (default: 10 ms at the rate, at least 15000)
+        /// Policer burst in bytes (default: 250 ms at the rate, at least 15000; TCP needs about that)
         #[arg(long, value_name = "N")]
         burst_bytes: Option<u64>,
     },

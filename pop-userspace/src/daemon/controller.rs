@@ -490,7 +490,14 @@ impl Controller {
                 Ok(())
             }),
             Request::CustomerShow => {
-                Ok(serde_json::to_value(&self.state.config.customers).expect("serialises"))
+                // Show the burst in effect: the default when only the rate is set.
+                let mut customers = self.state.config.customers.clone();
+                for c in &mut customers {
+                    if let (Some(rate), None) = (c.rate_bps, c.burst_bytes) {
+                        c.burst_bytes = Some(crate::config::validate::default_burst_bytes(rate));
+                    }
+                }
+                Ok(serde_json::to_value(&customers).expect("serialises"))
             }
             Request::AclAdd(acl) => self.mutate(|c| {
                 if c.acls.iter().any(|x| x.priority == acl.priority) {
