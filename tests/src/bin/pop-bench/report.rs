@@ -290,14 +290,15 @@ pub fn plots(rows: &[TestRunRow], dir: &Path) -> Result<()> {
         svg_plot("ns per packet vs routes", "routes", &routes),
     )?;
     let acl = series("acl_drop", |r| r.acl_rules);
+    let mixed = series("acl_drop_mixed", |r| r.acl_rules);
     if !acl.is_empty() {
+        let mut lines = vec![("acl_drop (one shape)".to_string(), acl)];
+        if !mixed.is_empty() {
+            lines.push(("acl_drop_mixed (five shapes)".to_string(), mixed));
+        }
         std::fs::write(
             dir.join("acl.svg"),
-            svg_plot(
-                "ns per packet vs ACL rules",
-                "ACL rules",
-                &[("acl_drop".into(), acl)],
-            ),
+            svg_plot("ns per packet vs ACL rules", "ACL rules", &lines),
         )?;
     }
     Ok(())

@@ -223,6 +223,72 @@ fn acl_rules(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl> {
     ));
     rules
 }
+
+/// `n - 1` rules of the five shapes a PoP's ACL mixes, none matching the
+/// benchmark's UDP frame, and a last rule dropping it. Shapes: source only
+/// (bogons, /8–/24 in 10/8 and 172.16/12); destination + TCP + port (a
+/// customer's service, /24–/32 in 100.64/10); TCP + port range (a blocked
+/// service); source + destination (a peer pair, source in 10/8); destination,
+/// TCP and a source port range. Each shape makes its own tree, so a packet
+/// walks several; this is the harder case for the classifier.
+fn acl_rules_mixed(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl> {
+    use pop::config::model::AclAction;
+    use pop::config::validate::ValidAcl;
+    let mut prefix = |base: u32, span_bits: u32, min_len: u8, max_len: u8| {
+        let len = min_len + (rng.next() % u64::from(max_len - min_len + 1)) as u8;
+        let host = rng.next() as u32 & ((1u32 << span_bits) - 1);
+        let net = ipnet::Ipv4Net::new(Ipv4Addr::from(base | host), len).expect("len <= 32");
+        Some(net.trunc().into())
+    };
+    let mut rules = Vec::with_capacity(n as usize);
+    let mut shapes = Rng::new(0x5a9e5 ^ n);
+    for priority in 1..n {
+        let mut r = ValidAcl {
+            priority: priority as u32,
+            action: AclAction::Drop,
+            src: None,
+            dst: None,
+            proto: None,
+            src_port: None,
+            dst_port: None,
+            in_iface: None,
+        };
+        let port = 1 + (shapes.next() % 65000) as u16;
+        match shapes.next() % 5 {
+            0 => {
+                r.src = if shapes.next().is_multiple_of(2) {
+                    prefix(0x0a00_0000, 24, 8, 24)
+                } else {
+                    prefix(0xac10_0000, 20, 12, 24)
+                }
+            }
+            1 => {
+                r.dst = prefix(0x6440_0000, 22, 24, 32);
+                r.proto = Some(6);
+                r.dst_port = Some((port, port));
+            }
+            2 => {
+                r.proto = Some(6);
+                r.dst_port = Some((port, port.saturating_add((shapes.next() % 100) as u16)));
+            }
+            3 => {
+                r.src = prefix(0x0a00_0000, 24, 16, 32);
+                r.dst = prefix(0x6440_0000, 22, 16, 32);
+            }
+            _ => {
+                r.dst = prefix(0x6440_0000, 22, 20, 32);
+                r.proto = Some(6);
+                r.src_port = Some((port, port.saturating_add(1000)));
+            }
+        }
+        rules.push(r);
+    }
+    let mut last = acl_rules(rng, 1);
+    last[0].priority = n.max(1) as u32;
+    rules.append(&mut last);
+    rules
+}
+
 const XDP_REDIRECT: u32 = 4;
 
 /// Runs every test_run case.
@@ -324,12 +390,16 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         &[10, 1_000, 10_000, 100_000]
     };
     let mut acl = pop::acl::AclMaps::open(bench.h.pin_dir()).map_err(|e| anyhow!(e))?;
-    for &n in rule_counts {
-        let rules = acl_rules(&mut rng, n);
-        let compiled = pop::acl::compile(&rules, &|_| None).map_err(|e| anyhow!(e))?;
-        acl.swap_in(&compiled).map_err(|e| anyhow!(e))?;
-        rows.push(row("acl_drop", 1, n, 1, bench.measure(&v4, XDP_DROP)?));
-        eprintln!("  acl_drop with {n} rules done");
+    type Rules = fn(&mut Rng, u64) -> Vec<pop::config::validate::ValidAcl>;
+    let sets: [(&str, Rules); 2] = [("acl_drop", acl_rules), ("acl_drop_mixed", acl_rules_mixed)];
+    for (case, make) in sets {
+        for &n in rule_counts {
+            let rules = make(&mut rng, n);
+            let compiled = pop::acl::compile(&rules, &|_| None).map_err(|e| anyhow!(e))?;
+            acl.swap_in(&compiled).map_err(|e| anyhow!(e))?;
+            rows.push(row(case, 1, n, 1, bench.measure(&v4, XDP_DROP)?));
+            eprintln!("  {case} with {n} rules done");
+        }
     }
     acl.swap_in(&pop::acl::compile(&[], &|_| None).map_err(|e| anyhow!(e))?)
         .map_err(|e| anyhow!(e))?;
