@@ -15,6 +15,7 @@
 //! candidate state on every change, with up to millions of routes.
 mod error;
 mod parse;
+mod sections;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -112,6 +113,9 @@ pub struct Validated {
 /// Parses a config file. A syntax error or unknown field is one line with its line
 /// number: `config line 7: unknown field `prefx`, expected ...`.
 pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
+    if let Some(parsed) = sections::parse(text) {
+        return parsed;
+    }
     toml::from_str(text).map_err(|e| {
         let message = e.message().trim().replace('\n', " ");
         match e.span() {
