@@ -143,6 +143,9 @@ fn route_change_ms(o: &Opts, lab: &Lab, popd: &Popd) -> Result<f64> {
         ],
     )?;
     thread::sleep(Duration::from_millis(400));
+    // From issuing the command: popd writes the maps before it persists the
+    // state and answers, so the first packet may pass before popctl returns.
+    let issued = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
     popctl(
         o,
         popd,
@@ -156,7 +159,6 @@ fn route_change_ms(o: &Opts, lab: &Lab, popd: &Popd) -> Result<f64> {
             "eth0",
         ],
     )?;
-    let returned = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
     let out = ping.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text
@@ -164,7 +166,7 @@ fn route_change_ms(o: &Opts, lab: &Lab, popd: &Popd) -> Result<f64> {
         .filter(|l| l.contains("bytes from"))
         .find_map(|l| l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok())
         .ok_or_else(|| anyhow!("no reply from 100.65.0.1 after the route was added"))?;
-    Ok((first - returned) * 1000.0)
+    Ok((first - issued) * 1000.0)
 }
 
 fn scrape_ms(lab: &Lab) -> Result<f64> {
