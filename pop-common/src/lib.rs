@@ -110,6 +110,8 @@ pub mod maps {
     pub const SPOOF_ALLOW: &str = "spoof_allow";
     /// customer_id * 2 + direction → [`super::PopPolicer`].
     pub const POLICERS: &str = "policers";
+    /// Per CPU, index 0 → [`super::PopTrace`]: the trace program's record.
+    pub const TRACE_OUT: &str = "trace_out";
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -136,6 +138,7 @@ pub mod maps {
         SPOOF_PORTS,
         SPOOF_ALLOW,
         POLICERS,
+        TRACE_OUT,
     ];
 }
 
@@ -483,6 +486,38 @@ pub struct PopPolicer {
     pub last_ns: u64,
 }
 
+/// `struct pop_trace`: what the trace program (`pop_trace`, run by `popctl
+/// trace`) did with one packet. It runs the live pipeline on the live maps but
+/// counts nothing and takes no policer tokens.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopTrace {
+    /// 1 once the program has written the record.
+    pub done: u32,
+    /// XDP action: 1 drop, 2 pass, 3 tx, 4 redirect.
+    pub action: u32,
+    /// [`DropReason`] when dropped.
+    pub drop_reason: u32,
+    /// [`PassReason`] when passed to the kernel.
+    pub pass_reason: u32,
+    /// The source's customer id (0: none).
+    pub customer_out: u32,
+    /// The destination's customer id (0: none).
+    pub customer_in: u32,
+    /// 1 when an ACL rule dropped it.
+    pub acl_dropped: u32,
+    /// The customer whose policer would drop it (0: none).
+    pub policed_customer: u32,
+    /// 1 when a route matched.
+    pub route_found: u32,
+    /// The chosen next hop's port.
+    pub egress_ifindex: u32,
+    /// The next hop's MAC.
+    pub dmac: [u8; 6],
+    /// The egress port's MAC.
+    pub smac: [u8; 6],
+}
+
 /// Index into `policers`.
 pub const fn policer_index(customer_id: u32, direction: Direction) -> u32 {
     customer_id * Direction::SLOTS + direction as u32
@@ -522,6 +557,7 @@ mod pod {
     unsafe impl aya::Pod for PopAclMeta {}
     unsafe impl aya::Pod for PopSpoofKey {}
     unsafe impl aya::Pod for PopPolicer {}
+    unsafe impl aya::Pod for PopTrace {}
 }
 
 /// A struct's C name, size and (field name, offset) pairs.
@@ -570,6 +606,24 @@ pub fn layouts() -> &'static [Layout] {
             "pop_policer",
             PopPolicer,
             [lock, pad, rate_bps, capacity, fill_ns, tokens, last_ns]
+        ),
+        l!(
+            "pop_trace",
+            PopTrace,
+            [
+                done,
+                action,
+                drop_reason,
+                pass_reason,
+                customer_out,
+                customer_in,
+                acl_dropped,
+                policed_customer,
+                route_found,
+                egress_ifindex,
+                dmac,
+                smac
+            ]
         ),
     ]
 }

@@ -226,4 +226,23 @@ struct pop_policer {
 	__u64 last_ns;
 };
 
+/* What the trace program (pop_trace) did with one packet: popctl trace runs
+ * a made-up packet through it with BPF_PROG_TEST_RUN. It is the live
+ * pipeline on the live maps, except that it counts nothing and takes no
+ * policer tokens. Map trace_out, per CPU, one entry. */
+struct pop_trace {
+	__u32 done; /* 1 once the program has written this record */
+	__u32 action; /* XDP action: 1 drop, 2 pass, 3 tx, 4 redirect */
+	__u32 drop_reason; /* enum pop_drop_reason, when action is drop */
+	__u32 pass_reason; /* enum pop_pass_reason, when action is pass */
+	__u32 customer_out; /* the source's customer id, 0: none */
+	__u32 customer_in; /* the destination's customer id, 0: none */
+	__u32 acl_dropped; /* 1 when an ACL rule dropped it */
+	__u32 policed_customer; /* the customer whose policer would drop it */
+	__u32 route_found; /* 1 when a route matched */
+	__u32 egress_ifindex; /* the chosen next hop's port */
+	__u8 dmac[6]; /* the next hop's MAC */
+	__u8 smac[6]; /* the egress port's MAC */
+};
+
 #endif

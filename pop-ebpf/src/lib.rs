@@ -29,7 +29,8 @@ pub fn bench_object() -> &'static [u8] {
     &BENCH.bytes
 }
 
-/// The pop data plane object: program `pop_xdp` and all its maps.
+/// The pop data plane object: programs `pop_xdp` (attached) and `pop_trace`
+/// (run by `popctl trace`), and all their maps.
 pub fn pop_object() -> &'static [u8] {
     &POP.bytes
 }
@@ -41,5 +42,8 @@ pub fn pass_object() -> &'static [u8] {
 
 /// Name of the XDP program in [`pop_object`].
 pub const PROGRAM_NAME: &str = "pop_xdp";
+/// Name of the trace program in [`pop_object`]: the same pipeline, never
+/// attached, that records what it does in map `trace_out` and counts nothing.
+pub const TRACE_PROGRAM_NAME: &str = "pop_trace";
 /// Name of the XDP program in [`pass_object`].
 pub const PASS_PROGRAM_NAME: &str = "xdp_pass";

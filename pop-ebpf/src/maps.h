@@ -219,4 +219,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } policers SEC(".maps");
 
+/* The trace program's record (struct pop_trace): one per CPU, written by
+ * the run on that CPU; only popd's trace runs use it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pop_trace);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trace_out SEC(".maps");
+
 #endif

@@ -14,9 +14,10 @@
 
 #define NS_PER_SEC 1000000000ULL
 
-/* 1 when the packet conforms (and its tokens were taken), 0 when over rate. */
+/* 1 when the packet conforms (and its tokens were taken unless `peek`), 0
+ * when over rate. */
 static __always_inline int policer_admit(__u32 customer_id, __u32 dir,
-					 __u32 bytes)
+					 __u32 bytes, int peek)
 {
 	__u32 index = customer_id * POP_DIR_MAX + dir;
 	__u64 cost = (__u64)bytes * 8 * NS_PER_SEC;
@@ -45,7 +46,7 @@ static __always_inline int policer_admit(__u32 customer_id, __u32 dir,
 			p->tokens += add;
 	}
 	ok = p->tokens >= cost;
-	if (ok)
+	if (ok && !peek)
 		p->tokens -= cost;
 	bpf_spin_unlock(&p->lock);
 	return ok;
@@ -76,14 +77,17 @@ static __always_inline void policer_refund(__u32 customer_id, __u32 dir,
 
 /* Step 6: 0 when the packet may go on, else the customer whose policer
  * dropped it (the sender's bucket is checked before the receiver's; when the
- * receiver's refuses, the sender gets its tokens back). */
+ * receiver's refuses, the sender gets its tokens back). `peek` (the trace
+ * program) asks without taking tokens. */
 static __always_inline __u32 policer_drops(__u32 customer_out,
-					   __u32 customer_in, __u32 bytes)
+					   __u32 customer_in, __u32 bytes,
+					   int peek)
 {
-	if (!policer_admit(customer_out, POP_DIR_OUT, bytes))
+	if (!policer_admit(customer_out, POP_DIR_OUT, bytes, peek))
 		return customer_out;
-	if (!policer_admit(customer_in, POP_DIR_IN, bytes)) {
-		policer_refund(customer_out, POP_DIR_OUT, bytes);
+	if (!policer_admit(customer_in, POP_DIR_IN, bytes, peek)) {
+		if (!peek)
+			policer_refund(customer_out, POP_DIR_OUT, bytes);
 		return customer_in;
 	}
 	return 0;

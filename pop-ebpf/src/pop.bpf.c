@@ -59,7 +59,8 @@ static __always_inline int ipv6_is_unspecified_or_loopback(const __u8 *a)
 }
 
 /* Classify addresses: 0 = go on, else a verdict already counted. */
-static __always_inline int classify_addresses(const struct packet *pkt,
+static __always_inline int classify_addresses(struct pop_trace *t,
+					      const struct packet *pkt,
 					      const struct pop_iface *iface,
 					      int *verdict)
 {
@@ -67,43 +68,43 @@ static __always_inline int classify_addresses(const struct packet *pkt,
 
 	if (pkt->eth_proto == ETH_P_IP) {
 		if (ipv4_is_multicast_or_broadcast(pkt->dst.v4)) {
-			*verdict = verdict_pass(iface, POP_PASS_MULTICAST, len);
+			*verdict = verdict_pass(t, iface, POP_PASS_MULTICAST, len);
 			return 1;
 		}
 		if (ipv4_is_martian_src(pkt->src.v4) ||
 		    ipv4_is_martian_dst(pkt->dst.v4)) {
-			*verdict = verdict_drop(iface, POP_DROP_MARTIAN, len);
+			*verdict = verdict_drop(t, iface, POP_DROP_MARTIAN, len);
 			return 1;
 		}
 		if (ipv4_is_link_local(pkt->src.v4) ||
 		    ipv4_is_link_local(pkt->dst.v4)) {
-			*verdict = verdict_pass(iface, POP_PASS_LINK_LOCAL, len);
+			*verdict = verdict_pass(t, iface, POP_PASS_LINK_LOCAL, len);
 			return 1;
 		}
 		if (bpf_map_lookup_elem(&local_v4, &pkt->dst.v4)) {
-			*verdict = verdict_pass(iface, POP_PASS_LOCAL, len);
+			*verdict = verdict_pass(t, iface, POP_PASS_LOCAL, len);
 			return 1;
 		}
 		return 0;
 	}
 
 	if (pkt->dst.v6[0] == 0xff) {
-		*verdict = verdict_pass(iface, POP_PASS_MULTICAST, len);
+		*verdict = verdict_pass(t, iface, POP_PASS_MULTICAST, len);
 		return 1;
 	}
 	if (pkt->src.v6[0] == 0xff ||
 	    ipv6_is_unspecified_or_loopback(pkt->src.v6) ||
 	    ipv6_is_unspecified_or_loopback(pkt->dst.v6)) {
-		*verdict = verdict_drop(iface, POP_DROP_MARTIAN, len);
+		*verdict = verdict_drop(t, iface, POP_DROP_MARTIAN, len);
 		return 1;
 	}
 	if ((pkt->src.v6[0] == 0xfe && (pkt->src.v6[1] & 0xc0) == 0x80) ||
 	    (pkt->dst.v6[0] == 0xfe && (pkt->dst.v6[1] & 0xc0) == 0x80)) {
-		*verdict = verdict_pass(iface, POP_PASS_LINK_LOCAL, len);
+		*verdict = verdict_pass(t, iface, POP_PASS_LINK_LOCAL, len);
 		return 1;
 	}
 	if (bpf_map_lookup_elem(&local_v6, pkt->dst.v6)) {
-		*verdict = verdict_pass(iface, POP_PASS_LOCAL, len);
+		*verdict = verdict_pass(t, iface, POP_PASS_LOCAL, len);
 		return 1;
 	}
 	return 0;
@@ -130,18 +131,20 @@ static __always_inline __u32 customer_of(const struct packet *pkt, int by_dst,
 	return ref ? ref->customer_id : 0;
 }
 
-static __always_inline int no_route(const struct pop_iface *iface,
+static __always_inline int no_route(struct pop_trace *t,
+				    const struct pop_iface *iface,
 				    __u32 cfg_flags, __u32 customer_out, __u32 len)
 {
 	if (cfg_flags & POP_CFG_NO_ROUTE_DROP) {
-		count_customer_drop(customer_out, POP_DROP_NO_ROUTE, len);
-		return verdict_drop(iface, POP_DROP_NO_ROUTE, len);
+		count_customer_drop(t, customer_out, POP_DROP_NO_ROUTE, len);
+		return verdict_drop(t, iface, POP_DROP_NO_ROUTE, len);
 	}
-	return verdict_pass(iface, POP_PASS_NO_ROUTE, len);
+	return verdict_pass(t, iface, POP_PASS_NO_ROUTE, len);
 }
 
-SEC("xdp")
-int pop_xdp(struct xdp_md *ctx)
+/* The whole pipeline. `t` is NULL in the live program (pop_xdp), where every
+ * `if (t)` branch compiles away, and the trace record in pop_trace. */
+static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -162,32 +165,38 @@ int pop_xdp(struct xdp_md *ctx)
 	len = pkt.frame_len = data_end - data;
 	iface = bpf_map_lookup_elem(&ifaces, &ifindex);
 	if (!iface) {
-		counter_add(&pass_stats, POP_PASS_UNKNOWN_IFACE, len);
+		if (t) {
+			t->pass_reason = POP_PASS_UNKNOWN_IFACE;
+			t->action = XDP_PASS;
+			t->done = 1;
+		} else {
+			counter_add(&pass_stats, POP_PASS_UNKNOWN_IFACE, len);
+		}
 		return XDP_PASS;
 	}
 
 	/* 1. Parse. */
 	proto = parse_ethhdr(&cur, data_end, &eth);
 	if (proto < 0)
-		return verdict_drop(iface, POP_DROP_MALFORMED, len);
+		return verdict_drop(t, iface, POP_DROP_MALFORMED, len);
 	if (proto == ETH_P_8021Q || proto == ETH_P_8021AD)
-		return verdict_pass(iface, POP_PASS_VLAN, len);
+		return verdict_pass(t, iface, POP_PASS_VLAN, len);
 	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
-		return verdict_pass(iface, POP_PASS_NON_IP, len);
+		return verdict_pass(t, iface, POP_PASS_NON_IP, len);
 	if (eth->h_dest[0] & 1)
-		return verdict_pass(iface, POP_PASS_MULTICAST, len);
+		return verdict_pass(t, iface, POP_PASS_MULTICAST, len);
 	pkt.eth_proto = proto;
 	if (proto == ETH_P_IP)
 		parsed = parse_ipv4(&cur, data_end, &pkt, &iph, &pass_reason);
 	else
 		parsed = parse_ipv6(&cur, data_end, &pkt, &ip6h, &pass_reason);
 	if (parsed == PARSE_MALFORMED)
-		return verdict_drop(iface, POP_DROP_MALFORMED, len);
+		return verdict_drop(t, iface, POP_DROP_MALFORMED, len);
 	if (parsed == PARSE_PASS)
-		return verdict_pass(iface, pass_reason, len);
+		return verdict_pass(t, iface, pass_reason, len);
 
 	/* 2. Not ours to forward, or never valid. */
-	if (classify_addresses(&pkt, iface, &verdict))
+	if (classify_addresses(t, &pkt, iface, &verdict))
 		return verdict;
 
 	/* The global settings, read once: the customer and ACL copies a packet
@@ -202,43 +211,58 @@ int pop_xdp(struct xdp_md *ctx)
 	/* 3. Customers: the source's is sending (out), the destination's receiving (in). */
 	customer_out = customer_of(&pkt, 0, cust_copy);
 	customer_in = customer_of(&pkt, 1, cust_copy);
+	if (t) {
+		t->customer_out = customer_out;
+		t->customer_in = customer_in;
+	}
 
 	/* Admission (CONTRACT §6 steps 4-6): anti-spoofing (spoof.h), ACL
 	 * (acl.h), policer (police.h). Each costs ~nothing when unconfigured. */
 	drop_customer = spoofed_on_port(iface, ifindex, customer_out);
 	if (drop_customer) {
-		count_customer_drop(drop_customer, POP_DROP_SPOOFED, len);
-		return verdict_drop(iface, POP_DROP_SPOOFED, len);
+		count_customer_drop(t, drop_customer, POP_DROP_SPOOFED, len);
+		return verdict_drop(t, iface, POP_DROP_SPOOFED, len);
 	}
 	if (acl_drops(&pkt, ifindex, acl_copy)) {
-		count_customer_drop(customer_out ? customer_out : customer_in,
+		if (t)
+			t->acl_dropped = 1;
+		count_customer_drop(t, customer_out ? customer_out : customer_in,
 				    POP_DROP_ACL, len);
-		return verdict_drop(iface, POP_DROP_ACL, len);
+		return verdict_drop(t, iface, POP_DROP_ACL, len);
 	}
-	drop_customer = policer_drops(customer_out, customer_in, len);
+	drop_customer = policer_drops(customer_out, customer_in, len, t != NULL);
 	if (drop_customer) {
-		count_customer_drop(drop_customer, POP_DROP_POLICED, len);
-		return verdict_drop(iface, POP_DROP_POLICED, len);
+		if (t)
+			t->policed_customer = drop_customer;
+		count_customer_drop(t, drop_customer, POP_DROP_POLICED, len);
+		return verdict_drop(t, iface, POP_DROP_POLICED, len);
 	}
 
 	/* 4. Route and next hop. */
 	route = route_lookup(&pkt);
 	if (!route || (route->flags & POP_ROUTE_BLACKHOLE))
-		return no_route(iface, cfg_flags, customer_out, len);
+		return no_route(t, iface, cfg_flags, customer_out, len);
+	if (t)
+		t->route_found = 1;
 	if (iph && iph->ttl <= 1)
-		return verdict_pass(iface, POP_PASS_TTL, len);
+		return verdict_pass(t, iface, POP_PASS_TTL, len);
 	if (ip6h && ip6h->hop_limit <= 1)
-		return verdict_pass(iface, POP_PASS_TTL, len);
+		return verdict_pass(t, iface, POP_PASS_TTL, len);
 	nh = nexthop_select(route, &pkt);
+	if (t && nh) {
+		t->egress_ifindex = nh->ifindex;
+		__builtin_memcpy(t->dmac, nh->dmac, 6);
+		__builtin_memcpy(t->smac, nh->smac, 6);
+	}
 	if (!nh || (nh->flags & (POP_NH_VALID | POP_NH_RESOLVED)) !=
 			   (POP_NH_VALID | POP_NH_RESOLVED))
-		return verdict_pass(iface, POP_PASS_UNRESOLVED, len);
+		return verdict_pass(t, iface, POP_PASS_UNRESOLVED, len);
 	if (nh->mtu && pkt.l3_len > nh->mtu)
-		return verdict_pass(iface, POP_PASS_MTU, len);
+		return verdict_pass(t, iface, POP_PASS_MTU, len);
 	/* Check the devmap before touching the packet: a redirect that falls
 	 * back to the stack after a MAC rewrite would be dropped there. */
 	if (nh->ifindex != ifindex && !bpf_map_lookup_elem(&tx_ports, &nh->ifindex))
-		return verdict_pass(iface, POP_PASS_UNRESOLVED, len);
+		return verdict_pass(t, iface, POP_PASS_UNRESOLVED, len);
 
 	/* 5. Rewrite and send. */
 	rewrite_macs(eth, nh);
@@ -248,14 +272,35 @@ int pop_xdp(struct xdp_md *ctx)
 		ip6h->hop_limit--;
 
 	/* 6. Count. */
-	count_customer(customer_out, POP_DIR_OUT, len);
-	count_customer(customer_in, POP_DIR_IN, len);
+	count_customer(t, customer_out, POP_DIR_OUT, len);
+	count_customer(t, customer_in, POP_DIR_IN, len);
 	if (nh->ifindex == ifindex) {
-		count_iface(iface, POP_ACTION_TX, len);
+		count_iface(t, iface, POP_ACTION_TX, len);
 		return XDP_TX;
 	}
-	count_iface(iface, POP_ACTION_REDIRECT, len);
+	count_iface(t, iface, POP_ACTION_REDIRECT, len);
 	return bpf_redirect_map(&tx_ports, nh->ifindex, 0);
+}
+
+SEC("xdp")
+int pop_xdp(struct xdp_md *ctx)
+{
+	return pop_pipeline(ctx, NULL);
+}
+
+/* `popctl trace`: the same pipeline on the same maps, run by popd through
+ * BPF_PROG_TEST_RUN on a made-up packet, never attached. It records what it
+ * did in trace_out, counts nothing and takes no policer tokens. */
+SEC("xdp")
+int pop_trace(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct pop_trace *t = bpf_map_lookup_elem(&trace_out, &zero);
+
+	if (!t)
+		return XDP_ABORTED;
+	__builtin_memset(t, 0, sizeof(*t));
+	return pop_pipeline(ctx, t);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

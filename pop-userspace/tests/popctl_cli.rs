@@ -507,10 +507,10 @@ fn bad_input_is_refused_without_contacting_popd() {
         ),
         (
             &[
-                "trace", "--in", "eth0", "--src", "10.0.0.1", "--dst", "10.0.0.2",
+                "trace", "--in", "eth0", "--src", "10.0.0.1", "--dst", "10.0.0.2", "--vlan", "5000",
             ],
-            1,
-            "popctl: trace is not supported by this popd yet",
+            2,
+            "popctl: trace: --vlan 5000 out of range 1-4094",
         ),
     ];
     for (args, code, message) in cases {

@@ -153,6 +153,7 @@ fn acl(env: &mut Env) -> Result<()> {
         "TCP/22 towards acme still connects after `acl add 100 ... --dport 22`"
     );
     ensure!(tcp_works(env, 443)?, "TCP/443 towards acme must still pass");
+    trace_explains(env)?;
     let n = drops(&env.popd, "acme", "acl")?;
     ensure!(n > 0, "acme's acl drop counter is {n}");
     let scrape = env.popd.metrics()?;
@@ -166,6 +167,73 @@ fn acl(env: &mut Env) -> Result<()> {
     ensure!(
         tcp_works(env, 22)?,
         "TCP/22 still blocked after `acl del 100`"
+    );
+    Ok(())
+}
+
+/// `popctl trace` tells what the live data plane does with a packet, and
+/// counts nothing: with ACL rule 100 (TCP/22 towards acme) in place.
+fn trace_explains(env: &mut Env) -> Result<()> {
+    let stats_before = env.popd.popctl_json(&["stats"])?;
+    let trace = |dport: &str| {
+        env.popd.popctl_json(&[
+            "trace",
+            "--in",
+            "eth0",
+            "--src",
+            topology::INTERNET_V4,
+            "--dst",
+            topology::C1_V4,
+            "--proto",
+            "tcp",
+            "--dport",
+            dport,
+        ])
+    };
+    let t = trace("22")?;
+    ensure!(
+        t["action"] == "drop" && t["reason"] == "acl" && t["customer_in"] == "acme",
+        "trace of TCP/22 towards acme: {t}"
+    );
+    let t = trace("443")?;
+    ensure!(
+        t["action"] == "redirect"
+            && t["egress"] == "eth1"
+            && t["route"]["prefix"] == "198.51.100.0/24",
+        "trace of TCP/443 towards acme: {t}"
+    );
+    let t = env.popd.popctl_json(&[
+        "trace",
+        "--in",
+        "eth1",
+        "--src",
+        topology::C1_V4,
+        "--dst",
+        "198.51.100.1",
+    ])?;
+    ensure!(
+        t["action"] == "pass" && t["reason"] == "local",
+        "trace towards the edge's own address: {t}"
+    );
+    let text = env.popd.popctl_ok(&[
+        "trace",
+        "--in",
+        "eth0",
+        "--src",
+        topology::INTERNET_V4,
+        "--dst",
+        topology::C1_V4,
+        "--dport",
+        "22",
+    ])?;
+    ensure!(
+        text.contains("verdict") && text.contains("drop (acl"),
+        "popctl trace output: {text}"
+    );
+    let stats_after = env.popd.popctl_json(&["stats"])?;
+    ensure!(
+        stats_before == stats_after,
+        "traces were counted: stats before {stats_before}, after {stats_after}"
     );
     Ok(())
 }

@@ -58,6 +58,8 @@ pub enum Request {
     },
     /// The whole desired state as a config file (TOML).
     Export,
+    /// What the live data plane does with a packet (`popctl trace`).
+    Trace(TraceRequest),
     /// Stop popd; with `detach`, remove the data plane too.
     Shutdown {
         /// Detach XDP and unpin everything.
@@ -120,6 +122,65 @@ pub struct MapFill {
     pub entries: u64,
     /// Capacity.
     pub max_entries: u64,
+}
+
+/// The packet `popctl trace` asks about.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceRequest {
+    /// Ingress interface.
+    pub in_iface: String,
+    /// Source address.
+    pub src: String,
+    /// Destination address.
+    pub dst: String,
+    /// tcp, udp, icmp, icmpv6 or a number; default: tcp when a port is given,
+    /// else an ICMP (ICMPv6) echo request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// Source port (TCP/UDP; default 40000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    /// Destination port (TCP/UDP; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    /// 802.1Q id of the packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+/// What the data plane did with a traced packet. The packet went through the
+/// live program's pipeline on the live maps (a copy of the program that
+/// counts nothing and takes no policer tokens).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceInfo {
+    /// The packet, e.g. `tcp 198.51.100.10:40000 > 100.64.0.1:443 in eth1`.
+    pub packet: String,
+    /// `redirect`, `tx`, `pass` (to the kernel) or `drop`.
+    pub action: String,
+    /// Drop or pass reason (`acl`, `spoofed`, `local`, `no_route`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The source's customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_out: Option<String>,
+    /// The destination's customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_in: Option<String>,
+    /// The customer whose policer drops it (with no tokens left right now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policed_by: Option<String>,
+    /// The ACL rule (priority) that dropped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_rule: Option<u32>,
+    /// The route that matched, with its next hops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteInfo>,
+    /// The port it leaves by (redirect or tx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<String>,
+    /// Destination MAC it leaves with: the next hop the flow hash chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nexthop_mac: Option<String>,
 }
 
 /// One route in `route show` / `route get`.

@@ -86,6 +86,7 @@ async fn connection(
                         | Request::AclShow
                         | Request::Stats { .. }
                         | Request::Export
+                        | Request::Trace(_)
                 );
                 let ctl = ctl.clone();
                 let (reply, after) = tokio::task::spawn_blocking(move || {

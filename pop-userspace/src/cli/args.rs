@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::CliError;
-use crate::api::protocol::Request;
+use crate::api::protocol::{Request, TraceRequest};
 use crate::config::model::{Acl, AclAction, Customer, Route};
 use crate::config::validate::{
     check_acl, check_customer, check_interface_name, check_route, parse_port_range, parse_prefix,
@@ -300,10 +300,7 @@ pub fn plan(command: &Command) -> Result<Plan, CliError> {
         }
         Command::Export => Request::Export,
         Command::Shutdown { detach } => Request::Shutdown { detach: *detach },
-        Command::Trace(args) => {
-            check_trace(args)?;
-            return Err(CliError::TraceUnsupported);
-        }
+        Command::Trace(args) => Request::Trace(trace_request(args)?),
     };
     Ok(Plan::Call(request))
 }
@@ -483,7 +480,7 @@ fn acl_request(verb: &AclVerb) -> Result<Request, CliError> {
     })
 }
 
-fn check_trace(args: &TraceArgs) -> Result<(), CliError> {
+fn trace_request(args: &TraceArgs) -> Result<TraceRequest, CliError> {
     check_interface_name("--in", &args.in_iface)
         .map_err(|p| CliError::Usage(format!("trace: {p}")))?;
     let src: IpAddr = args.src.parse().map_err(|_| CliError::BadAddress {
@@ -506,10 +503,14 @@ fn check_trace(args: &TraceArgs) -> Result<(), CliError> {
             )));
         }
     }
-    for (flag, value) in [("--sport", &args.sport), ("--dport", &args.dport)] {
+    let mut ports = [None, None];
+    for (port, (flag, value)) in ports
+        .iter_mut()
+        .zip([("--sport", &args.sport), ("--dport", &args.dport)])
+    {
         if let Some(v) = value {
             match parse_port_range(v) {
-                Ok((a, b)) if a == b => {}
+                Ok((a, b)) if a == b => *port = Some(a),
                 Ok(_) => {
                     return Err(CliError::Usage(format!(
                         "trace: {flag} {v:?}: expected one port"
@@ -526,5 +527,13 @@ fn check_trace(args: &TraceArgs) -> Result<(), CliError> {
             )));
         }
     }
-    Ok(())
+    Ok(TraceRequest {
+        in_iface: args.in_iface.clone(),
+        src: args.src.clone(),
+        dst: args.dst.clone(),
+        proto: args.proto.clone(),
+        sport: ports[0],
+        dport: ports[1],
+        vlan: args.vlan,
+    })
 }

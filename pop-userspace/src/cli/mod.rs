@@ -58,9 +58,6 @@ pub enum CliError {
         /// The decoding error.
         error: String,
     },
-    /// `trace` has no API message yet.
-    #[error("trace is not supported by this popd yet")]
-    TraceUnsupported,
     /// Writing to stdout failed.
     #[error("cannot write output: {0}")]
     Output(io::Error),

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use serde::de::DeserializeOwned;
 
 use super::CliError;
-use crate::api::protocol::{ApplyInfo, CustomerStats, Request, RouteInfo, StatusInfo};
+use crate::api::protocol::{ApplyInfo, CustomerStats, Request, RouteInfo, StatusInfo, TraceInfo};
 use crate::config::model::{Acl, AclAction, Customer};
 
 /// A table: uppercase headers and left-aligned columns two spaces apart.
@@ -84,6 +84,7 @@ pub fn plain(req: &Request, data: &serde_json::Value, out: &mut dyn Write) -> Re
         Request::AclShow => acls(&decode::<Vec<Acl>>("acl show", data)?),
         Request::Stats { .. } => stats(&decode::<Vec<CustomerStats>>("stats", data)?),
         Request::Apply { .. } => apply(&decode::<ApplyInfo>("apply", data)?),
+        Request::Trace(_) => trace(&decode::<TraceInfo>("trace", data)?),
         Request::Export => {
             let mut text = data
                 .get("config")
@@ -121,6 +122,50 @@ pub fn write_all(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
         _ => Ok(()),
     }
+}
+
+/// `popctl trace`: one line per stage the packet met.
+fn trace(t: &TraceInfo) -> String {
+    let mut lines = vec![("packet", t.packet.clone())];
+    let customers: Vec<String> = [
+        t.customer_out
+            .as_ref()
+            .map(|c| format!("{c} (source, out)")),
+        t.customer_in
+            .as_ref()
+            .map(|c| format!("{c} (destination, in)")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !customers.is_empty() {
+        lines.push(("customers", customers.join(", ")));
+    }
+    if let Some(r) = &t.route {
+        let via: Vec<&str> = r.nexthops.iter().map(|n| n.via.as_str()).collect();
+        lines.push((
+            "route",
+            format!("{} via {} dev {}", r.prefix, via.join(","), r.dev),
+        ));
+    }
+    let reason = t.reason.as_deref().unwrap_or("?");
+    let verdict = match t.action.as_str() {
+        "redirect" | "tx" => format!(
+            "{} out of {} to {}",
+            t.action,
+            dash(t.egress.as_ref()),
+            dash(t.nexthop_mac.as_ref())
+        ),
+        "pass" => format!("pass to the kernel ({reason})"),
+        "drop" => match (&t.acl_rule, &t.policed_by) {
+            (Some(rule), _) => format!("drop ({reason}, rule {rule})"),
+            (None, Some(c)) if reason == "policed" => format!("drop ({reason}, {c}'s policer)"),
+            _ => format!("drop ({reason})"),
+        },
+        other => other.to_string(),
+    };
+    lines.push(("verdict", verdict));
+    lines.iter().map(|(k, v)| format!("{k:<10}{v}\n")).collect()
 }
 
 fn status(s: &StatusInfo) -> String {

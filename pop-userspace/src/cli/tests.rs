@@ -438,11 +438,25 @@ fn top_and_trace() {
         }
     );
     assert_eq!(
-        error(&[
+        request(&[
             "trace", "--in", "eth0", "--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "tcp",
             "--dport", "22"
         ]),
-        (1, "trace is not supported by this popd yet".into())
+        Request::Trace(crate::api::protocol::TraceRequest {
+            in_iface: "eth0".into(),
+            src: "10.0.0.1".into(),
+            dst: "10.0.0.2".into(),
+            proto: Some("tcp".into()),
+            sport: None,
+            dport: Some(22),
+            vlan: None,
+        })
+    );
+    assert_eq!(
+        error(&[
+            "trace", "--in", "eth0", "--src", "10.0.0.1", "--dst", "10.0.0.2", "--dport", "1-2"
+        ]),
+        (2, "trace: --dport \"1-2\": expected one port".into())
     );
     assert_eq!(
         error(&[

@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use super::compile::{self, Tables};
 use crate::acl::AclMaps;
 use crate::api::protocol::{
-    ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo, StatusInfo,
+    ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
+    StatusInfo, TraceInfo, TraceRequest,
 };
 use crate::config::model::{Config, XdpMode};
 use crate::config::{diff, validate};
@@ -526,6 +527,7 @@ impl Controller {
             Request::Stats { customer } => self.stats(customer.as_deref()),
             Request::Apply { config, dry_run } => self.apply_config(&config, dry_run),
             Request::Export => Ok(json!({ "config": validate::to_toml(&self.state.config) })),
+            Request::Trace(t) => self.trace(&t),
         };
         (reply, After::Continue)
     }
@@ -630,6 +632,61 @@ impl Controller {
             .collect();
         out.sort_by_key(|r| sort_key(&r.prefix));
         out
+    }
+
+    /// `popctl trace`: runs the described packet through the trace program.
+    fn trace(&mut self, req: &TraceRequest) -> Reply {
+        let link = self
+            .kernel
+            .links
+            .get(&req.in_iface)
+            .ok_or_else(|| format!("trace: --in {}: no such device", req.in_iface))?;
+        let ifindex = link.ifindex;
+        let (frame, packet) = super::trace::frame(req, link.mac)?;
+        let Some(dp) = self.dp.as_mut() else {
+            return Err("trace: the data plane is not loaded".into());
+        };
+        let (action, rec) = dp.trace(&frame, ifindex).map_err(|e| e.to_string())?;
+        let ids = &self.state.ids.customers;
+        let customer = |id: u32| {
+            ids.iter()
+                .find(|(_, v)| **v == id && id != 0)
+                .map(|(name, _)| name.clone())
+        };
+        let forwarded = action == XDP_TX || action == XDP_REDIRECT;
+        let egress = self
+            .kernel
+            .links
+            .iter()
+            .find(|(_, l)| l.ifindex == rec.egress_ifindex)
+            .map(|(name, _)| name.clone());
+        let info = TraceInfo {
+            packet: format!("{packet} in {}", req.in_iface),
+            action: match action {
+                XDP_DROP => "drop",
+                XDP_PASS => "pass",
+                XDP_TX => "tx",
+                XDP_REDIRECT => "redirect",
+                _ => "aborted",
+            }
+            .into(),
+            reason: match action {
+                XDP_DROP => DropReason::from_u32(rec.drop_reason).map(|r| r.label().into()),
+                XDP_PASS => PassReason::from_u32(rec.pass_reason).map(|r| r.label().into()),
+                _ => None,
+            },
+            customer_out: customer(rec.customer_out),
+            customer_in: customer(rec.customer_in),
+            policed_by: customer(rec.policed_customer),
+            acl_rule: None,
+            route: (rec.route_found == 1)
+                .then(|| self.route_get(&req.dst).ok())
+                .flatten()
+                .and_then(|v| serde_json::from_value(v).ok()),
+            egress: egress.filter(|_| forwarded),
+            nexthop_mac: forwarded.then(|| format_mac(&rec.dmac)),
+        };
+        Ok(serde_json::to_value(info).expect("serialises"))
     }
 
     fn route_get(&self, address: &str) -> Reply {
@@ -763,6 +820,12 @@ fn sort_key(p: &str) -> (u8, Option<IpNet>, String) {
     let net = p.parse::<IpNet>().ok();
     (matches!(net, Some(IpNet::V6(_))) as u8, net, p.to_string())
 }
+
+/// XDP actions as the kernel numbers them.
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
 
 /// "aa:bb:cc:dd:ee:ff".
 pub fn format_mac(m: &[u8; 6]) -> String {

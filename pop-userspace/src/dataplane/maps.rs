@@ -47,6 +47,8 @@ pub struct Maps {
     pub cust_stats: PerCpuArray<MapData, PopCounter>,
     /// Per customer and drop reason.
     pub cust_drops: PerCpuArray<MapData, PopCounter>,
+    /// The trace program's record, per CPU.
+    pub trace_out: PerCpuArray<MapData, pop_common::PopTrace>,
 }
 
 fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
@@ -101,6 +103,7 @@ impl Maps {
             pass_stats: typed!(dir, names::PASS_STATS),
             cust_stats: typed!(dir, names::CUST_STATS),
             cust_drops: typed!(dir, names::CUST_DROPS),
+            trace_out: typed!(dir, names::TRACE_OUT),
         })
     }
 

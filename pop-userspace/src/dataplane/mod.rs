@@ -4,6 +4,7 @@
 //! Layout under the bpffs directory (default `/sys/fs/bpf/pop`):
 //! ```text
 //! prog                       the pop_xdp program
+//! prog_trace                 the pop_trace program (`popctl trace`, never attached)
 //! maps/<name>                every map of pop_common::maps::ALL
 //! links/native/<ifname>      XDP links, one per attached interface,
 //! links/generic/<ifname>     in the directory of their attach mode
@@ -106,6 +107,7 @@ pub enum RequestedMode {
 pub struct Dataplane {
     root: PathBuf,
     program: Xdp,
+    trace: Xdp,
     program_id: u32,
     adopted: bool,
     /// Typed handles on every map.
@@ -140,6 +142,7 @@ impl Dataplane {
         ensure_bpffs()?;
         let maps_dir = root.join("maps");
         let prog_pin = root.join("prog");
+        let trace_pin = root.join("prog_trace");
         fs::create_dir_all(&maps_dir).map_err(io_err(&maps_dir))?;
         for mode in [AttachMode::Native, AttachMode::Generic] {
             let d = root.join("links").join(mode.dir());
@@ -149,15 +152,18 @@ impl Dataplane {
         if adopted {
             // A data plane pinned by a build with another ABI cannot be adopted:
             // say so instead of failing on the first map that does not fit.
-            let missing: Vec<&str> = pop_common::maps::ALL
+            let mut missing: Vec<&str> = pop_common::maps::ALL
                 .iter()
                 .copied()
                 .filter(|m| !maps_dir.join(m).exists())
                 .collect();
+            if !trace_pin.exists() {
+                missing.push("program prog_trace");
+            }
             if !missing.is_empty() {
                 return Err(DataplaneError::Load(format!(
                     "the data plane pinned under {} comes from an incompatible pop build \
-                     (maps missing: {}); remove it with the old popd (`popctl shutdown --detach`) \
+                     (missing: {}); remove it with the old popd (`popctl shutdown --detach`) \
                      or `rm -r {}`, then start popd again (forwarding stops meanwhile)",
                     root.display(),
                     missing.join(", "),
@@ -172,22 +178,35 @@ impl Dataplane {
                 .default_map_pin_directory(&maps_dir)
                 .load(pop_ebpf::pop_object())
                 .map_err(|e| DataplaneError::Load(error_chain(&e)))?;
-            let prog: &mut Xdp = ebpf
-                .program_mut(pop_ebpf::PROGRAM_NAME)
-                .ok_or_else(|| DataplaneError::Load("program pop_xdp not in object".into()))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(e.to_string()))?;
-            prog.load()
-                .map_err(|e| DataplaneError::Load(error_chain(&e)))?;
-            prog.pin(&prog_pin).map_err(|e| {
-                DataplaneError::Load(format!("pinning {}: {e}", prog_pin.display()))
-            })?;
+            for (name, pin) in [
+                (pop_ebpf::PROGRAM_NAME, &prog_pin),
+                (pop_ebpf::TRACE_PROGRAM_NAME, &trace_pin),
+            ] {
+                let prog: &mut Xdp = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| DataplaneError::Load(format!("program {name} not in object")))?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| {
+                        DataplaneError::Load(e.to_string())
+                    })?;
+                prog.load()
+                    .map_err(|e| DataplaneError::Load(format!("{name}: {}", error_chain(&e))))?;
+                prog.pin(pin)
+                    .map_err(|e| DataplaneError::Load(format!("pinning {}: {e}", pin.display())))?;
+            }
         }
         // One path for both cases: from the pins.
         let program = Xdp::from_pin(&prog_pin, XdpAttachType::Interface).map_err(|e| {
             DataplaneError::Load(format!(
                 "opening {}: {}",
                 prog_pin.display(),
+                error_chain(&e)
+            ))
+        })?;
+        let trace = Xdp::from_pin(&trace_pin, XdpAttachType::Interface).map_err(|e| {
+            DataplaneError::Load(format!(
+                "opening {}: {}",
+                trace_pin.display(),
                 error_chain(&e)
             ))
         })?;
@@ -199,10 +218,59 @@ impl Dataplane {
         Ok(Self {
             root: root.to_path_buf(),
             program,
+            trace,
             program_id,
             adopted,
             maps,
         })
+    }
+
+    /// Runs `frame`, arriving on `ingress_ifindex`, through the trace program:
+    /// the live pipeline on the live maps that counts nothing and takes no
+    /// policer tokens. Returns the XDP action and what the pipeline recorded.
+    /// BPF_PROG_TEST_RUN resolves the ifindex in the calling thread's netns.
+    pub fn trace(
+        &mut self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+    ) -> Result<(u32, pop_common::PopTrace), DataplaneError> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        // Clear every CPU's record: the one the run writes is the one marked done.
+        let cpus = self.maps.trace_out.get(&0, 0).map(|v| v.len()).unwrap_or(1);
+        let zeros = aya::maps::PerCpuValues::try_from(vec![pop_common::PopTrace::default(); cpus])
+            .map_err(|e| DataplaneError::Map {
+                map: pop_common::maps::TRACE_OUT,
+                reason: e.to_string(),
+            })?;
+        self.maps
+            .trace_out
+            .set(0, zeros, 0)
+            .map_err(maps::map_err(pop_common::maps::TRACE_OUT))?;
+        let mut out = vec![0u8; frame.len() + 256];
+        use aya::programs::TestRun;
+        let result = self
+            .trace
+            .test_run(aya::programs::TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: 1,
+                ..Default::default()
+            })
+            .map_err(|e| DataplaneError::Load(format!("trace run: {}", error_chain(&e))))?;
+        let record = self
+            .maps
+            .trace_out
+            .get(&0, 0)
+            .map_err(maps::map_err(pop_common::maps::TRACE_OUT))?
+            .iter()
+            .find(|t| t.done == 1)
+            .copied()
+            .unwrap_or_default();
+        Ok((result.return_value, record))
     }
 
     /// Kernel id of the program.
