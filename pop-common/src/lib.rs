@@ -6,7 +6,7 @@
 #![deny(missing_docs)]
 
 /// Interfaces pop can be attached to at once (slots in `iface_stats`).
-pub const MAX_IFACES: u32 = 64;
+pub const MAX_IFACES: u32 = 1024;
 /// Next hops per route (ECMP width).
 pub const MAX_ECMP: usize = 8;
 /// Entries of the `nexthops` array.
@@ -110,6 +110,8 @@ pub mod maps {
     pub const SPOOF_ALLOW: &str = "spoof_allow";
     /// customer_id * 2 + direction → [`super::PopPolicer`].
     pub const POLICERS: &str = "policers";
+    /// [`super::PopVlanKey`] → ifindex of the VLAN device (u32).
+    pub const VLAN_IFACES: &str = "vlan_ifaces";
     /// Per CPU, index 0 → [`super::PopTrace`]: the trace program's record.
     pub const TRACE_OUT: &str = "trace_out";
     /// Every map pop pins, for adoption and cleanup.
@@ -139,6 +141,7 @@ pub mod maps {
         SPOOF_ALLOW,
         POLICERS,
         TRACE_OUT,
+        VLAN_IFACES,
     ];
 }
 
@@ -352,7 +355,7 @@ pub struct PopRoute {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PopNexthop {
-    /// Egress interface.
+    /// Egress XDP port (for a VLAN device, the port it sits on).
     pub ifindex: u32,
     /// `NH_*` bits.
     pub flags: u32,
@@ -362,6 +365,20 @@ pub struct PopNexthop {
     pub smac: [u8; 6],
     /// Egress MTU (L3 bytes); 0 disables the check.
     pub mtu: u32,
+    /// 802.1Q id the packet leaves with; 0: untagged.
+    pub vlan: u16,
+    /// Padding.
+    pub pad: u16,
+}
+
+/// `struct pop_vlan_key`: key of `vlan_ifaces`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PopVlanKey {
+    /// The XDP port.
+    pub ifindex: u32,
+    /// VLAN id.
+    pub vid: u32,
 }
 
 /// `struct pop_customer_ref`: value of `cust_v4`/`cust_v6`.
@@ -558,6 +575,7 @@ mod pod {
     unsafe impl aya::Pod for PopSpoofKey {}
     unsafe impl aya::Pod for PopPolicer {}
     unsafe impl aya::Pod for PopTrace {}
+    unsafe impl aya::Pod for PopVlanKey {}
 }
 
 /// A struct's C name, size and (field name, offset) pairs.
@@ -581,7 +599,12 @@ pub fn layouts() -> &'static [Layout] {
         l!("pop_lpm_v4", LpmV4, [prefixlen, addr]),
         l!("pop_lpm_v6", LpmV6, [prefixlen, addr]),
         l!("pop_route", PopRoute, [flags, nh_count, nh_ids]),
-        l!("pop_nexthop", PopNexthop, [ifindex, flags, dmac, smac, mtu]),
+        l!(
+            "pop_nexthop",
+            PopNexthop,
+            [ifindex, flags, dmac, smac, mtu, vlan, pad]
+        ),
+        l!("pop_vlan_key", PopVlanKey, [ifindex, vid]),
         l!("pop_customer_ref", PopCustomerRef, [customer_id]),
         l!("pop_local_v6", PopLocalV6, [addr]),
         l!("pop_counter", PopCounter, [packets, bytes]),

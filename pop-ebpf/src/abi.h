@@ -11,7 +11,7 @@
 #include <linux/types.h>
 #include <linux/bpf.h> /* struct bpf_spin_lock */
 
-#define POP_MAX_IFACES 64
+#define POP_MAX_IFACES 1024
 #define POP_MAX_ECMP 8
 #define POP_MAX_NEXTHOPS 65536
 #define POP_MAX_CUSTOMERS 16384
@@ -153,11 +153,20 @@ struct pop_route {
 
 /* A resolved next hop: where and how to send (map `nexthops`, array). */
 struct pop_nexthop {
-	__u32 ifindex;
+	__u32 ifindex; /* the XDP port it leaves by (a VLAN device's lower port) */
 	__u32 flags;
 	__u8 dmac[6];
 	__u8 smac[6];
 	__u32 mtu;
+	__u16 vlan; /* 802.1Q id to leave with; 0: untagged */
+	__u16 pad;
+};
+
+/* Key of vlan_ifaces: a tagged frame on an XDP port belongs to the VLAN
+ * device (ip link ... type vlan) for that port and id, if popd knows one. */
+struct pop_vlan_key {
+	__u32 ifindex; /* the XDP port */
+	__u32 vid;
 };
 
 /* A customer's prefix points at its id (maps cust_v4/cust_v6). */

@@ -16,6 +16,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } config SEC(".maps");
 
+/* ifindex → interface: the XDP ports, and the VLAN devices on them. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, POP_MAX_IFACES);
@@ -23,6 +24,16 @@ struct {
 	__type(value, struct pop_iface);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ifaces SEC(".maps");
+
+/* (XDP port, VLAN id) → ifindex of the VLAN device, which has its entry in
+ * ifaces: a tagged frame is handled as arriving on that device. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POP_MAX_IFACES);
+	__type(key, struct pop_vlan_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vlan_ifaces SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);

@@ -67,6 +67,27 @@ static __always_inline int parse_ethhdr(struct hdr_cursor *cur, void *data_end,
 	return bpf_ntohs(hdr->h_proto);
 }
 
+/* An 802.1Q / 802.1ad tag, after the MACs' EtherType slot (which holds the
+ * tag's TPID). */
+struct vlan_tag {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
+/* Skips one VLAN tag: its id in *vid; returns the EtherType it carries, -1
+ * when the frame ends inside it. */
+static __always_inline int parse_vlan(struct hdr_cursor *cur, void *data_end,
+				      __u32 *vid)
+{
+	struct vlan_tag *tag = cur->pos;
+
+	if ((void *)(tag + 1) > data_end)
+		return -1;
+	cur->pos = tag + 1;
+	*vid = bpf_ntohs(tag->tci) & 0x0FFF;
+	return bpf_ntohs(tag->encap_proto);
+}
+
 static __always_inline int parse_ports(struct hdr_cursor *cur, void *data_end,
 				       struct packet *pkt)
 {

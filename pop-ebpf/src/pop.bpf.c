@@ -148,7 +148,10 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u32 ifindex = ctx->ingress_ifindex;
+	/* The XDP port, and the interface the packet is on: the port, or the
+	 * VLAN device for its tag. */
+	__u32 port = ctx->ingress_ifindex, ifindex = port, vid = 0;
+	int tagged = 0;
 	struct hdr_cursor cur = { .pos = data };
 	struct packet pkt = {};
 	struct pop_iface *iface;
@@ -179,8 +182,28 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	proto = parse_ethhdr(&cur, data_end, &eth);
 	if (proto < 0)
 		return verdict_drop(t, iface, POP_DROP_MALFORMED, len);
-	if (proto == ETH_P_8021Q || proto == ETH_P_8021AD)
-		return verdict_pass(t, iface, POP_PASS_VLAN, len);
+	if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+		struct pop_vlan_key vkey = { .ifindex = port };
+		struct pop_iface *vlan_iface;
+		__u32 *dev;
+
+		proto = parse_vlan(&cur, data_end, &vid);
+		if (proto < 0)
+			return verdict_drop(t, iface, POP_DROP_MALFORMED, len);
+		/* Double tags (QinQ), and ids popd does not serve: the kernel's. */
+		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD)
+			return verdict_pass(t, iface, POP_PASS_VLAN, len);
+		vkey.vid = vid;
+		dev = bpf_map_lookup_elem(&vlan_ifaces, &vkey);
+		if (!dev)
+			return verdict_pass(t, iface, POP_PASS_VLAN, len);
+		ifindex = *dev;
+		vlan_iface = bpf_map_lookup_elem(&ifaces, &ifindex);
+		if (!vlan_iface)
+			return verdict_pass(t, iface, POP_PASS_VLAN, len);
+		iface = vlan_iface;
+		tagged = 1;
+	}
 	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
 		return verdict_pass(t, iface, POP_PASS_NON_IP, len);
 	if (eth->h_dest[0] & 1)
@@ -261,20 +284,24 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		return verdict_pass(t, iface, POP_PASS_MTU, len);
 	/* Check the devmap before touching the packet: a redirect that falls
 	 * back to the stack after a MAC rewrite would be dropped there. */
-	if (nh->ifindex != ifindex && !bpf_map_lookup_elem(&tx_ports, &nh->ifindex))
+	if (nh->ifindex != port && !bpf_map_lookup_elem(&tx_ports, &nh->ifindex))
 		return verdict_pass(t, iface, POP_PASS_UNRESOLVED, len);
 
-	/* 5. Rewrite and send. */
-	rewrite_macs(eth, nh);
+	/* 5. Rewrite and send: TTL first, while the IP header pointers hold,
+	 * then the Ethernet header and VLAN tag for the next hop. */
 	if (iph)
 		ipv4_decrease_ttl(iph);
 	else if (ip6h)
 		ip6h->hop_limit--;
+	/* Drivers leave XDP_PACKET_HEADROOM (256 bytes) before the frame, so
+	 * growing it by a tag does not fail in practice. */
+	if (rewrite_l2(ctx, tagged, nh))
+		return verdict_drop(t, iface, POP_DROP_MALFORMED, len);
 
 	/* 6. Count. */
 	count_customer(t, customer_out, POP_DIR_OUT, len);
 	count_customer(t, customer_in, POP_DIR_IN, len);
-	if (nh->ifindex == ifindex) {
+	if (nh->ifindex == port) {
 		count_iface(t, iface, POP_ACTION_TX, len);
 		return XDP_TX;
 	}

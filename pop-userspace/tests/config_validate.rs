@@ -262,7 +262,7 @@ fn too_many_interfaces() {
     }
     assert_eq!(
         rejected(&cfg),
-        "too many interfaces: 65 exceeds the maximum of 64"
+        "too many interfaces: 1025 exceeds the maximum of 1024"
     );
     cfg.interfaces.pop();
     ok(&cfg);

@@ -72,6 +72,7 @@ impl Lab {
                 dmac: NEIGHBOUR_MAC,
                 smac: upstream.mac,
                 mtu: 9000,
+                ..PopNexthop::default()
             },
         )
         .unwrap();

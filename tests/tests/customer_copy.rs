@@ -41,6 +41,7 @@ fn packets_are_counted_by_the_live_customer_copy_only() {
             dmac: [2, 0, 0, 0, 0, 1],
             smac: b.mac,
             mtu: 1500,
+            ..PopNexthop::default()
         };
         h.set_nexthop(1, nh).unwrap();
         h.add_route_v4("100.64.0.0/24", &[1], 0).unwrap();
@@ -135,6 +136,7 @@ fn customer_changes_under_traffic_never_mix_tables() {
             dmac: [2, 0, 0, 0, 0, 1],
             smac: b.mac,
             mtu: 1500,
+            ..PopNexthop::default()
         };
         h.set_nexthop(1, nh).unwrap();
         h.add_route_v4("203.0.113.0/24", &[1], 0).unwrap();

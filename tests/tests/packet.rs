@@ -525,6 +525,7 @@ fn load_tables(h: &mut Harness, lab: &Lab, tables: &[Table]) {
                         dmac: *dmac,
                         smac: port.mac,
                         mtu: *mtu,
+                        ..PopNexthop::default()
                     },
                 )
             }

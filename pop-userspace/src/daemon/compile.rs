@@ -1,13 +1,13 @@
 //! Desired state → the exact contents of the data plane's maps, and the diff
 //! that turns what is in the maps into that. The per-packet path does no work
 //! that can be done here (STYLE.md rule 4).
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_common::{
-    PopConfig, PopIface, PopLocalV6, PopNexthop, PopRoute, CFG_NO_ROUTE_DROP, MAX_CUSTOMERS,
-    MAX_IFACES, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID,
+    PopConfig, PopIface, PopLocalV6, PopNexthop, PopRoute, PopVlanKey, CFG_NO_ROUTE_DROP,
+    MAX_CUSTOMERS, MAX_IFACES, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID,
 };
 
 use crate::acl::SpoofTables;
@@ -15,7 +15,7 @@ use crate::config::model::{Config, InterfaceRole, NoRouteAction};
 use crate::config::validate;
 use crate::dataplane::maps::{key_v4, key_v6, map_err};
 use crate::dataplane::{DataplaneError, Maps};
-use crate::netlink::KernelView;
+use crate::netlink::{KernelView, Link};
 use crate::state::Ids;
 
 /// The contents of every map popd writes.
@@ -27,6 +27,9 @@ pub struct Tables {
     pub ifaces: HashMap<u32, PopIface>,
     /// Egress ifindexes.
     pub tx_ports: HashSet<u32>,
+    /// VLAN devices served: (XDP port, VLAN id) → the device's ifindex (which
+    /// has its entry in `ifaces`).
+    pub vlans: HashMap<PopVlanKey, u32>,
     /// Next hops by id.
     pub nexthops: HashMap<u32, PopNexthop>,
     /// IPv4 routes.
@@ -139,10 +142,23 @@ pub fn compile(
         // Chosen by apply(): the copy that holds `cust_v4`/`cust_v6` below.
         cust_copy: 0,
     });
+    // A customer with a VLAN attaches at the VLAN devices for that id on its
+    // ports: there it is counted, protected against spoofing and matched by
+    // ACL `in_iface`.
     let customers: Vec<validate::ValidCustomer> = cfg
         .customers
         .iter()
         .filter_map(|c| validate::check_customer(c).ok())
+        .map(|mut c| {
+            if let Some(vid) = c.vlan {
+                c.interfaces = c
+                    .interfaces
+                    .iter()
+                    .filter_map(|port| vlan_device(kernel, port, vid))
+                    .collect();
+            }
+            c
+        })
         .collect();
     t.spoof = crate::acl::spoof_tables(
         &customers,
@@ -184,11 +200,48 @@ pub fn compile(
         );
         t.tx_ports.insert(link.ifindex);
     }
+    // VLAN devices on attached ports where customers attach.
+    let vlan_devs: BTreeSet<&str> = customers
+        .iter()
+        .filter(|c| c.vlan.is_some())
+        .flat_map(|c| c.interfaces.iter().map(String::as_str))
+        .collect();
+    let vlan_hops = VlanNexthops::new(cfg, kernel);
+    for dev in vlan_devs {
+        let Some(link) = kernel.links.get(dev) else {
+            continue;
+        };
+        let Some((port, vid)) = link.vlan else {
+            continue;
+        };
+        let Some(&port_iface) = t.ifaces.get(&port) else {
+            continue;
+        };
+        let flags = if t.spoof.is_anti_spoofing_port(link.ifindex) {
+            pop_common::IFACE_ANTI_SPOOFING
+        } else {
+            0
+        };
+        t.ifaces.insert(
+            link.ifindex,
+            PopIface {
+                flags,
+                mtu: link.mtu,
+                ..port_iface
+            },
+        );
+        t.vlans.insert(
+            PopVlanKey {
+                ifindex: port,
+                vid: u32::from(vid),
+            },
+            link.ifindex,
+        );
+    }
     for r in &cfg.routes {
         let Ok(prefix) = r.prefix.parse::<IpNet>() else {
             continue;
         };
-        let link = kernel.links.get(&r.dev);
         let mut route = PopRoute::default();
         for via in &r.via {
             let Ok(ip) = via.parse::<IpAddr>() else {
@@ -197,12 +250,18 @@ pub fn compile(
             let Some(&id) = ids.nexthops.get(&nexthop_key(&r.dev, &ip)) else {
                 continue;
             };
+            let link = vlan_hops.link(kernel, &r.dev, &ip);
             let mut nh = PopNexthop {
                 flags: NH_VALID,
                 ..Default::default()
             };
-            if let Some(link) = link.filter(|l| t.tx_ports.contains(&l.ifindex)) {
-                nh.ifindex = link.ifindex;
+            // A VLAN device's packets leave by its port with its tag.
+            let port = link
+                .map(|l| l.vlan.unwrap_or((l.ifindex, 0)))
+                .filter(|(port, _)| t.tx_ports.contains(port));
+            if let (Some(link), Some((port, vid))) = (link, port) {
+                nh.ifindex = port;
+                nh.vlan = vid;
                 nh.smac = link.mac;
                 nh.mtu = link.mtu;
                 if let Some(mac) = kernel
@@ -246,15 +305,66 @@ pub fn compile(
     t
 }
 
+/// Next hops inside a VLAN customer's prefixes on its port are reached through
+/// the VLAN device for that customer's id (`ip link add link eth1 name eth1.100
+/// type vlan id 100`): the kernel resolves their MACs there, and the data plane
+/// tags their packets.
+struct VlanNexthops {
+    /// port name → (customer prefix, VLAN device name).
+    by_port: HashMap<String, Vec<(IpNet, String)>>,
+}
+
+impl VlanNexthops {
+    fn new(cfg: &Config, kernel: &KernelView) -> Self {
+        let mut by_port: HashMap<String, Vec<(IpNet, String)>> = HashMap::new();
+        for c in &cfg.customers {
+            let Some(vid) = c.vlan else { continue };
+            for port in &c.interfaces {
+                let Some(dev) = vlan_device(kernel, port, vid) else {
+                    continue;
+                };
+                for p in c.prefixes.iter().filter_map(|p| p.parse::<IpNet>().ok()) {
+                    by_port
+                        .entry(port.clone())
+                        .or_default()
+                        .push((p, dev.clone()));
+                }
+            }
+        }
+        Self { by_port }
+    }
+
+    /// The link next hop `via` on `dev` is reached through.
+    fn link<'k>(&self, kernel: &'k KernelView, dev: &str, via: &IpAddr) -> Option<&'k Link> {
+        let vlan_dev = self
+            .by_port
+            .get(dev)
+            .and_then(|v| v.iter().find(|(p, _)| p.contains(via)))
+            .map(|(_, d)| d.as_str());
+        kernel.links.get(vlan_dev.unwrap_or(dev))
+    }
+}
+
+/// The name of the VLAN device with id `vid` on `port`, if the kernel has one.
+pub fn vlan_device(kernel: &KernelView, port: &str, vid: u16) -> Option<String> {
+    let port = kernel.links.get(port)?.ifindex;
+    kernel
+        .links
+        .iter()
+        .find(|(_, l)| l.vlan == Some((port, vid)))
+        .map(|(name, _)| name.clone())
+}
+
 /// Next hops that are wanted but unresolved: (ifindex, address) to ask the kernel for.
 pub fn unresolved(cfg: &Config, kernel: &KernelView) -> Vec<(u32, IpAddr)> {
     let mut out = Vec::new();
+    let vlan_hops = VlanNexthops::new(cfg, kernel);
     for r in &cfg.routes {
-        let Some(link) = kernel.links.get(&r.dev) else {
-            continue;
-        };
         for via in &r.via {
             if let Ok(ip) = via.parse::<IpAddr>() {
+                let Some(link) = vlan_hops.link(kernel, &r.dev, &ip) else {
+                    continue;
+                };
                 let known = kernel
                     .neighbours
                     .get(&(link.ifindex, ip))
@@ -294,6 +404,15 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
         if applied.ifaces.get(k) != Some(v) {
             maps.ifaces.insert(*k, *v, 0).map_err(map_err(n::IFACES))?;
             applied.ifaces.insert(*k, *v);
+        }
+    }
+    // VLAN devices after their `ifaces` entries.
+    for (k, v) in &want.vlans {
+        if applied.vlans.get(k) != Some(v) {
+            maps.vlan_ifaces
+                .insert(*k, *v, 0)
+                .map_err(map_err(n::VLAN_IFACES))?;
+            applied.vlans.insert(*k, *v);
         }
     }
     // 2. Next hops (new and changed).
@@ -406,6 +525,16 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
         applied.nexthops.remove(&k);
     }
     let gone: Vec<_> = applied
+        .vlans
+        .keys()
+        .filter(|k| !want.vlans.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        ignore_missing(maps.vlan_ifaces.remove(&k)).map_err(map_err(n::VLAN_IFACES))?;
+        applied.vlans.remove(&k);
+    }
+    let gone: Vec<_> = applied
         .ifaces
         .keys()
         .filter(|k| !want.ifaces.contains_key(k))
@@ -506,6 +635,9 @@ pub fn read_back(maps: &Maps) -> Tables {
     for k in maps.tx_ports.keys().flatten() {
         t.tx_ports.insert(k);
     }
+    for (k, v) in maps.vlan_ifaces.iter().flatten() {
+        t.vlans.insert(k, v);
+    }
     for (k, v) in maps.routes_v4.iter().flatten() {
         if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
             t.routes_v4.insert(p, v);
@@ -551,4 +683,130 @@ pub fn read_back(maps: &Maps) -> Tables {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::AttachMode;
+    use crate::netlink::Neighbour;
+
+    const CONFIG: &str = r#"
+[[interfaces]]
+name = "eth0"
+role = "upstream"
+
+[[interfaces]]
+name = "eth1"
+role = "customer"
+
+[[customers]]
+name = "tagged"
+prefixes = ["10.100.0.0/24"]
+interfaces = ["eth1"]
+vlan = 100
+anti_spoofing = true
+
+[[customers]]
+name = "plain"
+prefixes = ["198.51.100.0/24"]
+interfaces = ["eth1"]
+
+[[routes]]
+prefix = "10.100.0.0/24"
+via = ["10.100.0.10"]
+dev = "eth1"
+
+[[routes]]
+prefix = "198.51.100.0/24"
+via = ["198.51.100.10"]
+dev = "eth1"
+"#;
+
+    fn link(ifindex: u32, last: u8, vlan: Option<(u32, u16)>) -> Link {
+        Link {
+            ifindex,
+            mac: [2, 0, 0, 0, 0, last],
+            mtu: 1500,
+            xdp: None,
+            vlan,
+        }
+    }
+
+    /// The kernel: ports eth0 (2) and eth1 (3), VLAN device eth1.100 (7).
+    fn kernel() -> KernelView {
+        let mut k = KernelView::default();
+        k.links.insert("eth0".into(), link(2, 2, None));
+        k.links.insert("eth1".into(), link(3, 3, None));
+        k.links
+            .insert("eth1.100".into(), link(7, 7, Some((3, 100))));
+        k
+    }
+
+    fn tables(kernel: &KernelView) -> (Tables, Ids) {
+        let cfg = validate::parse_config(CONFIG).unwrap();
+        validate::validate(&cfg).unwrap();
+        let (ids, _) = assign_ids(&cfg, &Ids::default()).unwrap();
+        let attached = BTreeMap::from([
+            ("eth0".to_string(), AttachMode::Native),
+            ("eth1".to_string(), AttachMode::Native),
+        ]);
+        (compile(&cfg, &ids, 1, kernel, &attached, 0), ids)
+    }
+
+    #[test]
+    fn a_vlan_customer_is_served_through_its_vlan_device() {
+        let mut k = kernel();
+        let cfg = validate::parse_config(CONFIG).unwrap();
+        // Its next hop is resolved on the VLAN device, not on the port.
+        assert_eq!(
+            unresolved(&cfg, &k),
+            vec![
+                (7, "10.100.0.10".parse().unwrap()),
+                (3, "198.51.100.10".parse().unwrap())
+            ]
+        );
+        k.neighbours.insert(
+            (7, "10.100.0.10".parse().unwrap()),
+            Neighbour {
+                mac: Some([2, 0, 0, 0, 0, 0x10]),
+            },
+        );
+        let (t, ids) = tables(&k);
+        // Tagged frames with id 100 on eth1 are eth1.100's.
+        assert_eq!(
+            t.vlans,
+            HashMap::from([(
+                PopVlanKey {
+                    ifindex: 3,
+                    vid: 100
+                },
+                7
+            )])
+        );
+        let (port, dev) = (t.ifaces[&3], t.ifaces[&7]);
+        assert_eq!(dev.slot, port.slot, "counted on its port");
+        assert_eq!(dev.flags, pop_common::IFACE_ANTI_SPOOFING);
+        assert_eq!(port.flags, 0, "the untagged customer is not protected");
+        let tagged = ids.customers["tagged"];
+        assert!(t.spoof.allow.contains(&(tagged, 7)));
+        assert!(!t.tx_ports.contains(&7), "packets leave by the port");
+        // Its next hop leaves by eth1 with tag 100; the other one untagged.
+        let nh = |via: &str| t.nexthops[&ids.nexthops[&nexthop_key("eth1", &via.parse().unwrap())]];
+        let v = nh("10.100.0.10");
+        assert_eq!((v.ifindex, v.vlan, v.dmac[5], v.smac[5]), (3, 100, 0x10, 7));
+        assert_eq!(v.flags, NH_VALID | NH_RESOLVED);
+        let p = nh("198.51.100.10");
+        assert_eq!((p.ifindex, p.vlan, p.flags), (3, 0, NH_VALID));
+    }
+
+    #[test]
+    fn without_its_vlan_device_nothing_is_tagged() {
+        let mut k = kernel();
+        k.links.remove("eth1.100");
+        let (t, ids) = tables(&k);
+        assert!(t.vlans.is_empty());
+        let key = nexthop_key("eth1", &"10.100.0.10".parse().unwrap());
+        assert_eq!(t.nexthops[&ids.nexthops[&key]].vlan, 0);
+    }
 }

@@ -317,6 +317,19 @@ impl Controller {
                 return Err(format!("interface {}: no such device", i.name));
             }
         }
+        for c in &candidate.customers {
+            let Some(vid) = c.vlan else { continue };
+            for port in &c.interfaces {
+                if compile::vlan_device(&self.kernel, port, vid).is_none() {
+                    return Err(format!(
+                        "customer {}: vlan {vid} on {port}: no VLAN device for it \
+                         (create one: ip link add link {port} name {port}.{vid} type vlan id {vid}; \
+                         the kernel needs 802.1Q support, modprobe 8021q)",
+                        c.name
+                    ));
+                }
+            }
+        }
         let (ids, fresh) = compile::assign_ids(&candidate, &self.state.ids)?;
         // Attach new interfaces; undo on failure.
         let mut newly = Vec::new();

@@ -47,6 +47,8 @@ pub struct Maps {
     pub cust_stats: PerCpuArray<MapData, PopCounter>,
     /// Per customer and drop reason.
     pub cust_drops: PerCpuArray<MapData, PopCounter>,
+    /// (XDP port, VLAN id) → ifindex of the VLAN device.
+    pub vlan_ifaces: HashMap<MapData, pop_common::PopVlanKey, u32>,
     /// The trace program's record, per CPU.
     pub trace_out: PerCpuArray<MapData, pop_common::PopTrace>,
 }
@@ -104,6 +106,7 @@ impl Maps {
             cust_stats: typed!(dir, names::CUST_STATS),
             cust_drops: typed!(dir, names::CUST_DROPS),
             trace_out: typed!(dir, names::TRACE_OUT),
+            vlan_ifaces: typed!(dir, names::VLAN_IFACES),
         })
     }
 

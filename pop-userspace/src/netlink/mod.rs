@@ -9,7 +9,9 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+use netlink_packet_route::link::{
+    InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkXdp, XdpAttached,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState,
 };
@@ -26,6 +28,9 @@ pub struct Link {
     pub mtu: u32,
     /// XDP program id attached, if any, and whether in generic (skb) mode.
     pub xdp: Option<(u32, bool)>,
+    /// For an 802.1Q VLAN device (`ip link add link eth1 name eth1.100 type
+    /// vlan id 100`): the ifindex of the device it sits on and the VLAN id.
+    pub vlan: Option<(u32, u16)>,
 }
 
 /// A neighbour entry.
@@ -87,9 +92,21 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
             ..Default::default()
         };
         let mut name = None;
+        let (mut lower, mut vid) = (None, None);
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => name = Some(n),
+                LinkAttribute::Link(l) => lower = Some(l),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Data(InfoData::Vlan(v)) = info {
+                            vid = v.iter().find_map(|a| match a {
+                                InfoVlan::Id(id) => Some(*id),
+                                _ => None,
+                            });
+                        }
+                    }
+                }
                 LinkAttribute::Address(a) if a.len() == 6 => link.mac.copy_from_slice(&a),
                 LinkAttribute::Mtu(m) => link.mtu = m,
                 LinkAttribute::Xdp(xdp) => {
@@ -107,6 +124,7 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
                 _ => {}
             }
         }
+        link.vlan = lower.zip(vid);
         if let Some(n) = name {
             view.links.insert(n, link);
         }

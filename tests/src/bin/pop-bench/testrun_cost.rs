@@ -310,6 +310,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             dmac: [2, 0, 0, 0, 0, 1],
             smac: b.mac,
             mtu: 1500,
+            ..PopNexthop::default()
         },
     )?;
     h.add_route_v4("100.64.0.0/24", &[1], 0)?;

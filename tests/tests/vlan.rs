@@ -1,0 +1,265 @@
+//! 802.1Q through BPF_PROG_TEST_RUN (CONTRACT §6 steps 1 and 8): a tagged
+//! frame whose (port, VLAN id) popd serves is handled as arriving on that VLAN
+//! device, and a packet leaves with its next hop's tag: kept with a new id,
+//! pushed, or popped. Unknown ids and double tags go to the kernel.
+//!
+//! The kernel here has no 802.1Q support (CONFIG_VLAN_8021Q unset), so no
+//! VLAN device exists: the tests give the maps a made-up device ifindex, which
+//! is all the data plane sees of one.
+use etherparse::{EtherType, Ethernet2Header, PacketBuilder, SlicedPacket};
+use pop_common::{
+    maps, Action, Direction, DropReason, PassReason, PopNexthop, PopVlanKey, Role, NH_RESOLVED,
+    NH_VALID,
+};
+use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+/// The made-up VLAN device for id 100 on the customer port.
+const VLAN_DEV: u32 = 100_100;
+const UPSTREAM_MAC: [u8; 6] = [2, 0, 0, 0, 0x0e, 1];
+const TAGGED_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 1];
+const OTHER_VLAN_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 2];
+const NH_UP: u32 = 1;
+const NH_TAGGED: u32 = 2;
+const NH_OTHER_VLAN: u32 = 3;
+const TAGGED_CUSTOMER: u32 = 7;
+
+struct Lab {
+    h: Harness,
+    customer: Port,
+    upstream: Port,
+}
+
+/// Customer port with VLAN 100 (its device VLAN_DEV, slot 2) where
+/// 10.100.0.0/24 lives, VLAN 200 next hop for 10.200.0.0/24 on the same port,
+/// upstream port with the default route.
+fn lab() -> Lab {
+    let (customer, upstream) = veth_pair("vlcu", "vlup").unwrap();
+    let mut h = Harness::load().unwrap();
+    h.set_iface(customer.ifindex, 0, Role::Customer, 1500)
+        .unwrap();
+    h.set_iface(upstream.ifindex, 1, Role::Upstream, 1500)
+        .unwrap();
+    h.set_iface(VLAN_DEV, 2, Role::Customer, 1500).unwrap();
+    {
+        let mut vlans: aya::maps::HashMap<_, PopVlanKey, u32> =
+            aya::maps::HashMap::try_from(h.map_mut(maps::VLAN_IFACES).unwrap()).unwrap();
+        let key = PopVlanKey {
+            ifindex: customer.ifindex,
+            vid: 100,
+        };
+        vlans.insert(key, VLAN_DEV, 0).unwrap();
+    }
+    h.add_tx_port(customer.ifindex).unwrap();
+    h.add_tx_port(upstream.ifindex).unwrap();
+    let nh = |port: &Port, dmac, vlan| PopNexthop {
+        ifindex: port.ifindex,
+        flags: NH_VALID | NH_RESOLVED,
+        dmac,
+        smac: port.mac,
+        mtu: 1500,
+        vlan,
+        ..PopNexthop::default()
+    };
+    h.set_nexthop(NH_UP, nh(&upstream, UPSTREAM_MAC, 0))
+        .unwrap();
+    h.set_nexthop(NH_TAGGED, nh(&customer, TAGGED_MAC, 100))
+        .unwrap();
+    h.set_nexthop(NH_OTHER_VLAN, nh(&customer, OTHER_VLAN_MAC, 200))
+        .unwrap();
+    h.add_route_v4("0.0.0.0/0", &[NH_UP], 0).unwrap();
+    h.add_route_v4("10.100.0.0/24", &[NH_TAGGED], 0).unwrap();
+    h.add_route_v4("10.200.0.0/24", &[NH_OTHER_VLAN], 0)
+        .unwrap();
+    h.add_route_v6("::/0", &[NH_UP], 0).unwrap();
+    h.add_customer_v4("10.100.0.0/24", TAGGED_CUSTOMER).unwrap();
+    Lab {
+        h,
+        customer,
+        upstream,
+    }
+}
+
+/// A UDP frame to `dst_mac`, tagged with `tags` (outermost first; the PCP
+/// bits of each tag are 5).
+fn udp4(dst_mac: [u8; 6], tags: &[u16], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0xaa, 1], dst_mac)
+        .ipv4(src, dst, 64)
+        .udp(1234, 53)
+        .write(&mut frame, &[0u8; 18])
+        .unwrap();
+    for vid in tags.iter().rev() {
+        let tci = (5u16 << 13) | vid;
+        let [hi, lo] = tci.to_be_bytes();
+        frame.splice(12..12, [0x81, 0x00, hi, lo]);
+    }
+    frame
+}
+
+/// The VLAN ids of a frame, outermost first, and its inner EtherType.
+fn tags(frame: &[u8]) -> (Vec<(u16, u8)>, u16) {
+    let mut at = 12;
+    let mut out = Vec::new();
+    loop {
+        let ether_type = u16::from_be_bytes([frame[at], frame[at + 1]]);
+        if ether_type != 0x8100 && ether_type != 0x88a8 {
+            return (out, ether_type);
+        }
+        let tci = u16::from_be_bytes([frame[at + 2], frame[at + 3]]);
+        out.push((tci & 0x0fff, (tci >> 13) as u8));
+        at += 4;
+    }
+}
+
+/// The IPv4 header and payload of a frame with any tags.
+fn l3(frame: &[u8]) -> &[u8] {
+    let (t, _) = tags(frame);
+    &frame[14 + 4 * t.len()..]
+}
+
+fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
+    let (eth, _) = Ethernet2Header::from_slice(frame).unwrap();
+    (eth.destination, eth.source)
+}
+
+/// TTL - 1 and a correct checksum, everything else as sent.
+fn assert_forwarded_l3(case: &str, sent: &[u8], out: &[u8]) {
+    let (a, b) = (l3(sent), l3(out));
+    assert_eq!(a.len(), b.len(), "{case}: IP length");
+    assert_eq!(b[8], a[8] - 1, "{case}: TTL");
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(b).unwrap();
+    assert_eq!(
+        ip.header_checksum(),
+        ip.to_header().calc_header_checksum(),
+        "{case}: IPv4 checksum"
+    );
+    assert_eq!(&a[20..], &b[20..], "{case}: payload");
+}
+
+#[test]
+fn tags_are_kept_pushed_popped_and_rewritten_for_the_next_hop() {
+    require_root();
+    in_netns(|| {
+        let lab = lab();
+        let (cu, up) = (&lab.customer, &lab.upstream);
+
+        // Tagged 100 in, untagged out upstream: the tag is popped.
+        let sent = udp4(cu.mac, &[100], [10, 100, 0, 5], [100, 64, 0, 1]);
+        let (action, out) = lab.h.run(&sent, cu.ifindex).unwrap();
+        assert_eq!(action, XDP_REDIRECT, "tagged → upstream");
+        assert_eq!(out.len(), sent.len() - 4, "tag popped");
+        assert_eq!(tags(&out), (vec![], 0x0800));
+        assert_eq!(macs(&out), (UPSTREAM_MAC, up.mac));
+        assert_forwarded_l3("pop", &sent, &out);
+        assert!(SlicedPacket::from_ethernet(&out).is_ok());
+
+        // Untagged from upstream to the VLAN customer: tag 100 pushed.
+        let sent = udp4(up.mac, &[], [100, 64, 0, 1], [10, 100, 0, 5]);
+        let (action, out) = lab.h.run(&sent, up.ifindex).unwrap();
+        assert_eq!(action, XDP_REDIRECT, "upstream → tagged");
+        assert_eq!(out.len(), sent.len() + 4, "tag pushed");
+        assert_eq!(tags(&out), (vec![(100, 0)], 0x0800));
+        assert_eq!(macs(&out), (TAGGED_MAC, cu.mac));
+        assert_forwarded_l3("push", &sent, &out);
+
+        // Tagged 100 in, VLAN 200 next hop on the same port: XDP_TX with the
+        // id rewritten and the priority bits kept.
+        let sent = udp4(cu.mac, &[100], [10, 100, 0, 5], [10, 200, 0, 9]);
+        let (action, out) = lab.h.run(&sent, cu.ifindex).unwrap();
+        assert_eq!(action, XDP_TX, "VLAN 100 → VLAN 200 on the same port");
+        assert_eq!(out.len(), sent.len());
+        assert_eq!(tags(&out), (vec![(200, 5)], 0x0800));
+        assert_eq!(macs(&out), (OTHER_VLAN_MAC, cu.mac));
+        assert_forwarded_l3("rewrite", &sent, &out);
+
+        // Tagged traffic is counted on the VLAN device's slot and to the
+        // customer of its source.
+        let before = lab.h.iface_stats(2, Action::Redirect).unwrap().packets;
+        let out_before = lab.h.cust_stats(TAGGED_CUSTOMER, Direction::Out).unwrap();
+        let sent = udp4(cu.mac, &[100], [10, 100, 0, 5], [100, 64, 0, 1]);
+        assert_eq!(lab.h.run(&sent, cu.ifindex).unwrap().0, XDP_REDIRECT);
+        assert_eq!(
+            lab.h.iface_stats(2, Action::Redirect).unwrap().packets,
+            before + 1
+        );
+        let out_after = lab.h.cust_stats(TAGGED_CUSTOMER, Direction::Out).unwrap();
+        assert_eq!(out_after.packets, out_before.packets + 1);
+        assert_eq!(out_after.bytes, out_before.bytes + sent.len() as u64);
+    });
+}
+
+#[test]
+fn unknown_ids_double_tags_and_broken_tags_are_not_forwarded() {
+    require_root();
+    in_netns(|| {
+        let lab = lab();
+        let cu = &lab.customer;
+        let vlan_passes = || lab.h.pass_stats(PassReason::Vlan).unwrap().packets;
+        for (case, sent) in [
+            (
+                "unknown id 300",
+                udp4(cu.mac, &[300], [10, 100, 0, 5], [100, 64, 0, 1]),
+            ),
+            (
+                "double tag (QinQ)",
+                udp4(cu.mac, &[100, 100], [10, 100, 0, 5], [100, 64, 0, 1]),
+            ),
+        ] {
+            let before = vlan_passes();
+            let (action, out) = lab.h.run(&sent, cu.ifindex).unwrap();
+            assert_eq!(action, XDP_PASS, "{case}");
+            assert_eq!(out, sent, "{case}: unchanged for the kernel");
+            assert_eq!(vlan_passes(), before + 1, "{case}: counted as vlan pass");
+        }
+        // A tag on the upstream port, where no id is served: the kernel's.
+        let sent = udp4(lab.upstream.mac, &[100], [100, 64, 0, 1], [10, 100, 0, 5]);
+        assert_eq!(lab.h.run(&sent, lab.upstream.ifindex).unwrap().0, XDP_PASS);
+        // The frame ends inside the tag: malformed.
+        let mut cut = udp4(cu.mac, &[], [10, 100, 0, 5], [100, 64, 0, 1]);
+        cut.truncate(14);
+        cut[12..14].copy_from_slice(&[0x81, 0x00]);
+        cut.extend_from_slice(&[0x00]);
+        let before = lab.h.drop_stats(DropReason::Malformed).unwrap().packets;
+        assert_eq!(lab.h.run(&cut, cu.ifindex).unwrap().0, XDP_DROP);
+        assert_eq!(
+            lab.h.drop_stats(DropReason::Malformed).unwrap().packets,
+            before + 1
+        );
+    });
+}
+
+#[test]
+fn ipv6_over_a_vlan() {
+    require_root();
+    in_netns(|| {
+        let lab = lab();
+        let cu = &lab.customer;
+        let mut sent = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0xaa, 1], cu.mac)
+            .ipv6(
+                "2001:db8:a::10"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+                "2001:db8:ffff:1::1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+                64,
+            )
+            .udp(1234, 53)
+            .write(&mut sent, &[0u8; 18])
+            .unwrap();
+        sent.splice(12..12, [0x81, 0x00, 0x00, 100]);
+        let (action, out) = lab.h.run(&sent, cu.ifindex).unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(tags(&out), (vec![], EtherType::IPV6.0));
+        assert_eq!(out[14 + 7], 63, "hop limit - 1");
+        assert_eq!(&out[14 + 8..], &sent[18 + 8..], "addresses and payload");
+    });
+}
