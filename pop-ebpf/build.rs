@@ -5,7 +5,14 @@
 //! names the Debian packages to install.
 use std::{env, path::PathBuf, process::Command};
 
-const SOURCES: &[&str] = &["pop", "pass", "bench"];
+/// (object, source, extra clang flags). `pop_variant` is pop built with
+/// POP_VARIANT: another build of the same data plane, for upgrade tests.
+const OBJECTS: &[(&str, &str, &[&str])] = &[
+    ("pop", "pop", &[]),
+    ("pass", "pass", &[]),
+    ("bench", "bench", &[]),
+    ("pop_variant", "pop", &["-DPOP_VARIANT=1"]),
+];
 
 fn clang_major(bin: &str) -> Option<u32> {
     let out = Command::new(bin).arg("--version").output().ok()?;
@@ -41,14 +48,15 @@ fn main() {
         );
     }
     let clang = find_clang();
-    for name in SOURCES {
-        let src = src_dir.join(format!("{name}.bpf.c"));
+    for (name, source, flags) in OBJECTS {
+        let src = src_dir.join(format!("{source}.bpf.c"));
         let obj = out_dir.join(format!("{name}.bpf.o"));
         println!("cargo:rerun-if-changed={}", src.display());
         let status = Command::new(&clang)
             .args([
                 "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-mcpu=v3",
             ])
+            .args(*flags)
             .arg("-I/usr/include/x86_64-linux-gnu")
             .arg("-I")
             .arg(&src_dir)

@@ -53,6 +53,8 @@ pub struct Popd {
     state_dir: PathBuf,
     config: PathBuf,
     child: Option<Child>,
+    /// Environment for the next starts (e.g. POP_DATAPLANE_OBJECT).
+    env: Vec<(String, String)>,
 }
 
 impl Popd {
@@ -88,6 +90,7 @@ impl Popd {
             state_dir: state_dir.to_path_buf(),
             config: state_dir.join("pop.toml"),
             child: None,
+            env: Vec::new(),
         })
     }
 
@@ -134,7 +137,17 @@ impl Popd {
         ]
         .map(|s| s.to_string());
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.lab.command(topology::EDGE, &argv)
+        let mut cmd = self.lab.command(topology::EDGE, &argv);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// Sets (or with `None` removes) an environment variable for the next starts.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
     }
 
     /// Starts popd and waits until `popctl status` answers (at most 20 s). On

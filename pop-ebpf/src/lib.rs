@@ -15,6 +15,10 @@ static POP: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/pop.bpf.o")),
 };
 
+static POP_VARIANT: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/pop_variant.bpf.o")),
+};
+
 static PASS: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/pass.bpf.o")),
 };
@@ -33,6 +37,12 @@ pub fn bench_object() -> &'static [u8] {
 /// (run by `popctl trace`), and all their maps.
 pub fn pop_object() -> &'static [u8] {
     &POP.bytes
+}
+
+/// Another build of the pop data plane (`pop.bpf.c` with `POP_VARIANT`: one
+/// extra map counting packets), for tests of data-plane upgrades.
+pub fn pop_variant_object() -> &'static [u8] {
+    &POP_VARIANT.bytes
 }
 
 /// A reference program `xdp_pass` that returns `XDP_PASS`, for benchmarks.

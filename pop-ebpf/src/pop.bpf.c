@@ -309,9 +309,28 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	return bpf_redirect_map(&tx_ports, nh->ifindex, 0);
 }
 
+#ifdef POP_VARIANT
+/* Upgrade tests load this build beside the regular one: its instructions and
+ * its maps differ (one extra map counting packets), as a real new release's
+ * would. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} variant_marker SEC(".maps");
+#endif
+
 SEC("xdp")
 int pop_xdp(struct xdp_md *ctx)
 {
+#ifdef POP_VARIANT
+	__u32 zero = 0, *seen = bpf_map_lookup_elem(&variant_marker, &zero);
+
+	if (seen)
+		__sync_fetch_and_add(seen, 1);
+#endif
 	return pop_pipeline(ctx, NULL);
 }
 

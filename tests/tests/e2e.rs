@@ -75,10 +75,14 @@ fn end_to_end() {
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("1 forwarding", forwarding),
         ("3a a route added with popctl", add_durable_route),
         ("2 hitless restart", hitless_restart),
+        (
+            "2b hitless data-plane upgrade and downgrade",
+            data_plane_upgrade,
+        ),
         ("3b the route survives the restart", durable_route_survives),
         ("4 a bad route is rejected", bad_route_rejected),
         ("5 shutdown --detach", shutdown_detach),
@@ -213,12 +217,12 @@ fn add_durable_route(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
-/// (2) SIGKILL popd and start it again while a customer pings the upstream: at most
-/// one echo request is lost and the same XDP program keeps running.
-fn hitless_restart(env: &mut Env) -> Result<()> {
-    let program_before = program_id(&env.popd)?;
-    let pid_before = env.popd.pid().context("popd is not running")?;
-
+/// Runs `restart` while c1 pings the upstream every 50 ms; the ping's stats.
+fn ping_across(
+    env: &mut Env,
+    what: &str,
+    restart: impl FnOnce(&mut Env) -> Result<()>,
+) -> Result<PingStats> {
     let mut ping = env.lab.command(
         C1,
         &[
@@ -238,21 +242,14 @@ fn hitless_restart(env: &mut Env) -> Result<()> {
         .stderr(std::process::Stdio::piped());
     let mut ping = ping.spawn().context("cannot start ping")?;
     thread::sleep(Duration::from_millis(1500));
-    ensure!(
-        ping.try_wait()?.is_none(),
-        "ping ended before popd was killed"
-    );
-    env.popd.kill()?;
-    let restarted = Instant::now();
-    env.popd
-        .start()
-        .context("restarting popd with the same state dir and bpffs")?;
-    let restart_time = restarted.elapsed();
-
+    ensure!(ping.try_wait()?.is_none(), "ping ended before the {what}");
+    let started = Instant::now();
+    restart(env)?;
+    let took = started.elapsed();
     let out = cmd::wait_output_timeout(ping, Duration::from_secs(30))?;
     let stats = PingStats::parse(&String::from_utf8_lossy(&out.stdout))?;
     eprintln!(
-        "  ping c1 -> {} across the restart (popd back in {restart_time:?}): {stats}",
+        "  ping c1 -> {} across the {what} (popd back in {took:?}): {stats}",
         topology::INTERNET_V4
     );
     ensure!(
@@ -262,10 +259,26 @@ fn hitless_restart(env: &mut Env) -> Result<()> {
     );
     ensure!(
         stats.lost() <= 1,
-        "{} echo requests lost while popd was killed and restarted (took {restart_time:?}): {stats}",
+        "{} echo requests lost across the {what} (took {took:?}): {stats}",
         stats.lost()
     );
+    Ok(stats)
+}
 
+/// SIGKILL popd and start it again.
+fn kill_and_start(env: &mut Env) -> Result<()> {
+    env.popd.kill()?;
+    env.popd
+        .start()
+        .context("restarting popd with the same state dir and bpffs")
+}
+
+/// (2) SIGKILL popd and start it again while a customer pings the upstream: at most
+/// one echo request is lost and the same XDP program keeps running.
+fn hitless_restart(env: &mut Env) -> Result<()> {
+    let program_before = program_id(&env.popd)?;
+    let pid_before = env.popd.pid().context("popd is not running")?;
+    ping_across(env, "restart", kill_and_start)?;
     let pid_after = env
         .popd
         .pid()
@@ -279,6 +292,78 @@ fn hitless_restart(env: &mut Env) -> Result<()> {
         program_after == program_before,
         "the XDP program changed across the restart: id {program_before} before, {program_after} after"
     );
+    Ok(())
+}
+
+/// The XDP program attached to the edge's `iface`, as the kernel reports it.
+fn attached_program(env: &Env, iface: &str) -> Result<u64> {
+    let out = env.lab.exec_ok(
+        topology::EDGE,
+        &["ip", "-j", "-d", "link", "show", "dev", iface],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
+    v[0]["xdp"]["prog"]["id"]
+        .as_u64()
+        .with_context(|| format!("no XDP program on {iface}: {out}"))
+}
+
+fn acme_packets_out(env: &Env) -> Result<u64> {
+    let stats = env.popd.popctl_json(&["stats"])?;
+    customer_stats(&stats, "acme")
+        .and_then(|c| c["packets_out"].as_u64())
+        .with_context(|| format!("no acme in `popctl -j stats`: {stats}"))
+}
+
+/// (2b) A popd whose data plane is another build (other instructions, one more
+/// map) replaces the running one under traffic: it loads beside it, fills its
+/// maps, and swaps every link (bpf_link_update). At most one echo request is
+/// lost, the interfaces run the new program, the counters go on from where they
+/// were, and going back to the first build works the same way.
+fn data_plane_upgrade(env: &mut Env) -> Result<()> {
+    let program_before = program_id(&env.popd)?;
+    let counted_before = acme_packets_out(env)?;
+    let variant = env.popd.state_dir().join("pop_variant.bpf.o");
+    std::fs::write(&variant, pop_ebpf::pop_variant_object())?;
+    env.popd
+        .set_env("POP_DATAPLANE_OBJECT", Some(&variant.to_string_lossy()));
+    ping_across(env, "data-plane upgrade", kill_and_start)?;
+    let upgraded = program_id(&env.popd)?;
+    ensure!(
+        upgraded != program_before,
+        "popd with another data-plane build still runs program {program_before}"
+    );
+    for iface in ["eth0", "eth1", "eth2"] {
+        let attached = attached_program(env, iface)?;
+        ensure!(
+            attached == upgraded,
+            "{iface} runs XDP program {attached}, popd reports {upgraded}"
+        );
+    }
+    let counted_after = acme_packets_out(env)?;
+    ensure!(
+        counted_after > counted_before,
+        "acme's packets_out went from {counted_before} to {counted_after}: counters not carried over"
+    );
+    let bpffs = env.lab.bpffs_dir();
+    ensure!(
+        !bpffs.join("next").exists(),
+        "the staging directory {} is left",
+        bpffs.join("next").display()
+    );
+    let builds = std::fs::read_dir(bpffs.join("build"))?.count();
+    ensure!(builds == 1, "{builds} build marks pinned, expected 1");
+    // The same build again: adopted, not reloaded.
+    kill_and_start(env)?;
+    ensure!(
+        program_id(&env.popd)? == upgraded,
+        "a restart of the same build replaced the program"
+    );
+    // And back to the first build.
+    env.popd.set_env("POP_DATAPLANE_OBJECT", None);
+    ping_across(env, "data-plane downgrade", kill_and_start)?;
+    let back = program_id(&env.popd)?;
+    ensure!(back != upgraded, "the downgrade kept program {upgraded}");
+    ensure!(attached_program(env, "eth1")? == back);
     Ok(())
 }
 

@@ -94,7 +94,7 @@ impl Controller {
             }
         };
         let applied = compile::read_back(&dp.maps);
-        let acl = AclMaps::open(&dp.root().join("maps"))?;
+        let acl = AclMaps::open(&dp.maps_dir())?;
         let acl_copy = acl.active_copy()?;
         let mut c = Self {
             store,
@@ -136,6 +136,14 @@ impl Controller {
         let staged = c.stage_acls(&cfg)?;
         c.sync_with(staged)
             .map_err(|e| format!("writing maps: {e}"))?;
+        // A new build's data plane now holds the whole desired state: swap it in.
+        if let Some(old) = c.dp_mut().finish_upgrade().map_err(|e| e.to_string())? {
+            tracing::info!(
+                old_program_id = old,
+                program_id = c.dp().program_id(),
+                "data plane upgraded without detaching: every link runs the new program"
+            );
+        }
         Ok(c)
     }
 

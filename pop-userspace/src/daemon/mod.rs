@@ -113,7 +113,13 @@ async fn run(args: Args) -> Result<(), String> {
         adopted = dp.adopted(),
         bpffs = %args.bpffs.display(),
         "{}",
-        if dp.adopted() { "adopted the running data plane" } else { "loaded the data plane" }
+        if dp.adopted() {
+            "adopted the running data plane"
+        } else if dp.upgrading() {
+            "loaded this build's data plane beside the running one (upgrade)"
+        } else {
+            "loaded the data plane"
+        }
     );
     let ctl = Controller::start(store, initial, dp, view)?;
     let ctl = Arc::new(Mutex::new(ctl));

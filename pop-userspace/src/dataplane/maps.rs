@@ -110,6 +110,51 @@ impl Maps {
         })
     }
 
+    /// Adds the counters pinned in `old_dir` (a data plane of another build,
+    /// no longer running) to these, per CPU, so an upgrade does not reset what
+    /// Prometheus has counted. A counters map whose layout differs is skipped.
+    pub fn add_counters_from(&mut self, old_dir: &Path) {
+        let pairs: [(&'static str, &mut PerCpuArray<MapData, PopCounter>); 5] = [
+            (names::IFACE_STATS, &mut self.iface_stats),
+            (names::DROP_STATS, &mut self.drop_stats),
+            (names::PASS_STATS, &mut self.pass_stats),
+            (names::CUST_STATS, &mut self.cust_stats),
+            (names::CUST_DROPS, &mut self.cust_drops),
+        ];
+        for (name, new) in pairs {
+            let old: Result<PerCpuArray<MapData, PopCounter>, _> = (|| {
+                let map = open(old_dir, name).map_err(|e| e.to_string())?;
+                PerCpuArray::try_from(map).map_err(|e| e.to_string())
+            })();
+            let old = match old {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(map = name, "old counters not carried over: {e}");
+                    continue;
+                }
+            };
+            let len = old.len().min(new.len());
+            for i in 0..len {
+                let Ok(before) = old.get(&i, 0) else { continue };
+                if before.iter().all(|c| c.packets == 0 && c.bytes == 0) {
+                    continue;
+                }
+                let Ok(now) = new.get(&i, 0) else { continue };
+                let summed: Vec<PopCounter> = now
+                    .iter()
+                    .zip(before.iter())
+                    .map(|(a, b)| PopCounter {
+                        packets: a.packets + b.packets,
+                        bytes: a.bytes + b.bytes,
+                    })
+                    .collect();
+                if let Ok(values) = aya::maps::PerCpuValues::try_from(summed) {
+                    let _ = new.set(i, values, 0);
+                }
+            }
+        }
+    }
+
     fn sum(map: &PerCpuArray<MapData, PopCounter>, index: u32) -> PopCounter {
         map.get(&index, 0)
             .map(|v| PopCounter::sum(v.iter()))

@@ -5,12 +5,17 @@
 //! ```text
 //! prog                       the pop_xdp program
 //! prog_trace                 the pop_trace program (`popctl trace`, never attached)
+//! build/<digest>             the pop_xdp program again: marks which build is pinned
+//! next/{prog,prog_trace,maps/}  another build staged during an upgrade
 //! maps/<name>                every map of pop_common::maps::ALL
 //! links/native/<ifname>      XDP links, one per attached interface,
 //! links/generic/<ifname>     in the directory of their attach mode
 //! ```
 //! A restarted popd finds `prog` and adopts it with its maps and links: nothing
-//! is detached or reloaded, so forwarding never stops (CONTRACT §2).
+//! is detached or reloaded, so forwarding never stops (CONTRACT §2). A popd of
+//! another build stages its own data plane under `next/` and swaps the links to
+//! it with bpf_link_update ([`Dataplane::finish_upgrade`]): also without a stop.
+mod link;
 pub mod maps;
 
 use std::ffi::CString;
@@ -110,8 +115,58 @@ pub struct Dataplane {
     trace: Xdp,
     program_id: u32,
     adopted: bool,
+    /// [`link::build_id`] of the object this popd loads.
+    build: String,
+    /// `root/next` while this build is staged beside another one's.
+    upgrade: Option<PathBuf>,
     /// Typed handles on every map.
     pub maps: Maps,
+}
+
+/// The data-plane object to load: pop-ebpf's, or for upgrade tests the ELF
+/// file named by `POP_DATAPLANE_OBJECT` (it must hold pop's programs and maps).
+fn object_bytes() -> Result<Object, DataplaneError> {
+    match std::env::var_os("POP_DATAPLANE_OBJECT") {
+        None => Ok(Object::Builtin(pop_ebpf::pop_object())),
+        Some(path) => {
+            let bytes = fs::read(&path).map_err(io_err(Path::new(&path)))?;
+            tracing::warn!(object = %Path::new(&path).display(), "loading the data plane from POP_DATAPLANE_OBJECT");
+            // ELF parsing wants the bytes 8-aligned: keep them in u64s.
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            // SAFETY: u64s are plain bytes; the slice covers exactly the Vec.
+            let view = unsafe {
+                std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+            };
+            view[..bytes.len()].copy_from_slice(&bytes);
+            Ok(Object::File(words, bytes.len()))
+        }
+    }
+}
+
+enum Object {
+    Builtin(&'static [u8]),
+    File(Vec<u64>, usize),
+}
+
+impl Object {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Object::Builtin(b) => b,
+            // SAFETY: the Vec holds at least `len` initialised bytes.
+            Object::File(words, len) => unsafe {
+                std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), *len)
+            },
+        }
+    }
+}
+
+/// Removes the pins under `dir` and the directories, if `dir` exists. Pins
+/// are files to the VFS; unpinning drops only the pin's reference.
+fn remove_pins(dir: &Path) -> Result<(), DataplaneError> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(io_err(dir))?;
+    }
+    Ok(())
 }
 
 /// Mounts bpffs at /sys/fs/bpf when it is not mounted (a fresh machine has none).
@@ -136,51 +191,65 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
 }
 
 impl Dataplane {
-    /// Adopts the program and maps pinned under `root`, or loads and pins them
-    /// when there are none.
+    /// Adopts the program and maps pinned under `root` when they come from this
+    /// build; loads and pins them when there are none; and when a data plane of
+    /// another build is running, loads this build's program with fresh maps
+    /// under `root/next` beside it (an *upgrade*: the old program keeps
+    /// forwarding until [`Dataplane::finish_upgrade`] swaps the links).
     pub fn open(root: &Path) -> Result<Self, DataplaneError> {
         ensure_bpffs()?;
+        let object = object_bytes()?;
+        let build = link::build_id(object.as_bytes());
         let maps_dir = root.join("maps");
         let prog_pin = root.join("prog");
         let trace_pin = root.join("prog_trace");
-        fs::create_dir_all(&maps_dir).map_err(io_err(&maps_dir))?;
-        for mode in [AttachMode::Native, AttachMode::Generic] {
-            let d = root.join("links").join(mode.dir());
+        let build_pin = root.join("build").join(&build);
+        let next = root.join("next");
+        for d in [
+            maps_dir.clone(),
+            root.join("build"),
+            root.join("links").join(AttachMode::Native.dir()),
+            root.join("links").join(AttachMode::Generic.dir()),
+        ] {
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
-        let adopted = prog_pin.exists();
-        if adopted {
-            // A data plane pinned by a build with another ABI cannot be adopted:
-            // say so instead of failing on the first map that does not fit.
-            let mut missing: Vec<&str> = pop_common::maps::ALL
+        // What an interrupted upgrade left.
+        remove_pins(&next)?;
+        let complete = prog_pin.exists()
+            && trace_pin.exists()
+            && pop_common::maps::ALL
                 .iter()
-                .copied()
-                .filter(|m| !maps_dir.join(m).exists())
-                .collect();
-            if !trace_pin.exists() {
-                missing.push("program prog_trace");
-            }
-            if !missing.is_empty() {
-                return Err(DataplaneError::Load(format!(
-                    "the data plane pinned under {} comes from an incompatible pop build \
-                     (missing: {}); remove it with the old popd (`popctl shutdown --detach`) \
-                     or `rm -r {}`, then start popd again (forwarding stops meanwhile)",
-                    root.display(),
-                    missing.join(", "),
-                    root.display()
-                )));
-            }
-        }
+                .all(|m| maps_dir.join(m).exists());
+        let adopted = complete && build_pin.exists();
+        let upgrade = !adopted && prog_pin.exists();
+        let (load_maps, load_prog, load_trace) = if upgrade {
+            tracing::info!(
+                build,
+                "the pinned data plane comes from another build: loading this one beside it"
+            );
+            (
+                next.join("maps"),
+                next.join("prog"),
+                next.join("prog_trace"),
+            )
+        } else {
+            (maps_dir.clone(), prog_pin.clone(), trace_pin.clone())
+        };
         if !adopted {
-            // Maps are declared LIBBPF_PIN_BY_NAME: aya reuses pins found in
-            // maps/ and pins new ones there.
+            if !upgrade {
+                // Nothing runs these (no program pin): start from empty maps.
+                remove_pins(&maps_dir)?;
+                remove_pins(&root.join("build"))?;
+            }
+            fs::create_dir_all(&load_maps).map_err(io_err(&load_maps))?;
+            // Maps are declared LIBBPF_PIN_BY_NAME: aya pins them in load_maps.
             let mut ebpf = EbpfLoader::new()
-                .default_map_pin_directory(&maps_dir)
-                .load(pop_ebpf::pop_object())
+                .default_map_pin_directory(&load_maps)
+                .load(object.as_bytes())
                 .map_err(|e| DataplaneError::Load(error_chain(&e)))?;
             for (name, pin) in [
-                (pop_ebpf::PROGRAM_NAME, &prog_pin),
-                (pop_ebpf::TRACE_PROGRAM_NAME, &trace_pin),
+                (pop_ebpf::PROGRAM_NAME, &load_prog),
+                (pop_ebpf::TRACE_PROGRAM_NAME, &load_trace),
             ] {
                 let prog: &mut Xdp = ebpf
                     .program_mut(name)
@@ -195,34 +264,123 @@ impl Dataplane {
                     .map_err(|e| DataplaneError::Load(format!("pinning {}: {e}", pin.display())))?;
             }
         }
-        // One path for both cases: from the pins.
-        let program = Xdp::from_pin(&prog_pin, XdpAttachType::Interface).map_err(|e| {
-            DataplaneError::Load(format!(
-                "opening {}: {}",
-                prog_pin.display(),
-                error_chain(&e)
-            ))
-        })?;
-        let trace = Xdp::from_pin(&trace_pin, XdpAttachType::Interface).map_err(|e| {
-            DataplaneError::Load(format!(
-                "opening {}: {}",
-                trace_pin.display(),
-                error_chain(&e)
-            ))
-        })?;
+        // One path for every case: from the pins.
+        let from_pin = |pin: &Path| {
+            Xdp::from_pin(pin, XdpAttachType::Interface).map_err(|e| {
+                DataplaneError::Load(format!("opening {}: {}", pin.display(), error_chain(&e)))
+            })
+        };
+        let program = from_pin(&load_prog)?;
+        let trace = from_pin(&load_trace)?;
         let program_id = program
             .info()
             .map_err(|e| DataplaneError::Load(e.to_string()))?
             .id();
-        let maps = Maps::open(&maps_dir)?;
-        Ok(Self {
+        let maps = Maps::open(&load_maps)?;
+        let mut dp = Self {
             root: root.to_path_buf(),
             program,
             trace,
             program_id,
             adopted,
             maps,
-        })
+            build,
+            upgrade: upgrade.then_some(next),
+        };
+        if !upgrade {
+            if !adopted {
+                dp.pin_build()?;
+            }
+            // Links left running another program (an upgrade interrupted after
+            // the swap) run this one from now on.
+            dp.relink()?;
+        }
+        Ok(dp)
+    }
+
+    /// Whether this build's data plane is staged beside a running one of another
+    /// build, waiting for [`Dataplane::finish_upgrade`].
+    pub fn upgrading(&self) -> bool {
+        self.upgrade.is_some()
+    }
+
+    /// Where the maps in use are pinned (`root/next/maps` while upgrading).
+    pub fn maps_dir(&self) -> PathBuf {
+        match &self.upgrade {
+            Some(next) => next.join("maps"),
+            None => self.root.join("maps"),
+        }
+    }
+
+    /// Completes an upgrade once the new maps hold the desired state: swaps
+    /// every link to the new program (BPF_LINK_UPDATE, atomic: each packet
+    /// runs the old program on the old maps or the new one on the new), adds
+    /// the old counters to the new ones, and replaces the old pins. Returns the
+    /// old program's id; `None` when there was no upgrade.
+    pub fn finish_upgrade(&mut self) -> Result<Option<u32>, DataplaneError> {
+        let Some(next) = self.upgrade.clone() else {
+            return Ok(None);
+        };
+        let old_id = Xdp::from_pin(self.root.join("prog"), XdpAttachType::Interface)
+            .ok()
+            .and_then(|p| p.info().ok())
+            .map(|i| i.id());
+        self.relink()?;
+        // No packet still runs the old program once this returns.
+        crate::acl::wait_for_readers();
+        let old_maps = self.root.join("maps");
+        self.maps.add_counters_from(&old_maps);
+        remove_pins(&old_maps)?;
+        remove_pins(&self.root.join("build"))?;
+        for name in ["maps", "prog", "prog_trace"] {
+            let (from, to) = (next.join(name), self.root.join(name));
+            if to.is_file() {
+                fs::remove_file(&to).map_err(io_err(&to))?;
+            } else if to.is_dir() {
+                fs::remove_dir(&to).map_err(io_err(&to))?;
+            }
+            fs::rename(&from, &to).map_err(io_err(&from))?;
+        }
+        fs::remove_dir(&next).map_err(io_err(&next))?;
+        self.upgrade = None;
+        self.pin_build()?;
+        Ok(old_id)
+    }
+
+    /// Pins the program as `root/build/<build id>`: the mark that the pinned
+    /// data plane is this build's.
+    fn pin_build(&mut self) -> Result<(), DataplaneError> {
+        let dir = self.root.join("build");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let pin = dir.join(&self.build);
+        self.program
+            .pin(&pin)
+            .map_err(|e| DataplaneError::Load(format!("pinning {}: {e}", pin.display())))
+    }
+
+    /// Points every pinned link that runs another program at this one.
+    fn relink(&self) -> Result<(), DataplaneError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let prog = self
+            .program
+            .fd()
+            .map_err(|e| DataplaneError::Load(e.to_string()))?;
+        let prog = prog.as_fd().as_raw_fd();
+        for mode in [AttachMode::Native, AttachMode::Generic] {
+            let dir = self.root.join("links").join(mode.dir());
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let pin = entry.path();
+                let link = link::obj_get(&pin).map_err(io_err(&pin))?;
+                if link::link_prog_id(&link).map_err(io_err(&pin))? != self.program_id {
+                    link::link_update(&link, prog).map_err(io_err(&pin))?;
+                    tracing::info!(link = %pin.display(), program_id = self.program_id, "link now runs this build's program");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs `frame`, arriving on `ingress_ifindex`, through the trace program:
