@@ -360,7 +360,6 @@ impl Controller {
         }
         let generation = self.state.generation + 1;
         let before = self.applied.clone();
-        let old_state = self.state.clone();
         let acls_changed = candidate.acls != self.state.config.acls
             || self.acl_ifindexes(&candidate) != self.acl_ifindexes;
         let (copy, ifindexes) = if acls_changed {
@@ -395,11 +394,16 @@ impl Controller {
             self.acl_copy = copy;
         }
         self.acl_ifindexes = ifindexes;
-        self.state = Persisted {
-            generation,
-            config: candidate,
-            ids,
-        };
+        // The old state is kept (not cloned earlier: with a million routes a
+        // copy is hundreds of MB) only until the new one is durable.
+        let old_state = std::mem::replace(
+            &mut self.state,
+            Persisted {
+                generation,
+                config: candidate,
+                ids,
+            },
+        );
         if let Err(e) = self.store.save(&self.state) {
             // Not durable, so not done: back to the old state, ACLs included.
             self.state = old_state;
@@ -415,6 +419,7 @@ impl Controller {
             self.undo_attach(&newly);
             return Err(e.to_string());
         }
+        drop(old_state);
         // Interfaces removed from the desired state.
         let gone: Vec<String> = self
             .attached
