@@ -220,6 +220,18 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
         cp.routes_loaded = n;
         cp.popd_rss_mb_1m_routes = Some(peak_rss_mb(popd_pid(&popd)?)?);
         eprintln!("  {n} routes: {:.2} s", took.as_secs_f64());
+        // One more route on top of them: popd validates, compiles and persists
+        // the whole desired state for every change (not incremental yet).
+        let t = Instant::now();
+        popctl(
+            o,
+            &popd,
+            &["route", "add", "100.66.0.0/16", "via", "192.0.2.1", "dev", "eth0"],
+        )?;
+        eprintln!(
+            "  popctl route add with {n} routes loaded: {:.0} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
 
         let customers = if o.quick { 1_000 } else { 10_000 };
         apply_file(o, &popd, &config(&[], customers, 0, 1))?;
