@@ -14,9 +14,30 @@ use pop::dataplane::Maps;
 use pop_common::{
     maps, Direction, PopConfig, PopCustomerRef, PopNexthop, Role, NH_RESOLVED, NH_VALID,
 };
-use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness};
+use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port};
 
 const XDP_REDIRECT: u32 = 4;
+
+/// A loaded harness with a customer port `a` (returned) and an upstream port
+/// that `route` leads to.
+fn harness(a: &str, b: &str, route: &str) -> (Harness, Port) {
+    let (a, b) = veth_pair(a, b).unwrap();
+    let mut h = Harness::load().unwrap();
+    h.set_iface(a.ifindex, 0, Role::Customer, 1500).unwrap();
+    h.set_iface(b.ifindex, 1, Role::Upstream, 1500).unwrap();
+    h.add_tx_port(b.ifindex).unwrap();
+    let nh = PopNexthop {
+        ifindex: b.ifindex,
+        flags: NH_VALID | NH_RESOLVED,
+        dmac: [2, 0, 0, 0, 0, 1],
+        smac: b.mac,
+        mtu: 1500,
+        ..PopNexthop::default()
+    };
+    h.set_nexthop(1, nh).unwrap();
+    h.add_route_v4(route, &[1], 0).unwrap();
+    (h, a)
+}
 
 fn set_cust_copy(h: &mut Harness, copy: u32) {
     let mut config: Array<_, PopConfig> =
@@ -30,21 +51,7 @@ fn set_cust_copy(h: &mut Harness, copy: u32) {
 fn packets_are_counted_by_the_live_customer_copy_only() {
     require_root();
     in_netns(|| {
-        let (a, b) = veth_pair("ccin", "ccout").unwrap();
-        let mut h = Harness::load().unwrap();
-        h.set_iface(a.ifindex, 0, Role::Customer, 1500).unwrap();
-        h.set_iface(b.ifindex, 1, Role::Upstream, 1500).unwrap();
-        h.add_tx_port(b.ifindex).unwrap();
-        let nh = PopNexthop {
-            ifindex: b.ifindex,
-            flags: NH_VALID | NH_RESOLVED,
-            dmac: [2, 0, 0, 0, 0, 1],
-            smac: b.mac,
-            mtu: 1500,
-            ..PopNexthop::default()
-        };
-        h.set_nexthop(1, nh).unwrap();
-        h.add_route_v4("100.64.0.0/24", &[1], 0).unwrap();
+        let (mut h, a) = harness("ccin", "ccout", "100.64.0.0/24");
         // Copy 0: 198.51.100.0/24 is customer 1 (through the harness).
         h.add_customer_v4("198.51.100.0/24", 1).unwrap();
         // Copy 1: the same prefix is customer 2.
@@ -125,21 +132,7 @@ fn customer_set(k: u32) -> Tables {
 fn customer_changes_under_traffic_never_mix_tables() {
     require_root();
     in_netns(|| {
-        let (a, b) = veth_pair("crin", "crout").unwrap();
-        let mut h = Harness::load().unwrap();
-        h.set_iface(a.ifindex, 0, Role::Customer, 1500).unwrap();
-        h.set_iface(b.ifindex, 1, Role::Upstream, 1500).unwrap();
-        h.add_tx_port(b.ifindex).unwrap();
-        let nh = PopNexthop {
-            ifindex: b.ifindex,
-            flags: NH_VALID | NH_RESOLVED,
-            dmac: [2, 0, 0, 0, 0, 1],
-            smac: b.mac,
-            mtu: 1500,
-            ..PopNexthop::default()
-        };
-        h.set_nexthop(1, nh).unwrap();
-        h.add_route_v4("203.0.113.0/24", &[1], 0).unwrap();
+        let (h, a) = harness("crin", "crout", "203.0.113.0/24");
 
         let sets: Vec<Tables> = (0..3).map(customer_set).collect();
         let mut writer = Maps::open(h.pin_dir()).unwrap();

@@ -284,46 +284,13 @@ fn anti_spoofing(env: &mut Env) -> Result<()> {
 fn policer(env: &mut Env) -> Result<()> {
     const RATE_BPS: u64 = 20_000_000;
     const DATAGRAM: u64 = 1400;
-    env.popd.popctl_ok(&["customer", "del", "globex"])?;
-    env.popd.popctl_ok(&[
-        "customer",
-        "add",
-        "globex",
-        "--prefix",
-        "203.0.113.0/24",
-        "--prefix",
-        "2001:db8:b::/48",
-        "--iface",
-        "eth2",
-        "--rate-bps",
-        &RATE_BPS.to_string(),
-        // 10 ms at the rate: the burst adds < 1% to a 4 s measurement.
-        "--burst-bytes",
-        "25000",
-    ])?;
-    let server = env.lab.spawn(
-        "up",
-        &[
-            "iperf3",
-            "-s",
-            "-1",
-            "-p",
-            "5301",
-            "-B",
-            topology::INTERNET_V4,
-        ],
-    )?;
-    env.servers.push(server);
-    std::thread::sleep(Duration::from_millis(500));
+    // 10 ms at the rate: the burst adds < 1% to a 4 s measurement.
+    police_globex(env, RATE_BPS, Some(25_000))?;
     // Offer three times the rate for 4 s.
-    let out = env.lab.exec_ok(
-        "c2",
+    let out = iperf3_to_upstream(
+        env,
+        "5301",
         &[
-            "iperf3",
-            "-c",
-            topology::INTERNET_V4,
-            "-p",
-            "5301",
             "-u",
             "-b",
             "60M",
@@ -358,20 +325,7 @@ fn policer(env: &mut Env) -> Result<()> {
 /// 250 ms at the rate, must let one flow use most of the rate.
 fn policer_tcp(env: &mut Env) -> Result<()> {
     const RATE_BPS: u64 = 20_000_000;
-    env.popd.popctl_ok(&["customer", "del", "globex"])?;
-    env.popd.popctl_ok(&[
-        "customer",
-        "add",
-        "globex",
-        "--prefix",
-        "203.0.113.0/24",
-        "--prefix",
-        "2001:db8:b::/48",
-        "--iface",
-        "eth2",
-        "--rate-bps",
-        &RATE_BPS.to_string(),
-    ])?;
+    police_globex(env, RATE_BPS, None)?;
     let shown = env.popd.popctl_json(&["customer", "show"])?;
     let burst = shown
         .as_array()
@@ -382,33 +336,7 @@ fn policer_tcp(env: &mut Env) -> Result<()> {
         "default burst of a 20 Mbit/s policer: {burst:?}, expected {} bytes (250 ms)",
         RATE_BPS / 32
     );
-    let server = env.lab.spawn(
-        "up",
-        &[
-            "iperf3",
-            "-s",
-            "-1",
-            "-p",
-            "5302",
-            "-B",
-            topology::INTERNET_V4,
-        ],
-    )?;
-    env.servers.push(server);
-    std::thread::sleep(Duration::from_millis(500));
-    let out = env.lab.exec_ok(
-        "c2",
-        &[
-            "iperf3",
-            "-c",
-            topology::INTERNET_V4,
-            "-p",
-            "5302",
-            "-t",
-            "5",
-            "-J",
-        ],
-    )?;
+    let out = iperf3_to_upstream(env, "5302", &["-t", "5", "-J"])?;
     let v: serde_json::Value = serde_json::from_str(&out).context("iperf3 -J output")?;
     let received_bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
@@ -421,4 +349,51 @@ fn policer_tcp(env: &mut Env) -> Result<()> {
         "TCP through a {RATE_BPS} b/s policer with the default burst: {received_bps:.0} b/s, ratio {ratio:.3} outside 0.80..1.10"
     );
     Ok(())
+}
+
+/// Re-adds globex (c2) with a policer of `rate_bps` and `burst_bytes` (None:
+/// the default burst).
+fn police_globex(env: &mut Env, rate_bps: u64, burst_bytes: Option<u64>) -> Result<()> {
+    env.popd.popctl_ok(&["customer", "del", "globex"])?;
+    let (rate, burst) = (rate_bps.to_string(), burst_bytes.map(|b| b.to_string()));
+    let mut args = vec![
+        "customer",
+        "add",
+        "globex",
+        "--prefix",
+        "203.0.113.0/24",
+        "--prefix",
+        "2001:db8:b::/48",
+        "--iface",
+        "eth2",
+        "--rate-bps",
+        &rate,
+    ];
+    if let Some(b) = &burst {
+        args.extend(["--burst-bytes", b]);
+    }
+    env.popd.popctl_ok(&args)?;
+    Ok(())
+}
+
+/// Runs iperf3 from c2 to an iperf3 server on the upstream at `port` with the
+/// client arguments `args`; its standard output.
+fn iperf3_to_upstream(env: &mut Env, port: &str, args: &[&str]) -> Result<String> {
+    let server = env.lab.spawn(
+        "up",
+        &[
+            "iperf3",
+            "-s",
+            "-1",
+            "-p",
+            port,
+            "-B",
+            topology::INTERNET_V4,
+        ],
+    )?;
+    env.servers.push(server);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut argv = vec!["iperf3", "-c", topology::INTERNET_V4, "-p", port];
+    argv.extend_from_slice(args);
+    env.lab.exec_ok("c2", &argv)
 }

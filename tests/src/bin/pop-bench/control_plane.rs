@@ -226,7 +226,15 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
         popctl(
             o,
             &popd,
-            &["route", "add", "100.66.0.0/16", "via", "192.0.2.1", "dev", "eth0"],
+            &[
+                "route",
+                "add",
+                "100.66.0.0/16",
+                "via",
+                "192.0.2.1",
+                "dev",
+                "eth0",
+            ],
         )?;
         eprintln!(
             "  popctl route add with {n} routes loaded: {:.0} ms",
