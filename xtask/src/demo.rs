@@ -182,6 +182,46 @@ impl Demo {
             );
         }
 
+        step("an ACL rule, and popctl trace asking the data plane about two packets");
+        let acl = [
+            "acl",
+            "add",
+            "100",
+            "--action",
+            "drop",
+            "--dst",
+            "198.51.100.10/32",
+            "--proto",
+            "tcp",
+            "--dport",
+            "22",
+        ];
+        println!("$ popctl {}", acl.join(" "));
+        print!("{}", popd.popctl_ok(&acl)?);
+        println!("$ popctl acl show");
+        print!("{}", popd.popctl_ok(&["acl", "show"])?);
+        for (port, want) in [("22", "drop"), ("443", "redirect")] {
+            let args = [
+                "trace",
+                "--in",
+                "eth0",
+                "--src",
+                topology::INTERNET_V4,
+                "--dst",
+                topology::C1_V4,
+                "--proto",
+                "tcp",
+                "--dport",
+                port,
+            ];
+            println!("\n$ popctl {}", args.join(" "));
+            print!("{}", popd.popctl_ok(&args)?);
+            let traced = popd.popctl_json(&args)?;
+            if traced["action"] != want {
+                bail!("popctl trace of TCP/{port} to acme: {traced}, expected {want}");
+            }
+        }
+
         step(&format!(
             "metrics (curl http://{}/metrics in {PREFIX}edge), pop_ lines",
             topology::METRICS_ADDR
