@@ -1351,24 +1351,31 @@ fn classifier_cost_by_rule_count() {
         let lab = Lab::new();
         let mut rng = Rng(0x0bad_cafe_dead_beef);
         let runs = 20_000;
+        // The machine is shared: the best of a few measurements is the one
+        // least disturbed by other work.
+        let best_of =
+            |measure: &dyn Fn() -> f64| (0..5).map(|_| measure()).fold(f64::MAX, f64::min);
         let cost = |p: &Pkt| {
             let port = lab.port(p.ingress);
             let mut frame = p.frame(port.mac);
             // TTL / hop limit 255: repeated runs keep the frame forwardable.
             frame[if p.src.is_ipv6() { 21 } else { 22 }] = 255;
-            lab.h
-                .ns_per_packet(Program::Pop, &frame, port.ifindex, runs)
-                .unwrap()
+            best_of(&|| {
+                lab.h
+                    .ns_per_packet(Program::Pop, &frame, port.ifindex, runs)
+                    .unwrap()
+            })
         };
         // A packet outside every rule's addresses walks every tree to a leaf.
         let miss = Pkt::new("100.64.1.1", "100.65.1.1")
             .proto(TCP)
             .ports(33333, 8443);
         let port = lab.port(miss.ingress);
-        let pass = lab
-            .h
-            .ns_per_packet(Program::Pass, &miss.frame(port.mac), port.ifindex, runs)
-            .unwrap();
+        let pass = best_of(&|| {
+            lab.h
+                .ns_per_packet(Program::Pass, &miss.frame(port.mac), port.ifindex, runs)
+                .unwrap()
+        });
         let base = cost(&miss);
         println!("ACL cost: XDP_PASS program {pass:.1} ns, pop without rules {base:.1} ns/packet");
         let mut maps = lab.acl_maps();
