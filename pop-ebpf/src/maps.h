@@ -180,7 +180,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 2 * POP_MAX_ACL_LEAF_REFS);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct pop_acl_leaf_rule);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } acl_leaf_rules SEC(".maps");
 

@@ -15,8 +15,9 @@ use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use pop_common::{
-    maps as names, policer_index, Direction, PopAclMeta, PopAclNode, PopAclRule, PopConfig,
-    PopPolicer, PopSpoofKey, MAX_ACL_LEAF_REFS, MAX_ACL_NODES, MAX_ACL_RULES, MAX_CUSTOMERS,
+    maps as names, policer_index, Direction, PopAclLeafRule, PopAclMeta, PopAclNode, PopAclRule,
+    PopConfig, PopPolicer, PopSpoofKey, MAX_ACL_LEAF_REFS, MAX_ACL_NODES, MAX_ACL_RULES,
+    MAX_CUSTOMERS,
 };
 
 pub use police::policer;
@@ -28,7 +29,7 @@ pub struct AclMaps {
     config: Array<MapData, PopConfig>,
     meta: Array<MapData, PopAclMeta>,
     nodes: Array<MapData, PopAclNode>,
-    leaf_rules: Array<MapData, u32>,
+    leaf_rules: Array<MapData, PopAclLeafRule>,
     rules: Array<MapData, PopAclRule>,
     spoof_ports: HashMap<MapData, u32, u32>,
     spoof_allow: HashMap<MapData, PopSpoofKey, u32>,
