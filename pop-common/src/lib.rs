@@ -25,9 +25,9 @@ pub const MAX_LOCAL_ADDRS: u32 = 4096;
 pub const MAX_ACL_RULES: u32 = 131_072;
 /// ACL decision-tree nodes ([`PopAclNode`], each [`ACL_NODE_LEVELS`] binary
 /// levels; both families together) per copy.
-pub const MAX_ACL_NODES: u32 = 262_144;
-/// Rule references of all ACL tree leaves per copy.
-pub const MAX_ACL_LEAF_REFS: u32 = 524_288;
+pub const MAX_ACL_NODES: u32 = 393_216;
+/// Blocks of ACL leaf rules ([`PopAclLeafBlock`]) per copy.
+pub const MAX_ACL_LEAF_BLOCKS: u32 = 65_536;
 /// Match fields of an ACL rule ([`AclField`]).
 pub const ACL_FIELDS: usize = 12;
 /// Deepest ACL tree the data plane walks (root at depth 0, leaves at most here).
@@ -50,11 +50,14 @@ pub const ACL_NODE_SLOTS: usize = 7;
 pub const ACL_NODE_CHILDREN: usize = 8;
 /// Most nodes on a root-to-leaf path: [`ACL_MAX_DEPTH`] / [`ACL_NODE_LEVELS`].
 pub const ACL_MAX_NODE_DEPTH: u32 = 16;
-/// An ACL tree reference (root or child) with this bit is a leaf: the rules
-/// `acl_leaf_rules[start..start + count]`, start in [`ACL_REF_START`], count
-/// in [`ACL_REF_COUNT`] << [`ACL_REF_COUNT_SHIFT`]. Without it, a node index.
+/// Leaf rules per [`PopAclLeafBlock`].
+pub const ACL_LEAF_BLOCK: usize = 8;
+/// An ACL tree reference (root or child) with this bit is a leaf: `count`
+/// rules (in [`ACL_REF_COUNT`] << [`ACL_REF_COUNT_SHIFT`]) filling the blocks
+/// `acl_leaf_rules[start..]` in order, `start` in [`ACL_REF_START`]. Without
+/// it, a node index.
 pub const ACL_REF_LEAF: u32 = 0x8000_0000;
-/// Mask of a leaf ref's start in `acl_leaf_rules`.
+/// Mask of a leaf ref's first block in `acl_leaf_rules`.
 pub const ACL_REF_START: u32 = 0x000F_FFFF;
 /// Shift of a leaf ref's rule count.
 pub const ACL_REF_COUNT_SHIFT: u32 = 20;
@@ -117,7 +120,7 @@ pub mod maps {
     pub const ACL_META: &str = "acl_meta";
     /// copy * MAX_ACL_NODES + node → [`super::PopAclNode`].
     pub const ACL_NODES: &str = "acl_nodes";
-    /// copy * MAX_ACL_LEAF_REFS + i → [`PopAclLeafRule`].
+    /// copy * MAX_ACL_LEAF_BLOCKS + i → [`PopAclLeafBlock`].
     pub const ACL_LEAF_RULES: &str = "acl_leaf_rules";
     /// copy * MAX_ACL_RULES + rule → [`super::PopAclRule`].
     pub const ACL_RULES: &str = "acl_rules";
@@ -447,7 +450,7 @@ pub struct PopAclNode {
     pub child: [u32; ACL_NODE_CHILDREN],
 }
 
-/// `struct pop_acl_leaf_rule`: an entry of an ACL leaf, a rule and its two
+/// `struct pop_acl_leaf_rule`: a rule of an ACL leaf, its index and its two
 /// narrowest fields, checked before the rule itself is read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -462,6 +465,15 @@ pub struct PopAclLeafRule {
     pub lo: [u32; 2],
     /// The rule's highest value of each of `field`.
     pub hi: [u32; 2],
+}
+
+/// `struct pop_acl_leaf_block`: [`ACL_LEAF_BLOCK`] rules of an ACL leaf, in
+/// priority order (one map element, one lookup).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopAclLeafBlock {
+    /// The rules; past the leaf's count, unused.
+    pub rule: [PopAclLeafRule; ACL_LEAF_BLOCK],
 }
 
 /// `struct pop_acl_meta`: where the trees of one ACL copy start.
@@ -556,7 +568,7 @@ mod pod {
     unsafe impl aya::Pod for PopCounter {}
     unsafe impl aya::Pod for PopAclRule {}
     unsafe impl aya::Pod for PopAclNode {}
-    unsafe impl aya::Pod for PopAclLeafRule {}
+    unsafe impl aya::Pod for PopAclLeafBlock {}
     unsafe impl aya::Pod for PopAclMeta {}
     unsafe impl aya::Pod for PopSpoofKey {}
     unsafe impl aya::Pod for PopPolicer {}
@@ -666,6 +678,7 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_ACL_NODE_SLOTS", ACL_NODE_SLOTS as i64),
         ("POP_ACL_NODE_CHILDREN", ACL_NODE_CHILDREN as i64),
         ("POP_ACL_MAX_NODE_DEPTH", ACL_MAX_NODE_DEPTH as i64),
+        ("POP_ACL_LEAF_BLOCK", ACL_LEAF_BLOCK as i64),
     ]
 }
 
@@ -674,6 +687,7 @@ pub fn constants() -> &'static [(&'static str, i64)] {
 const _: () = assert!(ACL_MAX_NODE_DEPTH * ACL_NODE_LEVELS >= ACL_MAX_DEPTH);
 const _: () = assert!(ACL_NODE_CHILDREN == 1 << ACL_NODE_LEVELS);
 const _: () = assert!(ACL_NODE_SLOTS + 1 == ACL_NODE_CHILDREN);
-const _: () = assert!(MAX_ACL_LEAF_REFS <= ACL_REF_START + 1);
+const _: () = assert!(MAX_ACL_LEAF_BLOCKS <= ACL_REF_START + 1);
+const _: () = assert!(ACL_LEAF_MAX as usize % ACL_LEAF_BLOCK == 0);
 const _: () = assert!(ACL_LEAF_MAX <= ACL_REF_COUNT);
 const _: () = assert!(MAX_ACL_NODES <= ACL_REF_LEAF);

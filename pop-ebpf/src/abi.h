@@ -21,15 +21,16 @@
 #define POP_MAX_LOCAL_ADDRS 4096
 #define POP_IPV6_EXT_MAX 6
 #define POP_MAX_ACL_RULES 131072
-#define POP_MAX_ACL_NODES 262144
-#define POP_MAX_ACL_LEAF_REFS 524288
+#define POP_MAX_ACL_NODES 393216
+#define POP_MAX_ACL_LEAF_BLOCKS 65536
 #define POP_MAX_POLICERS (POP_MAX_CUSTOMERS * 2)
 #define POP_MAX_SPOOF_PAIRS 65536
 /* An ACL tree reference (a root in pop_acl_meta, a child in pop_acl_node):
- * with POP_ACL_REF_LEAF set it is a leaf, the rules
- * acl_leaf_rules[start .. start+count) with start = ref & POP_ACL_REF_START
- * and count = (ref >> POP_ACL_REF_COUNT_SHIFT) & POP_ACL_REF_COUNT; else it
- * is the index of a node in acl_nodes. */
+ * with POP_ACL_REF_LEAF set it is a leaf, count =
+ * (ref >> POP_ACL_REF_COUNT_SHIFT) & POP_ACL_REF_COUNT rules in the blocks
+ * acl_leaf_rules[start ..], start = ref & POP_ACL_REF_START, filled in order
+ * (POP_ACL_LEAF_BLOCK rules per block); else it is the index of a node in
+ * acl_nodes. */
 #define POP_ACL_REF_LEAF 0x80000000U
 #define POP_ACL_REF_START 0x000FFFFFU
 #define POP_ACL_REF_COUNT_SHIFT 20
@@ -110,6 +111,7 @@ enum pop_acl_limits {
 	POP_ACL_NODE_SLOTS = 7, /* (field, threshold) slots: 2^LEVELS - 1 */
 	POP_ACL_NODE_CHILDREN = 8, /* child refs: 2^LEVELS */
 	POP_ACL_MAX_NODE_DEPTH = 16, /* nodes on a path: MAX_DEPTH / LEVELS */
+	POP_ACL_LEAF_BLOCK = 8, /* leaf rules per acl_leaf_rules element */
 };
 
 /* A rule index beyond every real one: no match. */
@@ -208,15 +210,20 @@ struct pop_acl_node {
 	__u32 child[POP_ACL_NODE_CHILDREN];
 };
 
-/* An entry of a leaf (map acl_leaf_rules): a rule and its two narrowest
- * fields, so most rules a packet does not match are rejected without reading
- * the rule itself. */
+/* A rule of a leaf: its index and its two narrowest fields, so most rules a
+ * packet does not match are rejected without reading the rule itself. */
 struct pop_acl_leaf_rule {
 	__u32 rule; /* index in acl_rules */
 	__u8 field[2];
 	__u16 pad;
 	__u32 lo[2];
 	__u32 hi[2];
+};
+
+/* An element of acl_leaf_rules: POP_ACL_LEAF_BLOCK rules of a leaf, in
+ * priority order, read with one lookup. */
+struct pop_acl_leaf_block {
+	struct pop_acl_leaf_rule rule[POP_ACL_LEAF_BLOCK];
 };
 
 /* Roots of one ACL copy (map acl_meta, indexed by copy). Rules are grouped

@@ -90,6 +90,21 @@ static __always_inline int acl_rule_matches(const struct pop_acl_rule *rule,
 
 _Static_assert(POP_ACL_NODE_LEVELS == 3, "the walk spells out three levels");
 
+/* 1 when rule `rule_index` of copy `copy` matches `key`: the full check, for
+ * the few rules whose leaf entry did not reject the key. */
+__noinline int pop_acl_rule_matches(const struct acl_key *key, __u32 copy,
+				    __u32 rule_index)
+{
+	const struct pop_acl_rule *rule;
+	__u32 slot;
+
+	if (!key || copy > 1 || rule_index >= POP_MAX_ACL_RULES)
+		return 0;
+	slot = copy * POP_MAX_ACL_RULES + rule_index;
+	rule = bpf_map_lookup_elem(&acl_rules, &slot);
+	return rule && acl_rule_matches(rule, key);
+}
+
 /*
  * The walk of one tree is a global (not inlined) function: the verifier
  * checks it once, on its own, instead of once per path into it, which keeps
@@ -103,7 +118,7 @@ __noinline __u32 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
 				    __u32 ref, __u32 limit)
 {
 	const struct pop_acl_node *node;
-	__u32 start, count, slot, rule_index, i, c;
+	__u32 start, count, slot, rule_index, b, j, c;
 	int depth;
 
 	if (!key || copy > 1)
@@ -136,29 +151,33 @@ __noinline __u32 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
 		return POP_ACL_NO_RULE;
 	start = ref & POP_ACL_REF_START;
 	count = (ref >> POP_ACL_REF_COUNT_SHIFT) & POP_ACL_REF_COUNT;
-	for (i = 0; i < POP_ACL_LEAF_MAX; i++) {
-		const struct pop_acl_leaf_rule *entry;
-		const struct pop_acl_rule *rule;
+	for (b = 0; b < POP_ACL_LEAF_MAX / POP_ACL_LEAF_BLOCK; b++) {
+		const struct pop_acl_leaf_block *block;
 
-		if (i >= count || start + i >= POP_MAX_ACL_LEAF_REFS)
+		if (b * POP_ACL_LEAF_BLOCK >= count ||
+		    start + b >= POP_MAX_ACL_LEAF_BLOCKS)
 			break;
-		slot = copy * POP_MAX_ACL_LEAF_REFS + start + i;
-		entry = bpf_map_lookup_elem(&acl_leaf_rules, &slot);
-		if (!entry)
+		slot = copy * POP_MAX_ACL_LEAF_BLOCKS + start + b;
+		block = bpf_map_lookup_elem(&acl_leaf_rules, &slot);
+		if (!block)
 			break;
-		/* Leaves list rules in ascending index (= priority) order. */
-		rule_index = entry->rule;
-		if (rule_index >= limit || rule_index >= POP_MAX_ACL_RULES)
-			break;
-		if (ACL_ENTRY_OUTSIDE(entry, key, 0) ||
-		    ACL_ENTRY_OUTSIDE(entry, key, 1))
-			continue;
-		slot = copy * POP_MAX_ACL_RULES + rule_index;
-		rule = bpf_map_lookup_elem(&acl_rules, &slot);
-		if (!rule)
-			break;
-		if (acl_rule_matches(rule, key))
-			return rule_index;
+#pragma unroll
+		for (j = 0; j < POP_ACL_LEAF_BLOCK; j++) {
+			const struct pop_acl_leaf_rule *entry = &block->rule[j];
+
+			if (b * POP_ACL_LEAF_BLOCK + j >= count)
+				return POP_ACL_NO_RULE;
+			/* Leaves list rules in ascending index (= priority)
+			 * order. */
+			rule_index = entry->rule;
+			if (rule_index >= limit)
+				return POP_ACL_NO_RULE;
+			if (ACL_ENTRY_OUTSIDE(entry, key, 0) ||
+			    ACL_ENTRY_OUTSIDE(entry, key, 1))
+				continue;
+			if (pop_acl_rule_matches(key, copy, rule_index))
+				return rule_index;
+		}
 	}
 	return POP_ACL_NO_RULE;
 }

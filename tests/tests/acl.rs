@@ -1397,7 +1397,7 @@ fn classifier_cost_by_rule_count() {
             println!(
                 "ACL cost: {count:>6} rules: miss {miss_ns:6.1} ns/packet ({:+.1}), typical {hit_ns:6.1} \
                  ns/packet ({:+.1}); build {:?}, write {write:?}, trees v4 {} v6 {}, {} nodes, \
-                 {} leaf refs, depth v4 {} v6 {}, {:.1} MiB",
+                 {} leaf refs in {} blocks, depth v4 {} v6 {}, {:.1} MiB",
                 miss_ns - base,
                 hit_ns - base,
                 s.build_time,
@@ -1405,6 +1405,7 @@ fn classifier_cost_by_rule_count() {
                 s.trees_v6,
                 s.nodes,
                 s.leaf_refs,
+                s.leaf_blocks,
                 s.depth_v4,
                 s.depth_v6,
                 s.map_bytes as f64 / (1 << 20) as f64

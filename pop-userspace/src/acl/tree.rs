@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use pop_common::{
-    AclField, AclVerdict, PopAclLeafRule, PopAclMeta, PopAclNode, PopAclRule, ACL_FIELDS,
-    ACL_LEAF_MAX, ACL_MAX_DEPTH, ACL_MAX_NODE_DEPTH, ACL_MAX_TREES, ACL_NODE_CHILDREN,
-    ACL_NODE_LEVELS, ACL_NODE_SLOTS, ACL_NO_PORT, ACL_NO_RULE, ACL_REF_COUNT, ACL_REF_COUNT_SHIFT,
-    ACL_REF_LEAF, ACL_REF_START, MAX_ACL_LEAF_REFS, MAX_ACL_NODES, MAX_ACL_RULES,
+    AclField, AclVerdict, PopAclLeafBlock, PopAclLeafRule, PopAclMeta, PopAclNode, PopAclRule,
+    ACL_FIELDS, ACL_LEAF_BLOCK, ACL_LEAF_MAX, ACL_MAX_DEPTH, ACL_MAX_NODE_DEPTH, ACL_MAX_TREES,
+    ACL_NODE_CHILDREN, ACL_NODE_LEVELS, ACL_NODE_SLOTS, ACL_NO_PORT, ACL_NO_RULE, ACL_REF_COUNT,
+    ACL_REF_COUNT_SHIFT, ACL_REF_LEAF, ACL_REF_START, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES,
+    MAX_ACL_RULES,
 };
 
 use crate::config::model::AclAction;
@@ -91,6 +92,8 @@ pub struct AclStats {
     pub nodes: usize,
     /// Rule references in leaves.
     pub leaf_refs: usize,
+    /// Blocks the leaves take ([`ACL_LEAF_BLOCK`] rules each).
+    pub leaf_blocks: usize,
     /// Deepest leaf of the IPv4 trees.
     pub depth_v4: u32,
     /// Deepest leaf of the IPv6 trees.
@@ -114,8 +117,8 @@ pub struct CompiledAcl {
     pub rules: Vec<PopAclRule>,
     /// Tree nodes of both families.
     pub nodes: Vec<PopAclNode>,
-    /// Leaves' rule lists, concatenated.
-    pub leaf_rules: Vec<PopAclLeafRule>,
+    /// Leaves' rules, each leaf in whole blocks.
+    pub leaf_rules: Vec<PopAclLeafBlock>,
     /// Roots and counts (`acl_meta[copy]`).
     pub meta: PopAclMeta,
     /// Shape and cost.
@@ -169,18 +172,27 @@ impl CompiledAcl {
         }
         let start = (r & ACL_REF_START) as usize;
         let count = ((r >> ACL_REF_COUNT_SHIFT) & ACL_REF_COUNT).min(ACL_LEAF_MAX) as usize;
-        let end = (start + count).min(MAX_ACL_LEAF_REFS as usize);
+        let blocks = count.div_ceil(ACL_LEAF_BLOCK);
+        let end = (start + blocks).min(MAX_ACL_LEAF_BLOCKS as usize);
         self.leaf_rules
-            .get(start..end)?
+            .get(start..end.max(start))?
             .iter()
-            .take_while(|e| e.rule < limit && e.rule < MAX_ACL_RULES)
+            .flat_map(|block| &block.rule)
+            .take(count)
+            .take_while(|e| e.rule < limit)
             .filter(|e| {
                 (0..2).all(|j| {
                     let value = key.get(usize::from(e.field[j])).copied().unwrap_or(0);
                     e.lo[j] <= value && value <= e.hi[j]
                 })
             })
-            .find(|e| rule_matches(&self.rules[e.rule as usize], key))
+            .find(|e| {
+                e.rule < MAX_ACL_RULES
+                    && self
+                        .rules
+                        .get(e.rule as usize)
+                        .is_some_and(|rule| rule_matches(rule, key))
+            })
             .map(|e| e.rule)
     }
 
@@ -354,7 +366,9 @@ struct Builder<'a> {
     /// The binary tree being built.
     bin: Vec<BinNode>,
     nodes: Vec<PopAclNode>,
-    leaf_rules: Vec<PopAclLeafRule>,
+    leaf_rules: Vec<PopAclLeafBlock>,
+    /// Rules in all leaves.
+    leaf_refs: usize,
     max_depth: u32,
     max_leaf: usize,
 }
@@ -437,18 +451,23 @@ impl Builder<'_> {
             return Ok(leaf_ref);
         }
         let start = self.leaf_rules.len();
-        if start + ids.len() > MAX_ACL_LEAF_REFS as usize {
+        let blocks = ids.len().div_ceil(ACL_LEAF_BLOCK);
+        if start + blocks > MAX_ACL_LEAF_BLOCKS as usize {
             return Err(format!(
-                "acl: the rules compile to more than the maximum of {MAX_ACL_LEAF_REFS} leaf \
-                 entries"
+                "acl: the rules compile to more than the maximum of {MAX_ACL_LEAF_BLOCKS} leaf \
+                 blocks ({ACL_LEAF_BLOCK} rules each)"
             ));
         }
         let leaf_ref = ACL_REF_LEAF | (ids.len() as u32) << ACL_REF_COUNT_SHIFT | start as u32;
         self.leaves.insert(ids.to_vec(), leaf_ref);
-        for &id in ids {
-            let entry = self.leaf_entry(id, region);
-            self.leaf_rules.push(entry);
+        for chunk in ids.chunks(ACL_LEAF_BLOCK) {
+            let mut block = PopAclLeafBlock::default();
+            for (entry, &id) in block.rule.iter_mut().zip(chunk) {
+                *entry = self.leaf_entry(id, region);
+            }
+            self.leaf_rules.push(block);
         }
+        self.leaf_refs += ids.len();
         self.max_leaf = self.max_leaf.max(ids.len());
         Ok(leaf_ref)
     }
@@ -619,6 +638,7 @@ pub fn compile(
         bin: Vec::new(),
         nodes: Vec::new(),
         leaf_rules: Vec::new(),
+        leaf_refs: 0,
         max_depth: 0,
         max_leaf: 0,
     };
@@ -627,6 +647,7 @@ pub fn compile(
     let Builder {
         nodes,
         leaf_rules,
+        leaf_refs,
         max_leaf,
         ..
     } = builder;
@@ -636,17 +657,11 @@ pub fn compile(
             nodes.len()
         ));
     }
-    if leaf_rules.len() > MAX_ACL_LEAF_REFS as usize {
-        return Err(format!(
-            "acl: the rules compile to {} leaf entries, more than the maximum of \
-             {MAX_ACL_LEAF_REFS}",
-            leaf_rules.len()
-        ));
-    }
     let stats = AclStats {
         rules: rectangles.len(),
         nodes: nodes.len(),
-        leaf_refs: leaf_rules.len(),
+        leaf_refs,
+        leaf_blocks: leaf_rules.len(),
         depth_v4,
         depth_v6,
         trees_v4: trees_v4.len(),
@@ -654,7 +669,7 @@ pub fn compile(
         max_leaf,
         map_bytes: rectangles.len() * size_of::<PopAclRule>()
             + nodes.len() * size_of::<PopAclNode>()
-            + leaf_rules.len() * size_of::<PopAclLeafRule>(),
+            + leaf_rules.len() * size_of::<PopAclLeafBlock>(),
         build_time: started.elapsed(),
     };
     let mut meta = PopAclMeta {
