@@ -688,6 +688,6 @@ const _: () = assert!(ACL_MAX_NODE_DEPTH * ACL_NODE_LEVELS >= ACL_MAX_DEPTH);
 const _: () = assert!(ACL_NODE_CHILDREN == 1 << ACL_NODE_LEVELS);
 const _: () = assert!(ACL_NODE_SLOTS + 1 == ACL_NODE_CHILDREN);
 const _: () = assert!(MAX_ACL_LEAF_BLOCKS <= ACL_REF_START + 1);
-const _: () = assert!(ACL_LEAF_MAX as usize % ACL_LEAF_BLOCK == 0);
+const _: () = assert!((ACL_LEAF_MAX as usize).is_multiple_of(ACL_LEAF_BLOCK));
 const _: () = assert!(ACL_LEAF_MAX <= ACL_REF_COUNT);
 const _: () = assert!(MAX_ACL_NODES <= ACL_REF_LEAF);
