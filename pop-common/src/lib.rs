@@ -120,7 +120,7 @@ pub mod maps {
     pub const ACL_META: &str = "acl_meta";
     /// copy * MAX_ACL_NODES + node → [`super::PopAclNode`].
     pub const ACL_NODES: &str = "acl_nodes";
-    /// copy * MAX_ACL_LEAF_BLOCKS + i → [`PopAclLeafBlock`].
+    /// copy * MAX_ACL_LEAF_BLOCKS + i → [`super::PopAclLeafBlock`].
     pub const ACL_LEAF_RULES: &str = "acl_leaf_rules";
     /// copy * MAX_ACL_RULES + rule → [`super::PopAclRule`].
     pub const ACL_RULES: &str = "acl_rules";

@@ -6,10 +6,13 @@
  * docs/acl.md): every rule is a hyper-rectangle over POP_ACL_FIELDS u32
  * fields, inner nodes split one field at a threshold, leaves list at most
  * POP_ACL_LEAF_MAX rules in priority order. Rules are grouped by shape into
- * up to POP_ACL_MAX_TREES trees per family. A packet walks one root-to-leaf
- * path per tree (bounded by POP_ACL_MAX_DEPTH), checks the leaf's few rules
- * fully, and the lowest matching rule index wins, so the cost barely grows
- * with the number of rules.
+ * up to POP_ACL_MAX_TREES trees per family. Three binary levels are packed
+ * into one node (one lookup), leaves hang directly in the child refs, and a
+ * leaf's rules come in blocks of POP_ACL_LEAF_BLOCK entries that carry each
+ * rule's two narrowest fields. A packet walks one root-to-leaf path per tree
+ * (at most POP_ACL_MAX_NODE_DEPTH nodes), rejects most of the leaf's rules
+ * from the entries, checks the rest fully, and the lowest matching rule index
+ * wins, so the cost barely grows with the number of rules.
  *
  * All ACL maps hold two copies; pop_config.acl_copy, read once per packet,
  * picks one. popd writes the other copy completely and then flips the index,

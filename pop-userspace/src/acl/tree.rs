@@ -9,6 +9,9 @@
 //! shapes in one tree copies rules into every branch. A packet walks one
 //! root-to-leaf path per tree and checks only the leaves' rules, so its cost
 //! depends on the depth (logarithmic in the rules), not on the number of rules.
+//! The binary tree is then packed for the data plane: [`ACL_NODE_LEVELS`]
+//! levels per [`PopAclNode`], leaves as refs in their parent
+//! ([`ACL_REF_LEAF`]), leaf rules in [`PopAclLeafBlock`]s.
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
