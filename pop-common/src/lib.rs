@@ -23,10 +23,11 @@ pub const MAX_CUSTOMER_PREFIXES: u32 = 65536;
 pub const MAX_LOCAL_ADDRS: u32 = 4096;
 /// ACL rules per copy (the maps hold two copies, see [`PopConfig::acl_copy`]).
 pub const MAX_ACL_RULES: u32 = 131_072;
-/// ACL decision-tree nodes (both families together) per copy.
-pub const MAX_ACL_NODES: u32 = 1_048_576;
-/// Rule references of all ACL tree leaves per copy.
-pub const MAX_ACL_LEAF_REFS: u32 = 1_048_576;
+/// ACL decision-tree nodes ([`PopAclNode`], each [`ACL_NODE_LEVELS`] binary
+/// levels; both families together) per copy.
+pub const MAX_ACL_NODES: u32 = 393_216;
+/// Blocks of ACL leaf rules ([`PopAclLeafBlock`]) per copy.
+pub const MAX_ACL_LEAF_BLOCKS: u32 = 65_536;
 /// Match fields of an ACL rule ([`AclField`]).
 pub const ACL_FIELDS: usize = 12;
 /// Deepest ACL tree the data plane walks (root at depth 0, leaves at most here).
@@ -41,8 +42,27 @@ pub const ACL_NO_RULE: u32 = 0xFFFF_FFFF;
 /// Port value of packets without ports (non-TCP/UDP, non-first fragments):
 /// outside 0..=65535, so only port-wildcard rules match them.
 pub const ACL_NO_PORT: u32 = 65_536;
-/// `PopAclNode::field` of a leaf.
-pub const ACL_NODE_LEAF: u32 = 0xFFFF_FFFF;
+/// Binary tree levels packed into one [`PopAclNode`].
+pub const ACL_NODE_LEVELS: u32 = 3;
+/// (field, threshold) slots of a [`PopAclNode`]: `2^ACL_NODE_LEVELS - 1`.
+pub const ACL_NODE_SLOTS: usize = 7;
+/// Child refs of a [`PopAclNode`]: `2^ACL_NODE_LEVELS`.
+pub const ACL_NODE_CHILDREN: usize = 8;
+/// Most nodes on a root-to-leaf path: [`ACL_MAX_DEPTH`] / [`ACL_NODE_LEVELS`].
+pub const ACL_MAX_NODE_DEPTH: u32 = 16;
+/// Leaf rules per [`PopAclLeafBlock`].
+pub const ACL_LEAF_BLOCK: usize = 8;
+/// An ACL tree reference (root or child) with this bit is a leaf: `count`
+/// rules (in [`ACL_REF_COUNT`] << [`ACL_REF_COUNT_SHIFT`]) filling the blocks
+/// `acl_leaf_rules[start..]` in order, `start` in [`ACL_REF_START`]. Without
+/// it, a node index.
+pub const ACL_REF_LEAF: u32 = 0x8000_0000;
+/// Mask of a leaf ref's first block in `acl_leaf_rules`.
+pub const ACL_REF_START: u32 = 0x000F_FFFF;
+/// Shift of a leaf ref's rule count.
+pub const ACL_REF_COUNT_SHIFT: u32 = 20;
+/// Mask of a leaf ref's rule count (after the shift).
+pub const ACL_REF_COUNT: u32 = 0x7F;
 /// Entries of `policers`: one bucket per customer and direction.
 pub const MAX_POLICERS: u32 = MAX_CUSTOMERS * 2;
 /// Capacity of `spoof_allow` ((customer, port) pairs).
@@ -100,7 +120,7 @@ pub mod maps {
     pub const ACL_META: &str = "acl_meta";
     /// copy * MAX_ACL_NODES + node → [`super::PopAclNode`].
     pub const ACL_NODES: &str = "acl_nodes";
-    /// copy * MAX_ACL_LEAF_REFS + i → rule index (u32).
+    /// copy * MAX_ACL_LEAF_BLOCKS + i → [`super::PopAclLeafBlock`].
     pub const ACL_LEAF_RULES: &str = "acl_leaf_rules";
     /// copy * MAX_ACL_RULES + rule → [`super::PopAclRule`].
     pub const ACL_RULES: &str = "acl_rules";
@@ -433,18 +453,47 @@ pub struct PopAclRule {
     pub priority: u32,
 }
 
-/// `struct pop_acl_node`: a node of the ACL decision tree.
+/// `struct pop_acl_node`: [`ACL_NODE_LEVELS`] levels of the binary ACL
+/// decision tree. Slot `s` (heap order: 0 on top, `2s+1` and `2s+2` below)
+/// sends `key[field[s]] <= threshold[s]` left, else right; after the last
+/// level `s` is `ACL_NODE_SLOTS + c` and `child[c]` is the next ref
+/// ([`ACL_REF_LEAF`]). Padding slots (a binary leaf above the last level)
+/// have threshold `u32::MAX` (always left) and repeat the leaf.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PopAclNode {
-    /// [`AclField`] to compare, or [`ACL_NODE_LEAF`].
-    pub field: u32,
-    /// Inner node: values `<= threshold` go `left`, others `right`.
-    pub threshold: u32,
-    /// Inner node: left child index. Leaf: first index in `acl_leaf_rules`.
-    pub left: u32,
-    /// Inner node: right child index. Leaf: number of rules (<= [`ACL_LEAF_MAX`]).
-    pub right: u32,
+    /// Threshold per slot.
+    pub threshold: [u32; ACL_NODE_SLOTS],
+    /// [`AclField`] per slot (`field[ACL_NODE_SLOTS]` is unused).
+    pub field: [u8; ACL_NODE_CHILDREN],
+    /// Next ref per outcome of the last level.
+    pub child: [u32; ACL_NODE_CHILDREN],
+}
+
+/// `struct pop_acl_leaf_rule`: a rule of an ACL leaf, its index and its two
+/// narrowest fields, checked before the rule itself is read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopAclLeafRule {
+    /// Index in `acl_rules`.
+    pub rule: u32,
+    /// The [`AclField`]s checked first.
+    pub field: [u8; 2],
+    /// Zero.
+    pub pad: u16,
+    /// The rule's lowest value of each of `field`.
+    pub lo: [u32; 2],
+    /// The rule's highest value of each of `field`.
+    pub hi: [u32; 2],
+}
+
+/// `struct pop_acl_leaf_block`: [`ACL_LEAF_BLOCK`] rules of an ACL leaf, in
+/// priority order (one map element, one lookup).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopAclLeafBlock {
+    /// The rules; past the leaf's count, unused.
+    pub rule: [PopAclLeafRule; ACL_LEAF_BLOCK],
 }
 
 /// `struct pop_acl_meta`: where the trees of one ACL copy start.
@@ -571,6 +620,7 @@ mod pod {
     unsafe impl aya::Pod for PopCounter {}
     unsafe impl aya::Pod for PopAclRule {}
     unsafe impl aya::Pod for PopAclNode {}
+    unsafe impl aya::Pod for PopAclLeafBlock {}
     unsafe impl aya::Pod for PopAclMeta {}
     unsafe impl aya::Pod for PopSpoofKey {}
     unsafe impl aya::Pod for PopPolicer {}
@@ -609,7 +659,12 @@ pub fn layouts() -> &'static [Layout] {
         l!("pop_local_v6", PopLocalV6, [addr]),
         l!("pop_counter", PopCounter, [packets, bytes]),
         l!("pop_acl_rule", PopAclRule, [lo, hi, action, priority]),
-        l!("pop_acl_node", PopAclNode, [field, threshold, left, right]),
+        l!("pop_acl_node", PopAclNode, [threshold, field, child]),
+        l!(
+            "pop_acl_leaf_rule",
+            PopAclLeafRule,
+            [rule, field, pad, lo, hi]
+        ),
         l!(
             "pop_acl_meta",
             PopAclMeta,
@@ -696,5 +751,20 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_ACL_LEAF_MAX", ACL_LEAF_MAX as i64),
         ("POP_ACL_NO_PORT", ACL_NO_PORT as i64),
         ("POP_ACL_MAX_TREES", ACL_MAX_TREES as i64),
+        ("POP_ACL_NODE_LEVELS", ACL_NODE_LEVELS as i64),
+        ("POP_ACL_NODE_SLOTS", ACL_NODE_SLOTS as i64),
+        ("POP_ACL_NODE_CHILDREN", ACL_NODE_CHILDREN as i64),
+        ("POP_ACL_MAX_NODE_DEPTH", ACL_MAX_NODE_DEPTH as i64),
+        ("POP_ACL_LEAF_BLOCK", ACL_LEAF_BLOCK as i64),
     ]
 }
+
+// A leaf at ACL_MAX_DEPTH is reached within ACL_MAX_NODE_DEPTH nodes, a node
+// has 2^levels children, and a leaf ref holds every leaf start and count.
+const _: () = assert!(ACL_MAX_NODE_DEPTH * ACL_NODE_LEVELS >= ACL_MAX_DEPTH);
+const _: () = assert!(ACL_NODE_CHILDREN == 1 << ACL_NODE_LEVELS);
+const _: () = assert!(ACL_NODE_SLOTS + 1 == ACL_NODE_CHILDREN);
+const _: () = assert!(MAX_ACL_LEAF_BLOCKS <= ACL_REF_START + 1);
+const _: () = assert!((ACL_LEAF_MAX as usize).is_multiple_of(ACL_LEAF_BLOCK));
+const _: () = assert!(ACL_LEAF_MAX <= ACL_REF_COUNT);
+const _: () = assert!(MAX_ACL_NODES <= ACL_REF_LEAF);

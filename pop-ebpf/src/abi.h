@@ -21,12 +21,20 @@
 #define POP_MAX_LOCAL_ADDRS 4096
 #define POP_IPV6_EXT_MAX 6
 #define POP_MAX_ACL_RULES 131072
-#define POP_MAX_ACL_NODES 1048576
-#define POP_MAX_ACL_LEAF_REFS 1048576
+#define POP_MAX_ACL_NODES 393216
+#define POP_MAX_ACL_LEAF_BLOCKS 65536
 #define POP_MAX_POLICERS (POP_MAX_CUSTOMERS * 2)
 #define POP_MAX_SPOOF_PAIRS 65536
-/* pop_acl_node.field of a leaf */
-#define POP_ACL_NODE_LEAF 0xFFFFFFFFU
+/* An ACL tree reference (a root in pop_acl_meta, a child in pop_acl_node):
+ * with POP_ACL_REF_LEAF set it is a leaf, count =
+ * (ref >> POP_ACL_REF_COUNT_SHIFT) & POP_ACL_REF_COUNT rules in the blocks
+ * acl_leaf_rules[start ..], start = ref & POP_ACL_REF_START, filled in order
+ * (POP_ACL_LEAF_BLOCK rules per block); else it is the index of a node in
+ * acl_nodes. */
+#define POP_ACL_REF_LEAF 0x80000000U
+#define POP_ACL_REF_START 0x000FFFFFU
+#define POP_ACL_REF_COUNT_SHIFT 20
+#define POP_ACL_REF_COUNT 0x7FU
 
 /* What the program finally did with a packet, counted per ingress interface. */
 enum pop_action {
@@ -99,6 +107,11 @@ enum pop_acl_limits {
 	POP_ACL_LEAF_MAX = 64, /* most rules a leaf lists */
 	POP_ACL_NO_PORT = 65536, /* port value of packets without ports */
 	POP_ACL_MAX_TREES = 8, /* trees per address family */
+	POP_ACL_NODE_LEVELS = 3, /* binary tree levels packed into one node */
+	POP_ACL_NODE_SLOTS = 7, /* (field, threshold) slots: 2^LEVELS - 1 */
+	POP_ACL_NODE_CHILDREN = 8, /* child refs: 2^LEVELS */
+	POP_ACL_MAX_NODE_DEPTH = 16, /* nodes on a path: MAX_DEPTH / LEVELS */
+	POP_ACL_LEAF_BLOCK = 8, /* leaf rules per acl_leaf_rules element */
 };
 
 /* A rule index beyond every real one: no match. */
@@ -194,13 +207,32 @@ struct pop_acl_rule {
 	__u32 priority;
 };
 
-/* A decision-tree node. Inner: key[field] <= threshold ? left : right.
- * Leaf (field == POP_ACL_NODE_LEAF): rules acl_leaf_rules[left .. left+right). */
+/* A decision-tree node: POP_ACL_NODE_LEVELS levels of the binary HyperSplit
+ * tree in one map element. Slot s (heap order: 0 the top, 2s+1 and 2s+2
+ * below s) sends key[field[s]] <= threshold[s] left, else right; after
+ * LEVELS steps s is POP_ACL_NODE_SLOTS + c and child[c] is the next ref
+ * (POP_ACL_REF_*). A binary leaf above the last level pads: threshold
+ * 0xFFFFFFFF always goes left, and its children repeat the leaf. */
 struct pop_acl_node {
-	__u32 field;
-	__u32 threshold;
-	__u32 left;
-	__u32 right;
+	__u32 threshold[POP_ACL_NODE_SLOTS];
+	__u8 field[POP_ACL_NODE_CHILDREN]; /* [SLOTS] unused */
+	__u32 child[POP_ACL_NODE_CHILDREN];
+};
+
+/* A rule of a leaf: its index and its two narrowest fields, so most rules a
+ * packet does not match are rejected without reading the rule itself. */
+struct pop_acl_leaf_rule {
+	__u32 rule; /* index in acl_rules */
+	__u8 field[2];
+	__u16 pad;
+	__u32 lo[2];
+	__u32 hi[2];
+};
+
+/* An element of acl_leaf_rules: POP_ACL_LEAF_BLOCK rules of a leaf, in
+ * priority order, read with one lookup. */
+struct pop_acl_leaf_block {
+	struct pop_acl_leaf_rule rule[POP_ACL_LEAF_BLOCK];
 };
 
 /* Roots of one ACL copy (map acl_meta, indexed by copy). Rules are grouped

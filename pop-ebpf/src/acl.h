@@ -6,10 +6,13 @@
  * docs/acl.md): every rule is a hyper-rectangle over POP_ACL_FIELDS u32
  * fields, inner nodes split one field at a threshold, leaves list at most
  * POP_ACL_LEAF_MAX rules in priority order. Rules are grouped by shape into
- * up to POP_ACL_MAX_TREES trees per family. A packet walks one root-to-leaf
- * path per tree (bounded by POP_ACL_MAX_DEPTH), checks the leaf's few rules
- * fully, and the lowest matching rule index wins, so the cost barely grows
- * with the number of rules.
+ * up to POP_ACL_MAX_TREES trees per family. Three binary levels are packed
+ * into one node (one lookup), leaves hang directly in the child refs, and a
+ * leaf's rules come in blocks of POP_ACL_LEAF_BLOCK entries that carry each
+ * rule's two narrowest fields. A packet walks one root-to-leaf path per tree
+ * (at most POP_ACL_MAX_NODE_DEPTH nodes), rejects most of the leaf's rules
+ * from the entries, checks the rest fully, and the lowest matching rule index
+ * wins, so the cost barely grows with the number of rules.
  *
  * All ACL maps hold two copies; pop_config.acl_copy, read once per packet,
  * picks one. popd writes the other copy completely and then flips the index,
@@ -79,75 +82,105 @@ static __always_inline int acl_rule_matches(const struct pop_acl_rule *rule,
 		 ACL_FIELD_OUTSIDE(rule, key, POP_ACL_F_DST0 + 3));
 }
 
-/*
- * The walk and the leaf check are global (not inlined) functions: the
- * verifier checks each once, on its own, instead of once per path into it,
- * which keeps the bounded loops far from the 1M-instruction limit.
- */
+/* Slot s of a node sends the key right (1) or left (0). */
+#define ACL_GOES_RIGHT(node, key, s)                                            \
+	((key)->f[(node)->field[s] & (ACL_KEY_SLOTS - 1)] > (node)->threshold[s])
 
-/* Index of the leaf `key` falls into, or POP_ACL_NODE_LEAF when the tree is
- * malformed (deeper than POP_ACL_MAX_DEPTH, out of range). */
-__noinline __u32 pop_acl_find_leaf(const struct acl_key *key, __u32 copy,
-				   __u32 root)
+/* The key is outside field j of a leaf entry (pop_acl_leaf_rule). */
+#define ACL_ENTRY_OUTSIDE(entry, key, j)                                        \
+	((key)->f[(entry)->field[j] & (ACL_KEY_SLOTS - 1)] < (entry)->lo[j] ||  \
+	 (key)->f[(entry)->field[j] & (ACL_KEY_SLOTS - 1)] > (entry)->hi[j])
+
+_Static_assert(POP_ACL_NODE_LEVELS == 3, "the walk spells out three levels");
+
+/* 1 when rule `rule_index` of copy `copy` matches `key`: the full check, for
+ * the few rules whose leaf entry did not reject the key. */
+__noinline int pop_acl_rule_matches(const struct acl_key *key, __u32 copy,
+				    __u32 rule_index)
+{
+	const struct pop_acl_rule *rule;
+	__u32 slot;
+
+	if (!key || copy > 1 || rule_index >= POP_MAX_ACL_RULES)
+		return 0;
+	slot = copy * POP_MAX_ACL_RULES + rule_index;
+	rule = bpf_map_lookup_elem(&acl_rules, &slot);
+	return rule && acl_rule_matches(rule, key);
+}
+
+/*
+ * The walk of one tree is a global (not inlined) function: the verifier
+ * checks it once, on its own, instead of once per path into it, which keeps
+ * the bounded loops far from the 1M-instruction limit.
+ *
+ * Index of the first rule of the leaf `key` falls into in the tree at `ref`
+ * that matches, if below `limit` (a match already found in another tree),
+ * else POP_ACL_NO_RULE (also when the tree is malformed).
+ */
+__noinline __u32 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
+				    __u32 ref, __u32 limit)
 {
 	const struct pop_acl_node *node;
-	__u32 index = root, slot, field;
+	__u32 start, count, slot, rule_index, b, j, c;
 	int depth;
 
 	if (!key || copy > 1)
-		return POP_ACL_NODE_LEAF;
-	for (depth = 0; depth <= POP_ACL_MAX_DEPTH; depth++) {
-		if (index >= POP_MAX_ACL_NODES)
-			return POP_ACL_NODE_LEAF;
-		slot = copy * POP_MAX_ACL_NODES + index;
+		return POP_ACL_NO_RULE;
+	for (depth = 0; depth < POP_ACL_MAX_NODE_DEPTH; depth++) {
+		if (ref & POP_ACL_REF_LEAF)
+			break;
+		if (ref >= POP_MAX_ACL_NODES)
+			return POP_ACL_NO_RULE;
+		slot = copy * POP_MAX_ACL_NODES + ref;
 		node = bpf_map_lookup_elem(&acl_nodes, &slot);
 		if (!node)
-			return POP_ACL_NODE_LEAF;
-		field = node->field;
-		if (field == POP_ACL_NODE_LEAF)
-			return index;
-		index = key->f[field & (ACL_KEY_SLOTS - 1)] <= node->threshold ?
-				node->left : node->right;
+			return POP_ACL_NO_RULE;
+		/* The three levels spelled out: constant offsets, one
+		 * compare and branch per level. */
+		if (!ACL_GOES_RIGHT(node, key, 0)) {
+			if (!ACL_GOES_RIGHT(node, key, 1))
+				c = ACL_GOES_RIGHT(node, key, 3);
+			else
+				c = 2 + ACL_GOES_RIGHT(node, key, 4);
+		} else {
+			if (!ACL_GOES_RIGHT(node, key, 2))
+				c = 4 + ACL_GOES_RIGHT(node, key, 5);
+			else
+				c = 6 + ACL_GOES_RIGHT(node, key, 6);
+		}
+		ref = node->child[c & (POP_ACL_NODE_CHILDREN - 1)];
 	}
-	return POP_ACL_NODE_LEAF;
-}
-
-/* Index of the first of leaf `index`'s rules that matches, if below `limit`
- * (a match already found in another tree), else POP_ACL_NO_RULE. */
-__noinline __u32 pop_acl_check_leaf(const struct acl_key *key, __u32 copy,
-				    __u32 index, __u32 limit)
-{
-	const struct pop_acl_node *leaf;
-	__u32 start, count, slot, rule_index, i;
-
-	if (!key || copy > 1 || index >= POP_MAX_ACL_NODES)
+	if (!(ref & POP_ACL_REF_LEAF))
 		return POP_ACL_NO_RULE;
-	slot = copy * POP_MAX_ACL_NODES + index;
-	leaf = bpf_map_lookup_elem(&acl_nodes, &slot);
-	if (!leaf)
-		return POP_ACL_NO_RULE;
-	start = leaf->left;
-	count = leaf->right;
-	for (i = 0; i < POP_ACL_LEAF_MAX; i++) {
-		const struct pop_acl_rule *rule;
-		__u32 *ref;
+	start = ref & POP_ACL_REF_START;
+	count = (ref >> POP_ACL_REF_COUNT_SHIFT) & POP_ACL_REF_COUNT;
+	for (b = 0; b < POP_ACL_LEAF_MAX / POP_ACL_LEAF_BLOCK; b++) {
+		const struct pop_acl_leaf_block *block;
 
-		if (i >= count || start + i >= POP_MAX_ACL_LEAF_REFS)
+		if (b * POP_ACL_LEAF_BLOCK >= count ||
+		    start + b >= POP_MAX_ACL_LEAF_BLOCKS)
 			break;
-		slot = copy * POP_MAX_ACL_LEAF_REFS + start + i;
-		ref = bpf_map_lookup_elem(&acl_leaf_rules, &slot);
-		if (!ref)
+		slot = copy * POP_MAX_ACL_LEAF_BLOCKS + start + b;
+		block = bpf_map_lookup_elem(&acl_leaf_rules, &slot);
+		if (!block)
 			break;
-		/* Leaves list rules in ascending index (= priority) order. */
-		rule_index = *ref;
-		if (rule_index >= limit || rule_index >= POP_MAX_ACL_RULES)
-			break;
-		slot = copy * POP_MAX_ACL_RULES + rule_index;
-		rule = bpf_map_lookup_elem(&acl_rules, &slot);
-		if (!rule)
-			break;
-		if (acl_rule_matches(rule, key))
-			return rule_index;
+#pragma unroll
+		for (j = 0; j < POP_ACL_LEAF_BLOCK; j++) {
+			const struct pop_acl_leaf_rule *entry = &block->rule[j];
+
+			if (b * POP_ACL_LEAF_BLOCK + j >= count)
+				return POP_ACL_NO_RULE;
+			/* Leaves list rules in ascending index (= priority)
+			 * order. */
+			rule_index = entry->rule;
+			if (rule_index >= limit)
+				return POP_ACL_NO_RULE;
+			if (ACL_ENTRY_OUTSIDE(entry, key, 0) ||
+			    ACL_ENTRY_OUTSIDE(entry, key, 1))
+				continue;
+			if (pop_acl_rule_matches(key, copy, rule_index))
+				return rule_index;
+		}
 	}
 	return POP_ACL_NO_RULE;
 }
@@ -160,7 +193,7 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 {
 	struct pop_acl_meta *meta = bpf_map_lookup_elem(&acl_meta, &copy);
 	int is_v6 = pkt->eth_proto != ETH_P_IP;
-	__u32 trees, t, leaf, found, best = POP_ACL_NO_RULE, slot;
+	__u32 trees, t, found, best = POP_ACL_NO_RULE, slot;
 	const struct pop_acl_rule *rule;
 	struct acl_key key;
 
@@ -175,11 +208,9 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 		 * trees whose rules all come later cannot win. */
 		if ((is_v6 ? meta->first_rule_v6[t] : meta->first_rule_v4[t]) >= best)
 			break;
-		leaf = pop_acl_find_leaf(&key, copy,
-					 is_v6 ? meta->root_v6[t] : meta->root_v4[t]);
-		if (leaf == POP_ACL_NODE_LEAF)
-			continue;
-		found = pop_acl_check_leaf(&key, copy, leaf, best);
+		found = pop_acl_tree_match(&key, copy,
+					   is_v6 ? meta->root_v6[t] : meta->root_v4[t],
+					   best);
 		if (found < best)
 			best = found;
 	}

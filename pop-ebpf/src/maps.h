@@ -189,9 +189,9 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2 * POP_MAX_ACL_LEAF_REFS);
+	__uint(max_entries, 2 * POP_MAX_ACL_LEAF_BLOCKS);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct pop_acl_leaf_block);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } acl_leaf_rules SEC(".maps");
 

@@ -225,6 +225,13 @@ fn define_errors(defines: &BTreeMap<String, i64>) -> Vec<String> {
         ("POP_NH_VALID", NH_VALID.into()),
         ("POP_NH_RESOLVED", NH_RESOLVED.into()),
         ("POP_ROUTE_BLACKHOLE", ROUTE_BLACKHOLE.into()),
+        ("POP_MAX_ACL_RULES", MAX_ACL_RULES.into()),
+        ("POP_MAX_ACL_NODES", MAX_ACL_NODES.into()),
+        ("POP_MAX_ACL_LEAF_BLOCKS", MAX_ACL_LEAF_BLOCKS.into()),
+        ("POP_ACL_REF_LEAF", ACL_REF_LEAF.into()),
+        ("POP_ACL_REF_START", ACL_REF_START.into()),
+        ("POP_ACL_REF_COUNT_SHIFT", ACL_REF_COUNT_SHIFT.into()),
+        ("POP_ACL_REF_COUNT", ACL_REF_COUNT.into()),
     ];
     let mut errors = vec![];
     for (name, value) in expected {

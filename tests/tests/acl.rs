@@ -1388,6 +1388,10 @@ fn classifier_cost_by_rule_count() {
         let lab = Lab::new();
         let mut rng = Rng(0x0bad_cafe_dead_beef);
         let runs = 20_000;
+        // The machine is shared: the best of a few measurements is the one
+        // least disturbed by other work ("typical" averages 50 packets).
+        let best_of =
+            |measure: &dyn Fn() -> f64| (0..3).map(|_| measure()).fold(f64::MAX, f64::min);
         let cost = |p: &Pkt| {
             let port = lab.port(p.ingress);
             let mut frame = p.frame(port.mac);
@@ -1402,11 +1406,12 @@ fn classifier_cost_by_rule_count() {
             .proto(TCP)
             .ports(33333, 8443);
         let port = lab.port(miss.ingress);
-        let pass = lab
-            .h
-            .ns_per_packet(Program::Pass, &miss.frame(port.mac), port.ifindex, runs)
-            .unwrap();
-        let base = cost(&miss);
+        let pass = best_of(&|| {
+            lab.h
+                .ns_per_packet(Program::Pass, &miss.frame(port.mac), port.ifindex, runs)
+                .unwrap()
+        });
+        let base = best_of(&|| cost(&miss));
         println!("ACL cost: XDP_PASS program {pass:.1} ns, pop without rules {base:.1} ns/packet");
         let mut maps = lab.acl_maps();
         for count in [10usize, 1_000, 10_000, 100_000] {
@@ -1415,7 +1420,7 @@ fn classifier_cost_by_rule_count() {
             let write = Instant::now();
             maps.swap_in(&compiled).unwrap();
             let write = write.elapsed();
-            let miss_ns = cost(&miss);
+            let miss_ns = best_of(&|| cost(&miss));
             // Packets that hit rules (as in the equivalence test), averaged.
             let mut sample = Vec::new();
             while sample.len() < 50 {
@@ -1429,7 +1434,7 @@ fn classifier_cost_by_rule_count() {
             println!(
                 "ACL cost: {count:>6} rules: miss {miss_ns:6.1} ns/packet ({:+.1}), typical {hit_ns:6.1} \
                  ns/packet ({:+.1}); build {:?}, write {write:?}, trees v4 {} v6 {}, {} nodes, \
-                 {} leaf refs, depth v4 {} v6 {}, {:.1} MiB",
+                 {} leaf refs in {} blocks, depth v4 {} v6 {}, {:.1} MiB",
                 miss_ns - base,
                 hit_ns - base,
                 s.build_time,
@@ -1437,6 +1442,7 @@ fn classifier_cost_by_rule_count() {
                 s.trees_v6,
                 s.nodes,
                 s.leaf_refs,
+                s.leaf_blocks,
                 s.depth_v4,
                 s.depth_v6,
                 s.map_bytes as f64 / (1 << 20) as f64

@@ -15,8 +15,9 @@ use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use pop_common::{
-    maps as names, policer_index, Direction, PopAclMeta, PopAclNode, PopAclRule, PopConfig,
-    PopPolicer, PopSpoofKey, MAX_ACL_LEAF_REFS, MAX_ACL_NODES, MAX_ACL_RULES, MAX_CUSTOMERS,
+    maps as names, policer_index, Direction, PopAclLeafBlock, PopAclMeta, PopAclNode, PopAclRule,
+    PopConfig, PopPolicer, PopSpoofKey, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES, MAX_ACL_RULES,
+    MAX_CUSTOMERS,
 };
 
 pub use police::policer;
@@ -28,7 +29,7 @@ pub struct AclMaps {
     config: Array<MapData, PopConfig>,
     meta: Array<MapData, PopAclMeta>,
     nodes: Array<MapData, PopAclNode>,
-    leaf_rules: Array<MapData, u32>,
+    leaf_rules: Array<MapData, PopAclLeafBlock>,
     rules: Array<MapData, PopAclRule>,
     spoof_ports: HashMap<MapData, u32, u32>,
     spoof_allow: HashMap<MapData, PopSpoofKey, u32>,
@@ -128,7 +129,11 @@ impl AclMaps {
         };
         fits("rules", compiled.rules.len(), MAX_ACL_RULES)?;
         fits("tree nodes", compiled.nodes.len(), MAX_ACL_NODES)?;
-        fits("leaf entries", compiled.leaf_rules.len(), MAX_ACL_LEAF_REFS)?;
+        fits(
+            "leaf blocks",
+            compiled.leaf_rules.len(),
+            MAX_ACL_LEAF_BLOCKS,
+        )?;
         // A packet that read the previous index may still walk this copy.
         wait_for_readers();
         // Everything a node can point at first, the nodes, then the roots.
@@ -138,10 +143,10 @@ impl AclMaps {
                 .set(index, rule, 0)
                 .map_err(map_err(names::ACL_RULES, format!("set {index}")))?;
         }
-        for (i, rule) in compiled.leaf_rules.iter().enumerate() {
-            let index = copy * MAX_ACL_LEAF_REFS + i as u32;
+        for (i, block) in compiled.leaf_rules.iter().enumerate() {
+            let index = copy * MAX_ACL_LEAF_BLOCKS + i as u32;
             self.leaf_rules
-                .set(index, rule, 0)
+                .set(index, block, 0)
                 .map_err(map_err(names::ACL_LEAF_RULES, format!("set {index}")))?;
         }
         for (i, node) in compiled.nodes.iter().enumerate() {

@@ -9,14 +9,19 @@
 //! shapes in one tree copies rules into every branch. A packet walks one
 //! root-to-leaf path per tree and checks only the leaves' rules, so its cost
 //! depends on the depth (logarithmic in the rules), not on the number of rules.
+//! The binary tree is then packed for the data plane: [`ACL_NODE_LEVELS`]
+//! levels per [`PopAclNode`], leaves as refs in their parent
+//! ([`ACL_REF_LEAF`]), leaf rules in [`PopAclLeafBlock`]s.
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use pop_common::{
-    AclField, AclVerdict, PopAclMeta, PopAclNode, PopAclRule, ACL_FIELDS, ACL_LEAF_MAX,
-    ACL_MAX_DEPTH, ACL_MAX_TREES, ACL_NODE_LEAF, ACL_NO_PORT, ACL_NO_RULE, MAX_ACL_LEAF_REFS,
-    MAX_ACL_NODES, MAX_ACL_RULES,
+    AclField, AclVerdict, PopAclLeafBlock, PopAclLeafRule, PopAclMeta, PopAclNode, PopAclRule,
+    ACL_FIELDS, ACL_LEAF_BLOCK, ACL_LEAF_MAX, ACL_MAX_DEPTH, ACL_MAX_NODE_DEPTH, ACL_MAX_TREES,
+    ACL_NODE_CHILDREN, ACL_NODE_LEVELS, ACL_NODE_SLOTS, ACL_NO_PORT, ACL_NO_RULE, ACL_REF_COUNT,
+    ACL_REF_COUNT_SHIFT, ACL_REF_LEAF, ACL_REF_START, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES,
+    MAX_ACL_RULES,
 };
 
 use crate::config::model::AclAction;
@@ -90,6 +95,8 @@ pub struct AclStats {
     pub nodes: usize,
     /// Rule references in leaves.
     pub leaf_refs: usize,
+    /// Blocks the leaves take ([`ACL_LEAF_BLOCK`] rules each).
+    pub leaf_blocks: usize,
     /// Deepest leaf of the IPv4 trees.
     pub depth_v4: u32,
     /// Deepest leaf of the IPv6 trees.
@@ -113,8 +120,8 @@ pub struct CompiledAcl {
     pub rules: Vec<PopAclRule>,
     /// Tree nodes of both families.
     pub nodes: Vec<PopAclNode>,
-    /// Leaves' rule lists, concatenated.
-    pub leaf_rules: Vec<u32>,
+    /// Leaves' rules, each leaf in whole blocks.
+    pub leaf_rules: Vec<PopAclLeafBlock>,
     /// Roots and counts (`acl_meta[copy]`).
     pub meta: PopAclMeta,
     /// Shape and cost.
@@ -139,39 +146,57 @@ impl CompiledAcl {
             if firsts[t] >= best {
                 break;
             }
-            let Some(leaf) = self.find_leaf(key, roots[t]) else {
-                continue;
-            };
-            let start = leaf.left as usize;
-            let count = (leaf.right as usize).min(ACL_LEAF_MAX as usize);
-            let refs = self.leaf_rules.get(start..start + count).unwrap_or(&[]);
-            let found = refs
-                .iter()
-                .take_while(|&&r| r < best)
-                .find(|&&r| rule_matches(&self.rules[r as usize], key));
-            if let Some(&r) = found {
-                best = r;
+            if let Some(found) = self.tree_match(key, roots[t], best) {
+                best = found;
             }
         }
         (best != ACL_NO_RULE).then_some(best as usize)
     }
 
-    fn find_leaf(&self, key: &AclKey, root: u32) -> Option<&PopAclNode> {
-        let mut index = root;
-        for _ in 0..=ACL_MAX_DEPTH {
-            let node = self.nodes.get(index as usize)?;
-            if node.field == ACL_NODE_LEAF {
-                return Some(node);
+    /// `pop_acl_tree_match`: the first rule below `limit` of the leaf `key`
+    /// reaches from `tree_ref` that matches.
+    fn tree_match(&self, key: &AclKey, tree_ref: u32, limit: u32) -> Option<u32> {
+        let mut r = tree_ref;
+        for _ in 0..ACL_MAX_NODE_DEPTH {
+            if r & ACL_REF_LEAF != 0 {
+                break;
             }
-            // Like the C key's spare slots, fields past the end read 0.
-            let value = key.get(node.field as usize).copied().unwrap_or(0);
-            index = if value <= node.threshold {
-                node.left
-            } else {
-                node.right
-            };
+            let node = self.nodes.get(r as usize)?;
+            let mut s = 0;
+            for _ in 0..ACL_NODE_LEVELS {
+                // Like the C key's spare slots, fields past the end read 0.
+                let value = key.get(usize::from(node.field[s])).copied().unwrap_or(0);
+                s = 2 * s + 1 + usize::from(value > node.threshold[s]);
+            }
+            r = node.child[s - ACL_NODE_SLOTS];
         }
-        None
+        if r & ACL_REF_LEAF == 0 {
+            return None;
+        }
+        let start = (r & ACL_REF_START) as usize;
+        let count = ((r >> ACL_REF_COUNT_SHIFT) & ACL_REF_COUNT).min(ACL_LEAF_MAX) as usize;
+        let blocks = count.div_ceil(ACL_LEAF_BLOCK);
+        let end = (start + blocks).min(MAX_ACL_LEAF_BLOCKS as usize);
+        self.leaf_rules
+            .get(start..end.max(start))?
+            .iter()
+            .flat_map(|block| &block.rule)
+            .take(count)
+            .take_while(|e| e.rule < limit)
+            .filter(|e| {
+                (0..2).all(|j| {
+                    let value = key.get(usize::from(e.field[j])).copied().unwrap_or(0);
+                    e.lo[j] <= value && value <= e.hi[j]
+                })
+            })
+            .find(|e| {
+                e.rule < MAX_ACL_RULES
+                    && self
+                        .rules
+                        .get(e.rule as usize)
+                        .is_some_and(|rule| rule_matches(rule, key))
+            })
+            .map(|e| e.rule)
     }
 
     /// Replays the data plane's verdict for a packet.
@@ -328,12 +353,25 @@ fn universe(is_v6: bool) -> Region {
     region
 }
 
+/// An inner node of the binary tree, before packing into [`PopAclNode`]s.
+struct BinNode {
+    field: u8,
+    threshold: u32,
+    /// Refs: a leaf ([`ACL_REF_LEAF`]) or an index into `Builder::bin`.
+    left: u32,
+    right: u32,
+}
+
 struct Builder<'a> {
     rules: &'a [PopAclRule],
     /// Leaves already emitted, by rule list: equal leaves are shared.
     leaves: std::collections::HashMap<Vec<u32>, u32>,
+    /// The binary tree being built.
+    bin: Vec<BinNode>,
     nodes: Vec<PopAclNode>,
-    leaf_rules: Vec<u32>,
+    leaf_rules: Vec<PopAclLeafBlock>,
+    /// Rules in all leaves.
+    leaf_refs: usize,
     max_depth: u32,
     max_leaf: usize,
 }
@@ -403,7 +441,7 @@ impl Builder<'_> {
         best
     }
 
-    fn leaf(&mut self, ids: &[u32], depth: u32) -> Result<u32, String> {
+    fn leaf(&mut self, ids: &[u32], region: &Region, depth: u32) -> Result<u32, String> {
         if ids.len() > ACL_LEAF_MAX as usize {
             return Err(format!(
                 "acl: {} rules overlap in one region even at depth {depth}; the data plane \
@@ -412,20 +450,92 @@ impl Builder<'_> {
             ));
         }
         self.max_depth = self.max_depth.max(depth);
-        if let Some(&index) = self.leaves.get(ids) {
-            return Ok(index);
+        if let Some(&leaf_ref) = self.leaves.get(ids) {
+            return Ok(leaf_ref);
+        }
+        let start = self.leaf_rules.len();
+        let blocks = ids.len().div_ceil(ACL_LEAF_BLOCK);
+        if start + blocks > MAX_ACL_LEAF_BLOCKS as usize {
+            return Err(format!(
+                "acl: the rules compile to more than the maximum of {MAX_ACL_LEAF_BLOCKS} leaf \
+                 blocks ({ACL_LEAF_BLOCK} rules each)"
+            ));
+        }
+        let leaf_ref = ACL_REF_LEAF | (ids.len() as u32) << ACL_REF_COUNT_SHIFT | start as u32;
+        self.leaves.insert(ids.to_vec(), leaf_ref);
+        for chunk in ids.chunks(ACL_LEAF_BLOCK) {
+            let mut block = PopAclLeafBlock::default();
+            for (entry, &id) in block.rule.iter_mut().zip(chunk) {
+                *entry = self.leaf_entry(id, region);
+            }
+            self.leaf_rules.push(block);
+        }
+        self.leaf_refs += ids.len();
+        self.max_leaf = self.max_leaf.max(ids.len());
+        Ok(leaf_ref)
+    }
+
+    /// The leaf entry of rule `id` in `region`: the two fields in which the
+    /// rule covers the smallest share of the region (most likely to reject a
+    /// packet there) go into the entry.
+    fn leaf_entry(&self, id: u32, region: &Region) -> PopAclLeafRule {
+        let r = &self.rules[id as usize];
+        let share = |f: usize| {
+            let (lo, hi) = region[f];
+            let covered = r.hi[f].min(hi).saturating_sub(r.lo[f].max(lo));
+            (f64::from(covered) + 1.0) / (f64::from(hi - lo) + 1.0)
+        };
+        let mut fields: Vec<usize> = (0..ACL_FIELDS).collect();
+        fields.sort_by(|&a, &b| share(a).total_cmp(&share(b)));
+        let (f0, f1) = (fields[0], fields[1]);
+        PopAclLeafRule {
+            rule: id,
+            field: [f0 as u8, f1 as u8],
+            pad: 0,
+            lo: [r.lo[f0], r.lo[f1]],
+            hi: [r.hi[f0], r.hi[f1]],
+        }
+    }
+
+    /// Packs the binary subtree at `r` into [`PopAclNode`]s of
+    /// [`ACL_NODE_LEVELS`] levels each; the ref of its top.
+    fn pack(&mut self, r: u32) -> u32 {
+        if r & ACL_REF_LEAF != 0 {
+            return r;
         }
         let index = self.nodes.len() as u32;
-        self.leaves.insert(ids.to_vec(), index);
-        self.nodes.push(PopAclNode {
-            field: ACL_NODE_LEAF,
-            threshold: 0,
-            left: self.leaf_rules.len() as u32,
-            right: ids.len() as u32,
-        });
-        self.leaf_rules.extend_from_slice(ids);
-        self.max_leaf = self.max_leaf.max(ids.len());
-        Ok(index)
+        self.nodes.push(PopAclNode::default());
+        let mut node = PopAclNode::default();
+        let mut below = [0u32; ACL_NODE_CHILDREN];
+        self.fill(&mut node, &mut below, 0, r);
+        // Only leaves repeat (padding): every inner subtree is packed once.
+        for (child, &b) in node.child.iter_mut().zip(&below) {
+            *child = self.pack(b);
+        }
+        self.nodes[index as usize] = node;
+        index
+    }
+
+    /// Puts the binary subtree at `r` into slot `s` of `node` and below;
+    /// what hangs below the last level goes into `below`.
+    fn fill(&self, node: &mut PopAclNode, below: &mut [u32; ACL_NODE_CHILDREN], s: usize, r: u32) {
+        if s >= ACL_NODE_SLOTS {
+            below[s - ACL_NODE_SLOTS] = r;
+            return;
+        }
+        let (left, right) = if r & ACL_REF_LEAF != 0 {
+            // Padding: every key goes left, to the leaf.
+            node.field[s] = 0;
+            node.threshold[s] = u32::MAX;
+            (r, r)
+        } else {
+            let b = &self.bin[r as usize];
+            node.field[s] = b.field;
+            node.threshold[s] = b.threshold;
+            (b.left, b.right)
+        };
+        self.fill(node, below, 2 * s + 1, left);
+        self.fill(node, below, 2 * s + 2, right);
     }
 
     /// Builds the subtree for `ids` (in priority order) in `region`.
@@ -435,10 +545,10 @@ impl Builder<'_> {
             ids.truncate(first_cover + 1);
         }
         if ids.len() <= LEAF_TARGET || depth >= ACL_MAX_DEPTH {
-            return self.leaf(&ids, depth);
+            return self.leaf(&ids, &region, depth);
         }
         let Some(split) = self.best_split(&ids, &region) else {
-            return self.leaf(&ids, depth);
+            return self.leaf(&ids, &region, depth);
         };
         let (f, t) = (split.field, split.threshold);
         let (mut left_region, mut right_region) = (region, region);
@@ -453,17 +563,15 @@ impl Builder<'_> {
             .into_iter()
             .filter(|&id| self.rules[id as usize].hi[f] > t)
             .collect();
-        let index = self.nodes.len() as u32;
-        self.nodes.push(PopAclNode {
-            field: f as u32,
-            threshold: t,
-            left: 0,
-            right: 0,
-        });
         let left = self.build(left, left_region, depth + 1)?;
         let right = self.build(right, right_region, depth + 1)?;
-        self.nodes[index as usize].left = left;
-        self.nodes[index as usize].right = right;
+        let index = self.bin.len() as u32;
+        self.bin.push(BinNode {
+            field: f as u8,
+            threshold: t,
+            left,
+            right,
+        });
         Ok(index)
     }
 
@@ -478,8 +586,9 @@ impl Builder<'_> {
         let mut trees = Vec::new();
         for group in group_by_shape(ids, shapes) {
             let first = group[0];
-            let root = self.build(group, universe(is_v6), 0)?;
-            trees.push((root, first));
+            self.bin.clear();
+            let top = self.build(group, universe(is_v6), 0)?;
+            trees.push((self.pack(top), first));
         }
         Ok((trees, self.max_depth))
     }
@@ -529,8 +638,10 @@ pub fn compile(
     let mut builder = Builder {
         rules: &rectangles,
         leaves: std::collections::HashMap::new(),
+        bin: Vec::new(),
         nodes: Vec::new(),
         leaf_rules: Vec::new(),
+        leaf_refs: 0,
         max_depth: 0,
         max_leaf: 0,
     };
@@ -539,6 +650,7 @@ pub fn compile(
     let Builder {
         nodes,
         leaf_rules,
+        leaf_refs,
         max_leaf,
         ..
     } = builder;
@@ -548,17 +660,11 @@ pub fn compile(
             nodes.len()
         ));
     }
-    if leaf_rules.len() > MAX_ACL_LEAF_REFS as usize {
-        return Err(format!(
-            "acl: the rules compile to {} leaf entries, more than the maximum of \
-             {MAX_ACL_LEAF_REFS}",
-            leaf_rules.len()
-        ));
-    }
     let stats = AclStats {
         rules: rectangles.len(),
         nodes: nodes.len(),
-        leaf_refs: leaf_rules.len(),
+        leaf_refs,
+        leaf_blocks: leaf_rules.len(),
         depth_v4,
         depth_v6,
         trees_v4: trees_v4.len(),
@@ -566,7 +672,7 @@ pub fn compile(
         max_leaf,
         map_bytes: rectangles.len() * size_of::<PopAclRule>()
             + nodes.len() * size_of::<PopAclNode>()
-            + leaf_rules.len() * size_of::<u32>(),
+            + leaf_rules.len() * size_of::<PopAclLeafBlock>(),
         build_time: started.elapsed(),
     };
     let mut meta = PopAclMeta {

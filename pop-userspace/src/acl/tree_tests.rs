@@ -114,3 +114,56 @@ fn source_and_destination_rules_get_separate_trees() {
     // dst 11.0.3.0/24 (priority 7) comes before src 10.0.5.0/24 (priority 10).
     assert_eq!(c.classify(&k, false), Some(7));
 }
+
+/// Wide nodes pad binary leaves above their last level and leaves span
+/// blocks: the replay of the packed trees still finds the first match of a
+/// linear scan, for uneven trees of mixed shapes.
+#[test]
+fn packed_trees_classify_like_a_linear_scan() {
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut next = move |n: u32| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) as u32) % n
+    };
+    let mut rules = Vec::new();
+    for priority in 0..600 {
+        let mut r = rule(priority, AclAction::Drop);
+        if next(3) > 0 {
+            let len = 8 + next(25) as u8;
+            r.src = Some(IpNet::V4(
+                ipnet::Ipv4Net::new((0x0a00_0000 | next(1 << 20) << 4).into(), len)
+                    .unwrap()
+                    .trunc(),
+            ));
+        }
+        if next(3) > 0 {
+            let len = 8 + next(25) as u8;
+            r.dst = Some(IpNet::V4(
+                ipnet::Ipv4Net::new((0x0a00_0000 | next(1 << 20) << 4).into(), len)
+                    .unwrap()
+                    .trunc(),
+            ));
+        }
+        if next(2) > 0 {
+            r.proto = Some(6);
+            let lo = next(2000) as u16;
+            r.dst_port = Some((lo, lo + next(200) as u16));
+        }
+        rules.push(r);
+    }
+    let c = compile(&rules, &no_ifaces).unwrap();
+    assert!(c.stats.nodes > 10 && c.stats.depth_v4 > 3, "{:?}", c.stats);
+    for _ in 0..20_000 {
+        let key = key_v4(
+            Ipv4Addr::from(0x0a00_0000 | next(1 << 24)),
+            Ipv4Addr::from(0x0a00_0000 | next(1 << 24)),
+            6,
+            Some((1, next(2300) as u16)),
+            1,
+        );
+        let linear = c.rules.iter().position(|r| rule_matches(r, &key));
+        assert_eq!(c.classify(&key, false), linear, "{key:?}");
+    }
+}
