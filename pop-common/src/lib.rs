@@ -570,8 +570,10 @@ pub struct PopTrace {
     pub customer_out: u32,
     /// The destination's customer id (0: none).
     pub customer_in: u32,
-    /// 1 when an ACL rule dropped it.
-    pub acl_dropped: u32,
+    /// 1 when an ACL rule matched (allow or drop).
+    pub acl_matched: u32,
+    /// That rule's priority.
+    pub acl_priority: u32,
     /// The customer whose policer would drop it (0: none).
     pub policed_customer: u32,
     /// 1 when a route matched.
@@ -695,7 +697,8 @@ pub fn layouts() -> &'static [Layout] {
                 pass_reason,
                 customer_out,
                 customer_in,
-                acl_dropped,
+                acl_matched,
+                acl_priority,
                 policed_customer,
                 route_found,
                 egress_ifindex,

@@ -278,7 +278,8 @@ struct pop_trace {
 	__u32 pass_reason; /* enum pop_pass_reason, when action is pass */
 	__u32 customer_out; /* the source's customer id, 0: none */
 	__u32 customer_in; /* the destination's customer id, 0: none */
-	__u32 acl_dropped; /* 1 when an ACL rule dropped it */
+	__u32 acl_matched; /* 1 when an ACL rule matched (allow or drop) */
+	__u32 acl_priority; /* that rule's priority */
 	__u32 policed_customer; /* the customer whose policer would drop it */
 	__u32 route_found; /* 1 when a route matched */
 	__u32 egress_ifindex; /* the chosen next hop's port */

@@ -187,9 +187,10 @@ __noinline __u32 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
 
 /* Step 5: 1 when an ACL rule drops the packet. `copy` is the live ACL copy
  * (pop_config.acl_copy), read once per packet by the caller, so every lookup
- * of this packet uses the same copy. */
+ * of this packet uses the same copy. `trace` (NULL in the live program) gets
+ * the first matching rule's priority. */
 static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
-				     __u32 copy)
+				     __u32 copy, struct pop_trace *trace)
 {
 	struct pop_acl_meta *meta = bpf_map_lookup_elem(&acl_meta, &copy);
 	int is_v6 = pkt->eth_proto != ETH_P_IP;
@@ -218,7 +219,13 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 		return 0;
 	slot = copy * POP_MAX_ACL_RULES + best;
 	rule = bpf_map_lookup_elem(&acl_rules, &slot);
-	return rule && rule->action == POP_ACL_DROP;
+	if (!rule)
+		return 0;
+	if (trace) {
+		trace->acl_matched = 1;
+		trace->acl_priority = rule->priority;
+	}
+	return rule->action == POP_ACL_DROP;
 }
 
 #endif

@@ -192,7 +192,10 @@ fn trace_explains(env: &mut Env) -> Result<()> {
     };
     let t = trace("22")?;
     ensure!(
-        t["action"] == "drop" && t["reason"] == "acl" && t["customer_in"] == "acme",
+        t["action"] == "drop"
+            && t["reason"] == "acl"
+            && t["acl_rule"] == 100
+            && t["customer_in"] == "acme",
         "trace of TCP/22 towards acme: {t}"
     );
     let t = trace("443")?;
@@ -227,7 +230,7 @@ fn trace_explains(env: &mut Env) -> Result<()> {
         "22",
     ])?;
     ensure!(
-        text.contains("verdict") && text.contains("drop (acl"),
+        text.contains("verdict") && text.contains("drop (acl, rule 100)"),
         "popctl trace output: {text}"
     );
     let stats_after = env.popd.popctl_json(&["stats"])?;

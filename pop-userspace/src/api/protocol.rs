@@ -169,7 +169,7 @@ pub struct TraceInfo {
     /// The customer whose policer drops it (with no tokens left right now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policed_by: Option<String>,
-    /// The ACL rule (priority) that dropped it.
+    /// The ACL rule (priority) that matched it first, allow or drop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl_rule: Option<u32>,
     /// The route that matched, with its next hops.

@@ -141,6 +141,9 @@ fn trace(t: &TraceInfo) -> String {
     if !customers.is_empty() {
         lines.push(("customers", customers.join(", ")));
     }
+    if let (Some(rule), false) = (t.acl_rule, t.action == "drop") {
+        lines.push(("acl", format!("allowed by rule {rule}")));
+    }
     if let Some(r) = &t.route {
         let via: Vec<&str> = r.nexthops.iter().map(|n| n.via.as_str()).collect();
         lines.push((

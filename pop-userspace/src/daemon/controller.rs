@@ -704,7 +704,7 @@ impl Controller {
             customer_out: customer(rec.customer_out),
             customer_in: customer(rec.customer_in),
             policed_by: customer(rec.policed_customer),
-            acl_rule: None,
+            acl_rule: (rec.acl_matched == 1).then_some(rec.acl_priority),
             route: (rec.route_found == 1)
                 .then(|| self.route_get(&req.dst).ok())
                 .flatten()
