@@ -97,7 +97,7 @@ fn firewall_end_to_end() {
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 4] = [
+    let scenarios: [(&str, Scenario); 5] = [
         (
             "acl drops TCP/22 towards a customer while TCP/443 passes",
             acl,
@@ -113,6 +113,10 @@ fn firewall_end_to_end() {
         (
             "a policed customer's TCP throughput with the default burst lands near its rate",
             policer_tcp,
+        ),
+        (
+            "a VLAN customer is accepted before its VLAN device exists",
+            vlan_customer_without_device,
         ),
     ];
     for (name, scenario) in scenarios {
@@ -399,4 +403,39 @@ fn iperf3_to_upstream(env: &mut Env, port: &str, args: &[&str]) -> Result<String
     let mut argv = vec!["iperf3", "-c", topology::INTERNET_V4, "-p", port];
     argv.extend_from_slice(args);
     env.lab.exec_ok("c2", &argv)
+}
+
+/// CONTRACT §3's example customer has `vlan = 100`. This kernel cannot even
+/// create VLAN devices (no 802.1Q support), so popd must accept the customer
+/// and hand its tagged frames to the kernel, not refuse the config.
+fn vlan_customer_without_device(env: &mut Env) -> Result<()> {
+    env.popd.popctl_ok(&[
+        "customer",
+        "add",
+        "tagged",
+        "--prefix",
+        "10.100.0.0/24",
+        "--iface",
+        "eth1",
+        "--vlan",
+        "100",
+        "--anti-spoofing",
+    ])?;
+    let shown = env.popd.popctl_json(&["customer", "show"])?;
+    let vlan = shown
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == "tagged"))
+        .map(|c| c["vlan"].clone());
+    ensure!(
+        vlan == Some(serde_json::json!(100)),
+        "customer tagged in `customer show`: {shown}"
+    );
+    // Untagged traffic of the other customer on that port still flows.
+    let ok = env.lab.ping("c1", topology::INTERNET_V4, 3, 0.2)?;
+    ensure!(
+        ok.received == 3,
+        "acme on eth1 after adding a VLAN customer there: {ok}"
+    );
+    env.popd.popctl_ok(&["customer", "del", "tagged"])?;
+    Ok(())
 }

@@ -325,16 +325,19 @@ impl Controller {
                 return Err(format!("interface {}: no such device", i.name));
             }
         }
+        // A VLAN customer without its VLAN device is accepted (like a next hop
+        // not resolved yet): its tagged traffic goes to the kernel until the
+        // device appears, which popd notices (it follows netlink).
         for c in &candidate.customers {
             let Some(vid) = c.vlan else { continue };
             for port in &c.interfaces {
                 if compile::vlan_device(&self.kernel, port, vid).is_none() {
-                    return Err(format!(
-                        "customer {}: vlan {vid} on {port}: no VLAN device for it \
-                         (create one: ip link add link {port} name {port}.{vid} type vlan id {vid}; \
-                         the kernel needs 802.1Q support, modprobe 8021q)",
-                        c.name
-                    ));
+                    tracing::warn!(
+                        customer = %c.name,
+                        "vlan {vid} on {port}: no VLAN device for it yet; create one \
+                         (ip link add link {port} name {port}.{vid} type vlan id {vid}; \
+                         the kernel needs 802.1Q support, modprobe 8021q)"
+                    );
                 }
             }
         }

@@ -373,10 +373,22 @@ impl Dataplane {
             };
             for entry in entries.flatten() {
                 let pin = entry.path();
-                let link = link::obj_get(&pin).map_err(io_err(&pin))?;
-                if link::link_prog_id(&link).map_err(io_err(&pin))? != self.program_id {
-                    link::link_update(&link, prog).map_err(io_err(&pin))?;
-                    tracing::info!(link = %pin.display(), program_id = self.program_id, "link now runs this build's program");
+                // A link whose interface is gone cannot be updated; it is
+                // harmless, and removed when its interface leaves the config.
+                let updated = link::obj_get(&pin).and_then(|link| {
+                    if link::link_prog_id(&link)? == self.program_id {
+                        return Ok(false);
+                    }
+                    link::link_update(&link, prog).map(|()| true)
+                });
+                match updated {
+                    Ok(true) => tracing::info!(
+                        link = %pin.display(),
+                        program_id = self.program_id,
+                        "link now runs this build's program"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(link = %pin.display(), "cannot update link: {e}"),
                 }
             }
         }
