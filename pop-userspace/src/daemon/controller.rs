@@ -284,24 +284,40 @@ impl Controller {
     }
 
     /// New kernel state (links, addresses, neighbours): re-resolve next hops.
-    pub fn kernel_changed(&mut self, view: KernelView) {
+    /// Takes a new kernel view; reconciles the maps with it when it differs
+    /// from the last one (a full compile costs ~1 s with a million routes, so
+    /// the periodic re-read does nothing when nothing changed). Returns whether
+    /// it differed.
+    pub fn kernel_changed(&mut self, view: KernelView) -> bool {
+        if view == self.kernel {
+            return false;
+        }
         self.kernel = view;
         if self.dp.is_none() {
             // Detached (shutdown in progress): nothing to keep in step.
-            return;
+            return true;
         }
         // Interfaces that appeared after start.
-        let cfg = self.state.config.clone();
-        for i in &cfg.interfaces {
-            if !self.attached.contains_key(&i.name) && self.kernel.links.contains_key(&i.name) {
-                if let Err(e) = self.attach(&i.name, cfg.dataplane.xdp_mode) {
-                    tracing::error!("{e}");
-                }
+        let mode = self.state.config.dataplane.xdp_mode;
+        let appeared: Vec<String> = self
+            .state
+            .config
+            .interfaces
+            .iter()
+            .filter(|i| {
+                !self.attached.contains_key(&i.name) && self.kernel.links.contains_key(&i.name)
+            })
+            .map(|i| i.name.clone())
+            .collect();
+        for name in appeared {
+            if let Err(e) = self.attach(&name, mode) {
+                tracing::error!("{e}");
             }
         }
         if let Err(e) = self.sync() {
             tracing::error!("reconciling after a kernel change: {e}");
         }
+        true
     }
 
     /// Next hops the kernel should resolve for us.

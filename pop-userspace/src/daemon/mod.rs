@@ -219,10 +219,17 @@ async fn follow_kernel(
         }
     };
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut ticks = 0u64;
     loop {
+        // After a change of the desired state next hops may be new even if
+        // the kernel is not; every 30 s failed neighbour requests are retried.
+        let mut config_changed = false;
         tokio::select! {
-            _ = tick.tick() => {}
-            _ = changed.notified() => {}
+            _ = tick.tick() => {
+                ticks += 1;
+                config_changed = ticks.is_multiple_of(6);
+            }
+            _ = changed.notified() => config_changed = true,
             Some(_) = async { match events.as_mut() { Some(e) => e.next().await, None => std::future::pending().await } } => {
                 // Coalesce bursts of notifications.
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -238,8 +245,11 @@ async fn follow_kernel(
         let c = ctl.clone();
         let missing = tokio::task::spawn_blocking(move || {
             let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
-            c.kernel_changed(view);
-            c.unresolved()
+            if c.kernel_changed(view) || config_changed {
+                c.unresolved()
+            } else {
+                Vec::new()
+            }
         })
         .await
         .unwrap_or_default();

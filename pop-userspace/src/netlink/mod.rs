@@ -41,7 +41,7 @@ pub struct Neighbour {
 }
 
 /// A snapshot of the kernel's state that popd cares about.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct KernelView {
     /// By name.
     pub links: HashMap<String, Link>,
