@@ -2,6 +2,7 @@
 //! that turns what is in the maps into that. The per-packet path does no work
 //! that can be done here (STYLE.md rule 4).
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -390,38 +391,28 @@ fn devmap_value(ifindex: u32) -> u32 {
 /// next hops they used.
 pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(), DataplaneError> {
     use pop_common::maps as n;
-    // 1. Ports and interfaces that appear.
-    for ifindex in want.tx_ports.difference(&applied.tx_ports.clone()) {
+    // 1. Ports and interfaces that appear; VLAN devices after their `ifaces`
+    // entries.
+    add_new(&mut applied.tx_ports, &want.tx_ports, |i| {
         maps.tx_ports
-            .insert(*ifindex, devmap_value(*ifindex), None, 0)
+            .insert(*i, devmap_value(*i), None, 0)
             .map_err(|e| DataplaneError::Map {
                 map: n::TX_PORTS,
                 reason: crate::dataplane::error_chain(&e),
-            })?;
-        applied.tx_ports.insert(*ifindex);
-    }
-    for (k, v) in &want.ifaces {
-        if applied.ifaces.get(k) != Some(v) {
-            maps.ifaces.insert(*k, *v, 0).map_err(map_err(n::IFACES))?;
-            applied.ifaces.insert(*k, *v);
-        }
-    }
-    // VLAN devices after their `ifaces` entries.
-    for (k, v) in &want.vlans {
-        if applied.vlans.get(k) != Some(v) {
-            maps.vlan_ifaces
-                .insert(*k, *v, 0)
-                .map_err(map_err(n::VLAN_IFACES))?;
-            applied.vlans.insert(*k, *v);
-        }
-    }
+            })
+    })?;
+    write_changed(&mut applied.ifaces, &want.ifaces, |k, v| {
+        maps.ifaces.insert(*k, *v, 0).map_err(map_err(n::IFACES))
+    })?;
+    write_changed(&mut applied.vlans, &want.vlans, |k, v| {
+        maps.vlan_ifaces
+            .insert(*k, *v, 0)
+            .map_err(map_err(n::VLAN_IFACES))
+    })?;
     // 2. Next hops (new and changed).
-    for (k, v) in &want.nexthops {
-        if applied.nexthops.get(k) != Some(v) {
-            maps.nexthops.set(*k, *v, 0).map_err(map_err(n::NEXTHOPS))?;
-            applied.nexthops.insert(*k, *v);
-        }
-    }
+    write_changed(&mut applied.nexthops, &want.nexthops, |k, v| {
+        maps.nexthops.set(*k, *v, 0).map_err(map_err(n::NEXTHOPS))
+    })?;
     // 3. Customers: a change is written whole into the copy packets do not
     // use; the config write of step 5 makes it live (one flip, no mix).
     let live_copy = applied.config.map(|c| c.cust_copy & 1).unwrap_or(0);
@@ -437,35 +428,25 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
         live_copy
     };
     // Local addresses.
-    for a in want.local_v4.difference(&applied.local_v4.clone()) {
-        maps.local_v4
-            .insert(*a, 0, 0)
-            .map_err(map_err(n::LOCAL_V4))?;
-        applied.local_v4.insert(*a);
-    }
-    for a in want.local_v6.difference(&applied.local_v6.clone()) {
+    add_new(&mut applied.local_v4, &want.local_v4, |a| {
+        maps.local_v4.insert(*a, 0, 0).map_err(map_err(n::LOCAL_V4))
+    })?;
+    add_new(&mut applied.local_v6, &want.local_v6, |a| {
         maps.local_v6
             .insert(PopLocalV6 { addr: *a }, 0, 0)
-            .map_err(map_err(n::LOCAL_V6))?;
-        applied.local_v6.insert(*a);
-    }
+            .map_err(map_err(n::LOCAL_V6))
+    })?;
     // 4. Routes (new and changed).
-    for (k, v) in &want.routes_v4 {
-        if applied.routes_v4.get(k) != Some(v) {
-            maps.routes_v4
-                .insert(&key_v4(k), *v, 0)
-                .map_err(map_err(n::ROUTES_V4))?;
-            applied.routes_v4.insert(*k, *v);
-        }
-    }
-    for (k, v) in &want.routes_v6 {
-        if applied.routes_v6.get(k) != Some(v) {
-            maps.routes_v6
-                .insert(&key_v6(k), *v, 0)
-                .map_err(map_err(n::ROUTES_V6))?;
-            applied.routes_v6.insert(*k, *v);
-        }
-    }
+    write_changed(&mut applied.routes_v4, &want.routes_v4, |k, v| {
+        maps.routes_v4
+            .insert(&key_v4(k), *v, 0)
+            .map_err(map_err(n::ROUTES_V4))
+    })?;
+    write_changed(&mut applied.routes_v6, &want.routes_v6, |k, v| {
+        maps.routes_v6
+            .insert(&key_v6(k), *v, 0)
+            .map_err(map_err(n::ROUTES_V6))
+    })?;
     // 5. Global settings.
     let config = want.config.map(|c| PopConfig { cust_copy, ..c });
     if let Some(c) = config.filter(|_| applied.config != config) {
@@ -473,85 +454,94 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
         applied.config = Some(c);
     }
     // 6. Removals, users before what they use.
-    let gone: Vec<_> = applied
-        .routes_v4
-        .keys()
-        .filter(|k| !want.routes_v4.contains_key(k))
-        .copied()
-        .collect();
-    for k in gone {
-        ignore_missing(maps.routes_v4.remove(&key_v4(&k))).map_err(map_err(n::ROUTES_V4))?;
-        applied.routes_v4.remove(&k);
-    }
-    let gone: Vec<_> = applied
-        .routes_v6
-        .keys()
-        .filter(|k| !want.routes_v6.contains_key(k))
-        .copied()
-        .collect();
-    for k in gone {
-        ignore_missing(maps.routes_v6.remove(&key_v6(&k))).map_err(map_err(n::ROUTES_V6))?;
-        applied.routes_v6.remove(&k);
-    }
-    let gone: Vec<_> = applied
-        .local_v4
-        .difference(&want.local_v4)
-        .copied()
-        .collect();
-    for a in gone {
-        ignore_missing(maps.local_v4.remove(&a)).map_err(map_err(n::LOCAL_V4))?;
-        applied.local_v4.remove(&a);
-    }
-    let gone: Vec<_> = applied
-        .local_v6
-        .difference(&want.local_v6)
-        .copied()
-        .collect();
-    for a in gone {
-        ignore_missing(maps.local_v6.remove(&PopLocalV6 { addr: a }))
-            .map_err(map_err(n::LOCAL_V6))?;
-        applied.local_v6.remove(&a);
-    }
-    let gone: Vec<_> = applied
-        .nexthops
-        .keys()
-        .filter(|k| !want.nexthops.contains_key(k))
-        .copied()
-        .collect();
-    for k in gone {
+    remove_gone(&mut applied.routes_v4, &want.routes_v4, |k| {
+        ignore_missing(maps.routes_v4.remove(&key_v4(k))).map_err(map_err(n::ROUTES_V4))
+    })?;
+    remove_gone(&mut applied.routes_v6, &want.routes_v6, |k| {
+        ignore_missing(maps.routes_v6.remove(&key_v6(k))).map_err(map_err(n::ROUTES_V6))
+    })?;
+    remove_gone_from_set(&mut applied.local_v4, &want.local_v4, |a| {
+        ignore_missing(maps.local_v4.remove(a)).map_err(map_err(n::LOCAL_V4))
+    })?;
+    remove_gone_from_set(&mut applied.local_v6, &want.local_v6, |a| {
+        ignore_missing(maps.local_v6.remove(&PopLocalV6 { addr: *a })).map_err(map_err(n::LOCAL_V6))
+    })?;
+    remove_gone(&mut applied.nexthops, &want.nexthops, |k| {
         maps.nexthops
-            .set(k, PopNexthop::default(), 0)
-            .map_err(map_err(n::NEXTHOPS))?;
-        applied.nexthops.remove(&k);
+            .set(*k, PopNexthop::default(), 0)
+            .map_err(map_err(n::NEXTHOPS))
+    })?;
+    remove_gone(&mut applied.vlans, &want.vlans, |k| {
+        ignore_missing(maps.vlan_ifaces.remove(k)).map_err(map_err(n::VLAN_IFACES))
+    })?;
+    remove_gone(&mut applied.ifaces, &want.ifaces, |k| {
+        ignore_missing(maps.ifaces.remove(k)).map_err(map_err(n::IFACES))
+    })?;
+    remove_gone_from_set(&mut applied.tx_ports, &want.tx_ports, |k| {
+        ignore_missing(maps.tx_ports.remove(*k)).map_err(map_err(n::TX_PORTS))
+    })
+}
+
+/// Writes (with `write`) every entry of `want` that `applied` lacks or holds
+/// differently, recording each in `applied` as soon as it is written, so that
+/// on error `applied` still says what the map holds.
+fn write_changed<K: Copy + Eq + Hash, V: Copy + PartialEq>(
+    applied: &mut HashMap<K, V>,
+    want: &HashMap<K, V>,
+    mut write: impl FnMut(&K, &V) -> Result<(), DataplaneError>,
+) -> Result<(), DataplaneError> {
+    for (k, v) in want {
+        if applied.get(k) != Some(v) {
+            write(k, v)?;
+            applied.insert(*k, *v);
+        }
     }
-    let gone: Vec<_> = applied
-        .vlans
+    Ok(())
+}
+
+/// Removes (with `remove`) every key of `applied` that `want` lacks.
+fn remove_gone<K: Copy + Eq + Hash, V>(
+    applied: &mut HashMap<K, V>,
+    want: &HashMap<K, V>,
+    mut remove: impl FnMut(&K) -> Result<(), DataplaneError>,
+) -> Result<(), DataplaneError> {
+    let gone: Vec<K> = applied
         .keys()
-        .filter(|k| !want.vlans.contains_key(k))
+        .filter(|k| !want.contains_key(k))
         .copied()
         .collect();
     for k in gone {
-        ignore_missing(maps.vlan_ifaces.remove(&k)).map_err(map_err(n::VLAN_IFACES))?;
-        applied.vlans.remove(&k);
+        remove(&k)?;
+        applied.remove(&k);
     }
-    let gone: Vec<_> = applied
-        .ifaces
-        .keys()
-        .filter(|k| !want.ifaces.contains_key(k))
-        .copied()
-        .collect();
-    for k in gone {
-        ignore_missing(maps.ifaces.remove(&k)).map_err(map_err(n::IFACES))?;
-        applied.ifaces.remove(&k);
+    Ok(())
+}
+
+/// [`write_changed`] for sets.
+fn add_new<K: Copy + Eq + Hash>(
+    applied: &mut HashSet<K>,
+    want: &HashSet<K>,
+    mut add: impl FnMut(&K) -> Result<(), DataplaneError>,
+) -> Result<(), DataplaneError> {
+    for k in want {
+        if !applied.contains(k) {
+            add(k)?;
+            applied.insert(*k);
+        }
     }
-    let gone: Vec<_> = applied
-        .tx_ports
-        .difference(&want.tx_ports)
-        .copied()
-        .collect();
+    Ok(())
+}
+
+/// [`remove_gone`] for sets.
+fn remove_gone_from_set<K: Copy + Eq + Hash>(
+    applied: &mut HashSet<K>,
+    want: &HashSet<K>,
+    mut remove: impl FnMut(&K) -> Result<(), DataplaneError>,
+) -> Result<(), DataplaneError> {
+    let gone: Vec<K> = applied.difference(want).copied().collect();
     for k in gone {
-        ignore_missing(maps.tx_ports.remove(k)).map_err(map_err(n::TX_PORTS))?;
-        applied.tx_ports.remove(&k);
+        remove(&k)?;
+        applied.remove(&k);
     }
     Ok(())
 }
