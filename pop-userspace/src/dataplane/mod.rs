@@ -207,7 +207,6 @@ impl Dataplane {
         let next = root.join("next");
         for d in [
             maps_dir.clone(),
-            root.join("build"),
             root.join("links").join(AttachMode::Native.dir()),
             root.join("links").join(AttachMode::Generic.dir()),
         ] {
@@ -332,14 +331,14 @@ impl Dataplane {
         self.maps.add_counters_from(&old_maps);
         remove_pins(&old_maps)?;
         remove_pins(&self.root.join("build"))?;
-        for name in ["maps", "prog", "prog_trace"] {
-            let (from, to) = (next.join(name), self.root.join(name));
-            if to.is_file() {
-                fs::remove_file(&to).map_err(io_err(&to))?;
-            } else if to.is_dir() {
-                fs::remove_dir(&to).map_err(io_err(&to))?;
+        for pin in ["prog", "prog_trace"].map(|p| self.root.join(p)) {
+            if pin.exists() {
+                fs::remove_file(&pin).map_err(io_err(&pin))?;
             }
-            fs::rename(&from, &to).map_err(io_err(&from))?;
+        }
+        for name in ["maps", "prog", "prog_trace"] {
+            let from = next.join(name);
+            fs::rename(&from, self.root.join(name)).map_err(io_err(&from))?;
         }
         fs::remove_dir(&next).map_err(io_err(&next))?;
         self.upgrade = None;

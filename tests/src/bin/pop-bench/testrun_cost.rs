@@ -352,36 +352,22 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     } else {
         &[1, 10_000, 1_000_000]
     };
-    let mut loaded = 1;
-    for &n in v4_sizes {
-        if n > loaded {
-            fill_routes_v4(&bench.h, &mut rng, n - loaded)?;
-            loaded = n;
-        }
-        rows.push(row(
-            "ipv4_forward",
-            n,
-            0,
-            1,
-            bench.measure(&v4, XDP_REDIRECT)?,
-        ));
-        eprintln!("  ipv4_forward with {n} routes done");
-    }
     let v6_sizes: &[u64] = if quick { &[1, 10_000] } else { &[1, 100_000] };
-    let mut loaded = 1;
-    for &n in v6_sizes {
-        if n > loaded {
-            fill_routes_v6(&bench.h, &mut rng, n - loaded)?;
-            loaded = n;
+    type Fill = fn(&Harness, &mut Rng, u64) -> Result<()>;
+    let families: [(&str, &[u64], Fill, &[u8]); 2] = [
+        ("ipv4_forward", v4_sizes, fill_routes_v4, &v4),
+        ("ipv6_forward", v6_sizes, fill_routes_v6, &v6),
+    ];
+    for (case, sizes, fill, frame) in families {
+        let mut loaded = 1;
+        for &n in sizes {
+            if n > loaded {
+                fill(&bench.h, &mut rng, n - loaded)?;
+                loaded = n;
+            }
+            rows.push(row(case, n, 0, 1, bench.measure(frame, XDP_REDIRECT)?));
+            eprintln!("  {case} with {n} routes done");
         }
-        rows.push(row(
-            "ipv6_forward",
-            n,
-            0,
-            1,
-            bench.measure(&v6, XDP_REDIRECT)?,
-        ));
-        eprintln!("  ipv6_forward with {n} routes done");
     }
     // ACL: N rules that do not match, then one (the last by priority) that
     // drops the benchmark frame, so the frame meets the whole rule set.
