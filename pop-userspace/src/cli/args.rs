@@ -240,13 +240,13 @@ pub struct TraceArgs {
     /// Destination address
     #[arg(long, value_name = "IP")]
     pub dst: String,
-    /// tcp, udp, icmp, icmpv6 or a number
+    /// tcp, udp, icmp, icmpv6 or a number (default: tcp with a port, else an echo request)
     #[arg(long, value_name = "X")]
     pub proto: Option<String>,
-    /// Source port
+    /// Source port (default 40000)
     #[arg(long, value_name = "N")]
     pub sport: Option<String>,
-    /// Destination port
+    /// Destination port (default 0)
     #[arg(long, value_name = "N")]
     pub dport: Option<String>,
     /// 802.1Q id of the packet
