@@ -50,7 +50,15 @@ impl Lab {
     /// # Panics
     /// If the prefix is empty, longer than 12 bytes, or not made of ASCII letters,
     /// digits, `-` and `_` (it becomes part of interface and file names).
+    ///
+    /// `$POP_LAB_TAG`, when set, is put in front of the prefix, so that several
+    /// checkouts can run their end-to-end tests on one machine at once.
     pub fn new(prefix: &str) -> Lab {
+        let tagged = match std::env::var("POP_LAB_TAG") {
+            Ok(tag) if !tag.is_empty() && !prefix.starts_with(&tag) => format!("{tag}{prefix}"),
+            _ => prefix.to_string(),
+        };
+        let prefix = tagged.as_str();
         assert!(
             !prefix.is_empty()
                 && prefix.len() <= MAX_PREFIX_LEN
