@@ -764,7 +764,8 @@ impl Harness {
         Ok(())
     }
 
-    fn xdp(&self, program: Program) -> Result<&Xdp> {
+    /// The loaded program, e.g. to tail call it from a benchmark driver.
+    pub fn xdp(&self, program: Program) -> Result<&Xdp> {
         let ebpf = match program {
             Program::Pop => &self.pop,
             Program::Pass => &self.pass,

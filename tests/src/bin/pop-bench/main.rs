@@ -9,6 +9,7 @@
 //! Prints a table; `--json FILE` writes the document described in
 //! docs/benchmarks.md. `--quick` uses small sizes (a CI smoke run).
 mod control_plane;
+mod cycle;
 mod lab_throughput;
 mod report;
 mod testrun_cost;

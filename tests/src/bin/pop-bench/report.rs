@@ -19,6 +19,8 @@ pub struct TestRunRow {
     pub ns_per_packet: f64,
     /// Median of (case / XDP_PASS) over rounds.
     pub ratio_to_xdp_pass: f64,
+    /// Median of (case / xdp_redirect_min) over rounds.
+    pub ratio_to_redirect_min: f64,
 }
 
 /// One lab case.
@@ -73,6 +75,7 @@ impl Report {
                 "case": r.case, "routes": r.routes, "acl_rules": r.acl_rules,
                 "customers": r.customers, "ns_per_packet": r.ns_per_packet,
                 "ratio_to_xdp_pass": r.ratio_to_xdp_pass,
+                "ratio_to_redirect_min": r.ratio_to_redirect_min,
             })).collect::<Vec<_>>(),
             "lab": self.lab.iter().map(|r| json!({
                 "case": r.case, "acl_rules": r.acl_rules, "pps_median": r.pps_median,
@@ -106,13 +109,19 @@ pub fn median(v: &[f64]) -> f64 {
 /// The test_run table.
 pub fn print_test_run(rows: &[TestRunRow]) {
     println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>12} {:>9}",
-        "CASE", "ROUTES", "ACL", "CUSTOMERS", "NS/PACKET", "xPASS"
+        "{:<22} {:>9} {:>9} {:>9} {:>12} {:>9} {:>9}",
+        "CASE", "ROUTES", "ACL", "CUSTOMERS", "NS/PACKET", "xPASS", "xMIN"
     );
     for r in rows {
         println!(
-            "{:<22} {:>9} {:>9} {:>9} {:>12.1} {:>9.2}",
-            r.case, r.routes, r.acl_rules, r.customers, r.ns_per_packet, r.ratio_to_xdp_pass
+            "{:<22} {:>9} {:>9} {:>9} {:>12.1} {:>9.2} {:>9.2}",
+            r.case,
+            r.routes,
+            r.acl_rules,
+            r.customers,
+            r.ns_per_packet,
+            r.ratio_to_xdp_pass,
+            r.ratio_to_redirect_min
         );
     }
 }
