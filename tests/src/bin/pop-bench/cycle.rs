@@ -77,8 +77,11 @@ impl Cycler {
                 .try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
         }
-        let mut route: Array<_, MinRoute> =
-            Array::try_from(bench.map_mut("min_route").ok_or_else(|| anyhow!("no min_route"))?)?;
+        let mut route: Array<_, MinRoute> = Array::try_from(
+            bench
+                .map_mut("min_route")
+                .ok_or_else(|| anyhow!("no min_route"))?,
+        )?;
         route.set(
             0,
             MinRoute {
@@ -88,8 +91,11 @@ impl Cycler {
             },
             0,
         )?;
-        let mut ports: DevMap<_> =
-            DevMap::try_from(bench.map_mut("min_ports").ok_or_else(|| anyhow!("no min_ports"))?)?;
+        let mut ports: DevMap<_> = DevMap::try_from(
+            bench
+                .map_mut("min_ports")
+                .ok_or_else(|| anyhow!("no min_ports"))?,
+        )?;
         ports.set(0, egress_ifindex, None, 0)?;
         Ok(Cycler {
             bench,
@@ -101,7 +107,10 @@ impl Cycler {
     /// header, then zeros).
     pub fn set_frames(&mut self, headers: &[[u8; HEADER_LEN]], frame_len: usize) -> Result<()> {
         if headers.is_empty() || headers.len() > MAX_FRAMES {
-            bail!("{} headers: the driver takes 1..={MAX_FRAMES}", headers.len());
+            bail!(
+                "{} headers: the driver takes 1..={MAX_FRAMES}",
+                headers.len()
+            );
         }
         if frame_len < HEADER_LEN {
             bail!("frames of {frame_len} bytes: at least {HEADER_LEN}");
@@ -176,7 +185,13 @@ impl Cycler {
     /// Runs `target` behind the driver on each header once and returns the XDP
     /// action every one of them got, or an error naming the first header that
     /// got another (the tables or the generated headers are wrong).
-    pub fn check_actions(&mut self, h: &Harness, target: Target, ingress: u32, frames: usize) -> Result<u32> {
+    pub fn check_actions(
+        &mut self,
+        h: &Harness,
+        target: Target,
+        ingress: u32,
+        frames: usize,
+    ) -> Result<u32> {
         self.point_at(h, target)?;
         let mut first = None;
         for i in 0..frames {
@@ -193,7 +208,13 @@ impl Cycler {
     }
 
     /// Mean ns per run of `target` over `runs` runs behind the driver.
-    pub fn ns_per_packet(&mut self, h: &Harness, target: Target, ingress: u32, runs: u32) -> Result<f64> {
+    pub fn ns_per_packet(
+        &mut self,
+        h: &Harness,
+        target: Target,
+        ingress: u32,
+        runs: u32,
+    ) -> Result<f64> {
         self.point_at(h, target)?;
         let (_, ns) = self.run(ingress, runs.max(1))?;
         Ok(ns)

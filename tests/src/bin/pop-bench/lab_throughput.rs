@@ -1,6 +1,8 @@
 //! Lab throughput: 60-byte UDP from customer c1 through the edge namespace to
 //! the upstream, received packets per second, for kernel forwarding, kernel
-//! forwarding + an nftables ruleset equivalent to pop's ACLs, and pop.
+//! forwarding + an nftables ruleset equivalent to pop's ACLs, the lab's
+//! ceiling (`xdp_redirect_min`: a minimal XDP router that only rewrites MACs
+//! and redirects), and pop.
 //!
 //! Generator: an `xdp_tx` program run with BPF_PROG_TEST_RUN in live-frames
 //! mode inside c1, so frames leave c1's veth at ~1 Mpps without a userspace
@@ -126,6 +128,49 @@ fn generate(lab: &Lab, frame: Vec<u8>, window: Duration) -> Result<(u64, Duratio
     .map_err(|_| anyhow!("generator thread panicked"))?
 }
 
+/// The lab's ceiling: `xdp_redirect_min` attached on the edge's customer port,
+/// rewriting MACs and redirecting every IP frame to the upstream.
+struct MinRouter {
+    _ebpf: Ebpf,
+}
+
+impl MinRouter {
+    fn attach(lab: &Lab) -> Result<MinRouter> {
+        let ns = lab.netns_path("edge");
+        let dmac = mac_of(lab, "up", "eth0")?;
+        let smac = mac_of(lab, "edge", "eth0")?;
+        thread::spawn(move || -> Result<MinRouter> {
+            setns(&ns)?;
+            let egress = if_index("eth0")?;
+            let mut ebpf = Ebpf::load(pop_ebpf::bench_object())?;
+            let mut route: aya::maps::Array<_, [u8; 16]> = aya::maps::Array::try_from(
+                ebpf.map_mut("min_route")
+                    .ok_or_else(|| anyhow!("no min_route"))?,
+            )?;
+            let mut value = [0u8; 16];
+            value[..6].copy_from_slice(&dmac);
+            value[6..12].copy_from_slice(&smac);
+            value[12..].copy_from_slice(&egress.to_ne_bytes());
+            route.set(0, value, 0)?;
+            let mut ports: aya::maps::DevMap<_> = aya::maps::DevMap::try_from(
+                ebpf.map_mut("min_ports")
+                    .ok_or_else(|| anyhow!("no min_ports"))?,
+            )?;
+            ports.set(0, egress, None, 0)?;
+            let prog: &mut Xdp = ebpf
+                .program_mut("xdp_redirect_min")
+                .ok_or_else(|| anyhow!("no xdp_redirect_min"))?
+                .try_into()?;
+            prog.load()?;
+            prog.attach("eth1", XdpMode::Driver)
+                .context("attaching xdp_redirect_min on edge/eth1")?;
+            Ok(MinRouter { _ebpf: ebpf })
+        })
+        .join()
+        .map_err(|_| anyhow!("xdp_redirect_min thread panicked"))?
+    }
+}
+
 fn mac_of(lab: &Lab, node: &str, dev: &str) -> Result<[u8; 6]> {
     let out = lab.exec_ok(node, &["ip", "-j", "link", "show", "dev", dev])?;
     let v: serde_json::Value = serde_json::from_str(&out)?;
@@ -237,6 +282,7 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
     let mut cases = vec![
         ("kernel_forward", 0),
         ("kernel_forward_nft", RULES),
+        ("xdp_redirect_min", 0),
         ("pop", RULES),
     ];
     if !o.quick {
@@ -249,7 +295,12 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
     for round in 0..rounds {
         for (i, &(case, rules)) in cases.iter().enumerate() {
             let mut popd = None;
+            let mut min_router = None;
             match case {
+                "xdp_redirect_min" => {
+                    kernel_off(lab)?;
+                    min_router = Some(MinRouter::attach(lab)?);
+                }
                 "pop" => {
                     kernel_off(lab)?;
                     let dir = state.path().join(format!("r{round}-{rules}"));
@@ -273,6 +324,7 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
                 wall.as_secs_f64()
             );
             pps[i].push(rate);
+            drop(min_router);
             if let Some(mut p) = popd {
                 if std::env::var_os("POP_BENCH_DEBUG").is_some() {
                     let m = p.metrics().unwrap_or_default();

@@ -129,22 +129,22 @@ pub fn print_test_run(rows: &[TestRunRow]) {
 /// The lab table.
 pub fn print_lab(rows: &[LabRow]) {
     println!(
-        "{:<20} {:>6} {:>12} {:>10}  ROUNDS",
-        "CASE", "RULES", "PPS_MEDIAN", "xKERNEL"
+        "{:<20} {:>6} {:>12} {:>10} {:>10}  ROUNDS",
+        "CASE", "RULES", "PPS_MEDIAN", "xKERNEL", "xMIN"
     );
-    let kernel = rows
-        .iter()
-        .find(|r| r.case == "kernel_forward")
-        .map(|r| r.pps_median);
+    let of = |case: &str| rows.iter().find(|r| r.case == case).map(|r| r.pps_median);
+    let (kernel, min) = (of("kernel_forward"), of("xdp_redirect_min"));
     for r in rows {
         let ratio = kernel.map(|k| r.pps_median / k).unwrap_or(f64::NAN);
+        let to_min = min.map(|m| r.pps_median / m).unwrap_or(f64::NAN);
         let rounds: Vec<String> = r.pps_rounds.iter().map(|p| format!("{:.0}", p)).collect();
         println!(
-            "{:<20} {:>6} {:>12.0} {:>10.2}  {}",
+            "{:<20} {:>6} {:>12.0} {:>10.2} {:>10.2}  {}",
             r.case,
             r.acl_rules,
             r.pps_median,
             ratio,
+            to_min,
             rounds.join(" ")
         );
     }

@@ -138,7 +138,9 @@ fn udp_frame(src: IpAddr, dst: IpAddr, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Ve
 }
 
 fn header(frame: &[u8]) -> [u8; HEADER_LEN] {
-    frame[..HEADER_LEN].try_into().expect("frames are at least 64 bytes")
+    frame[..HEADER_LEN]
+        .try_into()
+        .expect("frames are at least 64 bytes")
 }
 
 fn arp(src_mac: [u8; 6]) -> Vec<u8> {
@@ -156,7 +158,11 @@ fn arp(src_mac: [u8; 6]) -> Vec<u8> {
 fn draw_v4(rng: &mut Rng, prefixes: &[(u128, u32)]) -> Ipv4Addr {
     loop {
         let (net, len) = prefixes[(rng.next() % prefixes.len() as u64) as usize];
-        let host = if len >= 32 { 0 } else { (rng.next() as u32) >> len };
+        let host = if len >= 32 {
+            0
+        } else {
+            (rng.next() as u32) >> len
+        };
         let a = net as u32 | host;
         let first = a >> 24;
         if first == 0 || first == 127 || first >= 224 || a >> 16 == 0xa9fe {
@@ -195,9 +201,9 @@ impl Bench {
     fn measure(&mut self, frames: &[Vec<u8>], expect_action: u32) -> Result<Measured> {
         let headers: Vec<[u8; HEADER_LEN]> = frames.iter().map(|f| header(f)).collect();
         self.cycler.set_frames(&headers, frames[0].len())?;
-        let action = self
-            .cycler
-            .check_actions(&self.h, Target::Pop, self.ingress, headers.len())?;
+        let action =
+            self.cycler
+                .check_actions(&self.h, Target::Pop, self.ingress, headers.len())?;
         if action != expect_action {
             return Err(anyhow!(
                 "bench frames got XDP action {action}, expected {expect_action}: tables are wrong"
@@ -384,7 +390,12 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     let src_mac = [2, 0, 0, 0, 0, 2];
     let customer_v4: IpAddr = Ipv4Addr::new(198, 51, 100, 10).into();
     let customer_v6: IpAddr = "2001:db8:a::10".parse::<Ipv6Addr>().expect("static").into();
-    let v4 = udp_frame(customer_v4, Ipv4Addr::new(100, 64, 0, 1).into(), src_mac, a.mac);
+    let v4 = udp_frame(
+        customer_v4,
+        Ipv4Addr::new(100, 64, 0, 1).into(),
+        src_mac,
+        a.mac,
+    );
     let mut rows = Vec::new();
     let row = |case: &str, routes: u64, acl: u64, customers: u64, m: &Measured| TestRunRow {
         case: case.into(),
@@ -424,10 +435,25 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     };
     type Fill = fn(&Harness, &mut Rng, u64) -> Result<Vec<(u128, u32)>>;
     let v4_base = (u128::from(u32::from(Ipv4Addr::new(100, 64, 0, 0))), 24);
-    let v6_base = (u128::from("2001:db8:ffff:1::".parse::<Ipv6Addr>().expect("static")), 64);
+    let v6_base = (
+        u128::from("2001:db8:ffff:1::".parse::<Ipv6Addr>().expect("static")),
+        64,
+    );
     let families: [(&str, &[u64], Fill, (u128, u32), IpAddr); 2] = [
-        ("ipv4_forward", v4_sizes, fill_routes_v4, v4_base, customer_v4),
-        ("ipv6_forward", v6_sizes, fill_routes_v6, v6_base, customer_v6),
+        (
+            "ipv4_forward",
+            v4_sizes,
+            fill_routes_v4,
+            v4_base,
+            customer_v4,
+        ),
+        (
+            "ipv6_forward",
+            v6_sizes,
+            fill_routes_v6,
+            v6_base,
+            customer_v6,
+        ),
     ];
     let mut routes_v4 = Vec::new();
     for (case, sizes, fill, base, src) in families {
