@@ -434,12 +434,14 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         &[1, 100_000, 200_000]
     };
     type Fill = fn(&Harness, &mut Rng, u64) -> Result<Vec<(u128, u32)>>;
+    /// (case, table sizes, filler, the fixed destination's route, source).
+    type Family<'a> = (&'a str, &'a [u64], Fill, (u128, u32), IpAddr);
     let v4_base = (u128::from(u32::from(Ipv4Addr::new(100, 64, 0, 0))), 24);
     let v6_base = (
         u128::from("2001:db8:ffff:1::".parse::<Ipv6Addr>().expect("static")),
         64,
     );
-    let families: [(&str, &[u64], Fill, (u128, u32), IpAddr); 2] = [
+    let families: [Family; 2] = [
         (
             "ipv4_forward",
             v4_sizes,
