@@ -183,7 +183,7 @@ fn refused_changes_leave_everything_as_it_was() {
         state_dir,
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         (
             "1 a first start beyond the policer's limits changes nothing",
             first_start_refused,
@@ -196,6 +196,10 @@ fn refused_changes_leave_everything_as_it_was() {
         (
             "4 dry-run refuses what apply refuses",
             dry_run_refuses_what_apply_refuses,
+        ),
+        (
+            "4b SIGHUP refuses what apply refuses",
+            sighup_refuses_what_apply_refuses,
         ),
         (
             "5 a refused start leaves a running data plane forwarding",
@@ -282,9 +286,7 @@ fn duplicate_route_refused(env: &mut Env) -> Result<()> {
         apply["changes"].as_array().is_some_and(|c| c.is_empty()),
         "applying the export changes nothing: {apply}"
     );
-    let twice = format!(
-        "{exported}\n[[routes]]\nprefix = \"0.0.0.0/0\"\nvia = [\"192.0.2.1\"]\ndev = \"eth0\"\n"
-    );
+    let twice = export_with_route_twice(&env.popd)?;
     let file = write_file(env.state_dir.path(), "twice.toml", &twice)?;
     let applied = refused(&env.popd, &["apply", &file])?;
     ensure!(
@@ -366,6 +368,55 @@ fn dry_run_refuses_what_apply_refuses(env: &mut Env) -> Result<()> {
     ensure!(route.contains("eth9"), "{route}");
     ensure!(generation(&env.popd)? == generation_before);
     ping_ok(&env.lab, topology::INTERNET_V4)
+}
+
+/// The running state as `popctl export` prints it, with the default route
+/// listed a second time.
+fn export_with_route_twice(popd: &Popd) -> Result<String> {
+    let exported = popd.popctl_json(&["export"])?["config"]
+        .as_str()
+        .context("export without config")?
+        .to_string();
+    Ok(format!(
+        "{exported}\n[[routes]]\nprefix = \"0.0.0.0/0\"\nvia = [\"192.0.2.1\"]\ndev = \"eth0\"\n"
+    ))
+}
+
+/// (4b) SIGHUP re-reads --config through the same checks: a file listing a
+/// route twice is refused (once in the log), also when nothing would change.
+fn sighup_refuses_what_apply_refuses(env: &mut Env) -> Result<()> {
+    let generation_before = generation(&env.popd)?;
+    fs::write(env.popd.config_path(), export_with_route_twice(&env.popd)?)?;
+    let log_start = fs::metadata(env.popd.log_path())?.len() as usize;
+    let pid = env.popd.pid().context("popd not running")?;
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let lines = loop {
+        let log = fs::read(env.popd.log_path())?;
+        let new = String::from_utf8_lossy(&log[log_start.min(log.len())..]).into_owned();
+        let lines: Vec<String> = new
+            .lines()
+            .filter(|l| l.contains("SIGHUP"))
+            .map(str::to_string)
+            .collect();
+        if !lines.is_empty() {
+            break lines;
+        }
+        if Instant::now() > deadline {
+            bail!("popd logged nothing about SIGHUP within 15 s");
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        lines.len() == 1
+            && lines[0].contains("route 0.0.0.0/0: prefix listed twice")
+            && lines[0].contains("nothing changed"),
+        "SIGHUP with a route listed twice: {lines:?}"
+    );
+    ensure!(generation(&env.popd)? == generation_before);
+    fs::write(env.popd.config_path(), topology::full_config())?;
+    Ok(())
 }
 
 /// (5) popd crashes; another popd with a fresh state dir and a config it must
