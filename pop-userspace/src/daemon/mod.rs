@@ -29,8 +29,11 @@ use error::ControlError;
 #[derive(Debug, Parser)]
 #[command(name = "popd", version)]
 pub struct Args {
-    /// The config file (TOML, CONTRACT §3). Used on first start and on SIGHUP;
-    /// afterwards the state in --state-dir (changes made with popctl) wins.
+    /// The config file (TOML, as `popctl export` prints). Used on first start and on SIGHUP;
+    /// afterwards the state in --state-dir (changes made with popctl) wins. It
+    /// passes the checks every change passes (interfaces present, policer
+    /// ranges, map capacities) or popd refuses it whole, leaving --state-dir
+    /// and --bpffs as they were; it is persisted once applied.
     #[arg(long, default_value = "/etc/pop/pop.toml")]
     pub config: PathBuf,
     /// Where the desired state is kept (atomic writes, fsync).
