@@ -253,10 +253,27 @@ fn first_start_refused(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
-/// (2) The same state dir with a good config: popd starts and forwards.
+/// (2) The same state dir with a good config: popd starts and forwards. The
+/// state dir holds what a popd before these checks left after such a refused
+/// first start: that config saved, as generation 1, never applied. It gives
+/// way to the good config.
 fn good_start(env: &mut Env) -> Result<()> {
+    let left = pop::state::Persisted {
+        generation: 1,
+        config: pop::config::validate::parse_config(&config_with_rate(HUGE_RATE))?,
+        ids: Default::default(),
+    };
+    let state = env.state_dir.path().join("state.json");
+    fs::write(&state, serde_json::to_vec(&left)?)?;
     fs::write(env.popd.config_path(), topology::full_config())?;
     env.popd.start()?;
+    let customers = env.popd.popctl_json(&["customer", "show"])?;
+    ensure!(
+        customers
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c.get("rate_bps").is_none())),
+        "the state never applied must give way to --config: {customers}"
+    );
     env.popd.wait_resolved(Duration::from_secs(10))?;
     ping_ok(&env.lab, topology::INTERNET_V4)?;
     ensure!(
