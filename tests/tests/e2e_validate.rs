@@ -248,8 +248,43 @@ fn first_start_refused(env: &mut Env) -> Result<()> {
     );
     let pins = pins_under(&env.lab.bpffs_dir());
     ensure!(pins.is_empty(), "pins left behind: {pins:?}");
+    ensure!(
+        !env.lab.bpffs_dir().exists(),
+        "{} created by a refused start",
+        env.lab.bpffs_dir().display()
+    );
     let attached = edge_xdp(&env.lab)?;
     ensure!(attached.is_empty(), "XDP left attached on {attached:?}");
+
+    // A good config, but a data plane that does not load: the same.
+    let garbage = env.state_dir.path().join("garbage.o");
+    fs::write(&garbage, b"not an ELF object")?;
+    fs::write(env.popd.config_path(), topology::full_config())?;
+    let before = listing(env.state_dir.path())?;
+    env.popd.set_env("POP_DATAPLANE_OBJECT", garbage.to_str());
+    let out = failed_start(&env.popd);
+    env.popd.set_env("POP_DATAPLANE_OBJECT", None);
+    let out = out?;
+    let lines: Vec<String> = stderr_lines(&out)
+        .into_iter()
+        .filter(|l| l.contains("ERROR"))
+        .collect();
+    ensure!(lines.len() == 1, "one error line, got {lines:?}");
+    fs::remove_file(&garbage)?;
+    let after = listing(env.state_dir.path())?;
+    ensure!(
+        before
+            .into_iter()
+            .filter(|n| n != "garbage.o")
+            .collect::<Vec<_>>()
+            == after,
+        "the state dir changed: {after:?}"
+    );
+    ensure!(
+        !env.lab.bpffs_dir().exists(),
+        "a data plane that failed to load left {}",
+        env.lab.bpffs_dir().display()
+    );
     Ok(())
 }
 
