@@ -274,3 +274,31 @@ pub fn check_tables(t: &Tables) -> Result<(), ControlError> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_map_is_named_with_its_limit() {
+        let mut t = Tables::default();
+        assert!(check_tables(&t).is_ok());
+        let max = pop_common::MAX_SPOOF_PAIRS;
+        t.spoof.allow = (0..=max).map(|i| (1 + i % 7, i)).collect();
+        assert_eq!(
+            check_tables(&t).unwrap_err().to_string(),
+            format!(
+                "too many anti-spoofing (customer, interface) pairs: {} exceeds the maximum of {max} (map spoof_allow)",
+                max + 1
+            )
+        );
+        t.spoof.allow.clear();
+        t.ifaces = (0..=pop_common::MAX_IFACES)
+            .map(|i| (i, Default::default()))
+            .collect();
+        assert_eq!(
+            check_tables(&t).unwrap_err().to_string(),
+            "too many interfaces and VLAN devices: 1025 exceeds the maximum of 1024 (map ifaces)"
+        );
+    }
+}

@@ -131,6 +131,11 @@ impl Controller {
         let cfg = self.state.config.clone();
         for i in &cfg.interfaces {
             if let Err(e) = self.attach(&i.name, cfg.dataplane.xdp_mode) {
+                // A first config that cannot be applied is refused whole; the
+                // persisted state keeps the interfaces that attach.
+                if first {
+                    return Err(e);
+                }
                 tracing::error!("{e}");
             }
         }
