@@ -19,8 +19,10 @@ pub const MAX_ROUTES_V4: u32 = 2_097_152;
 pub const MAX_ROUTES_V6: u32 = 524_288;
 /// Capacity of each of `cust_v4` and `cust_v6`.
 pub const MAX_CUSTOMER_PREFIXES: u32 = 65536;
-/// Capacity of each of `local_v4` and `local_v6`.
-pub const MAX_LOCAL_ADDRS: u32 = 4096;
+/// Capacity of each of `local_v4` and `local_v6`: the host's own addresses.
+/// Sized for hosts with many (service and anycast addresses); what exceeds it
+/// is left out and counted, never an error.
+pub const MAX_LOCAL_ADDRS: u32 = 65536;
 /// ACL rules per copy (the maps hold two copies, see [`PopConfig::acl_copy`]).
 pub const MAX_ACL_RULES: u32 = 131_072;
 /// ACL decision-tree nodes ([`PopAclNode`], each [`ACL_NODE_LEVELS`] binary

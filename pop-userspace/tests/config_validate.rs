@@ -547,6 +547,95 @@ fn customer_policer() {
     );
 }
 
+/// The policer's arithmetic holds rates up to 10 Tbit/s and bursts up to 2 GiB:
+/// beyond, the config is refused up front (it used to fail at the map write,
+/// after a first start had already saved it).
+#[test]
+fn customer_policer_limits() {
+    let max_rate = 10_000_000_000_000u64;
+    let max_burst = 1u64 << 31;
+    let mut c = customer("beta", &["10.0.0.0/8"]);
+    c.rate_bps = Some(max_rate);
+    ok(&with_customer(c.clone()));
+    c.rate_bps = Some(100_000_000_000_000);
+    assert_eq!(
+        rejected(&with_customer(c.clone())),
+        format!("customer beta: rate_bps 100000000000000 exceeds the maximum of {max_rate}")
+    );
+    c.rate_bps = Some(1_000_000);
+    c.burst_bytes = Some(max_burst);
+    ok(&with_customer(c.clone()));
+    c.burst_bytes = Some(max_burst + 1);
+    assert_eq!(
+        rejected(&with_customer(c.clone())),
+        format!(
+            "customer beta: burst_bytes {} exceeds the maximum of {max_burst}",
+            max_burst + 1
+        )
+    );
+    // The same check, and message, for a customer added on its own.
+    assert!(pop::config::validate::check_customer(&c).is_err());
+}
+
+/// Every (customer, interface) pair takes an entry of the anti-spoofing table;
+/// the customer whose interface overflows it is named, with the limit.
+#[test]
+fn anti_spoofing_pairs_beyond_the_table_name_the_customer_and_the_limit() {
+    let max = pop_common::MAX_SPOOF_PAIRS as usize;
+    let mut cfg = Config::default();
+    let ports: Vec<String> = (0..5).map(|i| format!("eth{i}")).collect();
+    for p in &ports {
+        cfg.interfaces.push(Interface {
+            name: p.clone(),
+            role: InterfaceRole::Customer,
+        });
+    }
+    // 13107 customers on 5 ports: 65535 pairs, then one customer more.
+    let full = max / ports.len();
+    for i in 0..=full {
+        let net = format!("10.{}.{}.0/24", i / 256, i % 256);
+        let mut c = customer(&format!("c{i}"), &[&net]);
+        c.interfaces = ports.clone();
+        cfg.customers.push(c);
+    }
+    assert_eq!(
+        rejected(&cfg),
+        format!(
+            "customer c{full}: interface \"eth1\" is anti-spoofing pair {}, beyond the maximum of {max} (customer, interface) pairs",
+            max + 1
+        )
+    );
+    cfg.customers.last_mut().unwrap().interfaces.truncate(1);
+    ok(&cfg);
+}
+
+/// Next-hop ids are 1..65536: one per distinct (dev, via) over all routes.
+#[test]
+fn next_hops_beyond_the_table_name_the_route_and_the_limit() {
+    let max = pop_common::MAX_NEXTHOPS as usize - 1;
+    let mut cfg = base();
+    cfg.routes.clear();
+    for i in 0..max as u32 {
+        let [_, a, b, c] = (i + 1).to_be_bytes();
+        let via = format!("10.{a}.{b}.{c}");
+        cfg.routes
+            .push(route(&format!("{via}/32"), &[&via], "eth0"));
+    }
+    // The same next hops again: no new entries.
+    cfg.routes
+        .push(route("172.16.0.0/12", &["10.0.0.1", "10.0.0.2"], "eth0"));
+    ok(&cfg);
+    cfg.routes
+        .push(route("192.168.0.0/16", &["10.0.0.1", "192.0.2.77"], "eth0"));
+    assert_eq!(
+        rejected(&cfg),
+        format!(
+            "route 192.168.0.0/16: via \"192.0.2.77\" is next hop {}, beyond the maximum of {max} distinct (dev, via) pairs",
+            max + 1
+        )
+    );
+}
+
 #[test]
 fn default_burst_is_250ms_of_rate_between_15000_bytes_and_the_bucket_size() {
     assert_eq!(default_burst_bytes(100_000), 15_000);

@@ -501,6 +501,19 @@ fn bad_input_is_refused_without_contacting_popd() {
             r#"popctl: customer acme: prefix "198.51.100.0/33": prefix length 33 exceeds 32"#,
         ),
         (
+            &[
+                "customer",
+                "add",
+                "acme",
+                "--prefix",
+                "198.51.100.0/24",
+                "--rate-bps",
+                "100000000000000",
+            ],
+            1,
+            "popctl: customer acme: rate_bps 100000000000000 exceeds the maximum of 10000000000000",
+        ),
+        (
             &["route", "get", "nowhere"],
             1,
             r#"popctl: route get: address "nowhere": not an IP address"#,

@@ -94,7 +94,7 @@ pub enum Command {
     Apply {
         /// Config file (TOML, as `popctl export` prints)
         file: PathBuf,
-        /// Only show what would change
+        /// Run every check apply runs and show what would change; write nothing
         #[arg(long)]
         dry_run: bool,
     },
@@ -161,7 +161,7 @@ pub enum CustomerVerb {
         /// Drop traffic from its ports whose source is outside its prefixes
         #[arg(long)]
         anti_spoofing: bool,
-        /// Policer rate in bits per second
+        /// Policer rate in bits per second (1 to 10000000000000)
         #[arg(long, value_name = "N")]
         rate_bps: Option<u64>,
         /// Policer burst in bytes (default: 250 ms at the rate, at least 15000; TCP needs about that)

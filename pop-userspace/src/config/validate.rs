@@ -285,6 +285,18 @@ pub fn check_customer(customer: &Customer) -> Result<ValidCustomer, ConfigError>
         (Some(rate), None) => Some(default_burst_bytes(rate)),
         (None, None) => None,
     };
+    if let Some(rate) = customer.rate_bps {
+        let max = crate::acl::police::MAX_RATE_BPS;
+        if rate > max {
+            return Err(err(Problem::RateExceeds { rate, max }));
+        }
+    }
+    if let Some(burst) = burst_bytes {
+        let max = crate::acl::police::MAX_BURST_BYTES;
+        if burst > max {
+            return Err(err(Problem::BurstExceeds { burst, max }));
+        }
+    }
     Ok(ValidCustomer {
         name: name.clone(),
         prefixes,
@@ -448,6 +460,9 @@ fn validate_routes(
     let mut seen: HashSet<IpNet> = HashSet::with_capacity(list.len());
     let mut out = Vec::with_capacity(list.len());
     let (mut v4, mut v6) = (0usize, 0usize);
+    // Next-hop ids are 1..MAX_NEXTHOPS, one per distinct (dev, via).
+    let max_nexthops = pop_common::MAX_NEXTHOPS as usize - 1;
+    let mut nexthops: HashSet<(&str, IpAddr)> = HashSet::new();
     for route in list {
         let valid = check_route(route)?;
         let err = |problem| ConfigError::Route {
@@ -462,6 +477,15 @@ fn validate_routes(
         }
         if !seen.insert(valid.prefix) {
             return Err(err(Problem::Duplicate("prefix")));
+        }
+        for (text, addr) in route.via.iter().zip(&valid.via) {
+            if nexthops.insert((route.dev.as_str(), *addr)) && nexthops.len() > max_nexthops {
+                return Err(err(Problem::NexthopsFull {
+                    via: text.clone(),
+                    count: nexthops.len(),
+                    max: max_nexthops,
+                }));
+            }
         }
         match valid.prefix {
             IpNet::V4(_) => v4 += 1,
@@ -481,6 +505,10 @@ fn validate_customers(
     check_limit("customers", list.len(), pop_common::MAX_CUSTOMERS - 1)?;
     let mut names: HashSet<&str> = HashSet::with_capacity(list.len());
     let mut out: Vec<ValidCustomer> = Vec::with_capacity(list.len());
+    // Every (customer, port) pair has an entry in the anti-spoofing table
+    // (customers without anti-spoofing too: they may source traffic there).
+    let max_pairs = pop_common::MAX_SPOOF_PAIRS as usize;
+    let mut pairs = 0usize;
     for customer in list {
         let valid = check_customer(customer)?;
         let err = |problem| ConfigError::Customer {
@@ -502,6 +530,14 @@ fn validate_customers(
                     return Err(err(Problem::NotCustomerInterface(iface.clone())))
                 }
                 Some(InterfaceRole::Customer) => {}
+            }
+            pairs += 1;
+            if pairs > max_pairs {
+                return Err(err(Problem::SpoofPairsFull {
+                    iface: iface.clone(),
+                    count: pairs,
+                    max: max_pairs,
+                }));
             }
         }
         out.push(valid);

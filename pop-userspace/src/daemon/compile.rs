@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_common::{
     PopConfig, PopIface, PopLocalV6, PopNexthop, PopRoute, PopVlanKey, CFG_NO_ROUTE_DROP,
-    MAX_CUSTOMERS, MAX_IFACES, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID,
+    MAX_CUSTOMERS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID,
 };
 
 use crate::acl::SpoofTables;
@@ -50,6 +50,9 @@ pub struct Tables {
     pub spoof: SpoofTables,
     /// customer id → (rate_bps, burst_bytes) of customers with a policer.
     pub policers: BTreeMap<u32, (u64, u64)>,
+    /// Host addresses (IPv4, IPv6) that need an entry but do not fit
+    /// `local_v4`/`local_v6` (see [`local_addresses`]); not a map.
+    pub local_not_loaded: (usize, usize),
 }
 
 /// Key of a next hop in [`Ids::nexthops`].
@@ -297,13 +300,64 @@ pub fn compile(
             };
         }
     }
-    for a in &kernel.addrs {
-        match a {
-            IpAddr::V4(v4) => t.local_v4.insert(u32::from_ne_bytes(v4.octets())),
-            IpAddr::V6(v6) => t.local_v6.insert(v6.octets()),
-        };
-    }
+    let local = local_addresses(&kernel.addrs, MAX_LOCAL_ADDRS as usize);
+    t.local_v4 = local.v4;
+    t.local_v6 = local.v6;
+    t.local_not_loaded = local.not_loaded;
     t
+}
+
+/// The host addresses the data plane must know, as `local_v4`/`local_v6`
+/// hold them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LocalAddresses {
+    /// IPv4, as `local_v4` keys.
+    pub v4: HashSet<u32>,
+    /// IPv6.
+    pub v6: HashSet<[u8; 16]>,
+    /// Addresses (IPv4, IPv6) left out because the map is full.
+    pub not_loaded: (usize, usize),
+}
+
+/// Chooses the host addresses that go into `local_v4`/`local_v6`: those that
+/// matter, at most `max` per family. Loopback, link-local, unspecified and
+/// multicast addresses never need an entry (the data plane hands link-local
+/// and multicast to the kernel and drops the others as martians). The rest
+/// are taken in address order; what does not fit is counted, never an error:
+/// the host's address count must not block a change of the desired state.
+pub fn local_addresses(addrs: &[IpAddr], max: usize) -> LocalAddresses {
+    let mut v4: Vec<std::net::Ipv4Addr> = Vec::new();
+    let mut v6: Vec<std::net::Ipv6Addr> = Vec::new();
+    for a in addrs {
+        match a {
+            IpAddr::V4(a) => {
+                if !(a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_multicast())
+                {
+                    v4.push(*a);
+                }
+            }
+            IpAddr::V6(a) => {
+                let link_local = a.segments()[0] & 0xffc0 == 0xfe80;
+                if !(a.is_loopback() || link_local || a.is_unspecified() || a.is_multicast()) {
+                    v6.push(*a);
+                }
+            }
+        }
+    }
+    v4.sort_unstable();
+    v4.dedup();
+    v6.sort_unstable();
+    v6.dedup();
+    let not_loaded = (v4.len().saturating_sub(max), v6.len().saturating_sub(max));
+    LocalAddresses {
+        v4: v4
+            .iter()
+            .take(max)
+            .map(|a| u32::from_ne_bytes(a.octets()))
+            .collect(),
+        v6: v6.iter().take(max).map(|a| a.octets()).collect(),
+        not_loaded,
+    }
 }
 
 /// Next hops inside a VLAN customer's prefixes on its port are reached through
@@ -788,6 +842,34 @@ dev = "eth1"
         assert_eq!(v.flags, NH_VALID | NH_RESOLVED);
         let p = nh("198.51.100.10");
         assert_eq!((p.ifindex, p.vlan, p.flags), (3, 0, NH_VALID));
+    }
+
+    #[test]
+    fn host_addresses_that_do_not_fit_are_counted_not_refused() {
+        let mut addrs: Vec<IpAddr> = (0..10u32)
+            .map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)))
+            .collect();
+        for skipped in ["127.0.0.1", "169.254.1.1", "::1", "fe80::1", "0.0.0.0"] {
+            addrs.push(skipped.parse().unwrap());
+        }
+        addrs.push("2001:db8::1".parse().unwrap());
+        // Listed twice (on two interfaces): one entry.
+        addrs.push("10.0.0.3".parse().unwrap());
+        let l = local_addresses(&addrs, 4);
+        assert_eq!(l.not_loaded, (6, 0));
+        let mut v4: Vec<_> =
+            l.v4.iter()
+                .map(|a| std::net::Ipv4Addr::from(a.to_ne_bytes()))
+                .collect();
+        v4.sort();
+        assert_eq!(
+            v4,
+            ["10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.3"]
+                .map(|a| a.parse::<std::net::Ipv4Addr>().unwrap())
+        );
+        assert_eq!(l.v6.len(), 1, "only the global IPv6 address");
+        let all = local_addresses(&addrs, 100);
+        assert_eq!((all.v4.len(), all.not_loaded), (10, (0, 0)));
     }
 
     #[test]

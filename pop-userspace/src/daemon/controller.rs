@@ -1,9 +1,11 @@
 //! The controller: desired state (durable) → data plane, and every API request.
 //!
 //! A change is made in this order, so that a rejected change changes nothing:
-//! build the candidate config → validate it → assign ids → attach new
-//! interfaces → write the map differences → persist. A failure at any step
-//! undoes the steps before it.
+//! build the candidate config → check it and compute what to write
+//! ([`super::check::plan`], the same checks for every kind of change and for
+//! `--dry-run`) → attach new interfaces → write the map differences →
+//! persist. A failure at any step undoes the steps before it. A start
+//! persists its first state only once it is applied.
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -11,7 +13,9 @@ use ipnet::IpNet;
 use pop_common::{Action, Direction, DropReason, PassReason};
 use serde_json::{json, Value};
 
+use super::check::{self, Current, Devices, Plan};
 use super::compile::{self, Tables};
+use super::error::ControlError;
 use crate::acl::AclMaps;
 use crate::api::protocol::{
     ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
@@ -50,6 +54,8 @@ pub struct Controller {
     acl_copy: u32,
     /// ifindex of every `in_iface` the live ACL copy was compiled with.
     acl_ifindexes: BTreeMap<String, Option<u32>>,
+    /// Host addresses (IPv4, IPv6) that do not fit the local-address maps.
+    local_not_loaded: (usize, usize),
 }
 
 /// Result of a request: JSON data or a one-line error.
@@ -64,38 +70,41 @@ fn requested_mode(m: XdpMode) -> RequestedMode {
 }
 
 impl Controller {
-    /// Starts from the persisted state if any, else from `initial` (the config
-    /// file); adopts or loads the data plane and brings it to the desired state.
+    /// Adopts or loads the data plane and brings it to `state`: the persisted
+    /// state, or with `first` the config of a first start (already checked,
+    /// see [`check::plan`]), which is persisted only once it is applied. When
+    /// the start fails, what it did is undone: the interfaces it attached are
+    /// detached, a data plane it loaded is removed with its pins, and an
+    /// adopted one keeps forwarding as it was.
     pub fn start(
         store: Store,
-        initial: Config,
+        state: Persisted,
+        first: bool,
         dp: Dataplane,
         kernel: KernelView,
-    ) -> Result<Self, String> {
-        let state = match store.load().map_err(|e| e.to_string())? {
-            Some(s) => {
-                tracing::info!(
-                    generation = s.generation,
-                    "desired state from {}",
-                    store.path().display()
-                );
-                s
-            }
-            None => {
-                validate::validate(&initial).map_err(|e| e.to_string())?;
-                let (ids, _) = compile::assign_ids(&initial, &Default::default())?;
-                let s = Persisted {
-                    generation: 1,
-                    config: initial,
-                    ids,
-                };
-                store.save(&s).map_err(|e| e.to_string())?;
-                s
+    ) -> Result<Self, ControlError> {
+        if !first {
+            tracing::info!(
+                generation = state.generation,
+                "desired state from {}",
+                store.path().display()
+            );
+        }
+        let applied = compile::read_back(&dp.maps);
+        let acl = match AclMaps::open(&dp.maps_dir()).and_then(|a| {
+            let copy = a.active_copy()?;
+            Ok((a, copy))
+        }) {
+            Ok(a) => a,
+            Err(e) => {
+                if let Err(e2) = dp.discard() {
+                    tracing::error!("removing the data plane of a failed start: {e2}");
+                }
+                return Err(ControlError::Rejected(e));
             }
         };
-        let applied = compile::read_back(&dp.maps);
-        let acl = AclMaps::open(&dp.maps_dir())?;
-        let acl_copy = acl.active_copy()?;
+        let (acl, acl_copy) = acl;
+        let before = applied.clone();
         let mut c = Self {
             store,
             state,
@@ -106,15 +115,54 @@ impl Controller {
             acl: Some(acl),
             acl_copy,
             acl_ifindexes: BTreeMap::new(),
+            local_not_loaded: (0, 0),
         };
-        let cfg = c.state.config.clone();
+        match c.bring_up(first) {
+            Ok(()) => Ok(c),
+            Err(e) => {
+                c.abandon_start(&before);
+                Err(e)
+            }
+        }
+    }
+
+    /// The body of [`Controller::start`].
+    fn bring_up(&mut self, first: bool) -> Result<(), ControlError> {
+        let cfg = self.state.config.clone();
         for i in &cfg.interfaces {
-            if let Err(e) = c.attach(&i.name, cfg.dataplane.xdp_mode) {
+            if let Err(e) = self.attach(&i.name, cfg.dataplane.xdp_mode) {
+                // A first config that cannot be applied is refused whole; the
+                // persisted state keeps the interfaces that attach.
+                if first {
+                    return Err(e);
+                }
                 tracing::error!("{e}");
             }
         }
+        let fresh: Vec<u32> = self.state.ids.customers.values().copied().collect();
+        if !self.dp().adopted() {
+            for id in fresh {
+                let _ = self.dp_mut().maps.reset_customer(id);
+            }
+        }
+        // The rules are compiled afresh (ifindexes may have changed while popd
+        // was down) into the inactive copy and swapped in by sync().
+        let staged = self.stage_acls(&cfg)?;
+        self.sync_with(staged)?;
+        if first {
+            // Applied: now it is the desired state.
+            self.store.save(&self.state)?;
+        }
+        // A new build's data plane now holds the whole desired state: swap it in.
+        if let Some(old) = self.dp_mut().finish_upgrade()? {
+            tracing::info!(
+                old_program_id = old,
+                program_id = self.dp().program_id(),
+                "data plane upgraded without detaching: every link runs the new program"
+            );
+        }
         // Interfaces pinned by an earlier popd but no longer configured.
-        let stale: Vec<String> = c
+        let stale: Vec<String> = self
             .dp()
             .pinned_interfaces()
             .into_iter()
@@ -122,74 +170,84 @@ impl Controller {
             .collect();
         for n in stale {
             tracing::info!(iface = %n, "detaching interface no longer in the desired state");
-            let _ = c.dp_mut().detach(&n);
+            let _ = self.dp_mut().detach(&n);
         }
-        let fresh: Vec<u32> = c.state.ids.customers.values().copied().collect();
-        if !c.dp().adopted() {
-            for id in fresh {
-                let _ = c.dp_mut().maps.reset_customer(id);
+        Ok(())
+    }
+
+    /// Undoes a failed start: an adopted data plane gets back the entries it
+    /// held (`before`) and keeps forwarding; what this start attached or
+    /// loaded is removed.
+    fn abandon_start(&mut self, before: &Tables) {
+        self.acl = None;
+        let Some(mut dp) = self.dp.take() else {
+            return;
+        };
+        if dp.adopted() && !dp.upgrading() {
+            if let Err(e) = compile::apply(&mut dp.maps, &mut self.applied, before) {
+                tracing::error!("restoring the data plane after a failed start: {e}");
             }
         }
-        // The rules are compiled afresh (ifindexes may have changed while popd
-        // was down) into the inactive copy and swapped in by sync().
-        let cfg = c.state.config.clone();
-        let staged = c.stage_acls(&cfg)?;
-        c.sync_with(staged)
-            .map_err(|e| format!("writing maps: {e}"))?;
-        // A new build's data plane now holds the whole desired state: swap it in.
-        if let Some(old) = c.dp_mut().finish_upgrade().map_err(|e| e.to_string())? {
-            tracing::info!(
-                old_program_id = old,
-                program_id = c.dp().program_id(),
-                "data plane upgraded without detaching: every link runs the new program"
-            );
+        if let Err(e) = dp.discard() {
+            tracing::error!("removing what a failed start created under bpffs: {e}");
         }
-        Ok(c)
+        self.attached.clear();
     }
 
     /// ifindex of every interface the ACL rules of `cfg` name.
     fn acl_ifindexes(&self, cfg: &Config) -> BTreeMap<String, Option<u32>> {
-        cfg.acls
-            .iter()
-            .filter_map(|a| a.in_iface.clone())
-            .map(|n| {
-                let i = self.kernel.links.get(&n).map(|l| l.ifindex);
-                (n, i)
-            })
-            .collect()
+        check::acl_ifindexes(cfg, &self.kernel)
     }
 
     /// Compiles `cfg`'s ACL rules into the inactive copy (not live yet).
     /// Returns the copy to make live and the ifindexes it was compiled with.
-    fn stage_acls(&mut self, cfg: &Config) -> Result<(u32, BTreeMap<String, Option<u32>>), String> {
-        let rules = cfg
-            .acls
-            .iter()
-            .map(validate::check_acl)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let kernel = &self.kernel;
-        let compiled = crate::acl::compile(&rules, &|n| kernel.links.get(n).map(|l| l.ifindex))?;
-        let ifindexes = self.acl_ifindexes(cfg);
+    fn stage_acls(
+        &mut self,
+        cfg: &Config,
+    ) -> Result<(u32, BTreeMap<String, Option<u32>>), ControlError> {
+        let staged = check::compile_acls(cfg, &self.kernel)?;
         let copy = 1 - self.acl_copy;
-        let acl = self.acl.as_mut().ok_or("data plane removed")?;
-        acl.write_copy(copy, &compiled)?;
+        self.write_acl_copy(copy, &staged.compiled)?;
+        Ok((copy, staged.ifindexes))
+    }
+
+    fn write_acl_copy(
+        &mut self,
+        copy: u32,
+        compiled: &crate::acl::CompiledAcl,
+    ) -> Result<(), ControlError> {
+        let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
+        acl.write_copy(copy, compiled)?;
         tracing::info!(
-            rules = rules.len(),
+            rules = compiled.rules.len(),
             copy,
             nodes = compiled.nodes.len(),
             "ACL compiled into the inactive copy"
         );
-        Ok((copy, ifindexes))
+        Ok(())
     }
 
     /// Writes `want` into the maps: anti-spoofing pairs before the interface
     /// flags that use them, [`compile::apply`], stale pairs after, policers.
-    fn write_tables(&mut self, want: &Tables) -> Result<(), String> {
-        let dp = self.dp.as_mut().ok_or("data plane removed")?;
-        let acl = self.acl.as_mut().ok_or("data plane removed")?;
+    fn write_tables(&mut self, want: &Tables) -> Result<(), ControlError> {
+        let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
+        let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
         acl.add_spoof(&want.spoof)?;
-        compile::apply(&mut dp.maps, &mut self.applied, want).map_err(|e| e.to_string())?;
+        compile::apply(&mut dp.maps, &mut self.applied, want)?;
+        if want.local_not_loaded != self.local_not_loaded {
+            let (v4, v6) = want.local_not_loaded;
+            if v4 + v6 > 0 {
+                tracing::warn!(
+                    ipv4 = v4,
+                    ipv6 = v6,
+                    max = pop_common::MAX_LOCAL_ADDRS,
+                    "host addresses beyond the capacity of local_v4/local_v6 are not \
+                     loaded: packets to them are routed, not handed to the kernel"
+                );
+            }
+            self.local_not_loaded = want.local_not_loaded;
+        }
+        self.applied.local_not_loaded = want.local_not_loaded;
         acl.prune_spoof(&want.spoof)?;
         self.applied.spoof = want.spoof.clone();
         for (id, rb) in &want.policers {
@@ -213,7 +271,10 @@ impl Controller {
     }
 
     /// Like [`Controller::sync`], making a staged ACL copy live.
-    fn sync_with(&mut self, staged: (u32, BTreeMap<String, Option<u32>>)) -> Result<(), String> {
+    fn sync_with(
+        &mut self,
+        staged: (u32, BTreeMap<String, Option<u32>>),
+    ) -> Result<(), ControlError> {
         let (copy, ifindexes) = staged;
         let want = compile::compile(
             &self.state.config,
@@ -251,14 +312,13 @@ impl Controller {
         &self.attached
     }
 
-    fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<bool, String> {
+    fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<bool, ControlError> {
         if !self.kernel.links.contains_key(iface) {
-            return Err(format!("interface {iface}: no such device"));
+            return Err(ControlError::NoSuchInterface {
+                name: iface.to_string(),
+            });
         }
-        let (m, new) = self
-            .dp_mut()
-            .attach(iface, requested_mode(mode))
-            .map_err(|e| e.to_string())?;
+        let (m, new) = self.dp_mut().attach(iface, requested_mode(mode))?;
         if new {
             tracing::info!(iface, mode = m.label(), "attached XDP");
         } else {
@@ -271,7 +331,7 @@ impl Controller {
     /// Re-writes the maps for the current state and kernel view.
     /// The ACL rules are recompiled (and swapped) only when an interface they
     /// name changed its ifindex.
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), ControlError> {
         let cfg = std::mem::take(&mut self.state.config);
         let ifindexes = self.acl_ifindexes(&cfg);
         let staged = if ifindexes != self.acl_ifindexes {
@@ -325,22 +385,34 @@ impl Controller {
         compile::unresolved(&self.state.config, &self.kernel)
     }
 
-    /// Makes `candidate` the desired state, transactionally.
-    fn commit(&mut self, candidate: Config) -> Result<u64, String> {
-        validate::validate(&candidate).map_err(|e| e.to_string())?;
-        for r in &candidate.routes {
-            if !self.kernel.links.contains_key(&r.dev) {
-                return Err(format!(
-                    "route {}: dev \"{}\": no such device",
-                    r.prefix, r.dev
-                ));
-            }
+    /// What the data plane holds now, for [`check::plan`].
+    fn current(&self) -> Current<'_> {
+        Current {
+            config: &self.state.config,
+            ids: &self.state.ids,
+            generation: self.state.generation,
+            acl_copy: self.acl_copy,
+            acl_ifindexes: Some(&self.acl_ifindexes),
         }
-        for i in &candidate.interfaces {
-            if !self.kernel.links.contains_key(&i.name) {
-                return Err(format!("interface {}: no such device", i.name));
-            }
+    }
+
+    /// Runs every check on `candidate` as the next desired state and computes
+    /// what committing it writes. Writes nothing: this alone is `--dry-run`.
+    pub fn check(&self, candidate: &Config) -> Result<Plan, ControlError> {
+        if self.dp.is_none() {
+            return Err(ControlError::Removed);
         }
+        check::plan(candidate, &self.kernel, &self.current(), Devices::Required)
+    }
+
+    /// Checks `candidate` and makes it the desired state, transactionally.
+    fn change(&mut self, candidate: Config) -> Result<u64, ControlError> {
+        let plan = self.check(&candidate)?;
+        self.commit(candidate, plan)
+    }
+
+    /// Makes `candidate`, checked into `plan`, the desired state.
+    fn commit(&mut self, candidate: Config, plan: Plan) -> Result<u64, ControlError> {
         // A VLAN customer without its VLAN device is accepted (like a next hop
         // not resolved yet): its tagged traffic goes to the kernel until the
         // device appears, which popd notices (it follows netlink).
@@ -357,7 +429,14 @@ impl Controller {
                 }
             }
         }
-        let (ids, fresh) = compile::assign_ids(&candidate, &self.state.ids)?;
+        let Plan {
+            ids,
+            fresh,
+            generation,
+            acl_copy: copy,
+            acl,
+            tables: want,
+        } = plan;
         // Attach new interfaces; undo on failure.
         let mut newly = Vec::new();
         for i in &candidate.interfaces {
@@ -374,32 +453,20 @@ impl Controller {
         for id in &fresh {
             if let Err(e) = self.dp_mut().maps.reset_customer(*id) {
                 self.undo_attach(&newly);
-                return Err(e.to_string());
+                return Err(e.into());
             }
         }
-        let generation = self.state.generation + 1;
         let before = self.applied.clone();
-        let acls_changed = candidate.acls != self.state.config.acls
-            || self.acl_ifindexes(&candidate) != self.acl_ifindexes;
-        let (copy, ifindexes) = if acls_changed {
-            match self.stage_acls(&candidate) {
-                Ok(s) => s,
-                Err(e) => {
+        let ifindexes = match acl {
+            Some(staged) => {
+                if let Err(e) = self.write_acl_copy(copy, &staged.compiled) {
                     self.undo_attach(&newly);
                     return Err(e);
                 }
+                staged.ifindexes
             }
-        } else {
-            (self.acl_copy, self.acl_ifindexes.clone())
+            None => self.acl_ifindexes.clone(),
         };
-        let want = compile::compile(
-            &candidate,
-            &ids,
-            generation,
-            &self.kernel,
-            &self.attached,
-            copy,
-        );
         if let Err(e) = self.write_tables(&want) {
             // Put back exactly what was there (the staged ACL copy never went live).
             if let Err(e2) = self.write_tables(&before) {
@@ -436,7 +503,7 @@ impl Controller {
                 Err(e2) => tracing::error!("rolling back ACLs after a failed save: {e2}"),
             }
             self.undo_attach(&newly);
-            return Err(e.to_string());
+            return Err(e.into());
         }
         drop(old_state);
         // Interfaces removed from the desired state.
@@ -465,16 +532,18 @@ impl Controller {
     fn mutate(&mut self, f: impl FnOnce(&mut Config) -> Result<(), String>) -> Reply {
         let mut candidate = self.state.config.clone();
         f(&mut candidate)?;
-        let generation = self.commit(candidate)?;
+        let generation = self.change(candidate).map_err(|e| e.to_string())?;
         Ok(json!({ "generation": generation }))
     }
 
-    /// Re-reads nothing; applies a whole new config (SIGHUP, `popctl apply`).
-    pub fn apply_config(&mut self, text: &str, dry_run: bool) -> Reply {
-        let candidate = validate::parse_config(text).map_err(|e| e.to_string())?;
+    /// Applies a whole new config (SIGHUP, `popctl apply`). The config is
+    /// checked whole even when nothing would change; `dry_run` stops after
+    /// the checks.
+    pub fn apply_config(&mut self, text: &str, dry_run: bool) -> Result<Value, ControlError> {
+        let candidate = validate::parse_config(text)?;
+        let plan = self.check(&candidate)?;
         let changes = diff::diff(&self.state.config, &candidate);
         if dry_run {
-            validate::validate(&candidate).map_err(|e| e.to_string())?;
             let info = ApplyInfo {
                 dry_run: true,
                 changes,
@@ -485,7 +554,7 @@ impl Controller {
         let generation = if changes.is_empty() {
             self.state.generation
         } else {
-            self.commit(candidate)?
+            self.commit(candidate, plan)?
         };
         let info = ApplyInfo {
             dry_run: false,
@@ -570,7 +639,9 @@ impl Controller {
                 Ok(serde_json::to_value(acls).expect("serialises"))
             }
             Request::Stats { customer } => self.stats(customer.as_deref()),
-            Request::Apply { config, dry_run } => self.apply_config(&config, dry_run),
+            Request::Apply { config, dry_run } => self
+                .apply_config(&config, dry_run)
+                .map_err(|e| e.to_string()),
             Request::Export => Ok(json!({ "config": validate::to_toml(&self.state.config) })),
             Request::Trace(t) => self.trace(&t),
         };
@@ -838,16 +909,22 @@ impl Controller {
             .collect()
     }
 
+    /// Host addresses (IPv4, IPv6) left out of `local_v4`/`local_v6` because
+    /// they exceed its capacity.
+    pub fn local_not_loaded(&self) -> (usize, usize) {
+        self.local_not_loaded
+    }
+
     /// Routes in the maps by family.
     pub fn route_counts(&self) -> (usize, usize) {
         (self.applied.routes_v4.len(), self.applied.routes_v6.len())
     }
 
     /// Removes the data plane (`shutdown --detach`, `--detach-on-exit`).
-    pub fn remove_dataplane(&mut self) -> Result<(), String> {
+    pub fn remove_dataplane(&mut self) -> Result<(), ControlError> {
         self.acl = None;
         if let Some(dp) = self.dp.take() {
-            dp.remove().map_err(|e| e.to_string())?;
+            dp.remove()?;
         }
         self.attached.clear();
         Ok(())

@@ -1,11 +1,13 @@
 //! popd: the controller daemon (CONTRACT §2). Wires the data plane, the
 //! durable state, netlink, the API socket, metrics and signals together.
+pub mod check;
 pub mod compile;
 pub mod controller;
+pub mod error;
 pub mod trace;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,16 +18,22 @@ use tokio::sync::Notify;
 
 use crate::config::validate;
 use crate::dataplane::Dataplane;
-use crate::state::Store;
+use crate::netlink::KernelView;
+use crate::state::{Ids, Persisted, Store};
+use check::{Current, Devices};
 use controller::Controller;
+use error::ControlError;
 
 /// popd — pop's controller: loads the XDP data plane, keeps it in the desired
 /// state, serves popctl and Prometheus.
 #[derive(Debug, Parser)]
 #[command(name = "popd", version)]
 pub struct Args {
-    /// The config file (TOML, CONTRACT §3). Used on first start and on SIGHUP;
-    /// afterwards the state in --state-dir (changes made with popctl) wins.
+    /// The config file (TOML, as `popctl export` prints). Used on first start and on SIGHUP;
+    /// afterwards the state in --state-dir (changes made with popctl) wins. It
+    /// passes the checks every change passes (interfaces present, policer
+    /// ranges, map capacities) or popd refuses it whole, leaving --state-dir
+    /// and --bpffs as they were; it is persisted once applied.
     #[arg(long, default_value = "/etc/pop/pop.toml")]
     pub config: PathBuf,
     /// Where the desired state is kept (atomic writes, fsync).
@@ -82,50 +90,116 @@ pub fn main() -> i32 {
     match rt.block_on(run(args)) {
         Ok(()) => 0,
         Err(e) => {
+            // Once: the log is stderr.
             tracing::error!("{e}");
-            eprintln!("popd: {e}");
             1
         }
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let store = Store::open(&args.state_dir).map_err(|e| e.to_string())?;
-    let initial = if store.path().exists() {
-        // The durable state wins; the file is only checked to be readable.
-        std::fs::read_to_string(&args.config)
-            .ok()
-            .and_then(|t| validate::parse_config(&t).ok())
-            .unwrap_or_default()
-    } else {
-        let text = std::fs::read_to_string(&args.config)
-            .map_err(|e| format!("config {}: {e}", args.config.display()))?;
-        validate::parse_config(&text)
-            .map_err(|e| format!("config {}: {e}", args.config.display()))?
+/// The first config (`--config`), checked like every change.
+fn first_state(config: &Path, kernel: &KernelView) -> Result<Persisted, ControlError> {
+    let file_error = |reason: String| ControlError::ConfigFile {
+        path: config.to_path_buf(),
+        reason,
     };
-    let handle = crate::netlink::connect().map_err(|e| e.to_string())?;
-    let view = crate::netlink::dump(&handle)
-        .await
-        .map_err(|e| e.to_string())?;
-    let dp = Dataplane::open(&args.bpffs).map_err(|e| e.to_string())?;
-    tracing::info!(
-        program_id = dp.program_id(),
-        adopted = dp.adopted(),
-        bpffs = %args.bpffs.display(),
-        "{}",
-        if dp.adopted() {
-            "adopted the running data plane"
-        } else if dp.upgrading() {
-            "loaded this build's data plane beside the running one (upgrade)"
-        } else {
-            "loaded the data plane"
-        }
-    );
-    let ctl = Controller::start(store, initial, dp, view)?;
-    let ctl = Arc::new(Mutex::new(ctl));
+    let text = std::fs::read_to_string(config).map_err(|e| file_error(e.to_string()))?;
+    let cfg = validate::parse_config(&text).map_err(|e| file_error(e.to_string()))?;
+    let empty = crate::config::model::Config::default();
+    let plan = check::plan(
+        &cfg,
+        kernel,
+        &Current {
+            config: &empty,
+            ids: &Ids::default(),
+            generation: 0,
+            acl_copy: 0,
+            acl_ifindexes: None,
+        },
+        Devices::Required,
+    )
+    .map_err(|e| file_error(e.to_string()))?;
+    Ok(Persisted {
+        generation: 1,
+        config: cfg,
+        ids: plan.ids,
+    })
+}
 
-    let listener = crate::api::server::bind(&args.socket)
-        .map_err(|e| format!("socket {}: {e}", args.socket.display()))?;
+/// The desired state to start from: the persisted one when there is one (it
+/// wins over `--config`), else the config file. Returns it and whether it is
+/// the first (not yet persisted). Both are checked before anything is loaded.
+fn initial_state(
+    store: &Store,
+    config: &Path,
+    kernel: &KernelView,
+) -> Result<(Persisted, bool), ControlError> {
+    let Some(state) = store.load()? else {
+        return Ok((first_state(config, kernel)?, true));
+    };
+    let checked = check::plan(
+        &state.config,
+        kernel,
+        &Current {
+            config: &Default::default(),
+            ids: &state.ids,
+            generation: state.generation,
+            acl_copy: 0,
+            acl_ifindexes: None,
+        },
+        Devices::Tolerated,
+    );
+    match checked {
+        Ok(_) => Ok((state, false)),
+        // Generation 1 is a first config never changed since; one that fails
+        // the checks was never applied either (a popd before these checks
+        // saved it before applying it). The config file replaces it.
+        Err(e) if state.generation == 1 => {
+            tracing::warn!(
+                "state {}: {e}; it was never applied: starting from {} instead",
+                store.path().display(),
+                config.display()
+            );
+            Ok((first_state(config, kernel)?, true))
+        }
+        Err(e) => Err(ControlError::StateFile {
+            path: store.path(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+async fn run(args: Args) -> Result<(), ControlError> {
+    let store = Store::open(&args.state_dir)?;
+    let handle = crate::netlink::connect()?;
+    let view = crate::netlink::dump(&handle).await?;
+    // Everything is checked before anything is loaded, bound or persisted.
+    let (state, first) = initial_state(&store, &args.config, &view)?;
+    // Bound before the data plane is touched: a second popd on the same
+    // socket stops here.
+    let listener = crate::api::server::bind(&args.socket).map_err(|source| ControlError::Io {
+        what: format!("socket {}", args.socket.display()),
+        source,
+    })?;
+    let metrics = match tokio::net::TcpListener::bind(args.metrics).await {
+        Ok(m) => m,
+        Err(source) => {
+            let _ = std::fs::remove_file(&args.socket);
+            return Err(ControlError::Io {
+                what: format!("metrics {}", args.metrics),
+                source,
+            });
+        }
+    };
+    let started = start_controller(&args, store, state, first, view);
+    let ctl = match started {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&args.socket);
+            return Err(e);
+        }
+    };
+    let ctl = Arc::new(Mutex::new(ctl));
     let changed = Arc::new(Notify::new());
     let stop = Arc::new(Notify::new());
     let detach = Arc::new(Mutex::new(args.detach_on_exit));
@@ -137,9 +211,6 @@ async fn run(args: Args) -> Result<(), String> {
         detach.clone(),
     ));
 
-    let metrics = tokio::net::TcpListener::bind(args.metrics)
-        .await
-        .map_err(|e| format!("metrics {}: {e}", args.metrics))?;
     let mctl = ctl.clone();
     let app = axum::Router::new().route(
         "/metrics",
@@ -179,7 +250,11 @@ async fn run(args: Args) -> Result<(), String> {
                 let text = std::fs::read_to_string(&args.config);
                 let c = ctl.clone();
                 let res = tokio::task::spawn_blocking(move || match text {
-                    Ok(t) => c.lock().unwrap_or_else(|p| p.into_inner()).apply_config(&t, false),
+                    Ok(t) => c
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .apply_config(&t, false)
+                        .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }).await.unwrap_or_else(|e| Err(e.to_string()));
                 match res {
@@ -202,6 +277,32 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::info!("exiting; the data plane keeps forwarding");
     }
     Ok(())
+}
+
+/// Opens (adopts, loads or stages) the data plane under `--bpffs` and starts
+/// the controller on it.
+fn start_controller(
+    args: &Args,
+    store: Store,
+    state: Persisted,
+    first: bool,
+    view: KernelView,
+) -> Result<Controller, ControlError> {
+    let dp = Dataplane::open(&args.bpffs)?;
+    tracing::info!(
+        program_id = dp.program_id(),
+        adopted = dp.adopted(),
+        bpffs = %args.bpffs.display(),
+        "{}",
+        if dp.adopted() {
+            "adopted the running data plane"
+        } else if dp.upgrading() {
+            "loaded this build's data plane beside the running one (upgrade)"
+        } else {
+            "loaded the data plane"
+        }
+    );
+    Controller::start(store, state, first, dp, view)
 }
 
 /// Keeps next hops, interfaces and local addresses in step with the kernel:

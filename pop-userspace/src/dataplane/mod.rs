@@ -119,6 +119,11 @@ pub struct Dataplane {
     build: String,
     /// `root/next` while this build is staged beside another one's.
     upgrade: Option<PathBuf>,
+    /// Whether [`Dataplane::open`] created `root` (so [`Dataplane::discard`]
+    /// removes it).
+    created_root: bool,
+    /// Interfaces this process attached (their links are its own).
+    created_links: Vec<String>,
     /// Typed handles on every map.
     pub maps: Maps,
 }
@@ -196,8 +201,29 @@ impl Dataplane {
     /// another build is running, loads this build's program with fresh maps
     /// under `root/next` beside it (an *upgrade*: the old program keeps
     /// forwarding until [`Dataplane::finish_upgrade`] swaps the links).
+    ///
+    /// When it fails, what it created under `root` is removed again; a data
+    /// plane pinned before is left as it was.
     pub fn open(root: &Path) -> Result<Self, DataplaneError> {
         ensure_bpffs()?;
+        let created_root = !root.exists();
+        let had_program = root.join("prog").exists();
+        Self::open_pinned(root, created_root).inspect_err(|_| {
+            if created_root {
+                let _ = fs::remove_dir_all(root);
+            } else if had_program {
+                let _ = remove_pins(&root.join("next"));
+            } else {
+                for pin in ["prog", "prog_trace"] {
+                    let _ = fs::remove_file(root.join(pin));
+                }
+                let _ = remove_pins(&root.join("maps"));
+                let _ = remove_pins(&root.join("build"));
+            }
+        })
+    }
+
+    fn open_pinned(root: &Path, created_root: bool) -> Result<Self, DataplaneError> {
         let object = object_bytes()?;
         let build = link::build_id(object.as_bytes());
         let maps_dir = root.join("maps");
@@ -285,6 +311,8 @@ impl Dataplane {
             maps,
             build,
             upgrade: upgrade.then_some(next),
+            created_root,
+            created_links: Vec::new(),
         };
         if !upgrade {
             if !adopted {
@@ -520,6 +548,7 @@ impl Dataplane {
                     fd_link
                         .pin(&pin)
                         .map_err(|e| self.attach_err(iface, mode, format!("pinning link: {e}")))?;
+                    self.created_links.push(iface.to_string());
                     if requested == RequestedMode::Auto && mode == AttachMode::Generic {
                         tracing::warn!(
                             iface,
@@ -546,6 +575,7 @@ impl Dataplane {
 
     /// Detaches from `iface` (removes its pinned link). No-op when not attached.
     pub fn detach(&mut self, iface: &str) -> Result<(), DataplaneError> {
+        self.created_links.retain(|n| n != iface);
         for mode in [AttachMode::Native, AttachMode::Generic] {
             let pin = self.link_pin(iface, mode);
             if pin.exists() {
@@ -554,6 +584,49 @@ impl Dataplane {
                     Ok(link) => drop(link.unpin().map_err(io_err(&pin))?),
                     Err(_) => fs::remove_file(&pin).map_err(io_err(&pin))?,
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes what this process did under `--bpffs`, for a start that failed:
+    /// detaches the interfaces it attached, and removes the data plane it
+    /// loaded with its pins and the directories it created. A data plane that
+    /// was pinned before (adopted) is left as it was and keeps forwarding; of
+    /// an upgrade, only the staged build under `next/` goes.
+    pub fn discard(mut self) -> Result<(), DataplaneError> {
+        for iface in std::mem::take(&mut self.created_links) {
+            self.detach(&iface)?;
+        }
+        let root = self.root.clone();
+        let loaded_fresh = !self.adopted && self.upgrade.is_none();
+        let staged = self.upgrade.take();
+        let created_root = self.created_root;
+        // Closes the program and map fds.
+        drop(self);
+        if let Some(next) = staged {
+            remove_pins(&next)?;
+        }
+        if loaded_fresh {
+            for pin in ["prog", "prog_trace"].map(|p| root.join(p)) {
+                if pin.exists() {
+                    fs::remove_file(&pin).map_err(io_err(&pin))?;
+                }
+            }
+            remove_pins(&root.join("maps"))?;
+            remove_pins(&root.join("build"))?;
+            // Directories left empty (open creates them); non-empty ones
+            // hold links of others and stay.
+            let links = root.join("links");
+            for dir in [
+                links.join(AttachMode::Native.dir()),
+                links.join(AttachMode::Generic.dir()),
+                links,
+            ] {
+                let _ = fs::remove_dir(&dir);
+            }
+            if created_root {
+                let _ = fs::remove_dir(&root);
             }
         }
         Ok(())

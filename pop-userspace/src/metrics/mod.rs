@@ -115,6 +115,17 @@ pub fn render(c: &Controller) -> String {
     routes
         .get_or_create(&vec![("family", "ipv6".to_string())])
         .set(v6 as i64);
+    let not_loaded = gauge_family(
+        &mut reg,
+        "pop_local_addresses_not_loaded",
+        "Host addresses beyond the capacity of the local-address maps: packets to them are routed, not handed to the kernel",
+    );
+    let (v4, v6) = c.local_not_loaded();
+    for (family, n) in [("ipv4", v4), ("ipv6", v6)] {
+        not_loaded
+            .get_or_create(&vec![("family", family.to_string())])
+            .set(n as i64);
+    }
     let st = c.state();
     let acl_rules = Gauge::<i64>::default();
     acl_rules.set(st.config.acls.len() as i64);

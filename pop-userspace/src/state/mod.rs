@@ -67,12 +67,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating) the state directory.
+    /// The state directory `dir`. Nothing is created before the first
+    /// [`Store::save`]: a start that fails leaves no trace.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        fs::create_dir_all(dir).map_err(|source| StateError::Io {
-            path: dir.into(),
-            source,
-        })?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(StateError::Io {
+                path: dir.into(),
+                source: io::Error::other("not a directory"),
+            });
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -108,6 +111,7 @@ impl Store {
             let p = p.to_path_buf();
             move |source| StateError::Io { path: p, source }
         };
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let bytes = serde_json::to_vec(state).expect("state serialises");
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(&bytes).map_err(io(&tmp))?;

@@ -158,6 +158,48 @@ pub enum Problem {
     /// `burst_bytes` without `rate_bps`.
     #[error("burst_bytes requires rate_bps")]
     BurstWithoutRate,
+    /// `rate_bps` beyond what the policer's refill arithmetic holds.
+    #[error("rate_bps {rate} exceeds the maximum of {max}")]
+    RateExceeds {
+        /// The configured rate.
+        rate: u64,
+        /// The policer's limit.
+        max: u64,
+    },
+    /// `burst_bytes` beyond what the policer's bucket holds.
+    #[error("burst_bytes {burst} exceeds the maximum of {max}")]
+    BurstExceeds {
+        /// The configured burst.
+        burst: u64,
+        /// The bucket's limit.
+        max: u64,
+    },
+    /// A next hop that no longer fits the next-hop table (one entry per
+    /// distinct (dev, via) pair over all routes).
+    #[error(
+        "via {via:?} is next hop {count}, beyond the maximum of {max} distinct (dev, via) pairs"
+    )]
+    NexthopsFull {
+        /// The next hop.
+        via: String,
+        /// Distinct next hops so far, this one included.
+        count: usize,
+        /// The table's capacity.
+        max: usize,
+    },
+    /// A customer port that no longer fits the anti-spoofing table (one entry
+    /// per (customer, interface) pair over all customers).
+    #[error(
+        "interface {iface:?} is anti-spoofing pair {count}, beyond the maximum of {max} (customer, interface) pairs"
+    )]
+    SpoofPairsFull {
+        /// The interface.
+        iface: String,
+        /// Pairs so far, this one included.
+        count: usize,
+        /// The table's capacity.
+        max: usize,
+    },
 }
 
 /// A config that cannot be used. Display is one line naming the object and field.
