@@ -36,6 +36,14 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
             enum_text(&nd.no_route)
         ));
     }
+    for (field, o, n) in [
+        ("rate_per_s", old.icmp.rate_per_s, new.icmp.rate_per_s),
+        ("burst", old.icmp.burst, new.icmp.burst),
+    ] {
+        if o != n {
+            lines.push(format!("~ icmp {field} = {n}"));
+        }
+    }
     section(
         &mut lines,
         &old.interfaces,

@@ -142,6 +142,9 @@ pub fn compile(
         acl_copy,
         // Chosen by apply(): the copy that holds `cust_v4`/`cust_v6` below.
         cust_copy: 0,
+        // Validated: 1..=MAX_ICMP_RATE_PER_S and 1..=MAX_ICMP_BURST.
+        icmp_rate_per_s: cfg.icmp.rate_per_s.min(u64::from(u32::MAX)) as u32,
+        icmp_burst: cfg.icmp.burst.min(u64::from(u32::MAX)) as u32,
     });
     // A customer with a VLAN attaches at the VLAN devices for that id on its
     // ports: there it is counted, protected against spoofing and matched by
@@ -190,6 +193,7 @@ pub fn compile(
         } else {
             0
         };
+        let (icmp_src_v4, icmp_src_v6) = super::icmp::sources(link.ifindex, None, cfg, kernel);
         t.ifaces.insert(
             link.ifindex,
             PopIface {
@@ -197,6 +201,8 @@ pub fn compile(
                 role,
                 flags,
                 mtu: link.mtu,
+                icmp_src_v4,
+                icmp_src_v6,
             },
         );
         t.tx_ports.insert(link.ifindex);
@@ -223,11 +229,15 @@ pub fn compile(
         } else {
             0
         };
+        let (icmp_src_v4, icmp_src_v6) =
+            super::icmp::sources(link.ifindex, Some(port), cfg, kernel);
         t.ifaces.insert(
             link.ifindex,
             PopIface {
                 flags,
                 mtu: link.mtu,
+                icmp_src_v4,
+                icmp_src_v6,
                 ..port_iface
             },
         );

@@ -2,6 +2,7 @@
 //! durable state, netlink, the API socket, metrics and signals together.
 pub mod compile;
 pub mod controller;
+pub mod icmp;
 pub mod trace;
 
 use std::net::SocketAddr;
