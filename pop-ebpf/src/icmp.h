@@ -81,12 +81,16 @@ static __always_inline __u16 csum_fold64(__u64 sum)
 	return ~sum & 0xffff;
 }
 
+/* Sum of the first `words` (at most 10) 32-bit words at `buf`, read
+ * through a copy: reading a struct of 16-bit fields as words directly would
+ * break C's aliasing rules, and clang would sum stale values. */
 static __always_inline __u64 sum_words(const void *buf, int words)
 {
-	const __u32 *w = buf;
+	__u32 w[10];
 	__u64 sum = 0;
 	int i;
 
+	__builtin_memcpy(w, buf, words * 4);
 #pragma unroll
 	for (i = 0; i < words; i++)
 		sum += w[i];
