@@ -33,8 +33,8 @@ use aya::{
 };
 use pop_common::{
     cust_drops_index, cust_stats_index, iface_stats_index, maps, Action, Direction, DropReason,
-    IcmpType, PassReason, PopConfig, PopCounter, PopCustomerRef, PopIface, PopLocalV6, PopNexthop, PopRoute,
-    Role, MAX_ECMP,
+    IcmpType, PassReason, PopConfig, PopCounter, PopCustomerRef, PopIface, PopLocalV6, PopNexthop,
+    PopRoute, Role, MAX_ECMP,
 };
 
 /// Where bpffs is (or gets) mounted.

@@ -53,10 +53,19 @@ const CUSTOMER_NH_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x0c, 0x01];
 /// Layer 4 of a test frame.
 #[derive(Clone, Copy, Debug)]
 enum L4 {
-    Udp { sport: u16, dport: u16 },
-    Tcp { sport: u16, dport: u16 },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Tcp {
+        sport: u16,
+        dport: u16,
+    },
     /// ICMP (in IPv4) or ICMPv6 (in IPv6) of this type and code.
-    Icmp { type_: u8, code: u8 },
+    Icmp {
+        type_: u8,
+        code: u8,
+    },
 }
 
 /// Layer 3 of a test frame.
@@ -541,8 +550,16 @@ fn base_tables() -> Vec<Table> {
         CustomerV4("198.51.100.0/24", CUST_ACME),
         CustomerV6("2001:db8:a::/48", CUST_ACME),
         CustomerV4("192.0.2.0/24", CUST_BETA),
-        IcmpSrc(PortId::Upstream, Some(UPSTREAM_SRC_V4), Some(UPSTREAM_SRC_V6)),
-        IcmpSrc(PortId::Customer, Some(CUSTOMER_SRC_V4), Some(CUSTOMER_SRC_V6)),
+        IcmpSrc(
+            PortId::Upstream,
+            Some(UPSTREAM_SRC_V4),
+            Some(UPSTREAM_SRC_V6),
+        ),
+        IcmpSrc(
+            PortId::Customer,
+            Some(CUSTOMER_SRC_V4),
+            Some(CUSTOMER_SRC_V6),
+        ),
     ]
 }
 

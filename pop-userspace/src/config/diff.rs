@@ -236,8 +236,10 @@ mod tests {
                 route("192.0.2.0/24", &["192.0.2.1"], "eth0"),
             ],
             acls: vec![],
+            icmp: Default::default(),
         };
         let mut new = old.clone();
+        new.icmp.burst = 10;
         new.dataplane = DataplaneConfig {
             xdp_mode: XdpMode::Native,
             no_route: NoRouteAction::Drop,
@@ -256,6 +258,7 @@ mod tests {
             [
                 "~ dataplane xdp_mode = \"native\"",
                 "~ dataplane no_route = \"drop\"",
+                "~ icmp burst = 10",
                 "+ interface eth3 (customer)",
                 "- customer acme",
                 "~ customer beta",

@@ -51,6 +51,8 @@ pub struct Maps {
     pub vlan_ifaces: HashMap<MapData, pop_common::PopVlanKey, u32>,
     /// The trace program's record, per CPU.
     pub trace_out: PerCpuArray<MapData, pop_common::PopTrace>,
+    /// ICMP errors sent, per [`pop_common::IcmpType`].
+    pub icmp_stats: PerCpuArray<MapData, PopCounter>,
 }
 
 fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
@@ -107,6 +109,7 @@ impl Maps {
             cust_drops: typed!(dir, names::CUST_DROPS),
             trace_out: typed!(dir, names::TRACE_OUT),
             vlan_ifaces: typed!(dir, names::VLAN_IFACES),
+            icmp_stats: typed!(dir, names::ICMP_STATS),
         })
     }
 
@@ -114,12 +117,13 @@ impl Maps {
     /// no longer running) to these, per CPU, so an upgrade does not reset what
     /// Prometheus has counted. A counters map whose layout differs is skipped.
     pub fn add_counters_from(&mut self, old_dir: &Path) {
-        let pairs: [(&'static str, &mut PerCpuArray<MapData, PopCounter>); 5] = [
+        let pairs: [(&'static str, &mut PerCpuArray<MapData, PopCounter>); 6] = [
             (names::IFACE_STATS, &mut self.iface_stats),
             (names::DROP_STATS, &mut self.drop_stats),
             (names::PASS_STATS, &mut self.pass_stats),
             (names::CUST_STATS, &mut self.cust_stats),
             (names::CUST_DROPS, &mut self.cust_drops),
+            (names::ICMP_STATS, &mut self.icmp_stats),
         ];
         for (name, new) in pairs {
             let old: Result<PerCpuArray<MapData, PopCounter>, _> = (|| {
@@ -177,6 +181,11 @@ impl Maps {
     /// Global pass counter.
     pub fn pass_counter(&self, reason: PassReason) -> PopCounter {
         Self::sum(&self.pass_stats, reason as u32)
+    }
+
+    /// ICMP errors sent of one kind (packets, bytes of the errors).
+    pub fn icmp_counter(&self, kind: pop_common::IcmpType) -> PopCounter {
+        Self::sum(&self.icmp_stats, kind as u32)
     }
 
     /// Customer traffic counter.
