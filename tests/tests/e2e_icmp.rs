@@ -227,10 +227,12 @@ fn trace_reports_it(env: &mut Env) -> Result<()> {
         "trace --ttl 1: {t}"
     );
     let plain = String::from_utf8_lossy(&env.popd.popctl(&args)?.stdout).into_owned();
-    ensure!(
-        plain.contains("answer with icmp time_exceeded out of eth1 to the source"),
-        "popctl trace --ttl 1 prints:\n{plain}"
-    );
+    // As docs/operations.md shows it.
+    let want = "packet    icmp 198.51.100.10 > 100.64.0.1 ttl 1 in eth1\n\
+                customers acme (source, out)\n\
+                route     0.0.0.0/0 via 192.0.2.1 dev eth0\n\
+                verdict   answer with icmp time_exceeded out of eth1 to the source\n";
+    ensure!(plain == want, "popctl trace --ttl 1 prints:\n{plain}");
     let mut args = base.to_vec();
     args.extend(["--size", "1500"]);
     let t = env.popd.popctl_json(&args)?;
