@@ -6,7 +6,8 @@
 //!   the edge as hop 1, from the address of its port towards c1;
 //! - with the edge's upstream link at MTU 1400, a DF ping of 1428 bytes gets
 //!   "Frag needed and DF set (mtu = 1400)" and an IPv6 one "Packet too big";
-//! - `popctl trace` says so, and `pop_icmp_sent_total` counts each type.
+//! - `popctl trace` says so, and `pop_icmp_sent_total` counts each type;
+//! - `[icmp]` applied with `popctl apply` limits them.
 //!
 //! One test runs the scenarios in order on one lab; the lab is removed at the
 //! end, also on failure.
@@ -248,6 +249,51 @@ fn trace_reports_it(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
+/// `[icmp]` applied with `popctl apply` reaches the data plane: with one
+/// error per second and a burst of 1 (per CPU), a quick series of TTL-1
+/// pings gets about one error per CPU, the rest are dropped and counted.
+fn rate_limit_applies(env: &mut Env) -> Result<()> {
+    let exported = env.popd.popctl_json(&["export"])?;
+    let mut config = exported["config"]
+        .as_str()
+        .context("popctl export gave no config")?
+        .to_string();
+    config.push_str("\n[icmp]\nrate_per_s = 1\nburst = 1\n");
+    let file = env.popd.state_dir().join("icmp-limited.toml");
+    std::fs::write(&file, &config)?;
+    let out = env.popd.popctl_ok(&["apply", &file.to_string_lossy()])?;
+    ensure!(
+        out.contains("~ icmp rate_per_s = 1"),
+        "popctl apply printed:\n{out}"
+    );
+    let dropped = |env: &Env| -> Result<f64> {
+        let scrape = env.popd.metrics()?;
+        metric_value(
+            &scrape,
+            "pop_drops_total",
+            &[("reason", "icmp_rate_limited")],
+        )
+        .context("no pop_drops_total{reason=\"icmp_rate_limited\"}")
+    };
+    let before = (dropped(env)?, icmp_sent(env, "time_exceeded")?);
+    let text = ping(
+        env,
+        &["-t", "1", "-c", "10", "-i", "0.01", topology::INTERNET_V4],
+    )?;
+    let after = (dropped(env)?, icmp_sent(env, "time_exceeded")?);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    ensure!(
+        after.1 - before.1 >= 1.0 && after.1 - before.1 <= 2.0 * cpus,
+        "10 TTL-1 pings at a limit of 1/s, burst 1, on {cpus} CPUs: {} errors sent\n{text}",
+        after.1 - before.1
+    );
+    ensure!(
+        (after.0 - before.0) + (after.1 - before.1) == 10.0,
+        "every ping either answered or dropped as icmp_rate_limited: {before:?} -> {after:?}\n{text}"
+    );
+    Ok(())
+}
+
 #[test]
 fn icmp_errors_end_to_end() {
     let mut env = match start() {
@@ -255,10 +301,11 @@ fn icmp_errors_end_to_end() {
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 3] = [
+    let scenarios: [(&str, Scenario); 4] = [
         ("traceroute shows the edge", traceroute_shows_the_edge),
         ("too big gets the mtu", too_big_gets_the_mtu),
         ("popctl trace reports it", trace_reports_it),
+        ("[icmp] rate limit applies", rate_limit_applies),
     ];
     for (name, scenario) in scenarios {
         eprintln!("e2e icmp scenario {name}");

@@ -801,6 +801,37 @@ dev = "eth1"
     }
 
     #[test]
+    fn icmp_limit_and_sources_reach_the_tables() {
+        let mut k = kernel();
+        k.link_addrs.insert(
+            3,
+            vec!["fe80::1".parse().unwrap(), "10.100.0.1".parse().unwrap()],
+        );
+        k.link_addrs
+            .insert(2, vec!["2001:db8:ffff::2".parse().unwrap()]);
+        let mut cfg = validate::parse_config(CONFIG).unwrap();
+        cfg.icmp.rate_per_s = 200;
+        cfg.icmp.burst = 7;
+        let (ids, _) = assign_ids(&cfg, &Ids::default()).unwrap();
+        let attached = BTreeMap::from([
+            ("eth0".to_string(), AttachMode::Native),
+            ("eth1".to_string(), AttachMode::Native),
+        ]);
+        let t = compile(&cfg, &ids, 1, &k, &attached, 0);
+        let c = t.config.unwrap();
+        assert_eq!((c.icmp_rate_per_s, c.icmp_burst), (200, 7));
+        let v6: std::net::Ipv6Addr = "2001:db8:ffff::2".parse().unwrap();
+        // eth1: its own IPv4; no global IPv6 of its own, so eth0's.
+        assert_eq!(t.ifaces[&3].icmp_src_v4, [10, 100, 0, 1]);
+        assert_eq!(t.ifaces[&3].icmp_src_v6, v6.octets());
+        // eth1.100 has none: its port's.
+        assert_eq!(t.ifaces[&7].icmp_src_v4, [10, 100, 0, 1]);
+        // eth0: no IPv4 of its own, so the next pop interface's.
+        assert_eq!(t.ifaces[&2].icmp_src_v4, [10, 100, 0, 1]);
+        assert_eq!(t.ifaces[&2].icmp_src_v6, v6.octets());
+    }
+
+    #[test]
     fn without_its_vlan_device_nothing_is_tagged() {
         let mut k = kernel();
         k.links.remove("eth1.100");
