@@ -460,8 +460,14 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
     // 5. Global settings.
     let config = want.config.map(|c| PopConfig { cust_copy, ..c });
     if let Some(c) = config.filter(|_| applied.config != config) {
+        let icmp_changed = applied
+            .config
+            .is_none_or(|a| (a.icmp_rate_per_s, a.icmp_burst) != (c.icmp_rate_per_s, c.icmp_burst));
         maps.config.set(0, c, 0).map_err(map_err(n::CONFIG))?;
         applied.config = Some(c);
+        if icmp_changed {
+            maps.fill_icmp_buckets()?;
+        }
     }
     // 6. Removals, users before what they use.
     remove_gone(&mut applied.routes_v4, &want.routes_v4, |k| {

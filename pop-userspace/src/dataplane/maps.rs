@@ -53,6 +53,8 @@ pub struct Maps {
     pub trace_out: PerCpuArray<MapData, pop_common::PopTrace>,
     /// ICMP errors sent, per [`pop_common::IcmpType`].
     pub icmp_stats: PerCpuArray<MapData, PopCounter>,
+    /// The ICMP error rate limit's token bucket, per CPU.
+    pub icmp_bucket: PerCpuArray<MapData, pop_common::PopIcmpBucket>,
 }
 
 fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
@@ -110,6 +112,7 @@ impl Maps {
             trace_out: typed!(dir, names::TRACE_OUT),
             vlan_ifaces: typed!(dir, names::VLAN_IFACES),
             icmp_stats: typed!(dir, names::ICMP_STATS),
+            icmp_bucket: typed!(dir, names::ICMP_BUCKET),
         })
     }
 
@@ -196,6 +199,22 @@ impl Maps {
     /// Customer drop counter.
     pub fn customer_drop(&self, id: u32, reason: DropReason) -> PopCounter {
         Self::sum(&self.cust_drops, pop_common::cust_drops_index(id, reason))
+    }
+
+    /// Fills every CPU's ICMP error bucket (a zero `last_ns` reads as a long
+    /// quiet period): a new `[icmp]` limit starts with its whole burst, not
+    /// with credit counted at the old rate.
+    pub fn fill_icmp_buckets(&mut self) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
+            map: names::ICMP_BUCKET,
+            reason: e.to_string(),
+        })?;
+        let full =
+            aya::maps::PerCpuValues::try_from(vec![pop_common::PopIcmpBucket::default(); cpus])
+                .expect("nr_cpus values");
+        self.icmp_bucket
+            .set(0, full, 0)
+            .map_err(map_err(names::ICMP_BUCKET))
     }
 
     /// Zeroes a customer's counters (a new customer must not inherit old counts).
