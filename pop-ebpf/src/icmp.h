@@ -52,8 +52,6 @@ struct pop_icmphdr {
 /* New IP + ICMP headers in front of the quote. */
 #define POP_ICMP_V4_HDRS (20 + 8)
 #define POP_ICMP_V6_HDRS (40 + 8)
-/* 32-bit words of the longest ICMP message (header + quote). */
-#define POP_ICMP_MAX_WORDS ((POP_ICMP_V6_MAX_LEN - 40) / 4)
 /* TTL / hop limit of the errors (the kernel's default). */
 #define POP_ICMP_TTL 64
 /* IPv4 TOS of ICMP errors: precedence "internetwork control", like Linux. */
@@ -97,6 +95,32 @@ static __always_inline __u64 sum_words(const void *buf, int words)
 	return sum;
 }
 
+/* What icmp_sum_word adds up: the 32-bit words of the frame from `offset`
+ * (at most 62: Ethernet, a VLAN tag, IPv6). */
+struct icmp_sum_words {
+	struct xdp_md *xdp;
+	__u32 offset;
+	__u32 beyond; /* set when a word was beyond the frame */
+	__u64 sum;
+};
+
+/* bpf_loop callback: adds word `i` (at most 310: 1280 bytes less the IPv6
+ * header). The masks only bound the offset for the verifier. */
+static long icmp_sum_word(__u32 i, void *arg)
+{
+	struct icmp_sum_words *w = arg;
+	void *data = (void *)(long)w->xdp->data;
+	void *data_end = (void *)(long)w->xdp->data_end;
+	__u32 *word = data + (w->offset & 0x7f) + (i & 0x1ff) * 4;
+
+	if ((void *)(word + 1) > data_end) {
+		w->beyond = 1;
+		return 1;
+	}
+	w->sum += *word;
+	return 0;
+}
+
 /* Turns the frame into the ICMP error `r` describes. Returns the new frame
  * length, or -1 when the frame could not be resized (it may then be
  * half-built: drop it). */
@@ -107,6 +131,7 @@ __noinline int pop_icmp_build(struct xdp_md *ctx, struct pop_icmp_request *r)
 	__u32 l2_len, hdr_len, ip_len, quote_len, max_len, icmp_off, icmp_len;
 	__u32 cur_len, new_len, i, rem;
 	__u64 sum = 0;
+	struct icmp_sum_words words = {};
 	__u8 tail[4] = {};
 	int ipv6;
 
@@ -197,22 +222,20 @@ __noinline int pop_icmp_build(struct xdp_md *ctx, struct pop_icmp_request *r)
 	if (new_len < cur_len && bpf_xdp_adjust_tail(ctx, (int)new_len - (int)cur_len))
 		return -1;
 
-	/* The ICMP checksum over header and quote, a word at a time. */
+	/* The ICMP checksum over header and quote, a word at a time, in a
+	 * bpf_loop callback that the verifier checks once for any length. */
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	icmp_off = l2_len + ip_len;
 	icmp_len = 8 + quote_len;
-	for (i = 0; i < POP_ICMP_MAX_WORDS; i++) {
-		if (i >= icmp_len / 4)
-			break;
-		p = data + icmp_off + i * 4;
-		/* Keep clang from turning the bound checks into arithmetic on
-		 * data_end, which the verifier refuses. */
-		asm volatile("" : "+r"(p));
-		if (p + 4 > data_end)
-			return -1;
-		sum += *(__u32 *)p;
-	}
+	words.xdp = ctx;
+	words.offset = icmp_off;
+	words.sum = sum;
+	i = icmp_len / 4;
+	bpf_loop(i, icmp_sum_word, &words, 0);
+	if (words.beyond)
+		return -1;
+	sum = words.sum;
 	rem = icmp_len & 3;
 	if (rem) {
 		/* The last 1-3 bytes, zero-padded to a word (RFC 1071). */
