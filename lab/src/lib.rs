@@ -274,6 +274,29 @@ impl Lab {
         Ok(())
     }
 
+    /// Attaches the XDP program in the ELF `object` (section `xdp`; e.g. pop-ebpf's
+    /// `pass_object()`, which passes everything) to `eth0` of every node but the
+    /// edge. A veth hands the frames an XDP program sends back out of its port
+    /// (XDP_TX, e.g. pop's ICMP errors) to its peer's queue, but wakes the peer
+    /// only when the peer has an XDP program of its own: without one they wait
+    /// there until other traffic arrives. Real NICs have no such quirk.
+    pub fn attach_host_xdp(&self, object: &[u8]) -> Result<()> {
+        let path = std::env::temp_dir().join(format!("{}host-xdp.bpf.o", self.prefix));
+        std::fs::write(&path, object).with_context(|| format!("writing {}", path.display()))?;
+        let file = path.to_string_lossy().into_owned();
+        let result = NODES.iter().filter(|n| **n != EDGE).try_for_each(|node| {
+            self.exec_ok(
+                node,
+                &[
+                    "ip", "link", "set", "dev", "eth0", "xdpdrv", "obj", &file, "sec", "xdp",
+                ],
+            )
+            .map(|_| ())
+        });
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
     /// Turns kernel IPv4 and IPv6 forwarding on the edge on or off. The lab keeps it
     /// off (only XDP forwards); turning it on proves the topology without popd.
     pub fn set_edge_forwarding(&self, on: bool) -> Result<()> {

@@ -136,6 +136,11 @@ pub mod maps {
     pub const VLAN_IFACES: &str = "vlan_ifaces";
     /// Per CPU, index 0 → [`super::PopTrace`]: the trace program's record.
     pub const TRACE_OUT: &str = "trace_out";
+    /// [`super::IcmpType`] → [`super::PopCounter`] per CPU: ICMP errors sent
+    /// (bytes: the errors' frames).
+    pub const ICMP_STATS: &str = "icmp_stats";
+    /// Per CPU, index 0 → [`super::PopIcmpBucket`]: the ICMP error rate limit.
+    pub const ICMP_BUCKET: &str = "icmp_bucket";
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -164,6 +169,8 @@ pub mod maps {
         POLICERS,
         TRACE_OUT,
         VLAN_IFACES,
+        ICMP_STATS,
+        ICMP_BUCKET,
     ];
 }
 
@@ -215,6 +222,9 @@ labelled_enum!(
         NoRoute = 4 => "no_route",
         /// Source or destination never valid on the wire (0/8, 127/8, ...).
         Martian = 5 => "martian",
+        /// pop would answer with an ICMP error, but its `[icmp]` rate limit
+        /// (per CPU) is used up.
+        IcmpRateLimited = 6 => "icmp_rate_limited",
     }
 );
 
@@ -231,13 +241,16 @@ labelled_enum!(
         Multicast = 3 => "multicast",
         /// Link-local source or destination.
         LinkLocal = 4 => "link_local",
-        /// TTL or hop limit <= 1: the kernel sends ICMP time exceeded.
+        /// TTL or hop limit <= 1 that pop does not answer itself: about an
+        /// ICMP error or a non-first fragment, or no source address for the
+        /// reply (see [`IcmpType`]).
         Ttl = 5 => "ttl",
         /// No route, with `no_route = "pass"`.
         NoRoute = 6 => "no_route",
         /// The next hop's MAC is unknown or its port is not in the devmap.
         Unresolved = 7 => "unresolved",
-        /// Larger than the egress MTU: the kernel answers with ICMP.
+        /// Larger than the egress MTU and not answered by pop: IPv4 without
+        /// DF (XDP cannot fragment), or not to be answered (as for [`PassReason::Ttl`]).
         Mtu = 8 => "mtu",
         /// IPv4 options or IPv6 hop-by-hop / deep extension chains.
         IpOptions = 9 => "ip_options",
@@ -300,6 +313,19 @@ labelled_enum!(
 );
 
 labelled_enum!(
+    /// The ICMP errors pop sends itself (`enum pop_icmp_type`, index of
+    /// `icmp_stats`).
+    IcmpType, 4, {
+        /// ICMP Time Exceeded (TTL) or ICMPv6 Time Exceeded (hop limit).
+        TimeExceeded = 0 => "time_exceeded",
+        /// ICMP Destination Unreachable, Fragmentation Needed and DF set.
+        FragNeeded = 1 => "frag_needed",
+        /// ICMPv6 Packet Too Big.
+        PacketTooBig = 2 => "packet_too_big",
+    }
+);
+
+labelled_enum!(
     /// Direction of customer counters (`enum pop_direction`).
     Direction, 2, {
         /// Towards the customer (matched by destination).
@@ -325,6 +351,11 @@ pub struct PopConfig {
     /// customer tables the data plane uses, read once per packet; a customer
     /// change is written into the other copy and made live by flipping it.
     pub cust_copy: u32,
+    /// ICMP errors pop may send per second, per CPU (`[icmp] rate_per_s`);
+    /// 0: no limit.
+    pub icmp_rate_per_s: u32,
+    /// ICMP errors a CPU may send at once (`[icmp] burst`).
+    pub icmp_burst: u32,
 }
 
 /// `struct pop_iface`: an attached interface, keyed by ifindex.
@@ -339,6 +370,11 @@ pub struct PopIface {
     pub flags: u32,
     /// MTU of the interface.
     pub mtu: u32,
+    /// Source address (network order) of the ICMP errors pop sends from here;
+    /// all zero: none, such packets go to the kernel.
+    pub icmp_src_v4: [u8; 4],
+    /// Source address of the ICMPv6 errors pop sends from here; all zero: none.
+    pub icmp_src_v6: [u8; 16],
 }
 
 /// `struct pop_lpm_v4`: LPM trie key for IPv4.
@@ -586,6 +622,22 @@ pub struct PopTrace {
     pub dmac: [u8; 6],
     /// The egress port's MAC.
     pub smac: [u8; 6],
+    /// 1 + [`IcmpType`] when pop answers with that ICMP error; 0: none.
+    pub icmp_type: u32,
+    /// The MTU the error carries (Fragmentation Needed, Packet Too Big).
+    pub icmp_mtu: u32,
+}
+
+/// `struct pop_icmp_bucket`: the ICMP error rate limit of one CPU. One error
+/// costs `1e9 / icmp_rate_per_s` ns of credit; the credit grows with time up
+/// to `icmp_burst` errors' worth.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopIcmpBucket {
+    /// Credit in nanoseconds.
+    pub credit_ns: u64,
+    /// `bpf_ktime_get_ns` of the last update.
+    pub last_ns: u64,
 }
 
 /// Index into `policers`.
@@ -630,6 +682,7 @@ mod pod {
     unsafe impl aya::Pod for PopPolicer {}
     unsafe impl aya::Pod for PopTrace {}
     unsafe impl aya::Pod for PopVlanKey {}
+    unsafe impl aya::Pod for PopIcmpBucket {}
 }
 
 /// A struct's C name, size and (field name, offset) pairs.
@@ -647,9 +700,20 @@ pub fn layouts() -> &'static [Layout] {
         l!(
             "pop_config",
             PopConfig,
-            [flags, generation, acl_copy, cust_copy]
+            [
+                flags,
+                generation,
+                acl_copy,
+                cust_copy,
+                icmp_rate_per_s,
+                icmp_burst
+            ]
         ),
-        l!("pop_iface", PopIface, [slot, role, flags, mtu]),
+        l!(
+            "pop_iface",
+            PopIface,
+            [slot, role, flags, mtu, icmp_src_v4, icmp_src_v6]
+        ),
         l!("pop_lpm_v4", LpmV4, [prefixlen, addr]),
         l!("pop_lpm_v6", LpmV6, [prefixlen, addr]),
         l!("pop_route", PopRoute, [flags, nh_count, nh_ids]),
@@ -705,9 +769,12 @@ pub fn layouts() -> &'static [Layout] {
                 route_found,
                 egress_ifindex,
                 dmac,
-                smac
+                smac,
+                icmp_type,
+                icmp_mtu
             ]
         ),
+        l!("pop_icmp_bucket", PopIcmpBucket, [credit_ns, last_ns]),
     ]
 }
 
@@ -725,6 +792,7 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_DROP_POLICED", DropReason::Policed as i64),
         ("POP_DROP_NO_ROUTE", DropReason::NoRoute as i64),
         ("POP_DROP_MARTIAN", DropReason::Martian as i64),
+        ("POP_DROP_ICMP_RATE", DropReason::IcmpRateLimited as i64),
         ("POP_DROP_MAX", DropReason::SLOTS as i64),
         ("POP_PASS_NON_IP", PassReason::NonIp as i64),
         ("POP_PASS_VLAN", PassReason::Vlan as i64),
@@ -738,6 +806,10 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_PASS_IP_OPTIONS", PassReason::IpOptions as i64),
         ("POP_PASS_UNKNOWN_IFACE", PassReason::UnknownIface as i64),
         ("POP_PASS_MAX", PassReason::SLOTS as i64),
+        ("POP_ICMP_TIME_EXCEEDED", IcmpType::TimeExceeded as i64),
+        ("POP_ICMP_FRAG_NEEDED", IcmpType::FragNeeded as i64),
+        ("POP_ICMP_PACKET_TOO_BIG", IcmpType::PacketTooBig as i64),
+        ("POP_ICMP_MAX", IcmpType::SLOTS as i64),
         ("POP_ROLE_UPSTREAM", Role::Upstream as i64),
         ("POP_ROLE_CUSTOMER", Role::Customer as i64),
         ("POP_DIR_IN", Direction::In as i64),

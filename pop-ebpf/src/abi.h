@@ -53,6 +53,7 @@ enum pop_drop_reason {
 	POP_DROP_POLICED = 3,
 	POP_DROP_NO_ROUTE = 4,
 	POP_DROP_MARTIAN = 5,
+	POP_DROP_ICMP_RATE = 6, /* an ICMP error pop would send, over [icmp] rate */
 	POP_DROP_MAX = 16,
 };
 
@@ -75,6 +76,14 @@ enum pop_pass_reason {
 enum pop_iface_role {
 	POP_ROLE_UPSTREAM = 0,
 	POP_ROLE_CUSTOMER = 1,
+};
+
+/* The ICMP errors pop sends itself (index of icmp_stats). */
+enum pop_icmp_type {
+	POP_ICMP_TIME_EXCEEDED = 0, /* ICMP and ICMPv6 Time Exceeded */
+	POP_ICMP_FRAG_NEEDED = 1, /* ICMP Destination Unreachable, Fragmentation Needed */
+	POP_ICMP_PACKET_TOO_BIG = 2, /* ICMPv6 Packet Too Big */
+	POP_ICMP_MAX = 4,
 };
 
 /* Direction of customer counters: in = towards the customer, out = from it. */
@@ -136,6 +145,8 @@ struct pop_config {
 	__u32 generation;
 	__u32 acl_copy; /* 0 or 1: the ACL copy packets use, read once per packet */
 	__u32 cust_copy; /* 0 or 1: cust_v4/v6 (0) or cust_v4_1/v6_1 (1), read once per packet */
+	__u32 icmp_rate_per_s; /* ICMP errors per second per CPU; 0: no limit */
+	__u32 icmp_burst; /* ICMP errors a CPU may send at once */
 };
 
 /* Interfaces pop is attached to, keyed by ifindex (map `ifaces`). */
@@ -144,6 +155,10 @@ struct pop_iface {
 	__u32 role; /* enum pop_iface_role */
 	__u32 flags;
 	__u32 mtu;
+	/* Source of the ICMP errors pop sends from this interface (network
+	 * order; all zero: none, the packet goes to the kernel as before). */
+	__u8 icmp_src_v4[4];
+	__u8 icmp_src_v6[16];
 };
 
 /* LPM trie keys. */
@@ -285,6 +300,16 @@ struct pop_trace {
 	__u32 egress_ifindex; /* the chosen next hop's port */
 	__u8 dmac[6]; /* the next hop's MAC */
 	__u8 smac[6]; /* the egress port's MAC */
+	__u32 icmp_type; /* 1 + enum pop_icmp_type when pop answers with an ICMP error, else 0 */
+	__u32 icmp_mtu; /* the MTU a Fragmentation Needed / Packet Too Big carries */
+};
+
+/* The ICMP error rate limit of one CPU (map icmp_bucket, per CPU): credit
+ * in nanoseconds, one error costs 1e9 / icmp_rate_per_s, capped at
+ * icmp_burst errors' worth. */
+struct pop_icmp_bucket {
+	__u64 credit_ns;
+	__u64 last_ns;
 };
 
 #endif

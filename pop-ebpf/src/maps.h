@@ -240,4 +240,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trace_out SEC(".maps");
 
+/* ICMP errors sent, index = enum pop_icmp_type: packets and bytes of the
+ * errors (whole frames). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, POP_ICMP_MAX);
+	__type(key, __u32);
+	__type(value, struct pop_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} icmp_stats SEC(".maps");
+
+/* The ICMP error rate limit: one token bucket per CPU (struct pop_icmp_bucket). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pop_icmp_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} icmp_bucket SEC(".maps");
+
 #endif

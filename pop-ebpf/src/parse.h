@@ -47,6 +47,9 @@ struct packet {
 	 * Kept last: inserted before sport, it shifted the stack layout enough
 	 * to triple the verifier's work. */
 	__u32 fragment;
+	/* An ICMP / ICMPv6 error (or a type pop does not know, or truncated):
+	 * never answered with an ICMP error (icmp.h). */
+	__u8 icmp_error;
 };
 
 enum parse_verdict {
@@ -88,11 +91,30 @@ static __always_inline int parse_vlan(struct hdr_cursor *cur, void *data_end,
 	return bpf_ntohs(tag->encap_proto);
 }
 
+/* Whether an ICMP message of `type` is an error (or unknown): RFC 792 and
+ * RFC 1812 4.3.2.7 for IPv4 (the informational types 0, 8-10, 13-18 are
+ * not), RFC 4443 2.1 for ICMPv6 (0-127 are errors). */
+static __always_inline int icmp_type_is_error(__u16 eth_proto, __u8 type)
+{
+	if (eth_proto == ETH_P_IPV6)
+		return type < 128;
+	return !(type == 0 || (type >= 8 && type <= 10) ||
+		 (type >= 13 && type <= 18));
+}
+
 static __always_inline int parse_ports(struct hdr_cursor *cur, void *data_end,
 				       struct packet *pkt)
 {
 	if (pkt->non_first_fragment)
 		return PARSE_OK;
+	if ((pkt->eth_proto == ETH_P_IP && pkt->l4_proto == IPPROTO_ICMP) ||
+	    (pkt->eth_proto == ETH_P_IPV6 && pkt->l4_proto == IPPROTO_ICMPV6)) {
+		__u8 *type = cur->pos;
+
+		pkt->icmp_error = (void *)(type + 1) > data_end ||
+				  icmp_type_is_error(pkt->eth_proto, *type);
+		return PARSE_OK;
+	}
 	if (pkt->l4_proto == IPPROTO_TCP) {
 		struct tcphdr *tcp = cur->pos;
 

@@ -6,7 +6,8 @@
  *   2. hand to the kernel what is not ours to forward; drop martians
  *   3. find the customers by source and destination prefix
  *      then admission: anti-spoofing (spoof.h), ACL (acl.h), policer (police.h)
- *   4. longest-prefix route, ECMP next hop by flow hash (route.h)
+ *   4. longest-prefix route, ECMP next hop by flow hash (route.h); what
+ *      cannot be forwarded (TTL, MTU) is answered with an ICMP error (icmp.h)
  *   5. rewrite MACs and TTL, redirect through the devmap (rewrite.h)
  *   6. count everything per CPU (counters.h)
  */
@@ -23,6 +24,7 @@
 #include "spoof.h"
 #include "acl.h"
 #include "police.h"
+#include "icmp.h"
 
 static __always_inline int ipv4_is_martian_src(__be32 addr)
 {
@@ -265,10 +267,9 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		return no_route(t, iface, cfg_flags, customer_out, len);
 	if (t)
 		t->route_found = 1;
-	if (iph && iph->ttl <= 1)
-		return verdict_pass(t, iface, POP_PASS_TTL, len);
-	if (ip6h && ip6h->hop_limit <= 1)
-		return verdict_pass(t, iface, POP_PASS_TTL, len);
+	if ((iph && iph->ttl <= 1) || (ip6h && ip6h->hop_limit <= 1))
+		return answer_icmp(ctx, t, iface, &pkt, tagged ? 18 : 14, cfg,
+				   POP_ICMP_TIME_EXCEEDED, 0, POP_PASS_TTL);
 	nh = nexthop_select(route, &pkt);
 	if (t && nh) {
 		t->egress_ifindex = nh->ifindex;
@@ -278,8 +279,19 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	if (!nh || (nh->flags & (POP_NH_VALID | POP_NH_RESOLVED)) !=
 			   (POP_NH_VALID | POP_NH_RESOLVED))
 		return verdict_pass(t, iface, POP_PASS_UNRESOLVED, len);
-	if (nh->mtu && pkt.l3_len > nh->mtu)
+	/* Too big: IPv4 without DF would need fragmenting, which XDP cannot
+	 * do; the kernel gets it as before. */
+	if (nh->mtu && pkt.l3_len > nh->mtu) {
+		if (ip6h)
+			return answer_icmp(ctx, t, iface, &pkt, tagged ? 18 : 14,
+					   cfg, POP_ICMP_PACKET_TOO_BIG,
+					   nh->mtu, POP_PASS_MTU);
+		if (iph && (iph->frag_off & bpf_htons(IP_DF)))
+			return answer_icmp(ctx, t, iface, &pkt, tagged ? 18 : 14,
+					   cfg, POP_ICMP_FRAG_NEEDED,
+					   nh->mtu, POP_PASS_MTU);
 		return verdict_pass(t, iface, POP_PASS_MTU, len);
+	}
 	/* Check the devmap before touching the packet: a redirect that falls
 	 * back to the stack after a MAC rewrite would be dropped there. */
 	if (nh->ifindex != port && !bpf_map_lookup_elem(&tx_ports, &nh->ifindex))

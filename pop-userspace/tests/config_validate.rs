@@ -847,3 +847,59 @@ fn a_million_routes_validate_quickly() {
     cfg.routes.push(route("1.0.0.0/24", &["192.0.2.9"], "eth0"));
     assert_eq!(rejected(&cfg), "route 1.0.0.0/24: prefix listed twice");
 }
+
+#[test]
+fn icmp_section() {
+    // Absent: the kernel's defaults (icmp_msgs_per_sec, icmp_msgs_burst).
+    let cfg = base();
+    assert_eq!((cfg.icmp.rate_per_s, cfg.icmp.burst), (1000, 50));
+    assert!(
+        !to_toml(&cfg).contains("[icmp]"),
+        "defaults are not exported"
+    );
+    // Set, also the contract's way of writing it, and exported back.
+    let text = format!("{EXAMPLE}\n[icmp]\nrate_per_s = 200\nburst = 10\n");
+    let cfg = parse_config(&text).unwrap();
+    assert_eq!((cfg.icmp.rate_per_s, cfg.icmp.burst), (200, 10));
+    ok(&cfg);
+    let exported = to_toml(&cfg);
+    assert!(
+        exported.contains("[icmp]\nrate_per_s = 200\nburst = 10\n"),
+        "{exported}"
+    );
+    assert_eq!(parse_config(&exported).unwrap(), cfg);
+    // One key alone keeps the other's default.
+    let cfg = parse_config("[icmp]\nburst = 7\n").unwrap();
+    assert_eq!((cfg.icmp.rate_per_s, cfg.icmp.burst), (1000, 7));
+    // Out of range, with the field and the range.
+    for (rate, burst, message) in [
+        (0, 50, "icmp: rate_per_s 0 out of range 1-1000000"),
+        (
+            1_000_001,
+            50,
+            "icmp: rate_per_s 1000001 out of range 1-1000000",
+        ),
+        (1000, 0, "icmp: burst 0 out of range 1-1000000"),
+        (
+            1000,
+            2_000_000,
+            "icmp: burst 2000000 out of range 1-1000000",
+        ),
+    ] {
+        let mut cfg = base();
+        cfg.icmp.rate_per_s = rate;
+        cfg.icmp.burst = burst;
+        assert_eq!(rejected(&cfg), message);
+    }
+    // Unknown keys and negative numbers: one line with the line number.
+    match parse_config("[icmp]\nrate = 5\n") {
+        Err(ConfigError::Syntax { line: 2, message }) => {
+            assert!(message.contains("unknown field `rate`"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        parse_config("[icmp]\nburst = -1\n"),
+        Err(ConfigError::Syntax { line: 2, .. })
+    ));
+}

@@ -33,8 +33,8 @@ use aya::{
 };
 use pop_common::{
     cust_drops_index, cust_stats_index, iface_stats_index, maps, Action, Direction, DropReason,
-    PassReason, PopConfig, PopCounter, PopCustomerRef, PopIface, PopLocalV6, PopNexthop, PopRoute,
-    Role, MAX_ECMP,
+    IcmpType, PassReason, PopConfig, PopCounter, PopCustomerRef, PopIface, PopLocalV6, PopNexthop,
+    PopRoute, Role, MAX_ECMP,
 };
 
 /// Where bpffs is (or gets) mounted.
@@ -538,6 +538,7 @@ impl Harness {
             role: role as u32,
             flags: 0,
             mtu,
+            ..PopIface::default()
         };
         let m = maps::IFACES;
         let mut map: HashMap<_, u32, PopIface> =
@@ -545,6 +546,42 @@ impl Harness {
         map.insert(ifindex, value, 0)
             .map_err(map_err(m, format!("insert ifindex {ifindex}")))?;
         self.written.ifaces.push(ifindex);
+        Ok(())
+    }
+
+    /// Sets the ICMP error sources of interface `ifindex` (already set with
+    /// [`Harness::set_iface`]); `None` leaves a family without one.
+    pub fn set_icmp_sources(
+        &mut self,
+        ifindex: u32,
+        v4: Option<Ipv4Addr>,
+        v6: Option<Ipv6Addr>,
+    ) -> Result<()> {
+        let m = maps::IFACES;
+        let mut map: HashMap<_, u32, PopIface> =
+            HashMap::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
+        let mut value = map
+            .get(&ifindex, 0)
+            .map_err(map_err(m, format!("get ifindex {ifindex}")))?;
+        value.icmp_src_v4 = v4.map_or([0; 4], |a| a.octets());
+        value.icmp_src_v6 = v6.map_or([0; 16], |a| a.octets());
+        map.insert(ifindex, value, 0)
+            .map_err(map_err(m, format!("insert ifindex {ifindex}")))?;
+        Ok(())
+    }
+
+    /// Sets the ICMP error rate limit (`PopConfig::icmp_rate_per_s`,
+    /// `icmp_burst`; rate 0: no limit), keeping the config's other fields.
+    pub fn set_icmp_limit(&mut self, rate_per_s: u32, burst: u32) -> Result<()> {
+        let m = maps::CONFIG;
+        let mut map: Array<_, PopConfig> =
+            Array::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
+        let mut config = map.get(&0, 0).map_err(map_err(m, "get index 0"))?;
+        config.icmp_rate_per_s = rate_per_s;
+        config.icmp_burst = burst;
+        map.set(0, config, 0)
+            .map_err(map_err(m, format!("set icmp {rate_per_s}/s burst {burst}")))?;
+        self.written.config = true;
         Ok(())
     }
 
@@ -759,6 +796,7 @@ impl Harness {
         );
         if w.config {
             self.set_config(0)?;
+            self.set_icmp_limit(0, 0)?;
             self.written.config = false;
         }
         Ok(())
@@ -899,6 +937,11 @@ impl Harness {
     /// Packets and bytes passed to the kernel for `reason`, summed over CPUs.
     pub fn pass_stats(&self, reason: PassReason) -> Result<PopCounter> {
         self.counter(maps::PASS_STATS, reason as u32)
+    }
+
+    /// ICMP errors of `kind` sent (packets, bytes of the errors), summed over CPUs.
+    pub fn icmp_stats(&self, kind: IcmpType) -> Result<PopCounter> {
+        self.counter(maps::ICMP_STATS, kind as u32)
     }
 
     /// Customer `customer_id`'s traffic in `direction`, summed over CPUs.

@@ -145,6 +145,7 @@ impl Lab {
             role: role as u32,
             flags,
             mtu: 1500,
+            ..PopIface::default()
         };
         map.insert(port.ifindex, value, 0).unwrap();
     }

@@ -12,13 +12,13 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpFragOffset, IpHeaders, IpNumber,
-    Ipv4Extensions, Ipv4Header, Ipv6Extensions, Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader,
-    PacketBuilder, VlanId,
+    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv4Header, Icmpv6Header, IpFragOffset,
+    IpHeaders, IpNumber, Ipv4Extensions, Ipv4Header, Ipv6Extensions, Ipv6FragmentHeader,
+    Ipv6Header, Ipv6RawExtHeader, NetSlice, PacketBuilder, SlicedPacket, TransportSlice, VlanId,
 };
 use pop_common::{
-    Action, Direction, DropReason, PassReason, PopNexthop, Role, CFG_NO_ROUTE_DROP, NH_RESOLVED,
-    NH_VALID, ROUTE_BLACKHOLE,
+    Action, Direction, DropReason, IcmpType, PassReason, PopNexthop, Role, CFG_NO_ROUTE_DROP,
+    NH_RESOLVED, NH_VALID, ROUTE_BLACKHOLE,
 };
 use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port, Program};
 
@@ -53,8 +53,19 @@ const CUSTOMER_NH_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x0c, 0x01];
 /// Layer 4 of a test frame.
 #[derive(Clone, Copy, Debug)]
 enum L4 {
-    Udp { sport: u16, dport: u16 },
-    Tcp { sport: u16, dport: u16 },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Tcp {
+        sport: u16,
+        dport: u16,
+    },
+    /// ICMP (in IPv4) or ICMPv6 (in IPv6) of this type and code.
+    Icmp {
+        type_: u8,
+        code: u8,
+    },
 }
 
 /// Layer 3 of a test frame.
@@ -67,6 +78,8 @@ enum L3 {
         identification: u16,
         /// IPv4 options bytes (a multiple of 4); non-empty makes IHL > 5.
         options: Vec<u8>,
+        /// Don't Fragment.
+        df: bool,
         l4: L4,
     },
     Ipv6 {
@@ -122,6 +135,8 @@ enum Mangle {
     Ipv4Checksum(u16),
     /// Set the IPv6 payload length field.
     Ipv6PayloadLen(u16),
+    /// Append n bytes of Ethernet padding after the IP packet.
+    Pad(usize),
 }
 
 impl Frame {
@@ -135,6 +150,7 @@ impl Frame {
                 ttl: 64,
                 identification: 0x1234,
                 options: vec![],
+                df: true,
                 l4: L4::Udp {
                     sport: 40000,
                     dport: 53,
@@ -208,6 +224,22 @@ impl Frame {
         self
     }
 
+    fn icmp(mut self, type_: u8, code: u8) -> Frame {
+        match &mut self.l3 {
+            L3::Ipv4 { l4, .. } | L3::Ipv6 { l4, .. } => *l4 = L4::Icmp { type_, code },
+            L3::Arp => panic!("ARP has no ICMP"),
+        }
+        self
+    }
+
+    fn df(mut self, value: bool) -> Frame {
+        match &mut self.l3 {
+            L3::Ipv4 { df, .. } => *df = value,
+            _ => panic!("only IPv4 has DF"),
+        }
+        self
+    }
+
     fn identification(mut self, value: u16) -> Frame {
         match &mut self.l3 {
             L3::Ipv4 { identification, .. } => *identification = value,
@@ -275,12 +307,14 @@ impl Frame {
                         ttl,
                         identification,
                         options,
+                        df,
                         l4,
                     } => {
                         let mut h =
                             Ipv4Header::new(0, *ttl, IpNumber::UDP, src.octets(), dst.octets())
                                 .unwrap();
                         h.identification = *identification;
+                        h.dont_fragment = *df;
                         if let Some(f) = self.fragment {
                             h.identification = f.id;
                             h.more_fragments = f.more;
@@ -294,6 +328,10 @@ impl Frame {
                             }
                             L4::Tcp { sport, dport } => ip
                                 .tcp(sport, dport, 1, 65535)
+                                .write(&mut out, &payload)
+                                .unwrap(),
+                            L4::Icmp { type_, code } => ip
+                                .icmpv4_raw(type_, code, [0, 1, 0, 1])
                                 .write(&mut out, &payload)
                                 .unwrap(),
                         }
@@ -334,6 +372,10 @@ impl Frame {
                                 .tcp(sport, dport, 1, 65535)
                                 .write(&mut out, &payload)
                                 .unwrap(),
+                            L4::Icmp { type_, code } => ip
+                                .icmpv6_raw(type_, code, [0, 1, 0, 1])
+                                .write(&mut out, &payload)
+                                .unwrap(),
                         }
                     }
                     L3::Arp => step
@@ -370,6 +412,7 @@ impl Frame {
                 Mangle::Ipv4TotalLen(n) => out[l3 + 2..l3 + 4].copy_from_slice(&n.to_be_bytes()),
                 Mangle::Ipv4Checksum(c) => out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes()),
                 Mangle::Ipv6PayloadLen(n) => out[l3 + 4..l3 + 6].copy_from_slice(&n.to_be_bytes()),
+                Mangle::Pad(n) => out.extend(std::iter::repeat_n(0u8, n)),
             }
         }
         out
@@ -477,6 +520,8 @@ enum Table {
     LocalV4(&'static str),
     LocalV6(&'static str),
     Config(u32),
+    /// The ICMP error sources of a port (IPv4, IPv6; `None`: none).
+    IcmpSrc(PortId, Option<&'static str>, Option<&'static str>),
 }
 
 const NH_CUSTOMER: u32 = 1;
@@ -505,7 +550,35 @@ fn base_tables() -> Vec<Table> {
         CustomerV4("198.51.100.0/24", CUST_ACME),
         CustomerV6("2001:db8:a::/48", CUST_ACME),
         CustomerV4("192.0.2.0/24", CUST_BETA),
+        IcmpSrc(
+            PortId::Upstream,
+            Some(UPSTREAM_SRC_V4),
+            Some(UPSTREAM_SRC_V6),
+        ),
+        IcmpSrc(
+            PortId::Customer,
+            Some(CUSTOMER_SRC_V4),
+            Some(CUSTOMER_SRC_V6),
+        ),
     ]
+}
+
+/// The addresses of pop's ports, the sources of its ICMP errors.
+const UPSTREAM_SRC_V4: &str = "203.0.113.1";
+const UPSTREAM_SRC_V6: &str = "2001:db8:f::1";
+const CUSTOMER_SRC_V4: &str = "198.51.100.1";
+const CUSTOMER_SRC_V6: &str = "2001:db8:a::1";
+
+/// The ICMP source `base_tables` gives `port` for the frame's family.
+fn icmp_source(port: PortId, v6: bool) -> std::net::IpAddr {
+    let text = match (port, v6) {
+        (PortId::Upstream, false) => UPSTREAM_SRC_V4,
+        (PortId::Upstream, true) => UPSTREAM_SRC_V6,
+        (PortId::Customer, false) => CUSTOMER_SRC_V4,
+        (PortId::Customer, true) => CUSTOMER_SRC_V6,
+        (PortId::Unmanaged, _) => panic!("the unmanaged port sends no ICMP"),
+    };
+    text.parse().unwrap()
 }
 
 fn load_tables(h: &mut Harness, lab: &Lab, tables: &[Table]) {
@@ -534,6 +607,11 @@ fn load_tables(h: &mut Harness, lab: &Lab, tables: &[Table]) {
             Table::LocalV4(a) => h.add_local_v4(a.parse().unwrap()),
             Table::LocalV6(a) => h.add_local_v6(a.parse().unwrap()),
             Table::Config(flags) => h.set_config(*flags),
+            Table::IcmpSrc(p, v4, v6) => h.set_icmp_sources(
+                lab.port(*p).ifindex,
+                v4.map(|a| a.parse().unwrap()),
+                v6.map(|a| a.parse().unwrap()),
+            ),
         };
         r.unwrap_or_else(|e| panic!("loading {t:?}: {e}"));
     }
@@ -552,6 +630,14 @@ enum Check {
     /// the egress port's), TTL / hop limit - 1, IPv4 checksum correct, all
     /// other bytes untouched.
     Forwarded { dmac: [u8; 6], egress: PortId },
+    /// Answered with the ICMP error `kind` (carrying `mtu` where it has one)
+    /// from `port`'s address, back to the sender: exactly the bytes of
+    /// [`expected_icmp_error`], and checksums etherparse accepts.
+    IcmpError {
+        kind: IcmpType,
+        mtu: u32,
+        port: PortId,
+    },
 }
 
 /// A counter of the data plane.
@@ -562,6 +648,8 @@ enum Counter {
     Pass(PassReason),
     Cust(u32, Direction),
     CustDrop(u32, DropReason),
+    /// ICMP errors sent; its bytes are the error's, not the frame's.
+    Icmp(IcmpType),
 }
 
 /// Every counter a case may touch; all not expected must stay at zero.
@@ -580,6 +668,7 @@ fn watched_counters() -> Vec<Counter> {
         }
         all.extend(DropReason::ALL.iter().map(|r| Counter::CustDrop(id, *r)));
     }
+    all.extend(IcmpType::ALL.iter().map(|k| Counter::Icmp(*k)));
     all
 }
 
@@ -590,6 +679,7 @@ fn read_counter(h: &Harness, c: Counter) -> (u64, u64) {
         Counter::Pass(r) => h.pass_stats(r),
         Counter::Cust(id, d) => h.cust_stats(id, d),
         Counter::CustDrop(id, r) => h.cust_drops(id, r),
+        Counter::Icmp(k) => h.icmp_stats(k),
     }
     .unwrap_or_else(|e| panic!("reading {c:?}: {e}"));
     (v.packets, v.bytes)
@@ -662,7 +752,9 @@ fn to_upstream() -> Check {
 fn cases() -> Vec<Case> {
     use Check::Unchanged;
     use Counter::*;
-    use Table::{Config, LocalV4, LocalV6, Nexthop, RouteV4};
+    use IcmpType::{FragNeeded, PacketTooBig, TimeExceeded};
+    use Table::{Config, IcmpSrc, LocalV4, LocalV6, Nexthop, RouteV4};
+    let icmp_error = |kind, mtu, port| Check::IcmpError { kind, mtu, port };
     let v4 = Frame::v4;
     let v6 = Frame::v6;
     // Counters, by what they mean for the packet.
@@ -707,12 +799,50 @@ fn cases() -> Vec<Case> {
             .counts(&[redirected(UP), acme_in]),
         Case::new("ipv6 fragment forwarded", v6("2001:db8:f::9", "2001:db8:a::10").fragment(true, 0, 7), UP, XDP_REDIRECT, to_customer())
             .counts(&[redirected(UP), acme_in]),
-        // TTL / hop limit: the kernel answers with ICMP time exceeded.
-        Case::new("ipv4 ttl 1 to the kernel", v4("203.0.113.9", "198.51.100.10").ttl(1), UP, XDP_PASS, Unchanged)
+        // TTL / hop limit: pop answers with ICMP Time Exceeded itself.
+        Case::new("ipv4 ttl 1 gets time exceeded", v4("203.0.113.9", "198.51.100.10").ttl(1), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv4 ttl 0 gets time exceeded", v4("203.0.113.9", "198.51.100.10").ttl(0), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv4 ttl 1 from a customer gets time exceeded from its port", v4("192.0.2.5", "203.0.113.9").ttl(1), CU, XDP_TX, icmp_error(TimeExceeded, 0, CU))
+            .counts(&[txed(CU), Icmp(TimeExceeded)]),
+        Case::new("ipv4 tcp ttl 1 gets time exceeded", v4("203.0.113.9", "198.51.100.10").tcp().ttl(1), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv4 echo request ttl 1 gets time exceeded", v4("203.0.113.9", "198.51.100.10").icmp(8, 0).ttl(1), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv4 ttl 1 with ethernet padding quotes only the packet", v4("203.0.113.9", "198.51.100.10").payload(0).ttl(1).mangle(Mangle::Pad(14)), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv4 ttl 1 quote cut at 576 bytes", v4("203.0.113.9", "198.51.100.10").payload(1200).ttl(1), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv4 first fragment ttl 1 gets time exceeded", v4("203.0.113.9", "198.51.100.10").fragment(true, 0, 7).ttl(1), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv6 hop limit 1 gets time exceeded", v6("2001:db8:f::9", "2001:db8:a::10").ttl(1), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv6 hop limit 0 gets time exceeded", v6("2001:db8:f::9", "2001:db8:a::10").ttl(0), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv6 echo request hop limit 1 gets time exceeded", v6("2001:db8:f::9", "2001:db8:a::10").icmp(128, 0).ttl(1), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        Case::new("ipv6 hop limit 1 quote cut at 1280 bytes", v6("2001:db8:f::9", "2001:db8:a::10").payload(1400).ttl(1), UP, XDP_TX, icmp_error(TimeExceeded, 0, UP))
+            .counts(&[txed(UP), Icmp(TimeExceeded)]),
+        // ... but never about an ICMP error or a non-first fragment, and not
+        // without an address to answer from: the kernel gets those, as before.
+        Case::new("ipv4 icmp error with ttl 1 to the kernel", v4("203.0.113.9", "198.51.100.10").icmp(3, 1).ttl(1), UP, XDP_PASS, Unchanged)
             .counts(&passed(PassReason::Ttl)),
-        Case::new("ipv4 ttl 0 to the kernel", v4("203.0.113.9", "198.51.100.10").ttl(0), UP, XDP_PASS, Unchanged)
+        Case::new("ipv4 time exceeded with ttl 1 to the kernel", v4("203.0.113.9", "198.51.100.10").icmp(11, 0).ttl(1), UP, XDP_PASS, Unchanged)
             .counts(&passed(PassReason::Ttl)),
-        Case::new("ipv6 hop limit 1 to the kernel", v6("2001:db8:f::9", "2001:db8:a::10").ttl(1), UP, XDP_PASS, Unchanged)
+        Case::new("ipv4 unknown icmp type with ttl 1 to the kernel", v4("203.0.113.9", "198.51.100.10").icmp(42, 0).ttl(1), UP, XDP_PASS, Unchanged)
+            .counts(&passed(PassReason::Ttl)),
+        Case::new("ipv6 icmpv6 error with hop limit 1 to the kernel", v6("2001:db8:f::9", "2001:db8:a::10").icmp(1, 4).ttl(1), UP, XDP_PASS, Unchanged)
+            .counts(&passed(PassReason::Ttl)),
+        Case::new("ipv4 non-first fragment ttl 1 to the kernel", v4("203.0.113.9", "198.51.100.10").fragment(false, 185, 7).ttl(1), UP, XDP_PASS, Unchanged)
+            .counts(&passed(PassReason::Ttl)),
+        Case::new("ipv6 non-first fragment hop limit 1 to the kernel", v6("2001:db8:f::9", "2001:db8:a::10").fragment(false, 185, 7).ttl(1), UP, XDP_PASS, Unchanged)
+            .counts(&passed(PassReason::Ttl)),
+        Case::new("ipv4 ttl 1 without an ipv4 source to the kernel", v4("203.0.113.9", "198.51.100.10").ttl(1), UP, XDP_PASS, Unchanged)
+            .tables(vec![IcmpSrc(UP, None, Some(UPSTREAM_SRC_V6))])
+            .counts(&passed(PassReason::Ttl)),
+        Case::new("ipv6 hop limit 1 without an ipv6 source to the kernel", v6("2001:db8:f::9", "2001:db8:a::10").ttl(1), UP, XDP_PASS, Unchanged)
+            .tables(vec![IcmpSrc(UP, Some(UPSTREAM_SRC_V4), None)])
             .counts(&passed(PassReason::Ttl)),
         // No route.
         Case::new("ipv4 no route to the kernel", v4("203.0.113.9", "100.64.0.1"), UP, XDP_PASS, Unchanged)
@@ -795,8 +925,28 @@ fn cases() -> Vec<Case> {
         Case::new("next hop port missing from tx_ports to the kernel", v4("203.0.113.9", "198.51.100.10"), UP, XDP_PASS, Unchanged)
             .tables(vec![Nexthop(NH_CUSTOMER, PortId::Unmanaged, CUSTOMER_NH_MAC, NH_OK, 1500)])
             .counts(&passed(PassReason::Unresolved)),
-        Case::new("larger than the egress mtu to the kernel", v4("203.0.113.9", "198.51.100.10").payload(600), UP, XDP_PASS, Unchanged)
+        // Larger than the egress MTU: Fragmentation Needed / Packet Too Big
+        // with that MTU; IPv4 without DF cannot be fragmented here: the kernel's.
+        Case::new("ipv4 df larger than the egress mtu gets frag needed", v4("203.0.113.9", "198.51.100.10").payload(600), UP, XDP_TX, icmp_error(FragNeeded, 576, UP))
             .tables(vec![Nexthop(NH_CUSTOMER, CU, CUSTOMER_NH_MAC, NH_OK, 576)])
+            .counts(&[txed(UP), Icmp(FragNeeded)]),
+        Case::new("ipv4 df 1 byte over a 1400 mtu gets frag needed", v4("192.0.2.5", "203.0.113.9").payload(1401 - 28), CU, XDP_TX, icmp_error(FragNeeded, 1400, CU))
+            .tables(vec![Nexthop(NH_UPSTREAM, UP, UPSTREAM_NH_MAC, NH_OK, 1400)])
+            .counts(&[txed(CU), Icmp(FragNeeded)]),
+        Case::new("ipv4 without df larger than the egress mtu to the kernel", v4("203.0.113.9", "198.51.100.10").payload(600).df(false), UP, XDP_PASS, Unchanged)
+            .tables(vec![Nexthop(NH_CUSTOMER, CU, CUSTOMER_NH_MAC, NH_OK, 576)])
+            .counts(&passed(PassReason::Mtu)),
+        Case::new("ipv6 larger than the egress mtu gets packet too big", v6("2001:db8:f::9", "2001:db8:a::10").payload(1300), UP, XDP_TX, icmp_error(PacketTooBig, 1280, UP))
+            .tables(vec![Nexthop(NH_CUSTOMER, CU, CUSTOMER_NH_MAC, NH_OK, 1280)])
+            .counts(&[txed(UP), Icmp(PacketTooBig)]),
+        Case::new("ipv6 exactly the egress mtu forwarded", v6("2001:db8:f::9", "2001:db8:a::10").payload(1280 - 48), UP, XDP_REDIRECT, to_customer())
+            .tables(vec![Nexthop(NH_CUSTOMER, CU, CUSTOMER_NH_MAC, NH_OK, 1280)])
+            .counts(&[redirected(UP), acme_in]),
+        Case::new("ipv4 icmp error larger than the mtu to the kernel", v4("203.0.113.9", "198.51.100.10").icmp(3, 4).payload(600), UP, XDP_PASS, Unchanged)
+            .tables(vec![Nexthop(NH_CUSTOMER, CU, CUSTOMER_NH_MAC, NH_OK, 576)])
+            .counts(&passed(PassReason::Mtu)),
+        Case::new("ipv6 too big without an ipv6 source to the kernel", v6("2001:db8:f::9", "2001:db8:a::10").payload(1300), UP, XDP_PASS, Unchanged)
+            .tables(vec![Nexthop(NH_CUSTOMER, CU, CUSTOMER_NH_MAC, NH_OK, 1280), IcmpSrc(UP, Some(UPSTREAM_SRC_V4), None)])
             .counts(&passed(PassReason::Mtu)),
         Case::new("unknown ingress interface to the kernel", v4("203.0.113.9", "198.51.100.10"), PortId::Unmanaged, XDP_PASS, Unchanged)
             .counts(&[Pass(PassReason::UnknownIface)]),
@@ -819,9 +969,123 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The ICMP error pop sends about `input` (a frame of `frame`'s shape), from
+/// `src`: built here byte by byte from RFC 792 / RFC 4443 / RFC 1812, apart
+/// from the data plane. MACs swapped, VLAN tags kept; IPv4: TOS 0xc0, id 0,
+/// DF, TTL 64, at most 576 bytes; IPv6: hop limit 64, at most 1280 bytes; the
+/// quote is the offending IP packet as it arrived, cut to fit.
+fn expected_icmp_error(
+    frame: &Frame,
+    input: &[u8],
+    kind: IcmpType,
+    mtu: u32,
+    src: std::net::IpAddr,
+) -> Vec<u8> {
+    let l2 = frame.l3_offset();
+    let ip = &input[l2..];
+    let mut out = Vec::new();
+    out.extend_from_slice(&input[6..12]);
+    out.extend_from_slice(&input[0..6]);
+    out.extend_from_slice(&input[12..l2]);
+    match src {
+        std::net::IpAddr::V4(src) => {
+            let l3_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let quote = &ip[..l3_len.min(576 - 28)];
+            let total = (28 + quote.len()) as u16;
+            let mut header = vec![0x45, 0xc0];
+            header.extend_from_slice(&total.to_be_bytes());
+            header.extend_from_slice(&[0, 0, 0x40, 0, 64, 1, 0, 0]);
+            header.extend_from_slice(&src.octets());
+            header.extend_from_slice(&ip[12..16]);
+            let sum = internet_checksum(&header);
+            header[10..12].copy_from_slice(&sum.to_be_bytes());
+            let (type_, code, word) = match kind {
+                IcmpType::TimeExceeded => (11, 0, 0u32),
+                IcmpType::FragNeeded => (3, 4, mtu & 0xffff),
+                IcmpType::PacketTooBig => panic!("Packet Too Big is ICMPv6"),
+            };
+            let mut icmp = vec![type_, code, 0, 0];
+            icmp.extend_from_slice(&word.to_be_bytes());
+            icmp.extend_from_slice(quote);
+            let sum = internet_checksum(&icmp);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            out.extend(header);
+            out.extend(icmp);
+        }
+        std::net::IpAddr::V6(src) => {
+            let l3_len = 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            let quote = &ip[..l3_len.min(1280 - 48)];
+            let payload_len = (8 + quote.len()) as u16;
+            let (type_, word) = match kind {
+                IcmpType::TimeExceeded => (3, 0u32),
+                IcmpType::PacketTooBig => (2, mtu),
+                IcmpType::FragNeeded => panic!("Fragmentation Needed is IPv4"),
+            };
+            let mut icmp = vec![type_, 0, 0, 0];
+            icmp.extend_from_slice(&word.to_be_bytes());
+            icmp.extend_from_slice(quote);
+            // RFC 4443 2.3: the checksum covers the IPv6 pseudo-header.
+            let mut pseudo = src.octets().to_vec();
+            pseudo.extend_from_slice(&ip[8..24]);
+            pseudo.extend_from_slice(&u32::from(payload_len).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, 58]);
+            pseudo.extend_from_slice(&icmp);
+            let sum = internet_checksum(&pseudo);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            out.extend_from_slice(&[0x60, 0, 0, 0]);
+            out.extend_from_slice(&payload_len.to_be_bytes());
+            out.extend_from_slice(&[58, 64]);
+            out.extend_from_slice(&src.octets());
+            out.extend_from_slice(&ip[8..24]);
+            out.extend(icmp);
+        }
+    }
+    out
+}
+
+/// Parses an ICMP error with etherparse and checks its IP header and ICMP
+/// checksums by etherparse's own computation; returns the ICMP type's text.
+fn verify_icmp_checksums(case: &str, out: &[u8]) -> String {
+    let p = SlicedPacket::from_ethernet(out)
+        .unwrap_or_else(|e| panic!("{case}: the ICMP error does not parse: {e}"));
+    match (&p.net, &p.transport) {
+        (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Icmpv4(icmp))) => {
+            let h = ip.header().to_header();
+            assert_eq!(
+                h.header_checksum,
+                h.calc_header_checksum(),
+                "{case}: IPv4 header checksum"
+            );
+            let want = Icmpv4Header::with_checksum(icmp.icmp_type(), icmp.payload());
+            assert_eq!(icmp.checksum(), want.checksum, "{case}: ICMP checksum");
+            format!("{:?}", icmp.icmp_type())
+        }
+        (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Icmpv6(icmp))) => {
+            let h = ip.header();
+            let want = Icmpv6Header::with_checksum(
+                icmp.icmp_type(),
+                h.source(),
+                h.destination(),
+                icmp.payload(),
+            )
+            .unwrap();
+            assert_eq!(icmp.checksum(), want.checksum, "{case}: ICMPv6 checksum");
+            format!("{:?}", icmp.icmp_type())
+        }
+        other => panic!("{case}: not an ICMP error: {other:?}"),
+    }
+}
+
 /// Checks `out` against `check`, given the frame `input` that went in.
 fn check_frame(case: &str, lab: &Lab, frame: &Frame, input: &[u8], out: &[u8], check: Check) {
     match check {
+        Check::IcmpError { kind, mtu, port } => {
+            let v6 = matches!(frame.l3, L3::Ipv6 { .. });
+            let want = expected_icmp_error(frame, input, kind, mtu, icmp_source(port, v6));
+            assert_eq!(out, want.as_slice(), "{case}: the ICMP error's bytes");
+            let _ = lab;
+            verify_icmp_checksums(case, out);
+        }
         Check::Unchanged => assert_eq!(out, input, "{case}: the frame must leave unchanged"),
         Check::Forwarded { dmac, egress } => {
             assert_eq!(out.len(), input.len(), "{case}: length changed");
@@ -905,6 +1169,11 @@ fn run_case(h: &mut Harness, lab: &Lab, case: &Case) {
     for (c, (p0, b0)) in watched.iter().zip(before) {
         let (p1, b1) = read_counter(h, *c);
         let expected = u64::from(case.counters.contains(c));
+        // ICMP errors count the error's bytes; everything else the frame's.
+        let len = match c {
+            Counter::Icmp(_) => out.len() as u64,
+            _ => len,
+        };
         assert_eq!(
             (p1 - p0, b1 - b0),
             (expected, expected * len),
@@ -1346,4 +1615,119 @@ fn verifier_complexity_budget() {
         "pop_xdp costs the verifier {insns} instructions, over half its limit of \
          {VERIFIER_LIMIT_INSNS}: split a stage or bound a loop before it stops loading"
     );
+}
+
+/// The ICMP errors for every quote length: IPv4 packets of 28..=620 bytes and
+/// IPv6 packets of 48..=1340 bytes with TTL 1, across the cut at 576 / 1280
+/// bytes and every length modulo 4 (the checksum's last, partial word),
+/// untagged. Each must be exactly [`expected_icmp_error`], checksums included.
+#[test]
+fn icmp_errors_for_every_quote_length() {
+    require_root();
+    in_netns(|| {
+        let lab = Lab::new();
+        let mut h = load_harness();
+        load_tables(&mut h, &lab, &base_tables());
+        let up = lab.upstream.clone();
+        let mut sent = 0u64;
+        for (v6, max_payload) in [(false, 592usize), (true, 1292)] {
+            for payload in 0..=max_payload {
+                let frame = if v6 {
+                    Frame::v6("2001:db8:f::9", "2001:db8:a::10")
+                } else {
+                    Frame::v4("203.0.113.9", "198.51.100.10")
+                }
+                .payload(payload)
+                .ttl(1);
+                let input = frame.emit(up.mac);
+                let (action, out) = h.run(&input, up.ifindex).unwrap();
+                let case = format!("{} payload {payload}", if v6 { "ipv6" } else { "ipv4" });
+                assert_eq!(action, XDP_TX, "{case}: {}", action_name(action));
+                let want = expected_icmp_error(
+                    &frame,
+                    &input,
+                    IcmpType::TimeExceeded,
+                    0,
+                    icmp_source(PortId::Upstream, v6),
+                );
+                assert_eq!(out, want, "{case}");
+                verify_icmp_checksums(&case, &out);
+                let cap = if v6 { 1280 } else { 576 };
+                assert!(out.len() - 14 <= cap, "{case}: {} bytes", out.len() - 14);
+                sent += 1;
+            }
+        }
+        assert_eq!(
+            h.icmp_stats(IcmpType::TimeExceeded).unwrap().packets,
+            sent,
+            "every error counted"
+        );
+    });
+}
+
+/// Pins the calling thread to one CPU: the ICMP rate limit is per CPU.
+fn pin_to_one_cpu() {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).expect("CPU 0 in the set");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .expect("sched_setaffinity to CPU 0");
+}
+
+/// The ICMP error rate limit on its own: with 1 error per second and a burst
+/// of 5, a quick series of TTL-1 packets gets exactly 5 errors, the rest are
+/// dropped and counted as icmp_rate_limited; a second later one more token
+/// has come. Packets that need no ICMP error are never limited by it.
+#[test]
+fn icmp_rate_limit_per_cpu() {
+    require_root();
+    in_netns(|| {
+        pin_to_one_cpu();
+        let lab = Lab::new();
+        let mut h = load_harness();
+        load_tables(&mut h, &lab, &base_tables());
+        h.set_icmp_limit(1, 5).unwrap();
+        let up = lab.upstream.clone();
+        let expired = Frame::v4("203.0.113.9", "198.51.100.10")
+            .ttl(1)
+            .emit(up.mac);
+        let too_big = Frame::v6("2001:db8:f::9", "2001:db8:a::10")
+            .payload(1500)
+            .emit(up.mac);
+        let forwarded = Frame::v4("203.0.113.9", "198.51.100.10").emit(up.mac);
+        let run = |frame: &[u8]| h.run(frame, up.ifindex).unwrap().0;
+        let started = std::time::Instant::now();
+        let mut actions = vec![];
+        for i in 0..10 {
+            actions.push(run(if i % 2 == 0 { &expired } else { &too_big }));
+            assert_eq!(run(&forwarded), XDP_REDIRECT, "forwarding is never limited");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(900),
+            "the runs took {:?}: too slow to test a 1/s rate",
+            started.elapsed()
+        );
+        assert_eq!(
+            actions,
+            [vec![XDP_TX; 5], vec![XDP_DROP; 5]].concat(),
+            "burst 5, then over the rate"
+        );
+        let limited = h.drop_stats(DropReason::IcmpRateLimited).unwrap();
+        assert_eq!(limited.packets, 5);
+        let sent = h.icmp_stats(IcmpType::TimeExceeded).unwrap().packets
+            + h.icmp_stats(IcmpType::PacketTooBig).unwrap().packets;
+        assert_eq!(sent, 5);
+        // One token per second: after 1.1 s one more error, then none.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(run(&expired), XDP_TX, "a token came back after 1 s");
+        assert_eq!(run(&expired), XDP_DROP, "only one");
+        assert_eq!(
+            h.drop_stats(DropReason::IcmpRateLimited).unwrap().packets,
+            6
+        );
+        // No limit (rate 0, the data plane before popd configures it).
+        h.set_icmp_limit(0, 0).unwrap();
+        for _ in 0..20 {
+            assert_eq!(h.run(&expired, up.ifindex).unwrap().0, XDP_TX);
+        }
+    });
 }

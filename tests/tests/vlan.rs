@@ -263,3 +263,61 @@ fn ipv6_over_a_vlan() {
         assert_eq!(&out[14 + 8..], &sent[18 + 8..], "addresses and payload");
     });
 }
+
+/// An ICMP error about a tagged packet leaves with the packet's tag (id and
+/// priority bits), MACs swapped, from the VLAN device's own address, not the
+/// port's.
+#[test]
+fn icmp_errors_keep_the_tag_and_come_from_the_vlan_device() {
+    require_root();
+    in_netns(|| {
+        let mut lab = lab();
+        let cu = lab.customer.clone();
+        let port_src: std::net::Ipv4Addr = "198.51.100.1".parse().unwrap();
+        let vlan_src: std::net::Ipv4Addr = "10.100.0.1".parse().unwrap();
+        lab.h
+            .set_icmp_sources(cu.ifindex, Some(port_src), None)
+            .unwrap();
+        lab.h
+            .set_icmp_sources(VLAN_DEV, Some(vlan_src), None)
+            .unwrap();
+        let mut sent = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0xaa, 1], cu.mac)
+            .ipv4([10, 100, 0, 5], [100, 64, 0, 1], 1)
+            .udp(1234, 53)
+            .write(&mut sent, &[0u8; 18])
+            .unwrap();
+        let tci = (5u16 << 13) | 100;
+        let [hi, lo] = tci.to_be_bytes();
+        sent.splice(12..12, [0x81, 0x00, hi, lo]);
+
+        let (action, out) = lab.h.run(&sent, cu.ifindex).unwrap();
+        assert_eq!(action, XDP_TX, "answered out of the port it came in on");
+        assert_eq!(tags(&out), (vec![(100, 5)], 0x0800), "tag kept");
+        assert_eq!(macs(&out), ([2, 0, 0, 0, 0xaa, 1], cu.mac), "MACs swapped");
+        let p = SlicedPacket::from_ethernet(&out).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("not IPv4: {p:?}")
+        };
+        assert_eq!(
+            ip.header().source_addr(),
+            vlan_src,
+            "the VLAN device's address"
+        );
+        assert_eq!(ip.header().destination_addr().octets(), [10, 100, 0, 5]);
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        let Some(etherparse::TransportSlice::Icmpv4(icmp)) = &p.transport else {
+            panic!("not ICMP: {p:?}")
+        };
+        assert_eq!(icmp.type_u8(), 11, "time exceeded");
+        let want = etherparse::Icmpv4Header::with_checksum(icmp.icmp_type(), icmp.payload());
+        assert_eq!(icmp.checksum(), want.checksum, "ICMP checksum");
+        assert_eq!(icmp.payload(), l3(&sent), "the whole packet quoted");
+        assert_eq!(
+            lab.h.iface_stats(2, Action::Tx).unwrap().packets,
+            1,
+            "counted as tx on the VLAN device's slot"
+        );
+    });
+}

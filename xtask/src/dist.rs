@@ -16,6 +16,10 @@ const EXAMPLE_CONFIG: &str = r#"# pop's config: /etc/pop/pop.toml. popd reads it
 xdp_mode = "auto"        # auto: native, else generic with a warning and a metric | native | generic
 no_route = "pass"        # pass to the kernel | drop
 
+[icmp]                   # the ICMP errors pop sends itself (TTL expired, too big)
+rate_per_s = 1000        # per CPU, token bucket, like the kernel's icmp_msgs_per_sec
+burst = 50
+
 [[interfaces]]
 name = "eth0"
 role = "upstream"

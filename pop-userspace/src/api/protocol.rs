@@ -146,6 +146,13 @@ pub struct TraceRequest {
     /// 802.1Q id of the packet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+    /// TTL / hop limit (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
+    /// IP packet length in bytes, headers included (default: the headers and
+    /// 18 bytes of payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u16>,
 }
 
 /// What the data plane did with a traced packet. The packet went through the
@@ -181,6 +188,15 @@ pub struct TraceInfo {
     /// Destination MAC it leaves with: the next hop the flow hash chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nexthop_mac: Option<String>,
+    /// The ICMP error pop answers with instead of forwarding
+    /// (`time_exceeded`, `frag_needed`, `packet_too_big`), sent back out of
+    /// the ingress port to the source; with action `drop` and reason
+    /// `icmp_rate_limited`, the error it would send were it not over the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_error: Option<String>,
+    /// The MTU that error carries (`frag_needed`, `packet_too_big`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_mtu: Option<u32>,
 }
 
 /// One route in `route show` / `route get`.

@@ -252,6 +252,14 @@ pub struct TraceArgs {
     /// 802.1Q id of the packet
     #[arg(long, value_name = "N")]
     pub vlan: Option<u16>,
+    /// TTL / hop limit (default 64); 1 shows the ICMP Time Exceeded pop sends
+    #[arg(long, value_name = "N")]
+    pub ttl: Option<u8>,
+    /// IP packet length in bytes, headers included (default: headers and 18
+    /// bytes of payload); IPv4 packets have DF set, so one larger than the
+    /// egress MTU shows the Fragmentation Needed pop sends
+    #[arg(long, value_name = "BYTES")]
+    pub size: Option<u16>,
 }
 
 /// What popctl does after parsing its arguments.
@@ -535,5 +543,7 @@ fn trace_request(args: &TraceArgs) -> Result<TraceRequest, CliError> {
         sport: ports[0],
         dport: ports[1],
         vlan: args.vlan,
+        ttl: args.ttl,
+        size: args.size,
     })
 }

@@ -152,7 +152,20 @@ fn trace(t: &TraceInfo) -> String {
         ));
     }
     let reason = t.reason.as_deref().unwrap_or("?");
+    let icmp = t.icmp_error.as_ref().map(|e| match t.icmp_mtu {
+        Some(mtu) => format!("icmp {e} (mtu {mtu})"),
+        None => format!("icmp {e}"),
+    });
     let verdict = match t.action.as_str() {
+        "tx" if icmp.is_some() => format!(
+            "answer with {} out of {} to the source",
+            icmp.as_deref().unwrap_or_default(),
+            dash(t.egress.as_ref()),
+        ),
+        "drop" if icmp.is_some() => format!(
+            "drop ({reason}: {} not sent)",
+            icmp.as_deref().unwrap_or_default()
+        ),
         "redirect" | "tx" => format!(
             "{} out of {} to {}",
             t.action,
@@ -363,5 +376,34 @@ mod tests {
         d.insert("acl".to_string(), 3);
         d.insert("policed".to_string(), 0);
         assert_eq!(drops_text(&d), "acl=3 spoofed=1");
+    }
+
+    #[test]
+    fn trace_shows_the_icmp_error_pop_sends() {
+        let mut t = TraceInfo {
+            packet: "tcp 192.0.2.5:40000 > 203.0.113.9:80 size 1400 in eth1".into(),
+            action: "tx".into(),
+            egress: Some("eth1".into()),
+            icmp_error: Some("frag_needed".into()),
+            icmp_mtu: Some(1400),
+            ..TraceInfo::default()
+        };
+        let text = trace(&t);
+        assert!(
+            text.ends_with(
+                "verdict   answer with icmp frag_needed (mtu 1400) out of eth1 to the source\n"
+            ),
+            "{text}"
+        );
+        t.action = "drop".into();
+        t.reason = Some("icmp_rate_limited".into());
+        t.icmp_error = Some("time_exceeded".into());
+        t.icmp_mtu = None;
+        assert!(
+            trace(&t)
+                .ends_with("verdict   drop (icmp_rate_limited: icmp time_exceeded not sent)\n"),
+            "{}",
+            trace(&t)
+        );
     }
 }

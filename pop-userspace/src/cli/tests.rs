@@ -450,6 +450,8 @@ fn top_and_trace() {
             sport: None,
             dport: Some(22),
             vlan: None,
+            ttl: None,
+            size: None,
         })
     );
     assert_eq!(

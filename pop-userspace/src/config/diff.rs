@@ -36,6 +36,14 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
             enum_text(&nd.no_route)
         ));
     }
+    for (field, o, n) in [
+        ("rate_per_s", old.icmp.rate_per_s, new.icmp.rate_per_s),
+        ("burst", old.icmp.burst, new.icmp.burst),
+    ] {
+        if o != n {
+            lines.push(format!("~ icmp {field} = {n}"));
+        }
+    }
     section(
         &mut lines,
         &old.interfaces,
@@ -228,8 +236,10 @@ mod tests {
                 route("192.0.2.0/24", &["192.0.2.1"], "eth0"),
             ],
             acls: vec![],
+            icmp: Default::default(),
         };
         let mut new = old.clone();
+        new.icmp.burst = 10;
         new.dataplane = DataplaneConfig {
             xdp_mode: XdpMode::Native,
             no_route: NoRouteAction::Drop,
@@ -248,6 +258,7 @@ mod tests {
             [
                 "~ dataplane xdp_mode = \"native\"",
                 "~ dataplane no_route = \"drop\"",
+                "~ icmp burst = 10",
                 "+ interface eth3 (customer)",
                 "- customer acme",
                 "~ customer beta",

@@ -21,6 +21,47 @@ pub struct Config {
     /// Firewall rules.
     #[serde(default)]
     pub acls: Vec<Acl>,
+    /// The ICMP errors pop sends itself.
+    #[serde(default)]
+    pub icmp: IcmpConfig,
+}
+
+/// `[icmp]`: the rate limit of the ICMP errors pop sends itself (Time
+/// Exceeded, Fragmentation Needed, Packet Too Big): a token bucket per CPU,
+/// like the kernel's `icmp_msgs_per_sec` / `icmp_msgs_burst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcmpConfig {
+    /// Errors per second, per CPU.
+    #[serde(default = "IcmpConfig::default_rate_per_s")]
+    pub rate_per_s: u64,
+    /// Errors a CPU may send at once after a quiet period.
+    #[serde(default = "IcmpConfig::default_burst")]
+    pub burst: u64,
+}
+
+impl IcmpConfig {
+    /// `rate_per_s` when not set.
+    pub const DEFAULT_RATE_PER_S: u64 = 1000;
+    /// `burst` when not set.
+    pub const DEFAULT_BURST: u64 = 50;
+
+    fn default_rate_per_s() -> u64 {
+        Self::DEFAULT_RATE_PER_S
+    }
+
+    fn default_burst() -> u64 {
+        Self::DEFAULT_BURST
+    }
+}
+
+impl Default for IcmpConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_s: Self::DEFAULT_RATE_PER_S,
+            burst: Self::DEFAULT_BURST,
+        }
+    }
 }
 
 /// `[dataplane]`.

@@ -31,6 +31,11 @@ pub use parse::{parse_port_range, parse_prefix, parse_proto, proto_name, PROTO_N
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const MAX_IFACE_NAME_LEN: usize = 15;
 
+/// Most ICMP errors per second per CPU `[icmp] rate_per_s` may ask for.
+pub const MAX_ICMP_RATE_PER_S: u64 = 1_000_000;
+/// Largest `[icmp] burst`.
+pub const MAX_ICMP_BURST: u64 = 1_000_000;
+
 /// Smallest default policer burst: ten full-size Ethernet frames.
 pub const MIN_DEFAULT_BURST_BYTES: u64 = 15_000;
 
@@ -138,6 +143,9 @@ pub fn to_toml(cfg: &Config) -> String {
             .expect("config sections always serialize to TOML")
     }
     let mut sections = vec![section("dataplane", &cfg.dataplane)];
+    if cfg.icmp != crate::config::model::IcmpConfig::default() {
+        sections.push(section("icmp", &cfg.icmp));
+    }
     if !cfg.interfaces.is_empty() {
         sections.push(section("interfaces", &cfg.interfaces));
     }
@@ -399,6 +407,7 @@ pub fn validate(cfg: &Config) -> Result<Validated, ConfigError> {
     let routes = validate_routes(&cfg.routes, &roles)?;
     let customers = validate_customers(&cfg.customers, &roles)?;
 
+    check_icmp(&cfg.icmp)?;
     check_limit("acl rules", cfg.acls.len(), pop_common::MAX_ACL_RULES)?;
     let mut acls = Vec::with_capacity(cfg.acls.len());
     let mut priorities = HashSet::with_capacity(cfg.acls.len());
@@ -430,6 +439,25 @@ pub fn validate(cfg: &Config) -> Result<Validated, ConfigError> {
         customers,
         acls,
     })
+}
+
+/// Checks `[icmp]`: both values at least 1 (a bucket that never fills would
+/// silently stop every error) and within what the data plane's arithmetic holds.
+pub fn check_icmp(icmp: &crate::config::model::IcmpConfig) -> Result<(), ConfigError> {
+    for (field, value, max) in [
+        ("rate_per_s", icmp.rate_per_s, MAX_ICMP_RATE_PER_S),
+        ("burst", icmp.burst, MAX_ICMP_BURST),
+    ] {
+        if !(1..=max).contains(&value) {
+            return Err(ConfigError::Icmp {
+                field,
+                value,
+                min: 1,
+                max,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn validate_interfaces(list: &[Interface]) -> Result<Vec<ValidInterface>, ConfigError> {

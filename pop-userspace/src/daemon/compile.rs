@@ -145,6 +145,9 @@ pub fn compile(
         acl_copy,
         // Chosen by apply(): the copy that holds `cust_v4`/`cust_v6` below.
         cust_copy: 0,
+        // Validated: 1..=MAX_ICMP_RATE_PER_S and 1..=MAX_ICMP_BURST.
+        icmp_rate_per_s: cfg.icmp.rate_per_s.min(u64::from(u32::MAX)) as u32,
+        icmp_burst: cfg.icmp.burst.min(u64::from(u32::MAX)) as u32,
     });
     // A customer with a VLAN attaches at the VLAN devices for that id on its
     // ports: there it is counted, protected against spoofing and matched by
@@ -193,6 +196,7 @@ pub fn compile(
         } else {
             0
         };
+        let (icmp_src_v4, icmp_src_v6) = super::icmp::sources(link.ifindex, None, cfg, kernel);
         t.ifaces.insert(
             link.ifindex,
             PopIface {
@@ -200,6 +204,8 @@ pub fn compile(
                 role,
                 flags,
                 mtu: link.mtu,
+                icmp_src_v4,
+                icmp_src_v6,
             },
         );
         t.tx_ports.insert(link.ifindex);
@@ -226,11 +232,15 @@ pub fn compile(
         } else {
             0
         };
+        let (icmp_src_v4, icmp_src_v6) =
+            super::icmp::sources(link.ifindex, Some(port), cfg, kernel);
         t.ifaces.insert(
             link.ifindex,
             PopIface {
                 flags,
                 mtu: link.mtu,
+                icmp_src_v4,
+                icmp_src_v6,
                 ..port_iface
             },
         );
@@ -504,8 +514,14 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
     // 5. Global settings.
     let config = want.config.map(|c| PopConfig { cust_copy, ..c });
     if let Some(c) = config.filter(|_| applied.config != config) {
+        let icmp_changed = applied
+            .config
+            .is_none_or(|a| (a.icmp_rate_per_s, a.icmp_burst) != (c.icmp_rate_per_s, c.icmp_burst));
         maps.config.set(0, c, 0).map_err(map_err(n::CONFIG))?;
         applied.config = Some(c);
+        if icmp_changed {
+            maps.fill_icmp_buckets()?;
+        }
     }
     // 6. Removals, users before what they use.
     remove_gone(&mut applied.routes_v4, &want.routes_v4, |k| {
@@ -870,6 +886,37 @@ dev = "eth1"
         assert_eq!(l.v6.len(), 1, "only the global IPv6 address");
         let all = local_addresses(&addrs, 100);
         assert_eq!((all.v4.len(), all.not_loaded), (10, (0, 0)));
+    }
+
+    #[test]
+    fn icmp_limit_and_sources_reach_the_tables() {
+        let mut k = kernel();
+        k.link_addrs.insert(
+            3,
+            vec!["fe80::1".parse().unwrap(), "10.100.0.1".parse().unwrap()],
+        );
+        k.link_addrs
+            .insert(2, vec!["2001:db8:ffff::2".parse().unwrap()]);
+        let mut cfg = validate::parse_config(CONFIG).unwrap();
+        cfg.icmp.rate_per_s = 200;
+        cfg.icmp.burst = 7;
+        let (ids, _) = assign_ids(&cfg, &Ids::default()).unwrap();
+        let attached = BTreeMap::from([
+            ("eth0".to_string(), AttachMode::Native),
+            ("eth1".to_string(), AttachMode::Native),
+        ]);
+        let t = compile(&cfg, &ids, 1, &k, &attached, 0);
+        let c = t.config.unwrap();
+        assert_eq!((c.icmp_rate_per_s, c.icmp_burst), (200, 7));
+        let v6: std::net::Ipv6Addr = "2001:db8:ffff::2".parse().unwrap();
+        // eth1: its own IPv4; no global IPv6 of its own, so eth0's.
+        assert_eq!(t.ifaces[&3].icmp_src_v4, [10, 100, 0, 1]);
+        assert_eq!(t.ifaces[&3].icmp_src_v6, v6.octets());
+        // eth1.100 has none: its port's.
+        assert_eq!(t.ifaces[&7].icmp_src_v4, [10, 100, 0, 1]);
+        // eth0: no IPv4 of its own, so the next pop interface's.
+        assert_eq!(t.ifaces[&2].icmp_src_v4, [10, 100, 0, 1]);
+        assert_eq!(t.ifaces[&2].icmp_src_v6, v6.octets());
     }
 
     #[test]

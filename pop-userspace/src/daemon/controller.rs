@@ -770,6 +770,11 @@ impl Controller {
                 .map(|(name, _)| name.clone())
         };
         let forwarded = action == XDP_TX || action == XDP_REDIRECT;
+        // An ICMP error goes back out of the ingress port, to the source.
+        let icmp = rec
+            .icmp_type
+            .checked_sub(1)
+            .and_then(pop_common::IcmpType::from_u32);
         let egress = self
             .kernel
             .links
@@ -799,8 +804,16 @@ impl Controller {
                 .then(|| self.route_get(&req.dst).ok())
                 .flatten()
                 .and_then(|v| serde_json::from_value(v).ok()),
-            egress: egress.filter(|_| forwarded),
-            nexthop_mac: forwarded.then(|| format_mac(&rec.dmac)),
+            egress: match icmp {
+                Some(_) => Some(req.in_iface.clone()),
+                None => egress,
+            }
+            .filter(|_| forwarded),
+            nexthop_mac: (forwarded && icmp.is_none()).then(|| format_mac(&rec.dmac)),
+            icmp_error: icmp.map(|k| k.label().to_string()),
+            icmp_mtu: icmp
+                .filter(|k| *k != pop_common::IcmpType::TimeExceeded)
+                .map(|_| rec.icmp_mtu),
         };
         Ok(serde_json::to_value(info).expect("serialises"))
     }
@@ -913,6 +926,17 @@ impl Controller {
     /// they exceed its capacity.
     pub fn local_not_loaded(&self) -> (usize, usize) {
         self.local_not_loaded
+    }
+
+    /// ICMP errors the data plane sent, per kind.
+    pub fn icmp_counters(&self) -> Vec<(pop_common::IcmpType, u64)> {
+        let Some(dp) = self.dp.as_ref() else {
+            return Vec::new();
+        };
+        pop_common::IcmpType::ALL
+            .iter()
+            .map(|k| (*k, dp.maps.icmp_counter(*k).packets))
+            .collect()
     }
 
     /// Routes in the maps by family.

@@ -4,6 +4,7 @@ pub mod check;
 pub mod compile;
 pub mod controller;
 pub mod error;
+pub mod icmp;
 pub mod trace;
 
 use std::net::SocketAddr;

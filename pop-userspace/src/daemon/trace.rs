@@ -12,6 +12,10 @@ use crate::config::validate::parse_proto;
 pub const DEFAULT_SPORT: u16 = 40000;
 /// Hop limit of the traced packet: high enough to be forwarded.
 const TTL: u8 = 64;
+/// Payload bytes of the traced packet without `--size`.
+const DEFAULT_PAYLOAD: usize = 18;
+/// Largest `--size`: a jumbo frame.
+pub const MAX_SIZE: usize = 9000;
 /// Source MAC of the traced frame (locally administered).
 const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
@@ -52,13 +56,32 @@ pub fn frame(req: &TraceRequest, dst_mac: [u8; 6]) -> Result<(Vec<u8>, String), 
         }
     }
     let (sport, dport) = (req.sport.unwrap_or(DEFAULT_SPORT), req.dport.unwrap_or(0));
+    let ttl = req.ttl.unwrap_or(TTL);
     let eth = PacketBuilder::ethernet2(SRC_MAC, dst_mac);
     let ip = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), TTL),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), TTL),
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), ttl),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), ttl),
         _ => unreachable!("families checked above"),
     };
-    let payload = [0u8; 18];
+    let headers = if src.is_ipv4() { 20 } else { 40 }
+        + match proto {
+            6 => 20,
+            17 | 1 | 58 => 8,
+            _ => 0,
+        };
+    let payload_len = match req.size {
+        None => DEFAULT_PAYLOAD,
+        Some(size) if usize::from(size) < headers => {
+            return Err(format!(
+                "trace: --size {size}: smaller than the {headers} bytes of the headers"
+            ))
+        }
+        Some(size) if usize::from(size) > MAX_SIZE => {
+            return Err(format!("trace: --size {size}: exceeds {MAX_SIZE}"))
+        }
+        Some(size) => usize::from(size) - headers,
+    };
+    let payload = vec![0u8; payload_len];
     let mut out = Vec::new();
     let written = match proto {
         6 => ip
@@ -86,6 +109,12 @@ pub fn frame(req: &TraceRequest, dst_mac: [u8; 6]) -> Result<(Vec<u8>, String), 
     let mut text = format!("{name} {} > {}", describe(src, sport), describe(dst, dport));
     if let Some(v) = req.vlan {
         text.push_str(&format!(" vlan {v}"));
+    }
+    if let Some(t) = req.ttl {
+        text.push_str(&format!(" ttl {t}"));
+    }
+    if let Some(s) = req.size {
+        text.push_str(&format!(" size {s}"));
     }
     Ok((out, text))
 }
@@ -125,6 +154,36 @@ mod tests {
         let (f, text) = frame(&r, [0; 6]).unwrap();
         assert_eq!(text, "proto 47 198.51.100.10 > 100.64.0.1 vlan 100");
         assert_eq!(&f[12..14], &[0x81, 0x00]);
+    }
+
+    #[test]
+    fn ttl_and_size() {
+        let mut r = req("198.51.100.10", "100.64.0.1");
+        r.ttl = Some(1);
+        r.size = Some(1400);
+        r.dport = Some(80);
+        let (f, text) = frame(&r, [0; 6]).unwrap();
+        assert_eq!(
+            text,
+            "tcp 198.51.100.10:40000 > 100.64.0.1:80 ttl 1 size 1400"
+        );
+        let p = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+        match p.net {
+            Some(etherparse::NetSlice::Ipv4(ip)) => {
+                assert_eq!(ip.header().ttl(), 1);
+                assert_eq!(ip.header().total_len(), 1400);
+                assert!(ip.header().dont_fragment());
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut r = req("2001:db8:a::10", "2001:db8:ffff:1::1");
+        r.size = Some(47);
+        assert_eq!(
+            frame(&r, [0; 6]).unwrap_err(),
+            "trace: --size 47: smaller than the 48 bytes of the headers"
+        );
+        r.size = Some(48);
+        assert_eq!(frame(&r, [0; 6]).unwrap().0.len(), 14 + 48);
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct Maps {
     pub vlan_ifaces: HashMap<MapData, pop_common::PopVlanKey, u32>,
     /// The trace program's record, per CPU.
     pub trace_out: PerCpuArray<MapData, pop_common::PopTrace>,
+    /// ICMP errors sent, per [`pop_common::IcmpType`].
+    pub icmp_stats: PerCpuArray<MapData, PopCounter>,
+    /// The ICMP error rate limit's token bucket, per CPU.
+    pub icmp_bucket: PerCpuArray<MapData, pop_common::PopIcmpBucket>,
 }
 
 fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
@@ -107,6 +111,8 @@ impl Maps {
             cust_drops: typed!(dir, names::CUST_DROPS),
             trace_out: typed!(dir, names::TRACE_OUT),
             vlan_ifaces: typed!(dir, names::VLAN_IFACES),
+            icmp_stats: typed!(dir, names::ICMP_STATS),
+            icmp_bucket: typed!(dir, names::ICMP_BUCKET),
         })
     }
 
@@ -114,12 +120,13 @@ impl Maps {
     /// no longer running) to these, per CPU, so an upgrade does not reset what
     /// Prometheus has counted. A counters map whose layout differs is skipped.
     pub fn add_counters_from(&mut self, old_dir: &Path) {
-        let pairs: [(&'static str, &mut PerCpuArray<MapData, PopCounter>); 5] = [
+        let pairs: [(&'static str, &mut PerCpuArray<MapData, PopCounter>); 6] = [
             (names::IFACE_STATS, &mut self.iface_stats),
             (names::DROP_STATS, &mut self.drop_stats),
             (names::PASS_STATS, &mut self.pass_stats),
             (names::CUST_STATS, &mut self.cust_stats),
             (names::CUST_DROPS, &mut self.cust_drops),
+            (names::ICMP_STATS, &mut self.icmp_stats),
         ];
         for (name, new) in pairs {
             let old: Result<PerCpuArray<MapData, PopCounter>, _> = (|| {
@@ -179,6 +186,11 @@ impl Maps {
         Self::sum(&self.pass_stats, reason as u32)
     }
 
+    /// ICMP errors sent of one kind (packets, bytes of the errors).
+    pub fn icmp_counter(&self, kind: pop_common::IcmpType) -> PopCounter {
+        Self::sum(&self.icmp_stats, kind as u32)
+    }
+
     /// Customer traffic counter.
     pub fn customer_counter(&self, id: u32, dir: Direction) -> PopCounter {
         Self::sum(&self.cust_stats, pop_common::cust_stats_index(id, dir))
@@ -187,6 +199,22 @@ impl Maps {
     /// Customer drop counter.
     pub fn customer_drop(&self, id: u32, reason: DropReason) -> PopCounter {
         Self::sum(&self.cust_drops, pop_common::cust_drops_index(id, reason))
+    }
+
+    /// Fills every CPU's ICMP error bucket (a zero `last_ns` reads as a long
+    /// quiet period): a new `[icmp]` limit starts with its whole burst, not
+    /// with credit counted at the old rate.
+    pub fn fill_icmp_buckets(&mut self) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
+            map: names::ICMP_BUCKET,
+            reason: e.to_string(),
+        })?;
+        let full =
+            aya::maps::PerCpuValues::try_from(vec![pop_common::PopIcmpBucket::default(); cpus])
+                .expect("nr_cpus values");
+        self.icmp_bucket
+            .set(0, full, 0)
+            .map_err(map_err(names::ICMP_BUCKET))
     }
 
     /// Zeroes a customer's counters (a new customer must not inherit old counts).

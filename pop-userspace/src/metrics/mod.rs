@@ -90,6 +90,15 @@ pub fn render(c: &Controller) -> String {
             .get_or_create(&vec![("reason", r.label().to_string())])
             .inc_by(n);
     }
+    let icmp = counter_family(
+        &mut reg,
+        "pop_icmp_sent",
+        "ICMP errors the data plane sent itself, per type",
+    );
+    for (kind, n) in c.icmp_counters() {
+        icmp.get_or_create(&vec![("type", kind.label().to_string())])
+            .inc_by(n);
+    }
     let attached = gauge_family(
         &mut reg,
         "pop_xdp_attached",

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressScope};
 use netlink_packet_route::link::{
     InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkXdp, XdpAttached,
 };
@@ -47,6 +47,10 @@ pub struct KernelView {
     pub links: HashMap<String, Link>,
     /// Every address configured on the host.
     pub addrs: Vec<IpAddr>,
+    /// ifindex → its addresses that can source packets to other hosts
+    /// (global scope, not tentative), in the kernel's order: the sources of
+    /// the ICMP errors pop sends.
+    pub link_addrs: HashMap<u32, Vec<IpAddr>>,
     /// (ifindex, address) → entry.
     pub neighbours: HashMap<(u32, IpAddr), Neighbour>,
 }
@@ -131,6 +135,31 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
     }
     let mut addrs = handle.address().get().execute();
     while let Some(msg) = addrs.try_next().await.map_err(nl)? {
+        let usable = msg.header.scope == AddressScope::Universe
+            && !msg
+                .header
+                .flags
+                .intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed);
+        // IFA_LOCAL when present (point-to-point links), else IFA_ADDRESS.
+        let own = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                AddressAttribute::Local(a) => Some(*a),
+                _ => None,
+            })
+            .or_else(|| {
+                msg.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(a) => Some(*a),
+                    _ => None,
+                })
+            });
+        if let Some(a) = own.filter(|_| usable) {
+            let list = view.link_addrs.entry(msg.header.index).or_default();
+            if !list.contains(&a) {
+                list.push(a);
+            }
+        }
         for attr in msg.attributes {
             // IFA_LOCAL is the host's address on point-to-point links; IFA_ADDRESS otherwise.
             if let AddressAttribute::Address(a) | AddressAttribute::Local(a) = attr {

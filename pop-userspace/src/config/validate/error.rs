@@ -248,6 +248,18 @@ pub enum ConfigError {
         /// What is wrong.
         problem: Problem,
     },
+    /// A value of `[icmp]` outside its range.
+    #[error("icmp: {field} {value} out of range {min}-{max}")]
+    Icmp {
+        /// `rate_per_s` or `burst`.
+        field: &'static str,
+        /// As given.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
     /// More objects than the data plane's maps hold.
     #[error("too many {what}: {count} exceeds the maximum of {max}")]
     Limit {

@@ -43,7 +43,7 @@ fn header(line: &str) -> Option<Section> {
         None => t,
     };
     Some(match t {
-        "[dataplane]" => Section::Rest,
+        "[dataplane]" | "[icmp]" => Section::Rest,
         "[[interfaces]]" => Section::Interfaces,
         "[[customers]]" => Section::Customers,
         "[[routes]]" => Section::Routes,
