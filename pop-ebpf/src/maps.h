@@ -240,4 +240,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } trace_out SEC(".maps");
 
+/* (interface, MAC) -> ifindex of the macvlan/macvtap device with that MAC on
+ * top of the interface: unicast frames to it are for this host too
+ * (first-hop redundancy: VRRP virtual MACs). See hostmac.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POP_MAX_UPPER_MACS);
+	__type(key, struct pop_upper_mac_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} upper_macs SEC(".maps");
+
 #endif

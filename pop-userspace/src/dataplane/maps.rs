@@ -51,6 +51,8 @@ pub struct Maps {
     pub vlan_ifaces: HashMap<MapData, pop_common::PopVlanKey, u32>,
     /// The trace program's record, per CPU.
     pub trace_out: PerCpuArray<MapData, pop_common::PopTrace>,
+    /// (interface, MAC of a macvlan/macvtap device on it) → that device's ifindex.
+    pub upper_macs: HashMap<MapData, pop_common::PopUpperMacKey, u32>,
 }
 
 fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
@@ -107,6 +109,7 @@ impl Maps {
             cust_drops: typed!(dir, names::CUST_DROPS),
             trace_out: typed!(dir, names::TRACE_OUT),
             vlan_ifaces: typed!(dir, names::VLAN_IFACES),
+            upper_macs: typed!(dir, names::UPPER_MACS),
         })
     }
 
