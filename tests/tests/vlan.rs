@@ -44,7 +44,9 @@ fn lab() -> Lab {
         .unwrap();
     h.set_iface(upstream.ifindex, 1, Role::Upstream, 1500)
         .unwrap();
-    h.set_iface(VLAN_DEV, 2, Role::Customer, 1500).unwrap();
+    // A VLAN device has its port's MAC unless given its own.
+    h.set_iface_with_mac(VLAN_DEV, 2, Role::Customer, 1500, customer.mac)
+        .unwrap();
     {
         let mut vlans: aya::maps::HashMap<_, PopVlanKey, u32> =
             aya::maps::HashMap::try_from(h.map_mut(maps::VLAN_IFACES).unwrap()).unwrap();
