@@ -324,7 +324,10 @@ pub fn compile(
 /// The MACs of macvlan/macvtap devices that are up on interfaces in
 /// `ifaces`, by (interface, MAC). Beyond [`MAX_UPPER_MACS`] the rest are left
 /// out with a warning (frames to them are then dropped as `other_host`).
-fn upper_macs(kernel: &KernelView, ifaces: &HashMap<u32, PopIface>) -> HashMap<PopUpperMacKey, u32> {
+fn upper_macs(
+    kernel: &KernelView,
+    ifaces: &HashMap<u32, PopIface>,
+) -> HashMap<PopUpperMacKey, u32> {
     let mut all: Vec<(PopUpperMacKey, u32)> = kernel
         .links
         .values()
@@ -879,10 +882,12 @@ dev = "eth1"
             ..Link::default()
         };
         k.links.insert("vrrp1".into(), upper(20, vrrp, 3));
-        k.links.insert("vrrp2".into(), upper(21, [0, 0, 0x5e, 0, 2, 1], 7));
+        k.links
+            .insert("vrrp2".into(), upper(21, [0, 0, 0x5e, 0, 2, 1], 7));
         // On an interface pop does not serve: not its business.
         k.links.insert("other".into(), link(9, 9, None));
-        k.links.insert("vrrp3".into(), upper(22, [0, 0, 0x5e, 0, 1, 3], 9));
+        k.links
+            .insert("vrrp3".into(), upper(22, [0, 0, 0x5e, 0, 1, 3], 9));
         // Down (the netlink reader leaves macvlan_of empty): takes no frames.
         k.links.insert("down".into(), link(23, 0x23, None));
         let (t, _) = tables(&k);
@@ -901,7 +906,8 @@ dev = "eth1"
     fn directed_broadcasts_go_to_the_kernel_like_local_addresses() {
         let mut k = kernel();
         k.addrs.push("198.51.100.1".parse().unwrap());
-        k.directed_broadcasts.push("198.51.100.255".parse().unwrap());
+        k.directed_broadcasts
+            .push("198.51.100.255".parse().unwrap());
         let (t, _) = tables(&k);
         let key = |a: &str| u32::from_ne_bytes(a.parse::<std::net::Ipv4Addr>().unwrap().octets());
         assert!(t.local_v4.contains(&key("198.51.100.1")));

@@ -629,7 +629,11 @@ impl Controller {
             fill(n::IFACES, a.ifaces.len(), pop_common::MAX_IFACES),
             fill(n::LOCAL_V4, a.local_v4.len(), pop_common::MAX_LOCAL_ADDRS),
             fill(n::LOCAL_V6, a.local_v6.len(), pop_common::MAX_LOCAL_ADDRS),
-            fill(n::UPPER_MACS, a.upper_macs.len(), pop_common::MAX_UPPER_MACS),
+            fill(
+                n::UPPER_MACS,
+                a.upper_macs.len(),
+                pop_common::MAX_UPPER_MACS,
+            ),
         ];
         StatusInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),

@@ -115,9 +115,7 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
                                     _ => None,
                                 });
                             }
-                            LinkInfo::Kind(InfoKind::MacVlan | InfoKind::MacVtap) => {
-                                macvlan = true
-                            }
+                            LinkInfo::Kind(InfoKind::MacVlan | InfoKind::MacVtap) => macvlan = true,
                             _ => {}
                         }
                     }
