@@ -136,7 +136,8 @@ fn frames_not_to_route() {
         Ok(env) => env,
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };
-    let scenarios: [(&str, fn(&Env) -> Result<()>); 3] = [
+    type Scenario = fn(&Env) -> Result<()>;
+    let scenarios: [(&str, Scenario); 3] = [
         ("another host's MAC", other_hosts_mac),
         ("a macvlan (VRRP) MAC", macvlan_mac),
         ("a directed broadcast", directed_broadcast),
