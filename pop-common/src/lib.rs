@@ -67,8 +67,9 @@ pub const ACL_REF_COUNT: u32 = 0x7F;
 pub const MAX_POLICERS: u32 = MAX_CUSTOMERS * 2;
 /// Capacity of `spoof_allow` ((customer, port) pairs).
 pub const MAX_SPOOF_PAIRS: u32 = 65_536;
-/// Capacity of `upper_macs`: MACs of macvlan/macvtap devices on pop's
-/// interfaces (VRRP virtual MACs among them).
+/// Capacity of `upper_macs`: MACs the host accepts on pop's interfaces
+/// besides their own (of macvlan/macvtap devices, VRRP virtual MACs among
+/// them; a VLAN device's port's).
 pub const MAX_UPPER_MACS: u32 = 4096;
 
 /// `PopConfig::flags`: drop (instead of pass to the kernel) packets without a route.

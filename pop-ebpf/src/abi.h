@@ -25,8 +25,9 @@
 #define POP_MAX_ACL_LEAF_BLOCKS 65536
 #define POP_MAX_POLICERS (POP_MAX_CUSTOMERS * 2)
 #define POP_MAX_SPOOF_PAIRS 65536
-/* MACs of macvlan/macvtap upper devices (VRRP virtual MACs among them) that
- * the kernel accepts on pop's interfaces besides their own (map upper_macs). */
+/* MACs the kernel accepts on pop's interfaces besides their own (map
+ * upper_macs): macvlan/macvtap upper devices' (VRRP virtual MACs among them),
+ * and on a VLAN device with a MAC of its own, its port's. */
 #define POP_MAX_UPPER_MACS 4096
 /* An ACL tree reference (a root in pop_acl_meta, a child in pop_acl_node):
  * with POP_ACL_REF_LEAF set it is a leaf, count =
@@ -192,8 +193,8 @@ struct pop_vlan_key {
 };
 
 /* Key of upper_macs: unicast frames to `mac` on `ifindex` (an XDP port or a
- * VLAN device on one) are for this host, because a macvlan/macvtap device on
- * top of it has that MAC. pad is zero. */
+ * VLAN device on one) are for this host: a macvlan/macvtap device on top of
+ * it has that MAC (or, for a VLAN device, its port has). pad is zero. */
 struct pop_upper_mac_key {
 	__u32 ifindex;
 	__u8 mac[6];

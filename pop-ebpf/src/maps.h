@@ -241,8 +241,8 @@ struct {
 } trace_out SEC(".maps");
 
 /* (interface, MAC) -> ifindex of the macvlan/macvtap device with that MAC on
- * top of the interface: unicast frames to it are for this host too
- * (first-hop redundancy: VRRP virtual MACs). See hostmac.h. */
+ * top of the interface (or of a VLAN device's port): unicast frames to it are
+ * for this host too (first-hop redundancy: VRRP virtual MACs). See hostmac.h. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, POP_MAX_UPPER_MACS);

@@ -317,30 +317,42 @@ pub fn compile(
     for b in &kernel.directed_broadcasts {
         t.local_v4.insert(u32::from_ne_bytes(b.octets()));
     }
-    t.upper_macs = upper_macs(kernel, &t.ifaces);
+    t.upper_macs = upper_macs(kernel, &t.ifaces, &t.vlans);
     t
 }
 
-/// The MACs of macvlan/macvtap devices that are up on interfaces in
-/// `ifaces`, by (interface, MAC). Beyond [`MAX_UPPER_MACS`] the rest are left
-/// out with a warning (frames to them are then dropped as `other_host`).
+/// The MACs the host accepts on interfaces in `ifaces` besides each one's
+/// own, by (interface, MAC) → the device that has it: those of the
+/// macvlan/macvtap devices that are up on them, and on a VLAN device with a
+/// MAC of its own, its port's (the kernel marks a frame to the port's MAC as
+/// the host's before it reaches the VLAN device). Beyond [`MAX_UPPER_MACS`]
+/// the rest are left out with a warning (frames to them are then dropped as
+/// `other_host`).
 fn upper_macs(
     kernel: &KernelView,
     ifaces: &HashMap<u32, PopIface>,
+    vlans: &HashMap<PopVlanKey, u32>,
 ) -> HashMap<PopUpperMacKey, u32> {
+    let key = |ifindex, mac| PopUpperMacKey {
+        ifindex,
+        mac,
+        pad: 0,
+    };
     let mut all: Vec<(PopUpperMacKey, u32)> = kernel
         .links
         .values()
         .filter_map(|l| {
             let lower = l.macvlan_of.filter(|i| ifaces.contains_key(i))?;
-            let key = PopUpperMacKey {
-                ifindex: lower,
-                mac: l.mac,
-                pad: 0,
-            };
-            Some((key, l.ifindex))
+            Some((key(lower, l.mac), l.ifindex))
         })
         .collect();
+    for (v, dev) in vlans {
+        if let (Some(port), Some(vlan)) = (ifaces.get(&v.ifindex), ifaces.get(dev)) {
+            if port.mac != vlan.mac {
+                all.push((key(*dev, port.mac), v.ifindex));
+            }
+        }
+    }
     all.sort();
     if all.len() > MAX_UPPER_MACS as usize {
         tracing::warn!(
@@ -868,11 +880,24 @@ dev = "eth1"
         assert_eq!(t.ifaces[&2].mac, [2, 0, 0, 0, 0, 2]);
         assert_eq!(t.ifaces[&3].mac, [2, 0, 0, 0, 0, 3]);
         assert_eq!(t.ifaces[&7].mac, [2, 0, 0, 0, 1, 7]);
+        // ... and frames to its port's MAC are the host's there too.
+        let port_mac = PopUpperMacKey {
+            ifindex: 7,
+            mac: [2, 0, 0, 0, 0, 3],
+            pad: 0,
+        };
+        assert_eq!(t.upper_macs, HashMap::from([(port_mac, 3)]));
+        // With its port's MAC (the usual case) nothing more is needed.
+        k.links.get_mut("eth1.100").unwrap().mac = [2, 0, 0, 0, 0, 3];
+        let (t, _) = tables(&k);
+        assert_eq!(t.ifaces[&7].mac, [2, 0, 0, 0, 0, 3]);
+        assert!(t.upper_macs.is_empty());
     }
 
     #[test]
     fn macvlan_macs_on_served_interfaces_are_accepted() {
         let mut k = kernel();
+        k.links.get_mut("eth1.100").unwrap().mac = [2, 0, 0, 0, 0, 3];
         let vrrp = [0, 0, 0x5e, 0, 1, 1];
         let upper = |ifindex, mac, on| Link {
             ifindex,
