@@ -1400,11 +1400,15 @@ fn testrun_cost() {
             .ttl(255)
             .emit(up.mac);
         let arp = Frame::arp().emit(up.mac);
-        let rows: [(&str, Program, &[u8], u32); 4] = [
+        let other_host = Frame::v4("203.0.113.9", "198.51.100.10")
+            .dst_mac(OTHER_ROUTER_MAC)
+            .emit(up.mac);
+        let rows: [(&str, Program, &[u8], u32); 5] = [
             ("xdp_pass (reference)", Program::Pass, &v4, XDP_PASS),
             ("ipv4 forward", Program::Pop, &v4, XDP_REDIRECT),
             ("ipv6 forward", Program::Pop, &v6, XDP_REDIRECT),
             ("non-ip pass (arp)", Program::Pop, &arp, XDP_PASS),
+            ("other host's mac drop", Program::Pop, &other_host, XDP_DROP),
         ];
         for (name, program, frame, expected) in rows {
             let (action, _) = h.run_program(program, frame, up.ifindex).unwrap();
@@ -1448,6 +1452,8 @@ fn testrun_cost() {
         assert!(redirected.packets >= 2 * u64::from(rounds * runs_per_round));
         let non_ip = h.pass_stats(PassReason::NonIp).unwrap();
         assert!(non_ip.packets >= u64::from(rounds * runs_per_round));
+        let other_host = h.drop_stats(DropReason::OtherHost).unwrap();
+        assert!(other_host.packets >= u64::from(rounds * runs_per_round));
     });
 }
 
