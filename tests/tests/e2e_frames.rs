@@ -6,8 +6,9 @@
 //!   routed, and counted as `other_host`.
 //! - A macvlan on the edge's customer port with the VRRP virtual MAC
 //!   00:00:5e:00:01:01 (what keepalived creates for first-hop redundancy):
-//!   c1 using that MAC for its gateway is forwarded; once the macvlan is gone,
-//!   popd follows and the same frames are another host's again.
+//!   c1 using that MAC for its gateway is forwarded; while the macvlan is
+//!   down, and once it is gone, popd follows and the same frames are another
+//!   host's again.
 //! - A directed broadcast to one of the edge's subnets goes to the kernel.
 //!
 //! One test runs the scenarios in order on one lab; the lab is removed at the
@@ -212,6 +213,14 @@ fn macvlan_mac(env: &Env) -> Result<()> {
         after == before,
         "frames to the macvlan's MAC were counted as other_host ({before} -> {after})"
     );
+
+    // A macvlan that is down takes no frames in the kernel: nor in pop.
+    env.lab
+        .exec_ok(edge, &["ip", "link", "set", "vrrp1", "down"])?;
+    wait_for_ping(env, "with the macvlan down", |n| n == 0)?;
+    env.lab
+        .exec_ok(edge, &["ip", "link", "set", "vrrp1", "up"])?;
+    wait_for_ping(env, "with the macvlan up again", |n| n == 5)?;
 
     env.lab.exec_ok(edge, &["ip", "link", "del", "vrrp1"])?;
     wait_for_ping(env, "after the macvlan is removed", |n| n == 0)?;
