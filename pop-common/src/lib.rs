@@ -69,6 +69,10 @@ pub const ACL_REF_COUNT: u32 = 0x7F;
 pub const MAX_POLICERS: u32 = MAX_CUSTOMERS * 2;
 /// Capacity of `spoof_allow` ((customer, port) pairs).
 pub const MAX_SPOOF_PAIRS: u32 = 65_536;
+/// Capacity of `upper_macs`: MACs the host accepts on pop's interfaces
+/// besides their own (of macvlan/macvtap devices, VRRP virtual MACs among
+/// them; a VLAN device's port's).
+pub const MAX_UPPER_MACS: u32 = 4096;
 
 /// `PopConfig::flags`: drop (instead of pass to the kernel) packets without a route.
 pub const CFG_NO_ROUTE_DROP: u32 = 1 << 0;
@@ -136,6 +140,9 @@ pub mod maps {
     pub const VLAN_IFACES: &str = "vlan_ifaces";
     /// Per CPU, index 0 → [`super::PopTrace`]: the trace program's record.
     pub const TRACE_OUT: &str = "trace_out";
+    /// [`super::PopUpperMacKey`] → ifindex of the macvlan/macvtap device with
+    /// that MAC (u32): unicast frames to it are for this host too.
+    pub const UPPER_MACS: &str = "upper_macs";
     /// [`super::IcmpType`] → [`super::PopCounter`] per CPU: ICMP errors sent
     /// (bytes: the errors' frames).
     pub const ICMP_STATS: &str = "icmp_stats";
@@ -169,6 +176,7 @@ pub mod maps {
         POLICERS,
         TRACE_OUT,
         VLAN_IFACES,
+        UPPER_MACS,
         ICMP_STATS,
         ICMP_BUCKET,
     ];
@@ -222,9 +230,16 @@ labelled_enum!(
         NoRoute = 4 => "no_route",
         /// Source or destination never valid on the wire (0/8, 127/8, ...).
         Martian = 5 => "martian",
+        /// Unicast to a MAC the host does not accept on the receiving
+        /// interface (neither its own nor a macvlan/VRRP upper device's): a
+        /// frame for another host on a shared segment.
+        OtherHost = 6 => "other_host",
+        /// The frame could not be resized for its egress VLAN tag
+        /// (`bpf_xdp_adjust_head` failed).
+        AdjustHead = 7 => "adjust_head",
         /// pop would answer with an ICMP error, but its `[icmp]` rate limit
         /// (per CPU) is used up.
-        IcmpRateLimited = 6 => "icmp_rate_limited",
+        IcmpRateLimited = 8 => "icmp_rate_limited",
     }
 );
 
@@ -370,6 +385,11 @@ pub struct PopIface {
     pub flags: u32,
     /// MTU of the interface.
     pub mtu: u32,
+    /// The MAC the kernel accepts as its own here (a VLAN device's own);
+    /// unicast frames to other MACs are dropped unless in `upper_macs`.
+    pub mac: [u8; 6],
+    /// Zero.
+    pub pad: u16,
     /// Source address (network order) of the ICMP errors pop sends from here;
     /// all zero: none, such packets go to the kernel.
     pub icmp_src_v4: [u8; 4],
@@ -437,6 +457,19 @@ pub struct PopVlanKey {
     pub ifindex: u32,
     /// VLAN id.
     pub vid: u32,
+}
+
+/// `struct pop_upper_mac_key`: key of `upper_macs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PopUpperMacKey {
+    /// The interface (an XDP port, or a VLAN device on one) the upper device
+    /// sits on.
+    pub ifindex: u32,
+    /// The upper device's MAC.
+    pub mac: [u8; 6],
+    /// Zero (part of the hash key).
+    pub pad: u16,
 }
 
 /// `struct pop_customer_ref`: value of `cust_v4`/`cust_v6`.
@@ -682,6 +715,7 @@ mod pod {
     unsafe impl aya::Pod for PopPolicer {}
     unsafe impl aya::Pod for PopTrace {}
     unsafe impl aya::Pod for PopVlanKey {}
+    unsafe impl aya::Pod for PopUpperMacKey {}
     unsafe impl aya::Pod for PopIcmpBucket {}
 }
 
@@ -712,7 +746,7 @@ pub fn layouts() -> &'static [Layout] {
         l!(
             "pop_iface",
             PopIface,
-            [slot, role, flags, mtu, icmp_src_v4, icmp_src_v6]
+            [slot, role, flags, mtu, mac, pad, icmp_src_v4, icmp_src_v6]
         ),
         l!("pop_lpm_v4", LpmV4, [prefixlen, addr]),
         l!("pop_lpm_v6", LpmV6, [prefixlen, addr]),
@@ -723,6 +757,7 @@ pub fn layouts() -> &'static [Layout] {
             [ifindex, flags, dmac, smac, mtu, vlan, pad]
         ),
         l!("pop_vlan_key", PopVlanKey, [ifindex, vid]),
+        l!("pop_upper_mac_key", PopUpperMacKey, [ifindex, mac, pad]),
         l!("pop_customer_ref", PopCustomerRef, [customer_id]),
         l!("pop_local_v6", PopLocalV6, [addr]),
         l!("pop_counter", PopCounter, [packets, bytes]),
@@ -792,6 +827,8 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_DROP_POLICED", DropReason::Policed as i64),
         ("POP_DROP_NO_ROUTE", DropReason::NoRoute as i64),
         ("POP_DROP_MARTIAN", DropReason::Martian as i64),
+        ("POP_DROP_OTHER_HOST", DropReason::OtherHost as i64),
+        ("POP_DROP_ADJUST_HEAD", DropReason::AdjustHead as i64),
         ("POP_DROP_ICMP_RATE", DropReason::IcmpRateLimited as i64),
         ("POP_DROP_MAX", DropReason::SLOTS as i64),
         ("POP_PASS_NON_IP", PassReason::NonIp as i64),

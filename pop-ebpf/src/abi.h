@@ -25,6 +25,10 @@
 #define POP_MAX_ACL_LEAF_BLOCKS 65536
 #define POP_MAX_POLICERS (POP_MAX_CUSTOMERS * 2)
 #define POP_MAX_SPOOF_PAIRS 65536
+/* MACs the kernel accepts on pop's interfaces besides their own (map
+ * upper_macs): macvlan/macvtap upper devices' (VRRP virtual MACs among them),
+ * and on a VLAN device with a MAC of its own, its port's. */
+#define POP_MAX_UPPER_MACS 4096
 /* An ACL tree reference (a root in pop_acl_meta, a child in pop_acl_node):
  * with POP_ACL_REF_LEAF set it is a leaf, count =
  * (ref >> POP_ACL_REF_COUNT_SHIFT) & POP_ACL_REF_COUNT rules in the blocks
@@ -53,7 +57,9 @@ enum pop_drop_reason {
 	POP_DROP_POLICED = 3,
 	POP_DROP_NO_ROUTE = 4,
 	POP_DROP_MARTIAN = 5,
-	POP_DROP_ICMP_RATE = 6, /* an ICMP error pop would send, over [icmp] rate */
+	POP_DROP_OTHER_HOST = 6, /* unicast to a MAC the host does not accept there */
+	POP_DROP_ADJUST_HEAD = 7, /* the frame could not be resized for its VLAN tag */
+	POP_DROP_ICMP_RATE = 8, /* an ICMP error pop would send, over [icmp] rate */
 	POP_DROP_MAX = 16,
 };
 
@@ -155,6 +161,10 @@ struct pop_iface {
 	__u32 role; /* enum pop_iface_role */
 	__u32 flags;
 	__u32 mtu;
+	/* The MAC the kernel accepts as its own on this interface (a VLAN
+	 * device's own); upper devices' MACs are in upper_macs. */
+	__u8 mac[6];
+	__u16 pad;
 	/* Source of the ICMP errors pop sends from this interface (network
 	 * order; all zero: none, the packet goes to the kernel as before). */
 	__u8 icmp_src_v4[4];
@@ -195,6 +205,15 @@ struct pop_nexthop {
 struct pop_vlan_key {
 	__u32 ifindex; /* the XDP port */
 	__u32 vid;
+};
+
+/* Key of upper_macs: unicast frames to `mac` on `ifindex` (an XDP port or a
+ * VLAN device on one) are for this host: a macvlan/macvtap device on top of
+ * it has that MAC (or, for a VLAN device, its port has). pad is zero. */
+struct pop_upper_mac_key {
+	__u32 ifindex;
+	__u8 mac[6];
+	__u16 pad;
 };
 
 /* A customer's prefix points at its id (maps cust_v4/cust_v6). */

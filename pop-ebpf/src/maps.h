@@ -258,5 +258,15 @@ struct {
 	__type(value, struct pop_icmp_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } icmp_bucket SEC(".maps");
+/* (interface, MAC) -> ifindex of the macvlan/macvtap device with that MAC on
+ * top of the interface (or of a VLAN device's port): unicast frames to it are
+ * for this host too (first-hop redundancy: VRRP virtual MACs). See hostmac.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, POP_MAX_UPPER_MACS);
+	__type(key, struct pop_upper_mac_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} upper_macs SEC(".maps");
 
 #endif

@@ -102,8 +102,15 @@ static __always_inline int icmp_type_is_error(__u16 eth_proto, __u8 type)
 		 (type >= 13 && type <= 18));
 }
 
+/* The ports of a TCP or UDP header at the cursor. `l3_end` is where the IP
+ * packet ends (its total / payload length; the frame may carry padding
+ * beyond it): a transport header that does not fit inside the packet is
+ * malformed (RFC 768 and RFC 9293 define no shorter headers; a first
+ * fragment too short for its TCP header is the tiny-fragment attack of
+ * RFC 1858), so no port is ever read from padding. Each bound is checked
+ * against l3_end and, for the verifier, data_end (l3_end <= data_end). */
 static __always_inline int parse_ports(struct hdr_cursor *cur, void *data_end,
-				       struct packet *pkt)
+				       void *l3_end, struct packet *pkt)
 {
 	if (pkt->non_first_fragment)
 		return PARSE_OK;
@@ -111,26 +118,69 @@ static __always_inline int parse_ports(struct hdr_cursor *cur, void *data_end,
 	    (pkt->eth_proto == ETH_P_IPV6 && pkt->l4_proto == IPPROTO_ICMPV6)) {
 		__u8 *type = cur->pos;
 
+		/* A type outside the IP packet is read as an error: never answered. */
 		pkt->icmp_error = (void *)(type + 1) > data_end ||
+				  (void *)(type + 1) > l3_end ||
 				  icmp_type_is_error(pkt->eth_proto, *type);
 		return PARSE_OK;
 	}
 	if (pkt->l4_proto == IPPROTO_TCP) {
 		struct tcphdr *tcp = cur->pos;
 
-		if ((void *)(tcp + 1) > data_end)
+		if ((void *)(tcp + 1) > l3_end || (void *)(tcp + 1) > data_end)
 			return PARSE_MALFORMED;
 		pkt->sport = bpf_ntohs(tcp->source);
 		pkt->dport = bpf_ntohs(tcp->dest);
 	} else if (pkt->l4_proto == IPPROTO_UDP) {
 		struct udphdr *udp = cur->pos;
 
-		if ((void *)(udp + 1) > data_end)
+		if ((void *)(udp + 1) > l3_end || (void *)(udp + 1) > data_end)
 			return PARSE_MALFORMED;
 		pkt->sport = bpf_ntohs(udp->source);
 		pkt->dport = bpf_ntohs(udp->dest);
 	}
 	return PARSE_OK;
+}
+
+/* Folds a sum of 32-bit words into the 16-bit ones' complement sum. */
+static __always_inline __u32 csum_fold_words(__u64 sum)
+{
+	sum = (sum & 0xFFFFFFFF) + (sum >> 32);
+	sum = (sum & 0xFFFFFFFF) + (sum >> 32);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	return (__u32)sum;
+}
+
+/* RFC 1071: a header whose checksum is right sums to 0xFFFF (-0). The
+ * 20-byte header without options, already inside the frame. */
+static __always_inline int ipv4_checksum_ok(const struct iphdr *iph)
+{
+	const __u32 *word = (const __u32 *)iph;
+
+	return csum_fold_words((__u64)word[0] + word[1] + word[2] + word[3] +
+			       word[4]) == 0xFFFF;
+}
+
+/* The same for a header with options (IHL 6..15): a bounded walk over its
+ * 32-bit words, each checked inside the frame. */
+static __always_inline int ipv4_checksum_with_options_ok(const struct iphdr *iph,
+							 void *data_end)
+{
+	const __u32 *word = (const __u32 *)iph;
+	__u32 words = iph->ihl;
+	__u64 sum = (__u64)word[0] + word[1] + word[2] + word[3] + word[4];
+	int i;
+
+#pragma unroll
+	for (i = 5; i < 15; i++) {
+		if (i < words) {
+			if ((void *)(word + i + 1) > data_end)
+				return 0;
+			sum += word[i];
+		}
+	}
+	return csum_fold_words(sum) == 0xFFFF;
 }
 
 static __always_inline int parse_ipv4(struct hdr_cursor *cur, void *data_end,
@@ -145,12 +195,16 @@ static __always_inline int parse_ipv4(struct hdr_cursor *cur, void *data_end,
 	if (iph->version != 4 || iph->ihl < 5)
 		return PARSE_MALFORMED;
 	tot_len = bpf_ntohs(iph->tot_len);
-	if (tot_len < sizeof(*iph) || (void *)iph + tot_len > data_end)
+	if (tot_len < iph->ihl * 4 || (void *)iph + tot_len > data_end)
 		return PARSE_MALFORMED;
 	if (iph->ihl != 5) {
+		if (!ipv4_checksum_with_options_ok(iph, data_end))
+			return PARSE_MALFORMED;
 		*pass_reason = POP_PASS_IP_OPTIONS;
 		return PARSE_PASS;
 	}
+	if (!ipv4_checksum_ok(iph))
+		return PARSE_MALFORMED;
 	*out = iph;
 	pkt->l3_len = tot_len;
 	pkt->l4_proto = iph->protocol;
@@ -159,7 +213,7 @@ static __always_inline int parse_ipv4(struct hdr_cursor *cur, void *data_end,
 	pkt->src.v4 = iph->saddr;
 	pkt->dst.v4 = iph->daddr;
 	cur->pos = iph + 1;
-	return parse_ports(cur, data_end, pkt);
+	return parse_ports(cur, data_end, (void *)iph + tot_len, pkt);
 }
 
 struct ipv6_opt_hdr_min {
@@ -180,6 +234,7 @@ static __always_inline int parse_ipv6(struct hdr_cursor *cur, void *data_end,
 {
 	struct ipv6hdr *ip6h = cur->pos;
 	__u32 payload_len;
+	void *l3_end;
 	__u8 nexthdr;
 	int i;
 
@@ -188,7 +243,13 @@ static __always_inline int parse_ipv6(struct hdr_cursor *cur, void *data_end,
 	if (ip6h->version != 6)
 		return PARSE_MALFORMED;
 	payload_len = bpf_ntohs(ip6h->payload_len);
-	if ((void *)(ip6h + 1) + payload_len > data_end)
+	l3_end = (void *)(ip6h + 1) + payload_len;
+	if (l3_end > data_end)
+		return PARSE_MALFORMED;
+	/* Payload length 0 means a jumbogram (RFC 2675), whose Jumbo Payload
+	 * option sits in a hop-by-hop header; that goes to the kernel below,
+	 * which checks the option. Without one, the length is wrong. */
+	if (payload_len == 0 && ip6h->nexthdr != IPPROTO_HOPOPTS)
 		return PARSE_MALFORMED;
 	*out = ip6h;
 	pkt->l3_len = sizeof(*ip6h) + payload_len;
@@ -207,7 +268,8 @@ static __always_inline int parse_ipv6(struct hdr_cursor *cur, void *data_end,
 		if (nexthdr == IPPROTO_ROUTING || nexthdr == IPPROTO_DSTOPTS) {
 			struct ipv6_opt_hdr_min *opt = cur->pos;
 
-			if ((void *)(opt + 1) > data_end)
+			if ((void *)(opt + 1) > l3_end ||
+			    (void *)(opt + 1) > data_end)
 				return PARSE_MALFORMED;
 			nexthdr = opt->nexthdr;
 			cur->pos = (void *)opt + (opt->hdrlen + 1) * 8;
@@ -216,7 +278,8 @@ static __always_inline int parse_ipv6(struct hdr_cursor *cur, void *data_end,
 		if (nexthdr == IPPROTO_FRAGMENT) {
 			struct ipv6_frag_hdr_min *frag = cur->pos;
 
-			if ((void *)(frag + 1) > data_end)
+			if ((void *)(frag + 1) > l3_end ||
+			    (void *)(frag + 1) > data_end)
 				return PARSE_MALFORMED;
 			nexthdr = frag->nexthdr;
 			if (bpf_ntohs(frag->frag_off) & 0xFFF8)
@@ -233,8 +296,11 @@ static __always_inline int parse_ipv6(struct hdr_cursor *cur, void *data_end,
 		*pass_reason = POP_PASS_IP_OPTIONS;
 		return PARSE_PASS;
 	}
+	/* The last extension header must end inside the packet too. */
+	if (cur->pos > l3_end)
+		return PARSE_MALFORMED;
 	pkt->l4_proto = nexthdr;
-	return parse_ports(cur, data_end, pkt);
+	return parse_ports(cur, data_end, l3_end, pkt);
 }
 
 #endif

@@ -2,7 +2,8 @@
 /*
  * pop's XDP data plane. The pipeline reads top to bottom in the order a
  * packet meets it (CONTRACT §6):
- *   1. parse Ethernet, IPv4/IPv6 (parse.h)
+ *   1. parse Ethernet, drop unicast for other hosts (hostmac.h), IPv4/IPv6
+ *      (parse.h)
  *   2. hand to the kernel what is not ours to forward; drop martians
  *   3. find the customers by source and destination prefix
  *      then admission: anti-spoofing (spoof.h), ACL (acl.h), policer (police.h)
@@ -18,6 +19,7 @@
 #include "abi.h"
 #include "maps.h"
 #include "parse.h"
+#include "hostmac.h"
 #include "counters.h"
 #include "route.h"
 #include "rewrite.h"
@@ -210,6 +212,9 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		return verdict_pass(t, iface, POP_PASS_NON_IP, len);
 	if (eth->h_dest[0] & 1)
 		return verdict_pass(t, iface, POP_PASS_MULTICAST, len);
+	/* Unicast to a MAC the host does not accept here: another router's. */
+	if (!mac_is_for_host(iface, ifindex, eth->h_dest))
+		return verdict_drop(t, iface, POP_DROP_OTHER_HOST, len);
 	pkt.eth_proto = proto;
 	if (proto == ETH_P_IP)
 		parsed = parse_ipv4(&cur, data_end, &pkt, &iph, &pass_reason);
@@ -306,7 +311,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	/* Drivers leave XDP_PACKET_HEADROOM (256 bytes) before the frame, so
 	 * growing it by a tag does not fail in practice. */
 	if (rewrite_l2(ctx, tagged, nh))
-		return verdict_drop(t, iface, POP_DROP_MALFORMED, len);
+		return verdict_drop(t, iface, POP_DROP_ADJUST_HEAD, len);
 
 	/* 6. Count. */
 	count_customer(t, customer_out, POP_DIR_OUT, len);

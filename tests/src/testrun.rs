@@ -34,7 +34,7 @@ use aya::{
 use pop_common::{
     cust_drops_index, cust_stats_index, iface_stats_index, maps, Action, Direction, DropReason,
     IcmpType, PassReason, PopConfig, PopCounter, PopCustomerRef, PopIface, PopLocalV6, PopNexthop,
-    PopRoute, Role, MAX_ECMP,
+    PopRoute, PopUpperMacKey, Role, MAX_ECMP,
 };
 
 /// Where bpffs is (or gets) mounted.
@@ -298,6 +298,24 @@ pub fn port(name: &str) -> Result<Port> {
     })
 }
 
+/// The MAC of the interface with `ifindex` in the current thread's namespace.
+pub fn mac_of_ifindex(ifindex: u32) -> Result<[u8; 6]> {
+    let json = run_command("ip", &["-j", "link", "show"])?;
+    let bad = |detail: String| TestRunError::Command {
+        command: "ip -j link show".into(),
+        detail,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["ifindex"].as_u64() == Some(u64::from(ifindex)))
+        .and_then(|l| l["address"].as_str().and_then(parse_mac))
+        .ok_or_else(|| bad(format!("no interface with ifindex {ifindex} and a MAC")))
+}
+
 /// `if_nametoindex(3)`: an ioctl on a socket of the calling thread's namespace.
 fn if_nametoindex(name: &str) -> std::io::Result<u32> {
     let c_name = std::ffi::CString::new(name)
@@ -466,6 +484,7 @@ struct Written {
     cust_v6: Vec<(u32, [u8; 16])>,
     local_v4: Vec<u32>,
     local_v6: Vec<[u8; 16]>,
+    upper_macs: Vec<PopUpperMacKey>,
     config: bool,
 }
 
@@ -531,13 +550,29 @@ impl Harness {
         })
     }
 
-    /// Declares `ifindex` an interface pop manages (map `ifaces`).
+    /// Declares `ifindex` an interface pop manages (map `ifaces`), with the
+    /// MAC the interface has in this thread's namespace.
     pub fn set_iface(&mut self, ifindex: u32, slot: u32, role: Role, mtu: u32) -> Result<()> {
+        let mac = mac_of_ifindex(ifindex)?;
+        self.set_iface_with_mac(ifindex, slot, role, mtu, mac)
+    }
+
+    /// [`Harness::set_iface`] with the MAC given: for made-up interfaces
+    /// (a VLAN device the kernel here cannot create).
+    pub fn set_iface_with_mac(
+        &mut self,
+        ifindex: u32,
+        slot: u32,
+        role: Role,
+        mtu: u32,
+        mac: [u8; 6],
+    ) -> Result<()> {
         let value = PopIface {
             slot,
             role: role as u32,
             flags: 0,
             mtu,
+            mac,
             ..PopIface::default()
         };
         let m = maps::IFACES;
@@ -691,6 +726,23 @@ impl Harness {
         Ok(())
     }
 
+    /// Declares `mac` the MAC of a macvlan device (ifindex `upper`) on
+    /// interface `ifindex` (map `upper_macs`): frames to it are for the host.
+    pub fn add_upper_mac(&mut self, ifindex: u32, mac: [u8; 6], upper: u32) -> Result<()> {
+        let m = maps::UPPER_MACS;
+        let mut map: HashMap<_, PopUpperMacKey, u32> =
+            HashMap::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
+        let key = PopUpperMacKey {
+            ifindex,
+            mac,
+            pad: 0,
+        };
+        map.insert(key, upper, 0)
+            .map_err(map_err(m, format!("insert {key:?}")))?;
+        self.written.upper_macs.push(key);
+        Ok(())
+    }
+
     /// Sets the global `CFG_*` flags (map `config`), keeping its other fields.
     pub fn set_config(&mut self, flags: u32) -> Result<()> {
         let m = maps::CONFIG;
@@ -705,7 +757,8 @@ impl Harness {
     }
 
     /// Removes every table entry written through this harness (interfaces,
-    /// tx ports, routes, next hops, customers, local addresses, config flags),
+    /// tx ports, routes, next hops, customers, local addresses, upper MACs,
+    /// config flags),
     /// so one loaded program can serve many test cases. Counters are kept:
     /// compare them before and after a run.
     pub fn reset_tables(&mut self) -> Result<()> {
@@ -793,6 +846,12 @@ impl Harness {
             &w.local_v6,
             |m: &mut HashMap<_, PopLocalV6, u32>, k: &[u8; 16]| m
                 .remove(&PopLocalV6 { addr: *k })
+        );
+        remove_all!(
+            maps::UPPER_MACS,
+            HashMap<_, PopUpperMacKey, u32>,
+            &w.upper_macs,
+            |m: &mut HashMap<_, PopUpperMacKey, u32>, k: &PopUpperMacKey| m.remove(k)
         );
         if w.config {
             self.set_config(0)?;

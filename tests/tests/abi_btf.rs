@@ -221,6 +221,7 @@ fn define_errors(defines: &BTreeMap<String, i64>) -> Vec<String> {
         ("POP_MAX_ROUTES_V6", MAX_ROUTES_V6.into()),
         ("POP_MAX_CUSTOMER_PREFIXES", MAX_CUSTOMER_PREFIXES.into()),
         ("POP_MAX_LOCAL_ADDRS", MAX_LOCAL_ADDRS.into()),
+        ("POP_MAX_UPPER_MACS", MAX_UPPER_MACS.into()),
         ("POP_CFG_NO_ROUTE_DROP", CFG_NO_ROUTE_DROP.into()),
         ("POP_NH_VALID", NH_VALID.into()),
         ("POP_NH_RESOLVED", NH_RESOLVED.into()),

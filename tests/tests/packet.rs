@@ -133,6 +133,8 @@ enum Mangle {
     Ipv4TotalLen(u16),
     /// Set the IPv4 header checksum field (network order value).
     Ipv4Checksum(u16),
+    /// Make the IPv4 header checksum wrong (add one to it).
+    Ipv4ChecksumWrong,
     /// Set the IPv6 payload length field.
     Ipv6PayloadLen(u16),
     /// Append n bytes of Ethernet padding after the IP packet.
@@ -404,15 +406,40 @@ impl Frame {
             more => panic!("{} VLAN tags: at most 2", more.len()),
         }
         let l3 = self.l3_offset();
+        // Damage to IPv4 header fields keeps the header checksum right, so
+        // the frame is wrong for that reason alone; the checksum's own
+        // mangles come after.
+        let mut ipv4_header_changed = false;
         for m in &self.mangle {
             match *m {
                 Mangle::Truncate(n) => out.truncate(n),
                 Mangle::Ipv4Ihl(ihl) => out[l3] = (out[l3] & 0xf0) | (ihl & 0x0f),
                 Mangle::Ipv4Version(v) => out[l3] = (out[l3] & 0x0f) | (v << 4),
                 Mangle::Ipv4TotalLen(n) => out[l3 + 2..l3 + 4].copy_from_slice(&n.to_be_bytes()),
-                Mangle::Ipv4Checksum(c) => out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes()),
+                Mangle::Ipv4Checksum(_) | Mangle::Ipv4ChecksumWrong => continue,
                 Mangle::Ipv6PayloadLen(n) => out[l3 + 4..l3 + 6].copy_from_slice(&n.to_be_bytes()),
                 Mangle::Pad(n) => out.extend(std::iter::repeat_n(0u8, n)),
+            }
+            ipv4_header_changed |= matches!(
+                m,
+                Mangle::Ipv4Ihl(_) | Mangle::Ipv4Version(_) | Mangle::Ipv4TotalLen(_)
+            );
+        }
+        if ipv4_header_changed {
+            let ihl = usize::from(out[l3] & 0x0f).max(5) * 4;
+            if out.len() >= l3 + ihl {
+                let c = ipv4_header_checksum(&out[l3..l3 + ihl]);
+                out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+        for m in &self.mangle {
+            match *m {
+                Mangle::Ipv4Checksum(c) => out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes()),
+                Mangle::Ipv4ChecksumWrong => {
+                    let c = u16::from_be_bytes([out[l3 + 10], out[l3 + 11]]).wrapping_add(1);
+                    out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+                }
+                _ => {}
             }
         }
         out
@@ -522,6 +549,27 @@ enum Table {
     Config(u32),
     /// The ICMP error sources of a port (IPv4, IPv6; `None`: none).
     IcmpSrc(PortId, Option<&'static str>, Option<&'static str>),
+    /// A macvlan device with this MAC on the port (map `upper_macs`).
+    UpperMac(PortId, [u8; 6]),
+    /// An ACL rule (priority 10) that drops this IP protocol to this
+    /// destination port.
+    AclDropDstPort(u8, u16),
+}
+
+/// ifindex recorded for the made-up macvlan devices of [`Table::UpperMac`].
+const UPPER_IFINDEX: u32 = 999;
+/// A VRRP virtual router MAC (RFC 5798: 00-00-5E-00-01-{VRID}).
+const VRRP_MAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x01];
+/// The MAC of another router on the upstream segment.
+const OTHER_ROUTER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x0e, 0x77];
+
+/// Installs `rules` as the whole ACL, through popd's own compiler.
+fn install_acl(h: &Harness, rules: &[pop::config::validate::ValidAcl]) {
+    let compiled = pop::acl::compile(rules, &|_| None).expect("compiling the ACL");
+    pop::acl::AclMaps::open(h.pin_dir())
+        .expect("opening the ACL maps")
+        .swap_in(&compiled)
+        .expect("installing the ACL");
 }
 
 const NH_CUSTOMER: u32 = 1;
@@ -612,6 +660,23 @@ fn load_tables(h: &mut Harness, lab: &Lab, tables: &[Table]) {
                 v4.map(|a| a.parse().unwrap()),
                 v6.map(|a| a.parse().unwrap()),
             ),
+            Table::UpperMac(p, mac) => h.add_upper_mac(lab.port(*p).ifindex, *mac, UPPER_IFINDEX),
+            Table::AclDropDstPort(proto, port) => {
+                install_acl(
+                    h,
+                    &[pop::config::validate::ValidAcl {
+                        priority: 10,
+                        action: pop::config::model::AclAction::Drop,
+                        src: None,
+                        dst: None,
+                        proto: Some(*proto),
+                        src_port: None,
+                        dst_port: Some((*port, *port)),
+                        in_iface: None,
+                    }],
+                );
+                Ok(())
+            }
         };
         r.unwrap_or_else(|e| panic!("loading {t:?}: {e}"));
     }
@@ -753,7 +818,7 @@ fn cases() -> Vec<Case> {
     use Check::Unchanged;
     use Counter::*;
     use IcmpType::{FragNeeded, PacketTooBig, TimeExceeded};
-    use Table::{Config, IcmpSrc, LocalV4, LocalV6, Nexthop, RouteV4};
+    use Table::{AclDropDstPort, Config, IcmpSrc, LocalV4, LocalV6, Nexthop, RouteV4, UpperMac};
     let icmp_error = |kind, mtu, port| Check::IcmpError { kind, mtu, port };
     let v4 = Frame::v4;
     let v6 = Frame::v6;
@@ -861,7 +926,51 @@ fn cases() -> Vec<Case> {
         Case::new("blackhole route is no route", v4("203.0.113.9", "100.64.0.1"), UP, XDP_PASS, Unchanged)
             .tables(vec![RouteV4("100.64.0.0/10", vec![NH_UPSTREAM], ROUTE_BLACKHOLE)])
             .counts(&passed(PassReason::NoRoute)),
+        // Frames for other hosts (a shared segment): only the port's own MAC
+        // and its macvlan (VRRP) devices' are routed.
+        Case::new("ipv4 to the port's own mac forwarded", v4("203.0.113.9", "198.51.100.10"), UP, XDP_REDIRECT, to_customer())
+            .counts(&[redirected(UP), acme_in]),
+        Case::new("ipv4 to another host's mac dropped", v4("203.0.113.9", "198.51.100.10").dst_mac(OTHER_ROUTER_MAC), UP, XDP_DROP, Unchanged)
+            .counts(&dropped(DropReason::OtherHost)),
+        Case::new("ipv6 to another host's mac dropped", v6("2001:db8:f::9", "2001:db8:a::10").dst_mac(OTHER_ROUTER_MAC), UP, XDP_DROP, Unchanged)
+            .counts(&dropped(DropReason::OtherHost)),
+        Case::new("malformed ipv4 to another host's mac is another host's", v4("203.0.113.9", "198.51.100.10").dst_mac(OTHER_ROUTER_MAC).mangle(Mangle::Ipv4ChecksumWrong), UP, XDP_DROP, Unchanged)
+            .counts(&dropped(DropReason::OtherHost)),
+        Case::new("ipv4 to a macvlan (vrrp) mac of the port forwarded", v4("192.0.2.5", "203.0.113.9").dst_mac(VRRP_MAC), CU, XDP_REDIRECT, to_upstream())
+            .tables(vec![UpperMac(CU, VRRP_MAC)])
+            .counts(&[redirected(CU), beta_out]),
+        Case::new("ipv6 to a macvlan (vrrp) mac of the port forwarded", v6("2001:db8:a::10", "2001:db8:f::9").dst_mac(VRRP_MAC), CU, XDP_REDIRECT, to_upstream())
+            .tables(vec![UpperMac(CU, VRRP_MAC)])
+            .counts(&[redirected(CU), acme_out]),
+        Case::new("a macvlan mac of another port is another host's", v4("203.0.113.9", "198.51.100.10").dst_mac(VRRP_MAC), UP, XDP_DROP, Unchanged)
+            .tables(vec![UpperMac(CU, VRRP_MAC)])
+            .counts(&dropped(DropReason::OtherHost)),
+        Case::new("arp to another host's mac to the kernel", Frame::arp().dst_mac(OTHER_ROUTER_MAC), UP, XDP_PASS, Unchanged)
+            .counts(&passed(PassReason::NonIp)),
         // Malformed.
+        Case::new("ipv4 bad header checksum dropped", v4("203.0.113.9", "198.51.100.10").mangle(Mangle::Ipv4ChecksumWrong), UP, XDP_DROP, Unchanged)
+            .counts(&dropped(DropReason::Malformed)),
+        Case::new("ipv4 options with a bad header checksum dropped", v4("203.0.113.9", "198.51.100.10").options(&[1, 1, 1, 0]).mangle(Mangle::Ipv4ChecksumWrong), UP, XDP_DROP, Unchanged)
+            .counts(&dropped(DropReason::Malformed)),
+        Case::new("ipv4 total length below the options dropped", v4("203.0.113.9", "198.51.100.10").options(&[1, 1, 1, 0]).mangle(Mangle::Ipv4TotalLen(22)), UP, XDP_DROP, Unchanged)
+            .counts(&dropped(DropReason::Malformed)),
+        Case::new("udp ports in the padding after total length 20 are not read", v4("203.0.113.9", "198.51.100.10").ports(40000, 53).mangle(Mangle::Ipv4TotalLen(20)), UP, XDP_DROP, Unchanged)
+            .tables(vec![AclDropDstPort(17, 53)])
+            .counts(&dropped(DropReason::Malformed)),
+        Case::new("tcp header cut by the total length dropped", v4("203.0.113.9", "198.51.100.10").tcp().mangle(Mangle::Ipv4TotalLen(20 + 8)), UP, XDP_DROP, Unchanged)
+            .counts(&dropped(DropReason::Malformed)),
+        Case::new("acl port rule still matches a whole udp header", v4("203.0.113.9", "198.51.100.10").ports(40000, 53), UP, XDP_DROP, Unchanged)
+            .tables(vec![AclDropDstPort(17, 53)])
+            .counts(&[Iface(UP, Action::Drop), Drop(DropReason::Acl), CustDrop(CUST_ACME, DropReason::Acl)]),
+        Case::new("ipv6 payload length 0 dropped", v6("2001:db8:f::9", "2001:db8:a::10").mangle(Mangle::Ipv6PayloadLen(0)), UP, XDP_DROP, Unchanged)
+            .counts(&dropped(DropReason::Malformed)),
+        Case::new("ipv6 payload length 0 with hop-by-hop (jumbo) to the kernel", v6("2001:db8:f::9", "2001:db8:a::10").hop_by_hop().mangle(Mangle::Ipv6PayloadLen(0)), UP, XDP_PASS, Unchanged)
+            .counts(&passed(PassReason::IpOptions)),
+        Case::new("ipv6 udp ports in the padding are not read", v6("2001:db8:f::9", "2001:db8:a::10").ports(40000, 53).mangle(Mangle::Ipv6PayloadLen(4)), UP, XDP_DROP, Unchanged)
+            .tables(vec![AclDropDstPort(17, 53)])
+            .counts(&dropped(DropReason::Malformed)),
+        Case::new("ipv6 fragment header beyond the payload length dropped", v6("2001:db8:f::9", "2001:db8:a::10").fragment(true, 0, 7).mangle(Mangle::Ipv6PayloadLen(4)), UP, XDP_DROP, Unchanged)
+            .counts(&dropped(DropReason::Malformed)),
         Case::new("truncated ipv4 header dropped", v4("203.0.113.9", "198.51.100.10").mangle(Mangle::Truncate(14 + 12)), UP, XDP_DROP, Unchanged)
             .counts(&dropped(DropReason::Malformed)),
         Case::new("ipv4 ihl 4 dropped", v4("203.0.113.9", "198.51.100.10").mangle(Mangle::Ipv4Ihl(4)), UP, XDP_DROP, Unchanged)
@@ -909,6 +1018,9 @@ fn cases() -> Vec<Case> {
             .counts(&passed(PassReason::LinkLocal)),
         Case::new("ipv4 for this host to the kernel", v4("203.0.113.9", "198.51.100.1"), UP, XDP_PASS, Unchanged)
             .tables(vec![LocalV4("198.51.100.1")])
+            .counts(&passed(PassReason::Local)),
+        Case::new("ipv4 directed broadcast of a host subnet to the kernel", v4("203.0.113.9", "198.51.100.255"), UP, XDP_PASS, Unchanged)
+            .tables(vec![LocalV4("198.51.100.255")])
             .counts(&passed(PassReason::Local)),
         Case::new("ipv6 for this host to the kernel", v6("2001:db8:f::9", "2001:db8:a::1"), UP, XDP_PASS, Unchanged)
             .tables(vec![LocalV6("2001:db8:a::1")])
@@ -1150,12 +1262,19 @@ fn run_case(h: &mut Harness, lab: &Lab, case: &Case) {
         load_tables(h, lab, &base_tables());
     }
     load_tables(h, lab, &case.extra_tables);
+    let with_acl = case
+        .extra_tables
+        .iter()
+        .any(|t| matches!(t, Table::AclDropDstPort(..)));
     let watched = watched_counters();
     let before: Vec<_> = watched.iter().map(|c| read_counter(h, *c)).collect();
     let input = case.frame.emit(lab.port(case.ingress).mac);
     let (action, out) = h
         .run(&input, lab.port(case.ingress).ifindex)
         .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    if with_acl {
+        install_acl(h, &[]);
+    }
     assert_eq!(
         action,
         case.action,
@@ -1535,6 +1654,14 @@ fn testrun_cost() {
         let mut h = load_harness();
         load_tables(&mut h, &lab, &base_tables());
         let up = lab.upstream.clone();
+        // Repeated runs see the previous run's output: with the next hop's
+        // MAC the ingress port's own, it stays a frame pop routes (another
+        // MAC would be dropped as other_host after the first run).
+        load_tables(
+            &mut h,
+            &lab,
+            &[Table::Nexthop(NH_CUSTOMER, CU, up.mac, NH_OK, 1500)],
+        );
         let v4 = Frame::v4("203.0.113.9", "198.51.100.10")
             .ttl(255)
             .emit(up.mac);
@@ -1542,11 +1669,15 @@ fn testrun_cost() {
             .ttl(255)
             .emit(up.mac);
         let arp = Frame::arp().emit(up.mac);
-        let rows: [(&str, Program, &[u8], u32); 4] = [
+        let other_host = Frame::v4("203.0.113.9", "198.51.100.10")
+            .dst_mac(OTHER_ROUTER_MAC)
+            .emit(up.mac);
+        let rows: [(&str, Program, &[u8], u32); 5] = [
             ("xdp_pass (reference)", Program::Pass, &v4, XDP_PASS),
             ("ipv4 forward", Program::Pop, &v4, XDP_REDIRECT),
             ("ipv6 forward", Program::Pop, &v6, XDP_REDIRECT),
             ("non-ip pass (arp)", Program::Pop, &arp, XDP_PASS),
+            ("other host's mac drop", Program::Pop, &other_host, XDP_DROP),
         ];
         for (name, program, frame, expected) in rows {
             let (action, _) = h.run_program(program, frame, up.ifindex).unwrap();
@@ -1590,6 +1721,8 @@ fn testrun_cost() {
         assert!(redirected.packets >= 2 * u64::from(rounds * runs_per_round));
         let non_ip = h.pass_stats(PassReason::NonIp).unwrap();
         assert!(non_ip.packets >= u64::from(rounds * runs_per_round));
+        let other_host = h.drop_stats(DropReason::OtherHost).unwrap();
+        assert!(other_host.packets >= u64::from(rounds * runs_per_round));
     });
 }
 

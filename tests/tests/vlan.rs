@@ -44,7 +44,9 @@ fn lab() -> Lab {
         .unwrap();
     h.set_iface(upstream.ifindex, 1, Role::Upstream, 1500)
         .unwrap();
-    h.set_iface(VLAN_DEV, 2, Role::Customer, 1500).unwrap();
+    // A VLAN device has its port's MAC unless given its own.
+    h.set_iface_with_mac(VLAN_DEV, 2, Role::Customer, 1500, customer.mac)
+        .unwrap();
     {
         let mut vlans: aya::maps::HashMap<_, PopVlanKey, u32> =
             aya::maps::HashMap::try_from(h.map_mut(maps::VLAN_IFACES).unwrap()).unwrap();
@@ -319,5 +321,44 @@ fn icmp_errors_keep_the_tag_and_come_from_the_vlan_device() {
             1,
             "counted as tx on the VLAN device's slot"
         );
+    });
+}
+
+/// On a VLAN device the host accepts its own MAC and, like the kernel, its
+/// port's (popd puts the port's in `upper_macs` when the two differ); a
+/// tagged frame to any other MAC is another host's.
+#[test]
+fn a_vlan_device_accepts_its_own_mac_and_its_ports() {
+    require_root();
+    in_netns(|| {
+        let mut lab = lab();
+        let cu = lab.customer.clone();
+        let vlan_mac = [2, 0, 0, 0, 0x10, 0x64];
+        lab.h
+            .set_iface_with_mac(VLAN_DEV, 2, Role::Customer, 1500, vlan_mac)
+            .unwrap();
+        let other_host = |h: &Harness| h.drop_stats(DropReason::OtherHost).unwrap().packets;
+        let to = |mac| udp4(mac, &[100], [10, 100, 0, 5], [100, 64, 0, 1]);
+
+        let before = other_host(&lab.h);
+        assert_eq!(
+            lab.h.run(&to(vlan_mac), cu.ifindex).unwrap().0,
+            XDP_REDIRECT
+        );
+        assert_eq!(lab.h.run(&to(cu.mac), cu.ifindex).unwrap().0, XDP_DROP);
+        assert_eq!(
+            other_host(&lab.h),
+            before + 1,
+            "port's MAC not yet accepted"
+        );
+        lab.h.add_upper_mac(VLAN_DEV, cu.mac, cu.ifindex).unwrap();
+        assert_eq!(lab.h.run(&to(cu.mac), cu.ifindex).unwrap().0, XDP_REDIRECT);
+        let (action, out) = lab.h.run(&to([2, 0, 0, 0, 0x99, 1]), cu.ifindex).unwrap();
+        assert_eq!((action, out), (XDP_DROP, to([2, 0, 0, 0, 0x99, 1])));
+        assert_eq!(other_host(&lab.h), before + 2);
+        // Untagged on the port, the VLAN device's MAC is another host's.
+        let untagged = udp4(vlan_mac, &[], [10, 100, 0, 5], [100, 64, 0, 1]);
+        assert_eq!(lab.h.run(&untagged, cu.ifindex).unwrap().0, XDP_DROP);
+        assert_eq!(other_host(&lab.h), before + 3);
     });
 }

@@ -7,8 +7,9 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_common::{
-    PopConfig, PopIface, PopLocalV6, PopNexthop, PopRoute, PopVlanKey, CFG_NO_ROUTE_DROP,
-    MAX_CUSTOMERS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID,
+    PopConfig, PopIface, PopLocalV6, PopNexthop, PopRoute, PopUpperMacKey, PopVlanKey,
+    CFG_NO_ROUTE_DROP, MAX_CUSTOMERS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_NEXTHOPS, MAX_UPPER_MACS,
+    NH_RESOLVED, NH_VALID,
 };
 
 use crate::acl::SpoofTables;
@@ -41,7 +42,8 @@ pub struct Tables {
     pub cust_v4: HashMap<Ipv4Net, u32>,
     /// IPv6 customer prefixes → customer id.
     pub cust_v6: HashMap<Ipv6Net, u32>,
-    /// Host addresses.
+    /// Host addresses, and the directed broadcasts of the host's subnets
+    /// (the kernel receives both itself).
     pub local_v4: HashSet<u32>,
     /// Host addresses.
     pub local_v6: HashSet<[u8; 16]>,
@@ -53,6 +55,9 @@ pub struct Tables {
     /// Host addresses (IPv4, IPv6) that need an entry but do not fit
     /// `local_v4`/`local_v6` (see [`local_addresses`]); not a map.
     pub local_not_loaded: (usize, usize),
+    /// (interface in `ifaces`, MAC of a macvlan/macvtap device on it) → that
+    /// device's ifindex: unicast MACs the host accepts besides its own.
+    pub upper_macs: HashMap<PopUpperMacKey, u32>,
 }
 
 /// Key of a next hop in [`Ids::nexthops`].
@@ -206,6 +211,8 @@ pub fn compile(
                 mtu: link.mtu,
                 icmp_src_v4,
                 icmp_src_v6,
+                mac: link.mac,
+                pad: 0,
             },
         );
         t.tx_ports.insert(link.ifindex);
@@ -241,6 +248,8 @@ pub fn compile(
                 mtu: link.mtu,
                 icmp_src_v4,
                 icmp_src_v6,
+                // A VLAN device accepts its own MAC (usually its port's).
+                mac: link.mac,
                 ..port_iface
             },
         );
@@ -310,10 +319,15 @@ pub fn compile(
             };
         }
     }
-    let local = local_addresses(&kernel.addrs, MAX_LOCAL_ADDRS as usize);
+    // Directed broadcasts to the host's own subnets are the kernel's to
+    // receive, never to forward (RFC 2644): they go in local_v4 too.
+    let mut addrs = kernel.addrs.clone();
+    addrs.extend(kernel.directed_broadcasts.iter().map(|b| IpAddr::V4(*b)));
+    let local = local_addresses(&addrs, MAX_LOCAL_ADDRS as usize);
     t.local_v4 = local.v4;
     t.local_v6 = local.v6;
     t.local_not_loaded = local.not_loaded;
+    t.upper_macs = upper_macs(kernel, &t.ifaces, &t.vlans);
     t
 }
 
@@ -368,6 +382,51 @@ pub fn local_addresses(addrs: &[IpAddr], max: usize) -> LocalAddresses {
         v6: v6.iter().take(max).map(|a| a.octets()).collect(),
         not_loaded,
     }
+}
+
+/// The MACs the host accepts on interfaces in `ifaces` besides each one's
+/// own, by (interface, MAC) → the device that has it: those of the
+/// macvlan/macvtap devices that are up on them, and on a VLAN device with a
+/// MAC of its own, its port's (the kernel marks a frame to the port's MAC as
+/// the host's before it reaches the VLAN device). Beyond [`MAX_UPPER_MACS`]
+/// the rest are left out with a warning (frames to them are then dropped as
+/// `other_host`).
+fn upper_macs(
+    kernel: &KernelView,
+    ifaces: &HashMap<u32, PopIface>,
+    vlans: &HashMap<PopVlanKey, u32>,
+) -> HashMap<PopUpperMacKey, u32> {
+    let key = |ifindex, mac| PopUpperMacKey {
+        ifindex,
+        mac,
+        pad: 0,
+    };
+    let mut all: Vec<(PopUpperMacKey, u32)> = kernel
+        .links
+        .values()
+        .filter_map(|l| {
+            let lower = l.macvlan_of.filter(|i| ifaces.contains_key(i))?;
+            Some((key(lower, l.mac), l.ifindex))
+        })
+        .collect();
+    for (v, dev) in vlans {
+        if let (Some(port), Some(vlan)) = (ifaces.get(&v.ifindex), ifaces.get(dev)) {
+            if port.mac != vlan.mac {
+                all.push((key(*dev, port.mac), v.ifindex));
+            }
+        }
+    }
+    all.sort();
+    if all.len() > MAX_UPPER_MACS as usize {
+        tracing::warn!(
+            "{} macvlan/macvtap MACs on pop's interfaces exceed the limit of {}: \
+             unicast frames to the rest are dropped as other_host",
+            all.len(),
+            MAX_UPPER_MACS
+        );
+        all.truncate(MAX_UPPER_MACS as usize);
+    }
+    all.into_iter().collect()
 }
 
 /// Next hops inside a VLAN customer's prefixes on its port are reached through
@@ -473,6 +532,11 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
             .insert(*k, *v, 0)
             .map_err(map_err(n::VLAN_IFACES))
     })?;
+    write_changed(&mut applied.upper_macs, &want.upper_macs, |k, v| {
+        maps.upper_macs
+            .insert(*k, *v, 0)
+            .map_err(map_err(n::UPPER_MACS))
+    })?;
     // 2. Next hops (new and changed).
     write_changed(&mut applied.nexthops, &want.nexthops, |k, v| {
         maps.nexthops.set(*k, *v, 0).map_err(map_err(n::NEXTHOPS))
@@ -543,6 +607,9 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
     })?;
     remove_gone(&mut applied.vlans, &want.vlans, |k| {
         ignore_missing(maps.vlan_ifaces.remove(k)).map_err(map_err(n::VLAN_IFACES))
+    })?;
+    remove_gone(&mut applied.upper_macs, &want.upper_macs, |k| {
+        ignore_missing(maps.upper_macs.remove(k)).map_err(map_err(n::UPPER_MACS))
     })?;
     remove_gone(&mut applied.ifaces, &want.ifaces, |k| {
         ignore_missing(maps.ifaces.remove(k)).map_err(map_err(n::IFACES))
@@ -698,6 +765,9 @@ pub fn read_back(maps: &Maps) -> Tables {
     for (k, v) in maps.vlan_ifaces.iter().flatten() {
         t.vlans.insert(k, v);
     }
+    for (k, v) in maps.upper_macs.iter().flatten() {
+        t.upper_macs.insert(k, v);
+    }
     for (k, v) in maps.routes_v4.iter().flatten() {
         if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
             t.routes_v4.insert(p, v);
@@ -788,8 +858,8 @@ dev = "eth1"
             ifindex,
             mac: [2, 0, 0, 0, 0, last],
             mtu: 1500,
-            xdp: None,
             vlan,
+            ..Link::default()
         }
     }
 
@@ -927,5 +997,74 @@ dev = "eth1"
         assert!(t.vlans.is_empty());
         let key = nexthop_key("eth1", &"10.100.0.10".parse().unwrap());
         assert_eq!(t.nexthops[&ids.nexthops[&key]].vlan, 0);
+    }
+
+    #[test]
+    fn interfaces_carry_the_mac_the_kernel_accepts() {
+        let mut k = kernel();
+        // A VLAN device may have a MAC of its own.
+        k.links.get_mut("eth1.100").unwrap().mac = [2, 0, 0, 0, 1, 7];
+        let (t, _) = tables(&k);
+        assert_eq!(t.ifaces[&2].mac, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(t.ifaces[&3].mac, [2, 0, 0, 0, 0, 3]);
+        assert_eq!(t.ifaces[&7].mac, [2, 0, 0, 0, 1, 7]);
+        // ... and frames to its port's MAC are the host's there too.
+        let port_mac = PopUpperMacKey {
+            ifindex: 7,
+            mac: [2, 0, 0, 0, 0, 3],
+            pad: 0,
+        };
+        assert_eq!(t.upper_macs, HashMap::from([(port_mac, 3)]));
+        // With its port's MAC (the usual case) nothing more is needed.
+        k.links.get_mut("eth1.100").unwrap().mac = [2, 0, 0, 0, 0, 3];
+        let (t, _) = tables(&k);
+        assert_eq!(t.ifaces[&7].mac, [2, 0, 0, 0, 0, 3]);
+        assert!(t.upper_macs.is_empty());
+    }
+
+    #[test]
+    fn macvlan_macs_on_served_interfaces_are_accepted() {
+        let mut k = kernel();
+        k.links.get_mut("eth1.100").unwrap().mac = [2, 0, 0, 0, 0, 3];
+        let vrrp = [0, 0, 0x5e, 0, 1, 1];
+        let upper = |ifindex, mac, on| Link {
+            ifindex,
+            mac,
+            mtu: 1500,
+            macvlan_of: Some(on),
+            ..Link::default()
+        };
+        k.links.insert("vrrp1".into(), upper(20, vrrp, 3));
+        k.links
+            .insert("vrrp2".into(), upper(21, [0, 0, 0x5e, 0, 2, 1], 7));
+        // On an interface pop does not serve: not its business.
+        k.links.insert("other".into(), link(9, 9, None));
+        k.links
+            .insert("vrrp3".into(), upper(22, [0, 0, 0x5e, 0, 1, 3], 9));
+        // Down (the netlink reader leaves macvlan_of empty): takes no frames.
+        k.links.insert("down".into(), link(23, 0x23, None));
+        let (t, _) = tables(&k);
+        let key = |ifindex, mac| PopUpperMacKey {
+            ifindex,
+            mac,
+            pad: 0,
+        };
+        assert_eq!(
+            t.upper_macs,
+            HashMap::from([(key(3, vrrp), 20), (key(7, [0, 0, 0x5e, 0, 2, 1]), 21)])
+        );
+    }
+
+    #[test]
+    fn directed_broadcasts_go_to_the_kernel_like_local_addresses() {
+        let mut k = kernel();
+        k.addrs.push("198.51.100.1".parse().unwrap());
+        k.directed_broadcasts
+            .push("198.51.100.255".parse().unwrap());
+        let (t, _) = tables(&k);
+        let key = |a: &str| u32::from_ne_bytes(a.parse::<std::net::Ipv4Addr>().unwrap().octets());
+        assert!(t.local_v4.contains(&key("198.51.100.1")));
+        assert!(t.local_v4.contains(&key("198.51.100.255")));
+        assert_eq!(t.local_v4.len(), 2);
     }
 }

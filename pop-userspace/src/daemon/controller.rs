@@ -700,6 +700,11 @@ impl Controller {
             fill(n::IFACES, a.ifaces.len(), pop_common::MAX_IFACES),
             fill(n::LOCAL_V4, a.local_v4.len(), pop_common::MAX_LOCAL_ADDRS),
             fill(n::LOCAL_V6, a.local_v6.len(), pop_common::MAX_LOCAL_ADDRS),
+            fill(
+                n::UPPER_MACS,
+                a.upper_macs.len(),
+                pop_common::MAX_UPPER_MACS,
+            ),
         ];
         StatusInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -758,7 +763,14 @@ impl Controller {
             .get(&req.in_iface)
             .ok_or_else(|| format!("trace: --in {}: no such device", req.in_iface))?;
         let ifindex = link.ifindex;
-        let (frame, packet) = super::trace::frame(req, link.mac)?;
+        // Addressed to the MAC the host accepts there: a tagged frame's is
+        // its VLAN device's.
+        let dst_mac = req
+            .vlan
+            .and_then(|vid| compile::vlan_device(&self.kernel, &req.in_iface, vid))
+            .and_then(|dev| self.kernel.links.get(&dev))
+            .map_or(link.mac, |dev| dev.mac);
+        let (frame, packet) = super::trace::frame(req, dst_mac)?;
         let Some(dp) = self.dp.as_mut() else {
             return Err("trace: the data plane is not loaded".into());
         };

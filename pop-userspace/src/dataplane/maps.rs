@@ -55,6 +55,8 @@ pub struct Maps {
     pub icmp_stats: PerCpuArray<MapData, PopCounter>,
     /// The ICMP error rate limit's token bucket, per CPU.
     pub icmp_bucket: PerCpuArray<MapData, pop_common::PopIcmpBucket>,
+    /// (interface, MAC of a macvlan/macvtap device on it) → that device's ifindex.
+    pub upper_macs: HashMap<MapData, pop_common::PopUpperMacKey, u32>,
 }
 
 fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
@@ -113,6 +115,7 @@ impl Maps {
             vlan_ifaces: typed!(dir, names::VLAN_IFACES),
             icmp_stats: typed!(dir, names::ICMP_STATS),
             icmp_bucket: typed!(dir, names::ICMP_BUCKET),
+            upper_macs: typed!(dir, names::UPPER_MACS),
         })
     }
 

@@ -5,12 +5,12 @@
 //! that the kernel resolves them and keeps them fresh without traffic, and a
 //! multicast subscription wakes popd on every change.
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkXdp, XdpAttached,
+    InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkXdp, XdpAttached,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState,
@@ -31,6 +31,11 @@ pub struct Link {
     /// For an 802.1Q VLAN device (`ip link add link eth1 name eth1.100 type
     /// vlan id 100`): the ifindex of the device it sits on and the VLAN id.
     pub vlan: Option<(u32, u16)>,
+    /// For a macvlan or macvtap device that is up (`ip link add link eth1
+    /// name vrrp1 address 00:00:5e:00:01:01 type macvlan`, as keepalived
+    /// makes for VRRP): the ifindex of the device it sits on. The kernel
+    /// accepts unicast frames to its MAC arriving there.
+    pub macvlan_of: Option<u32>,
 }
 
 /// A neighbour entry.
@@ -51,6 +56,9 @@ pub struct KernelView {
     /// (global scope, not tentative), in the kernel's order: the sources of
     /// the ICMP errors pop sends.
     pub link_addrs: HashMap<u32, Vec<IpAddr>>,
+    /// The directed broadcast addresses of the host's IPv4 subnets: of every
+    /// address with a prefix length up to 30, and every explicit `brd`.
+    pub directed_broadcasts: Vec<Ipv4Addr>,
     /// (ifindex, address) → entry.
     pub neighbours: HashMap<(u32, IpAddr), Neighbour>,
 }
@@ -96,18 +104,23 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
             ..Default::default()
         };
         let mut name = None;
-        let (mut lower, mut vid) = (None, None);
+        let (mut lower, mut vid, mut macvlan) = (None, None, false);
+        let up = msg.header.flags.contains(LinkFlags::Up);
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => name = Some(n),
                 LinkAttribute::Link(l) => lower = Some(l),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
-                        if let LinkInfo::Data(InfoData::Vlan(v)) = info {
-                            vid = v.iter().find_map(|a| match a {
-                                InfoVlan::Id(id) => Some(*id),
-                                _ => None,
-                            });
+                        match info {
+                            LinkInfo::Data(InfoData::Vlan(v)) => {
+                                vid = v.iter().find_map(|a| match a {
+                                    InfoVlan::Id(id) => Some(*id),
+                                    _ => None,
+                                });
+                            }
+                            LinkInfo::Kind(InfoKind::MacVlan | InfoKind::MacVtap) => macvlan = true,
+                            _ => {}
                         }
                     }
                 }
@@ -129,6 +142,9 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
             }
         }
         link.vlan = lower.zip(vid);
+        // A macvlan that is down takes no frames (the kernel hashes its MAC
+        // on open).
+        link.macvlan_of = lower.filter(|_| macvlan && up);
         if let Some(n) = name {
             view.links.insert(n, link);
         }
@@ -160,12 +176,22 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
                 list.push(a);
             }
         }
+        let prefix_len = msg.header.prefix_len;
         for attr in msg.attributes {
             // IFA_LOCAL is the host's address on point-to-point links; IFA_ADDRESS otherwise.
             if let AddressAttribute::Address(a) | AddressAttribute::Local(a) = attr {
                 if !view.addrs.contains(&a) {
                     view.addrs.push(a);
                 }
+            }
+            let broadcast = match attr {
+                // The kernel's rule (fib_add_ifaddr): the subnet of IFA_ADDRESS.
+                AddressAttribute::Address(IpAddr::V4(a)) => subnet_broadcast(a, prefix_len),
+                AddressAttribute::Broadcast(b) if b != Ipv4Addr::BROADCAST => Some(b),
+                _ => None,
+            };
+            if let Some(b) = broadcast.filter(|b| !view.directed_broadcasts.contains(b)) {
+                view.directed_broadcasts.push(b);
             }
         }
     }
@@ -210,6 +236,16 @@ pub async fn dump(handle: &Handle) -> Result<KernelView, NetlinkError> {
     Ok(view)
 }
 
+/// The broadcast address of the subnet `addr/prefix_len`, which the kernel
+/// receives as its own: none for /31 and /32 (RFC 3021) or in 0.0.0.0/8.
+pub fn subnet_broadcast(addr: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Addr> {
+    if prefix_len > 30 || addr.octets()[0] == 0 {
+        return None;
+    }
+    let host_bits = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
+    Some(Ipv4Addr::from(u32::from(addr) | host_bits))
+}
+
 /// Asks the kernel to resolve `ip` on `ifindex` and keep it resolved
 /// (`ip neigh add IP dev IF managed`). An existing entry is left alone.
 pub async fn add_managed_neighbour(
@@ -230,5 +266,21 @@ pub async fn add_managed_neighbour(
         Err(e) => Err(nl(format!(
             "adding managed neighbour {ip} on ifindex {ifindex}: {e}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subnet_broadcast;
+
+    #[test]
+    fn subnet_broadcasts_as_the_kernel_adds_them() {
+        let b = |a: &str, len| subnet_broadcast(a.parse().unwrap(), len).map(|b| b.to_string());
+        assert_eq!(b("198.51.100.1", 24).as_deref(), Some("198.51.100.255"));
+        assert_eq!(b("10.1.2.3", 8).as_deref(), Some("10.255.255.255"));
+        assert_eq!(b("192.0.2.5", 30).as_deref(), Some("192.0.2.7"));
+        assert_eq!(b("192.0.2.4", 31), None, "RFC 3021: a /31 has no broadcast");
+        assert_eq!(b("192.0.2.4", 32), None);
+        assert_eq!(b("0.1.2.3", 24), None);
     }
 }
