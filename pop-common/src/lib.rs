@@ -74,7 +74,8 @@ pub const CFG_NO_ROUTE_DROP: u32 = 1 << 0;
 pub const NH_VALID: u32 = 1 << 0;
 /// `PopNexthop::flags`: the neighbour's MAC address is known.
 pub const NH_RESOLVED: u32 = 1 << 1;
-/// `PopRoute::flags`: the route is a blackhole (treated as no route).
+/// `PopRoute::flags`: the route is a blackhole: matching packets are dropped,
+/// counted as [`DropReason::Blackhole`].
 pub const ROUTE_BLACKHOLE: u32 = 1 << 0;
 /// `PopIface::flags`: a customer with anti-spoofing attaches here; sources must
 /// belong to a customer in `spoof_allow` for this port.
@@ -213,6 +214,9 @@ labelled_enum!(
         NoRoute = 4 => "no_route",
         /// Source or destination never valid on the wire (0/8, 127/8, ...).
         Martian = 5 => "martian",
+        /// A blackhole, unreachable or prohibit route (learned from the
+        /// kernel) matched the destination.
+        Blackhole = 6 => "blackhole",
     }
 );
 
@@ -723,6 +727,7 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_DROP_POLICED", DropReason::Policed as i64),
         ("POP_DROP_NO_ROUTE", DropReason::NoRoute as i64),
         ("POP_DROP_MARTIAN", DropReason::Martian as i64),
+        ("POP_DROP_BLACKHOLE", DropReason::Blackhole as i64),
         ("POP_DROP_MAX", DropReason::SLOTS as i64),
         ("POP_PASS_NON_IP", PassReason::NonIp as i64),
         ("POP_PASS_VLAN", PassReason::Vlan as i64),

@@ -53,6 +53,7 @@ enum pop_drop_reason {
 	POP_DROP_POLICED = 3,
 	POP_DROP_NO_ROUTE = 4,
 	POP_DROP_MARTIAN = 5,
+	POP_DROP_BLACKHOLE = 6,
 	POP_DROP_MAX = 16,
 };
 
@@ -128,6 +129,7 @@ enum pop_acl_limits {
 #define POP_NH_RESOLVED (1U << 1)
 
 /* pop_route.flags */
+/* A blackhole route drops, counted as POP_DROP_BLACKHOLE. */
 #define POP_ROUTE_BLACKHOLE (1U << 0)
 
 /* Global settings, one entry in the array map `config`. */

@@ -58,6 +58,12 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
         route_text,
     );
     section(&mut lines, &old.acls, &new.acls, |a| a.priority, acl_text);
+    match (&old.kernel_routes, &new.kernel_routes) {
+        (None, Some(k)) => lines.push(format!("+ kernel_routes table {}", k.table)),
+        (Some(k), None) => lines.push(format!("- kernel_routes table {}", k.table)),
+        (Some(a), Some(b)) if a != b => lines.push(format!("~ kernel_routes table {}", b.table)),
+        _ => {}
+    }
     lines
 }
 

@@ -21,6 +21,19 @@ pub struct Config {
     /// Firewall rules.
     #[serde(default)]
     pub acls: Vec<Acl>,
+    /// Learn routes from a kernel routing table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_routes: Option<KernelRoutes>,
+}
+
+/// `[kernel_routes]`: popd follows a kernel routing table (which a BGP daemon
+/// such as bird2 or FRR fills) and forwards by its routes. They are not part of
+/// the desired state: the kernel table is their source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelRoutes {
+    /// The routing table number (`ip route show table N`).
+    pub table: u32,
 }
 
 /// `[dataplane]`.

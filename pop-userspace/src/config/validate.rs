@@ -150,6 +150,9 @@ pub fn to_toml(cfg: &Config) -> String {
     if !cfg.acls.is_empty() {
         sections.push(section("acls", &cfg.acls));
     }
+    if let Some(k) = &cfg.kernel_routes {
+        sections.push(section("kernel_routes", k));
+    }
     sections.join("\n")
 }
 
@@ -387,6 +390,12 @@ pub fn validate(cfg: &Config) -> Result<Validated, ConfigError> {
     let routes = validate_routes(&cfg.routes, &roles)?;
     let customers = validate_customers(&cfg.customers, &roles)?;
 
+    if let Some(k) = &cfg.kernel_routes {
+        // 0 is not a table; 255 (local) holds the host's own addresses.
+        if k.table == 0 || k.table == 255 {
+            return Err(ConfigError::KernelRoutesTable(k.table));
+        }
+    }
     check_limit("acl rules", cfg.acls.len(), pop_common::MAX_ACL_RULES)?;
     let mut acls = Vec::with_capacity(cfg.acls.len());
     let mut priorities = HashSet::with_capacity(cfg.acls.len());

@@ -8,13 +8,15 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_common::{
     PopConfig, PopIface, PopLocalV6, PopNexthop, PopRoute, PopVlanKey, CFG_NO_ROUTE_DROP,
-    MAX_CUSTOMERS, MAX_IFACES, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID,
+    MAX_CUSTOMERS, MAX_IFACES, NH_RESOLVED, NH_VALID,
 };
 
 use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
 use crate::config::validate;
+use super::learned::LearnedRoutes;
 use crate::dataplane::maps::{key_v4, key_v6, map_err};
+use crate::dataplane::route_writer::RouteWriter;
 use crate::dataplane::{DataplaneError, Maps};
 use crate::netlink::{KernelView, Link};
 use crate::state::Ids;
@@ -111,7 +113,14 @@ pub fn assign_ids(cfg: &Config, old: &Ids) -> Result<(Ids, Vec<u32>), String> {
             }
         }
     }
-    allocate(&mut ids.nexthops, &nhs, 1, MAX_NEXTHOPS, "next hops")?;
+    // The upper half of `nexthops` belongs to learned routes.
+    allocate(
+        &mut ids.nexthops,
+        &nhs,
+        1,
+        super::learned::LEARNED_NH_FIRST,
+        "next hops",
+    )?;
     let fresh = ids
         .customers
         .iter()
@@ -388,8 +397,15 @@ fn devmap_value(ifindex: u32) -> u32 {
 /// updating `applied` entry by entry so that on error it still says exactly
 /// what the maps hold. Order keeps every intermediate state forwardable: next
 /// hops and ports before the routes that use them, routes removed before the
-/// next hops they used.
-pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(), DataplaneError> {
+/// next hops they used. Routes are written through [`RouteWriter`]; a
+/// configured route that goes is replaced by the learned route for the same
+/// prefix, if there is one.
+pub fn apply(
+    maps: &mut Maps,
+    applied: &mut Tables,
+    want: &Tables,
+    learned: &mut LearnedRoutes,
+) -> Result<(), DataplaneError> {
     use pop_common::maps as n;
     // 1. Ports and interfaces that appear; VLAN devices after their `ifaces`
     // entries.
@@ -438,14 +454,10 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
     })?;
     // 4. Routes (new and changed).
     write_changed(&mut applied.routes_v4, &want.routes_v4, |k, v| {
-        maps.routes_v4
-            .insert(&key_v4(k), *v, 0)
-            .map_err(map_err(n::ROUTES_V4))
+        maps.set_route_v4(k, v)
     })?;
     write_changed(&mut applied.routes_v6, &want.routes_v6, |k, v| {
-        maps.routes_v6
-            .insert(&key_v6(k), *v, 0)
-            .map_err(map_err(n::ROUTES_V6))
+        maps.set_route_v6(k, v)
     })?;
     // 5. Global settings.
     let config = want.config.map(|c| PopConfig { cust_copy, ..c });
@@ -455,10 +467,16 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
     }
     // 6. Removals, users before what they use.
     remove_gone(&mut applied.routes_v4, &want.routes_v4, |k| {
-        ignore_missing(maps.routes_v4.remove(&key_v4(k))).map_err(map_err(n::ROUTES_V4))
+        match learned.fallback_v4(k) {
+            Some(r) => maps.set_route_v4(k, &r),
+            None => maps.del_route_v4(k),
+        }
     })?;
     remove_gone(&mut applied.routes_v6, &want.routes_v6, |k| {
-        ignore_missing(maps.routes_v6.remove(&key_v6(k))).map_err(map_err(n::ROUTES_V6))
+        match learned.fallback_v6(k) {
+            Some(r) => maps.set_route_v6(k, &r),
+            None => maps.del_route_v6(k),
+        }
     })?;
     remove_gone_from_set(&mut applied.local_v4, &want.local_v4, |a| {
         ignore_missing(maps.local_v4.remove(a)).map_err(map_err(n::LOCAL_V4))

@@ -12,6 +12,7 @@ use pop_common::{Action, Direction, DropReason, PassReason};
 use serde_json::{json, Value};
 
 use super::compile::{self, Tables};
+use super::learned::{Env, LearnedRoutes, Pinned, Staged, LEARNED_NH_FIRST};
 use crate::acl::AclMaps;
 use crate::api::protocol::{
     ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
@@ -20,6 +21,7 @@ use crate::api::protocol::{
 use crate::config::model::{Config, XdpMode};
 use crate::config::{diff, validate};
 use crate::dataplane::{AttachMode, Dataplane, RequestedMode};
+use crate::netlink::routes::RouteMsg;
 use crate::netlink::KernelView;
 use crate::state::{Persisted, Store};
 
@@ -50,6 +52,23 @@ pub struct Controller {
     acl_copy: u32,
     /// ifindex of every `in_iface` the live ACL copy was compiled with.
     acl_ifindexes: BTreeMap<String, Option<u32>>,
+    /// Routes learned from the kernel table of `[kernel_routes]`.
+    learned: LearnedRoutes,
+}
+
+/// Dumps kernel routing table N, calling the closure for each route.
+pub type DumpTable<'a> = dyn FnMut(u32, &mut dyn FnMut(RouteMsg)) -> std::io::Result<()> + 'a;
+
+/// The learned routes' view of the controller (split borrows of its fields).
+macro_rules! learned_env {
+    ($c:expr) => {
+        Env::new(
+            &$c.kernel,
+            &$c.applied.tx_ports,
+            &$c.applied.routes_v4,
+            &$c.applied.routes_v6,
+        )
+    };
 }
 
 /// Result of a request: JSON data or a one-line error.
@@ -66,11 +85,16 @@ fn requested_mode(m: XdpMode) -> RequestedMode {
 impl Controller {
     /// Starts from the persisted state if any, else from `initial` (the config
     /// file); adopts or loads the data plane and brings it to the desired state.
+    /// With `[kernel_routes]`, `dump` reads the kernel table before the first
+    /// sync settles: route entries pinned by an earlier popd keep forwarding
+    /// until then, and only those in neither the config nor the kernel table
+    /// are removed.
     pub fn start(
         store: Store,
         initial: Config,
         dp: Dataplane,
         kernel: KernelView,
+        dump: &mut DumpTable,
     ) -> Result<Self, String> {
         let state = match store.load().map_err(|e| e.to_string())? {
             Some(s) => {
@@ -93,7 +117,25 @@ impl Controller {
                 s
             }
         };
-        let applied = compile::read_back(&dp.maps);
+        let mut applied = compile::read_back(&dp.maps);
+        // Pinned entries that configured routes do not own are the learned
+        // routes of the previous run: kept apart until the first dump.
+        let (cfg_v4, cfg_v6) = configured_prefixes(&state.config);
+        let pinned = Pinned {
+            v4: applied
+                .routes_v4
+                .extract_if(|p, _| !cfg_v4.contains(p))
+                .collect(),
+            v6: applied
+                .routes_v6
+                .extract_if(|p, _| !cfg_v6.contains(p))
+                .collect(),
+            nexthops: applied
+                .nexthops
+                .extract_if(|id, _| *id >= LEARNED_NH_FIRST)
+                .collect(),
+        };
+        let learned = LearnedRoutes::new(&pinned);
         let acl = AclMaps::open(&dp.maps_dir())?;
         let acl_copy = acl.active_copy()?;
         let mut c = Self {
@@ -106,6 +148,7 @@ impl Controller {
             acl: Some(acl),
             acl_copy,
             acl_ifindexes: BTreeMap::new(),
+            learned,
         };
         let cfg = c.state.config.clone();
         for i in &cfg.interfaces {
@@ -136,6 +179,7 @@ impl Controller {
         let staged = c.stage_acls(&cfg)?;
         c.sync_with(staged)
             .map_err(|e| format!("writing maps: {e}"))?;
+        c.learn_initial(pinned, dump);
         // A new build's data plane now holds the whole desired state: swap it in.
         if let Some(old) = c.dp_mut().finish_upgrade().map_err(|e| e.to_string())? {
             tracing::info!(
@@ -145,6 +189,136 @@ impl Controller {
             );
         }
         Ok(c)
+    }
+
+    /// The first sync of learned routes: dumps the followed table (if any)
+    /// and replaces what a previous run pinned, writing only differences.
+    fn learn_initial(&mut self, pinned: Pinned, dump: &mut DumpTable) {
+        let mut st = Staged::default();
+        if let Some(table) = self.kernel_table() {
+            let started = std::time::Instant::now();
+            let env = learned_env!(self);
+            let learned = &mut self.learned;
+            let maps = &mut self.dp.as_mut().expect("data plane present").maps;
+            let res = dump(table, &mut |m| {
+                learned.stage(&mut st, &m, &env, Some(&pinned), maps)
+            });
+            match res {
+                Ok(()) => tracing::info!(
+                    table,
+                    routes = st.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "kernel routes dumped"
+                ),
+                Err(e) => tracing::error!(table, "dumping kernel routing table: {e}"),
+            }
+        }
+        let env = learned_env!(self);
+        let maps = &mut self.dp.as_mut().expect("data plane present").maps;
+        self.learned.commit_initial(st, pinned, &env, maps);
+    }
+
+    /// The kernel routing table routes are learned from.
+    pub fn kernel_table(&self) -> Option<u32> {
+        self.state.config.kernel_routes.map(|k| k.table)
+    }
+
+    /// What learned routes depend on besides notifications: the table, and
+    /// the ports pop forwards out of (routes via other devices are skipped,
+    /// so a change of ports needs a fresh dump).
+    pub fn learned_inputs(&self) -> (Option<u32>, Vec<u32>) {
+        let mut ports: Vec<u32> = self.applied.tx_ports.iter().copied().collect();
+        ports.sort_unstable();
+        (self.kernel_table(), ports)
+    }
+
+    /// Applies route notifications of the followed table. Returns whether a
+    /// new next hop appeared (the kernel should be asked to resolve it).
+    pub fn learned_apply(&mut self, msgs: &[RouteMsg]) -> bool {
+        let Some(dp) = self.dp.as_mut() else {
+            return false;
+        };
+        let env = learned_env!(self);
+        self.learned.apply(msgs, &env, &mut dp.maps);
+        self.learned.take_new_nexthops()
+    }
+
+    /// Adds dumped routes to a table being rebuilt.
+    pub fn learned_stage(&mut self, st: &mut Staged, msgs: &[RouteMsg]) {
+        let Some(dp) = self.dp.as_mut() else { return };
+        let env = learned_env!(self);
+        for m in msgs {
+            self.learned.stage(st, m, &env, None, &mut dp.maps);
+        }
+    }
+
+    /// Swaps in a rebuilt table, writing only the differences.
+    pub fn learned_commit(&mut self, st: Staged) -> bool {
+        let Some(dp) = self.dp.as_mut() else {
+            return false;
+        };
+        let env = learned_env!(self);
+        self.learned.commit(st, &env, &mut dp.maps);
+        self.learned.take_new_nexthops()
+    }
+
+    /// Drops a table being rebuilt (a dump failed half-way).
+    pub fn learned_discard(&mut self, st: Staged) {
+        let Some(dp) = self.dp.as_mut() else { return };
+        self.learned.discard(st, &mut dp.maps);
+    }
+
+    /// Tries again to install learned routes that found no room.
+    pub fn learned_retry(&mut self) {
+        if self.learned.overflowed() == (0, 0) {
+            return;
+        }
+        let Some(dp) = self.dp.as_mut() else { return };
+        let env = learned_env!(self);
+        self.learned.retry_overflow(&env, &mut dp.maps);
+    }
+
+    /// The learned routes.
+    pub fn learned(&self) -> &LearnedRoutes {
+        &self.learned
+    }
+
+    /// Makes room for `want`'s configured routes in full route maps by
+    /// removing learned routes (configured routes always fit).
+    fn make_room(&mut self, want: &Tables) {
+        let Some(dp) = self.dp.as_mut() else { return };
+        let env = learned_env!(self);
+        let a = &self.applied;
+        let l = &mut self.learned;
+        for v6 in [false, true] {
+            let (cap, want_n, learned_n) = if v6 {
+                (pop_common::MAX_ROUTES_V6, want.routes_v6.len(), l.len_v6())
+            } else {
+                (pop_common::MAX_ROUTES_V4, want.routes_v4.len(), l.len_v4())
+            };
+            if want_n + learned_n <= cap as usize {
+                continue;
+            }
+            let (in4, in6) = l.installed(&env);
+            let (fill, new) = if v6 {
+                let new = want
+                    .routes_v6
+                    .keys()
+                    .filter(|p| !a.routes_v6.contains_key(p) && l.get(&IpNet::V6(**p)).is_none())
+                    .count();
+                (a.routes_v6.len() + in6, new)
+            } else {
+                let new = want
+                    .routes_v4
+                    .keys()
+                    .filter(|p| !a.routes_v4.contains_key(p) && l.get(&IpNet::V4(**p)).is_none())
+                    .count();
+                (a.routes_v4.len() + in4, new)
+            };
+            if fill + new > cap as usize {
+                l.evict(v6, fill + new - cap as usize, &env, &mut dp.maps);
+            }
+        }
     }
 
     /// ifindex of every interface the ACL rules of `cfg` name.
@@ -189,7 +363,8 @@ impl Controller {
         let dp = self.dp.as_mut().ok_or("data plane removed")?;
         let acl = self.acl.as_mut().ok_or("data plane removed")?;
         acl.add_spoof(&want.spoof)?;
-        compile::apply(&mut dp.maps, &mut self.applied, want).map_err(|e| e.to_string())?;
+        compile::apply(&mut dp.maps, &mut self.applied, want, &mut self.learned)
+            .map_err(|e| e.to_string())?;
         acl.prune_spoof(&want.spoof)?;
         self.applied.spoof = want.spoof.clone();
         for (id, rb) in &want.policers {
@@ -317,12 +492,22 @@ impl Controller {
         if let Err(e) = self.sync() {
             tracing::error!("reconciling after a kernel change: {e}");
         }
+        if let Some(dp) = self.dp.as_mut() {
+            let env = learned_env!(self);
+            self.learned.refresh_nexthops(&env, &mut dp.maps);
+        }
         true
     }
 
     /// Next hops the kernel should resolve for us.
     pub fn unresolved(&self) -> Vec<(u32, IpAddr)> {
-        compile::unresolved(&self.state.config, &self.kernel)
+        let mut out = compile::unresolved(&self.state.config, &self.kernel);
+        for nh in self.learned.unresolved() {
+            if !out.contains(&nh) {
+                out.push(nh);
+            }
+        }
+        out
     }
 
     /// Makes `candidate` the desired state, transactionally.
@@ -400,6 +585,7 @@ impl Controller {
             &self.attached,
             copy,
         );
+        self.make_room(&want);
         if let Err(e) = self.write_tables(&want) {
             // Put back exactly what was there (the staged ACL copy never went live).
             if let Err(e2) = self.write_tables(&before) {
@@ -518,7 +704,14 @@ impl Controller {
                 }
                 Ok(())
             }),
-            Request::RouteShow => Ok(serde_json::to_value(self.routes(None)).expect("serialises")),
+            Request::RouteShow { source } => match source.as_deref() {
+                None | Some("config") | Some("kernel") => {
+                    Ok(serde_json::to_value(self.route_list(source.as_deref())).expect("serialises"))
+                }
+                Some(other) => Err(format!(
+                    "route show: source \"{other}\": expected config or kernel"
+                )),
+            },
             Request::RouteGet { address } => self.route_get(&address),
             Request::CustomerAdd(cust) => self.mutate(|c| {
                 if c.customers.iter().any(|x| x.name == cust.name) {
@@ -612,10 +805,23 @@ impl Controller {
             max_entries: max as u64,
         };
         use pop_common::maps as n;
+        let (l4, l6) = self.learned.installed(&learned_env!(self));
         let maps = vec![
-            fill(n::ROUTES_V4, a.routes_v4.len(), pop_common::MAX_ROUTES_V4),
-            fill(n::ROUTES_V6, a.routes_v6.len(), pop_common::MAX_ROUTES_V6),
-            fill(n::NEXTHOPS, a.nexthops.len(), pop_common::MAX_NEXTHOPS),
+            fill(
+                n::ROUTES_V4,
+                a.routes_v4.len() + l4,
+                pop_common::MAX_ROUTES_V4,
+            ),
+            fill(
+                n::ROUTES_V6,
+                a.routes_v6.len() + l6,
+                pop_common::MAX_ROUTES_V6,
+            ),
+            fill(
+                n::NEXTHOPS,
+                a.nexthops.len() + self.learned.nexthop_count(),
+                pop_common::MAX_NEXTHOPS,
+            ),
             fill(
                 n::CUST_V4,
                 a.cust_v4.len(),
@@ -651,6 +857,8 @@ impl Controller {
                 RouteInfo {
                     prefix: r.prefix.clone(),
                     dev: r.dev.clone(),
+                    source: "config".into(),
+                    blackhole: false,
                     nexthops: r
                         .via
                         .iter()
@@ -746,11 +954,14 @@ impl Controller {
             .filter_map(|r| r.prefix.parse::<IpNet>().ok().map(|p| (p, r)))
             .filter(|(p, _)| p.contains(&ip))
             .max_by_key(|(p, _)| p.prefix_len());
-        match best {
-            Some((_, r)) => {
+        let learned = self.learned.lookup(ip);
+        match (best, learned) {
+            // A configured route wins for the same prefix; otherwise the longer one.
+            (Some((p, r)), l) if l.is_none_or(|l| l.prefix_len() <= p.prefix_len()) => {
                 Ok(serde_json::to_value(&self.routes(Some(&r.prefix))[0]).expect("serialises"))
             }
-            None => Err(format!("no route to {ip}")),
+            (_, Some(l)) => Ok(serde_json::to_value(self.learned_info(&l)).expect("serialises")),
+            _ => Err(format!("no route to {ip}")),
         }
     }
 
@@ -838,9 +1049,80 @@ impl Controller {
             .collect()
     }
 
-    /// Routes in the maps by family.
-    pub fn route_counts(&self) -> (usize, usize) {
-        (self.applied.routes_v4.len(), self.applied.routes_v6.len())
+    /// Routes by family and source: (IPv4, IPv6) configured, (IPv4, IPv6)
+    /// learned from the kernel.
+    pub fn route_counts(&self) -> ((usize, usize), (usize, usize)) {
+        (
+            (self.applied.routes_v4.len(), self.applied.routes_v6.len()),
+            (self.learned.len_v4(), self.learned.len_v6()),
+        )
+    }
+
+    /// `route show`: configured and/or learned routes, in address order.
+    fn route_list(&self, source: Option<&str>) -> Vec<RouteInfo> {
+        let mut out = Vec::new();
+        if source != Some("kernel") {
+            out = self.routes(None);
+        }
+        if source != Some("config") {
+            let mut learned: Vec<(IpNet, RouteInfo)> = self
+                .learned
+                .routes()
+                .map(|(p, r)| (p, self.describe_learned(&p, &r)))
+                .collect();
+            learned.sort_by_key(|(p, _)| (matches!(p, IpNet::V6(_)), *p));
+            let mut merged = Vec::with_capacity(out.len() + learned.len());
+            let mut config = out.into_iter().peekable();
+            for (p, info) in learned {
+                while let Some(c) = config.next_if(|c| sort_key(&c.prefix) <= sort_key_net(&p)) {
+                    merged.push(c);
+                }
+                merged.push(info);
+            }
+            merged.extend(config);
+            out = merged;
+        }
+        out
+    }
+
+    fn learned_info(&self, prefix: &IpNet) -> RouteInfo {
+        match self.learned.get(prefix) {
+            Some(r) => self.describe_learned(prefix, &r),
+            None => RouteInfo::default(),
+        }
+    }
+
+    fn describe_learned(&self, prefix: &IpNet, r: &super::learned::LearnedRoute) -> RouteInfo {
+        let dev_name = |ifindex: u32| {
+            self.kernel
+                .links
+                .iter()
+                .find(|(_, l)| l.ifindex == ifindex)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| format!("if{ifindex}"))
+        };
+        RouteInfo {
+            prefix: prefix.to_string(),
+            dev: r
+                .nexthops
+                .first()
+                .map(|((ifindex, _), _)| dev_name(*ifindex))
+                .unwrap_or_default(),
+            nexthops: r
+                .nexthops
+                .iter()
+                .map(|((_, via), nh)| {
+                    let resolved = nh.flags & pop_common::NH_RESOLVED != 0;
+                    NexthopInfo {
+                        via: via.to_string(),
+                        mac: resolved.then(|| format_mac(&nh.dmac)),
+                        state: if resolved { "resolved" } else { "unresolved" }.into(),
+                    }
+                })
+                .collect(),
+            source: "kernel".into(),
+            blackhole: r.blackhole,
+        }
     }
 
     /// Removes the data plane (`shutdown --detach`, `--detach-on-exit`).
@@ -864,6 +1146,32 @@ fn same_prefix(a: &str, b: &str) -> bool {
 fn sort_key(p: &str) -> (u8, Option<IpNet>, String) {
     let net = p.parse::<IpNet>().ok();
     (matches!(net, Some(IpNet::V6(_))) as u8, net, p.to_string())
+}
+
+fn sort_key_net(p: &IpNet) -> (u8, Option<IpNet>, String) {
+    (matches!(p, IpNet::V6(_)) as u8, Some(*p), p.to_string())
+}
+
+/// The prefixes of the configured routes.
+fn configured_prefixes(
+    cfg: &Config,
+) -> (
+    std::collections::HashSet<ipnet::Ipv4Net>,
+    std::collections::HashSet<ipnet::Ipv6Net>,
+) {
+    let (mut v4, mut v6) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    for r in &cfg.routes {
+        match r.prefix.parse::<IpNet>() {
+            Ok(IpNet::V4(p)) => {
+                v4.insert(p.trunc());
+            }
+            Ok(IpNet::V6(p)) => {
+                v6.insert(p.trunc());
+            }
+            Err(_) => {}
+        }
+    }
+    (v4, v6)
 }
 
 /// XDP actions as the kernel numbers them.

@@ -2,6 +2,8 @@
 //! durable state, netlink, the API socket, metrics and signals together.
 pub mod compile;
 pub mod controller;
+pub mod kernel_routes;
+pub mod learned;
 pub mod trace;
 
 use std::net::SocketAddr;
@@ -47,6 +49,10 @@ pub struct Args {
     /// stopped or crashed popd leaves forwarding running.
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Receive buffer (bytes) of the socket that follows the [kernel_routes]
+    /// table. Tests set a small one to force overflows (ENOBUFS) and re-syncs.
+    #[arg(long, hide = true, default_value_t = kernel_routes::DEFAULT_RCVBUF)]
+    pub kernel_routes_rcvbuf: usize,
 }
 
 fn init_logging(format: &str) {
@@ -121,7 +127,12 @@ async fn run(args: Args) -> Result<(), String> {
             "loaded the data plane"
         }
     );
-    let ctl = Controller::start(store, initial, dp, view)?;
+    // Subscribed before the first dump, so that no route change is missed.
+    let mut follower = kernel_routes::Follower::open(args.kernel_routes_rcvbuf)
+        .map_err(|e| format!("netlink route socket: {e}"))?;
+    let ctl = Controller::start(store, initial, dp, view, &mut |table, each| {
+        follower.dump(table, each)
+    })?;
     let ctl = Arc::new(Mutex::new(ctl));
 
     let listener = crate::api::server::bind(&args.socket)
@@ -168,6 +179,13 @@ async fn run(args: Args) -> Result<(), String> {
     });
 
     tokio::spawn(follow_kernel(handle, ctl.clone(), changed.clone()));
+    {
+        let (ctl, changed) = (ctl.clone(), changed.clone());
+        std::thread::Builder::new()
+            .name("kernel-routes".into())
+            .spawn(move || follower.run(ctl, changed))
+            .map_err(|e| format!("starting the kernel route follower: {e}"))?;
+    }
 
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
