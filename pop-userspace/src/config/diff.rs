@@ -234,6 +234,7 @@ mod tests {
                 route("192.0.2.0/24", &["192.0.2.1"], "eth0"),
             ],
             acls: vec![],
+            kernel_routes: None,
         };
         let mut new = old.clone();
         new.dataplane = DataplaneConfig {
@@ -249,6 +250,7 @@ mod tests {
         new.routes[1].via.push("192.0.2.2".into());
         new.routes.push(route("10.0.0.0/8", &["192.0.2.1"], "eth0"));
         new.acls.push(ssh_drop());
+        new.kernel_routes = Some(crate::config::model::KernelRoutes { table: 100 });
         assert_eq!(
             diff(&old, &new),
             [
@@ -260,9 +262,11 @@ mod tests {
                 "+ route 10.0.0.0/8 via 192.0.2.1 dev eth0",
                 "~ route 192.0.2.0/24 via 192.0.2.1,192.0.2.2 dev eth0",
                 "+ acl 100 drop dst 198.51.100.10/32 tcp dport 22",
+                "+ kernel_routes table 100",
             ]
         );
         let back = diff(&new, &old);
+        assert!(back.contains(&"- kernel_routes table 100".to_string()));
         assert!(back.contains(&"- route 10.0.0.0/8 via 192.0.2.1 dev eth0".to_string()));
         assert!(back.contains(&"- acl 100 drop dst 198.51.100.10/32 tcp dport 22".to_string()));
         assert!(back.contains(&"+ customer acme".to_string()));
