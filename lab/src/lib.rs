@@ -10,6 +10,7 @@
 //! is installed.
 #![deny(missing_docs)]
 
+pub mod bgp;
 pub mod cmd;
 pub mod popd;
 pub mod topology;

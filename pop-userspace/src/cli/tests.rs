@@ -212,7 +212,10 @@ fn route_del_show_get() {
     );
     let e = Cli::try_parse_from(["popctl", "route", "show", "--source", "bgp"])
         .expect_err("an unknown source is refused");
-    assert!(e.to_string().contains("possible values: config, kernel"), "{e}");
+    assert!(
+        e.to_string().contains("possible values: config, kernel"),
+        "{e}"
+    );
     assert_eq!(
         request(&["route", "get", "10.1.2.3"]),
         Request::RouteGet {

@@ -11,10 +11,10 @@ use pop_common::{
     MAX_CUSTOMERS, MAX_IFACES, NH_RESOLVED, NH_VALID,
 };
 
+use super::learned::LearnedRoutes;
 use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
 use crate::config::validate;
-use super::learned::LearnedRoutes;
 use crate::dataplane::maps::{key_v4, key_v6, map_err};
 use crate::dataplane::route_writer::RouteWriter;
 use crate::dataplane::{DataplaneError, Maps};

@@ -706,7 +706,8 @@ impl Controller {
             }),
             Request::RouteShow { source } => match source.as_deref() {
                 None | Some("config") | Some("kernel") => {
-                    Ok(serde_json::to_value(self.route_list(source.as_deref())).expect("serialises"))
+                    Ok(serde_json::to_value(self.route_list(source.as_deref()))
+                        .expect("serialises"))
                 }
                 Some(other) => Err(format!(
                     "route show: source \"{other}\": expected config or kernel"
@@ -1159,7 +1160,10 @@ fn configured_prefixes(
     std::collections::HashSet<ipnet::Ipv4Net>,
     std::collections::HashSet<ipnet::Ipv6Net>,
 ) {
-    let (mut v4, mut v6) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    let (mut v4, mut v6) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
     for r in &cfg.routes {
         match r.prefix.parse::<IpNet>() {
             Ok(IpNet::V4(p)) => {

@@ -40,7 +40,8 @@ fn k4(p: &Ipv4Net) -> K4 {
 }
 
 fn net4(k: K4) -> Ipv4Net {
-    Ipv4Net::new(Ipv4Addr::from((k >> 8) as u32), (k & 0xff) as u8).expect("stored lengths are valid")
+    Ipv4Net::new(Ipv4Addr::from((k >> 8) as u32), (k & 0xff) as u8)
+        .expect("stored lengths are valid")
 }
 
 fn k6(p: &Ipv6Net) -> K6 {
@@ -712,7 +713,9 @@ impl LearnedRoutes {
             let victims: Vec<K4> = self
                 .v4
                 .keys()
-                .filter(|k| !self.overflow_v4.contains(k) && !env.config_v4.contains_key(&net4(**k)))
+                .filter(|k| {
+                    !self.overflow_v4.contains(k) && !env.config_v4.contains_key(&net4(**k))
+                })
                 .take(n)
                 .copied()
                 .collect();
@@ -727,9 +730,7 @@ impl LearnedRoutes {
             let victims: Vec<K6> = self
                 .v6
                 .keys()
-                .filter(|k| {
-                    !self.overflow_v6.contains(k) && !env.config_v6.contains_key(&net6(k))
-                })
+                .filter(|k| !self.overflow_v6.contains(k) && !env.config_v6.contains_key(&net6(k)))
                 .take(n)
                 .copied()
                 .collect();

@@ -24,7 +24,10 @@ impl RouteWriter for FakeMaps {
         }
         // A route never points at a free next hop.
         for id in &r.nh_ids[..r.nh_count as usize] {
-            assert!(self.nhs.contains_key(id), "{p} uses next hop {id} before it is written");
+            assert!(
+                self.nhs.contains_key(id),
+                "{p} uses next hop {id} before it is written"
+            );
         }
         self.route_writes += 1;
         self.v4.insert(*p, *r);
@@ -50,7 +53,10 @@ impl RouteWriter for FakeMaps {
         if nh.flags == 0 {
             // Freed: no route may still use it.
             for (p, r) in &self.v4 {
-                assert!(!r.nh_ids[..r.nh_count as usize].contains(&id), "{p} still uses freed {id}");
+                assert!(
+                    !r.nh_ids[..r.nh_count as usize].contains(&id),
+                    "{p} still uses freed {id}"
+                );
             }
             self.nhs.remove(&id);
         } else {
@@ -174,7 +180,10 @@ fn routes_share_interned_next_hops_and_free_them_after_the_last_user() {
     let nh = m.nhs[&r.nh_ids[0]];
     assert_eq!((nh.ifindex, nh.flags), (2, NH_VALID | NH_RESOLVED));
     assert_eq!(nh.dmac, [2, 0, 0, 0, 1, 1]);
-    assert_eq!(m.v6[&"2001:db8::/32".parse().unwrap()].flags, ROUTE_BLACKHOLE);
+    assert_eq!(
+        m.v6[&"2001:db8::/32".parse().unwrap()].flags,
+        ROUTE_BLACKHOLE
+    );
     // Replacing the same value writes nothing.
     let writes = m.route_writes;
     l.apply(&[new("10.0.0.0/24", ecmp)], &w.env(), &mut m);
@@ -208,7 +217,10 @@ fn routes_via_foreign_devices_or_without_gateway_are_skipped_and_counted() {
             ),
             new("10.0.2.0/24", RouteKind::Other(2)),
             // Half foreign: forwards by the usable half.
-            new("10.0.3.0/24", unicast(&[(3, "192.0.2.9"), (2, "192.0.2.1")])),
+            new(
+                "10.0.3.0/24",
+                unicast(&[(3, "192.0.2.9"), (2, "192.0.2.1")]),
+            ),
         ],
         &w.env(),
         &mut m,
@@ -238,7 +250,11 @@ fn configured_routes_shadow_learned_ones() {
         &w.env(),
         &mut m,
     );
-    assert_eq!(m.v4[&net("10.0.0.0/24")], configured, "the configured route stays");
+    assert_eq!(
+        m.v4[&net("10.0.0.0/24")],
+        configured,
+        "the configured route stays"
+    );
     // Its removal (compile::apply) falls back to the learned one.
     let fallback = l.fallback_v4(&net("10.0.0.0/24")).expect("learned");
     assert_eq!(fallback.nh_count, 1);
@@ -285,13 +301,21 @@ fn a_resync_writes_only_the_differences() {
     let a = unicast(&[(2, "192.0.2.1")]);
     let b = unicast(&[(2, "192.0.2.2")]);
     l.apply(
-        &[new("10.0.0.0/24", a), new("10.0.1.0/24", a), new("10.0.2.0/24", a)],
+        &[
+            new("10.0.0.0/24", a),
+            new("10.0.1.0/24", a),
+            new("10.0.2.0/24", a),
+        ],
         &w.env(),
         &mut m,
     );
     let writes = m.route_writes;
     let mut st = Staged::default();
-    for msg in [new("10.0.0.0/24", a), new("10.0.1.0/24", b), new("10.0.3.0/24", a)] {
+    for msg in [
+        new("10.0.0.0/24", a),
+        new("10.0.1.0/24", b),
+        new("10.0.3.0/24", a),
+    ] {
         l.stage(&mut st, &msg, &w.env(), None, &mut m);
     }
     l.commit(st, &w.env(), &mut m);
@@ -312,7 +336,11 @@ fn a_restart_reuses_pinned_entries_and_removes_only_stale_ones() {
     let a = unicast(&[(2, "192.0.2.1")]);
     let b = unicast(&[(2, "192.0.2.2")]);
     before.apply(
-        &[new("10.0.0.0/24", a), new("10.0.1.0/24", b), new("10.0.2.0/24", a)],
+        &[
+            new("10.0.0.0/24", a),
+            new("10.0.1.0/24", b),
+            new("10.0.2.0/24", a),
+        ],
         &w.env(),
         &mut m,
     );
@@ -325,7 +353,11 @@ fn a_restart_reuses_pinned_entries_and_removes_only_stale_ones() {
     // While down: 10.0.2 withdrawn, 10.0.9 announced.
     let mut l = LearnedRoutes::new(&pinned);
     let mut st = Staged::default();
-    for msg in [new("10.0.0.0/24", a), new("10.0.1.0/24", b), new("10.0.9.0/24", b)] {
+    for msg in [
+        new("10.0.0.0/24", a),
+        new("10.0.1.0/24", b),
+        new("10.0.9.0/24", b),
+    ] {
         l.stage(&mut st, &msg, &w.env(), Some(&pinned), &mut m);
     }
     l.commit_initial(st, pinned, &w.env(), &mut m);
