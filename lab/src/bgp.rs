@@ -26,7 +26,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    topology::{EDGE, UP},
+    topology::{self, EDGE, UP},
     Lab,
 };
 
@@ -131,7 +131,7 @@ pub fn edge_config() -> String {
 impl Bgp {
     /// Starts bird2 on the upstream (announcing `table`) and on the edge.
     pub fn start(lab: &Lab, table: Table) -> Result<Bgp> {
-        let dir = std::env::temp_dir().join(format!("{}bgp", lab.prefix()));
+        let dir = bgp_dir(lab);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut bgp = Bgp {
@@ -218,6 +218,13 @@ impl Bgp {
         }
     }
 
+    /// Leaves both bird daemons running after this handle is gone (`lab up
+    /// --bgp`); `lab down` stops them with the namespaces.
+    pub fn release(mut self) {
+        self.children.clear();
+        std::mem::forget(self);
+    }
+
     /// Everything the upstream announces when every protocol is on: (IPv4, IPv6).
     pub fn announced(&self) -> (usize, usize) {
         (
@@ -235,6 +242,41 @@ impl Drop for Bgp {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The directory of a lab's bird files.
+pub fn bgp_dir(lab: &Lab) -> PathBuf {
+    std::env::temp_dir().join(format!("{}bgp", lab.prefix()))
+}
+
+/// popd's config for the BGP lab: interfaces, customers and their routes, no
+/// default routes (the upstream's prefixes are learned), and `[kernel_routes]`
+/// following [`KERNEL_TABLE`].
+pub fn popd_config() -> String {
+    let mut c = topology::base_config();
+    for cu in topology::POP_CUSTOMERS {
+        let _ = write!(
+            c,
+            "\n[[customers]]\nname = \"{}\"\nprefixes = [\"{}\", \"{}\"]\ninterfaces = [\"{}\"]\n",
+            cu.name, cu.prefixes[0], cu.prefixes[1], cu.iface
+        );
+    }
+    for r in configured_routes() {
+        let _ = write!(
+            c,
+            "\n[[routes]]\nprefix = \"{}\"\nvia = [\"{}\"]\ndev = \"{}\"\n",
+            r.prefix, r.via, r.dev
+        );
+    }
+    let _ = write!(c, "\n[kernel_routes]\ntable = {KERNEL_TABLE}\n");
+    c
+}
+
+/// The configured routes of [`popd_config`]: the lab's routes to the customers.
+pub fn configured_routes() -> impl Iterator<Item = &'static topology::PopRoute> {
+    topology::POP_ROUTES
+        .iter()
+        .filter(|r| r.prefix != "0.0.0.0/0" && r.prefix != "::/0")
 }
 
 /// Routes in the edge's kernel table [`KERNEL_TABLE`]: (IPv4, IPv6).

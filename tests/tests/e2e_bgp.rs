@@ -46,35 +46,8 @@ impl Drop for Env {
     }
 }
 
-/// The lab config without default routes (the upstream's prefixes come from
-/// BGP), following kernel table 100.
-fn config() -> String {
-    let mut c = topology::base_config();
-    for cu in topology::POP_CUSTOMERS {
-        let _ = write!(
-            c,
-            "\n[[customers]]\nname = \"{}\"\nprefixes = [\"{}\", \"{}\"]\ninterfaces = [\"{}\"]\n",
-            cu.name, cu.prefixes[0], cu.prefixes[1], cu.iface
-        );
-    }
-    for r in topology::POP_ROUTES
-        .iter()
-        .filter(|r| r.prefix != "0.0.0.0/0" && r.prefix != "::/0")
-    {
-        let _ = write!(
-            c,
-            "\n[[routes]]\nprefix = \"{}\"\nvia = [\"{}\"]\ndev = \"{}\"\n",
-            r.prefix, r.via, r.dev
-        );
-    }
-    let _ = write!(c, "\n[kernel_routes]\ntable = {KERNEL_TABLE}\n");
-    c
-}
-
 fn configured_prefixes() -> BTreeSet<String> {
-    topology::POP_ROUTES
-        .iter()
-        .filter(|r| r.prefix != "0.0.0.0/0" && r.prefix != "::/0")
+    bgp::configured_routes()
         .map(|r| r.prefix.to_string())
         .collect()
 }
@@ -90,7 +63,8 @@ fn map_routes(lab: &Lab) -> Result<BTreeMap<String, PopRoute>> {
     let v4: LpmTrie<MapData, [u8; 4], PopRoute> = open("routes_v4")?.try_into()?;
     for k in v4.keys() {
         let k = k?;
-        let v = v4.get(&k, 0)?;
+        // An entry popd removes between listing and reading is skipped.
+        let Ok(v) = v4.get(&k, 0) else { continue };
         out.insert(
             format!("{}/{}", Ipv4Addr::from(k.data()), k.prefix_len()),
             v,
@@ -99,7 +73,8 @@ fn map_routes(lab: &Lab) -> Result<BTreeMap<String, PopRoute>> {
     let v6: LpmTrie<MapData, [u8; 16], PopRoute> = open("routes_v6")?.try_into()?;
     for k in v6.keys() {
         let k = k?;
-        let v = v6.get(&k, 0)?;
+        // An entry popd removes between listing and reading is skipped.
+        let Ok(v) = v6.get(&k, 0) else { continue };
         out.insert(
             format!("{}/{}", Ipv6Addr::from(k.data()), k.prefix_len()),
             v,
@@ -263,7 +238,7 @@ fn bgp_end_to_end() {
     let lab = Lab::new(PREFIX);
     lab.up().expect("lab up");
     let state_dir = tempfile::Builder::new().prefix("ptbgp-").tempdir().unwrap();
-    let popd = Popd::new(&lab, &bin_dir, state_dir.path(), &config()).expect("popd");
+    let popd = Popd::new(&lab, &bin_dir, state_dir.path(), &bgp::popd_config()).expect("popd");
     let mut env = Env {
         lab,
         bgp: None,
@@ -271,11 +246,15 @@ fn bgp_end_to_end() {
         _state_dir: state_dir,
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 8] = [
+    let scenarios: [(&str, Scenario); 9] = [
         ("learned routes forward", learned_routes_forward),
         (
             "a configured route wins, its deletion falls back",
             configured_wins,
+        ),
+        (
+            "[kernel_routes] off and on with popctl apply",
+            kernel_routes_off_and_on,
         ),
         ("a withdraw stops forwarding", withdraw_stops_forwarding),
         ("a blackhole route drops", blackhole_drops),
@@ -407,6 +386,33 @@ fn configured_wins(env: &mut Env) -> Result<()> {
         nh >= LEARNED_NH_FIRST,
         "after the delete the map entry uses next hop {nh}, not the learned one"
     );
+    ping_ok(env, INTERNET_V4)
+}
+
+/// `popctl apply` without `[kernel_routes]` removes the learned routes (and
+/// only them); applying it again learns the table back (what the demo does).
+fn kernel_routes_off_and_on(env: &mut Env) -> Result<()> {
+    let with = bgp::popd_config();
+    let without = with
+        .split("\n[kernel_routes]")
+        .next()
+        .context("config")?
+        .to_string();
+    let dir = tempfile::Builder::new().prefix("ptbgp-apply").tempdir()?;
+    let file = dir.path().join("pop.toml");
+    std::fs::write(&file, &without)?;
+    env.popd.popctl_ok(&["apply", &file.to_string_lossy()])?;
+    wait_for("the learned routes to go", || {
+        let got: BTreeSet<String> = map_routes(&env.lab)?.into_keys().collect();
+        Ok(got == configured_prefixes())
+    })?;
+    let synced = metric(env, "pop_kernel_routes_synced", &[])?;
+    ensure!(synced == 0.0, "pop_kernel_routes_synced is {synced} without [kernel_routes]");
+    ensure!(route_get(env, INTERNET_V4).is_err(), "route get answers without learned routes");
+    std::fs::write(&file, &with)?;
+    env.popd.popctl_ok(&["apply", &file.to_string_lossy()])?;
+    wait_exact(env, "after applying [kernel_routes] again")?;
+    env.popd.wait_resolved(Duration::from_secs(10))?;
     ping_ok(env, INTERNET_V4)
 }
 

@@ -21,6 +21,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "curl",
     "util-linux",
     "prometheus",
+    "bird2",
 ];
 
 /// Where `bpf_helpers.h` must be for pop-ebpf's build script.
@@ -99,6 +100,8 @@ fn missing_tools(needs: Needs) -> Vec<(&'static str, &'static str)> {
             ("curl", "curl"),
             ("nsenter", "util-linux"),
             ("promtool", "prometheus"),
+            ("bird", "bird2"),
+            ("birdc", "bird2"),
         ] {
             if find_in_path(tool).is_none() {
                 missing.push((tool, pkg));

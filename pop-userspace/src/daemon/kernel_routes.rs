@@ -127,6 +127,12 @@ impl Follower {
     fn resync(&mut self, table: Option<u32>, ctl: &Arc<Mutex<Controller>>, changed: &Notify) {
         let lock = || ctl.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
+        // Empty the subscription first: after an overflow the kernel reports
+        // ENOBUFS only once until the queue has been drained, so notifications
+        // dropped during the dump would go unnoticed. What is read here is
+        // older than the dump, which covers it.
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(Received::Data(_) | Received::Overflow) = self.sub.recv(&mut buf, 0) {}
         let mut st = Staged::default();
         while let Some(table) = table {
             let mut chunk: Vec<RouteMsg> = Vec::with_capacity(4096);
