@@ -20,7 +20,7 @@ use aya::maps::{Map, MapData};
 use pop_common::PopRoute;
 use pop_lab::bgp::{self, Bgp, Table, INTERNET4_PREFIX, KERNEL_TABLE};
 use pop_lab::popd::metric_value;
-use pop_lab::topology::{self, C1, EDGE, INTERNET_V4, INTERNET_V6};
+use pop_lab::topology::{C1, EDGE, INTERNET_V4, INTERNET_V6};
 use pop_lab::{cmd, Lab, PingStats, Popd};
 
 const PREFIX: &str = "ptbgp-";
@@ -407,8 +407,14 @@ fn kernel_routes_off_and_on(env: &mut Env) -> Result<()> {
         Ok(got == configured_prefixes())
     })?;
     let synced = metric(env, "pop_kernel_routes_synced", &[])?;
-    ensure!(synced == 0.0, "pop_kernel_routes_synced is {synced} without [kernel_routes]");
-    ensure!(route_get(env, INTERNET_V4).is_err(), "route get answers without learned routes");
+    ensure!(
+        synced == 0.0,
+        "pop_kernel_routes_synced is {synced} without [kernel_routes]"
+    );
+    ensure!(
+        route_get(env, INTERNET_V4).is_err(),
+        "route get answers without learned routes"
+    );
     std::fs::write(&file, &with)?;
     env.popd.popctl_ok(&["apply", &file.to_string_lossy()])?;
     wait_exact(env, "after applying [kernel_routes] again")?;

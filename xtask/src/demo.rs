@@ -282,11 +282,17 @@ impl Demo {
         }
         wait_resolved(popd);
         println!("$ popctl route get {}", topology::INTERNET_V4);
-        print!("{}", popd.popctl_ok(&["route", "get", topology::INTERNET_V4])?);
+        print!(
+            "{}",
+            popd.popctl_ok(&["route", "get", topology::INTERNET_V4])?
+        );
         let stats = self
             .lab
             .ping(C1, topology::INTERNET_V4, PING_COUNT, PING_INTERVAL_S)?;
-        println!("{C1} -> {:<20} {stats} (by the learned route)", topology::INTERNET_V4);
+        println!(
+            "{C1} -> {:<20} {stats} (by the learned route)",
+            topology::INTERNET_V4
+        );
         if stats.received == 0 {
             bail!("no reply by the learned route {INTERNET4_PREFIX}");
         }

@@ -190,6 +190,7 @@ pub struct LearnedRoutes {
     nh_ids: HashMap<(u32, IpAddr), u32>,
     nhs: HashMap<u32, NhSlot>,
     free_nh: Vec<u32>,
+    /// Learned next-hop ids handed out so far, counted from [`LEARNED_NH_FIRST`].
     next_nh: u32,
     /// Ids a previous popd used, not handed out until the first sync settles them.
     reserved_nh: HashSet<u32>,
@@ -206,7 +207,6 @@ impl LearnedRoutes {
     /// [`Self::commit_initial`].
     pub fn new(pinned: &Pinned) -> Self {
         Self {
-            next_nh: LEARNED_NH_FIRST,
             reserved_nh: pinned.nexthops.keys().copied().collect(),
             ..Default::default()
         }
@@ -242,14 +242,19 @@ impl LearnedRoutes {
         if let Some(id) = self.free_nh.pop() {
             return Some(id);
         }
-        while self.reserved_nh.contains(&self.next_nh) {
+        // `next_nh` counts from LEARNED_NH_FIRST, so Default is a valid start.
+        while self
+            .reserved_nh
+            .contains(&(LEARNED_NH_FIRST + self.next_nh))
+        {
             self.next_nh += 1;
         }
-        if self.next_nh >= MAX_NEXTHOPS {
+        let id = LEARNED_NH_FIRST + self.next_nh;
+        if id >= MAX_NEXTHOPS {
             return None;
         }
         self.next_nh += 1;
-        Some(self.next_nh - 1)
+        Some(id)
     }
 
     /// The id of next hop `key`, creating (and writing) it if new. `hint`: the
@@ -494,10 +499,9 @@ impl LearnedRoutes {
                         (IpNet::V4(p), Some(g)) => {
                             let k = k4(&p.trunc());
                             let old = self.v4.insert(k, g);
-                            if old != Some(g) || self.overflow_v4.contains(&k) {
-                                if !env.config_v4.contains_key(&net4(k)) {
-                                    self.write_v4(k, g, w);
-                                }
+                            let changed = old != Some(g) || self.overflow_v4.contains(&k);
+                            if changed && !env.config_v4.contains_key(&net4(k)) {
+                                self.write_v4(k, g, w);
                             }
                             if let Some(o) = old {
                                 self.release(o);
@@ -506,10 +510,9 @@ impl LearnedRoutes {
                         (IpNet::V6(p), Some(g)) => {
                             let k = k6(&p.trunc());
                             let old = self.v6.insert(k, g);
-                            if old != Some(g) || self.overflow_v6.contains(&k) {
-                                if !env.config_v6.contains_key(&net6(&k)) {
-                                    self.write_v6(k, g, w);
-                                }
+                            let changed = old != Some(g) || self.overflow_v6.contains(&k);
+                            if changed && !env.config_v6.contains_key(&net6(&k)) {
+                                self.write_v6(k, g, w);
                             }
                             if let Some(o) = old {
                                 self.release(o);
