@@ -594,3 +594,86 @@ fn changes_while_down(env: &mut Env) -> Result<()> {
     );
     Ok(())
 }
+
+/// popd's peak memory (VmHWM) with a full table learned from bird2: 1M IPv4 and
+/// 200k IPv6 prefixes; then after a restart that re-learns it over the pinned
+/// maps. Minutes long: run by hand with `-- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn full_table_memory() {
+    let run = || -> Result<()> {
+        pop_lab::ensure_bpffs()?;
+        let bin_dir = pop_lab::popd::test_bin_dir()?;
+        let lab = Lab::new("ptfull-");
+        lab.up()?;
+        let state_dir = tempfile::Builder::new().prefix("ptfull-").tempdir()?;
+        let popd = Popd::new(&lab, &bin_dir, state_dir.path(), &bgp::popd_config())?;
+        let mut env = Env {
+            lab,
+            bgp: None,
+            popd,
+            _state_dir: state_dir,
+        };
+        let started = Instant::now();
+        let b = Bgp::start(
+            &env.lab,
+            Table {
+                v4: 1_000_000,
+                v6: 200_000,
+                churn_v4: 0,
+            },
+        )?;
+        let (a4, a6) = b.announced();
+        b.wait_kernel_routes(a4, a6, Duration::from_secs(600))?;
+        eprintln!(
+            "bird: kernel table holds {a4} + {a6} routes after {:?}",
+            started.elapsed()
+        );
+        env.bgp = Some(b);
+        for round in ["first start", "restart over the pinned maps"] {
+            if round != "first start" {
+                env.popd.kill()?;
+            }
+            let t = Instant::now();
+            env.popd.start()?;
+            wait_for_count(&env, a4, a6)?;
+            let pid = env.popd.pid().context("pid")?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+            let hwm = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .unwrap_or("VmHWM ?");
+            eprintln!("{round}: maps full after {:?}; popd {hwm}", t.elapsed());
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        panic!("{e:#}");
+    }
+}
+
+fn wait_for_count(env: &Env, v4: usize, v6: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let ok = env.popd.metrics().ok().is_some_and(|m| {
+            metric_value(&m, "pop_kernel_routes_synced", &[]) == Some(1.0)
+                && metric_value(
+                    &m,
+                    "pop_routes",
+                    &[("family", "ipv4"), ("source", "kernel")],
+                ) == Some(v4 as f64)
+                && metric_value(
+                    &m,
+                    "pop_routes",
+                    &[("family", "ipv6"), ("source", "kernel")],
+                ) == Some(v6 as f64)
+        });
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("popd did not learn {v4} + {v6} routes");
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}

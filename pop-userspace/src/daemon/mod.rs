@@ -23,6 +23,11 @@ use controller::Controller;
 
 /// popd — pop's controller: loads the XDP data plane, keeps it in the desired
 /// state, serves popctl and Prometheus.
+///
+/// With `[kernel_routes] table = N` in the config, popd also forwards by the
+/// routes of kernel routing table N, which a BGP daemon fills (bird2: `protocol
+/// kernel { kernel table N; }`, FRR: `table N`): it dumps the table at start and
+/// follows it over rtnetlink. A configured route for the same prefix wins.
 #[derive(Debug, Parser)]
 #[command(name = "popd", version)]
 pub struct Args {
