@@ -56,9 +56,6 @@ pub struct Controller {
     learned: LearnedRoutes,
 }
 
-/// Dumps kernel routing table N, calling the closure for each route.
-pub type DumpTable<'a> = dyn FnMut(u32, &mut dyn FnMut(RouteMsg)) -> std::io::Result<()> + 'a;
-
 /// The learned routes' view of the controller (split borrows of its fields).
 macro_rules! learned_env {
     ($c:expr) => {
@@ -85,16 +82,15 @@ fn requested_mode(m: XdpMode) -> RequestedMode {
 impl Controller {
     /// Starts from the persisted state if any, else from `initial` (the config
     /// file); adopts or loads the data plane and brings it to the desired state.
-    /// With `[kernel_routes]`, `dump` reads the kernel table before the first
-    /// sync settles: route entries pinned by an earlier popd keep forwarding
-    /// until then, and only those in neither the config nor the kernel table
-    /// are removed.
+    /// With `[kernel_routes]`, route entries pinned by an earlier popd that no
+    /// configured route owns keep forwarding until the first dump of the table
+    /// replaces them (the kernel-routes thread does it, then calls
+    /// [`Controller::finish_start`]).
     pub fn start(
         store: Store,
         initial: Config,
         dp: Dataplane,
         kernel: KernelView,
-        dump: &mut DumpTable,
     ) -> Result<Self, String> {
         let state = match store.load().map_err(|e| e.to_string())? {
             Some(s) => {
@@ -135,7 +131,7 @@ impl Controller {
                 .extract_if(|id, _| *id >= LEARNED_NH_FIRST)
                 .collect(),
         };
-        let learned = LearnedRoutes::new(&pinned);
+        let learned = LearnedRoutes::new(pinned);
         let acl = AclMaps::open(&dp.maps_dir())?;
         let acl_copy = acl.active_copy()?;
         let mut c = Self {
@@ -179,43 +175,28 @@ impl Controller {
         let staged = c.stage_acls(&cfg)?;
         c.sync_with(staged)
             .map_err(|e| format!("writing maps: {e}"))?;
-        c.learn_initial(pinned, dump);
-        // A new build's data plane now holds the whole desired state: swap it in.
-        if let Some(old) = c.dp_mut().finish_upgrade().map_err(|e| e.to_string())? {
-            tracing::info!(
-                old_program_id = old,
-                program_id = c.dp().program_id(),
-                "data plane upgraded without detaching: every link runs the new program"
-            );
+        if c.kernel_table().is_none() {
+            // Nothing to learn: pinned leftovers go now.
+            c.learned_commit(Staged::default());
+            c.finish_start()?;
         }
         Ok(c)
     }
 
-    /// The first sync of learned routes: dumps the followed table (if any)
-    /// and replaces what a previous run pinned, writing only differences.
-    fn learn_initial(&mut self, pinned: Pinned, dump: &mut DumpTable) {
-        let mut st = Staged::default();
-        if let Some(table) = self.kernel_table() {
-            let started = std::time::Instant::now();
-            let env = learned_env!(self);
-            let learned = &mut self.learned;
-            let maps = &mut self.dp.as_mut().expect("data plane present").maps;
-            let res = dump(table, &mut |m| {
-                learned.stage(&mut st, &m, &env, Some(&pinned), maps)
-            });
-            match res {
-                Ok(()) => tracing::info!(
-                    table,
-                    routes = st.len(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "kernel routes dumped"
-                ),
-                Err(e) => tracing::error!(table, "dumping kernel routing table: {e}"),
-            }
+    /// Once the first sync of learned routes is done: a new build's data plane
+    /// now holds the whole desired state, so it is swapped in.
+    pub fn finish_start(&mut self) -> Result<(), String> {
+        let Some(dp) = self.dp.as_mut() else {
+            return Ok(());
+        };
+        if let Some(old) = dp.finish_upgrade().map_err(|e| e.to_string())? {
+            tracing::info!(
+                old_program_id = old,
+                program_id = dp.program_id(),
+                "data plane upgraded without detaching: every link runs the new program"
+            );
         }
-        let env = learned_env!(self);
-        let maps = &mut self.dp.as_mut().expect("data plane present").maps;
-        self.learned.commit_initial(st, pinned, &env, maps);
+        Ok(())
     }
 
     /// The kernel routing table routes are learned from.
@@ -248,7 +229,7 @@ impl Controller {
         let Some(dp) = self.dp.as_mut() else { return };
         let env = learned_env!(self);
         for m in msgs {
-            self.learned.stage(st, m, &env, None, &mut dp.maps);
+            self.learned.stage(st, m, &env, &mut dp.maps);
         }
     }
 

@@ -34,8 +34,6 @@ pub const DEFAULT_RCVBUF: usize = 64 << 20;
 pub struct Follower {
     sub: RouteSocket,
     dumper: RouteSocket,
-    /// The last dump succeeded.
-    dumped: bool,
 }
 
 impl Follower {
@@ -44,25 +42,25 @@ impl Follower {
         Ok(Self {
             sub: RouteSocket::subscribe(rcvbuf)?,
             dumper: RouteSocket::dumper()?,
-            dumped: false,
         })
     }
 
-    /// Dumps table `table`, calling `each` per route (for the first sync).
-    pub fn dump(&mut self, table: u32, each: &mut dyn FnMut(RouteMsg)) -> io::Result<()> {
-        let r = self.dumper.dump(table, each);
-        self.dumped = r.is_ok();
-        SYNCED.store(self.dumped, Ordering::Relaxed);
-        r
-    }
-
     /// Follows the table until the process exits (run on its own thread).
+    /// First the initial sync: the table is dumped while the API already
+    /// answers and the pinned entries keep forwarding; then a data-plane
+    /// upgrade waiting for it is finished.
     pub fn run(mut self, ctl: Arc<Mutex<Controller>>, changed: Arc<Notify>) {
         fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
             c.lock().unwrap_or_else(|p| p.into_inner())
         }
         let mut inputs = lock(&ctl).learned_inputs();
-        let mut resync = inputs.0.is_some() && !self.dumped;
+        if lock(&ctl).learned().first_sync_pending() {
+            self.resync(inputs.0, &ctl, &changed, true);
+            if let Err(e) = lock(&ctl).finish_start() {
+                tracing::error!("finishing the data-plane upgrade: {e}");
+            }
+        }
+        let mut resync = false;
         let mut buf = vec![0u8; 1 << 20];
         let mut batch: Vec<RouteMsg> = Vec::with_capacity(BATCH);
         let mut checked = Instant::now();
@@ -117,14 +115,20 @@ impl Follower {
             }
             if resync && batch.is_empty() {
                 resync = false;
-                self.resync(inputs.0, &ctl, &changed);
+                self.resync(inputs.0, &ctl, &changed, false);
             }
         }
     }
 
     /// Dumps the table into a fresh copy (in chunks, so the controller lock is
     /// never held for the whole dump) and swaps it in, writing differences.
-    fn resync(&mut self, table: Option<u32>, ctl: &Arc<Mutex<Controller>>, changed: &Notify) {
+    fn resync(
+        &mut self,
+        table: Option<u32>,
+        ctl: &Arc<Mutex<Controller>>,
+        changed: &Notify,
+        first: bool,
+    ) {
         let lock = || ctl.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         // Empty the subscription first: after an overflow the kernel reports
@@ -160,13 +164,20 @@ impl Follower {
         if lock().learned_commit(st) {
             changed.notify_one();
         }
-        RESYNCS.fetch_add(1, Ordering::Relaxed);
+        if !first {
+            RESYNCS.fetch_add(1, Ordering::Relaxed);
+        }
         SYNCED.store(table.is_some(), Ordering::Relaxed);
         tracing::info!(
             table,
             routes,
             ms = started.elapsed().as_millis() as u64,
-            "kernel routes re-synced"
+            "{}",
+            if first {
+                "kernel routes learned"
+            } else {
+                "kernel routes re-synced"
+            }
         );
     }
 }

@@ -196,6 +196,8 @@ pub struct LearnedRoutes {
     reserved_nh: HashSet<u32>,
     /// Next hops that may have lost their last user: freed after the routes.
     to_free: Vec<u32>,
+    /// What a previous run pinned, until the first [`Self::commit`] replaces it.
+    pending: Option<Pinned>,
     /// A next hop was created since the last call to [`Self::take_new_nexthops`].
     new_nexthops: bool,
     /// Counters for metrics.
@@ -203,13 +205,19 @@ pub struct LearnedRoutes {
 }
 
 impl LearnedRoutes {
-    /// An empty table; `pinned` next-hop ids stay reserved until
-    /// [`Self::commit_initial`].
-    pub fn new(pinned: &Pinned) -> Self {
+    /// An empty table. `pinned` stays in the maps (and its next-hop ids
+    /// reserved) until the first [`Self::commit`] replaces it.
+    pub fn new(pinned: Pinned) -> Self {
         Self {
             reserved_nh: pinned.nexthops.keys().copied().collect(),
+            pending: Some(pinned),
             ..Default::default()
         }
+    }
+
+    /// Whether the first sync after a start is still to come.
+    pub fn first_sync_pending(&self) -> bool {
+        self.pending.is_some()
     }
 
     /// IPv4 routes learned.
@@ -532,20 +540,15 @@ impl LearnedRoutes {
         self.flush(w);
     }
 
-    /// Adds one dumped route to `st`. With `pinned` (the first sync after a
-    /// start), next-hop ids of the pinned entry for the same prefix are reused
-    /// when they hold the same next hop.
-    pub fn stage(
-        &mut self,
-        st: &mut Staged,
-        msg: &RouteMsg,
-        env: &Env,
-        pinned: Option<&Pinned>,
-        w: &mut dyn RouteWriter,
-    ) {
+    /// Adds one dumped route to `st`. Before the first sync after a start,
+    /// next-hop ids of the pinned entry for the same prefix are reused when
+    /// they hold the same next hop.
+    pub fn stage(&mut self, st: &mut Staged, msg: &RouteMsg, env: &Env, w: &mut dyn RouteWriter) {
         let RouteMsg::New { prefix, kind, .. } = msg else {
             return;
         };
+        let pending = self.pending.take();
+        let pinned = pending.as_ref();
         match prefix {
             IpNet::V4(p) => {
                 let p = p.trunc();
@@ -566,11 +569,15 @@ impl LearnedRoutes {
                 }
             }
         }
+        self.pending = pending;
     }
 
     /// Replaces the table by `st` (a fresh dump), writing only the routes
     /// that differ and removing those that are gone.
     pub fn commit(&mut self, st: Staged, env: &Env, w: &mut dyn RouteWriter) {
+        if let Some(pinned) = self.pending.take() {
+            return self.commit_initial(st, pinned, env, w);
+        }
         let Staged { v4, v6 } = st;
         for (&k, &g) in &v4 {
             let same = self.v4.get(&k) == Some(&g) && !self.overflow_v4.contains(&k);
@@ -623,7 +630,7 @@ impl LearnedRoutes {
     /// holds, writing only the entries that differ; pinned entries in neither
     /// the kernel table nor the config are removed, and pinned next hops no
     /// learned route reuses are freed last.
-    pub fn commit_initial(
+    fn commit_initial(
         &mut self,
         st: Staged,
         mut pinned: Pinned,
@@ -651,12 +658,13 @@ impl LearnedRoutes {
         }
         self.v4 = v4;
         self.v6 = v6;
-        for p in pinned.v4.keys() {
+        // A prefix configured since the start belongs to the configured path.
+        for p in pinned.v4.keys().filter(|p| !env.config_v4.contains_key(p)) {
             if let Err(e) = w.del_route_v4(p) {
                 self.count_error(IpNet::V4(*p), &e);
             }
         }
-        for p in pinned.v6.keys() {
+        for p in pinned.v6.keys().filter(|p| !env.config_v6.contains_key(p)) {
             if let Err(e) = w.del_route_v6(p) {
                 self.count_error(IpNet::V6(*p), &e);
             }
@@ -674,6 +682,11 @@ impl LearnedRoutes {
     /// The learned route for exactly `prefix`, when a configured one for it
     /// is removed: the caller writes it in place of the configured one.
     pub fn fallback_v4(&mut self, prefix: &Ipv4Net) -> Option<PopRoute> {
+        // The configured path rewrites or removes this entry: what was pinned
+        // for it no longer says what the map holds.
+        if let Some(p) = self.pending.as_mut() {
+            p.v4.remove(prefix);
+        }
         let k = k4(prefix);
         let g = *self.v4.get(&k)?;
         self.overflow_v4.remove(&k);
@@ -682,6 +695,9 @@ impl LearnedRoutes {
 
     /// [`Self::fallback_v4`] for IPv6.
     pub fn fallback_v6(&mut self, prefix: &Ipv6Net) -> Option<PopRoute> {
+        if let Some(p) = self.pending.as_mut() {
+            p.v6.remove(prefix);
+        }
         let k = k6(prefix);
         let g = *self.v6.get(&k)?;
         self.overflow_v6.remove(&k);

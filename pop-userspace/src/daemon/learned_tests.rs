@@ -159,7 +159,7 @@ fn net(p: &str) -> Ipv4Net {
 fn routes_share_interned_next_hops_and_free_them_after_the_last_user() {
     let w = World::new();
     let mut m = fake(100);
-    let mut l = LearnedRoutes::new(&Pinned::default());
+    let mut l = LearnedRoutes::default();
     let ecmp = unicast(&[(2, "192.0.2.1"), (2, "192.0.2.2")]);
     l.apply(
         &[
@@ -201,7 +201,7 @@ fn routes_share_interned_next_hops_and_free_them_after_the_last_user() {
 fn routes_via_foreign_devices_or_without_gateway_are_skipped_and_counted() {
     let w = World::new();
     let mut m = fake(100);
-    let mut l = LearnedRoutes::new(&Pinned::default());
+    let mut l = LearnedRoutes::default();
     let mut dev_only = [Hop::default(); MAX_HOPS];
     dev_only[0].ifindex = 2;
     l.apply(
@@ -244,7 +244,7 @@ fn configured_routes_shadow_learned_ones() {
     w.config_v4.insert(net("10.0.0.0/24"), configured);
     let mut m = fake(100);
     m.v4.insert(net("10.0.0.0/24"), configured);
-    let mut l = LearnedRoutes::new(&Pinned::default());
+    let mut l = LearnedRoutes::default();
     l.apply(
         &[new("10.0.0.0/24", unicast(&[(2, "192.0.2.1")]))],
         &w.env(),
@@ -269,7 +269,7 @@ fn configured_routes_shadow_learned_ones() {
 fn a_full_map_counts_overflow_and_installs_when_room_frees() {
     let w = World::new();
     let mut m = fake(2);
-    let mut l = LearnedRoutes::new(&Pinned::default());
+    let mut l = LearnedRoutes::default();
     let via = unicast(&[(2, "192.0.2.1")]);
     l.apply(
         &[
@@ -297,7 +297,7 @@ fn a_full_map_counts_overflow_and_installs_when_room_frees() {
 fn a_resync_writes_only_the_differences() {
     let w = World::new();
     let mut m = fake(100);
-    let mut l = LearnedRoutes::new(&Pinned::default());
+    let mut l = LearnedRoutes::default();
     let a = unicast(&[(2, "192.0.2.1")]);
     let b = unicast(&[(2, "192.0.2.2")]);
     l.apply(
@@ -316,7 +316,7 @@ fn a_resync_writes_only_the_differences() {
         new("10.0.1.0/24", b),
         new("10.0.3.0/24", a),
     ] {
-        l.stage(&mut st, &msg, &w.env(), None, &mut m);
+        l.stage(&mut st, &msg, &w.env(), &mut m);
     }
     l.commit(st, &w.env(), &mut m);
     // 10.0.1 changed, 10.0.3 new, 10.0.2 gone; 10.0.0 untouched.
@@ -332,7 +332,7 @@ fn a_restart_reuses_pinned_entries_and_removes_only_stale_ones() {
     let w = World::new();
     // A previous run's maps.
     let mut m = fake(100);
-    let mut before = LearnedRoutes::new(&Pinned::default());
+    let mut before = LearnedRoutes::default();
     let a = unicast(&[(2, "192.0.2.1")]);
     let b = unicast(&[(2, "192.0.2.2")]);
     before.apply(
@@ -351,19 +351,82 @@ fn a_restart_reuses_pinned_entries_and_removes_only_stale_ones() {
     };
     let (route_writes, nh_writes) = (m.route_writes, m.nh_writes);
     // While down: 10.0.2 withdrawn, 10.0.9 announced.
-    let mut l = LearnedRoutes::new(&pinned);
+    let mut l = LearnedRoutes::new(pinned);
     let mut st = Staged::default();
     for msg in [
         new("10.0.0.0/24", a),
         new("10.0.1.0/24", b),
         new("10.0.9.0/24", b),
     ] {
-        l.stage(&mut st, &msg, &w.env(), Some(&pinned), &mut m);
+        l.stage(&mut st, &msg, &w.env(), &mut m);
     }
-    l.commit_initial(st, pinned, &w.env(), &mut m);
+    assert!(l.first_sync_pending());
+    l.commit(st, &w.env(), &mut m);
+    assert!(!l.first_sync_pending());
     assert_eq!(m.route_writes - route_writes, 2, "one add, one removal");
     assert_eq!(m.nh_writes, nh_writes, "both next hops reused as they were");
     let mut got: Vec<_> = m.v4.keys().map(|p| p.to_string()).collect();
     got.sort();
     assert_eq!(got, ["10.0.0.0/24", "10.0.1.0/24", "10.0.9.0/24"]);
+}
+
+#[test]
+fn a_prefix_configured_before_the_first_sync_is_left_to_the_configured_path() {
+    let mut w = World::new();
+    let mut m = fake(100);
+    let old = PopRoute {
+        nh_count: 1,
+        nh_ids: [LEARNED_NH_FIRST, 0, 0, 0, 0, 0, 0, 0],
+        ..Default::default()
+    };
+    m.nhs.insert(
+        LEARNED_NH_FIRST,
+        PopNexthop {
+            flags: NH_VALID,
+            ..Default::default()
+        },
+    );
+    for p in ["10.0.0.0/24", "10.0.1.0/24"] {
+        m.v4.insert(net(p), old);
+    }
+    let pinned = Pinned {
+        v4: m.v4.clone(),
+        v6: HashMap::new(),
+        nexthops: m.nhs.clone(),
+    };
+    let mut l = LearnedRoutes::new(pinned);
+    // Configured after the start, before the dump: the configured path wrote it.
+    let configured = PopRoute {
+        nh_count: 1,
+        nh_ids: [1, 0, 0, 0, 0, 0, 0, 0],
+        ..Default::default()
+    };
+    w.config_v4.insert(net("10.0.0.0/24"), configured);
+    m.nhs.insert(
+        1,
+        PopNexthop {
+            flags: NH_VALID,
+            ..Default::default()
+        },
+    );
+    m.v4.insert(net("10.0.0.0/24"), configured);
+    // 10.0.1 was configured and deleted again: it is gone from the map, and
+    // the pinned value must not be trusted for it.
+    assert!(l.fallback_v4(&net("10.0.1.0/24")).is_none());
+    m.v4.remove(&net("10.0.1.0/24"));
+    let mut st = Staged::default();
+    let via = unicast(&[(2, "192.0.2.1")]);
+    for msg in [new("10.0.0.0/24", via), new("10.0.1.0/24", via)] {
+        l.stage(&mut st, &msg, &w.env(), &mut m);
+    }
+    l.commit(st, &w.env(), &mut m);
+    assert_eq!(
+        m.v4[&net("10.0.0.0/24")],
+        configured,
+        "the configured route stays"
+    );
+    assert!(
+        m.v4.contains_key(&net("10.0.1.0/24")),
+        "the learned route is written"
+    );
 }

@@ -133,11 +133,9 @@ async fn run(args: Args) -> Result<(), String> {
         }
     );
     // Subscribed before the first dump, so that no route change is missed.
-    let mut follower = kernel_routes::Follower::open(args.kernel_routes_rcvbuf)
+    let follower = kernel_routes::Follower::open(args.kernel_routes_rcvbuf)
         .map_err(|e| format!("netlink route socket: {e}"))?;
-    let ctl = Controller::start(store, initial, dp, view, &mut |table, each| {
-        follower.dump(table, each)
-    })?;
+    let ctl = Controller::start(store, initial, dp, view)?;
     let ctl = Arc::new(Mutex::new(ctl));
 
     let listener = crate::api::server::bind(&args.socket)
