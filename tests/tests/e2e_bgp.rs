@@ -246,7 +246,7 @@ fn bgp_end_to_end() {
         _state_dir: state_dir,
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 9] = [
+    let scenarios: [(&str, Scenario); 10] = [
         ("learned routes forward", learned_routes_forward),
         (
             "a configured route wins, its deletion falls back",
@@ -263,6 +263,10 @@ fn bgp_end_to_end() {
             churn_loses_nothing,
         ),
         ("kill -9 under traffic", kill_under_traffic),
+        (
+            "a data-plane upgrade fills the new maps with learned routes",
+            upgrade_under_traffic,
+        ),
         ("forced ENOBUFS re-sync", enobufs_resync),
         ("changes while popd is down", changes_while_down),
     ];
@@ -541,6 +545,42 @@ fn kill_under_traffic(env: &mut Env) -> Result<()> {
     eprintln!("  ping across kill -9 and restart: {stats}");
     ensure!(stats.transmitted >= 140 && stats.lost() == 0, "{stats}");
     wait_exact(env, "after the restart")
+}
+
+fn program_id(env: &Env) -> Result<u64> {
+    let status = env.popd.popctl_json(&["status"])?;
+    status["program_id"]
+        .as_u64()
+        .with_context(|| format!("no program_id in `popctl -j status`: {status}"))
+}
+
+/// popd with another data-plane build: the new maps get the configured and
+/// the learned routes before the links are swapped, so a flow by a learned
+/// route loses nothing; and back to this build.
+fn upgrade_under_traffic(env: &mut Env) -> Result<()> {
+    let variant = env.popd.state_dir().join("pop_variant.bpf.o");
+    std::fs::write(&variant, pop_ebpf::pop_variant_object())?;
+    for object in [Some(variant.to_string_lossy().into_owned()), None] {
+        let before = program_id(env)?;
+        env.popd.set_env("POP_DATAPLANE_OBJECT", object.as_deref());
+        let ping = start_ping(&env.lab, INTERNET_V4, 250)?;
+        thread::sleep(Duration::from_millis(300));
+        env.popd.kill()?;
+        env.popd.start()?;
+        wait_for("the upgrade to finish", || Ok(program_id(env)? != before))?;
+        let stats = finish_ping(ping)?;
+        eprintln!("  ping across the data-plane swap: {stats}");
+        ensure!(
+            stats.lost() == 0,
+            "packets lost across the upgrade: {stats}"
+        );
+        wait_exact(env, "after the upgrade")?;
+        ensure!(
+            !env.lab.bpffs_dir().join("next").exists(),
+            "the upgrade's staging directory is left"
+        );
+    }
+    Ok(())
 }
 
 /// A small receive buffer and a burst of 20k route adds: the kernel drops

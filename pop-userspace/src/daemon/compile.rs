@@ -11,7 +11,7 @@ use pop_common::{
     MAX_CUSTOMERS, MAX_IFACES, NH_RESOLVED, NH_VALID,
 };
 
-use super::learned::LearnedRoutes;
+use super::learned::{LearnedRoutes, Pinned};
 use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
 use crate::config::validate;
@@ -631,8 +631,14 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::M
 }
 
 /// Reads what the pinned maps hold (after a restart), so that the first
-/// reconcile only writes differences and removes leftovers.
-pub fn read_back(maps: &Maps) -> Tables {
+/// reconcile only writes differences and removes leftovers. Route entries of
+/// `configured` prefixes go into the tables; the others (learned by an earlier
+/// run) into `pinned`, compactly: a full table may be pinned.
+pub fn read_back(
+    maps: &Maps,
+    configured: &(HashSet<Ipv4Net>, HashSet<Ipv6Net>),
+    pinned: &mut Pinned,
+) -> Tables {
     let mut t = Tables {
         config: maps.config.get(&0, 0).ok(),
         ..Default::default()
@@ -648,12 +654,20 @@ pub fn read_back(maps: &Maps) -> Tables {
     }
     for (k, v) in maps.routes_v4.iter().flatten() {
         if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
-            t.routes_v4.insert(p, v);
+            if configured.0.contains(&p) {
+                t.routes_v4.insert(p, v);
+            } else {
+                pinned.insert_v4(p, v);
+            }
         }
     }
     for (k, v) in maps.routes_v6.iter().flatten() {
         if let Ok(p) = Ipv6Net::new(k.data().into(), k.prefix_len() as u8) {
-            t.routes_v6.insert(p, v);
+            if configured.1.contains(&p) {
+                t.routes_v6.insert(p, v);
+            } else {
+                pinned.insert_v6(p, v);
+            }
         }
     }
     let copy1 = t.config.is_some_and(|c| c.cust_copy & 1 == 1);
@@ -685,7 +699,12 @@ pub fn read_back(maps: &Maps) -> Tables {
     }
     for (id, nh) in maps.nexthops.iter().enumerate() {
         if let Ok(nh) = nh {
-            if nh.flags != 0 {
+            if nh.flags == 0 {
+                continue;
+            }
+            if id as u32 >= super::learned::LEARNED_NH_FIRST {
+                pinned.nexthops.insert(id as u32, nh);
+            } else {
                 t.nexthops.insert(id as u32, nh);
             }
         }

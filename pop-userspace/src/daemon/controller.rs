@@ -12,7 +12,7 @@ use pop_common::{Action, Direction, DropReason, PassReason};
 use serde_json::{json, Value};
 
 use super::compile::{self, Tables};
-use super::learned::{Env, LearnedRoutes, Pinned, Staged, LEARNED_NH_FIRST};
+use super::learned::{Env, LearnedRoutes, Pinned, Staged};
 use crate::acl::AclMaps;
 use crate::api::protocol::{
     ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
@@ -113,24 +113,11 @@ impl Controller {
                 s
             }
         };
-        let mut applied = compile::read_back(&dp.maps);
         // Pinned entries that configured routes do not own are the learned
         // routes of the previous run: kept apart until the first dump.
-        let (cfg_v4, cfg_v6) = configured_prefixes(&state.config);
-        let pinned = Pinned {
-            v4: applied
-                .routes_v4
-                .extract_if(|p, _| !cfg_v4.contains(p))
-                .collect(),
-            v6: applied
-                .routes_v6
-                .extract_if(|p, _| !cfg_v6.contains(p))
-                .collect(),
-            nexthops: applied
-                .nexthops
-                .extract_if(|id, _| *id >= LEARNED_NH_FIRST)
-                .collect(),
-        };
+        let mut pinned = Pinned::default();
+        let applied =
+            compile::read_back(&dp.maps, &configured_prefixes(&state.config), &mut pinned);
         let learned = LearnedRoutes::new(pinned);
         let acl = AclMaps::open(&dp.maps_dir())?;
         let acl_copy = acl.active_copy()?;

@@ -144,15 +144,63 @@ fn group_key(r: &PopRoute) -> GroupKey {
 
 /// Route map entries that a previous popd (or data plane) left and that no
 /// configured route owns: the learned routes replace them at start, writing
-/// only what differs.
+/// only what differs. Kept as compactly as the learned table (a full table
+/// is read back here), values interned.
 #[derive(Default)]
 pub struct Pinned {
-    /// IPv4 entries.
-    pub v4: HashMap<Ipv4Net, PopRoute>,
-    /// IPv6 entries.
-    pub v6: HashMap<Ipv6Net, PopRoute>,
+    v4: HashMap<K4, u32>,
+    v6: HashMap<K6, u32>,
+    values: Vec<PopRoute>,
+    ids: HashMap<GroupKey, u32>,
     /// Learned next hops (ids >= [`LEARNED_NH_FIRST`]) with their values.
     pub nexthops: HashMap<u32, PopNexthop>,
+}
+
+impl Pinned {
+    fn intern(&mut self, r: PopRoute) -> u32 {
+        *self.ids.entry(group_key(&r)).or_insert_with(|| {
+            self.values.push(r);
+            (self.values.len() - 1) as u32
+        })
+    }
+
+    /// Adds a pinned IPv4 entry.
+    pub fn insert_v4(&mut self, prefix: Ipv4Net, route: PopRoute) {
+        let id = self.intern(route);
+        self.v4.insert(k4(&prefix), id);
+    }
+
+    /// Adds a pinned IPv6 entry.
+    pub fn insert_v6(&mut self, prefix: Ipv6Net, route: PopRoute) {
+        let id = self.intern(route);
+        self.v6.insert(k6(&prefix), id);
+    }
+
+    fn get_v4(&self, p: &Ipv4Net) -> Option<&PopRoute> {
+        self.v4.get(&k4(p)).map(|id| &self.values[*id as usize])
+    }
+
+    fn get_v6(&self, p: &Ipv6Net) -> Option<&PopRoute> {
+        self.v6.get(&k6(p)).map(|id| &self.values[*id as usize])
+    }
+
+    fn take_v4(&mut self, p: &Ipv4Net) -> Option<PopRoute> {
+        self.v4.remove(&k4(p)).map(|id| self.values[id as usize])
+    }
+
+    fn take_v6(&mut self, p: &Ipv6Net) -> Option<PopRoute> {
+        self.v6.remove(&k6(p)).map(|id| self.values[id as usize])
+    }
+
+    /// Pinned route entries.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A table being rebuilt from a dump (after ENOBUFS, a table change, or at
@@ -552,7 +600,7 @@ impl LearnedRoutes {
         match prefix {
             IpNet::V4(p) => {
                 let p = p.trunc();
-                let hint = pinned.and_then(|pn| pn.v4.get(&p).map(|r| (r, &pn.nexthops)));
+                let hint = pinned.and_then(|pn| pn.get_v4(&p).map(|r| (r, &pn.nexthops)));
                 if let Some(g) = self.intern(kind, env, hint, w) {
                     if let Some(o) = st.v4.insert(k4(&p), g) {
                         self.release(o);
@@ -561,7 +609,7 @@ impl LearnedRoutes {
             }
             IpNet::V6(p) => {
                 let p = p.trunc();
-                let hint = pinned.and_then(|pn| pn.v6.get(&p).map(|r| (r, &pn.nexthops)));
+                let hint = pinned.and_then(|pn| pn.get_v6(&p).map(|r| (r, &pn.nexthops)));
                 if let Some(g) = self.intern(kind, env, hint, w) {
                     if let Some(o) = st.v6.insert(k6(&p), g) {
                         self.release(o);
@@ -643,7 +691,7 @@ impl LearnedRoutes {
             if env.config_v4.contains_key(&p) {
                 continue;
             }
-            if pinned.v4.remove(&p) != Some(self.groups[g as usize].0) {
+            if pinned.take_v4(&p) != Some(self.groups[g as usize].0) {
                 self.write_v4(k, g, w);
             }
         }
@@ -652,21 +700,27 @@ impl LearnedRoutes {
             if env.config_v6.contains_key(&p) {
                 continue;
             }
-            if pinned.v6.remove(&p) != Some(self.groups[g as usize].0) {
+            if pinned.take_v6(&p) != Some(self.groups[g as usize].0) {
                 self.write_v6(k, g, w);
             }
         }
         self.v4 = v4;
         self.v6 = v6;
         // A prefix configured since the start belongs to the configured path.
-        for p in pinned.v4.keys().filter(|p| !env.config_v4.contains_key(p)) {
-            if let Err(e) = w.del_route_v4(p) {
-                self.count_error(IpNet::V4(*p), &e);
+        for p in pinned.v4.keys().map(|k| net4(*k)) {
+            if env.config_v4.contains_key(&p) {
+                continue;
+            }
+            if let Err(e) = w.del_route_v4(&p) {
+                self.count_error(IpNet::V4(p), &e);
             }
         }
-        for p in pinned.v6.keys().filter(|p| !env.config_v6.contains_key(p)) {
-            if let Err(e) = w.del_route_v6(p) {
-                self.count_error(IpNet::V6(*p), &e);
+        for p in pinned.v6.keys().map(net6) {
+            if env.config_v6.contains_key(&p) {
+                continue;
+            }
+            if let Err(e) = w.del_route_v6(&p) {
+                self.count_error(IpNet::V6(p), &e);
             }
         }
         for id in std::mem::take(&mut self.reserved_nh) {
@@ -685,7 +739,7 @@ impl LearnedRoutes {
         // The configured path rewrites or removes this entry: what was pinned
         // for it no longer says what the map holds.
         if let Some(p) = self.pending.as_mut() {
-            p.v4.remove(prefix);
+            p.take_v4(prefix);
         }
         let k = k4(prefix);
         let g = *self.v4.get(&k)?;
@@ -696,7 +750,7 @@ impl LearnedRoutes {
     /// [`Self::fallback_v4`] for IPv6.
     pub fn fallback_v6(&mut self, prefix: &Ipv6Net) -> Option<PopRoute> {
         if let Some(p) = self.pending.as_mut() {
-            p.v6.remove(prefix);
+            p.take_v6(prefix);
         }
         let k = k6(prefix);
         let g = *self.v6.get(&k)?;

@@ -344,11 +344,13 @@ fn a_restart_reuses_pinned_entries_and_removes_only_stale_ones() {
         &w.env(),
         &mut m,
     );
-    let pinned = Pinned {
-        v4: m.v4.clone(),
-        v6: HashMap::new(),
+    let mut pinned = Pinned {
         nexthops: m.nhs.clone(),
+        ..Default::default()
     };
+    for (p, r) in &m.v4 {
+        pinned.insert_v4(*p, *r);
+    }
     let (route_writes, nh_writes) = (m.route_writes, m.nh_writes);
     // While down: 10.0.2 withdrawn, 10.0.9 announced.
     let mut l = LearnedRoutes::new(pinned);
@@ -389,11 +391,13 @@ fn a_prefix_configured_before_the_first_sync_is_left_to_the_configured_path() {
     for p in ["10.0.0.0/24", "10.0.1.0/24"] {
         m.v4.insert(net(p), old);
     }
-    let pinned = Pinned {
-        v4: m.v4.clone(),
-        v6: HashMap::new(),
+    let mut pinned = Pinned {
         nexthops: m.nhs.clone(),
+        ..Default::default()
     };
+    for (p, r) in &m.v4 {
+        pinned.insert_v4(*p, *r);
+    }
     let mut l = LearnedRoutes::new(pinned);
     // Configured after the start, before the dump: the configured path wrote it.
     let configured = PopRoute {
