@@ -165,6 +165,12 @@ impl Popd {
     /// Starts popd and waits until `popctl status` answers (at most 20 s). On
     /// failure the error includes the tail of popd's log.
     pub fn start(&mut self) -> Result<()> {
+        self.start_within(READY_TIMEOUT)
+    }
+
+    /// [`Popd::start`], waiting at most `timeout` (a restart over a full
+    /// table reads every pinned route entry back first).
+    pub fn start_within(&mut self, timeout: Duration) -> Result<()> {
         if self.is_running() {
             bail!("popd is already running (pid {:?})", self.pid());
         }
@@ -184,7 +190,7 @@ impl Popd {
             .with_context(|| format!("cannot start `{}`", cmd::describe(&cmd)))?;
         fs::write(self.pid_file(), child.id().to_string())?;
         self.child = Some(child);
-        self.wait_ready(READY_TIMEOUT)
+        self.wait_ready(timeout)
     }
 
     /// Polls `popctl status` until it exits 0. Fails early if popd exits.

@@ -675,7 +675,8 @@ fn full_table_memory() {
                 env.popd.kill()?;
             }
             let t = Instant::now();
-            env.popd.start()?;
+            env.popd.start_within(Duration::from_secs(300))?;
+            let ready = t.elapsed();
             wait_for_count(&env, a4, a6)?;
             let pid = env.popd.pid().context("pid")?;
             let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -683,7 +684,10 @@ fn full_table_memory() {
                 .lines()
                 .find(|l| l.starts_with("VmHWM"))
                 .unwrap_or("VmHWM ?");
-            eprintln!("{round}: maps full after {:?}; popd {hwm}", t.elapsed());
+            eprintln!(
+                "{round}: API up after {ready:?}, maps full after {:?}; popd {hwm}",
+                t.elapsed()
+            );
         }
         Ok(())
     };
