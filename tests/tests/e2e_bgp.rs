@@ -473,6 +473,18 @@ fn blackhole_drops(env: &mut Env) -> Result<()> {
         get["blackhole"] == true && get["source"] == "kernel",
         "route get: {get}"
     );
+    let shown = env
+        .popd
+        .popctl_ok(&["route", "show", "--source", "kernel"])?;
+    ensure!(
+        shown.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.first() == Some(&"100.64.0.1/32")
+                && w.get(1) == Some(&"blackhole")
+                && w.last() == Some(&"kernel")
+        }),
+        "`popctl route show --source kernel` lacks the blackhole row:\n{shown}"
+    );
     let s = env.lab.ping(C1, INTERNET_V4, 3, 0.2)?;
     ensure!(s.received == 0, "ping through a blackhole: {s}");
     let after = metric(env, "pop_drops_total", &[("reason", "blackhole")])?;
