@@ -246,7 +246,7 @@ fn bgp_end_to_end() {
         _state_dir: state_dir,
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 10] = [
+    let scenarios: [(&str, Scenario); 11] = [
         ("learned routes forward", learned_routes_forward),
         (
             "a configured route wins, its deletion falls back",
@@ -258,6 +258,7 @@ fn bgp_end_to_end() {
         ),
         ("a withdraw stops forwarding", withdraw_stops_forwarding),
         ("a blackhole route drops", blackhole_drops),
+        ("multipath routes become ECMP groups", multipath_routes),
         (
             "withdraw/announce cycles lose no packet",
             churn_loses_nothing,
@@ -508,6 +509,89 @@ fn blackhole_drops(env: &mut Env) -> Result<()> {
         Ok(!map_routes(&env.lab)?.contains_key("100.64.0.1/32"))
     })?;
     ping_ok(env, INTERNET_V4)
+}
+
+/// Kernel multipath routes (IPv4 and IPv6) via two gateways on the upstream
+/// link forward over both; removing one IPv6 next hop keeps the route.
+fn multipath_routes(env: &mut Env) -> Result<()> {
+    let table = KERNEL_TABLE.to_string();
+    env.lab
+        .exec_ok("up", &["ip", "addr", "add", "192.0.2.3/24", "dev", "eth0"])?;
+    env.lab.exec_ok(
+        "up",
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:ffff::3/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    )?;
+    for (dst, a, b) in [
+        ("100.64.0.1/32", "192.0.2.1", "192.0.2.3"),
+        (
+            "2001:db8:ffff:1::1/128",
+            "2001:db8:ffff::1",
+            "2001:db8:ffff::3",
+        ),
+    ] {
+        env.lab.exec_ok(
+            EDGE,
+            &[
+                "ip", "route", "add", dst, "table", &table, "nexthop", "via", a, "dev", "eth0",
+                "nexthop", "via", b, "dev", "eth0",
+            ],
+        )?;
+    }
+    wait_for("both ECMP groups in the maps", || {
+        let m = map_routes(&env.lab)?;
+        Ok(["100.64.0.1/32", "2001:db8:ffff:1::1/128"]
+            .iter()
+            .all(|p| m.get(*p).is_some_and(|r| r.nh_count == 2)))
+    })?;
+    env.popd.wait_resolved(Duration::from_secs(10))?;
+    ping_ok(env, INTERNET_V4)?;
+    ping_ok(env, INTERNET_V6)?;
+    env.lab.exec_ok(
+        EDGE,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "del",
+            "2001:db8:ffff:1::1/128",
+            "via",
+            "2001:db8:ffff::3",
+            "table",
+            &table,
+        ],
+    )?;
+    wait_for("one IPv6 next hop left", || {
+        Ok(map_routes(&env.lab)?
+            .get("2001:db8:ffff:1::1/128")
+            .is_some_and(|r| r.nh_count == 1))
+    })?;
+    ping_ok(env, INTERNET_V6)?;
+    env.lab.exec_ok(
+        EDGE,
+        &["ip", "route", "del", "100.64.0.1/32", "table", &table],
+    )?;
+    env.lab.exec_ok(
+        EDGE,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "del",
+            "2001:db8:ffff:1::1/128",
+            "table",
+            &table,
+        ],
+    )?;
+    wait_exact(env, "after removing the multipath routes")
 }
 
 fn learned_v4(env: &Env) -> Result<f64> {

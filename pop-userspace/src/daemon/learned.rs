@@ -22,7 +22,7 @@ use pop_common::{
 
 use crate::dataplane::route_writer::RouteWriter;
 use crate::dataplane::DataplaneError;
-use crate::netlink::routes::{RouteKind, RouteMsg};
+use crate::netlink::routes::{Hop, RouteKind, RouteMsg, MAX_HOPS};
 use crate::netlink::{KernelView, Link};
 
 /// First next-hop id for learned routes; configured next hops use 1..this.
@@ -580,6 +580,52 @@ impl LearnedRoutes {
                     }
                 }
                 RouteMsg::Del { prefix, .. } => match prefix {
+                    IpNet::V4(p) => self.remove_v4(k4(&p.trunc()), env, w),
+                    IpNet::V6(p) => self.remove_v6(k6(&p.trunc()), env, w),
+                },
+                RouteMsg::DelHops {
+                    prefix: IpNet::V6(p),
+                    count,
+                    hops,
+                    table,
+                } => {
+                    let k = k6(&p.trunc());
+                    let Some(&g) = self.v6.get(&k) else { continue };
+                    let gone = &hops[..count as usize];
+                    let route = self.groups[g as usize].0;
+                    let mut left = [Hop::default(); MAX_HOPS];
+                    let mut n = 0u8;
+                    for id in &route.nh_ids[..route.nh_count as usize] {
+                        let Some(s) = self.nhs.get(id) else { continue };
+                        let (ifindex, via) = s.key;
+                        if !gone
+                            .iter()
+                            .any(|h| h.via == Some(via) && (h.ifindex == ifindex || h.ifindex == 0))
+                        {
+                            left[n as usize] = Hop {
+                                ifindex,
+                                via: Some(via),
+                            };
+                            n += 1;
+                        }
+                    }
+                    if n == 0 || route.flags & ROUTE_BLACKHOLE != 0 {
+                        self.remove_v6(k, env, w);
+                    } else if n < route.nh_count as u8 {
+                        let rest = RouteMsg::New {
+                            table,
+                            prefix: IpNet::V6(p),
+                            kind: RouteKind::Unicast {
+                                count: n,
+                                hops: left,
+                                truncated: false,
+                            },
+                        };
+                        self.apply(std::slice::from_ref(&rest), env, w);
+                    }
+                }
+                // Produced for IPv6 only.
+                RouteMsg::DelHops { prefix, .. } => match prefix {
                     IpNet::V4(p) => self.remove_v4(k4(&p.trunc()), env, w),
                     IpNet::V6(p) => self.remove_v6(k6(&p.trunc()), env, w),
                 },

@@ -1,7 +1,6 @@
 //! The learned-route table against an in-memory writer that counts writes
 //! and holds a route map of a chosen capacity.
 use super::*;
-use crate::netlink::routes::{Hop, MAX_HOPS};
 use crate::netlink::Neighbour;
 
 #[derive(Default)]
@@ -433,4 +432,59 @@ fn a_prefix_configured_before_the_first_sync_is_left_to_the_configured_path() {
         m.v4.contains_key(&net("10.0.1.0/24")),
         "the learned route is written"
     );
+}
+
+#[test]
+fn an_ipv6_next_hop_removed_leaves_the_others() {
+    let mut w = World::new();
+    for last in [1u16, 2] {
+        w.kernel.neighbours.insert(
+            (
+                2,
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last)),
+            ),
+            Neighbour {
+                mac: Some([2, 0, 0, 0, 2, last as u8]),
+            },
+        );
+    }
+    let mut m = fake(100);
+    let mut l = LearnedRoutes::default();
+    let p: Ipv6Net = "2001:db8:1::/64".parse().unwrap();
+    l.apply(
+        &[new(
+            "2001:db8:1::/64",
+            unicast(&[(2, "2001:db8::1"), (2, "2001:db8::2")]),
+        )],
+        &w.env(),
+        &mut m,
+    );
+    assert_eq!(m.v6[&p].nh_count, 2);
+    let mut gone = [Hop::default(); MAX_HOPS];
+    gone[0] = Hop {
+        ifindex: 2,
+        via: Some("2001:db8::2".parse().unwrap()),
+    };
+    let del_one = RouteMsg::DelHops {
+        table: 100,
+        prefix: IpNet::V6(p),
+        count: 1,
+        hops: gone,
+    };
+    l.apply(std::slice::from_ref(&del_one), &w.env(), &mut m);
+    assert_eq!(
+        m.v6[&p].nh_count, 1,
+        "the route stays with the other next hop"
+    );
+    assert_eq!(l.nexthop_count(), 1, "the removed next hop is freed");
+    gone[0].via = Some("2001:db8::1".parse().unwrap());
+    let del_last = RouteMsg::DelHops {
+        table: 100,
+        prefix: IpNet::V6(p),
+        count: 1,
+        hops: gone,
+    };
+    l.apply(std::slice::from_ref(&del_last), &w.env(), &mut m);
+    assert!(!m.v6.contains_key(&p));
+    assert_eq!(l.len_v6(), 0);
 }

@@ -83,13 +83,27 @@ pub enum RouteMsg {
         /// Destination.
         prefix: IpNet,
     },
+    /// Some next hops of an IPv6 multipath route were removed
+    /// (`ip -6 route del P via A`): the route stays with the others.
+    DelHops {
+        /// Routing table number.
+        table: u32,
+        /// Destination.
+        prefix: IpNet,
+        /// How many of `hops` are used.
+        count: u8,
+        /// The next hops removed.
+        hops: [Hop; MAX_HOPS],
+    },
 }
 
 impl RouteMsg {
     /// The routing table the message is about.
     pub fn table(&self) -> u32 {
         match self {
-            RouteMsg::New { table, .. } | RouteMsg::Del { table, .. } => *table,
+            RouteMsg::New { table, .. }
+            | RouteMsg::Del { table, .. }
+            | RouteMsg::DelHops { table, .. } => *table,
         }
     }
 }
@@ -408,6 +422,20 @@ pub fn parse(kind: u16, payload: &[u8]) -> Option<RouteMsg> {
         _ => return None,
     };
     if kind == RTM_DELROUTE {
+        // IPv6 keeps one kernel route per next hop of a multipath route and
+        // notifies the removal of each: only those next hops go.
+        if count == 0 && first.via.is_some() {
+            hops[0] = first;
+            count = 1;
+        }
+        if family as i32 == libc::AF_INET6 && count > 0 && hops.iter().any(|h| h.via.is_some()) {
+            return Some(RouteMsg::DelHops {
+                table,
+                prefix,
+                count,
+                hops,
+            });
+        }
         return Some(RouteMsg::Del { table, prefix });
     }
     let kind = match rtype {
