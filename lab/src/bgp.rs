@@ -214,7 +214,9 @@ impl Bgp {
                     self.birdc(EDGE, &["show", "protocols"]).unwrap_or_default()
                 );
             }
-            thread::sleep(Duration::from_millis(200));
+            // Each look lists the whole table: not too often for a big one.
+            let pause = if v4 + v6 > 100_000 { 1000 } else { 200 };
+            thread::sleep(Duration::from_millis(pause));
         }
     }
 
