@@ -631,9 +631,11 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::M
 }
 
 /// Reads what the pinned maps hold (after a restart), so that the first
-/// reconcile only writes differences and removes leftovers. Route entries of
-/// `configured` prefixes go into the tables; the others (learned by an earlier
-/// run) into `pinned`, compactly: a full table may be pinned.
+/// reconcile only writes differences and removes leftovers. Of the routes,
+/// only the entries of `configured` prefixes are looked up (O(config)); the
+/// others (learned by an earlier run, maybe a full table) are read later by
+/// [`crate::dataplane::route_writer::read_routes`]. Learned next hops go
+/// into `pinned`.
 pub fn read_back(
     maps: &Maps,
     configured: &(HashSet<Ipv4Net>, HashSet<Ipv6Net>),
@@ -652,22 +654,14 @@ pub fn read_back(
     for (k, v) in maps.vlan_ifaces.iter().flatten() {
         t.vlans.insert(k, v);
     }
-    for (k, v) in maps.routes_v4.iter().flatten() {
-        if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
-            if configured.0.contains(&p) {
-                t.routes_v4.insert(p, v);
-            } else {
-                pinned.insert_v4(p, v);
-            }
+    for p in &configured.0 {
+        if let Ok(v) = maps.routes_v4.get(&key_v4(p), 0) {
+            t.routes_v4.insert(*p, v);
         }
     }
-    for (k, v) in maps.routes_v6.iter().flatten() {
-        if let Ok(p) = Ipv6Net::new(k.data().into(), k.prefix_len() as u8) {
-            if configured.1.contains(&p) {
-                t.routes_v6.insert(p, v);
-            } else {
-                pinned.insert_v6(p, v);
-            }
+    for p in &configured.1 {
+        if let Ok(v) = maps.routes_v6.get(&key_v6(p), 0) {
+            t.routes_v6.insert(*p, v);
         }
     }
     let copy1 = t.config.is_some_and(|c| c.cust_copy & 1 == 1);

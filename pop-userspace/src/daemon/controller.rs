@@ -164,10 +164,24 @@ impl Controller {
             .map_err(|e| format!("writing maps: {e}"))?;
         if c.kernel_table().is_none() {
             // Nothing to learn: pinned leftovers go now.
+            let pinned = Pinned::read_routes(&c.dp().maps_dir()).map_err(|e| e.to_string())?;
+            c.learned.attach_pinned_routes(pinned);
             c.learned_commit(Staged::default());
             c.finish_start()?;
         }
         Ok(c)
+    }
+
+    /// Where the route maps are pinned, while the first sync of learned
+    /// routes is still to come (the follower reads them without the lock).
+    pub fn learned_pinned_dir(&self) -> Option<std::path::PathBuf> {
+        let dp = self.dp.as_ref()?;
+        self.learned.first_sync_pending().then(|| dp.maps_dir())
+    }
+
+    /// Hands over the route entries read from [`Self::learned_pinned_dir`].
+    pub fn learned_attach_pinned(&mut self, pinned: Pinned) {
+        self.learned.attach_pinned_routes(pinned);
     }
 
     /// Once the first sync of learned routes is done: a new build's data plane

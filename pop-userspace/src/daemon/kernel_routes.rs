@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::controller::Controller;
-use super::learned::Staged;
+use super::learned::{Pinned, Staged};
 use crate::netlink::routes::{self, Received, RouteMsg, RouteSocket};
 
 /// Whether the learned routes equal the kernel table (1) or a dump is due or
@@ -54,7 +54,22 @@ impl Follower {
             c.lock().unwrap_or_else(|p| p.into_inner())
         }
         let mut inputs = lock(&ctl).learned_inputs();
-        if lock(&ctl).learned().first_sync_pending() {
+        let dir = lock(&ctl).learned_pinned_dir();
+        if let Some(dir) = dir {
+            // What the previous run left in the maps: read here, not under the
+            // lock (a full table takes seconds), so the API answers meanwhile.
+            let started = Instant::now();
+            match Pinned::read_routes(&dir) {
+                Ok(p) => {
+                    tracing::info!(
+                        entries = p.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "pinned route entries read back"
+                    );
+                    lock(&ctl).learned_attach_pinned(p);
+                }
+                Err(e) => tracing::error!("reading the pinned routes back: {e}"),
+            }
             self.resync(inputs.0, &ctl, &changed, true);
             if let Err(e) = lock(&ctl).finish_start() {
                 tracing::error!("finishing the data-plane upgrade: {e}");

@@ -157,6 +157,16 @@ pub struct Pinned {
 }
 
 impl Pinned {
+    /// Every route entry pinned in `maps_dir`.
+    pub fn read_routes(maps_dir: &std::path::Path) -> Result<Self, DataplaneError> {
+        let mut p = Pinned::default();
+        crate::dataplane::route_writer::read_routes(maps_dir, |prefix, route| match prefix {
+            IpNet::V4(n) => p.insert_v4(n, route),
+            IpNet::V6(n) => p.insert_v6(n, route),
+        })?;
+        Ok(p)
+    }
+
     fn intern(&mut self, r: PopRoute) -> u32 {
         *self.ids.entry(group_key(&r)).or_insert_with(|| {
             self.values.push(r);
@@ -246,6 +256,9 @@ pub struct LearnedRoutes {
     to_free: Vec<u32>,
     /// What a previous run pinned, until the first [`Self::commit`] replaces it.
     pending: Option<Pinned>,
+    /// Prefixes the configured path rewrote or removed before the pinned
+    /// route entries were read ([`Self::attach_pinned_routes`]).
+    touched: Option<(HashSet<K4>, HashSet<K6>)>,
     /// A next hop was created since the last call to [`Self::take_new_nexthops`].
     new_nexthops: bool,
     /// Counters for metrics.
@@ -259,8 +272,32 @@ impl LearnedRoutes {
         Self {
             reserved_nh: pinned.nexthops.keys().copied().collect(),
             pending: Some(pinned),
+            touched: Some(Default::default()),
             ..Default::default()
         }
+    }
+
+    /// Adds the pinned route entries (read without the controller's lock,
+    /// while configured changes may have happened): entries of prefixes the
+    /// configured path touched meanwhile are not trusted.
+    pub fn attach_pinned_routes(&mut self, routes: Pinned) {
+        let (t4, t6) = self.touched.take().unwrap_or_default();
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        let Pinned {
+            mut v4,
+            mut v6,
+            values,
+            ids,
+            ..
+        } = routes;
+        v4.retain(|k, _| !t4.contains(k));
+        v6.retain(|k, _| !t6.contains(k));
+        p.v4 = v4;
+        p.v6 = v6;
+        p.values = values;
+        p.ids = ids;
     }
 
     /// Whether the first sync after a start is still to come.
@@ -670,6 +707,7 @@ impl LearnedRoutes {
     /// that differ and removing those that are gone.
     pub fn commit(&mut self, st: Staged, env: &Env, w: &mut dyn RouteWriter) {
         if let Some(pinned) = self.pending.take() {
+            self.touched = None;
             return self.commit_initial(st, pinned, env, w);
         }
         let Staged { v4, v6 } = st;
@@ -787,6 +825,9 @@ impl LearnedRoutes {
         if let Some(p) = self.pending.as_mut() {
             p.take_v4(prefix);
         }
+        if let Some((t4, _)) = self.touched.as_mut() {
+            t4.insert(k4(prefix));
+        }
         let k = k4(prefix);
         let g = *self.v4.get(&k)?;
         self.overflow_v4.remove(&k);
@@ -797,6 +838,9 @@ impl LearnedRoutes {
     pub fn fallback_v6(&mut self, prefix: &Ipv6Net) -> Option<PopRoute> {
         if let Some(p) = self.pending.as_mut() {
             p.take_v6(prefix);
+        }
+        if let Some((_, t6)) = self.touched.as_mut() {
+            t6.insert(k6(prefix));
         }
         let k = k6(prefix);
         let g = *self.v6.get(&k)?;

@@ -390,14 +390,15 @@ fn a_prefix_configured_before_the_first_sync_is_left_to_the_configured_path() {
     for p in ["10.0.0.0/24", "10.0.1.0/24"] {
         m.v4.insert(net(p), old);
     }
-    let mut pinned = Pinned {
+    // Next hops are read at start, route entries later (by the follower).
+    let mut l = LearnedRoutes::new(Pinned {
         nexthops: m.nhs.clone(),
         ..Default::default()
-    };
+    });
+    let mut routes = Pinned::default();
     for (p, r) in &m.v4 {
-        pinned.insert_v4(*p, *r);
+        routes.insert_v4(*p, *r);
     }
-    let mut l = LearnedRoutes::new(pinned);
     // Configured after the start, before the dump: the configured path wrote it.
     let configured = PopRoute {
         nh_count: 1,
@@ -417,6 +418,8 @@ fn a_prefix_configured_before_the_first_sync_is_left_to_the_configured_path() {
     // the pinned value must not be trusted for it.
     assert!(l.fallback_v4(&net("10.0.1.0/24")).is_none());
     m.v4.remove(&net("10.0.1.0/24"));
+    // Read before that removal: the entry is stale.
+    l.attach_pinned_routes(routes);
     let mut st = Staged::default();
     let via = unicast(&[(2, "192.0.2.1")]);
     for msg in [new("10.0.0.0/24", via), new("10.0.1.0/24", via)] {

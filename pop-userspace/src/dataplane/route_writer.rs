@@ -46,6 +46,40 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
+/// Calls `each` for every route entry pinned in `maps_dir` (its own handles:
+/// no lock on the controller's maps is needed while a full table is read).
+pub fn read_routes(
+    maps_dir: &std::path::Path,
+    mut each: impl FnMut(ipnet::IpNet, PopRoute),
+) -> Result<(), DataplaneError> {
+    use aya::maps::lpm_trie::LpmTrie;
+    use aya::maps::{Map, MapData};
+    let open = |name: &'static str| -> Result<Map, DataplaneError> {
+        let data = MapData::from_pin(maps_dir.join(name)).map_err(|e| DataplaneError::Map {
+            map: name,
+            reason: e.to_string(),
+        })?;
+        Map::from_map_data(data).map_err(map_err(name))
+    };
+    let v4: LpmTrie<MapData, [u8; 4], PopRoute> = open(names::ROUTES_V4)?
+        .try_into()
+        .map_err(map_err(names::ROUTES_V4))?;
+    for (k, v) in v4.iter().flatten() {
+        if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
+            each(ipnet::IpNet::V4(p), v);
+        }
+    }
+    let v6: LpmTrie<MapData, [u8; 16], PopRoute> = open(names::ROUTES_V6)?
+        .try_into()
+        .map_err(map_err(names::ROUTES_V6))?;
+    for (k, v) in v6.iter().flatten() {
+        if let Ok(p) = Ipv6Net::new(k.data().into(), k.prefix_len() as u8) {
+            each(ipnet::IpNet::V6(p), v);
+        }
+    }
+    Ok(())
+}
+
 impl RouteWriter for Maps {
     fn set_route_v4(&mut self, prefix: &Ipv4Net, route: &PopRoute) -> Result<(), DataplaneError> {
         self.routes_v4
