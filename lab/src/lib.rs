@@ -10,6 +10,7 @@
 //! is installed.
 #![deny(missing_docs)]
 
+pub mod bgp;
 pub mod cmd;
 pub mod popd;
 pub mod topology;
@@ -262,6 +263,8 @@ impl Lab {
                 }
             }
         }
+        // bird's config and sockets (the daemons died with the namespaces).
+        let _ = std::fs::remove_dir_all(bgp::bgp_dir(self));
         let bpffs = self.bpffs_dir();
         if bpffs.exists() {
             if let Err(e) = std::fs::remove_dir_all(&bpffs) {

@@ -55,6 +55,8 @@ pub struct Popd {
     child: Option<Child>,
     /// Environment for the next starts (e.g. POP_DATAPLANE_OBJECT).
     env: Vec<(String, String)>,
+    /// More popd arguments for the next starts.
+    extra_args: Vec<String>,
 }
 
 impl Popd {
@@ -91,6 +93,7 @@ impl Popd {
             config: state_dir.join("pop.toml"),
             child: None,
             env: Vec::new(),
+            extra_args: Vec::new(),
         })
     }
 
@@ -136,10 +139,19 @@ impl Popd {
             topology::METRICS_ADDR,
         ]
         .map(|s| s.to_string());
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let argv: Vec<&str> = args
+            .iter()
+            .chain(&self.extra_args)
+            .map(String::as_str)
+            .collect();
         let mut cmd = self.lab.command(topology::EDGE, &argv);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+
+    /// Replaces the extra popd arguments for the next starts.
+    pub fn set_extra_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
     }
 
     /// Sets (or with `None` removes) an environment variable for the next starts.
@@ -153,6 +165,12 @@ impl Popd {
     /// Starts popd and waits until `popctl status` answers (at most 20 s). On
     /// failure the error includes the tail of popd's log.
     pub fn start(&mut self) -> Result<()> {
+        self.start_within(READY_TIMEOUT)
+    }
+
+    /// [`Popd::start`], waiting at most `timeout` (a restart over a full
+    /// table reads every pinned route entry back first).
+    pub fn start_within(&mut self, timeout: Duration) -> Result<()> {
         if self.is_running() {
             bail!("popd is already running (pid {:?})", self.pid());
         }
@@ -172,7 +190,7 @@ impl Popd {
             .with_context(|| format!("cannot start `{}`", cmd::describe(&cmd)))?;
         fs::write(self.pid_file(), child.id().to_string())?;
         self.child = Some(child);
-        self.wait_ready(READY_TIMEOUT)
+        self.wait_ready(timeout)
     }
 
     /// Polls `popctl status` until it exits 0. Fails early if popd exits.

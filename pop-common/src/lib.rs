@@ -11,6 +11,9 @@ pub const MAX_IFACES: u32 = 1024;
 pub const MAX_ECMP: usize = 8;
 /// Entries of the `nexthops` array.
 pub const MAX_NEXTHOPS: u32 = 65536;
+/// Next hops of configured routes: ids 1..=this; the upper half of the
+/// next-hop array belongs to routes learned from the kernel.
+pub const MAX_CONFIGURED_NEXTHOPS: u32 = MAX_NEXTHOPS / 2 - 1;
 /// Customer ids are 1..MAX_CUSTOMERS (0 means "no customer").
 pub const MAX_CUSTOMERS: u32 = 16384;
 /// Capacity of `routes_v4`.
@@ -80,7 +83,8 @@ pub const CFG_NO_ROUTE_DROP: u32 = 1 << 0;
 pub const NH_VALID: u32 = 1 << 0;
 /// `PopNexthop::flags`: the neighbour's MAC address is known.
 pub const NH_RESOLVED: u32 = 1 << 1;
-/// `PopRoute::flags`: the route is a blackhole (treated as no route).
+/// `PopRoute::flags`: the route is a blackhole: matching packets are dropped,
+/// counted as [`DropReason::Blackhole`].
 pub const ROUTE_BLACKHOLE: u32 = 1 << 0;
 /// `PopIface::flags`: a customer with anti-spoofing attaches here; sources must
 /// belong to a customer in `spoof_allow` for this port.
@@ -240,6 +244,9 @@ labelled_enum!(
         /// pop would answer with an ICMP error, but its `[icmp]` rate limit
         /// (per CPU) is used up.
         IcmpRateLimited = 8 => "icmp_rate_limited",
+        /// A blackhole, unreachable or prohibit route (learned from the
+        /// kernel) matched the destination.
+        Blackhole = 9 => "blackhole",
     }
 );
 
@@ -830,6 +837,7 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_DROP_OTHER_HOST", DropReason::OtherHost as i64),
         ("POP_DROP_ADJUST_HEAD", DropReason::AdjustHead as i64),
         ("POP_DROP_ICMP_RATE", DropReason::IcmpRateLimited as i64),
+        ("POP_DROP_BLACKHOLE", DropReason::Blackhole as i64),
         ("POP_DROP_MAX", DropReason::SLOTS as i64),
         ("POP_PASS_NON_IP", PassReason::NonIp as i64),
         ("POP_PASS_VLAN", PassReason::Vlan as i64),

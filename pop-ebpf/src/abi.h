@@ -60,6 +60,7 @@ enum pop_drop_reason {
 	POP_DROP_OTHER_HOST = 6, /* unicast to a MAC the host does not accept there */
 	POP_DROP_ADJUST_HEAD = 7, /* the frame could not be resized for its VLAN tag */
 	POP_DROP_ICMP_RATE = 8, /* an ICMP error pop would send, over [icmp] rate */
+	POP_DROP_BLACKHOLE = 9, /* a blackhole/unreachable/prohibit route matched */
 	POP_DROP_MAX = 16,
 };
 
@@ -143,6 +144,7 @@ enum pop_acl_limits {
 #define POP_NH_RESOLVED (1U << 1)
 
 /* pop_route.flags */
+/* A blackhole route drops, counted as POP_DROP_BLACKHOLE. */
 #define POP_ROUTE_BLACKHOLE (1U << 0)
 
 /* Global settings, one entry in the array map `config`. */

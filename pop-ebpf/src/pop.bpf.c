@@ -268,10 +268,14 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 
 	/* 4. Route and next hop. */
 	route = route_lookup(&pkt);
-	if (!route || (route->flags & POP_ROUTE_BLACKHOLE))
+	if (!route)
 		return no_route(t, iface, cfg_flags, customer_out, len);
 	if (t)
 		t->route_found = 1;
+	if (route->flags & POP_ROUTE_BLACKHOLE) {
+		count_customer_drop(t, customer_out, POP_DROP_BLACKHOLE, len);
+		return verdict_drop(t, iface, POP_DROP_BLACKHOLE, len);
+	}
 	if ((iph && iph->ttl <= 1) || (ip6h && ip6h->hop_limit <= 1))
 		return answer_icmp(ctx, t, iface, &pkt, tagged ? 18 : 14, cfg,
 				   POP_ICMP_TIME_EXCEEDED, 0, POP_PASS_TTL);

@@ -612,7 +612,7 @@ fn anti_spoofing_pairs_beyond_the_table_name_the_customer_and_the_limit() {
 /// Next-hop ids are 1..65536: one per distinct (dev, via) over all routes.
 #[test]
 fn next_hops_beyond_the_table_name_the_route_and_the_limit() {
-    let max = pop_common::MAX_NEXTHOPS as usize - 1;
+    let max = pop_common::MAX_CONFIGURED_NEXTHOPS as usize;
     let mut cfg = base();
     cfg.routes.clear();
     for i in 0..max as u32 {

@@ -923,9 +923,15 @@ fn cases() -> Vec<Case> {
         Case::new("no route from a customer counts a customer drop", v4("192.0.2.5", "100.64.0.1"), CU, XDP_DROP, Unchanged)
             .tables(vec![Config(CFG_NO_ROUTE_DROP)])
             .counts(&[Iface(CU, Action::Drop), Drop(DropReason::NoRoute), CustDrop(CUST_BETA, DropReason::NoRoute)]),
-        Case::new("blackhole route is no route", v4("203.0.113.9", "100.64.0.1"), UP, XDP_PASS, Unchanged)
+        Case::new("blackhole route drops", v4("203.0.113.9", "100.64.0.1"), UP, XDP_DROP, Unchanged)
             .tables(vec![RouteV4("100.64.0.0/10", vec![NH_UPSTREAM], ROUTE_BLACKHOLE)])
-            .counts(&passed(PassReason::NoRoute)),
+            .counts(&dropped(DropReason::Blackhole)),
+        Case::new("blackhole route drops whatever no_route says", v4("203.0.113.9", "100.64.0.1"), UP, XDP_DROP, Unchanged)
+            .tables(vec![Config(CFG_NO_ROUTE_DROP), RouteV4("100.64.0.0/10", vec![], ROUTE_BLACKHOLE)])
+            .counts(&dropped(DropReason::Blackhole)),
+        Case::new("blackhole route from a customer counts a customer drop", v4("192.0.2.5", "100.64.0.1"), CU, XDP_DROP, Unchanged)
+            .tables(vec![RouteV4("100.64.0.0/10", vec![], ROUTE_BLACKHOLE)])
+            .counts(&[Iface(CU, Action::Drop), Drop(DropReason::Blackhole), CustDrop(CUST_BETA, DropReason::Blackhole)]),
         // Frames for other hosts (a shared segment): only the port's own MAC
         // and its macvlan (VRRP) devices' are routed.
         Case::new("ipv4 to the port's own mac forwarded", v4("203.0.113.9", "198.51.100.10"), UP, XDP_REDIRECT, to_customer())

@@ -39,6 +39,7 @@ pub fn run() -> Result<()> {
         lab,
         popd: None,
         iperf_server: None,
+        bgp: None,
     };
     let result = demo.run();
     if let Err(e) = &result {
@@ -63,6 +64,7 @@ struct Demo {
     lab: Lab,
     popd: Option<Popd>,
     iperf_server: Option<Child>,
+    bgp: Option<pop_lab::bgp::Bgp>,
 }
 
 impl Demo {
@@ -222,13 +224,77 @@ impl Demo {
             }
         }
 
+        self.learned_route()?;
+
         step(&format!(
             "metrics (curl http://{}/metrics in {PREFIX}edge), pop_ lines",
             topology::METRICS_ADDR
         ));
-        let scrape = popd.metrics()?;
+        let scrape = self.popd.as_ref().context("popd")?.metrics()?;
         for line in scrape.lines().filter(|l| l.starts_with("pop_")) {
             println!("{line}");
+        }
+        Ok(())
+    }
+
+    /// bird2 on the upstream announces the "internet" prefix over eBGP, bird2
+    /// on the edge puts it into kernel table 100, popd learns it from there;
+    /// with the configured default route gone, pings still reach the upstream.
+    fn learned_route(&mut self) -> Result<()> {
+        use pop_lab::bgp::{Bgp, Table, INTERNET4_PREFIX, KERNEL_TABLE};
+        step(&format!(
+            "a learned route: bird2 in {PREFIX}up announces {INTERNET4_PREFIX} and 100 more \
+             prefixes over eBGP, bird2 in {PREFIX}edge exports them into kernel table \
+             {KERNEL_TABLE}, popd follows that table"
+        ));
+        let bgp = self.bgp.insert(Bgp::start(
+            &self.lab,
+            Table {
+                v4: 100,
+                v6: 20,
+                churn_v4: 0,
+            },
+        )?);
+        let (v4, v6) = bgp.announced();
+        bgp.wait_kernel_routes(v4, v6, Duration::from_secs(60))?;
+        let popd = self.popd.as_ref().context("popd")?;
+        let mut config = popd.popctl_json(&["export"])?["config"]
+            .as_str()
+            .context("export")?
+            .to_string();
+        config.push_str(&format!("\n[kernel_routes]\ntable = {KERNEL_TABLE}\n"));
+        let file = Path::new(STATE_DIR).join("with-kernel-routes.toml");
+        std::fs::write(&file, &config)?;
+        let file = file.to_string_lossy();
+        for args in [
+            vec!["apply", file.as_ref()],
+            vec!["route", "del", "0.0.0.0/0"],
+        ] {
+            println!("$ popctl {}", args.join(" "));
+            print!("{}", popd.popctl_ok(&args)?);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while popd.popctl_json(&["route", "get", topology::INTERNET_V4])?["source"] != "kernel" {
+            if Instant::now() >= deadline {
+                bail!("popd did not learn {INTERNET4_PREFIX} from kernel table {KERNEL_TABLE}");
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        wait_resolved(popd);
+        println!("$ popctl route get {}", topology::INTERNET_V4);
+        print!(
+            "{}",
+            popd.popctl_ok(&["route", "get", topology::INTERNET_V4])?
+        );
+        let stats = self
+            .lab
+            .ping(C1, topology::INTERNET_V4, PING_COUNT, PING_INTERVAL_S)?;
+        println!(
+            "{C1} -> {:<20} {stats} (by the learned route)",
+            topology::INTERNET_V4
+        );
+        if stats.received == 0 {
+            bail!("no reply by the learned route {INTERNET4_PREFIX}");
         }
         Ok(())
     }
@@ -270,6 +336,7 @@ impl Demo {
             let _ = server.kill();
             let _ = server.wait();
         }
+        self.bgp = None;
         let mut result = Ok(());
         if let Some(mut popd) = self.popd.take() {
             if popd.is_running() {

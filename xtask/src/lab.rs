@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use pop_lab::{topology, Lab, Popd};
+use pop_lab::{bgp, topology, Lab, Popd};
 
 use crate::{
     prereqs::{self, Needs},
@@ -19,7 +19,7 @@ pub const STATE_DIR: &str = "/run/pop-lab";
 pub fn run(action: LabAction) -> Result<()> {
     let lab = Lab::new(PREFIX);
     match action {
-        LabAction::Up { no_popd } => up(&lab, no_popd),
+        LabAction::Up { no_popd, bgp } => up(&lab, no_popd, bgp),
         LabAction::Down => {
             prereqs::require_root("lab down");
             down(&lab)
@@ -31,7 +31,7 @@ pub fn run(action: LabAction) -> Result<()> {
     }
 }
 
-fn up(lab: &Lab, no_popd: bool) -> Result<()> {
+fn up(lab: &Lab, no_popd: bool, bgp: Option<u32>) -> Result<()> {
     prereqs::ensure_prereqs("lab up", Needs::Lab)?;
     if !no_popd {
         workspace::build(false)?;
@@ -47,12 +47,43 @@ fn up(lab: &Lab, no_popd: bool) -> Result<()> {
         );
         return Ok(());
     }
+    let config = match bgp {
+        Some(n) => {
+            step(&format!(
+                "starting bird2 on {PREFIX}up (announcing {n} IPv4 and {} IPv6 prefixes) \
+                 and on {PREFIX}edge (exporting into kernel table {})",
+                n / 5,
+                bgp::KERNEL_TABLE
+            ));
+            let table = bgp::Table {
+                v4: n,
+                v6: n / 5,
+                churn_v4: 0,
+            };
+            let b = match bgp::Bgp::start(lab, table) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = lab.down();
+                    return Err(e);
+                }
+            };
+            let (v4, v6) = b.announced();
+            let timeout = std::time::Duration::from_secs(60 + u64::from(n) / 20_000);
+            if let Err(e) = b.wait_kernel_routes(v4, v6, timeout) {
+                let _ = lab.down();
+                return Err(e);
+            }
+            b.release();
+            bgp::popd_config()
+        }
+        None => topology::full_config(),
+    };
     step("starting popd in the edge namespace with the lab config");
     let mut popd = Popd::new(
         lab,
         &workspace::debug_bin_dir(),
         Path::new(STATE_DIR),
-        &topology::full_config(),
+        &config,
     )?;
     if let Err(e) = popd.start() {
         let _ = lab.down();
@@ -70,6 +101,7 @@ fn up(lab: &Lab, no_popd: bool) -> Result<()> {
         "\nexplore:\n  config    {config}\n  log       {log}\n  popctl    target/debug/popctl --socket {socket} status\n  \
          traffic   nsenter --net=/run/netns/{PREFIX}c1 ping {v4}\n  \
          metrics   nsenter --net=/run/netns/{PREFIX}edge curl -s http://{metrics}/metrics\n  \
+         learned   target/debug/popctl --socket {socket} route show --source kernel (with --bgp)\n  \
          tear down cargo xtask lab down",
         config = config.display(),
         log = log.display(),

@@ -65,6 +65,12 @@ enum LabAction {
         /// Only the namespaces and links: no build, no popd.
         #[arg(long)]
         no_popd: bool,
+        /// Run bird2 on the upstream announcing N IPv4 prefixes (and N/5 IPv6)
+        /// over eBGP to a bird2 on the edge, which exports them into kernel
+        /// table 100; popd learns them ([kernel_routes] table = 100) instead of
+        /// having default routes.
+        #[arg(long, value_name = "N")]
+        bgp: Option<u32>,
     },
     /// Stop popd (detaching XDP) and remove everything the lab created.
     Down,

@@ -22,6 +22,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "util-linux",
     "prometheus",
     "traceroute",
+    "bird2",
 ];
 
 /// Where `bpf_helpers.h` must be for pop-ebpf's build script.
@@ -101,6 +102,8 @@ fn missing_tools(needs: Needs) -> Vec<(&'static str, &'static str)> {
             ("nsenter", "util-linux"),
             ("promtool", "prometheus"),
             ("traceroute", "traceroute"),
+            ("bird", "bird2"),
+            ("birdc", "bird2"),
         ] {
             if find_in_path(tool).is_none() {
                 missing.push((tool, pkg));

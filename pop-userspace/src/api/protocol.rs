@@ -18,7 +18,11 @@ pub enum Request {
         prefix: String,
     },
     /// Every route with its resolution state.
-    RouteShow,
+    RouteShow {
+        /// Only routes of this source: "config" or "kernel".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
     /// Longest-prefix match for an address, like `ip route get`.
     RouteGet {
         /// e.g. "10.1.2.3"
@@ -208,6 +212,13 @@ pub struct RouteInfo {
     pub nexthops: Vec<NexthopInfo>,
     /// Egress interface.
     pub dev: String,
+    /// Where the route comes from: "config" (the desired state) or "kernel"
+    /// (learned from `[kernel_routes]`).
+    #[serde(default)]
+    pub source: String,
+    /// A blackhole (also unreachable, prohibit) route: matching packets are dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blackhole: bool,
 }
 
 /// A next hop of a route.

@@ -80,7 +80,7 @@ async fn connection(
                 let mutates = !matches!(
                     req,
                     Request::Status
-                        | Request::RouteShow
+                        | Request::RouteShow { .. }
                         | Request::RouteGet { .. }
                         | Request::CustomerShow
                         | Request::AclShow

@@ -127,9 +127,15 @@ pub enum RouteVerb {
         /// Destination, e.g. 10.0.0.0/8
         prefix: String,
     },
-    /// List routes with their next hops' state
+    /// List routes with their next hops' state and source: "config" (the
+    /// desired state) or "kernel" (learned from the routing table named by
+    /// [kernel_routes]; a configured route for the same prefix wins)
     #[command(alias = "list", alias = "ls")]
-    Show,
+    Show {
+        /// Only routes from this source
+        #[arg(long, value_parser = ["config", "kernel"])]
+        source: Option<String>,
+    },
     /// The route used for an address (longest-prefix match)
     Get {
         /// Destination address
@@ -341,7 +347,9 @@ fn route_request(verb: &RouteVerb) -> Result<Request, CliError> {
                 prefix: net.to_string(),
             }
         }
-        RouteVerb::Show => Request::RouteShow,
+        RouteVerb::Show { source } => Request::RouteShow {
+            source: source.clone(),
+        },
         RouteVerb::Get { address } => {
             let addr: IpAddr = address.parse().map_err(|_| CliError::BadAddress {
                 field: "route get: address",

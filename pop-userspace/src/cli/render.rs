@@ -78,7 +78,7 @@ fn dash(value: Option<&String>) -> String {
 pub fn plain(req: &Request, data: &serde_json::Value, out: &mut dyn Write) -> Result<(), CliError> {
     let text = match req {
         Request::Status => status(&decode("status", data)?),
-        Request::RouteShow => routes(&decode::<Vec<RouteInfo>>("route show", data)?),
+        Request::RouteShow { .. } => routes(&decode::<Vec<RouteInfo>>("route show", data)?),
         Request::RouteGet { .. } => routes(&[decode::<RouteInfo>("route get", data)?]),
         Request::CustomerShow => customers(&decode::<Vec<Customer>>("customer show", data)?),
         Request::AclShow => acls(&decode::<Vec<Acl>>("acl show", data)?),
@@ -218,15 +218,23 @@ fn status(s: &StatusInfo) -> String {
 }
 
 fn routes(list: &[RouteInfo]) -> String {
-    let mut t = Table::new(&["PREFIX", "VIA", "DEV", "STATE", "MAC"]);
+    let mut t = Table::new(&["PREFIX", "VIA", "DEV", "STATE", "MAC", "SOURCE"]);
+    let source = |r: &RouteInfo| {
+        if r.source.is_empty() {
+            "-".to_string()
+        } else {
+            r.source.clone()
+        }
+    };
     for r in list {
         if r.nexthops.is_empty() {
             t.row(vec![
                 r.prefix.clone(),
+                if r.blackhole { "blackhole" } else { "-" }.into(),
+                dash(Some(&r.dev).filter(|d| !d.is_empty())),
                 "-".into(),
-                r.dev.clone(),
                 "-".into(),
-                "-".into(),
+                source(r),
             ]);
         }
         for nh in &r.nexthops {
@@ -236,6 +244,7 @@ fn routes(list: &[RouteInfo]) -> String {
                 r.dev.clone(),
                 nh.state.clone(),
                 dash(nh.mac.as_ref()),
+                source(r),
             ]);
         }
     }

@@ -196,8 +196,26 @@ fn route_del_show_get() {
             "route 10.1.2.3/8: host bits set (did you mean 10.0.0.0/8?)".into()
         )
     );
-    assert_eq!(request(&["route", "show"]), Request::RouteShow);
-    assert_eq!(request(&["route", "list"]), Request::RouteShow);
+    assert_eq!(
+        request(&["route", "show"]),
+        Request::RouteShow { source: None }
+    );
+    assert_eq!(
+        request(&["route", "list"]),
+        Request::RouteShow { source: None }
+    );
+    assert_eq!(
+        request(&["route", "show", "--source", "kernel"]),
+        Request::RouteShow {
+            source: Some("kernel".into())
+        }
+    );
+    let e = Cli::try_parse_from(["popctl", "route", "show", "--source", "bgp"])
+        .expect_err("an unknown source is refused");
+    assert!(
+        e.to_string().contains("possible values: config, kernel"),
+        "{e}"
+    );
     assert_eq!(
         request(&["route", "get", "10.1.2.3"]),
         Request::RouteGet {

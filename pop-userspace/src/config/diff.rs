@@ -66,6 +66,12 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
         route_text,
     );
     section(&mut lines, &old.acls, &new.acls, |a| a.priority, acl_text);
+    match (&old.kernel_routes, &new.kernel_routes) {
+        (None, Some(k)) => lines.push(format!("+ kernel_routes table {}", k.table)),
+        (Some(k), None) => lines.push(format!("- kernel_routes table {}", k.table)),
+        (Some(a), Some(b)) if a != b => lines.push(format!("~ kernel_routes table {}", b.table)),
+        _ => {}
+    }
     lines
 }
 
@@ -237,6 +243,7 @@ mod tests {
             ],
             acls: vec![],
             icmp: Default::default(),
+            kernel_routes: None,
         };
         let mut new = old.clone();
         new.icmp.burst = 10;
@@ -253,6 +260,7 @@ mod tests {
         new.routes[1].via.push("192.0.2.2".into());
         new.routes.push(route("10.0.0.0/8", &["192.0.2.1"], "eth0"));
         new.acls.push(ssh_drop());
+        new.kernel_routes = Some(crate::config::model::KernelRoutes { table: 100 });
         assert_eq!(
             diff(&old, &new),
             [
@@ -265,9 +273,11 @@ mod tests {
                 "+ route 10.0.0.0/8 via 192.0.2.1 dev eth0",
                 "~ route 192.0.2.0/24 via 192.0.2.1,192.0.2.2 dev eth0",
                 "+ acl 100 drop dst 198.51.100.10/32 tcp dport 22",
+                "+ kernel_routes table 100",
             ]
         );
         let back = diff(&new, &old);
+        assert!(back.contains(&"- kernel_routes table 100".to_string()));
         assert!(back.contains(&"- route 10.0.0.0/8 via 192.0.2.1 dev eth0".to_string()));
         assert!(back.contains(&"- acl 100 drop dst 198.51.100.10/32 tcp dport 22".to_string()));
         assert!(back.contains(&"+ customer acme".to_string()));

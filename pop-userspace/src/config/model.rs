@@ -24,6 +24,9 @@ pub struct Config {
     /// The ICMP errors pop sends itself.
     #[serde(default)]
     pub icmp: IcmpConfig,
+    /// Learn routes from a kernel routing table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_routes: Option<KernelRoutes>,
 }
 
 /// `[icmp]`: the rate limit of the ICMP errors pop sends itself (Time
@@ -62,6 +65,16 @@ impl Default for IcmpConfig {
             burst: Self::DEFAULT_BURST,
         }
     }
+}
+
+/// `[kernel_routes]`: popd follows a kernel routing table (which a BGP daemon
+/// such as bird2 or FRR fills) and forwards by its routes. They are not part of
+/// the desired state: the kernel table is their source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelRoutes {
+    /// The routing table number (`ip route show table N`).
+    pub table: u32,
 }
 
 /// `[dataplane]`.

@@ -158,6 +158,9 @@ pub fn to_toml(cfg: &Config) -> String {
     if !cfg.acls.is_empty() {
         sections.push(section("acls", &cfg.acls));
     }
+    if let Some(k) = &cfg.kernel_routes {
+        sections.push(section("kernel_routes", k));
+    }
     sections.join("\n")
 }
 
@@ -408,6 +411,12 @@ pub fn validate(cfg: &Config) -> Result<Validated, ConfigError> {
     let customers = validate_customers(&cfg.customers, &roles)?;
 
     check_icmp(&cfg.icmp)?;
+    if let Some(k) = &cfg.kernel_routes {
+        // 0 is not a table; 255 (local) holds the host's own addresses.
+        if k.table == 0 || k.table == 255 {
+            return Err(ConfigError::KernelRoutesTable(k.table));
+        }
+    }
     check_limit("acl rules", cfg.acls.len(), pop_common::MAX_ACL_RULES)?;
     let mut acls = Vec::with_capacity(cfg.acls.len());
     let mut priorities = HashSet::with_capacity(cfg.acls.len());
@@ -488,8 +497,8 @@ fn validate_routes(
     let mut seen: HashSet<IpNet> = HashSet::with_capacity(list.len());
     let mut out = Vec::with_capacity(list.len());
     let (mut v4, mut v6) = (0usize, 0usize);
-    // Next-hop ids are 1..MAX_NEXTHOPS, one per distinct (dev, via).
-    let max_nexthops = pop_common::MAX_NEXTHOPS as usize - 1;
+    // One next-hop id per distinct (dev, via), in 1..=MAX_CONFIGURED_NEXTHOPS.
+    let max_nexthops = pop_common::MAX_CONFIGURED_NEXTHOPS as usize;
     let mut nexthops: HashSet<(&str, IpAddr)> = HashSet::new();
     for route in list {
         let valid = check_route(route)?;

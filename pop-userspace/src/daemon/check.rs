@@ -203,7 +203,7 @@ pub fn plan(
 /// Checks that compiled map contents fit every map popd writes.
 pub fn check_tables(t: &Tables) -> Result<(), ControlError> {
     use pop_common::{
-        MAX_CUSTOMER_PREFIXES, MAX_IFACES, MAX_NEXTHOPS, MAX_ROUTES_V4, MAX_ROUTES_V6,
+        MAX_CONFIGURED_NEXTHOPS, MAX_CUSTOMER_PREFIXES, MAX_IFACES, MAX_ROUTES_V4, MAX_ROUTES_V6,
         MAX_SPOOF_PAIRS,
     };
     fits(
@@ -228,7 +228,7 @@ pub fn check_tables(t: &Tables) -> Result<(), ControlError> {
         "next hops",
         names::NEXTHOPS,
         t.nexthops.len(),
-        MAX_NEXTHOPS - 1,
+        MAX_CONFIGURED_NEXTHOPS,
     )?;
     fits(
         "IPv4 routes",

@@ -8,14 +8,16 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_common::{
     PopConfig, PopIface, PopLocalV6, PopNexthop, PopRoute, PopUpperMacKey, PopVlanKey,
-    CFG_NO_ROUTE_DROP, MAX_CUSTOMERS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_NEXTHOPS, MAX_UPPER_MACS,
-    NH_RESOLVED, NH_VALID,
+    CFG_NO_ROUTE_DROP, MAX_CUSTOMERS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_UPPER_MACS, NH_RESOLVED,
+    NH_VALID,
 };
 
+use super::learned::{LearnedRoutes, Pinned};
 use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
 use crate::config::validate;
 use crate::dataplane::maps::{key_v4, key_v6, map_err};
+use crate::dataplane::route_writer::RouteWriter;
 use crate::dataplane::{DataplaneError, Maps};
 use crate::netlink::{KernelView, Link};
 use crate::state::Ids;
@@ -119,7 +121,14 @@ pub fn assign_ids(cfg: &Config, old: &Ids) -> Result<(Ids, Vec<u32>), String> {
             }
         }
     }
-    allocate(&mut ids.nexthops, &nhs, 1, MAX_NEXTHOPS, "next hops")?;
+    // The upper half of `nexthops` belongs to learned routes.
+    allocate(
+        &mut ids.nexthops,
+        &nhs,
+        1,
+        super::learned::LEARNED_NH_FIRST,
+        "next hops",
+    )?;
     let fresh = ids
         .customers
         .iter()
@@ -511,8 +520,15 @@ fn devmap_value(ifindex: u32) -> u32 {
 /// updating `applied` entry by entry so that on error it still says exactly
 /// what the maps hold. Order keeps every intermediate state forwardable: next
 /// hops and ports before the routes that use them, routes removed before the
-/// next hops they used.
-pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(), DataplaneError> {
+/// next hops they used. Routes are written through [`RouteWriter`]; a
+/// configured route that goes is replaced by the learned route for the same
+/// prefix, if there is one.
+pub fn apply(
+    maps: &mut Maps,
+    applied: &mut Tables,
+    want: &Tables,
+    learned: &mut LearnedRoutes,
+) -> Result<(), DataplaneError> {
     use pop_common::maps as n;
     // 1. Ports and interfaces that appear; VLAN devices after their `ifaces`
     // entries.
@@ -566,14 +582,10 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
     })?;
     // 4. Routes (new and changed).
     write_changed(&mut applied.routes_v4, &want.routes_v4, |k, v| {
-        maps.routes_v4
-            .insert(&key_v4(k), *v, 0)
-            .map_err(map_err(n::ROUTES_V4))
+        maps.set_route_v4(k, v)
     })?;
     write_changed(&mut applied.routes_v6, &want.routes_v6, |k, v| {
-        maps.routes_v6
-            .insert(&key_v6(k), *v, 0)
-            .map_err(map_err(n::ROUTES_V6))
+        maps.set_route_v6(k, v)
     })?;
     // 5. Global settings.
     let config = want.config.map(|c| PopConfig { cust_copy, ..c });
@@ -589,10 +601,16 @@ pub fn apply(maps: &mut Maps, applied: &mut Tables, want: &Tables) -> Result<(),
     }
     // 6. Removals, users before what they use.
     remove_gone(&mut applied.routes_v4, &want.routes_v4, |k| {
-        ignore_missing(maps.routes_v4.remove(&key_v4(k))).map_err(map_err(n::ROUTES_V4))
+        match learned.fallback_v4(k) {
+            Some(r) => maps.set_route_v4(k, &r),
+            None => maps.del_route_v4(k),
+        }
     })?;
     remove_gone(&mut applied.routes_v6, &want.routes_v6, |k| {
-        ignore_missing(maps.routes_v6.remove(&key_v6(k))).map_err(map_err(n::ROUTES_V6))
+        match learned.fallback_v6(k) {
+            Some(r) => maps.set_route_v6(k, &r),
+            None => maps.del_route_v6(k),
+        }
     })?;
     remove_gone_from_set(&mut applied.local_v4, &want.local_v4, |a| {
         ignore_missing(maps.local_v4.remove(a)).map_err(map_err(n::LOCAL_V4))
@@ -750,8 +768,16 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::M
 }
 
 /// Reads what the pinned maps hold (after a restart), so that the first
-/// reconcile only writes differences and removes leftovers.
-pub fn read_back(maps: &Maps) -> Tables {
+/// reconcile only writes differences and removes leftovers. Of the routes,
+/// only the entries of `configured` prefixes are looked up (O(config)); the
+/// others (learned by an earlier run, maybe a full table) are read later by
+/// [`crate::dataplane::route_writer::read_routes`]. Learned next hops go
+/// into `pinned`.
+pub fn read_back(
+    maps: &Maps,
+    configured: &(HashSet<Ipv4Net>, HashSet<Ipv6Net>),
+    pinned: &mut Pinned,
+) -> Tables {
     let mut t = Tables {
         config: maps.config.get(&0, 0).ok(),
         ..Default::default()
@@ -768,14 +794,14 @@ pub fn read_back(maps: &Maps) -> Tables {
     for (k, v) in maps.upper_macs.iter().flatten() {
         t.upper_macs.insert(k, v);
     }
-    for (k, v) in maps.routes_v4.iter().flatten() {
-        if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
-            t.routes_v4.insert(p, v);
+    for p in &configured.0 {
+        if let Ok(v) = maps.routes_v4.get(&key_v4(p), 0) {
+            t.routes_v4.insert(*p, v);
         }
     }
-    for (k, v) in maps.routes_v6.iter().flatten() {
-        if let Ok(p) = Ipv6Net::new(k.data().into(), k.prefix_len() as u8) {
-            t.routes_v6.insert(p, v);
+    for p in &configured.1 {
+        if let Ok(v) = maps.routes_v6.get(&key_v6(p), 0) {
+            t.routes_v6.insert(*p, v);
         }
     }
     let copy1 = t.config.is_some_and(|c| c.cust_copy & 1 == 1);
@@ -807,7 +833,12 @@ pub fn read_back(maps: &Maps) -> Tables {
     }
     for (id, nh) in maps.nexthops.iter().enumerate() {
         if let Ok(nh) = nh {
-            if nh.flags != 0 {
+            if nh.flags == 0 {
+                continue;
+            }
+            if id as u32 >= super::learned::LEARNED_NH_FIRST {
+                pinned.nexthops.insert(id as u32, nh);
+            } else {
                 t.nexthops.insert(id as u32, nh);
             }
         }

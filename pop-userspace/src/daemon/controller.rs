@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use super::check::{self, Current, Devices, Plan};
 use super::compile::{self, Tables};
 use super::error::ControlError;
+use super::learned::{Env, LearnedRoutes, Pinned, Staged};
 use crate::acl::AclMaps;
 use crate::api::protocol::{
     ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
@@ -24,6 +25,7 @@ use crate::api::protocol::{
 use crate::config::model::{Config, XdpMode};
 use crate::config::{diff, validate};
 use crate::dataplane::{AttachMode, Dataplane, RequestedMode};
+use crate::netlink::routes::RouteMsg;
 use crate::netlink::KernelView;
 use crate::state::{Persisted, Store};
 
@@ -56,6 +58,20 @@ pub struct Controller {
     acl_ifindexes: BTreeMap<String, Option<u32>>,
     /// Host addresses (IPv4, IPv6) that do not fit the local-address maps.
     local_not_loaded: (usize, usize),
+    /// Routes learned from the kernel table of `[kernel_routes]`.
+    learned: LearnedRoutes,
+}
+
+/// The learned routes' view of the controller (split borrows of its fields).
+macro_rules! learned_env {
+    ($c:expr) => {
+        Env::new(
+            &$c.kernel,
+            &$c.applied.tx_ports,
+            &$c.applied.routes_v4,
+            &$c.applied.routes_v6,
+        )
+    };
 }
 
 /// Result of a request: JSON data or a one-line error.
@@ -76,6 +92,10 @@ impl Controller {
     /// the start fails, what it did is undone: the interfaces it attached are
     /// detached, a data plane it loaded is removed with its pins, and an
     /// adopted one keeps forwarding as it was.
+    /// With `[kernel_routes]`, route entries pinned by an earlier popd that no
+    /// configured route owns keep forwarding until the first dump of the table
+    /// replaces them (the kernel-routes thread does it, then calls
+    /// [`Controller::finish_start`]).
     pub fn start(
         store: Store,
         state: Persisted,
@@ -90,7 +110,11 @@ impl Controller {
                 store.path().display()
             );
         }
-        let applied = compile::read_back(&dp.maps);
+        // Pinned entries that configured routes do not own are the learned
+        // routes of the previous run: kept apart until the first dump.
+        let mut pinned = Pinned::default();
+        let applied =
+            compile::read_back(&dp.maps, &configured_prefixes(&state.config), &mut pinned);
         let acl = match AclMaps::open(&dp.maps_dir()).and_then(|a| {
             let copy = a.active_copy()?;
             Ok((a, copy))
@@ -105,6 +129,7 @@ impl Controller {
         };
         let (acl, acl_copy) = acl;
         let before = applied.clone();
+        let learned = LearnedRoutes::new(pinned);
         let mut c = Self {
             store,
             state,
@@ -116,6 +141,7 @@ impl Controller {
             acl_copy,
             acl_ifindexes: BTreeMap::new(),
             local_not_loaded: (0, 0),
+            learned,
         };
         match c.bring_up(first) {
             Ok(()) => Ok(c),
@@ -153,13 +179,13 @@ impl Controller {
             // Applied: now it is the desired state.
             self.store.save(&self.state)?;
         }
-        // A new build's data plane now holds the whole desired state: swap it in.
-        if let Some(old) = self.dp_mut().finish_upgrade()? {
-            tracing::info!(
-                old_program_id = old,
-                program_id = self.dp().program_id(),
-                "data plane upgraded without detaching: every link runs the new program"
-            );
+        if self.kernel_table().is_none() {
+            // Nothing to learn: pinned leftovers go now, and a new build's
+            // data plane, which holds the whole desired state, is swapped in.
+            let pinned = Pinned::read_routes(&self.dp().maps_dir())?;
+            self.learned.attach_pinned_routes(pinned);
+            self.learned_commit(Staged::default());
+            self.finish_start()?;
         }
         // Interfaces pinned by an earlier popd but no longer configured.
         let stale: Vec<String> = self
@@ -184,7 +210,9 @@ impl Controller {
             return;
         };
         if dp.adopted() && !dp.upgrading() {
-            if let Err(e) = compile::apply(&mut dp.maps, &mut self.applied, before) {
+            if let Err(e) =
+                compile::apply(&mut dp.maps, &mut self.applied, before, &mut self.learned)
+            {
                 tracing::error!("restoring the data plane after a failed start: {e}");
             }
         }
@@ -192,6 +220,137 @@ impl Controller {
             tracing::error!("removing what a failed start created under bpffs: {e}");
         }
         self.attached.clear();
+    }
+
+    /// Where the route maps are pinned, while the first sync of learned
+    /// routes is still to come (the follower reads them without the lock).
+    pub fn learned_pinned_dir(&self) -> Option<std::path::PathBuf> {
+        let dp = self.dp.as_ref()?;
+        self.learned.first_sync_pending().then(|| dp.maps_dir())
+    }
+
+    /// Hands over the route entries read from [`Self::learned_pinned_dir`].
+    pub fn learned_attach_pinned(&mut self, pinned: Pinned) {
+        self.learned.attach_pinned_routes(pinned);
+    }
+
+    /// Once the first sync of learned routes is done: a new build's data plane
+    /// now holds the whole desired state, so it is swapped in.
+    pub fn finish_start(&mut self) -> Result<(), String> {
+        let Some(dp) = self.dp.as_mut() else {
+            return Ok(());
+        };
+        if let Some(old) = dp.finish_upgrade().map_err(|e| e.to_string())? {
+            tracing::info!(
+                old_program_id = old,
+                program_id = dp.program_id(),
+                "data plane upgraded without detaching: every link runs the new program"
+            );
+        }
+        Ok(())
+    }
+
+    /// The kernel routing table routes are learned from.
+    pub fn kernel_table(&self) -> Option<u32> {
+        self.state.config.kernel_routes.map(|k| k.table)
+    }
+
+    /// What learned routes depend on besides notifications: the table, and
+    /// the ports pop forwards out of (routes via other devices are skipped,
+    /// so a change of ports needs a fresh dump).
+    pub fn learned_inputs(&self) -> (Option<u32>, Vec<u32>) {
+        let mut ports: Vec<u32> = self.applied.tx_ports.iter().copied().collect();
+        ports.sort_unstable();
+        (self.kernel_table(), ports)
+    }
+
+    /// Applies route notifications of the followed table. Returns whether a
+    /// new next hop appeared (the kernel should be asked to resolve it).
+    pub fn learned_apply(&mut self, msgs: &[RouteMsg]) -> bool {
+        let Some(dp) = self.dp.as_mut() else {
+            return false;
+        };
+        let env = learned_env!(self);
+        self.learned.apply(msgs, &env, &mut dp.maps);
+        self.learned.take_new_nexthops()
+    }
+
+    /// Adds dumped routes to a table being rebuilt.
+    pub fn learned_stage(&mut self, st: &mut Staged, msgs: &[RouteMsg]) {
+        let Some(dp) = self.dp.as_mut() else { return };
+        let env = learned_env!(self);
+        for m in msgs {
+            self.learned.stage(st, m, &env, &mut dp.maps);
+        }
+    }
+
+    /// Swaps in a rebuilt table, writing only the differences.
+    pub fn learned_commit(&mut self, st: Staged) -> bool {
+        let Some(dp) = self.dp.as_mut() else {
+            return false;
+        };
+        let env = learned_env!(self);
+        self.learned.commit(st, &env, &mut dp.maps);
+        self.learned.take_new_nexthops()
+    }
+
+    /// Drops a table being rebuilt (a dump failed half-way).
+    pub fn learned_discard(&mut self, st: Staged) {
+        let Some(dp) = self.dp.as_mut() else { return };
+        self.learned.discard(st, &mut dp.maps);
+    }
+
+    /// Tries again to install learned routes that found no room.
+    pub fn learned_retry(&mut self) {
+        if self.learned.overflowed() == (0, 0) {
+            return;
+        }
+        let Some(dp) = self.dp.as_mut() else { return };
+        let env = learned_env!(self);
+        self.learned.retry_overflow(&env, &mut dp.maps);
+    }
+
+    /// The learned routes.
+    pub fn learned(&self) -> &LearnedRoutes {
+        &self.learned
+    }
+
+    /// Makes room for `want`'s configured routes in full route maps by
+    /// removing learned routes (configured routes always fit).
+    fn make_room(&mut self, want: &Tables) {
+        let Some(dp) = self.dp.as_mut() else { return };
+        let env = learned_env!(self);
+        let a = &self.applied;
+        let l = &mut self.learned;
+        for v6 in [false, true] {
+            let (cap, want_n, learned_n) = if v6 {
+                (pop_common::MAX_ROUTES_V6, want.routes_v6.len(), l.len_v6())
+            } else {
+                (pop_common::MAX_ROUTES_V4, want.routes_v4.len(), l.len_v4())
+            };
+            if want_n + learned_n <= cap as usize {
+                continue;
+            }
+            let (in4, in6) = l.installed(&env);
+            let (fill, new) = if v6 {
+                let new = want
+                    .routes_v6
+                    .keys()
+                    .filter(|p| !a.routes_v6.contains_key(p) && l.get(&IpNet::V6(**p)).is_none())
+                    .count();
+                (a.routes_v6.len() + in6, new)
+            } else {
+                let new = want
+                    .routes_v4
+                    .keys()
+                    .filter(|p| !a.routes_v4.contains_key(p) && l.get(&IpNet::V4(**p)).is_none())
+                    .count();
+                (a.routes_v4.len() + in4, new)
+            };
+            if fill + new > cap as usize {
+                l.evict(v6, fill + new - cap as usize, &env, &mut dp.maps);
+            }
+        }
     }
 
     /// ifindex of every interface the ACL rules of `cfg` name.
@@ -233,7 +392,7 @@ impl Controller {
         let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
         let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
         acl.add_spoof(&want.spoof)?;
-        compile::apply(&mut dp.maps, &mut self.applied, want)?;
+        compile::apply(&mut dp.maps, &mut self.applied, want, &mut self.learned)?;
         if want.local_not_loaded != self.local_not_loaded {
             let (v4, v6) = want.local_not_loaded;
             if v4 + v6 > 0 {
@@ -377,12 +536,22 @@ impl Controller {
         if let Err(e) = self.sync() {
             tracing::error!("reconciling after a kernel change: {e}");
         }
+        if let Some(dp) = self.dp.as_mut() {
+            let env = learned_env!(self);
+            self.learned.refresh_nexthops(&env, &mut dp.maps);
+        }
         true
     }
 
     /// Next hops the kernel should resolve for us.
     pub fn unresolved(&self) -> Vec<(u32, IpAddr)> {
-        compile::unresolved(&self.state.config, &self.kernel)
+        let mut out = compile::unresolved(&self.state.config, &self.kernel);
+        for nh in self.learned.unresolved() {
+            if !out.contains(&nh) {
+                out.push(nh);
+            }
+        }
+        out
     }
 
     /// What the data plane holds now, for [`check::plan`].
@@ -467,6 +636,7 @@ impl Controller {
             }
             None => self.acl_ifindexes.clone(),
         };
+        self.make_room(&want);
         if let Err(e) = self.write_tables(&want) {
             // Put back exactly what was there (the staged ACL copy never went live).
             if let Err(e2) = self.write_tables(&before) {
@@ -587,7 +757,15 @@ impl Controller {
                 }
                 Ok(())
             }),
-            Request::RouteShow => Ok(serde_json::to_value(self.routes(None)).expect("serialises")),
+            Request::RouteShow { source } => match source.as_deref() {
+                None | Some("config") | Some("kernel") => {
+                    Ok(serde_json::to_value(self.route_list(source.as_deref()))
+                        .expect("serialises"))
+                }
+                Some(other) => Err(format!(
+                    "route show: source \"{other}\": expected config or kernel"
+                )),
+            },
             Request::RouteGet { address } => self.route_get(&address),
             Request::CustomerAdd(cust) => self.mutate(|c| {
                 if c.customers.iter().any(|x| x.name == cust.name) {
@@ -683,10 +861,23 @@ impl Controller {
             max_entries: max as u64,
         };
         use pop_common::maps as n;
+        let (l4, l6) = self.learned.installed(&learned_env!(self));
         let maps = vec![
-            fill(n::ROUTES_V4, a.routes_v4.len(), pop_common::MAX_ROUTES_V4),
-            fill(n::ROUTES_V6, a.routes_v6.len(), pop_common::MAX_ROUTES_V6),
-            fill(n::NEXTHOPS, a.nexthops.len(), pop_common::MAX_NEXTHOPS),
+            fill(
+                n::ROUTES_V4,
+                a.routes_v4.len() + l4,
+                pop_common::MAX_ROUTES_V4,
+            ),
+            fill(
+                n::ROUTES_V6,
+                a.routes_v6.len() + l6,
+                pop_common::MAX_ROUTES_V6,
+            ),
+            fill(
+                n::NEXTHOPS,
+                a.nexthops.len() + self.learned.nexthop_count(),
+                pop_common::MAX_NEXTHOPS,
+            ),
             fill(
                 n::CUST_V4,
                 a.cust_v4.len(),
@@ -727,6 +918,8 @@ impl Controller {
                 RouteInfo {
                     prefix: r.prefix.clone(),
                     dev: r.dev.clone(),
+                    source: "config".into(),
+                    blackhole: false,
                     nexthops: r
                         .via
                         .iter()
@@ -842,11 +1035,14 @@ impl Controller {
             .filter_map(|r| r.prefix.parse::<IpNet>().ok().map(|p| (p, r)))
             .filter(|(p, _)| p.contains(&ip))
             .max_by_key(|(p, _)| p.prefix_len());
-        match best {
-            Some((_, r)) => {
+        let learned = self.learned.lookup(ip);
+        match (best, learned) {
+            // A configured route wins for the same prefix; otherwise the longer one.
+            (Some((p, r)), l) if l.is_none_or(|l| l.prefix_len() <= p.prefix_len()) => {
                 Ok(serde_json::to_value(&self.routes(Some(&r.prefix))[0]).expect("serialises"))
             }
-            None => Err(format!("no route to {ip}")),
+            (_, Some(l)) => Ok(serde_json::to_value(self.learned_info(&l)).expect("serialises")),
+            _ => Err(format!("no route to {ip}")),
         }
     }
 
@@ -951,9 +1147,80 @@ impl Controller {
             .collect()
     }
 
-    /// Routes in the maps by family.
-    pub fn route_counts(&self) -> (usize, usize) {
-        (self.applied.routes_v4.len(), self.applied.routes_v6.len())
+    /// Routes by family and source: (IPv4, IPv6) configured, (IPv4, IPv6)
+    /// learned from the kernel.
+    pub fn route_counts(&self) -> ((usize, usize), (usize, usize)) {
+        (
+            (self.applied.routes_v4.len(), self.applied.routes_v6.len()),
+            (self.learned.len_v4(), self.learned.len_v6()),
+        )
+    }
+
+    /// `route show`: configured and/or learned routes, in address order.
+    fn route_list(&self, source: Option<&str>) -> Vec<RouteInfo> {
+        let mut out = Vec::new();
+        if source != Some("kernel") {
+            out = self.routes(None);
+        }
+        if source != Some("config") {
+            let mut learned: Vec<(IpNet, RouteInfo)> = self
+                .learned
+                .routes()
+                .map(|(p, r)| (p, self.describe_learned(&p, &r)))
+                .collect();
+            learned.sort_by_key(|(p, _)| (matches!(p, IpNet::V6(_)), *p));
+            let mut merged = Vec::with_capacity(out.len() + learned.len());
+            let mut config = out.into_iter().peekable();
+            for (p, info) in learned {
+                while let Some(c) = config.next_if(|c| sort_key(&c.prefix) <= sort_key_net(&p)) {
+                    merged.push(c);
+                }
+                merged.push(info);
+            }
+            merged.extend(config);
+            out = merged;
+        }
+        out
+    }
+
+    fn learned_info(&self, prefix: &IpNet) -> RouteInfo {
+        match self.learned.get(prefix) {
+            Some(r) => self.describe_learned(prefix, &r),
+            None => RouteInfo::default(),
+        }
+    }
+
+    fn describe_learned(&self, prefix: &IpNet, r: &super::learned::LearnedRoute) -> RouteInfo {
+        let dev_name = |ifindex: u32| {
+            self.kernel
+                .links
+                .iter()
+                .find(|(_, l)| l.ifindex == ifindex)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| format!("if{ifindex}"))
+        };
+        RouteInfo {
+            prefix: prefix.to_string(),
+            dev: r
+                .nexthops
+                .first()
+                .map(|((ifindex, _), _)| dev_name(*ifindex))
+                .unwrap_or_default(),
+            nexthops: r
+                .nexthops
+                .iter()
+                .map(|((_, via), nh)| {
+                    let resolved = nh.flags & pop_common::NH_RESOLVED != 0;
+                    NexthopInfo {
+                        via: via.to_string(),
+                        mac: resolved.then(|| format_mac(&nh.dmac)),
+                        state: if resolved { "resolved" } else { "unresolved" }.into(),
+                    }
+                })
+                .collect(),
+            source: "kernel".into(),
+            blackhole: r.blackhole,
+        }
     }
 
     /// Removes the data plane (`shutdown --detach`, `--detach-on-exit`).
@@ -977,6 +1244,35 @@ fn same_prefix(a: &str, b: &str) -> bool {
 fn sort_key(p: &str) -> (u8, Option<IpNet>, String) {
     let net = p.parse::<IpNet>().ok();
     (matches!(net, Some(IpNet::V6(_))) as u8, net, p.to_string())
+}
+
+fn sort_key_net(p: &IpNet) -> (u8, Option<IpNet>, String) {
+    (matches!(p, IpNet::V6(_)) as u8, Some(*p), p.to_string())
+}
+
+/// The prefixes of the configured routes.
+fn configured_prefixes(
+    cfg: &Config,
+) -> (
+    std::collections::HashSet<ipnet::Ipv4Net>,
+    std::collections::HashSet<ipnet::Ipv6Net>,
+) {
+    let (mut v4, mut v6) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    for r in &cfg.routes {
+        match r.prefix.parse::<IpNet>() {
+            Ok(IpNet::V4(p)) => {
+                v4.insert(p.trunc());
+            }
+            Ok(IpNet::V6(p)) => {
+                v6.insert(p.trunc());
+            }
+            Err(_) => {}
+        }
+    }
+    (v4, v6)
 }
 
 /// XDP actions as the kernel numbers them.

@@ -5,6 +5,8 @@ pub mod compile;
 pub mod controller;
 pub mod error;
 pub mod icmp;
+pub mod kernel_routes;
+pub mod learned;
 pub mod trace;
 
 use std::net::SocketAddr;
@@ -27,6 +29,11 @@ use error::ControlError;
 
 /// popd — pop's controller: loads the XDP data plane, keeps it in the desired
 /// state, serves popctl and Prometheus.
+///
+/// With `[kernel_routes] table = N` in the config, popd also forwards by the
+/// routes of kernel routing table N, which a BGP daemon fills (bird2: `protocol
+/// kernel { kernel table N; }`, FRR: `table N`): it dumps the table at start and
+/// follows it over rtnetlink. A configured route for the same prefix wins.
 #[derive(Debug, Parser)]
 #[command(name = "popd", version)]
 pub struct Args {
@@ -56,6 +63,10 @@ pub struct Args {
     /// stopped or crashed popd leaves forwarding running.
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Receive buffer (bytes) of the socket that follows the [kernel_routes]
+    /// table. Tests set a small one to force overflows (ENOBUFS) and re-syncs.
+    #[arg(long, hide = true, default_value_t = kernel_routes::DEFAULT_RCVBUF)]
+    pub kernel_routes_rcvbuf: usize,
 }
 
 fn init_logging(format: &str) {
@@ -192,6 +203,18 @@ async fn run(args: Args) -> Result<(), ControlError> {
             });
         }
     };
+    // Subscribed before the kernel route table is dumped, so that no route
+    // change is missed.
+    let follower = match kernel_routes::Follower::open(args.kernel_routes_rcvbuf) {
+        Ok(f) => f,
+        Err(source) => {
+            let _ = std::fs::remove_file(&args.socket);
+            return Err(ControlError::Io {
+                what: "netlink route socket".to_string(),
+                source,
+            });
+        }
+    };
     let started = start_controller(&args, store, state, first, view);
     let ctl = match started {
         Ok(c) => c,
@@ -240,6 +263,16 @@ async fn run(args: Args) -> Result<(), ControlError> {
     });
 
     tokio::spawn(follow_kernel(handle, ctl.clone(), changed.clone()));
+    {
+        let (ctl, changed) = (ctl.clone(), changed.clone());
+        std::thread::Builder::new()
+            .name("kernel-routes".into())
+            .spawn(move || follower.run(ctl, changed))
+            .map_err(|source| ControlError::Io {
+                what: "starting the kernel route follower".to_string(),
+                source,
+            })?;
+    }
 
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;

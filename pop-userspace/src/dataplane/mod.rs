@@ -17,6 +17,7 @@
 //! it with bpf_link_update ([`Dataplane::finish_upgrade`]): also without a stop.
 mod link;
 pub mod maps;
+pub mod route_writer;
 
 use std::ffi::CString;
 use std::fs;
@@ -57,6 +58,14 @@ pub enum DataplaneError {
         mode: &'static str,
         /// Kernel's answer.
         reason: String,
+    },
+    /// A map has no room for another entry.
+    #[error("map {map}: full ({max_entries} entries)")]
+    MapFull {
+        /// Map name.
+        map: &'static str,
+        /// Its capacity.
+        max_entries: u32,
     },
     /// A map operation failed.
     #[error("map {map}: {reason}")]

@@ -115,15 +115,24 @@ pub fn render(c: &Controller) -> String {
     let routes = gauge_family(
         &mut reg,
         "pop_routes",
-        "Routes in the data plane per address family",
+        "Routes per address family and source: config (the desired state) or kernel \
+         (learned from the [kernel_routes] table, shadowed or not)",
     );
-    let (v4, v6) = c.route_counts();
-    routes
-        .get_or_create(&vec![("family", "ipv4".to_string())])
-        .set(v4 as i64);
-    routes
-        .get_or_create(&vec![("family", "ipv6".to_string())])
-        .set(v6 as i64);
+    let ((c4, c6), (k4, k6)) = c.route_counts();
+    for (family, source, n) in [
+        ("ipv4", "config", c4),
+        ("ipv6", "config", c6),
+        ("ipv4", "kernel", k4),
+        ("ipv6", "kernel", k6),
+    ] {
+        routes
+            .get_or_create(&vec![
+                ("family", family.to_string()),
+                ("source", source.to_string()),
+            ])
+            .set(n as i64);
+    }
+    kernel_route_metrics(&mut reg, c);
     let not_loaded = gauge_family(
         &mut reg,
         "pop_local_addresses_not_loaded",
@@ -185,6 +194,64 @@ fn to_prometheus_text(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The `[kernel_routes]` follower: sync state, skipped and overflowed routes.
+fn kernel_route_metrics(reg: &mut Registry, c: &Controller) {
+    use crate::daemon::kernel_routes::{RESYNCS, SYNCED};
+    use std::sync::atomic::Ordering;
+    let learned = c.learned();
+    let synced = Gauge::<i64>::default();
+    synced.set(i64::from(
+        c.kernel_table().is_some() && SYNCED.load(Ordering::Relaxed),
+    ));
+    reg.register(
+        "pop_kernel_routes_synced",
+        "1 when the learned routes equal the [kernel_routes] table, 0 while a dump is due \
+         or under way (or no table is followed)",
+        synced,
+    );
+    let resyncs = Counter::<u64>::default();
+    resyncs.inc_by(RESYNCS.load(Ordering::Relaxed));
+    reg.register(
+        "pop_kernel_routes_resyncs",
+        "Dumps of the [kernel_routes] table after the first (lost notifications, table or port changes)",
+        resyncs,
+    );
+    let k = learned.counters;
+    let skipped = counter_family(
+        reg,
+        "pop_kernel_routes_skipped",
+        "Kernel routes not learned, per reason",
+    );
+    for (reason, n) in [
+        ("foreign_device", k.skipped_foreign_device),
+        ("no_gateway", k.skipped_no_gateway),
+        ("type", k.skipped_type),
+        ("nexthops_full", k.skipped_nexthops_full),
+    ] {
+        skipped
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc_by(n);
+    }
+    let overflow = Counter::<u64>::default();
+    overflow.inc_by(k.overflow);
+    reg.register(
+        "pop_kernel_routes_overflow",
+        "Times a learned route found its route map full (it is installed when room frees)",
+        overflow,
+    );
+    let (o4, o6) = learned.overflowed();
+    let pending = gauge_family(
+        reg,
+        "pop_kernel_routes_not_installed",
+        "Learned routes not in the route maps for lack of room",
+    );
+    for (family, n) in [("ipv4", o4), ("ipv6", o6)] {
+        pending
+            .get_or_create(&vec![("family", family.to_string())])
+            .set(n as i64);
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! here, missing ones are added as *managed* neighbours (NTF_EXT_MANAGED) so
 //! that the kernel resolves them and keeps them fresh without traffic, and a
 //! multicast subscription wakes popd on every change.
+pub mod routes;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 

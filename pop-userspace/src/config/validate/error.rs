@@ -260,6 +260,12 @@ pub enum ConfigError {
         /// Largest allowed.
         max: u64,
     },
+    /// `[kernel_routes] table` names no table routes can be learned from.
+    #[error(
+        "kernel_routes: table {0}: not a table to learn routes from \
+         (use 1-254 or 256-4294967295, the table your BGP daemon exports to)"
+    )]
+    KernelRoutesTable(u32),
     /// More objects than the data plane's maps hold.
     #[error("too many {what}: {count} exceeds the maximum of {max}")]
     Limit {

@@ -110,7 +110,8 @@ fn apply_file(o: &Opts, popd: &Popd, text: &str) -> Result<Duration> {
     Ok(t.elapsed())
 }
 
-fn peak_rss_mb(pid: u32) -> Result<f64> {
+/// popd's peak RSS (VmHWM) in MB.
+pub fn peak_rss_mb(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
@@ -255,5 +256,11 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
         Ok(())
     })();
     let _ = popd.shutdown_detach();
-    result.map(|_| cp)
+    let mut cp = result.map(|_| cp)?;
+    let b = crate::bgp::run(o)?;
+    cp.bgp_full_table_ratio = b.full_table_ratio;
+    cp.route_churn_per_s = b.churn_per_s;
+    cp.popd_rss_mb_full_table = b.rss_mb;
+    cp.bgp_routes = b.routes;
+    Ok(cp)
 }

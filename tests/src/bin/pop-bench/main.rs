@@ -8,6 +8,7 @@
 //!
 //! Prints a table; `--json FILE` writes the document described in
 //! docs/benchmarks.md. `--quick` uses small sizes (a CI smoke run).
+mod bgp;
 mod control_plane;
 mod cycle;
 mod lab_throughput;

@@ -53,6 +53,14 @@ pub struct ControlPlane {
     pub customers_loaded: u64,
     /// popd peak RSS (VmHWM) in MB after loading the routes.
     pub popd_rss_mb_1m_routes: Option<f64>,
+    /// bird2 → kernel table → pop holding every route, ÷ bird2 → kernel table.
+    pub bgp_full_table_ratio: Option<f64>,
+    /// Learned route updates (ip -batch into the followed table) absorbed per second.
+    pub route_churn_per_s: Option<f64>,
+    /// popd peak RSS (VmHWM) in MB with the full table learned.
+    pub popd_rss_mb_full_table: Option<f64>,
+    /// Routes bird2 announced for those (IPv4 + IPv6).
+    pub bgp_routes: u64,
 }
 
 /// The whole run.
@@ -86,6 +94,9 @@ impl Report {
                 "route_change_ms": cp.route_change_ms,
                 "metrics_10k_customers_ms": cp.metrics_10k_customers_ms,
                 "popd_rss_mb_1m_routes": cp.popd_rss_mb_1m_routes,
+                "bgp_full_table_ratio": cp.bgp_full_table_ratio,
+                "route_churn_per_s": cp.route_churn_per_s,
+                "popd_rss_mb_full_table": cp.popd_rss_mb_full_table,
             },
         })
     }
@@ -181,6 +192,19 @@ pub fn print_control_plane(cp: &ControlPlane, quick: bool) {
         opt(cp.metrics_10k_customers_ms, "ms")
     );
     println!("ACL swap of 100k rules: {}", opt(cp.acl_100k_swap_s, "s"));
+    println!(
+        "BGP table ({} routes) held by pop ÷ by the kernel: {}",
+        cp.bgp_routes,
+        opt(cp.bgp_full_table_ratio, "")
+    );
+    println!(
+        "learned route updates absorbed: {}",
+        opt(cp.route_churn_per_s, "/s")
+    );
+    println!(
+        "popd peak RSS with that table learned: {}",
+        opt(cp.popd_rss_mb_full_table, "MB")
+    );
 }
 
 /// A minimal SVG line plot (log-scale x), one series per name.

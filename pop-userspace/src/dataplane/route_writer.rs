@@ -1,0 +1,109 @@
+//! The one way routes and next hops get into the data plane. Both configured
+//! routes (`daemon::compile::apply`) and routes learned from the kernel
+//! (`daemon::learned`) write through [`RouteWriter`], so the route tables'
+//! layout (today two LPM tries) can change behind it without touching either.
+use aya::maps::MapError;
+use ipnet::{Ipv4Net, Ipv6Net};
+use pop_common::{maps as names, PopNexthop, PopRoute, MAX_ROUTES_V4, MAX_ROUTES_V6};
+
+use super::maps::{key_v4, key_v6, map_err};
+use super::{DataplaneError, Maps};
+
+/// Writes single route and next-hop entries.
+pub trait RouteWriter {
+    /// Adds or replaces the IPv4 route for `prefix`.
+    fn set_route_v4(&mut self, prefix: &Ipv4Net, route: &PopRoute) -> Result<(), DataplaneError>;
+    /// Removes the IPv4 route for `prefix` (absent is fine).
+    fn del_route_v4(&mut self, prefix: &Ipv4Net) -> Result<(), DataplaneError>;
+    /// Adds or replaces the IPv6 route for `prefix`.
+    fn set_route_v6(&mut self, prefix: &Ipv6Net, route: &PopRoute) -> Result<(), DataplaneError>;
+    /// Removes the IPv6 route for `prefix` (absent is fine).
+    fn del_route_v6(&mut self, prefix: &Ipv6Net) -> Result<(), DataplaneError>;
+    /// Writes next hop `id` (a zeroed value frees the slot).
+    fn set_nexthop(&mut self, id: u32, nexthop: &PopNexthop) -> Result<(), DataplaneError>;
+}
+
+fn errno(e: &MapError) -> Option<i32> {
+    match e {
+        MapError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// A failed insert into a table at capacity is [`DataplaneError::MapFull`].
+fn insert_err(map: &'static str, max_entries: u32) -> impl Fn(MapError) -> DataplaneError {
+    move |e| match errno(&e) {
+        Some(libc::ENOSPC) | Some(libc::E2BIG) => DataplaneError::MapFull { map, max_entries },
+        _ => map_err(map)(e),
+    }
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(ref e) if errno(e) == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// Calls `each` for every route entry pinned in `maps_dir` (its own handles:
+/// no lock on the controller's maps is needed while a full table is read).
+pub fn read_routes(
+    maps_dir: &std::path::Path,
+    mut each: impl FnMut(ipnet::IpNet, PopRoute),
+) -> Result<(), DataplaneError> {
+    use aya::maps::lpm_trie::LpmTrie;
+    use aya::maps::{Map, MapData};
+    let open = |name: &'static str| -> Result<Map, DataplaneError> {
+        let data = MapData::from_pin(maps_dir.join(name)).map_err(|e| DataplaneError::Map {
+            map: name,
+            reason: e.to_string(),
+        })?;
+        Map::from_map_data(data).map_err(map_err(name))
+    };
+    let v4: LpmTrie<MapData, [u8; 4], PopRoute> = open(names::ROUTES_V4)?
+        .try_into()
+        .map_err(map_err(names::ROUTES_V4))?;
+    for (k, v) in v4.iter().flatten() {
+        if let Ok(p) = Ipv4Net::new(k.data().into(), k.prefix_len() as u8) {
+            each(ipnet::IpNet::V4(p), v);
+        }
+    }
+    let v6: LpmTrie<MapData, [u8; 16], PopRoute> = open(names::ROUTES_V6)?
+        .try_into()
+        .map_err(map_err(names::ROUTES_V6))?;
+    for (k, v) in v6.iter().flatten() {
+        if let Ok(p) = Ipv6Net::new(k.data().into(), k.prefix_len() as u8) {
+            each(ipnet::IpNet::V6(p), v);
+        }
+    }
+    Ok(())
+}
+
+impl RouteWriter for Maps {
+    fn set_route_v4(&mut self, prefix: &Ipv4Net, route: &PopRoute) -> Result<(), DataplaneError> {
+        self.routes_v4
+            .insert(&key_v4(prefix), *route, 0)
+            .map_err(insert_err(names::ROUTES_V4, MAX_ROUTES_V4))
+    }
+
+    fn del_route_v4(&mut self, prefix: &Ipv4Net) -> Result<(), DataplaneError> {
+        ignore_missing(self.routes_v4.remove(&key_v4(prefix))).map_err(map_err(names::ROUTES_V4))
+    }
+
+    fn set_route_v6(&mut self, prefix: &Ipv6Net, route: &PopRoute) -> Result<(), DataplaneError> {
+        self.routes_v6
+            .insert(&key_v6(prefix), *route, 0)
+            .map_err(insert_err(names::ROUTES_V6, MAX_ROUTES_V6))
+    }
+
+    fn del_route_v6(&mut self, prefix: &Ipv6Net) -> Result<(), DataplaneError> {
+        ignore_missing(self.routes_v6.remove(&key_v6(prefix))).map_err(map_err(names::ROUTES_V6))
+    }
+
+    fn set_nexthop(&mut self, id: u32, nexthop: &PopNexthop) -> Result<(), DataplaneError> {
+        self.nexthops
+            .set(id, *nexthop, 0)
+            .map_err(map_err(names::NEXTHOPS))
+    }
+}
