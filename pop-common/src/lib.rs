@@ -134,6 +134,9 @@ pub mod maps {
     pub const VLAN_IFACES: &str = "vlan_ifaces";
     /// Per CPU, index 0 → [`super::PopTrace`]: the trace program's record.
     pub const TRACE_OUT: &str = "trace_out";
+    /// copy * MAX_ACL_RULES + rule → [`super::PopCounter`] per CPU: the hits of
+    /// each ACL rule (packets it decided, allow or drop), indexed like [`ACL_RULES`].
+    pub const ACL_HITS: &str = "acl_hits";
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -162,6 +165,7 @@ pub mod maps {
         POLICERS,
         TRACE_OUT,
         VLAN_IFACES,
+        ACL_HITS,
     ];
 }
 

@@ -246,7 +246,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		count_customer_drop(t, drop_customer, POP_DROP_SPOOFED, len);
 		return verdict_drop(t, iface, POP_DROP_SPOOFED, len);
 	}
-	if (acl_drops(&pkt, ifindex, acl_copy, t)) {
+	if (acl_drops(&pkt, ifindex, acl_copy, len, t)) {
 		count_customer_drop(t, customer_out ? customer_out : customer_in,
 				    POP_DROP_ACL, len);
 		return verdict_drop(t, iface, POP_DROP_ACL, len);

@@ -1,12 +1,15 @@
-//! Admission control compiled for the data plane (CONTRACT §6 steps 4-6):
-//! the ACL classifier ([`tree`]), anti-spoofing tables ([`spoof`]) and
-//! per-customer policers ([`police`]), and [`AclMaps`] to write them.
+//! Admission control compiled for the data plane (anti-spoofing, ACLs and
+//! policers, in the order a packet meets them): the ACL classifier
+//! ([`tree`]), its per-rule hit counters ([`hits`]), anti-spoofing tables
+//! ([`spoof`]) and per-customer policers ([`police`]), and [`AclMaps`] to
+//! write them.
 //!
 //! ACL changes are atomic: every ACL map holds two copies, and
 //! `PopConfig::acl_copy` says which one packets use. A change is
 //! [`AclMaps::write_copy`] of the inactive copy, then [`AclMaps::activate`]
 //! (or the controller writing `acl_copy` in its `PopConfig`). Each packet reads
 //! `acl_copy` once, so it is judged entirely by the old or the new rules.
+pub mod hits;
 pub mod police;
 pub mod spoof;
 pub mod tree;
@@ -34,9 +37,12 @@ pub struct AclMaps {
     spoof_ports: HashMap<MapData, u32, u32>,
     spoof_allow: HashMap<MapData, PopSpoofKey, u32>,
     policers: Array<MapData, PopPolicer>,
+    hits: hits::HitsMap,
+    /// Hit counts carried into the copy last written, settled when it goes live.
+    carry: Option<hits::Carry>,
 }
 
-fn open<T>(dir: &Path, name: &'static str) -> Result<T, String>
+pub(crate) fn open<T>(dir: &Path, name: &'static str) -> Result<T, String>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
@@ -86,6 +92,8 @@ impl AclMaps {
             spoof_ports: open(maps_dir, names::SPOOF_PORTS)?,
             spoof_allow: open(maps_dir, names::SPOOF_ALLOW)?,
             policers: open(maps_dir, names::POLICERS)?,
+            hits: open(maps_dir, names::ACL_HITS)?,
+            carry: None,
         })
     }
 
@@ -136,6 +144,16 @@ impl AclMaps {
         )?;
         // A packet that read the previous index may still walk this copy.
         wait_for_readers();
+        // Rules equal to a live one keep its hit count; the others start at 0.
+        let live_rules = hits::rules_by_priority(&self.meta, &self.rules, live)?;
+        self.carry = None;
+        self.carry = Some(hits::Carry::prepare(
+            &mut self.hits,
+            &live_rules,
+            live,
+            copy,
+            &compiled.rules,
+        )?);
         // Everything a node can point at first, the nodes, then the roots.
         for (i, rule) in compiled.rules.iter().enumerate() {
             let index = copy * MAX_ACL_RULES + i as u32;
@@ -177,7 +195,23 @@ impl AclMaps {
             .set(0, config, 0)
             .map_err(map_err(names::CONFIG, format!("set acl_copy {copy}")))?;
         wait_for_readers();
-        Ok(())
+        self.settle_hits(copy)
+    }
+
+    /// Call once `copy` is live and no packet uses the other copy (after
+    /// [`wait_for_readers`]): adds the hits that rules carried over by the
+    /// last [`AclMaps::write_copy`] of `copy` took in the old copy meanwhile.
+    pub fn settle_hits(&mut self, copy: u32) -> Result<(), String> {
+        match self.carry.take() {
+            Some(carry) if carry.to_copy == copy => carry.settle(&mut self.hits),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hit counters (summed over CPUs) of rules `0..count` of copy `copy`,
+    /// in rule (priority) order.
+    pub fn hits(&self, copy: u32, count: usize) -> Vec<pop_common::PopCounter> {
+        hits::read_copy(&self.hits, copy & 1, count)
     }
 
     /// Writes `compiled` to the inactive copy and activates it. Returns the

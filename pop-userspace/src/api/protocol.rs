@@ -232,3 +232,15 @@ pub struct ApplyInfo {
     /// Generation after the apply (unchanged on dry run).
     pub generation: u64,
 }
+
+/// An ACL rule as `acl show` lists it: the rule and its hit counter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclInfo {
+    /// The rule.
+    #[serde(flatten)]
+    pub acl: Acl,
+    /// Packets this rule decided (allow or drop): it was the first to match.
+    pub hits: u64,
+    /// Bytes (whole frames) of those packets.
+    pub hit_bytes: u64,
+}

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::compile::{self, Tables};
 use crate::acl::AclMaps;
 use crate::api::protocol::{
-    ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
+    AclInfo, ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
     StatusInfo, TraceInfo, TraceRequest,
 };
 use crate::config::model::{Config, XdpMode};
@@ -50,6 +50,9 @@ pub struct Controller {
     acl_copy: u32,
     /// ifindex of every `in_iface` the live ACL copy was compiled with.
     acl_ifindexes: BTreeMap<String, Option<u32>>,
+    /// Export a hit counter per ACL rule (label `priority`), not only totals
+    /// (popd --metrics-acl-rules).
+    pub acl_rule_metrics: bool,
 }
 
 /// Result of a request: JSON data or a one-line error.
@@ -106,6 +109,7 @@ impl Controller {
             acl: Some(acl),
             acl_copy,
             acl_ifindexes: BTreeMap::new(),
+            acl_rule_metrics: false,
         };
         let cfg = c.state.config.clone();
         for i in &cfg.interfaces {
@@ -228,9 +232,44 @@ impl Controller {
             // No packet still walks the old copy once this returns.
             crate::acl::wait_for_readers();
             self.acl_copy = copy;
+            self.settle_acl_hits();
         }
         self.acl_ifindexes = ifindexes;
         Ok(())
+    }
+
+    /// After a swap of ACL copies: the hits that carried-over rules took in
+    /// the old copy during the swap join their new slots.
+    fn settle_acl_hits(&mut self) {
+        let copy = self.acl_copy;
+        if let Some(acl) = self.acl.as_mut() {
+            if let Err(e) = acl.settle_hits(copy) {
+                tracing::warn!("ACL hit counts not carried over: {e}");
+            }
+        }
+    }
+
+    /// The desired ACL rules by priority, each with its hit counter. The
+    /// live copy holds them in this order (it is compiled from them).
+    pub fn acl_rules_with_hits(&self) -> Vec<AclInfo> {
+        let mut acls = self.state.config.acls.clone();
+        acls.sort_by_key(|a| a.priority);
+        let hits = self
+            .acl
+            .as_ref()
+            .map(|m| m.hits(self.acl_copy, acls.len()))
+            .unwrap_or_default();
+        acls.into_iter()
+            .enumerate()
+            .map(|(i, acl)| {
+                let h = hits.get(i).copied().unwrap_or_default();
+                AclInfo {
+                    acl,
+                    hits: h.packets,
+                    hit_bytes: h.bytes,
+                }
+            })
+            .collect()
     }
 
     fn dp(&self) -> &Dataplane {
@@ -411,6 +450,7 @@ impl Controller {
         if copy != self.acl_copy {
             crate::acl::wait_for_readers();
             self.acl_copy = copy;
+            self.settle_acl_hits();
         }
         self.acl_ifindexes = ifindexes;
         // The old state is kept (not cloned earlier: with a million routes a
@@ -565,9 +605,7 @@ impl Controller {
                 Ok(())
             }),
             Request::AclShow => {
-                let mut acls = self.state.config.acls.clone();
-                acls.sort_by_key(|a| a.priority);
-                Ok(serde_json::to_value(acls).expect("serialises"))
+                Ok(serde_json::to_value(self.acl_rules_with_hits()).expect("serialises"))
             }
             Request::Stats { customer } => self.stats(customer.as_deref()),
             Request::Apply { config, dry_run } => self.apply_config(&config, dry_run),

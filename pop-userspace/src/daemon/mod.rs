@@ -47,6 +47,11 @@ pub struct Args {
     /// stopped or crashed popd leaves forwarding running.
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Export a hit counter per ACL rule (pop_acl_rule_hits_total, label
+    /// `priority`). Off by default: one series per rule can be many; the
+    /// totals per action (pop_acl_hits_total) are always there.
+    #[arg(long)]
+    pub metrics_acl_rules: bool,
 }
 
 fn init_logging(format: &str) {
@@ -121,7 +126,8 @@ async fn run(args: Args) -> Result<(), String> {
             "loaded the data plane"
         }
     );
-    let ctl = Controller::start(store, initial, dp, view)?;
+    let mut ctl = Controller::start(store, initial, dp, view)?;
+    ctl.acl_rule_metrics = args.metrics_acl_rules;
     let ctl = Arc::new(Mutex::new(ctl));
 
     let listener = crate::api::server::bind(&args.socket)
