@@ -34,9 +34,13 @@ pub struct Args {
     /// bpffs directory for the program, maps and links.
     #[arg(long, default_value = "/sys/fs/bpf/pop")]
     pub bpffs: PathBuf,
-    /// The API socket for popctl (mode 0660).
+    /// The API socket for popctl (mode 0660: root and --socket-group only).
     #[arg(long, default_value = "/run/pop/popd.sock")]
     pub socket: PathBuf,
+    /// Give the API socket to this group, so its members may use popctl
+    /// (the Debian package creates and uses `pop`). Default: popd's own group.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
     /// Address for Prometheus: http://ADDR/metrics.
     #[arg(long, default_value = "127.0.0.1:9469")]
     pub metrics: SocketAddr,
@@ -95,6 +99,12 @@ pub fn main() -> i32 {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    // A bad group is refused before anything is loaded or attached.
+    let socket_gid = args
+        .socket_group
+        .as_deref()
+        .map(crate::api::server::group_id)
+        .transpose()?;
     let store = Store::open(&args.state_dir).map_err(|e| e.to_string())?;
     let initial = if store.path().exists() {
         // The durable state wins; the file is only checked to be readable.
@@ -130,7 +140,7 @@ async fn run(args: Args) -> Result<(), String> {
     ctl.acl_rule_metrics = args.metrics_acl_rules;
     let ctl = Arc::new(Mutex::new(ctl));
 
-    let listener = crate::api::server::bind(&args.socket)
+    let listener = crate::api::server::bind_for_group(&args.socket, socket_gid)
         .map_err(|e| format!("socket {}: {e}", args.socket.display()))?;
     let changed = Arc::new(Notify::new());
     let stop = Arc::new(Notify::new());
