@@ -240,7 +240,9 @@ pub struct AclInfo {
     #[serde(flatten)]
     pub acl: Acl,
     /// Packets this rule decided (allow or drop): it was the first to match.
+    #[serde(default)]
     pub hits: u64,
     /// Bytes (whole frames) of those packets.
+    #[serde(default)]
     pub hit_bytes: u64,
 }
