@@ -1,4 +1,4 @@
-//! popd: the controller daemon (CONTRACT §2). Wires the data plane, the
+//! popd: the controller daemon. Wires the data plane, the
 //! durable state, netlink, the API socket, metrics and signals together.
 pub mod compile;
 pub mod controller;
@@ -19,12 +19,16 @@ use crate::dataplane::Dataplane;
 use crate::state::Store;
 use controller::Controller;
 
-/// popd — pop's controller: loads the XDP data plane, keeps it in the desired
-/// state, serves popctl and Prometheus.
+/// popd's command line.
 #[derive(Debug, Parser)]
-#[command(name = "popd", version)]
+#[command(
+    name = "popd",
+    version,
+    about = "pop's controller: loads the XDP data plane, keeps it in the desired state, \
+             serves popctl and Prometheus"
+)]
 pub struct Args {
-    /// The config file (TOML, CONTRACT §3). Used on first start and on SIGHUP;
+    /// The config file (TOML, see docs/reference.md). Used on first start and on SIGHUP;
     /// afterwards the state in --state-dir (changes made with popctl) wins.
     #[arg(long, default_value = "/etc/pop/pop.toml")]
     pub config: PathBuf,
