@@ -21,6 +21,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "curl",
     "util-linux",
     "prometheus",
+    // The Debian package: built (dist) and checked (tests/tests/deb.rs).
+    "dpkg-dev",
+    "binutils",
+    "lintian",
+    "systemd",
+    "man-db",
 ];
 
 /// Where `bpf_helpers.h` must be for pop-ebpf's build script.
@@ -99,6 +105,12 @@ fn missing_tools(needs: Needs) -> Vec<(&'static str, &'static str)> {
             ("curl", "curl"),
             ("nsenter", "util-linux"),
             ("promtool", "prometheus"),
+            ("dpkg-shlibdeps", "dpkg-dev"),
+            ("strip", "binutils"),
+            ("lintian", "lintian"),
+            ("systemd-analyze", "systemd"),
+            ("setpriv", "util-linux"),
+            ("man", "man-db"),
         ] {
             if find_in_path(tool).is_none() {
                 missing.push((tool, pkg));
