@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
  * pop's XDP data plane. The pipeline reads top to bottom in the order a
- * packet meets it (CONTRACT §6):
+ * packet meets it (docs/reference.md, "What the data plane does"):
  *   1. parse Ethernet, IPv4/IPv6 (parse.h)
  *   2. hand to the kernel what is not ours to forward; drop martians
  *   3. find the customers by source and destination prefix
@@ -239,7 +239,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		t->customer_in = customer_in;
 	}
 
-	/* Admission (CONTRACT §6 steps 4-6): anti-spoofing (spoof.h), ACL
+	/* Admission (steps 4-6): anti-spoofing (spoof.h), ACL
 	 * (acl.h), policer (police.h). Each costs ~nothing when unconfigured. */
 	drop_customer = spoofed_on_port(iface, ifindex, customer_out);
 	if (drop_customer) {

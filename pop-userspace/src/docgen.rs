@@ -184,10 +184,10 @@ pub fn popctl_man() -> io::Result<String> {
             ("0", "Success."),
             (
                 "1",
-                "popd refused the request, or could not be reached. One line on \
-                 standard error names the bad field or the cause.",
+                "A value is not valid, popd refused the request, or popd could not be \
+                 reached. One line on standard error names the bad field or the cause.",
             ),
-            ("2", "The command line is not valid."),
+            ("2", "Wrong words on the command line."),
         ]),
     );
     section(

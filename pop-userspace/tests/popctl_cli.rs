@@ -1,6 +1,6 @@
 //! The real popctl binary against a fake popd: a Unix socket in a temp dir that
 //! records each request line and answers canned responses. Checks what is sent for
-//! each command, what is printed, and the exit codes (CONTRACT §4).
+//! each command, what is printed, and the exit codes (docs/reference.md).
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};

@@ -464,7 +464,7 @@ fn iperf3_to_upstream(env: &mut Env, port: &str, args: &[&str]) -> Result<String
     env.lab.exec_ok("c2", &argv)
 }
 
-/// CONTRACT §3's example customer has `vlan = 100`. This kernel cannot even
+/// The reference's example customer has `vlan = 100`. This kernel cannot even
 /// create VLAN devices (no 802.1Q support), so popd must accept the customer
 /// and hand its tagged frames to the kernel, not refuse the config.
 fn vlan_customer_without_device(env: &mut Env) -> Result<()> {
