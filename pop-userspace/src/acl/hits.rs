@@ -129,11 +129,22 @@ impl Carry {
     }
 }
 
-/// Sums of the hits of rules `0..count` of copy `copy`, per rule.
-pub fn read_copy(hits: &HitsMap, copy: u32, count: usize) -> Vec<PopCounter> {
-    (0..count.min(MAX_ACL_RULES as usize) as u32)
-        .map(|i| PopCounter::sum(read(hits, copy * MAX_ACL_RULES + i).iter()))
-        .collect()
+/// The hits (summed over CPUs) of every rule of copy `copy`, by priority.
+/// Rules the data plane does not hold (an `in_iface` that does not exist) are
+/// absent: they can match nothing.
+pub fn read_copy(
+    hits: &HitsMap,
+    meta: &Array<MapData, PopAclMeta>,
+    rules: &Array<MapData, PopAclRule>,
+    copy: u32,
+) -> Result<std::collections::BTreeMap<u32, PopCounter>, String> {
+    Ok(rules_by_priority(meta, rules, copy)?
+        .into_iter()
+        .map(|(priority, (index, _))| {
+            let values = read(hits, copy * MAX_ACL_RULES + index);
+            (priority, PopCounter::sum(values.iter()))
+        })
+        .collect())
 }
 
 fn open<T>(dir: &Path, name: &'static str) -> Result<T, String>

@@ -142,11 +142,11 @@ impl AclMaps {
             compiled.leaf_rules.len(),
             MAX_ACL_LEAF_BLOCKS,
         )?;
+        self.carry = None;
         // A packet that read the previous index may still walk this copy.
         wait_for_readers();
         // Rules equal to a live one keep its hit count; the others start at 0.
         let live_rules = hits::rules_by_priority(&self.meta, &self.rules, live)?;
-        self.carry = None;
         self.carry = Some(hits::Carry::prepare(
             &mut self.hits,
             &live_rules,
@@ -208,10 +208,14 @@ impl AclMaps {
         }
     }
 
-    /// Hit counters (summed over CPUs) of rules `0..count` of copy `copy`,
-    /// in rule (priority) order.
-    pub fn hits(&self, copy: u32, count: usize) -> Vec<pop_common::PopCounter> {
-        hits::read_copy(&self.hits, copy & 1, count)
+    /// Hit counters (summed over CPUs) of the rules of copy `copy`, by
+    /// priority. A rule left out of the copy (its `in_iface` does not exist)
+    /// is absent.
+    pub fn hits(
+        &self,
+        copy: u32,
+    ) -> Result<std::collections::BTreeMap<u32, pop_common::PopCounter>, String> {
+        hits::read_copy(&self.hits, &self.meta, &self.rules, copy & 1)
     }
 
     /// Writes `compiled` to the inactive copy and activates it. Returns the

@@ -249,20 +249,23 @@ impl Controller {
         }
     }
 
-    /// The desired ACL rules by priority, each with its hit counter. The
-    /// live copy holds them in this order (it is compiled from them).
+    /// The desired ACL rules by priority, each with its hit counter from the
+    /// live copy (0 for a rule the data plane does not hold: its `in_iface`
+    /// does not exist, so it matches nothing).
     pub fn acl_rules_with_hits(&self) -> Vec<AclInfo> {
         let mut acls = self.state.config.acls.clone();
         acls.sort_by_key(|a| a.priority);
-        let hits = self
-            .acl
-            .as_ref()
-            .map(|m| m.hits(self.acl_copy, acls.len()))
-            .unwrap_or_default();
+        let hits = match self.acl.as_ref().map(|m| m.hits(self.acl_copy)) {
+            Some(Ok(h)) => h,
+            Some(Err(e)) => {
+                tracing::warn!("reading ACL hit counts: {e}");
+                Default::default()
+            }
+            None => Default::default(),
+        };
         acls.into_iter()
-            .enumerate()
-            .map(|(i, acl)| {
-                let h = hits.get(i).copied().unwrap_or_default();
+            .map(|acl| {
+                let h = hits.get(&acl.priority).copied().unwrap_or_default();
                 AclInfo {
                     acl,
                     hits: h.packets,
