@@ -230,6 +230,27 @@ fn acl_hits(env: &mut Env) -> Result<()> {
         !scrape.contains("pop_acl_rule_hits_total"),
         "per-rule hit series without --metrics-acl-rules"
     );
+    // A restart (adopting the data plane) keeps the counts; with
+    // --metrics-acl-rules each rule has its own series.
+    env.popd.kill()?;
+    env.popd.set_extra_args(&["--metrics-acl-rules"]);
+    env.popd.start()?;
+    let restarted = hits(&env.popd, 100)?;
+    ensure!(
+        restarted >= after,
+        "rule 100's hits went from {after} to {restarted} over a restart of popd"
+    );
+    let scrape = env.popd.metrics()?;
+    let per_rule = metric_value(
+        &scrape,
+        "pop_acl_rule_hits_total",
+        &[("priority", "100"), ("action", "drop")],
+    )
+    .unwrap_or(0.0);
+    ensure!(
+        per_rule >= after as f64,
+        "pop_acl_rule_hits_total{{priority=\"100\"}} is {per_rule}, rule 100 has {after} hits"
+    );
     env.popd.popctl_ok(&["acl", "del", "90"])?;
     Ok(())
 }
