@@ -508,3 +508,90 @@ fn check_unit_popd(env: &UnitLab) -> Result<()> {
     eprintln!("popctl as another user: {}", err.trim());
     Ok(())
 }
+
+/// What the maintainer script `script` of the package does with `args`, as
+/// the lines its systemd helpers were called with. It runs in a private mount
+/// namespace whose /run says systemd is running, with the helpers (and
+/// getent, addgroup, popctl) replaced by stubs that only record their call.
+fn maintainer_script_calls(script: &str, args: &[&str]) -> Vec<String> {
+    let pkg = package();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control");
+    let out = run(Command::new("dpkg-deb")
+        .arg("--control")
+        .arg(&pkg.deb)
+        .arg(&control));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stubs = dir.path().join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let log = dir.path().join("calls");
+    for stub in [
+        "deb-systemd-helper",
+        "deb-systemd-invoke",
+        "systemctl",
+        "getent",
+        "addgroup",
+        "popctl",
+    ] {
+        let path = stubs.join(stub);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{stub} $*\" >> {}\nexit 0\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = run(Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && exec sh \"$0\" \"$@\"")
+        .arg(control.join(script))
+        .args(args)
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", stubs.display()),
+        ));
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// An upgrade restarts popd (hitless: the data plane stays pinned and keeps
+/// forwarding) and never stops it first; a first install starts it; only a
+/// removal stops it.
+#[test]
+fn an_upgrade_restarts_popd_and_never_stops_it() {
+    let upgrade_prerm = maintainer_script_calls("prerm", &["upgrade", "0.2.0-1"]);
+    assert!(
+        !upgrade_prerm.iter().any(|c| c.contains("stop")),
+        "prerm upgrade stops popd: {upgrade_prerm:?}"
+    );
+    let upgrade = maintainer_script_calls("postinst", &["configure", "0.0.9-1"]);
+    assert!(
+        upgrade.contains(&"deb-systemd-invoke restart popd.service".to_string()),
+        "postinst configure OLD-VERSION: {upgrade:?}"
+    );
+    assert!(!upgrade
+        .iter()
+        .any(|c| c.contains("stop") || c.contains("shutdown")));
+    let install = maintainer_script_calls("postinst", &["configure"]);
+    assert!(
+        install.contains(&"deb-systemd-invoke start popd.service".to_string()),
+        "postinst configure: {install:?}"
+    );
+    let remove = maintainer_script_calls("prerm", &["remove"]);
+    assert!(
+        remove.contains(&"deb-systemd-invoke stop popd.service".to_string()),
+        "prerm remove: {remove:?}"
+    );
+}
