@@ -129,22 +129,33 @@ impl Carry {
     }
 }
 
-/// The hits (summed over CPUs) of every rule of copy `copy`, by priority.
-/// Rules the data plane does not hold (an `in_iface` that does not exist) are
-/// absent: they can match nothing.
+/// Rules by priority, as [`rules_by_priority`] reads them from the maps.
+pub type RulesByPriority = HashMap<u32, (u32, PopAclRule)>;
+
+/// `rules` (one copy, in index order) by priority.
+pub fn index_rules(rules: &[PopAclRule]) -> RulesByPriority {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.priority, (i as u32, *r)))
+        .collect()
+}
+
+/// The hits (summed over CPUs) of the rules `rules` of copy `copy`, by
+/// priority. Rules the data plane does not hold (an `in_iface` that does not
+/// exist) are absent: they can match nothing.
 pub fn read_copy(
     hits: &HitsMap,
-    meta: &Array<MapData, PopAclMeta>,
-    rules: &Array<MapData, PopAclRule>,
+    rules: &RulesByPriority,
     copy: u32,
-) -> Result<std::collections::BTreeMap<u32, PopCounter>, String> {
-    Ok(rules_by_priority(meta, rules, copy)?
-        .into_iter()
-        .map(|(priority, (index, _))| {
+) -> std::collections::BTreeMap<u32, PopCounter> {
+    rules
+        .iter()
+        .map(|(&priority, &(index, _))| {
             let values = read(hits, copy * MAX_ACL_RULES + index);
             (priority, PopCounter::sum(values.iter()))
         })
-        .collect())
+        .collect()
 }
 
 fn open<T>(dir: &Path, name: &'static str) -> Result<T, String>

@@ -40,6 +40,9 @@ pub struct AclMaps {
     hits: hits::HitsMap,
     /// Hit counts carried into the copy last written, settled when it goes live.
     carry: Option<hits::Carry>,
+    /// The rules this handle wrote into each copy, by priority, so a swap and
+    /// `acl show` need not read them back from the maps.
+    written: [Option<hits::RulesByPriority>; 2],
 }
 
 pub(crate) fn open<T>(dir: &Path, name: &'static str) -> Result<T, String>
@@ -94,6 +97,7 @@ impl AclMaps {
             policers: open(maps_dir, names::POLICERS)?,
             hits: open(maps_dir, names::ACL_HITS)?,
             carry: None,
+            written: [None, None],
         })
     }
 
@@ -143,17 +147,19 @@ impl AclMaps {
             MAX_ACL_LEAF_BLOCKS,
         )?;
         self.carry = None;
+        self.written[copy as usize] = None;
         // A packet that read the previous index may still walk this copy.
         wait_for_readers();
         // Rules equal to a live one keep its hit count; the others start at 0.
-        let live_rules = hits::rules_by_priority(&self.meta, &self.rules, live)?;
-        self.carry = Some(hits::Carry::prepare(
-            &mut self.hits,
-            &live_rules,
-            live,
-            copy,
-            &compiled.rules,
-        )?);
+        let live_rules = match self.written[live as usize].take() {
+            Some(rules) => rules,
+            None => hits::rules_by_priority(&self.meta, &self.rules, live)?,
+        };
+        let carry = hits::Carry::prepare(&mut self.hits, &live_rules, live, copy, &compiled.rules);
+        if live != copy {
+            self.written[live as usize] = Some(live_rules);
+        }
+        self.carry = Some(carry?);
         // Everything a node can point at first, the nodes, then the roots.
         for (i, rule) in compiled.rules.iter().enumerate() {
             let index = copy * MAX_ACL_RULES + i as u32;
@@ -175,7 +181,9 @@ impl AclMaps {
         }
         self.meta
             .set(copy, compiled.meta, 0)
-            .map_err(map_err(names::ACL_META, format!("set {copy}")))
+            .map_err(map_err(names::ACL_META, format!("set {copy}")))?;
+        self.written[copy as usize] = Some(hits::index_rules(&compiled.rules));
+        Ok(())
     }
 
     /// Makes `copy` the live one (read-modify-write of `PopConfig::acl_copy`,
@@ -215,7 +223,14 @@ impl AclMaps {
         &self,
         copy: u32,
     ) -> Result<std::collections::BTreeMap<u32, pop_common::PopCounter>, String> {
-        hits::read_copy(&self.hits, &self.meta, &self.rules, copy & 1)
+        let copy = copy & 1;
+        match &self.written[copy as usize] {
+            Some(rules) => Ok(hits::read_copy(&self.hits, rules, copy)),
+            None => {
+                let rules = hits::rules_by_priority(&self.meta, &self.rules, copy)?;
+                Ok(hits::read_copy(&self.hits, &rules, copy))
+            }
+        }
     }
 
     /// Writes `compiled` to the inactive copy and activates it. Returns the
