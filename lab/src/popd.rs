@@ -55,7 +55,9 @@ pub struct Popd {
     child: Option<Child>,
     /// Environment for the next starts (e.g. POP_DATAPLANE_OBJECT).
     env: Vec<(String, String)>,
-    /// More popd arguments for the next starts.
+    /// A command popd runs under (e.g. `setpriv ...`), inside the namespace.
+    wrapper: Vec<String>,
+    /// Options after the lab's own.
     extra_args: Vec<String>,
 }
 
@@ -93,6 +95,7 @@ impl Popd {
             config: state_dir.join("pop.toml"),
             child: None,
             env: Vec::new(),
+            wrapper: Vec::new(),
             extra_args: Vec::new(),
         })
     }
@@ -139,9 +142,11 @@ impl Popd {
             topology::METRICS_ADDR,
         ]
         .map(|s| s.to_string());
-        let argv: Vec<&str> = args
+        let argv: Vec<&str> = self
+            .wrapper
             .iter()
-            .chain(&self.extra_args)
+            .chain(args.iter())
+            .chain(self.extra_args.iter())
             .map(String::as_str)
             .collect();
         let mut cmd = self.lab.command(topology::EDGE, &argv);
@@ -149,7 +154,14 @@ impl Popd {
         cmd
     }
 
-    /// Replaces the extra popd arguments for the next starts.
+    /// Runs popd under `wrapper` (a command that execs its arguments, e.g.
+    /// `setpriv --no-new-privs ...`), inside the edge namespace, from the next
+    /// start on.
+    pub fn set_wrapper(&mut self, wrapper: &[String]) {
+        self.wrapper = wrapper.to_vec();
+    }
+
+    /// Options given to popd after the lab's own (e.g. `--socket-group pop`).
     pub fn set_extra_args(&mut self, args: &[&str]) {
         self.extra_args = args.iter().map(|s| s.to_string()).collect();
     }

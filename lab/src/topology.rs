@@ -246,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn popctl_arguments_follow_the_contract_grammar() {
+    fn popctl_arguments_follow_the_reference_grammar() {
         assert_eq!(
             POP_ROUTES[0].popctl_add().join(" "),
             "route add 0.0.0.0/0 via 192.0.2.1 dev eth0"

@@ -152,6 +152,9 @@ pub mod maps {
     pub const ICMP_STATS: &str = "icmp_stats";
     /// Per CPU, index 0 → [`super::PopIcmpBucket`]: the ICMP error rate limit.
     pub const ICMP_BUCKET: &str = "icmp_bucket";
+    /// copy * MAX_ACL_RULES + rule → [`super::PopCounter`] per CPU: the hits of
+    /// each ACL rule (packets it decided, allow or drop), indexed like [`ACL_RULES`].
+    pub const ACL_HITS: &str = "acl_hits";
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -183,6 +186,7 @@ pub mod maps {
         UPPER_MACS,
         ICMP_STATS,
         ICMP_BUCKET,
+        ACL_HITS,
     ];
 }
 

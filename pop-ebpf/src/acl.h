@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
- * ACL classifier (CONTRACT §6 step 5): first match by priority, default allow.
+ * ACL classifier: first match by priority, default allow; the deciding
+ * rule's hit counter (acl_hits) counts the packet.
  *
  * popd compiles the rules into decision trees (HyperSplit style, see
  * docs/acl.md): every rule is a hyper-rectangle over POP_ACL_FIELDS u32
@@ -187,10 +188,11 @@ __noinline __u32 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
 
 /* Step 5: 1 when an ACL rule drops the packet. `copy` is the live ACL copy
  * (pop_config.acl_copy), read once per packet by the caller, so every lookup
- * of this packet uses the same copy. `trace` (NULL in the live program) gets
- * the first matching rule's priority. */
+ * of this packet uses the same copy. The first matching rule counts a hit of
+ * `bytes`; `trace` (NULL in the live program) gets its priority instead. */
 static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
-				     __u32 copy, struct pop_trace *trace)
+				     __u32 copy, __u32 bytes,
+				     struct pop_trace *trace)
 {
 	struct pop_acl_meta *meta = bpf_map_lookup_elem(&acl_meta, &copy);
 	int is_v6 = pkt->eth_proto != ETH_P_IP;
@@ -224,6 +226,13 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 	if (trace) {
 		trace->acl_matched = 1;
 		trace->acl_priority = rule->priority;
+	} else {
+		struct pop_counter *hits = bpf_map_lookup_elem(&acl_hits, &slot);
+
+		if (hits) {
+			hits->packets += 1;
+			hits->bytes += bytes;
+		}
 	}
 	return rule->action == POP_ACL_DROP;
 }

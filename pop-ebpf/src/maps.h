@@ -203,6 +203,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } acl_rules SEC(".maps");
 
+/* Hits per ACL rule, per CPU: index = copy * POP_MAX_ACL_RULES + rule, like
+ * acl_rules. Counted for the rule that decides a packet (allow or drop);
+ * popd carries the counts of unchanged rules into the other copy on a swap. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * POP_MAX_ACL_RULES);
+	__type(key, __u32);
+	__type(value, struct pop_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} acl_hits SEC(".maps");
+
 /* Anti-spoofing: ifindex -> customer id counted for spoofed packets there. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
- * Per-customer policer (CONTRACT §6 step 6): a token bucket per customer and
+ * Per-customer policer (step 6 of the packet path): a token bucket per customer and
  * direction, shared by all CPUs under a bpf_spin_lock. Tokens are counted in
  * bit-nanoseconds (bytes * 8e9): refilling adds elapsed_ns * rate_bps, a packet
  * costs len * 8e9, so there is no division and no rounding drift at low rates.

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
  * pop's XDP data plane. The pipeline reads top to bottom in the order a
- * packet meets it (CONTRACT §6):
+ * packet meets it (docs/reference.md, "What the data plane does"):
  *   1. parse Ethernet, drop unicast for other hosts (hostmac.h), IPv4/IPv6
  *      (parse.h)
  *   2. hand to the kernel what is not ours to forward; drop martians
@@ -246,14 +246,14 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		t->customer_in = customer_in;
 	}
 
-	/* Admission (CONTRACT §6 steps 4-6): anti-spoofing (spoof.h), ACL
+	/* Admission (steps 4-6): anti-spoofing (spoof.h), ACL
 	 * (acl.h), policer (police.h). Each costs ~nothing when unconfigured. */
 	drop_customer = spoofed_on_port(iface, ifindex, customer_out);
 	if (drop_customer) {
 		count_customer_drop(t, drop_customer, POP_DROP_SPOOFED, len);
 		return verdict_drop(t, iface, POP_DROP_SPOOFED, len);
 	}
-	if (acl_drops(&pkt, ifindex, acl_copy, t)) {
+	if (acl_drops(&pkt, ifindex, acl_copy, len, t)) {
 		count_customer_drop(t, customer_out ? customer_out : customer_in,
 				    POP_DROP_ACL, len);
 		return verdict_drop(t, iface, POP_DROP_ACL, len);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
- * Anti-spoofing (CONTRACT §6 step 4). On a port flagged
+ * Anti-spoofing (step 4 of the packet path). On a port flagged
  * POP_IFACE_ANTI_SPOOFING, the source must belong to a customer attached at
  * that port: (source's customer, ingress ifindex) must be in spoof_allow.
  * Ports without the flag cost one bit test.

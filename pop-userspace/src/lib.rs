@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod docgen;
 pub mod metrics;
 pub mod netlink;
 pub mod state;

@@ -1,4 +1,4 @@
-//! Config parsing and validation (CONTRACT §3): every rule accepted and rejected,
+//! Config parsing and validation (docs/reference.md): every rule accepted and rejected,
 //! with the exact one-line message a user sees from `popctl apply` or popd.
 use std::net::IpAddr;
 use std::time::Instant;
@@ -48,7 +48,7 @@ in_iface = "eth0"
 "#;
 
 fn base() -> Config {
-    parse_config(EXAMPLE).expect("the contract's example parses")
+    parse_config(EXAMPLE).expect("the reference example parses")
 }
 
 fn route(prefix: &str, via: &[&str], dev: &str) -> Route {
@@ -188,11 +188,11 @@ fn to_toml_round_trips() {
 }
 
 #[test]
-fn to_toml_reads_like_the_contract_example() {
+fn to_toml_reads_like_the_reference_example() {
     let mut cfg = base();
     cfg.customers.clear();
     let text = to_toml(&cfg);
-    // Sections in the contract's order, no empty arrays above them.
+    // Sections in the reference order, no empty arrays above them.
     assert!(
         text.starts_with("[dataplane]\nxdp_mode = \"auto\"\nno_route = \"pass\"\n"),
         "{text}"

@@ -1,6 +1,6 @@
 //! The real popctl binary against a fake popd: a Unix socket in a temp dir that
 //! records each request line and answers canned responses. Checks what is sent for
-//! each command, what is printed, and the exit codes (CONTRACT §4).
+//! each command, what is printed, and the exit codes (docs/reference.md).
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -373,8 +373,9 @@ fn customer_and_acl_tables() {
     assert!(text.contains("198.51.100.0/24,2001:db8:a::/48"), "{text}");
 
     let popd = FakePopd::ok(json!([
-        {"priority": 100, "action": "drop", "dst": "198.51.100.10/32", "proto": "tcp", "dst_port": "22"},
-        {"priority": 65000, "action": "allow"}
+        {"priority": 100, "action": "drop", "dst": "198.51.100.10/32", "proto": "tcp", "dst_port": "22",
+         "hits": 1234, "hit_bytes": 81444},
+        {"priority": 65000, "action": "allow", "hits": 0, "hit_bytes": 0}
     ]));
     let out = popd.popctl(&["acl", "show"]);
     assert_success(&out);
@@ -382,7 +383,7 @@ fn customer_and_acl_tables() {
     assert_aligned(
         &text,
         &[
-            "PRIORITY", "ACTION", "SRC", "DST", "PROTO", "SPORT", "DPORT",
+            "PRIORITY", "ACTION", "SRC", "DST", "PROTO", "SPORT", "DPORT", "IN_IFACE", "HITS",
         ],
     );
     let rows: Vec<Vec<&str>> = text
@@ -400,10 +401,14 @@ fn customer_and_acl_tables() {
             "tcp",
             "-",
             "22",
-            "-"
+            "-",
+            "1234"
         ]
     );
-    assert_eq!(rows[1], ["65000", "allow", "-", "-", "-", "-", "-", "-"]);
+    assert_eq!(
+        rows[1],
+        ["65000", "allow", "-", "-", "-", "-", "-", "-", "0"]
+    );
 }
 
 #[test]

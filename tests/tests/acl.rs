@@ -775,6 +775,85 @@ fn acl_drops_count_per_customer() {
     });
 }
 
+/// (priority, hits) of the live ACL copy's rules, in priority order.
+fn live_hits(lab: &Lab) -> Vec<(u32, u64)> {
+    let maps = lab.acl_maps();
+    let copy = maps.active_copy().unwrap();
+    maps.hits(copy)
+        .unwrap()
+        .into_iter()
+        .map(|(priority, c)| (priority, c.packets))
+        .collect()
+}
+
+/// Each packet counts one hit for the rule that decided it (allow or drop),
+/// none for the rules it also matched later or did not match; a swap keeps
+/// the counts of rules whose every field is unchanged (also for packets that
+/// arrived between writing the new copy and making it live) and starts a
+/// changed rule from zero.
+#[test]
+fn acl_hits_count_the_deciding_rule_and_survive_unrelated_swaps() {
+    require_root();
+    in_netns(|| {
+        let lab = Lab::new();
+        let ssh = rule(10, Drop).proto(TCP).dport(22, 22);
+        let web = rule(20, Allow).proto(TCP).dport(80, 80);
+        // Matches every TCP packet: shadowed by 10 and 20 for their ports.
+        let tcp = rule(30, Drop).proto(TCP);
+        // On an interface that does not exist: left out of the data plane,
+        // so the rules after it move up one index there.
+        let absent = rule(1, Drop).iface("nosuchif");
+        lab.install(&[absent.clone(), ssh.clone(), web.clone(), tcp.clone()]);
+        let pkt = |dport| {
+            Pkt::new("203.0.113.1", "198.51.100.10")
+                .proto(TCP)
+                .ports(5000, dport)
+        };
+        for _ in 0..3 {
+            assert!(!lab.forwarded(&pkt(22)));
+        }
+        for _ in 0..2 {
+            assert!(lab.forwarded(&pkt(80)));
+        }
+        assert!(!lab.forwarded(&pkt(443)));
+        // UDP matches no rule: no hit anywhere.
+        assert!(lab.forwarded(&Pkt::new("203.0.113.1", "198.51.100.10")));
+        assert_eq!(live_hits(&lab), vec![(10, 3), (20, 2), (30, 1)]);
+
+        // An unrelated change: a rule added before them all (every index
+        // moves by one) and rule 30 changed. 10 and 20 keep their counts;
+        // the new 30 starts from zero.
+        let icmp = rule(5, Drop).proto(ICMP);
+        let tcp_changed = rule(30, Drop).proto(TCP).src("203.0.113.0/24");
+        let next = [
+            icmp.clone(),
+            absent,
+            ssh.clone(),
+            web.clone(),
+            tcp_changed.clone(),
+        ];
+        let compiled = acl::compile(&next, &|n| lab.ifindex_of(n)).unwrap();
+        let mut maps = lab.acl_maps();
+        let copy = maps.inactive_copy().unwrap();
+        maps.write_copy(copy, &compiled).unwrap();
+        // Still judged by the old copy: these hits must follow too.
+        assert!(!lab.forwarded(&pkt(22)));
+        assert!(lab.forwarded(&pkt(80)));
+        maps.activate(copy).unwrap();
+        assert_eq!(live_hits(&lab), vec![(5, 0), (10, 4), (20, 3), (30, 0)]);
+        assert!(!lab.forwarded(&pkt(22)));
+        assert!(!lab.forwarded(&pkt(443)));
+        assert_eq!(live_hits(&lab), vec![(5, 0), (10, 5), (20, 3), (30, 1)]);
+
+        // Swapping back and forth keeps them, and a removed rule's count is
+        // gone with it.
+        lab.install(&[ssh.clone(), web.clone()]);
+        assert_eq!(live_hits(&lab), vec![(10, 5), (20, 3)]);
+        lab.install(&[ssh, web, tcp]);
+        assert_eq!(live_hits(&lab), vec![(10, 5), (20, 3), (30, 0)]);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Anti-spoofing.
 // ---------------------------------------------------------------------------

@@ -321,6 +321,24 @@ fn acme_packets_out(env: &Env) -> Result<u64> {
 /// were, and going back to the first build works the same way.
 fn data_plane_upgrade(env: &mut Env) -> Result<()> {
     let program_before = program_id(&env.popd)?;
+    // An ACL rule that every echo request towards acme hits: its count goes on.
+    env.popd.popctl_ok(&[
+        "acl",
+        "add",
+        "7",
+        "--action",
+        "allow",
+        "--dst",
+        &format!("{}/32", topology::C1_V4),
+        "--proto",
+        "icmp",
+    ])?;
+    ping_across(env, "acl rule added", |_| Ok(()))?;
+    let hits_before = acl_hits(&env.popd, 7)?;
+    ensure!(
+        hits_before > 0,
+        "rule 7 counts no hits after a ping through it"
+    );
     let counted_before = acme_packets_out(env)?;
     let variant = env.popd.state_dir().join("pop_variant.bpf.o");
     std::fs::write(&variant, pop_ebpf::pop_variant_object())?;
@@ -344,6 +362,11 @@ fn data_plane_upgrade(env: &mut Env) -> Result<()> {
         counted_after > counted_before,
         "acme's packets_out went from {counted_before} to {counted_after}: counters not carried over"
     );
+    let hits_after = acl_hits(&env.popd, 7)?;
+    ensure!(
+        hits_after > hits_before,
+        "ACL rule 7's hits went from {hits_before} to {hits_after} over the upgrade"
+    );
     let bpffs = env.lab.bpffs_dir();
     ensure!(
         !bpffs.join("next").exists(),
@@ -364,7 +387,22 @@ fn data_plane_upgrade(env: &mut Env) -> Result<()> {
     let back = program_id(&env.popd)?;
     ensure!(back != upgraded, "the downgrade kept program {upgraded}");
     ensure!(attached_program(env, "eth1")? == back);
+    ensure!(
+        acl_hits(&env.popd, 7)? > hits_after,
+        "ACL rule 7's hits did not go on over the downgrade"
+    );
+    env.popd.popctl_ok(&["acl", "del", "7"])?;
     Ok(())
+}
+
+/// Hits of ACL rule `priority` in `popctl -j acl show`.
+fn acl_hits(popd: &Popd, priority: u64) -> Result<u64> {
+    let rules = popd.popctl_json(&["acl", "show"])?;
+    rules
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["priority"] == priority))
+        .and_then(|r| r["hits"].as_u64())
+        .with_context(|| format!("no hits of rule {priority} in `popctl -j acl show`: {rules}"))
 }
 
 /// The XDP program id in `popctl -j status`.

@@ -1,4 +1,4 @@
-//! 802.1Q through BPF_PROG_TEST_RUN (CONTRACT §6 steps 1 and 8): a tagged
+//! 802.1Q through BPF_PROG_TEST_RUN (steps 1 and 8 of the packet path): a tagged
 //! frame whose (port, VLAN id) popd serves is handled as arriving on that VLAN
 //! device, and a packet leaves with its next hop's tag: kept with a new id,
 //! pushed, or popped. Unknown ids and double tags go to the kernel.

@@ -1,4 +1,6 @@
-//! `cargo xtask dist`: a release tarball with the binaries, docs and an example config.
+//! `cargo xtask dist`: the Debian package (see [`xtask::deb`]) and a release
+//! tarball with the binaries, man pages, completions, unit, docs and an example
+//! config, both from one release build.
 use std::{fs, path::Path, process::Command};
 
 use anyhow::{bail, Context, Result};
@@ -8,7 +10,8 @@ use crate::{
     workspace::{self, step},
 };
 
-/// An example `/etc/pop/pop.toml` (CONTRACT §3), shipped as `etc/pop.toml.example`.
+/// An example `/etc/pop/pop.toml` (every section is in docs/reference.md),
+/// shipped in the tarball as `etc/pop.toml.example`.
 const EXAMPLE_CONFIG: &str = r#"# pop's config: /etc/pop/pop.toml. popd reads it at start and on SIGHUP;
 # `popctl export` prints the live state in this format and `popctl apply` takes it.
 
@@ -55,14 +58,35 @@ dst_port = "22"
 in_iface = "eth0"
 "#;
 
-/// Builds in release mode and packs target/dist/pop-<version>-x86_64.tar.gz.
+/// Builds in release mode and packs target/dist/pop_<version>-1_amd64.deb and
+/// target/dist/pop-<version>-x86_64.tar.gz.
 pub fn run() -> Result<()> {
     prereqs::ensure_prereqs("dist", Needs::Build)?;
+    for (tool, package) in [
+        ("dpkg-deb", "dpkg"),
+        ("dpkg-shlibdeps", "dpkg-dev"),
+        ("strip", "binutils"),
+        ("gzip", "gzip"),
+    ] {
+        if prereqs::find_in_path(tool).is_none() {
+            bail!("cargo xtask dist needs {tool}: apt-get install -y {package}");
+        }
+    }
     step("cargo build --release -p pop-userspace");
     workspace::run_cargo(&["build", "--release", "-p", "pop-userspace"])?;
     let version = env!("CARGO_PKG_VERSION");
-    let name = format!("pop-{version}-x86_64");
     let dist = workspace::target_dir().join("dist");
+    fs::create_dir_all(&dist)?;
+    let release = workspace::target_dir().join("release");
+    step("building the Debian package with dpkg-deb");
+    let deb = xtask::deb::build(&xtask::deb::Inputs {
+        root: workspace::root(),
+        bin_dir: release.clone(),
+        out_dir: dist.clone(),
+        version: version.to_string(),
+    })?;
+    println!("{}", deb.display());
+    let name = format!("pop-{version}-x86_64");
     let stage = dist.join(&name);
     step(&format!(
         "packing {}",
@@ -73,10 +97,23 @@ pub fn run() -> Result<()> {
     }
     fs::create_dir_all(stage.join("bin"))?;
     fs::create_dir_all(stage.join("etc"))?;
-    let release = workspace::target_dir().join("release");
     for bin in ["popd", "popctl"] {
         copy(&release.join(bin), &stage.join("bin").join(bin))?;
     }
+    // Man pages and completions (man/, completions/), and the systemd unit.
+    let status = Command::new(release.join("pop-docgen"))
+        .arg(&stage)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("cannot run pop-docgen")?;
+    if !status.success() {
+        bail!("pop-docgen failed ({status})");
+    }
+    let packaging = workspace::root().join("packaging/debian");
+    copy(
+        &packaging.join(xtask::deb::UNIT),
+        &stage.join("etc").join(xtask::deb::UNIT),
+    )?;
     let root = workspace::root();
     copy(&root.join("README.md"), &stage.join("README.md"))?;
     copy_dir(&root.join("docs"), &stage.join("docs"))?;

@@ -54,7 +54,8 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
-    /// Release build and tarball target/dist/pop-<version>-x86_64.tar.gz.
+    /// Release build, Debian package target/dist/pop_<version>-1_amd64.deb and
+    /// tarball target/dist/pop-<version>-x86_64.tar.gz.
     Dist,
 }
 

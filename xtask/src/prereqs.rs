@@ -23,6 +23,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "prometheus",
     "traceroute",
     "bird2",
+    // The Debian package: built (dist) and checked (tests/tests/deb.rs).
+    "dpkg-dev",
+    "binutils",
+    "lintian",
+    "systemd",
+    "man-db",
 ];
 
 /// Where `bpf_helpers.h` must be for pop-ebpf's build script.
@@ -104,6 +110,12 @@ fn missing_tools(needs: Needs) -> Vec<(&'static str, &'static str)> {
             ("traceroute", "traceroute"),
             ("bird", "bird2"),
             ("birdc", "bird2"),
+            ("dpkg-shlibdeps", "dpkg-dev"),
+            ("strip", "binutils"),
+            ("lintian", "lintian"),
+            ("systemd-analyze", "systemd"),
+            ("setpriv", "util-linux"),
+            ("man", "man-db"),
         ] {
             if find_in_path(tool).is_none() {
                 missing.push((tool, pkg));

@@ -1,12 +1,15 @@
-//! Admission control compiled for the data plane (CONTRACT §6 steps 4-6):
-//! the ACL classifier ([`tree`]), anti-spoofing tables ([`spoof`]) and
-//! per-customer policers ([`police`]), and [`AclMaps`] to write them.
+//! Admission control compiled for the data plane (anti-spoofing, ACLs and
+//! policers, in the order a packet meets them): the ACL classifier
+//! ([`tree`]), its per-rule hit counters ([`hits`]), anti-spoofing tables
+//! ([`spoof`]) and per-customer policers ([`police`]), and [`AclMaps`] to
+//! write them.
 //!
 //! ACL changes are atomic: every ACL map holds two copies, and
 //! `PopConfig::acl_copy` says which one packets use. A change is
 //! [`AclMaps::write_copy`] of the inactive copy, then [`AclMaps::activate`]
 //! (or the controller writing `acl_copy` in its `PopConfig`). Each packet reads
 //! `acl_copy` once, so it is judged entirely by the old or the new rules.
+pub mod hits;
 pub mod police;
 pub mod spoof;
 pub mod tree;
@@ -34,9 +37,15 @@ pub struct AclMaps {
     spoof_ports: HashMap<MapData, u32, u32>,
     spoof_allow: HashMap<MapData, PopSpoofKey, u32>,
     policers: Array<MapData, PopPolicer>,
+    hits: hits::HitsMap,
+    /// Hit counts carried into the copy last written, settled when it goes live.
+    carry: Option<hits::Carry>,
+    /// The rules this handle wrote into each copy, by priority, so a swap and
+    /// `acl show` need not read them back from the maps.
+    written: [Option<hits::RulesByPriority>; 2],
 }
 
-fn open<T>(dir: &Path, name: &'static str) -> Result<T, String>
+pub(crate) fn open<T>(dir: &Path, name: &'static str) -> Result<T, String>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
@@ -86,6 +95,9 @@ impl AclMaps {
             spoof_ports: open(maps_dir, names::SPOOF_PORTS)?,
             spoof_allow: open(maps_dir, names::SPOOF_ALLOW)?,
             policers: open(maps_dir, names::POLICERS)?,
+            hits: open(maps_dir, names::ACL_HITS)?,
+            carry: None,
+            written: [None, None],
         })
     }
 
@@ -134,8 +146,20 @@ impl AclMaps {
             compiled.leaf_rules.len(),
             MAX_ACL_LEAF_BLOCKS,
         )?;
+        self.carry = None;
+        self.written[copy as usize] = None;
         // A packet that read the previous index may still walk this copy.
         wait_for_readers();
+        // Rules equal to a live one keep its hit count; the others start at 0.
+        let live_rules = match self.written[live as usize].take() {
+            Some(rules) => rules,
+            None => hits::rules_by_priority(&self.meta, &self.rules, live)?,
+        };
+        let carry = hits::Carry::prepare(&mut self.hits, &live_rules, live, copy, &compiled.rules);
+        if live != copy {
+            self.written[live as usize] = Some(live_rules);
+        }
+        self.carry = Some(carry?);
         // Everything a node can point at first, the nodes, then the roots.
         for (i, rule) in compiled.rules.iter().enumerate() {
             let index = copy * MAX_ACL_RULES + i as u32;
@@ -157,7 +181,9 @@ impl AclMaps {
         }
         self.meta
             .set(copy, compiled.meta, 0)
-            .map_err(map_err(names::ACL_META, format!("set {copy}")))
+            .map_err(map_err(names::ACL_META, format!("set {copy}")))?;
+        self.written[copy as usize] = Some(hits::index_rules(&compiled.rules));
+        Ok(())
     }
 
     /// Makes `copy` the live one (read-modify-write of `PopConfig::acl_copy`,
@@ -177,7 +203,34 @@ impl AclMaps {
             .set(0, config, 0)
             .map_err(map_err(names::CONFIG, format!("set acl_copy {copy}")))?;
         wait_for_readers();
-        Ok(())
+        self.settle_hits(copy)
+    }
+
+    /// Call once `copy` is live and no packet uses the other copy (after
+    /// [`wait_for_readers`]): adds the hits that rules carried over by the
+    /// last [`AclMaps::write_copy`] of `copy` took in the old copy meanwhile.
+    pub fn settle_hits(&mut self, copy: u32) -> Result<(), String> {
+        match self.carry.take() {
+            Some(carry) if carry.to_copy == copy => carry.settle(&mut self.hits),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hit counters (summed over CPUs) of the rules of copy `copy`, by
+    /// priority. A rule left out of the copy (its `in_iface` does not exist)
+    /// is absent.
+    pub fn hits(
+        &self,
+        copy: u32,
+    ) -> Result<std::collections::BTreeMap<u32, pop_common::PopCounter>, String> {
+        let copy = copy & 1;
+        match &self.written[copy as usize] {
+            Some(rules) => Ok(hits::read_copy(&self.hits, rules, copy)),
+            None => {
+                let rules = hits::rules_by_priority(&self.meta, &self.rules, copy)?;
+                Ok(hits::read_copy(&self.hits, &rules, copy))
+            }
+        }
     }
 
     /// Writes `compiled` to the inactive copy and activates it. Returns the

@@ -1,4 +1,4 @@
-//! Per-customer policer values (CONTRACT §6 step 6; the bucket logic is in
+//! Per-customer policer values (step 6 of the packet path; the bucket logic is in
 //! `pop-ebpf/src/police.h`).
 use pop_common::PopPolicer;
 

@@ -1,4 +1,4 @@
-//! Anti-spoofing tables (CONTRACT §6 step 4) from the customers of a config.
+//! Anti-spoofing tables (step 4 of the packet path) from the customers of a config.
 //!
 //! A port where a customer with `anti_spoofing = true` attaches gets
 //! [`IFACE_ANTI_SPOOFING`](pop_common::IFACE_ANTI_SPOOFING) in its

@@ -24,7 +24,7 @@ pub enum ClientError {
         /// The OS error.
         source: io::Error,
         /// What to check.
-        hint: &'static str,
+        hint: String,
     },
     /// Reading or writing the socket failed.
     #[error("talking to popd at {}: {}", .path.display(), os_message(.source))]
@@ -62,6 +62,23 @@ fn os_message(e: &io::Error) -> String {
     }
 }
 
+/// Why a connect was refused, naming the socket's group when it can be seen.
+fn permission_hint(socket: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let group = std::fs::metadata(socket)
+        .ok()
+        .and_then(|m| nix::unistd::Group::from_gid(m.gid().into()).ok().flatten())
+        .map(|g| g.name);
+    match group {
+        Some(name) if name != "root" => format!(
+            "only root and members of group {name} may use popd; \
+             add this user to it (adduser USER {name}) and log in again"
+        ),
+        _ => "only root and members of popd's socket group (popd --socket-group) may use popd"
+            .to_string(),
+    }
+}
+
 /// Sends `req` to popd at `socket` and returns its response, waiting at most
 /// [`DEFAULT_TIMEOUT`].
 pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
@@ -77,8 +94,8 @@ pub fn call_with_timeout(
     let path = socket.to_path_buf();
     let stream = UnixStream::connect(socket).map_err(|source| {
         let hint = match source.kind() {
-            io::ErrorKind::PermissionDenied => "are you root or in popd's group?",
-            _ => "is popd running?",
+            io::ErrorKind::PermissionDenied => permission_hint(socket),
+            _ => "is popd running?".to_string(),
         };
         ClientError::Connect {
             path: path.clone(),

@@ -259,3 +259,17 @@ pub struct ApplyInfo {
     /// Generation after the apply (unchanged on dry run).
     pub generation: u64,
 }
+
+/// An ACL rule as `acl show` lists it: the rule and its hit counter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclInfo {
+    /// The rule.
+    #[serde(flatten)]
+    pub acl: Acl,
+    /// Packets this rule decided (allow or drop): it was the first to match.
+    #[serde(default)]
+    pub hits: u64,
+    /// Bytes (whole frames) of those packets.
+    #[serde(default)]
+    pub hit_bytes: u64,
+}

@@ -1,5 +1,9 @@
 //! popd's side of the API: a Unix socket (mode 0660) speaking one JSON
 //! [`Request`] per line and answering one JSON [`Response`] per line.
+//!
+//! Only root and the socket's group may connect: popd runs as root, and with
+//! `--socket-group GROUP` hands the socket to that group (the Debian package's
+//! `pop`), so its members can use popctl without being root.
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,6 +18,20 @@ use crate::daemon::controller::{After, Controller};
 /// Binds the socket, replacing a stale one left by a crashed popd; refuses to
 /// steal the socket of a popd that is still running.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    bind_for_group(path, None)
+}
+
+/// A group by name, for `--socket-group`.
+pub fn group_id(name: &str) -> Result<u32, String> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("socket group {name}: no such group")),
+        Err(e) => Err(format!("socket group {name}: {e}")),
+    }
+}
+
+/// [`bind`], then gives the socket to group `gid` (mode 0660 either way).
+pub fn bind_for_group(path: &Path, gid: Option<u32>) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -27,6 +45,9 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     let l = UnixListener::bind(path)?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::lchown(path, None, Some(gid))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(l)
 }
@@ -116,4 +137,29 @@ async fn connection(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[tokio::test]
+    async fn the_socket_goes_to_the_socket_group_with_mode_0660() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("popd.sock");
+        let gid = group_id("nogroup").unwrap();
+        let _listener = bind_for_group(&path, Some(gid)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.gid(), gid);
+        assert_eq!(meta.mode() & 0o7777, 0o660);
+    }
+
+    #[test]
+    fn an_unknown_socket_group_is_named() {
+        assert_eq!(
+            group_id("no-such-pop-group").unwrap_err(),
+            "socket group no-such-pop-group: no such group"
+        );
+    }
 }

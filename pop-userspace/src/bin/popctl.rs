@@ -1,4 +1,4 @@
-//! popctl, the command-line client of popd (CONTRACT §4).
+//! popctl, the command-line client of popd (commands: docs/reference.md).
 fn main() {
     std::process::exit(pop::cli::main())
 }

@@ -1,4 +1,5 @@
-//! popctl's command line (CONTRACT §4) and its translation into API requests.
+//! popctl's command line (the grammar in docs/reference.md) and its translation
+//! into API requests.
 //!
 //! Everything that can be checked without popd is checked here, with the same
 //! messages popd's validation gives, and values are sent in canonical form
@@ -229,7 +230,8 @@ pub enum AclVerb {
         /// Priority of the rule
         priority: u32,
     },
-    /// List rules by priority
+    /// List rules by priority, each with its hits: the packets it decided
+    /// (HITS; "hits" in -j)
     #[command(alias = "list", alias = "ls")]
     Show,
 }

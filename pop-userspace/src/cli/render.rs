@@ -5,8 +5,10 @@ use std::io::{self, Write};
 use serde::de::DeserializeOwned;
 
 use super::CliError;
-use crate::api::protocol::{ApplyInfo, CustomerStats, Request, RouteInfo, StatusInfo, TraceInfo};
-use crate::config::model::{Acl, AclAction, Customer};
+use crate::api::protocol::{
+    AclInfo, ApplyInfo, CustomerStats, Request, RouteInfo, StatusInfo, TraceInfo,
+};
+use crate::config::model::{AclAction, Customer};
 
 /// A table: uppercase headers and left-aligned columns two spaces apart.
 #[derive(Debug, Default)]
@@ -81,7 +83,7 @@ pub fn plain(req: &Request, data: &serde_json::Value, out: &mut dyn Write) -> Re
         Request::RouteShow { .. } => routes(&decode::<Vec<RouteInfo>>("route show", data)?),
         Request::RouteGet { .. } => routes(&[decode::<RouteInfo>("route get", data)?]),
         Request::CustomerShow => customers(&decode::<Vec<Customer>>("customer show", data)?),
-        Request::AclShow => acls(&decode::<Vec<Acl>>("acl show", data)?),
+        Request::AclShow => acls(&decode::<Vec<AclInfo>>("acl show", data)?),
         Request::Stats { .. } => stats(&decode::<Vec<CustomerStats>>("stats", data)?),
         Request::Apply { .. } => apply(&decode::<ApplyInfo>("apply", data)?),
         Request::Trace(_) => trace(&decode::<TraceInfo>("trace", data)?),
@@ -276,11 +278,12 @@ fn customers(list: &[Customer]) -> String {
     t.render()
 }
 
-fn acls(list: &[Acl]) -> String {
+fn acls(list: &[AclInfo]) -> String {
     let mut t = Table::new(&[
-        "PRIORITY", "ACTION", "SRC", "DST", "PROTO", "SPORT", "DPORT", "IN_IFACE",
+        "PRIORITY", "ACTION", "SRC", "DST", "PROTO", "SPORT", "DPORT", "IN_IFACE", "HITS",
     ]);
-    for a in list {
+    for info in list {
+        let a = &info.acl;
         t.row(vec![
             a.priority.to_string(),
             match a.action {
@@ -294,6 +297,7 @@ fn acls(list: &[Acl]) -> String {
             dash(a.src_port.as_ref()),
             dash(a.dst_port.as_ref()),
             dash(a.in_iface.as_ref()),
+            info.hits.to_string(),
         ]);
     }
     t.render()
@@ -375,6 +379,24 @@ mod tests {
         let col = lines[0].find("DROPS").unwrap();
         assert_eq!(&lines[2][col..], "acl=3");
         assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
+
+    #[test]
+    fn acl_show_has_a_hits_column_from_the_json_hits_field() {
+        // What popd sends for `acl show` (and `-j` prints as is).
+        let data = serde_json::json!([
+            {"priority": 10, "action": "drop", "dst": "198.51.100.10/32", "hits": 42, "hit_bytes": 4200},
+            {"priority": 20, "action": "allow", "hits": 0, "hit_bytes": 0}
+        ]);
+        let list: Vec<AclInfo> = serde_json::from_value(data.clone()).unwrap();
+        assert_eq!(list[0].acl.priority, 10);
+        assert_eq!(list[0].hits, 42);
+        assert_eq!(serde_json::to_value(&list).unwrap(), data);
+        let text = acls(&list);
+        let lines: Vec<&str> = text.lines().collect();
+        let col = lines[0].find("HITS").unwrap();
+        assert_eq!(&lines[1][col..], "42");
+        assert_eq!(&lines[2][col..], "0");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Config model (CONTRACT §3), validation and diffing.
+//! Config model (the config file in docs/reference.md), validation and diffing.
 pub mod diff;
 pub mod model;
 pub mod validate;

@@ -1,4 +1,4 @@
-//! The desired state of a PoP: the TOML config file of CONTRACT §3, which is also
+//! The desired state of a PoP: the TOML config file (docs/reference.md), which is also
 //! what `popctl export` prints and `popctl apply` takes.
 use serde::{Deserialize, Serialize};
 

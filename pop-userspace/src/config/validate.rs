@@ -1,4 +1,4 @@
-//! Parsing and validation of the desired state (CONTRACT §3).
+//! Parsing and validation of the desired state (the config file in docs/reference.md).
 //!
 //! [`validate`] checks a whole [`Config`] and returns a [`Validated`] holding every
 //! string already parsed (prefixes, addresses, protocol numbers, port ranges), so popd

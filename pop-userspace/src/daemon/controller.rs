@@ -19,7 +19,7 @@ use super::error::ControlError;
 use super::learned::{Env, LearnedRoutes, Pinned, Staged};
 use crate::acl::AclMaps;
 use crate::api::protocol::{
-    ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
+    AclInfo, ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
     StatusInfo, TraceInfo, TraceRequest,
 };
 use crate::config::model::{Config, XdpMode};
@@ -60,6 +60,9 @@ pub struct Controller {
     local_not_loaded: (usize, usize),
     /// Routes learned from the kernel table of `[kernel_routes]`.
     learned: LearnedRoutes,
+    /// Export a hit counter per ACL rule (label `priority`), not only totals
+    /// (popd --metrics-acl-rules).
+    pub acl_rule_metrics: bool,
 }
 
 /// The learned routes' view of the controller (split borrows of its fields).
@@ -142,6 +145,7 @@ impl Controller {
             acl_ifindexes: BTreeMap::new(),
             local_not_loaded: (0, 0),
             learned,
+            acl_rule_metrics: false,
         };
         match c.bring_up(first) {
             Ok(()) => Ok(c),
@@ -448,9 +452,47 @@ impl Controller {
             // No packet still walks the old copy once this returns.
             crate::acl::wait_for_readers();
             self.acl_copy = copy;
+            self.settle_acl_hits();
         }
         self.acl_ifindexes = ifindexes;
         Ok(())
+    }
+
+    /// After a swap of ACL copies: the hits that carried-over rules took in
+    /// the old copy during the swap join their new slots.
+    fn settle_acl_hits(&mut self) {
+        let copy = self.acl_copy;
+        if let Some(acl) = self.acl.as_mut() {
+            if let Err(e) = acl.settle_hits(copy) {
+                tracing::warn!("ACL hit counts not carried over: {e}");
+            }
+        }
+    }
+
+    /// The desired ACL rules by priority, each with its hit counter from the
+    /// live copy (0 for a rule the data plane does not hold: its `in_iface`
+    /// does not exist, so it matches nothing).
+    pub fn acl_rules_with_hits(&self) -> Vec<AclInfo> {
+        let mut acls = self.state.config.acls.clone();
+        acls.sort_by_key(|a| a.priority);
+        let hits = match self.acl.as_ref().map(|m| m.hits(self.acl_copy)) {
+            Some(Ok(h)) => h,
+            Some(Err(e)) => {
+                tracing::warn!("reading ACL hit counts: {e}");
+                Default::default()
+            }
+            None => Default::default(),
+        };
+        acls.into_iter()
+            .map(|acl| {
+                let h = hits.get(&acl.priority).copied().unwrap_or_default();
+                AclInfo {
+                    acl,
+                    hits: h.packets,
+                    hit_bytes: h.bytes,
+                }
+            })
+            .collect()
     }
 
     fn dp(&self) -> &Dataplane {
@@ -648,6 +690,7 @@ impl Controller {
         if copy != self.acl_copy {
             crate::acl::wait_for_readers();
             self.acl_copy = copy;
+            self.settle_acl_hits();
         }
         self.acl_ifindexes = ifindexes;
         // The old state is kept (not cloned earlier: with a million routes a
@@ -812,9 +855,7 @@ impl Controller {
                 Ok(())
             }),
             Request::AclShow => {
-                let mut acls = self.state.config.acls.clone();
-                acls.sort_by_key(|a| a.priority);
-                Ok(serde_json::to_value(acls).expect("serialises"))
+                Ok(serde_json::to_value(self.acl_rules_with_hits()).expect("serialises"))
             }
             Request::Stats { customer } => self.stats(customer.as_deref()),
             Request::Apply { config, dry_run } => self

@@ -1,4 +1,4 @@
-//! popd: the controller daemon (CONTRACT §2). Wires the data plane, the
+//! popd: the controller daemon. Wires the data plane, the
 //! durable state, netlink, the API socket, metrics and signals together.
 pub mod check;
 pub mod compile;
@@ -35,7 +35,12 @@ use error::ControlError;
 /// kernel { kernel table N; }`, FRR: `table N`): it dumps the table at start and
 /// follows it over rtnetlink. A configured route for the same prefix wins.
 #[derive(Debug, Parser)]
-#[command(name = "popd", version)]
+#[command(
+    name = "popd",
+    version,
+    about = "pop's controller: loads the XDP data plane, keeps it in the desired state, \
+             serves popctl and Prometheus"
+)]
 pub struct Args {
     /// The config file (TOML, as `popctl export` prints). Used on first start and on SIGHUP;
     /// afterwards the state in --state-dir (changes made with popctl) wins. It
@@ -50,9 +55,13 @@ pub struct Args {
     /// bpffs directory for the program, maps and links.
     #[arg(long, default_value = "/sys/fs/bpf/pop")]
     pub bpffs: PathBuf,
-    /// The API socket for popctl (mode 0660).
+    /// The API socket for popctl (mode 0660: root and --socket-group only).
     #[arg(long, default_value = "/run/pop/popd.sock")]
     pub socket: PathBuf,
+    /// Give the API socket to this group, so its members may use popctl
+    /// (the Debian package creates and uses `pop`). Default: popd's own group.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
     /// Address for Prometheus: http://ADDR/metrics.
     #[arg(long, default_value = "127.0.0.1:9469")]
     pub metrics: SocketAddr,
@@ -67,6 +76,11 @@ pub struct Args {
     /// table. Tests set a small one to force overflows (ENOBUFS) and re-syncs.
     #[arg(long, hide = true, default_value_t = kernel_routes::DEFAULT_RCVBUF)]
     pub kernel_routes_rcvbuf: usize,
+    /// Export a hit counter per ACL rule (pop_acl_rule_hits_total, label
+    /// `priority`). Off by default: one series per rule can be many; the
+    /// totals per action (pop_acl_hits_total) are always there.
+    #[arg(long)]
+    pub metrics_acl_rules: bool,
 }
 
 fn init_logging(format: &str) {
@@ -182,6 +196,12 @@ fn initial_state(
 }
 
 async fn run(args: Args) -> Result<(), ControlError> {
+    // A bad group is refused before anything is loaded or attached.
+    let socket_gid = args
+        .socket_group
+        .as_deref()
+        .map(crate::api::server::group_id)
+        .transpose()?;
     let store = Store::open(&args.state_dir)?;
     let handle = crate::netlink::connect()?;
     let view = crate::netlink::dump(&handle).await?;
@@ -189,10 +209,13 @@ async fn run(args: Args) -> Result<(), ControlError> {
     let (state, first) = initial_state(&store, &args.config, &view)?;
     // Bound before the data plane is touched: a second popd on the same
     // socket stops here.
-    let listener = crate::api::server::bind(&args.socket).map_err(|source| ControlError::Io {
-        what: format!("socket {}", args.socket.display()),
-        source,
-    })?;
+    let listener =
+        crate::api::server::bind_for_group(&args.socket, socket_gid).map_err(|source| {
+            ControlError::Io {
+                what: format!("socket {}", args.socket.display()),
+                source,
+            }
+        })?;
     let metrics = match tokio::net::TcpListener::bind(args.metrics).await {
         Ok(m) => m,
         Err(source) => {
@@ -223,6 +246,8 @@ async fn run(args: Args) -> Result<(), ControlError> {
             return Err(e);
         }
     };
+    let mut ctl = ctl;
+    ctl.acl_rule_metrics = args.metrics_acl_rules;
     let ctl = Arc::new(Mutex::new(ctl));
     let changed = Arc::new(Notify::new());
     let stop = Arc::new(Notify::new());

@@ -12,7 +12,7 @@
 //! links/generic/<ifname>     in the directory of their attach mode
 //! ```
 //! A restarted popd finds `prog` and adopts it with its maps and links: nothing
-//! is detached or reloaded, so forwarding never stops (CONTRACT §2). A popd of
+//! is detached or reloaded, so forwarding never stops. A popd of
 //! another build stages its own data plane under `next/` and swaps the links to
 //! it with bpf_link_update ([`Dataplane::finish_upgrade`]): also without a stop.
 mod link;
@@ -366,6 +366,9 @@ impl Dataplane {
         crate::acl::wait_for_readers();
         let old_maps = self.root.join("maps");
         self.maps.add_counters_from(&old_maps);
+        if let Err(e) = crate::acl::hits::carry_over_upgrade(&old_maps, &next.join("maps")) {
+            tracing::warn!("ACL hit counts not carried over from the old data plane: {e}");
+        }
         remove_pins(&old_maps)?;
         remove_pins(&self.root.join("build"))?;
         for pin in ["prog", "prog_trace"].map(|p| self.root.join(p)) {

@@ -1,4 +1,4 @@
-//! Prometheus exposition (CONTRACT §5), built with prometheus-client from the
+//! Prometheus exposition (the `pop_*` metrics in docs/reference.md), built with prometheus-client from the
 //! per-CPU maps at scrape time (summed over CPUs), so a scrape always shows the
 //! data plane's current counters and nothing is cached in popd.
 use prometheus_client::encoding::text::encode;
@@ -148,6 +148,7 @@ pub fn render(c: &Controller) -> String {
     let acl_rules = Gauge::<i64>::default();
     acl_rules.set(st.config.acls.len() as i64);
     reg.register("pop_acl_rules", "ACL rules in the desired state", acl_rules);
+    acl_hits(&mut reg, c);
     let customers = Gauge::<i64>::default();
     customers.set(st.config.customers.len() as i64);
     reg.register("pop_customers", "Customers in the desired state", customers);
@@ -167,6 +168,45 @@ pub fn render(c: &Controller) -> String {
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String");
     to_prometheus_text(&out)
+}
+
+/// `pop_acl_hits_total` per action, and per rule when popd was asked to.
+fn acl_hits(reg: &mut Registry, c: &Controller) {
+    let action_label = |a: crate::config::model::AclAction| match a {
+        crate::config::model::AclAction::Allow => "allow",
+        crate::config::model::AclAction::Drop => "drop",
+    };
+    let rules = c.acl_rules_with_hits();
+    let totals = counter_family(
+        reg,
+        "pop_acl_hits",
+        "Packets decided by ACL rules (the first matching rule), by the rule's action",
+    );
+    for action in ["allow", "drop"] {
+        let n = rules
+            .iter()
+            .filter(|r| action_label(r.acl.action) == action)
+            .map(|r| r.hits)
+            .sum();
+        totals
+            .get_or_create(&vec![("action", action.to_string())])
+            .inc_by(n);
+    }
+    if c.acl_rule_metrics {
+        let per_rule = counter_family(
+            reg,
+            "pop_acl_rule_hits",
+            "Packets decided by each ACL rule, by priority (popd --metrics-acl-rules)",
+        );
+        for r in &rules {
+            per_rule
+                .get_or_create(&vec![
+                    ("priority", r.acl.priority.to_string()),
+                    ("action", action_label(r.acl.action).to_string()),
+                ])
+                .inc_by(r.hits);
+        }
+    }
 }
 
 /// prometheus-client writes OpenMetrics; popd serves the classic Prometheus
