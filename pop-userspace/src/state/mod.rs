@@ -218,8 +218,9 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let dir = parent.path().join("state");
         let store = Store::open(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o750);
+        assert!(!dir.exists(), "nothing is created before the first save");
         store.save(&Persisted::default()).unwrap();
+        assert_eq!(mode(&dir), 0o750);
         assert_eq!(mode(&store.path()), 0o640);
         // A state file and directory an older popd left open to all.
         fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
