@@ -71,6 +71,7 @@ impl Demo {
     fn run(&mut self) -> Result<()> {
         step(&format!("creating the lab: {PREFIX}up (transit), {PREFIX}edge (popd), {PREFIX}c1 and {PREFIX}c2 (customers)"));
         self.lab.up()?;
+        workspace::attach_host_xdp(&self.lab)?;
         let (v4, v6) = self.lab.edge_forwarding()?;
         println!("kernel forwarding on the edge: ipv4 {v4}, ipv6 {v6} (off: only XDP forwards)");
 
@@ -130,6 +131,26 @@ impl Demo {
             let total = sent.entry(customer).or_default();
             total.transmitted += stats.transmitted;
             total.received += stats.received;
+        }
+
+        step("traceroute: pop answers TTL 1 itself (ICMP Time Exceeded built in XDP)");
+        let argv = [
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "2",
+            "-m",
+            "4",
+            topology::INTERNET_V4,
+        ];
+        println!("$ {}", argv.join(" "));
+        let out = self.lab.exec_ok(C1, &argv)?;
+        print!("{out}");
+        let first_hop = out.lines().find(|l| l.trim_start().starts_with("1 "));
+        if first_hop.is_none_or(|l| l.contains('*')) {
+            bail!("traceroute from {C1}: no answer from the edge for TTL 1");
         }
 
         step(&format!(
@@ -274,7 +295,11 @@ impl Demo {
             print!("{}", popd.popctl_ok(&args)?);
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        while popd.popctl_json(&["route", "get", topology::INTERNET_V4])?["source"] != "kernel" {
+        // Until the follower has the route, `route get` finds none (exit 1).
+        while !popd
+            .popctl_json(&["route", "get", topology::INTERNET_V4])
+            .is_ok_and(|r| r["source"] == "kernel")
+        {
             if Instant::now() >= deadline {
                 bail!("popd did not learn {INTERNET4_PREFIX} from kernel table {KERNEL_TABLE}");
             }

@@ -41,6 +41,9 @@ fn up(lab: &Lab, no_popd: bool, bgp: Option<u32>) -> Result<()> {
         "creating the lab ({PREFIX}up, {PREFIX}edge, {PREFIX}c1, {PREFIX}c2)"
     ));
     lab.up()?;
+    if let Err(e) = workspace::attach_host_xdp(lab) {
+        println!("note: {e:#}; ICMP errors pop sends (traceroute) may reach the hosts late");
+    }
     if no_popd {
         println!(
             "lab is up without popd (kernel forwarding on the edge is off: nothing forwards yet)"
