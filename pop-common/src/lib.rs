@@ -72,6 +72,9 @@ pub const ACL_REF_COUNT: u32 = 0x7F;
 pub const MAX_POLICERS: u32 = MAX_CUSTOMERS * 2;
 /// Capacity of `spoof_allow` ((customer, port) pairs).
 pub const MAX_SPOOF_PAIRS: u32 = 65_536;
+/// IPv6 extension headers the data plane walks before it gives a packet to
+/// the kernel (a longer chain is passed, not parsed).
+pub const IPV6_EXT_MAX: u32 = 6;
 /// Capacity of `upper_macs`: MACs the host accepts on pop's interfaces
 /// besides their own (of macvlan/macvtap devices, VRRP virtual MACs among
 /// them; a VLAN device's port's).

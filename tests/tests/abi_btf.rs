@@ -87,7 +87,7 @@ fn parse_header_enums(header: &str) -> Result<BTreeMap<String, i64>, String> {
                 .trim_end_matches(',')
                 .split_once('=')
                 .ok_or_else(|| format!("abi.h line {}: enum entry without = value", n + 1))?;
-            let value = parse_c_int(value.trim())
+            let value = parse_c_int(value.trim(), &BTreeMap::new())
                 .ok_or_else(|| format!("abi.h line {}: bad value {value:?}", n + 1))?;
             values.insert(name.trim().to_string(), value);
         }
@@ -95,8 +95,11 @@ fn parse_header_enums(header: &str) -> Result<BTreeMap<String, i64>, String> {
     Ok(values)
 }
 
-/// `#define NAME value` lines of abi.h, for plain and shifted integers.
-fn parse_header_defines(header: &str) -> BTreeMap<String, i64> {
+/// `#define NAME value` lines of abi.h, for plain and shifted integers and
+/// products of earlier defines. The include guard (no value) is left out;
+/// a define whose value cannot be read maps to `None`, so that the check
+/// still sees it.
+fn parse_header_defines(header: &str) -> BTreeMap<String, Option<i64>> {
     let mut values = BTreeMap::new();
     for line in header.lines() {
         let mut words = line.split_whitespace();
@@ -106,22 +109,34 @@ fn parse_header_defines(header: &str) -> BTreeMap<String, i64> {
         let (Some(name), rest) = (words.next(), words.collect::<Vec<_>>().join(" ")) else {
             continue;
         };
-        if let Some(v) = parse_c_int(rest.trim()) {
-            values.insert(name.to_string(), v);
+        let rest = rest.split("/*").next().unwrap_or_default().trim();
+        if rest.is_empty() {
+            continue;
         }
+        let known: BTreeMap<String, i64> = values
+            .iter()
+            .filter_map(|(k, v): (&String, &Option<i64>)| Some((k.clone(), (*v)?)))
+            .collect();
+        values.insert(name.to_string(), parse_c_int(rest, &known));
     }
     values
 }
 
-/// `42`, `0x10`, `4096U`, `(1U << 3)`.
-fn parse_c_int(text: &str) -> Option<i64> {
+/// `42`, `0x10`, `4096U`, `(1U << 3)`, `(POP_MAX_CUSTOMERS * 2)`.
+fn parse_c_int(text: &str, known: &BTreeMap<String, i64>) -> Option<i64> {
     let t = text
         .trim()
         .trim_start_matches('(')
         .trim_end_matches(')')
         .trim();
     if let Some((a, b)) = t.split_once("<<") {
-        return Some(parse_c_int(a)? << parse_c_int(b)?);
+        return Some(parse_c_int(a, known)? << parse_c_int(b, known)?);
+    }
+    if let Some((a, b)) = t.split_once('*') {
+        return Some(parse_c_int(a, known)? * parse_c_int(b, known)?);
+    }
+    if let Some(v) = known.get(t) {
+        return Some(*v);
     }
     let t = t.trim_end_matches(['U', 'u', 'L', 'l']);
     match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
@@ -210,7 +225,9 @@ fn constant_errors(
 }
 
 /// The `#define`s of abi.h that pop-common mirrors as consts.
-fn define_errors(defines: &BTreeMap<String, i64>) -> Vec<String> {
+/// Every `#define POP_*` of abi.h must be one of these, with this value: a
+/// define added to abi.h without its pop-common mirror is drift too.
+fn define_errors(defines: &BTreeMap<String, Option<i64>>) -> Vec<String> {
     use pop_common::*;
     let expected: &[(&str, i64)] = &[
         ("POP_MAX_IFACES", MAX_IFACES.into()),
@@ -233,15 +250,64 @@ fn define_errors(defines: &BTreeMap<String, i64>) -> Vec<String> {
         ("POP_ACL_REF_START", ACL_REF_START.into()),
         ("POP_ACL_REF_COUNT_SHIFT", ACL_REF_COUNT_SHIFT.into()),
         ("POP_ACL_REF_COUNT", ACL_REF_COUNT.into()),
+        ("POP_ACL_NO_RULE", ACL_NO_RULE.into()),
+        ("POP_MAX_POLICERS", MAX_POLICERS.into()),
+        ("POP_MAX_SPOOF_PAIRS", MAX_SPOOF_PAIRS.into()),
+        ("POP_IFACE_ANTI_SPOOFING", IFACE_ANTI_SPOOFING.into()),
+        ("POP_IPV6_EXT_MAX", IPV6_EXT_MAX.into()),
     ];
     let mut errors = vec![];
     for (name, value) in expected {
         match defines.get(*name) {
             None => errors.push(format!("#define {name}: not in abi.h")),
-            Some(c) if c != value => errors.push(format!(
+            Some(None) => errors.push(format!("#define {name}: value not readable in abi.h")),
+            Some(Some(c)) if c != value => errors.push(format!(
                 "#define {name}: {c} in abi.h, {value} in pop-common"
             )),
             Some(_) => {}
+        }
+    }
+    for name in defines.keys() {
+        if name.starts_with("POP_") && !expected.iter().any(|(n, _)| n == name) {
+            errors.push(format!(
+                "#define {name}: in abi.h but not mirrored and checked (pop-common and this test)"
+            ));
+        }
+    }
+    errors
+}
+
+/// The maps the object defines: the variables of its `.maps` section.
+fn object_map_names(json: &Value) -> Vec<String> {
+    let types = json["types"].as_array().expect("types");
+    let by_id = |id: u64| types.iter().find(|t| t["id"].as_u64() == Some(id));
+    let mut names: Vec<String> = types
+        .iter()
+        .filter(|t| t["kind"] == "DATASEC" && t["name"] == ".maps")
+        .flat_map(|t| t["vars"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| by_id(v["type_id"].as_u64()?))
+        .filter_map(|var| var["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every map of the object must be in `pop_common::maps::ALL` (popd pins,
+/// adopts and carries them over by those names) and the other way round.
+fn map_name_errors(object: &[String], listed: &[&str]) -> Vec<String> {
+    let mut errors = vec![];
+    for m in object {
+        if !listed.contains(&m.as_str()) {
+            errors.push(format!(
+                "map {m}: in the object, not in pop_common::maps::ALL"
+            ));
+        }
+    }
+    for m in listed {
+        if !object.iter().any(|o| o == m) {
+            errors.push(format!(
+                "map {m}: in pop_common::maps::ALL, not in the object"
+            ));
         }
     }
     errors
@@ -310,6 +376,18 @@ fn constants_match_btf_or_abi_h() {
         "{} constants: {from_btf} checked against BTF, the rest against abi.h",
         pop_common::constants().len()
     );
+    assert!(errors.is_empty(), "ABI drift:\n  {}", errors.join("\n  "));
+}
+
+#[test]
+fn map_names_match_the_object() {
+    let names = object_map_names(&btf_json_of(pop_ebpf::pop_object()));
+    assert!(
+        names.len() >= 20,
+        "only {} maps found: {names:?}",
+        names.len()
+    );
+    let errors = map_name_errors(&names, pop_common::maps::ALL);
     assert!(errors.is_empty(), "ABI drift:\n  {}", errors.join("\n  "));
 }
 
@@ -411,5 +489,30 @@ fn check_drift_is_detected() {
     assert!(
         errors.iter().any(|e| e.contains("POP_MAX_IFACES")),
         "a changed #define went unnoticed: {errors:?}"
+    );
+
+    // A define added to abi.h without a mirror.
+    let added = header.replace(
+        "#define POP_MAX_IFACES 1024",
+        "#define POP_MAX_IFACES 1024\n#define POP_MAX_WIDGETS 7",
+    );
+    let errors = define_errors(&parse_header_defines(&added));
+    assert!(
+        errors.iter().any(|e| e.contains("POP_MAX_WIDGETS")),
+        "an unmirrored #define went unnoticed: {errors:?}"
+    );
+
+    // A map renamed in the object, and one pop-common lists but the object lacks.
+    let mut names = object_map_names(&json);
+    let renamed = names
+        .iter()
+        .position(|n| n == "routes_v4")
+        .expect("routes_v4");
+    names[renamed] = "routes_v4_new".into();
+    let errors = map_name_errors(&names, pop_common::maps::ALL);
+    assert!(
+        errors.iter().any(|e| e.contains("routes_v4_new"))
+            && errors.iter().any(|e| e.contains("map routes_v4:")),
+        "a renamed map went unnoticed: {errors:?}"
     );
 }
