@@ -426,7 +426,10 @@ impl<B: Fib4Backend> Tables<B> {
             let slot = &mut self.slots[index as usize];
             if slot.live && slot.refs == 0 {
                 slot.live = false;
-                self.interned.remove(&slot.answer);
+                // An adopted table may hold an answer twice; keep the other.
+                if self.interned.get(&slot.answer) == Some(&index) {
+                    self.interned.remove(&slot.answer);
+                }
                 self.pending_results.push(index);
             }
         }
@@ -478,6 +481,73 @@ impl<B: Fib4Backend> Fib4<B> {
             tables: Tables::new(backend),
             buf: Box::new([Fib4Answer::default(); GROUP]),
         }
+    }
+
+    /// A FIB over tables that are already filled (a restarted popd adopting
+    /// the pinned maps): rebuilds the bookkeeping from the entries and records
+    /// in them, with empty planes. Load the desired state with
+    /// [`Fib4::replace_all`], which then writes only the differences, so the
+    /// data plane keeps forwarding by the old entries meanwhile. Entries that
+    /// point beyond the maps (never written by this code) are cleared.
+    pub fn adopt(mut backend: B) -> Self {
+        // The writer before us may have released groups and records just now.
+        backend.wait_for_readers();
+        let groups = backend.group_capacity();
+        let results = backend.result_capacity();
+        let mut refs = vec![0u32; results as usize];
+        let mut in_use = vec![false; groups as usize];
+        for slot in 0..=LAST_SLOT {
+            let e = backend.tbl24(slot);
+            if e & FIB4_EXT == 0 {
+                match refs.get_mut(e as usize) {
+                    Some(n) => *n += 1,
+                    None => backend.set_tbl24(slot, 0),
+                }
+                continue;
+            }
+            let g = e & !FIB4_EXT;
+            if g >= groups || in_use[g as usize] {
+                backend.set_tbl24(slot, 0);
+                continue;
+            }
+            in_use[g as usize] = true;
+            for i in 0..GROUP as u32 {
+                let e = backend.tbl8(g, i);
+                match refs.get_mut(e as usize) {
+                    Some(n) => *n += 1,
+                    None => backend.set_tbl8(g, i, 0),
+                }
+            }
+        }
+        let mut tables = Tables::new(backend);
+        let last = refs.iter().rposition(|n| *n > 0).unwrap_or(0);
+        tables.slots.resize(last + 1, ResultSlot::default());
+        for (index, n) in refs.iter().enumerate().take(last + 1).skip(1) {
+            if *n == 0 {
+                tables.free_results.push(index as u32);
+                continue;
+            }
+            let answer = Fib4Answer::from_record(&tables.backend.result(index as u32));
+            tables.slots[index] = ResultSlot {
+                answer,
+                refs: *n,
+                live: true,
+            };
+            tables.interned.entry(answer).or_insert(index as u32);
+        }
+        tables.fresh_groups = groups;
+        tables.free_groups = (0..groups).rev().filter(|g| !in_use[*g as usize]).collect();
+        tables.groups_used = groups - tables.free_groups.len() as u32;
+        Self {
+            planes: Planes::default(),
+            tables,
+            buf: Box::new([Fib4Answer::default(); GROUP]),
+        }
+    }
+
+    /// Gives the tables back (to adopt them again, or to drop the mapping).
+    pub fn into_backend(self) -> B {
+        self.tables.backend
     }
 
     /// The backend (to read the tables directly).
@@ -774,6 +844,14 @@ impl<B: Fib4Backend> Fib4<B> {
         undo: impl FnOnce(&mut Planes),
     ) -> Result<(), Fib4Error> {
         let regions = self.dirty_slots(which, prefix);
+        // Counting first costs a second pass; skip it when even the worst
+        // case (a new group per /24, a new answer per address) fits.
+        let slots: u64 = regions.iter().map(|(a, b)| u64::from(b - a) + 1).sum();
+        let fits = u64::from(self.tables.free_group_count()) >= slots
+            && u64::from(self.tables.free_result_count()) >= slots * GROUP as u64;
+        if fits {
+            return self.write(&regions);
+        }
         if let Err(e) = self.check(&regions, || format!("{kind} {prefix}")) {
             undo(&mut self.planes);
             return Err(e);

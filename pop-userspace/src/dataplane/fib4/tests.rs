@@ -609,3 +609,47 @@ fn the_store_checker_catches_early_reuse() {
         "reuse without a grace period went unnoticed"
     );
 }
+
+/// A restarted writer adopts filled tables: the same desired state again
+/// writes nothing, and changes go on from there.
+#[test]
+fn adopted_tables_resync_without_writes() {
+    let mut rng = Rng::new(5);
+    let mut fib = Fib4::new(Checked::new(64, 256));
+    let mut reference = Reference::new();
+    let mut routes = HashMap::new();
+    for _ in 0..200 {
+        let p = random_prefix(&mut rng);
+        if p.len() < 8 {
+            continue;
+        }
+        let t = RouteTarget::Group(rng.below(5) as u32);
+        if fib.set_route(p, t).is_ok() {
+            routes.insert(p, t);
+            reference.routes[usize::from(p.len())].insert(p.bits(), t);
+        }
+    }
+    fib.set_customer(p("10.1.0.0/24"), 3).unwrap();
+    reference.customers[24].insert(0x0A01_0000, 3);
+    let mut backend = fib.into_backend();
+    backend.stores = 0;
+    let mut adopted = Fib4::adopt(backend);
+    adopted.audit().unwrap();
+    adopted
+        .replace_all(routes.clone(), [(p("10.1.0.0/24"), 3)], [])
+        .unwrap();
+    assert_eq!(
+        adopted.backend().stores,
+        0,
+        "resync of an equal state wrote"
+    );
+    adopted.audit().unwrap();
+    adopted.del_customer(p("10.1.0.0/24")).unwrap();
+    reference.customers[24].clear();
+    for _ in 0..2000 {
+        let near = random_prefix(&mut rng);
+        let a = random_probe(&mut rng, near);
+        assert_eq!(adopted.lookup(a.into()), reference.answer(a));
+    }
+    adopted.audit().unwrap();
+}
