@@ -342,35 +342,23 @@ fn fib4_abi_matches_btf_and_header() {
         .expect("running bpftool");
     assert!(out.status.success());
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for (name, size, fields) in pop_common::fib4::layouts() {
-        let t = json["types"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["kind"] == "STRUCT" && t["name"] == *name)
-            .unwrap_or_else(|| panic!("struct {name} not in the object's BTF"));
-        assert_eq!(
-            t["size"].as_u64(),
-            Some(*size as u64),
-            "struct {name}: size"
-        );
-        let members: Vec<(String, u64)> = t["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    m["name"].as_str().unwrap().to_string(),
-                    m["bits_offset"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        let expected: Vec<(String, u64)> = fields
-            .iter()
-            .map(|(f, off)| (f.to_string(), *off as u64 * 8))
-            .collect();
-        assert_eq!(members, expected, "struct {name}: members");
+    let errors = layout_errors(&json);
+    assert!(errors.is_empty(), "ABI drift:\n  {}", errors.join("\n  "));
+
+    // The check fails when the C side moves a field.
+    let mut moved = json.clone();
+    for t in moved["types"].as_array_mut().unwrap() {
+        if t["name"] == "pop_fib4_result" {
+            t["members"][2]["bits_offset"] = Value::from(96);
+        }
     }
+    assert!(
+        layout_errors(&moved)
+            .iter()
+            .any(|e| e.contains("pop_fib4_result")),
+        "a moved field went unnoticed"
+    );
+
     let header = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../pop-ebpf/src/fib4.h"
@@ -389,6 +377,47 @@ fn fib4_abi_matches_btf_and_header() {
         let parsed = parse_c_int(&text).unwrap_or_else(|| panic!("#define {name}: {text:?}"));
         assert_eq!(parsed, *value, "#define {name}: {line}");
     }
+}
+
+/// Every difference between `pop_common::fib4::layouts()` and the BTF dump.
+fn layout_errors(json: &Value) -> Vec<String> {
+    let mut errors = vec![];
+    for (name, size, fields) in pop_common::fib4::layouts() {
+        let Some(t) = json["types"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["kind"] == "STRUCT" && t["name"] == *name)
+        else {
+            errors.push(format!("struct {name}: not in the object's BTF"));
+            continue;
+        };
+        if t["size"].as_u64() != Some(*size as u64) {
+            errors.push(format!(
+                "struct {name}: size {} in BTF, {size} in Rust",
+                t["size"]
+            ));
+        }
+        let members: Vec<(String, u64)> = t["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let field = m["name"].as_str().unwrap_or_default().to_string();
+                (field, m["bits_offset"].as_u64().unwrap_or(u64::MAX))
+            })
+            .collect();
+        let expected: Vec<(String, u64)> = fields
+            .iter()
+            .map(|(f, off)| (f.to_string(), *off as u64 * 8))
+            .collect();
+        if members != expected {
+            errors.push(format!(
+                "struct {name}: members (name, bit offset) {members:?} in BTF, {expected:?} in Rust"
+            ));
+        }
+    }
+    errors
 }
 
 /// `65536`, `(1U << 31)`.
@@ -454,6 +483,14 @@ fn measure_1m_routes() {
     );
     let mut rng = Rng(17);
     check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 20_000);
+    let mut adopted = None;
+    let ms = time_ms(|| adopted = Some(Fib4::adopt(fib.into_backend())));
+    let mut fib = adopted.unwrap();
+    let resync = time_ms(|| {
+        fib.replace_all(t.routes.clone(), t.customers.clone(), t.locals.clone())
+            .unwrap()
+    });
+    println!("adopting the filled maps: {ms:.0} ms; resync to the same 1M routes: {resync:.0} ms");
     println!("20000 random lookups in the kernel agree with the reference LPM");
     // The same table, one change at a time, into fresh maps.
     {
