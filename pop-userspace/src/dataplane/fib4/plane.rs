@@ -44,27 +44,27 @@ impl<V: Copy + Eq> Plane<V> {
     }
 
     pub(crate) fn get(&self, p: Prefix4) -> Option<V> {
-        self.map.get(&key(p.bits(), p.len())).copied()
+        self.map.get(&key(p.bits(), p.prefix_len())).copied()
     }
 
     /// Sets `p` to `value`; returns the value it had.
     pub(crate) fn insert(&mut self, p: Prefix4, value: V) -> Option<V> {
-        let old = self.map.insert(key(p.bits(), p.len()), value);
+        let old = self.map.insert(key(p.bits(), p.prefix_len()), value);
         if old.is_none() {
-            self.per_length[usize::from(p.len())] += 1;
-            self.lengths |= 1 << p.len();
+            self.per_length[usize::from(p.prefix_len())] += 1;
+            self.lengths |= 1 << p.prefix_len();
         }
         old
     }
 
     /// Removes `p`; returns the value it had.
     pub(crate) fn remove(&mut self, p: Prefix4) -> Option<V> {
-        let old = self.map.remove(&key(p.bits(), p.len()));
+        let old = self.map.remove(&key(p.bits(), p.prefix_len()));
         if old.is_some() {
-            let n = &mut self.per_length[usize::from(p.len())];
+            let n = &mut self.per_length[usize::from(p.prefix_len())];
             *n -= 1;
             if *n == 0 {
-                self.lengths &= !(1 << p.len());
+                self.lengths &= !(1 << p.prefix_len());
             }
         }
         old
@@ -92,7 +92,7 @@ impl<V: Copy + Eq> Plane<V> {
         let (first, last) = (p.first(), p.last());
         let mut pos = first;
         // Children of p: keys after p's own, up to the last address's /32.
-        let mut from = key(p.bits(), p.len()) + 1;
+        let mut from = key(p.bits(), p.prefix_len()) + 1;
         let to = key(last as u32, 32);
         while from <= to {
             let Some((&k, _)) = self.map.range(from..=to).next() else {

@@ -284,7 +284,7 @@ fn random_probe(rng: &mut Rng, around: Prefix4) -> u32 {
         1 => around.last() as u32,
         2 => (around.first() as u32).wrapping_sub(1),
         3 => (around.last() as u32).wrapping_add(1),
-        4 => around.first() as u32 | (rng.next() as u32 & !Prefix4::mask(around.len())),
+        4 => around.first() as u32 | (rng.next() as u32 & !Prefix4::mask(around.prefix_len())),
         _ => random_prefix(rng).bits() | (rng.next() as u32 & 0xFF),
     }
 }
@@ -297,7 +297,7 @@ fn random_change(
 ) -> Prefix4 {
     let prefix = random_prefix(rng);
     let set = rng.below(5) < 3;
-    let (bits, len) = (prefix.bits(), usize::from(prefix.len()));
+    let (bits, len) = (prefix.bits(), usize::from(prefix.prefix_len()));
     match rng.below(5) {
         0..=2 if set => {
             let t = if rng.below(10) == 0 {
@@ -546,7 +546,7 @@ fn every_store_leaves_lookups_consistent() {
     let mut done = 0;
     while done < ops {
         let prefix = random_prefix(&mut rng);
-        if prefix.len() < 12 {
+        if prefix.prefix_len() < 12 {
             continue; // keep the per-store probing cheap
         }
         let probes: Vec<u32> = (0..16).map(|_| random_probe(&mut rng, prefix)).collect();
@@ -554,7 +554,7 @@ fn every_store_leaves_lookups_consistent() {
         // Decide the change on a scratch reference, then apply it while probing.
         let mut scratch_rng = Rng::new(rng.next());
         let t = RouteTarget::Group(scratch_rng.below(4) as u32);
-        let (bits, len) = (prefix.bits(), usize::from(prefix.len()));
+        let (bits, len) = (prefix.bits(), usize::from(prefix.prefix_len()));
         let set = scratch_rng.below(3) != 0;
         let customer = scratch_rng.below(3) == 0;
         match (customer, set) {
@@ -620,13 +620,13 @@ fn adopted_tables_resync_without_writes() {
     let mut routes = HashMap::new();
     for _ in 0..200 {
         let p = random_prefix(&mut rng);
-        if p.len() < 8 {
+        if p.prefix_len() < 8 {
             continue;
         }
         let t = RouteTarget::Group(rng.below(5) as u32);
         if fib.set_route(p, t).is_ok() {
             routes.insert(p, t);
-            reference.routes[usize::from(p.len())].insert(p.bits(), t);
+            reference.routes[usize::from(p.prefix_len())].insert(p.bits(), t);
         }
     }
     fib.set_customer(p("10.1.0.0/24"), 3).unwrap();
