@@ -17,10 +17,12 @@
 //! it; groups and records no entry points at any more are reused only after
 //! [`Fib4Backend::wait_for_readers`]. docs/fib.md has the details.
 mod backend;
+mod desired;
 mod plane;
-mod table;
+mod tables;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -29,7 +31,7 @@ use pop_common::fib4::{PopFib4Result, FIB4_BLACKHOLE, FIB4_BROADCAST, FIB4_LOCAL
 use thiserror::Error;
 
 pub use backend::{Fib4Backend, MemoryBackend, MmapBackend, TBL24_ENTRIES};
-pub use table::{Fib4, Fib4Stats};
+pub use writer::{Fib4, Fib4Stats};
 
 /// An IPv4 prefix as integers: network address (host order) and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
