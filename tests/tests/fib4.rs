@@ -1,8 +1,8 @@
 //! The IPv4 FIB (`pop-ebpf/src/fib4.h`, written by `pop::dataplane::fib4`)
 //! in the kernel: the test object's `fib4_get` program looks up destinations
 //! in maps filled through mmap by the writer, and must agree with a
-//! reference longest-prefix match on random addresses, before and after
-//! incremental changes. Also: the record layout against the object's BTF,
+//! reference longest-prefix match on random addresses (1M routes in a release
+//! build, 30k in debug), before and after incremental changes. Also: the record layout against the object's BTF,
 //! and (ignored by default, run with `--release -- --ignored --nocapture`)
 //! the cost of a lookup against the kernel's LPM trie at 1M routes.
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -279,7 +279,7 @@ fn kernel_lookups_agree_with_the_reference() {
     let n = if cfg!(debug_assertions) {
         30_000
     } else {
-        300_000
+        1_000_000
     };
     let mut t = table(11, n);
     let loaded = load();
