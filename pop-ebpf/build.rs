@@ -12,6 +12,7 @@ const OBJECTS: &[(&str, &str, &[&str])] = &[
     ("pass", "pass", &[]),
     ("bench", "bench", &[]),
     ("pop_variant", "pop", &["-DPOP_VARIANT=1"]),
+    ("fib4_test", "fib4_test", &[]),
 ];
 
 fn clang_major(bin: &str) -> Option<u32> {

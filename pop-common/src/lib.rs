@@ -5,6 +5,8 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod fib4;
+
 /// Interfaces pop can be attached to at once (slots in `iface_stats`).
 pub const MAX_IFACES: u32 = 1024;
 /// Next hops per route (ECMP width).

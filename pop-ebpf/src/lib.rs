@@ -27,6 +27,19 @@ static BENCH: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/bench.bpf.o")),
 };
 
+static FIB4_TEST: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/fib4_test.bpf.o")),
+};
+
+/// Test and measurement programs for the IPv4 FIB (`fib4.h`): `fib4_get`
+/// (looks up the frame's destination and writes the answer after the IPv4
+/// header), `fib4_bench`, `lpm4_bench` and `base_bench` (one lookup per run
+/// of a cycled random address, in the FIB, in a kernel LPM trie, and none),
+/// with the FIB's maps `fib4_tbl24`, `fib4_tbl8`, `fib4_results`.
+pub fn fib4_test_object() -> &'static [u8] {
+    &FIB4_TEST.bytes
+}
+
 /// Benchmark helpers: `xdp_tx` (a live-frames traffic generator) and
 /// `xdp_count_drop` (a counting sink, map `sink_packets`).
 pub fn bench_object() -> &'static [u8] {
