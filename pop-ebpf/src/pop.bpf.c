@@ -9,6 +9,7 @@
  *   4. longest-prefix route, ECMP next hop by flow hash (route.h)
  *   5. rewrite MACs and TTL, redirect through the devmap (rewrite.h)
  *   6. count everything per CPU (counters.h)
+ * Around it, sampling (sFlow) and capture (observe.h).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -297,6 +298,8 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		return verdict_drop(t, iface, POP_DROP_MALFORMED, len);
 
 	/* 6. Count. */
+	if (!t)
+		observe_note_egress(nh->ifindex);
 	count_customer(t, customer_out, POP_DIR_OUT, len);
 	count_customer(t, customer_in, POP_DIR_IN, len);
 	if (nh->ifindex == port) {
@@ -329,7 +332,9 @@ int pop_xdp(struct xdp_md *ctx)
 	if (seen)
 		__sync_fetch_and_add(seen, 1);
 #endif
-	return pop_pipeline(ctx, NULL);
+	/* Sampling and capture (observe.h) see the packet before and after. */
+	observe_begin(ctx);
+	return observe_end(ctx, pop_pipeline(ctx, NULL));
 }
 
 /* `popctl trace`: the same pipeline on the same maps, run by popd through

@@ -10,4 +10,5 @@ pub mod daemon;
 pub mod dataplane;
 pub mod metrics;
 pub mod netlink;
+pub mod sflow;
 pub mod state;

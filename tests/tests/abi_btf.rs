@@ -232,6 +232,17 @@ fn define_errors(defines: &BTreeMap<String, i64>) -> Vec<String> {
         ("POP_ACL_REF_START", ACL_REF_START.into()),
         ("POP_ACL_REF_COUNT_SHIFT", ACL_REF_COUNT_SHIFT.into()),
         ("POP_ACL_REF_COUNT", ACL_REF_COUNT.into()),
+        ("POP_SAMPLE_HEADER_BYTES", SAMPLE_HEADER_BYTES as i64),
+        ("POP_CAPTURE_BYTES", CAPTURE_BYTES as i64),
+        ("POP_SAMPLE_RING_BYTES", SAMPLE_RING_BYTES.into()),
+        ("POP_CAPTURE_RING_BYTES", CAPTURE_RING_BYTES.into()),
+        ("POP_CAPTURE_ON", CAPTURE_ON.into()),
+        ("POP_CAPTURE_IFACE", CAPTURE_IFACE.into()),
+        ("POP_CAPTURE_CUSTOMER", CAPTURE_CUSTOMER.into()),
+        ("POP_CAPTURE_DROPS", CAPTURE_DROPS.into()),
+        ("POP_CAPTURE_DROP_REASON", CAPTURE_DROP_REASON.into()),
+        ("POP_PENDING_SAMPLE", PENDING_SAMPLE.into()),
+        ("POP_PENDING_CAPTURE", PENDING_CAPTURE.into()),
     ];
     let mut errors = vec![];
     for (name, value) in expected {

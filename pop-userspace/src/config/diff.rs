@@ -58,7 +58,26 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
         route_text,
     );
     section(&mut lines, &old.acls, &new.acls, |a| a.priority, acl_text);
+    match (&old.sflow, &new.sflow) {
+        (None, Some(s)) => lines.push(format!("+ {}", sflow_text(s))),
+        (Some(s), None) => lines.push(format!("- {}", sflow_text(s))),
+        (Some(a), Some(b)) if a != b => lines.push(format!("~ {}", sflow_text(b))),
+        _ => {}
+    }
     lines
+}
+
+fn sflow_text(s: &super::model::SflowConfig) -> String {
+    let mut text = format!(
+        "sflow to {} sampling_rate {} polling_interval {}",
+        s.collectors.join(","),
+        s.sampling_rate,
+        s.polling_interval
+    );
+    if let Some(a) = &s.agent_address {
+        text.push_str(&format!(" agent_address {a}"));
+    }
+    text
 }
 
 /// Appends `-`, `+` and `~` lines for one kind of object, merged in key order.
@@ -228,6 +247,7 @@ mod tests {
                 route("192.0.2.0/24", &["192.0.2.1"], "eth0"),
             ],
             acls: vec![],
+            sflow: None,
         };
         let mut new = old.clone();
         new.dataplane = DataplaneConfig {

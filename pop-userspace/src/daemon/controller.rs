@@ -50,6 +50,10 @@ pub struct Controller {
     acl_copy: u32,
     /// ifindex of every `in_iface` the live ACL copy was compiled with.
     acl_ifindexes: BTreeMap<String, Option<u32>>,
+    /// Sampling rate and capture filter in the data plane.
+    pub observe: Option<crate::dataplane::observe::ObserveMaps>,
+    /// The sFlow exporter (`[sflow]`).
+    pub sflow: Option<crate::sflow::Exporter>,
 }
 
 /// Result of a request: JSON data or a one-line error.
@@ -106,6 +110,8 @@ impl Controller {
             acl: Some(acl),
             acl_copy,
             acl_ifindexes: BTreeMap::new(),
+            observe: None,
+            sflow: None,
         };
         let cfg = c.state.config.clone();
         for i in &cfg.interfaces {
@@ -144,7 +150,45 @@ impl Controller {
                 "data plane upgraded without detaching: every link runs the new program"
             );
         }
+        let maps_dir = c.dp().maps_dir();
+        match crate::dataplane::observe::ObserveMaps::open(&maps_dir) {
+            Ok(o) => c.observe = Some(o),
+            Err(e) => tracing::error!("sampling and capture unavailable: {e}"),
+        }
+        match crate::sflow::Exporter::start(&maps_dir) {
+            Ok(x) => c.sflow = Some(x),
+            Err(e) => tracing::error!("{e}"),
+        }
+        c.apply_sflow();
         Ok(c)
+    }
+
+    /// Makes the data plane sample and the exporter send as `[sflow]` says
+    /// (nothing without it). A capture armed meanwhile is kept.
+    fn apply_sflow(&mut self) {
+        let valid = self
+            .state
+            .config
+            .sflow
+            .as_ref()
+            .and_then(|s| validate::check_sflow(s).ok());
+        let rate = valid.as_ref().map_or(0, |v| v.sampling_rate);
+        if let Some(o) = self.observe.as_mut() {
+            if let Err(e) = o.set_sampling_rate(rate) {
+                tracing::error!("sflow: {e}");
+            }
+        }
+        if let Some(x) = &self.sflow {
+            let kernel = &self.kernel;
+            x.set(valid.map(|v| {
+                crate::sflow::Settings::new(
+                    &v,
+                    &self.state.config,
+                    |n| kernel.links.get(n).map(|l| l.ifindex),
+                    &self.state.ids.iface_slots,
+                )
+            }));
+        }
     }
 
     /// ifindex of every interface the ACL rules of `cfg` name.
@@ -317,6 +361,7 @@ impl Controller {
         if let Err(e) = self.sync() {
             tracing::error!("reconciling after a kernel change: {e}");
         }
+        self.apply_sflow();
         true
     }
 
@@ -439,6 +484,7 @@ impl Controller {
             return Err(e.to_string());
         }
         drop(old_state);
+        self.apply_sflow();
         // Interfaces removed from the desired state.
         let gone: Vec<String> = self
             .attached
@@ -845,6 +891,8 @@ impl Controller {
 
     /// Removes the data plane (`shutdown --detach`, `--detach-on-exit`).
     pub fn remove_dataplane(&mut self) -> Result<(), String> {
+        self.sflow = None;
+        self.observe = None;
         self.acl = None;
         if let Some(dp) = self.dp.take() {
             dp.remove().map_err(|e| e.to_string())?;

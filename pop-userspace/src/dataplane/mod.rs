@@ -17,6 +17,7 @@
 //! it with bpf_link_update ([`Dataplane::finish_upgrade`]): also without a stop.
 mod link;
 pub mod maps;
+pub mod observe;
 
 use std::ffi::CString;
 use std::fs;

@@ -206,6 +206,9 @@ pub enum ConfigError {
         /// What is wrong.
         problem: Problem,
     },
+    /// The `[sflow]` section.
+    #[error("sflow: {0}")]
+    Sflow(#[from] super::sflow::SflowError),
     /// More objects than the data plane's maps hold.
     #[error("too many {what}: {count} exceeds the maximum of {max}")]
     Limit {
