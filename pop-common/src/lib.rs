@@ -679,6 +679,10 @@ pub struct PopObserveScratch {
     pub frame_len: u32,
     /// Bytes in `header`.
     pub header_len: u32,
+    /// The skip last drawn: packets from one sample to the next.
+    pub skip_drawn: u32,
+    /// Packets this CPU skipped that no sent sample has reported yet.
+    pub unreported: u32,
     /// Capture rate state (theoretical arrival time, ns).
     pub capture_tat_ns: u64,
     /// The frame's first bytes as it arrived.
@@ -703,8 +707,9 @@ pub struct PopSample {
     pub header_len: u32,
     /// The rate it was sampled at.
     pub sampling_rate: u32,
-    /// Zero.
-    pub pad: u32,
+    /// Packets this CPU saw since its last sample that reached popd, this one
+    /// included: what the sample adds to the sample pool.
+    pub skipped: u32,
     /// The frame's first bytes as it arrived.
     pub header: [u8; SAMPLE_HEADER_BYTES],
 }
@@ -863,6 +868,8 @@ pub fn layouts() -> &'static [Layout] {
                 ingress_ifindex,
                 frame_len,
                 header_len,
+                skip_drawn,
+                unreported,
                 capture_tat_ns,
                 header
             ]
@@ -878,7 +885,7 @@ pub fn layouts() -> &'static [Layout] {
                 frame_len,
                 header_len,
                 sampling_rate,
-                pad,
+                skipped,
                 header
             ]
         ),

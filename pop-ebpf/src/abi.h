@@ -341,6 +341,8 @@ struct pop_observe_scratch {
 	__u32 ingress_ifindex;
 	__u32 frame_len;
 	__u32 header_len; /* bytes in header */
+	__u32 skip_drawn; /* the skip last drawn: packets from a sample to the next */
+	__u32 unreported; /* packets skipped (this CPU) not yet in a sent sample */
 	__u64 capture_tat_ns; /* capture rate: theoretical arrival time */
 	__u8 header[POP_SAMPLE_HEADER_BYTES]; /* the frame as it arrived */
 };
@@ -354,7 +356,7 @@ struct pop_sample {
 	__u32 frame_len;
 	__u32 header_len;
 	__u32 sampling_rate; /* the rate it was sampled at */
-	__u32 pad;
+	__u32 skipped; /* packets this CPU saw since its last sample sent, this one included */
 	__u8 header[POP_SAMPLE_HEADER_BYTES];
 };
 

@@ -85,10 +85,12 @@ __noinline int observe_begin(struct xdp_md *ctx)
 	if (rate) {
 		if (s->skip_rate != rate || s->skip == 0) {
 			s->skip_rate = rate;
-			s->skip = observe_skip(rate);
+			s->skip = s->skip_drawn = observe_skip(rate);
 		}
 		if (--s->skip == 0) {
-			s->skip = observe_skip(rate);
+			/* The sample pool grows by the packets the skip covered. */
+			s->unreported += s->skip_drawn;
+			s->skip = s->skip_drawn = observe_skip(rate);
 			header_len = len < POP_SAMPLE_HEADER_BYTES ? len : POP_SAMPLE_HEADER_BYTES;
 			observe_bound(header_len);
 			if (header_len >= 1 && header_len <= POP_SAMPLE_HEADER_BYTES &&
@@ -133,9 +135,12 @@ static __always_inline void observe_sample(struct pop_observe_scratch *s,
 
 	rec = bpf_ringbuf_reserve(&sample_ring, sizeof(*rec), 0);
 	if (!rec) {
+		/* Its packets stay in unreported: the next sample counts them. */
 		observe_count(POP_OBS_SAMPLE_LOST);
 		return;
 	}
+	rec->skipped = s->unreported;
+	s->unreported = 0;
 	rec->ingress_ifindex = s->ingress_ifindex;
 	rec->egress_ifindex = s->egress_ifindex;
 	rec->action = action;
@@ -143,7 +148,6 @@ static __always_inline void observe_sample(struct pop_observe_scratch *s,
 	rec->frame_len = s->frame_len;
 	rec->header_len = len;
 	rec->sampling_rate = rate;
-	rec->pad = 0;
 	__builtin_memcpy(rec->header, s->header, POP_SAMPLE_HEADER_BYTES);
 	bpf_ringbuf_submit(rec, 0);
 }

@@ -4,8 +4,8 @@
 //! so every packet of every interface has the same 1/N chance) and puts each
 //! sample (the frame's first 128 bytes, its length, input and output port or
 //! drop reason) in the ring buffer `sample_ring`. The exporter, a thread of
-//! popd, reads the ring, adds the sample pool (every packet the data plane saw
-//! on that interface: the sum of its per-action counters) and the drops (samples
+//! popd, reads the ring, adds the sample pool (per data source, the packets
+//! the samples' skips covered, lost samples' included) and the drops (samples
 //! lost to a full ring), and sends flow samples in datagrams of at most 1400
 //! bytes, at most 250 ms after the sample was taken. Every `polling_interval`
 //! seconds it sends a counter sample per pop interface. Datagrams leave
@@ -329,6 +329,9 @@ fn run(mut maps: ExporterMaps, shared: Arc<Shared>) {
     let mut sender = Sender::new();
     let mut flow_seq: HashMap<u32, u32> = HashMap::new();
     let mut counter_seq: HashMap<u32, u32> = HashMap::new();
+    // The sample pool of each data source: the packets the samples' skips
+    // covered (per CPU, so every packet counts once).
+    let mut pools: HashMap<u32, u32> = HashMap::new();
     let mut next_poll = Instant::now();
     let fd = maps.ring.as_raw_fd();
     while !shared.stop.load(Ordering::Relaxed) {
@@ -353,7 +356,6 @@ fn run(mut maps: ExporterMaps, shared: Arc<Shared>) {
             continue;
         };
         let by_ifindex: HashMap<u32, &Port> = s.ports.iter().map(|p| (p.ifindex, p)).collect();
-        let mut pools: HashMap<u32, u32> = HashMap::new();
         let mut drops = None;
         loop {
             let Some(item) = maps.ring.next() else { break };
@@ -367,13 +369,12 @@ fn run(mut maps: ExporterMaps, shared: Arc<Shared>) {
             let Some(port) = by_ifindex.get(&rec.ingress_ifindex) else {
                 continue;
             };
-            let pool = *pools
-                .entry(port.slot)
-                .or_insert_with(|| maps.iface(port.slot).0 as u32);
+            let pool = pools.entry(port.ifindex).or_insert(0);
+            *pool = pool.wrapping_add(rec.skipped);
             let drops = *drops.get_or_insert_with(|| maps.lost() as u32);
             let seq = flow_seq.entry(port.ifindex).or_insert(0);
             *seq = seq.wrapping_add(1);
-            sender.push(&s, Sample::Flow(flow_sample(&rec, *seq, pool, drops)));
+            sender.push(&s, Sample::Flow(flow_sample(&rec, *seq, *pool, drops)));
             shared.flow_samples.fetch_add(1, Ordering::Relaxed);
         }
         if sender.oldest.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
@@ -554,7 +555,7 @@ mod tests {
             frame_len: 60,
             header_len: 60,
             sampling_rate: 10,
-            pad: 0,
+            skipped: 10,
             header: [0; pop_common::SAMPLE_HEADER_BYTES],
         };
         let f = flow_sample(&rec, 1, 100, 0);
