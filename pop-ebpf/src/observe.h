@@ -17,6 +17,9 @@
 #ifndef POP_OBSERVE_H
 #define POP_OBSERVE_H
 
+/* -DPOP_NO_OBSERVE builds the data plane without the hooks, only to measure
+ * what they cost (docs/benchmarks.md); pop never ships it. */
+
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
@@ -45,6 +48,9 @@ static __always_inline void observe_count(__u32 stat)
 /* The verdict helpers' note: why a pending packet was dropped or passed. */
 static __always_inline void observe_note_reason(__u32 reason)
 {
+#ifdef POP_NO_OBSERVE
+	return;
+#endif
 	struct pop_observe_scratch *s = observe_scratch_get();
 
 	if (s && s->pending)
@@ -54,6 +60,9 @@ static __always_inline void observe_note_reason(__u32 reason)
 /* The forwarding step's note: the port a pending packet leaves by. */
 static __always_inline void observe_note_egress(__u32 ifindex)
 {
+#ifdef POP_NO_OBSERVE
+	return;
+#endif
 	struct pop_observe_scratch *s = observe_scratch_get();
 
 	if (s && s->pending)
@@ -68,11 +77,11 @@ static __always_inline __u32 observe_skip(__u32 rate)
 	return bpf_get_prandom_u32() % (2 * rate - 1) + 1;
 }
 
-__noinline int observe_begin(struct xdp_md *ctx)
+__noinline int observe_begin_armed(struct xdp_md *ctx)
 {
 	struct pop_observe_config *c;
 	struct pop_observe_scratch *s;
-	__u32 zero = 0, pending = 0, rate, len, header_len;
+	__u32 zero = 0, pending = 0, rate, len = 0, header_len;
 
 	c = bpf_map_lookup_elem(&observe_config, &zero);
 	if (!c || !(c->sampling_rate | c->capture))
@@ -80,7 +89,6 @@ __noinline int observe_begin(struct xdp_md *ctx)
 	s = observe_scratch_get();
 	if (!s)
 		return 0;
-	len = bpf_xdp_get_buff_len(ctx);
 	rate = c->sampling_rate;
 	if (rate) {
 		if (s->skip_rate != rate || s->skip == 0) {
@@ -91,6 +99,7 @@ __noinline int observe_begin(struct xdp_md *ctx)
 			/* The sample pool grows by the packets the skip covered. */
 			s->unreported += s->skip_drawn;
 			s->skip = s->skip_drawn = observe_skip(rate);
+			len = bpf_xdp_get_buff_len(ctx);
 			header_len = len < POP_SAMPLE_HEADER_BYTES ? len : POP_SAMPLE_HEADER_BYTES;
 			observe_bound(header_len);
 			if (header_len >= 1 && header_len <= POP_SAMPLE_HEADER_BYTES &&
@@ -104,6 +113,8 @@ __noinline int observe_begin(struct xdp_md *ctx)
 		pending |= POP_PENDING_CAPTURE;
 	if (!pending)
 		return 0;
+	if (!len)
+		len = bpf_xdp_get_buff_len(ctx);
 	s->pending = pending;
 	s->reason = 0;
 	s->egress_ifindex = 0;
@@ -260,13 +271,13 @@ static __always_inline void observe_capture(struct xdp_md *ctx,
 	bpf_ringbuf_submit(rec, 0);
 }
 
-__noinline int observe_end(struct xdp_md *ctx, int verdict)
+__noinline int observe_end_pending(struct xdp_md *ctx, int verdict)
 {
 	struct pop_observe_scratch *s = observe_scratch_get();
 	struct pop_observe_config *c;
 	__u32 zero = 0, pending, action;
 
-	if (!s || !s->pending)
+	if (!s)
 		return verdict;
 	pending = s->pending;
 	s->pending = 0;
@@ -280,6 +291,28 @@ __noinline int observe_end(struct xdp_md *ctx, int verdict)
 		observe_sample(s, action, s->skip_rate);
 	if ((pending & POP_PENDING_CAPTURE) && (c->capture & POP_CAPTURE_ON))
 		observe_capture(ctx, c, s, action);
+	return verdict;
+}
+
+/* Before the pipeline: with nothing armed, one lookup and a branch. The work
+ * is in a separate (global) function, verified on its own, so it adds no
+ * states to the pipeline's verification. */
+static __always_inline void observe_begin(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct pop_observe_config *c = bpf_map_lookup_elem(&observe_config, &zero);
+
+	if (c && (c->sampling_rate | c->capture))
+		observe_begin_armed(ctx);
+}
+
+/* After the pipeline: with nothing pending, one lookup and a branch. */
+static __always_inline int observe_end(struct xdp_md *ctx, int verdict)
+{
+	struct pop_observe_scratch *s = observe_scratch_get();
+
+	if (s && s->pending)
+		return observe_end_pending(ctx, verdict);
 	return verdict;
 }
 

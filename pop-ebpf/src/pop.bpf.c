@@ -333,8 +333,12 @@ int pop_xdp(struct xdp_md *ctx)
 		__sync_fetch_and_add(seen, 1);
 #endif
 	/* Sampling and capture (observe.h) see the packet before and after. */
+#ifndef POP_NO_OBSERVE
 	observe_begin(ctx);
 	return observe_end(ctx, pop_pipeline(ctx, NULL));
+#else
+	return pop_pipeline(ctx, NULL);
+#endif
 }
 
 /* `popctl trace`: the same pipeline on the same maps, run by popd through
