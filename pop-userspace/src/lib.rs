@@ -4,6 +4,7 @@
 //! `dataplane`/`netlink`/`config` → `pop-common`.
 pub mod acl;
 pub mod api;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::CliError;
-use crate::api::protocol::{Request, TraceRequest};
+use crate::api::protocol::{CaptureRequest, Request, TraceRequest};
 use crate::config::model::{Acl, AclAction, Customer, Route};
 use crate::config::validate::{
     check_acl, check_customer, check_interface_name, check_route, parse_port_range, parse_prefix,
@@ -108,6 +108,8 @@ pub enum Command {
     },
     /// What the live data plane does with a packet
     Trace(TraceArgs),
+    /// Capture the packets the data plane sees, with their verdicts, as pcapng
+    Capture(CaptureArgs),
 }
 
 /// `popctl route ...`
@@ -254,11 +256,48 @@ pub struct TraceArgs {
     pub vlan: Option<u16>,
 }
 
+/// `popctl capture ...`: which packets to capture and where to write them.
+///
+/// Every filter given must match. Packets are written as the data plane left
+/// them (forwarded ones with their new MACs, VLAN tag and TTL), each with a
+/// comment giving its verdict: the action (redirect, tx, pass, drop), the drop
+/// or pass reason, and the interfaces in and out. The data plane captures at
+/// most 5000 packets a second per CPU, so a capture cannot hurt forwarding;
+/// the capture stops when popctl exits.
+#[derive(Debug, clap::Args)]
+pub struct CaptureArgs {
+    /// Packets arriving on or leaving by this interface
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+    /// Packets from or to this customer's prefixes
+    #[arg(long, value_name = "NAME")]
+    pub customer: Option<String>,
+    /// Only dropped packets; with REASON (acl, spoofed, policed, ...), only those
+    #[arg(long, value_name = "REASON", num_args = 0..=1, default_missing_value = "")]
+    pub drop: Option<String>,
+    /// Stop after N packets
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Bytes kept of each packet (1-2048; default 2048)
+    #[arg(long, value_name = "N")]
+    pub snaplen: Option<u32>,
+    /// Where to write pcapng: a file, or - for stdout
+    #[arg(short = 'w', value_name = "FILE|-", required = true)]
+    pub write: String,
+}
+
 /// What popctl does after parsing its arguments.
 #[derive(Debug, PartialEq)]
 pub enum Plan {
     /// One request, one response, rendered.
     Call(Request),
+    /// Stream a capture into pcapng at `output` (`-`: stdout).
+    Capture {
+        /// The filter.
+        request: CaptureRequest,
+        /// File name or `-`.
+        output: String,
+    },
     /// Poll `Stats` and draw rates.
     Top {
         /// Refreshes before exiting (`None`: until interrupted).
@@ -301,6 +340,7 @@ pub fn plan(command: &Command) -> Result<Plan, CliError> {
         Command::Export => Request::Export,
         Command::Shutdown { detach } => Request::Shutdown { detach: *detach },
         Command::Trace(args) => Request::Trace(trace_request(args)?),
+        Command::Capture(args) => return capture_plan(args),
     };
     Ok(Plan::Call(request))
 }
@@ -535,5 +575,47 @@ fn trace_request(args: &TraceArgs) -> Result<TraceRequest, CliError> {
         sport: ports[0],
         dport: ports[1],
         vlan: args.vlan,
+    })
+}
+
+fn capture_plan(args: &CaptureArgs) -> Result<Plan, CliError> {
+    if let Some(iface) = &args.iface {
+        check_interface_name("--iface", iface)
+            .map_err(|p| CliError::Usage(format!("capture: {p}")))?;
+    }
+    if let Some(n) = args.snaplen {
+        let max = pop_common::CAPTURE_BYTES;
+        if n == 0 || n as usize > max {
+            return Err(CliError::Usage(format!(
+                "capture: --snaplen {n} out of range 1-{max}"
+            )));
+        }
+    }
+    if args.count == Some(0) {
+        return Err(CliError::Usage("capture: --count 0: give at least 1".into()));
+    }
+    let drop_reason = args.drop.clone().filter(|r| !r.is_empty());
+    if let Some(r) = &drop_reason {
+        if !pop_common::DropReason::ALL.iter().any(|d| d.label() == r) {
+            let all: Vec<&str> = pop_common::DropReason::ALL
+                .iter()
+                .map(|d| d.label())
+                .collect();
+            return Err(CliError::Usage(format!(
+                "capture: --drop {r}: not a drop reason (one of {})",
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(Plan::Capture {
+        request: CaptureRequest {
+            iface: args.iface.clone(),
+            customer: args.customer.clone(),
+            drops: args.drop.is_some(),
+            drop_reason,
+            count: args.count,
+            snaplen: args.snaplen,
+        },
+        output: args.write.clone(),
     })
 }

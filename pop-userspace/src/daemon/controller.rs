@@ -290,6 +290,11 @@ impl Controller {
         &self.state
     }
 
+    /// The kernel's ifindex of interface `name`, if it exists.
+    pub fn ifindex(&self, name: &str) -> Option<u32> {
+        self.kernel.links.get(name).map(|l| l.ifindex)
+    }
+
     /// Attach modes by interface.
     pub fn attached(&self) -> &BTreeMap<String, AttachMode> {
         &self.attached
@@ -619,6 +624,8 @@ impl Controller {
             Request::Apply { config, dry_run } => self.apply_config(&config, dry_run),
             Request::Export => Ok(json!({ "config": validate::to_toml(&self.state.config) })),
             Request::Trace(t) => self.trace(&t),
+            // Served by the API server itself (a stream, not one answer).
+            Request::Capture(_) => Err("capture: not a one-answer request".into()),
         };
         (reply, After::Continue)
     }

@@ -1,10 +1,17 @@
-//! End-to-end sFlow: popd in the lab (`pte2s-*`) exports to a real collector,
+//! End-to-end sFlow and packet capture, in one lab (`pte2o-*`).
+//!
+//! sFlow: popd exports to a real collector,
 //! pmacct's sfacctd, running in the edge namespace on 127.0.0.1 (so the
 //! datagrams leave through the edge's kernel routes, not through pop).
 //! sfacctd renormalises the samples (x sampling rate); its estimate of the
 //! packets c1 sent must be within 10% of what ping sent, counter samples must
 //! arrive, and tshark must decode every datagram without errors, the dropped
-//! packets' samples with output "discarded, reason 258 (ACL)". Needs root.
+//! packets' samples with output "discarded, reason 258 (ACL)".
+//!
+//! Capture: `popctl capture` of a customer's traffic and of ACL drops gives
+//! pcapng that tcpdump reads with the expected packet count and whose packet
+//! comments (tshark) give each verdict; popctl going away disarms the capture.
+//! Needs root.
 use std::collections::HashMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -13,7 +20,7 @@ use anyhow::{bail, ensure, Context, Result};
 use pop_lab::popd::metric_value;
 use pop_lab::{topology, Lab, Popd};
 
-const PREFIX: &str = "pte2s-";
+const PREFIX: &str = "pte2o-";
 const PORT: u16 = 6343;
 const SAMPLING_RATE: u64 = 10;
 /// Echo requests c1 sends through pop: 2000 samples expected.
@@ -258,9 +265,12 @@ fn scenario(env: &mut Env) -> Result<()> {
     );
 
     // tshark decodes every datagram, and the ACL's drops are discards.
-    for c in &mut env.children {
+    for mut c in env.children.drain(..) {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        let _ = pop_lab::cmd::wait_timeout(&mut c, Duration::from_secs(5));
+        let _ = c.kill();
+        let _ = c.wait();
     }
     std::thread::sleep(Duration::from_millis(500));
     let decoded = pop_lab::cmd::run_ok(std::process::Command::new("tshark").args([
@@ -333,16 +343,172 @@ fn scenario(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
+/// `popctl --socket S capture ARGS` started in the background.
+fn capture(env: &Env, args: &[&str], stdout: Option<std::fs::File>) -> Result<Child> {
+    let bin = pop_lab::popd::test_bin_dir()?.join("popctl");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--socket").arg(env.popd.socket()).arg("capture").args(args);
+    cmd.stdin(std::process::Stdio::null());
+    cmd.stderr(std::process::Stdio::piped());
+    match stdout {
+        Some(f) => cmd.stdout(f),
+        None => cmd.stdout(std::process::Stdio::null()),
+    };
+    Ok(cmd.spawn()?)
+}
+
+/// Waits until popctl wrote the pcapng header (the capture is armed).
+fn wait_armed(file: &std::path::Path) -> Result<()> {
+    wait_for("the capture being armed", Duration::from_secs(10), || {
+        Ok(std::fs::metadata(file).is_ok_and(|m| m.len() > 0))
+    })
+}
+
+/// Waits for popctl to exit 0 (it stops after --count packets).
+fn wait_done(mut child: Child) -> Result<()> {
+    let status = pop_lab::cmd::wait_timeout(&mut child, Duration::from_secs(20))?;
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("popctl capture did not stop after its --count packets");
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    ensure!(status.success(), "popctl capture failed ({status}): {err}");
+    Ok(())
+}
+
+/// `tcpdump -r FILE`'s packets, one line each.
+fn tcpdump_read(file: &std::path::Path) -> Result<Vec<String>> {
+    let out = pop_lab::cmd::run_ok(
+        std::process::Command::new("tcpdump").args(["-n", "-r", &file.to_string_lossy()]),
+    )?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// tshark's packet comments, one per packet.
+fn comments(file: &std::path::Path) -> Result<Vec<String>> {
+    let out = pop_lab::cmd::run_ok(std::process::Command::new("tshark").args([
+        "-r",
+        &file.to_string_lossy(),
+        "-T",
+        "fields",
+        "-e",
+        "frame.comment",
+    ]))?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+fn capture_scenario(env: &mut Env) -> Result<()> {
+    let dir = env.dir.path().to_path_buf();
+    // A customer's traffic: 10 echo requests from acme and their replies.
+    let file = dir.join("acme.pcapng");
+    let child = capture(
+        env,
+        &["--customer", "acme", "--count", "20", "-w", &file.to_string_lossy()],
+        None,
+    )?;
+    wait_armed(&file)?;
+    let out = env.lab.exec_ok(
+        topology::C1,
+        &["ping", "-q", "-c", "10", "-i", "0.05", topology::INTERNET_V4],
+    )?;
+    ensure!(
+        pop_lab::PingStats::parse(&out)?.received == 10,
+        "ping through pop during the capture: {out}"
+    );
+    wait_done(child)?;
+    let lines = tcpdump_read(&file)?;
+    ensure!(
+        lines.len() == 20,
+        "tcpdump reads {} packets, want 20: {lines:?}",
+        lines.len()
+    );
+    ensure!(
+        lines.iter().filter(|l| l.contains("ICMP echo request")).count() == 10
+            && lines.iter().filter(|l| l.contains("ICMP echo reply")).count() == 10,
+        "want 10 echo requests and 10 replies: {lines:?}"
+    );
+    let c = comments(&file)?;
+    for want in ["redirect; in eth1 out eth0", "redirect; in eth0 out eth1"] {
+        ensure!(
+            c.iter().filter(|l| *l == want).count() == 10,
+            "want 10 packets with comment {want:?}, comments: {c:?}"
+        );
+    }
+
+    // ACL drops, written to stdout.
+    let file = dir.join("drops.pcapng");
+    let child = capture(
+        env,
+        &["--drop", "acl", "--count", "5", "--snaplen", "64", "-w", "-"],
+        Some(std::fs::File::create(&file)?),
+    )?;
+    wait_armed(&file)?;
+    let _ = env.lab.exec(
+        topology::C1,
+        &["ping", "-q", "-c", "5", "-i", "0.05", "-W", "1", DROPPED_DST],
+    )?;
+    wait_done(child)?;
+    let lines = tcpdump_read(&file)?;
+    ensure!(
+        lines.len() == 5 && lines.iter().all(|l| l.contains(DROPPED_DST)),
+        "tcpdump reads {} packets, want the 5 dropped echo requests: {lines:?}",
+        lines.len()
+    );
+    let c = comments(&file)?;
+    ensure!(
+        c.len() == 5 && c.iter().all(|l| l == "drop acl; in eth1"),
+        "want 5 comments \"drop acl; in eth1\": {c:?}"
+    );
+
+    // A popctl that goes away without its count disarms the capture: the
+    // next one can be armed (one capture at a time).
+    let file = dir.join("killed.pcapng");
+    let mut child = capture(env, &["-w", &file.to_string_lossy()], None)?;
+    wait_armed(&file)?;
+    let busy = env.popd.popctl(&["capture", "-w", "-"])?;
+    ensure!(
+        !busy.status.success()
+            && String::from_utf8_lossy(&busy.stderr).contains("another capture is running"),
+        "a second capture while one runs: {busy:?}"
+    );
+    child.kill()?;
+    child.wait()?;
+    let file = dir.join("after.pcapng");
+    wait_for("the killed capture being disarmed", Duration::from_secs(5), || {
+        let child = capture(env, &["--count", "1", "-w", &file.to_string_lossy()], None)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let armed = std::fs::metadata(&file).is_ok_and(|m| m.len() > 0);
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(armed)
+    })?;
+    Ok(())
+}
+
 #[test]
-fn sflow_to_sfacctd() {
+fn sflow_and_capture() {
     let mut env = match start() {
         Ok(env) => env,
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };
-    if let Err(e) = scenario(&mut env) {
-        panic!(
-            "sflow scenario failed: {e:#}\n--- popd log ends with:\n{}",
-            env.popd.log_tail(30)
-        );
+    type Scenario = fn(&mut Env) -> Result<()>;
+    let scenarios: [(&str, Scenario); 2] = [
+        ("sflow to sfacctd", scenario),
+        ("capture", capture_scenario),
+    ];
+    for (name, run) in scenarios {
+        eprintln!("scenario {name}");
+        if let Err(e) = run(&mut env) {
+            panic!(
+                "scenario {name} failed: {e:#}\n--- popd log ends with:\n{}",
+                env.popd.log_tail(30)
+            );
+        }
     }
 }
