@@ -977,7 +977,10 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_ACL_LEAF_BLOCK", ACL_LEAF_BLOCK as i64),
         ("POP_OBS_SAMPLE_LOST", ObserveStat::SampleLost as i64),
         ("POP_OBS_CAPTURE_LOST", ObserveStat::CaptureLost as i64),
-        ("POP_OBS_CAPTURE_LIMITED", ObserveStat::CaptureLimited as i64),
+        (
+            "POP_OBS_CAPTURE_LIMITED",
+            ObserveStat::CaptureLimited as i64,
+        ),
         ("POP_OBS_MAX", ObserveStat::SLOTS as i64),
     ]
 }

@@ -138,11 +138,27 @@ static __always_inline __u32 observe_action(int verdict)
 	}
 }
 
+/* Not inlined: its signature puts struct pop_sample in the object's BTF,
+ * where the ABI test finds it. */
+static __noinline void observe_fill_sample(struct pop_sample *rec,
+					   struct pop_observe_scratch *s,
+					   __u32 action)
+{
+	rec->skipped = s->unreported;
+	rec->ingress_ifindex = s->ingress_ifindex;
+	rec->egress_ifindex = s->egress_ifindex;
+	rec->action = action;
+	rec->reason = s->reason;
+	rec->frame_len = s->frame_len;
+	rec->header_len = s->header_len;
+	rec->sampling_rate = s->skip_rate;
+	__builtin_memcpy(rec->header, s->header, POP_SAMPLE_HEADER_BYTES);
+}
+
 static __always_inline void observe_sample(struct pop_observe_scratch *s,
-					   __u32 action, __u32 rate)
+					   __u32 action)
 {
 	struct pop_sample *rec;
-	__u32 len = s->header_len;
 
 	rec = bpf_ringbuf_reserve(&sample_ring, sizeof(*rec), 0);
 	if (!rec) {
@@ -150,17 +166,21 @@ static __always_inline void observe_sample(struct pop_observe_scratch *s,
 		observe_count(POP_OBS_SAMPLE_LOST);
 		return;
 	}
-	rec->skipped = s->unreported;
+	observe_fill_sample(rec, s, action);
 	s->unreported = 0;
+	bpf_ringbuf_submit(rec, 0);
+}
+
+/* Not inlined, like observe_fill_sample, for struct pop_capture. */
+static __noinline void observe_fill_capture(struct pop_capture *rec,
+					    struct pop_observe_scratch *s,
+					    __u32 action, __u32 len)
+{
 	rec->ingress_ifindex = s->ingress_ifindex;
 	rec->egress_ifindex = s->egress_ifindex;
 	rec->action = action;
 	rec->reason = s->reason;
-	rec->frame_len = s->frame_len;
-	rec->header_len = len;
-	rec->sampling_rate = rate;
-	__builtin_memcpy(rec->header, s->header, POP_SAMPLE_HEADER_BYTES);
-	bpf_ringbuf_submit(rec, 0);
+	rec->frame_len = len;
 }
 
 /* Whether the packet's source or destination belongs to `customer`, in the
@@ -262,12 +282,8 @@ static __always_inline void observe_capture(struct xdp_md *ctx,
 	if (snap < 1 || bpf_xdp_load_bytes(ctx, 0, rec->data, snap) != 0)
 		snap = 0;
 	rec->timestamp_ns = now;
-	rec->ingress_ifindex = s->ingress_ifindex;
-	rec->egress_ifindex = s->egress_ifindex;
-	rec->action = action;
-	rec->reason = s->reason;
-	rec->frame_len = len;
 	rec->capture_len = snap;
+	observe_fill_capture(rec, s, action, len);
 	bpf_ringbuf_submit(rec, 0);
 }
 
@@ -288,7 +304,7 @@ __noinline int observe_end_pending(struct xdp_md *ctx, int verdict)
 	if (action == POP_ACTION_TX)
 		s->egress_ifindex = s->ingress_ifindex;
 	if (pending & POP_PENDING_SAMPLE)
-		observe_sample(s, action, s->skip_rate);
+		observe_sample(s, action);
 	if ((pending & POP_PENDING_CAPTURE) && (c->capture & POP_CAPTURE_ON))
 		observe_capture(ctx, c, s, action);
 	return verdict;

@@ -170,9 +170,11 @@ fn scenario(env: &mut Env) -> Result<()> {
     );
     // Counter samples every second: the collector is up once one arrived.
     let counters = dir.join("counters.json");
-    wait_for("sfacctd logging counter samples", Duration::from_secs(20), || {
-        Ok(std::fs::metadata(&counters).is_ok_and(|m| m.len() > 0))
-    })?;
+    wait_for(
+        "sfacctd logging counter samples",
+        Duration::from_secs(20),
+        || Ok(std::fs::metadata(&counters).is_ok_and(|m| m.len() > 0)),
+    )?;
 
     let out = env.lab.exec_ok(
         topology::C1,
@@ -222,18 +224,25 @@ fn scenario(env: &mut Env) -> Result<()> {
     // sfacctd writes every second; give it the last samples (popd sends
     // within 250 ms).
     let csv = dir.join("flows.csv");
-    let key = (topology::C1_V4.to_string(), topology::INTERNET_V4.to_string());
+    let key = (
+        topology::C1_V4.to_string(),
+        topology::INTERNET_V4.to_string(),
+    );
     let mut estimate = 0;
-    let _ = wait_for("sfacctd's estimate settling", Duration::from_secs(6), || {
-        let now = flows(&std::fs::read_to_string(&csv).unwrap_or_default())
-            .get(&key)
-            .copied()
-            .unwrap_or(0);
-        let settled = now > 0 && now == estimate;
-        estimate = now;
-        std::thread::sleep(Duration::from_millis(1500));
-        Ok(settled)
-    });
+    let _ = wait_for(
+        "sfacctd's estimate settling",
+        Duration::from_secs(6),
+        || {
+            let now = flows(&std::fs::read_to_string(&csv).unwrap_or_default())
+                .get(&key)
+                .copied()
+                .unwrap_or(0);
+            let settled = now > 0 && now == estimate;
+            estimate = now;
+            std::thread::sleep(Duration::from_millis(1500));
+            Ok(settled)
+        },
+    );
     let error = (estimate as f64 - PINGS as f64).abs() / PINGS as f64;
     eprintln!(
         "sfacctd estimates {estimate} packets {} > {} for {PINGS} sent ({:.1}% off)",
@@ -347,7 +356,10 @@ fn scenario(env: &mut Env) -> Result<()> {
 fn capture(env: &Env, args: &[&str], stdout: Option<std::fs::File>) -> Result<Child> {
     let bin = pop_lab::popd::test_bin_dir()?.join("popctl");
     let mut cmd = std::process::Command::new(bin);
-    cmd.arg("--socket").arg(env.popd.socket()).arg("capture").args(args);
+    cmd.arg("--socket")
+        .arg(env.popd.socket())
+        .arg("capture")
+        .args(args);
     cmd.stdin(std::process::Stdio::null());
     cmd.stderr(std::process::Stdio::piped());
     match stdout {
@@ -383,9 +395,11 @@ fn wait_done(mut child: Child) -> Result<()> {
 
 /// `tcpdump -r FILE`'s packets, one line each.
 fn tcpdump_read(file: &std::path::Path) -> Result<Vec<String>> {
-    let out = pop_lab::cmd::run_ok(
-        std::process::Command::new("tcpdump").args(["-n", "-r", &file.to_string_lossy()]),
-    )?;
+    let out = pop_lab::cmd::run_ok(std::process::Command::new("tcpdump").args([
+        "-n",
+        "-r",
+        &file.to_string_lossy(),
+    ]))?;
     Ok(out.lines().map(str::to_string).collect())
 }
 
@@ -408,13 +422,28 @@ fn capture_scenario(env: &mut Env) -> Result<()> {
     let file = dir.join("acme.pcapng");
     let child = capture(
         env,
-        &["--customer", "acme", "--count", "20", "-w", &file.to_string_lossy()],
+        &[
+            "--customer",
+            "acme",
+            "--count",
+            "20",
+            "-w",
+            &file.to_string_lossy(),
+        ],
         None,
     )?;
     wait_armed(&file)?;
     let out = env.lab.exec_ok(
         topology::C1,
-        &["ping", "-q", "-c", "10", "-i", "0.05", topology::INTERNET_V4],
+        &[
+            "ping",
+            "-q",
+            "-c",
+            "10",
+            "-i",
+            "0.05",
+            topology::INTERNET_V4,
+        ],
     )?;
     ensure!(
         pop_lab::PingStats::parse(&out)?.received == 10,
@@ -428,8 +457,16 @@ fn capture_scenario(env: &mut Env) -> Result<()> {
         lines.len()
     );
     ensure!(
-        lines.iter().filter(|l| l.contains("ICMP echo request")).count() == 10
-            && lines.iter().filter(|l| l.contains("ICMP echo reply")).count() == 10,
+        lines
+            .iter()
+            .filter(|l| l.contains("ICMP echo request"))
+            .count()
+            == 10
+            && lines
+                .iter()
+                .filter(|l| l.contains("ICMP echo reply"))
+                .count()
+                == 10,
         "want 10 echo requests and 10 replies: {lines:?}"
     );
     let c = comments(&file)?;
@@ -444,13 +481,32 @@ fn capture_scenario(env: &mut Env) -> Result<()> {
     let file = dir.join("drops.pcapng");
     let child = capture(
         env,
-        &["--drop", "acl", "--count", "5", "--snaplen", "64", "-w", "-"],
+        &[
+            "--drop",
+            "acl",
+            "--count",
+            "5",
+            "--snaplen",
+            "64",
+            "-w",
+            "-",
+        ],
         Some(std::fs::File::create(&file)?),
     )?;
     wait_armed(&file)?;
     let _ = env.lab.exec(
         topology::C1,
-        &["ping", "-q", "-c", "5", "-i", "0.05", "-W", "1", DROPPED_DST],
+        &[
+            "ping",
+            "-q",
+            "-c",
+            "5",
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            DROPPED_DST,
+        ],
     )?;
     wait_done(child)?;
     let lines = tcpdump_read(&file)?;
@@ -479,15 +535,19 @@ fn capture_scenario(env: &mut Env) -> Result<()> {
     child.kill()?;
     child.wait()?;
     let file = dir.join("after.pcapng");
-    wait_for("the killed capture being disarmed", Duration::from_secs(5), || {
-        let child = capture(env, &["--count", "1", "-w", &file.to_string_lossy()], None)?;
-        std::thread::sleep(Duration::from_millis(300));
-        let armed = std::fs::metadata(&file).is_ok_and(|m| m.len() > 0);
-        let mut child = child;
-        let _ = child.kill();
-        let _ = child.wait();
-        Ok(armed)
-    })?;
+    wait_for(
+        "the killed capture being disarmed",
+        Duration::from_secs(5),
+        || {
+            let child = capture(env, &["--count", "1", "-w", &file.to_string_lossy()], None)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let armed = std::fs::metadata(&file).is_ok_and(|m| m.len() > 0);
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            Ok(armed)
+        },
+    )?;
     Ok(())
 }
 

@@ -41,8 +41,8 @@ pub struct Armed {
 
 fn ring(dir: &Path) -> Result<RingBuf<MapData>, String> {
     let path = dir.join(names::CAPTURE_RING);
-    let data = MapData::from_pin(&path)
-        .map_err(|e| format!("capture: map {}: {e}", path.display()))?;
+    let data =
+        MapData::from_pin(&path).map_err(|e| format!("capture: map {}: {e}", path.display()))?;
     let map = Map::from_map_data(data).map_err(|e| format!("capture: {e}"))?;
     RingBuf::try_from(map).map_err(|e| format!("capture: {e}"))
 }
@@ -123,7 +123,9 @@ pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, String> 
     let mut ring = ring(&dir)?;
     // What an earlier capture left unread.
     while ring.next().is_some() {}
-    observe.set_capture(Some(filter)).map_err(|e| e.to_string())?;
+    observe
+        .set_capture(Some(filter))
+        .map_err(|e| e.to_string())?;
     tracing::info!(?req, "capture armed");
     Ok(Armed {
         start: CaptureStart {

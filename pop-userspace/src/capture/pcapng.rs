@@ -66,10 +66,7 @@ impl<W: Write> Writer<W> {
 
     /// Interface id of `name` (0 when unknown).
     pub fn interface_id(&self, name: &str) -> u32 {
-        self.interfaces
-            .iter()
-            .position(|n| n == name)
-            .unwrap_or(0) as u32
+        self.interfaces.iter().position(|n| n == name).unwrap_or(0) as u32
     }
 
     /// Writes one packet: `data` is what was kept of `original_len` bytes.

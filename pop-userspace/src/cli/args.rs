@@ -592,7 +592,9 @@ fn capture_plan(args: &CaptureArgs) -> Result<Plan, CliError> {
         }
     }
     if args.count == Some(0) {
-        return Err(CliError::Usage("capture: --count 0: give at least 1".into()));
+        return Err(CliError::Usage(
+            "capture: --count 0: give at least 1".into(),
+        ));
     }
     let drop_reason = args.drop.clone().filter(|r| !r.is_empty());
     if let Some(r) = &drop_reason {

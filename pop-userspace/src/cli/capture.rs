@@ -94,12 +94,11 @@ pub fn run(
         if reader.read_line(&mut text).map_err(io_err)? == 0 {
             break;
         }
-        let p: CapturedPacket = serde_json::from_str(text.trim_end()).map_err(|e| {
-            CliError::BadData {
+        let p: CapturedPacket =
+            serde_json::from_str(text.trim_end()).map_err(|e| CliError::BadData {
                 what: "capture",
                 error: e.to_string(),
-            }
-        })?;
+            })?;
         let data = crate::capture::unhex(&p.data).ok_or_else(|| CliError::BadData {
             what: "capture",
             error: "packet data is not hex".into(),

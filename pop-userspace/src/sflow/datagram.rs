@@ -289,29 +289,29 @@ mod tests {
         assert_eq!(
             words(&bytes),
             [
-                5,          // version
-                1,          // agent address type: IPv4
+                5,           // version
+                1,           // agent address type: IPv4
                 0xC000_0202, // 192.0.2.2
-                0,          // sub agent id
-                7,          // datagram sequence
-                123_456,    // uptime ms
-                1,          // samples
-                1,          // flow sample (enterprise 0, format 1)
-                64,         // its length
-                3,          // sample sequence
-                4,          // source id: ifIndex 4
-                1000,       // sampling rate
-                5000,       // sample pool
-                2,          // drops
-                4,          // input
+                0,           // sub agent id
+                7,           // datagram sequence
+                123_456,     // uptime ms
+                1,           // samples
+                1,           // flow sample (enterprise 0, format 1)
+                64,          // its length
+                3,           // sample sequence
+                4,           // source id: ifIndex 4
+                1000,        // sampling rate
+                5000,        // sample pool
+                2,           // drops
+                4,           // input
                 0x4000_0102, // output: discarded, reason 258 (ACL)
-                1,          // one flow record
-                1,          // raw packet header (enterprise 0, format 1)
-                24,         // its length
-                1,          // header protocol: Ethernet
-                64,         // frame length
-                4,          // stripped
-                5,          // header length
+                1,           // one flow record
+                1,           // raw packet header (enterprise 0, format 1)
+                24,          // its length
+                1,           // header protocol: Ethernet
+                64,          // frame length
+                4,           // stripped
+                5,           // header length
                 0xAABB_CCDD,
                 0xEE00_0000, // padded to a word
             ]
@@ -361,9 +361,28 @@ mod tests {
         assert_eq!(
             &w[17..],
             [
-                2, 6, 2, 0x540B_E400, 1, 3, // index, type, speed (10G), direction, status
-                1, 2, 10, UNKNOWN_32, UNKNOWN_32, 1, 0, UNKNOWN_32, // in
-                0, 500, 5, UNKNOWN_32, UNKNOWN_32, 0, 0, 0, // out, promiscuous
+                2,
+                6,
+                2,
+                0x540B_E400,
+                1,
+                3, // index, type, speed (10G), direction, status
+                1,
+                2,
+                10,
+                UNKNOWN_32,
+                UNKNOWN_32,
+                1,
+                0,
+                UNKNOWN_32, // in
+                0,
+                500,
+                5,
+                UNKNOWN_32,
+                UNKNOWN_32,
+                0,
+                0,
+                0, // out, promiscuous
             ]
         );
     }

@@ -310,7 +310,11 @@ impl Sender {
         };
         let bytes = datagram::encode(&header, &self.pending);
         for c in &s.collectors {
-            let sock = if c.is_ipv4() { &self.sock4 } else { &self.sock6 };
+            let sock = if c.is_ipv4() {
+                &self.sock4
+            } else {
+                &self.sock6
+            };
             let sent = match sock {
                 Some(sock) => sock.send_to(&bytes, c).map(|_| ()),
                 None => Err(std::io::Error::other("no socket of that family")),

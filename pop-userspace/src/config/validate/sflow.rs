@@ -111,7 +111,6 @@ pub fn check_sflow(s: &SflowConfig) -> Result<ValidSflow, SflowError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::validate::{parse_config, to_toml, validate};
 
     const SECTION: &str = "[sflow]\ncollectors = [\"192.0.2.50:6343\", \"[2001:db8::50]:6343\"]\nsampling_rate = 1000\npolling_interval = 20\nagent_address = \"192.0.2.2\"\n";
@@ -183,13 +182,23 @@ mod tests {
         );
         // A polling interval of 0 turns counter samples off.
         let off = parse_config(&SECTION.replace("polling_interval = 20", "polling_interval = 0"));
-        assert_eq!(validate(&off.unwrap()).unwrap().sflow.unwrap().polling_interval, 0);
+        assert_eq!(
+            validate(&off.unwrap())
+                .unwrap()
+                .sflow
+                .unwrap()
+                .polling_interval,
+            0
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused_with_their_line() {
         let err = parse_config(&format!("{SECTION}sampling = 5\n")).unwrap_err();
         assert_eq!(err.to_string().split(':').next(), Some("config line 6"));
-        assert!(err.to_string().contains("unknown field `sampling`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `sampling`"),
+            "{err}"
+        );
     }
 }
