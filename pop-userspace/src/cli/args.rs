@@ -109,6 +109,15 @@ pub enum Command {
     /// What the live data plane does with a packet
     Trace(TraceArgs),
     /// Capture the packets the data plane sees, with their verdicts, as pcapng
+    ///
+    /// Every filter given must match; none captures everything. Packets are
+    /// written as the data plane left them (forwarded ones with their new MACs,
+    /// VLAN tag and TTL), each with its verdict as a comment: the action
+    /// (redirect, tx, pass, drop), the drop or pass reason, and the interfaces
+    /// in and out, e.g. "drop acl; in eth1". The data plane captures at most
+    /// 5000 packets a second per CPU, so a capture cannot hurt forwarding. The
+    /// capture stops when popctl exits (--count, Ctrl-C). Only root and
+    /// members of popd's socket group can capture.
     Capture(CaptureArgs),
 }
 
@@ -257,13 +266,6 @@ pub struct TraceArgs {
 }
 
 /// `popctl capture ...`: which packets to capture and where to write them.
-///
-/// Every filter given must match. Packets are written as the data plane left
-/// them (forwarded ones with their new MACs, VLAN tag and TTL), each with a
-/// comment giving its verdict: the action (redirect, tx, pass, drop), the drop
-/// or pass reason, and the interfaces in and out. The data plane captures at
-/// most 5000 packets a second per CPU, so a capture cannot hurt forwarding;
-/// the capture stops when popctl exits.
 #[derive(Debug, clap::Args)]
 pub struct CaptureArgs {
     /// Packets arriving on or leaving by this interface
