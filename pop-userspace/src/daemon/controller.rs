@@ -152,7 +152,13 @@ impl Controller {
         }
         let maps_dir = c.dp().maps_dir();
         match crate::dataplane::observe::ObserveMaps::open(&maps_dir) {
-            Ok(o) => c.observe = Some(o),
+            Ok(mut o) => {
+                // A capture armed by a popd that died has no reader any more.
+                if let Err(e) = o.set_capture(None) {
+                    tracing::error!("capture: disarming: {e}");
+                }
+                c.observe = Some(o);
+            }
             Err(e) => tracing::error!("sampling and capture unavailable: {e}"),
         }
         match crate::sflow::Exporter::start(&maps_dir) {
