@@ -267,6 +267,28 @@ fn scenario(env: &mut Env) -> Result<()> {
         counter.is_some_and(|n| n > 0.0),
         "pop_sflow_samples_total{{kind=\"counter\"}} is {counter:?}"
     );
+    // The section is desired state: exported, and a bad value is refused.
+    let exported = env.popd.popctl_ok(&["export"])?;
+    ensure!(
+        exported.contains("[sflow]")
+            && exported.contains(&format!("sampling_rate = {SAMPLING_RATE}")),
+        "popctl export lacks the [sflow] section: {exported}"
+    );
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        exported.replace(
+            &format!("sampling_rate = {SAMPLING_RATE}"),
+            "sampling_rate = 0",
+        ),
+    )?;
+    let out = env.popd.popctl(&["apply", &bad.to_string_lossy()])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && err.trim() == "popctl: sflow: sampling_rate 0 out of range 1-2147483647",
+        "apply with sampling_rate 0: {out:?}"
+    );
     let logged = std::fs::read_to_string(&counters)?;
     ensure!(
         logged.lines().count() >= 3,

@@ -143,7 +143,8 @@ async fn capture(
     .map_err(std::io::Error::other)?;
     let armed = match armed {
         Ok(a) => a,
-        Err(message) => {
+        Err(e) => {
+            let message = e.to_string();
             let mut out = serde_json::to_vec(&Response::Error { message }).expect("serialises");
             out.push(b'\n');
             return w.write_all(&out).await;

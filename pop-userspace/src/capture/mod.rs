@@ -30,6 +30,43 @@ pub const RATE_PPS_PER_CPU: u64 = 5000;
 /// Packets a CPU may capture at once above the rate.
 pub const BURST_PACKETS: u64 = 256;
 
+/// Why a capture cannot be armed; each names the option and value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// `--iface` is not in the desired state's interfaces.
+    #[error("capture: --iface {0}: not an interface of pop (see popctl status)")]
+    NotPopInterface(String),
+    /// `--iface` is configured but the device is gone.
+    #[error("capture: --iface {0}: no such device")]
+    NoDevice(String),
+    /// `--customer` does not exist.
+    #[error("capture: --customer {0}: no such customer")]
+    NoCustomer(String),
+    /// `--drop REASON` is not a drop reason.
+    #[error("capture: --drop {reason}: not a drop reason (one of {all})")]
+    NotDropReason {
+        /// As given.
+        reason: String,
+        /// The reasons there are.
+        all: String,
+    },
+    /// `--snaplen` out of range.
+    #[error("capture: --snaplen {0} out of range 1-{CAPTURE_BYTES}")]
+    Snaplen(u32),
+    /// The data plane was removed (shutdown in progress).
+    #[error("capture: the data plane is not loaded")]
+    NoDataplane,
+    /// The pinned data plane has no capture maps.
+    #[error("capture: unavailable (the data plane has no capture maps)")]
+    Unavailable,
+    /// Another capture is armed.
+    #[error("capture: another capture is running (one at a time)")]
+    Busy,
+    /// A map could not be opened or written.
+    #[error("capture: {0}")]
+    Map(String),
+}
+
 /// An armed capture: what popd streams from.
 pub struct Armed {
     /// The first answer.
@@ -39,17 +76,17 @@ pub struct Armed {
     ring: RingBuf<MapData>,
 }
 
-fn ring(dir: &Path) -> Result<RingBuf<MapData>, String> {
+fn ring(dir: &Path) -> Result<RingBuf<MapData>, CaptureError> {
     let path = dir.join(names::CAPTURE_RING);
-    let data =
-        MapData::from_pin(&path).map_err(|e| format!("capture: map {}: {e}", path.display()))?;
-    let map = Map::from_map_data(data).map_err(|e| format!("capture: {e}"))?;
-    RingBuf::try_from(map).map_err(|e| format!("capture: {e}"))
+    let data = MapData::from_pin(&path)
+        .map_err(|e| CaptureError::Map(format!("map {}: {e}", path.display())))?;
+    let map = Map::from_map_data(data).map_err(|e| CaptureError::Map(e.to_string()))?;
+    RingBuf::try_from(map).map_err(|e| CaptureError::Map(e.to_string()))
 }
 
 /// Checks the request against the desired state and arms the filter. One
 /// capture at a time.
-pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, String> {
+pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, CaptureError> {
     let cfg = &ctl.state().config;
     let mut filter = PopObserveConfig {
         capture: CAPTURE_ON,
@@ -57,14 +94,12 @@ pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, String> 
     };
     if let Some(iface) = &req.iface {
         if !cfg.interfaces.iter().any(|i| &i.name == iface) {
-            return Err(format!(
-                "capture: --iface {iface}: not an interface of pop (see popctl status)"
-            ));
+            return Err(CaptureError::NotPopInterface(iface.clone()));
         }
         filter.capture |= CAPTURE_IFACE;
         filter.capture_ifindex = ctl
             .ifindex(iface)
-            .ok_or_else(|| format!("capture: --iface {iface}: no such device"))?;
+            .ok_or_else(|| CaptureError::NoDevice(iface.clone()))?;
     }
     if let Some(name) = &req.customer {
         let id = ctl
@@ -73,7 +108,7 @@ pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, String> 
             .customers
             .get(name)
             .copied()
-            .ok_or_else(|| format!("capture: --customer {name}: no such customer"))?;
+            .ok_or_else(|| CaptureError::NoCustomer(name.clone()))?;
         filter.capture |= CAPTURE_CUSTOMER;
         filter.capture_customer = id;
     }
@@ -84,21 +119,20 @@ pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, String> 
         let r = DropReason::ALL
             .iter()
             .find(|r| r.label() == reason)
-            .ok_or_else(|| {
-                let all: Vec<&str> = DropReason::ALL.iter().map(|r| r.label()).collect();
-                format!(
-                    "capture: --drop {reason}: not a drop reason (one of {})",
-                    all.join(", ")
-                )
+            .ok_or_else(|| CaptureError::NotDropReason {
+                reason: reason.clone(),
+                all: DropReason::ALL
+                    .iter()
+                    .map(|r| r.label())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })?;
         filter.capture |= CAPTURE_DROPS | CAPTURE_DROP_REASON;
         filter.capture_reason = *r as u32;
     }
     let snaplen = req.snaplen.unwrap_or(CAPTURE_BYTES as u32);
     if snaplen == 0 || snaplen as usize > CAPTURE_BYTES {
-        return Err(format!(
-            "capture: --snaplen {snaplen} out of range 1-{CAPTURE_BYTES}"
-        ));
+        return Err(CaptureError::Snaplen(snaplen));
     }
     filter.capture_snaplen = snaplen;
     filter.capture_interval_ns = 1_000_000_000 / RATE_PPS_PER_CPU;
@@ -108,24 +142,17 @@ pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, String> 
         .iter()
         .filter_map(|n| Some((ctl.ifindex(n)?, n.clone())))
         .collect();
-    let dir = ctl
-        .dp
-        .as_ref()
-        .ok_or("capture: the data plane is not loaded")?
-        .maps_dir();
-    let observe = ctl
-        .observe
-        .as_mut()
-        .ok_or("capture: unavailable (the data plane has no capture maps)")?;
+    let dir = ctl.dp.as_ref().ok_or(CaptureError::NoDataplane)?.maps_dir();
+    let observe = ctl.observe.as_mut().ok_or(CaptureError::Unavailable)?;
     if observe.capture_armed() {
-        return Err("capture: another capture is running (one at a time)".into());
+        return Err(CaptureError::Busy);
     }
     let mut ring = ring(&dir)?;
     // What an earlier capture left unread.
     while ring.next().is_some() {}
     observe
         .set_capture(Some(filter))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CaptureError::Map(e.to_string()))?;
     tracing::info!(?req, "capture armed");
     Ok(Armed {
         start: CaptureStart {

@@ -193,6 +193,23 @@ mod tests {
     }
 
     #[test]
+    fn apply_lists_the_section_change() {
+        use crate::config::diff::diff;
+        let with = parse_config(SECTION).unwrap();
+        let without = parse_config("").unwrap();
+        assert_eq!(
+            diff(&without, &with),
+            ["+ sflow to 192.0.2.50:6343,[2001:db8::50]:6343 sampling_rate 1000 polling_interval 20 agent_address 192.0.2.2"]
+        );
+        let mut faster = with.clone();
+        faster.sflow.as_mut().unwrap().sampling_rate = 100;
+        assert_eq!(diff(&with, &faster).len(), 1);
+        assert!(diff(&with, &faster)[0].starts_with("~ sflow to "));
+        assert!(diff(&with, &without)[0].starts_with("- sflow to "));
+        assert!(diff(&with, &with).is_empty());
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_line() {
         let err = parse_config(&format!("{SECTION}sampling = 5\n")).unwrap_err();
         assert_eq!(err.to_string().split(':').next(), Some("config line 6"));
