@@ -543,6 +543,22 @@ fn capture_scenario(env: &mut Env) -> Result<()> {
         "want 5 comments \"drop acl; in eth1\": {c:?}"
     );
 
+    // Only root and the socket's group may capture: not user nobody.
+    let popctl = pop_lab::popd::test_bin_dir()?.join("popctl");
+    let out = pop_lab::cmd::output(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&popctl)
+            .arg("--socket")
+            .arg(env.popd.socket())
+            .args(["capture", "-w", "-"]),
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("Permission denied"),
+        "popctl capture as nobody: {out:?}"
+    );
+
     // A popctl that goes away without its count disarms the capture: the
     // next one can be armed (one capture at a time).
     let file = dir.join("killed.pcapng");
