@@ -113,8 +113,6 @@ __noinline int observe_begin_armed(struct xdp_md *ctx)
 		pending |= POP_PENDING_CAPTURE;
 	if (!pending)
 		return 0;
-	if (!len)
-		len = bpf_xdp_get_buff_len(ctx);
 	s->pending = pending;
 	s->reason = 0;
 	s->egress_ifindex = 0;
@@ -258,8 +256,10 @@ static __always_inline void observe_capture(struct xdp_md *ctx,
 	if ((flags & POP_CAPTURE_CUSTOMER) &&
 	    !observe_customer_match(ctx, c->capture_customer))
 		return;
-	/* The rate bound (GCRA): one packet per interval, bursts up to burst. */
-	now = bpf_ktime_get_ns();
+	/* The rate bound (GCRA): one packet per interval, bursts up to burst.
+	 * The coarse clock (a few ms) is cheap enough to read for every packet
+	 * a busy capture turns away. */
+	now = bpf_ktime_get_coarse_ns();
 	tat = s->capture_tat_ns;
 	if (tat > now + c->capture_burst_ns) {
 		observe_count(POP_OBS_CAPTURE_LIMITED);
@@ -281,7 +281,7 @@ static __always_inline void observe_capture(struct xdp_md *ctx,
 		snap = POP_CAPTURE_BYTES;
 	if (snap < 1 || bpf_xdp_load_bytes(ctx, 0, rec->data, snap) != 0)
 		snap = 0;
-	rec->timestamp_ns = now;
+	rec->timestamp_ns = bpf_ktime_get_ns();
 	rec->capture_len = snap;
 	observe_fill_capture(rec, s, action, len);
 	bpf_ringbuf_submit(rec, 0);

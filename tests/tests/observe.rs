@@ -198,12 +198,16 @@ fn samples_and_captures_carry_the_verdict() {
             "sampling off with capture alone"
         );
 
-        // The rate bound: a burst of 3 packets, then one per second.
+        // The rate bound: a burst of 3 packets, then one per second. The
+        // bucket is per CPU: stay on one.
+        let mut one = nix::sched::CpuSet::new();
+        one.set(0).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).unwrap();
         set(
             &mut h,
             PopObserveConfig {
                 capture_interval_ns: 1_000_000_000,
-                capture_burst_ns: 2_000_000_000,
+                capture_burst_ns: 2_500_000_000,
                 ..capture_all(64)
             },
         );

@@ -26,9 +26,9 @@ use crate::api::protocol::{CaptureRequest, CaptureStart, CapturedPacket};
 use crate::daemon::controller::Controller;
 
 /// Captured packets per second and CPU, at most.
-pub const RATE_PPS_PER_CPU: u64 = 5000;
+pub const RATE_PPS_PER_CPU: u64 = 2000;
 /// Packets a CPU may capture at once above the rate.
-pub const BURST_PACKETS: u64 = 256;
+pub const BURST_PACKETS: u64 = 128;
 
 /// Why a capture cannot be armed; each names the option and value at fault.
 #[derive(Debug, thiserror::Error)]

@@ -115,7 +115,7 @@ pub enum Command {
     /// VLAN tag and TTL), each with its verdict as a comment: the action
     /// (redirect, tx, pass, drop), the drop or pass reason, and the interfaces
     /// in and out, e.g. "drop acl; in eth1". The data plane captures at most
-    /// 5000 packets a second per CPU, so a capture cannot hurt forwarding. The
+    /// 2000 packets a second per CPU, so a capture cannot hurt forwarding. The
     /// capture stops when popctl exits (--count, Ctrl-C). Only root and
     /// members of popd's socket group can capture.
     Capture(CaptureArgs),
