@@ -81,6 +81,28 @@ pub const IPV6_EXT_MAX: u32 = 6;
 /// besides their own (of macvlan/macvtap devices, VRRP virtual MACs among
 /// them; a VLAN device's port's).
 pub const MAX_UPPER_MACS: u32 = 4096;
+/// Bytes of a sampled frame's start kept in a [`PopSample`] (sFlow header record).
+pub const SAMPLE_HEADER_BYTES: usize = 128;
+/// Most bytes of a frame kept in a [`PopCapture`].
+pub const CAPTURE_BYTES: usize = 2048;
+/// Size of the ring buffer `sample_ring`.
+pub const SAMPLE_RING_BYTES: u32 = 256 * 1024;
+/// Size of the ring buffer `capture_ring`.
+pub const CAPTURE_RING_BYTES: u32 = 4 * 1024 * 1024;
+/// `PopObserveConfig::capture`: a capture is armed.
+pub const CAPTURE_ON: u32 = 1 << 0;
+/// `PopObserveConfig::capture`: only packets in or out by `capture_ifindex`.
+pub const CAPTURE_IFACE: u32 = 1 << 1;
+/// `PopObserveConfig::capture`: only packets from or to `capture_customer`.
+pub const CAPTURE_CUSTOMER: u32 = 1 << 2;
+/// `PopObserveConfig::capture`: only dropped packets.
+pub const CAPTURE_DROPS: u32 = 1 << 3;
+/// `PopObserveConfig::capture`: only packets dropped for `capture_reason`.
+pub const CAPTURE_DROP_REASON: u32 = 1 << 4;
+/// `PopObserveScratch::pending`: the packet is sampled.
+pub const PENDING_SAMPLE: u32 = 1 << 0;
+/// `PopObserveScratch::pending`: a capture is armed.
+pub const PENDING_CAPTURE: u32 = 1 << 1;
 
 /// `PopConfig::flags`: drop (instead of pass to the kernel) packets without a route.
 pub const CFG_NO_ROUTE_DROP: u32 = 1 << 0;
@@ -160,6 +182,16 @@ pub mod maps {
     /// copy * MAX_ACL_RULES + rule → [`super::PopCounter`] per CPU: the hits of
     /// each ACL rule (packets it decided, allow or drop), indexed like [`ACL_RULES`].
     pub const ACL_HITS: &str = "acl_hits";
+    /// Index 0 → [`super::PopObserveConfig`]: sampling and capture settings.
+    pub const OBSERVE_CONFIG: &str = "observe_config";
+    /// Per CPU, index 0 → [`super::PopObserveScratch`]: one packet's sampling state.
+    pub const OBSERVE_SCRATCH: &str = "observe_scratch";
+    /// [`super::ObserveStat`] → u64 per CPU.
+    pub const OBSERVE_STATS: &str = "observe_stats";
+    /// Ring buffer of [`super::PopSample`] (sFlow flow samples).
+    pub const SAMPLE_RING: &str = "sample_ring";
+    /// Ring buffer of [`super::PopCapture`] (`popctl capture`).
+    pub const CAPTURE_RING: &str = "capture_ring";
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -192,6 +224,11 @@ pub mod maps {
         ICMP_STATS,
         ICMP_BUCKET,
         ACL_HITS,
+        OBSERVE_CONFIG,
+        OBSERVE_SCRATCH,
+        OBSERVE_STATS,
+        SAMPLE_RING,
+        CAPTURE_RING,
     ];
 }
 
@@ -363,6 +400,18 @@ labelled_enum!(
         In = 0 => "in",
         /// From the customer (matched by source).
         Out = 1 => "out",
+    }
+);
+
+labelled_enum!(
+    /// Counters of sampling and capture (`enum pop_observe_stat`, map `observe_stats`).
+    ObserveStat, 4, {
+        /// A sample found `sample_ring` full (reported as sFlow drops).
+        SampleLost = 0 => "sample_lost",
+        /// A matching packet found `capture_ring` full.
+        CaptureLost = 1 => "capture_lost",
+        /// A matching packet was over the capture rate.
+        CaptureLimited = 2 => "capture_limited",
     }
 );
 
@@ -689,6 +738,108 @@ pub struct PopIcmpBucket {
     pub last_ns: u64,
 }
 
+/// `struct pop_observe_config`: sampling and capture settings, one entry in
+/// map `observe_config`. All zero: nothing sampled or captured.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopObserveConfig {
+    /// Sample 1 in N packets at ingress; 0: off.
+    pub sampling_rate: u32,
+    /// `CAPTURE_*` bits; 0: no capture.
+    pub capture: u32,
+    /// With [`CAPTURE_IFACE`]: the port.
+    pub capture_ifindex: u32,
+    /// With [`CAPTURE_CUSTOMER`]: the customer id.
+    pub capture_customer: u32,
+    /// With [`CAPTURE_DROP_REASON`]: the [`DropReason`].
+    pub capture_reason: u32,
+    /// Bytes kept of each frame (at most [`CAPTURE_BYTES`]).
+    pub capture_snaplen: u32,
+    /// Per CPU, one captured packet per interval ...
+    pub capture_interval_ns: u64,
+    /// ... with bursts of `capture_burst_ns / capture_interval_ns` packets.
+    pub capture_burst_ns: u64,
+}
+
+/// `struct pop_observe_scratch`: per-CPU state of one packet's sampling and
+/// capture (map `observe_scratch`); only the data plane writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PopObserveScratch {
+    /// `PENDING_*` bits.
+    pub pending: u32,
+    /// Packets until the next sample on this CPU.
+    pub skip: u32,
+    /// The rate `skip` was drawn for.
+    pub skip_rate: u32,
+    /// Drop or pass reason the pipeline gave.
+    pub reason: u32,
+    /// Port a forwarded packet leaves by.
+    pub egress_ifindex: u32,
+    /// Port it arrived on.
+    pub ingress_ifindex: u32,
+    /// Frame length.
+    pub frame_len: u32,
+    /// Bytes in `header`.
+    pub header_len: u32,
+    /// The skip last drawn: packets from one sample to the next.
+    pub skip_drawn: u32,
+    /// Packets this CPU skipped that no sent sample has reported yet.
+    pub unreported: u32,
+    /// Capture rate state (theoretical arrival time, ns).
+    pub capture_tat_ns: u64,
+    /// The frame's first bytes as it arrived.
+    pub header: [u8; SAMPLE_HEADER_BYTES],
+}
+
+/// `struct pop_sample`: a flow sample from ring buffer `sample_ring`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PopSample {
+    /// Port it arrived on.
+    pub ingress_ifindex: u32,
+    /// Action redirect or tx: the port it left by; else 0.
+    pub egress_ifindex: u32,
+    /// [`Action`] as u32.
+    pub action: u32,
+    /// [`DropReason`] (action drop) or [`PassReason`] (action pass).
+    pub reason: u32,
+    /// Frame length.
+    pub frame_len: u32,
+    /// Bytes of `header` that are the frame's.
+    pub header_len: u32,
+    /// The rate it was sampled at.
+    pub sampling_rate: u32,
+    /// Packets this CPU saw since its last sample that reached popd, this one
+    /// included: what the sample adds to the sample pool.
+    pub skipped: u32,
+    /// The frame's first bytes as it arrived.
+    pub header: [u8; SAMPLE_HEADER_BYTES],
+}
+
+/// `struct pop_capture`: a captured packet from ring buffer `capture_ring`,
+/// as the pipeline left it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PopCapture {
+    /// CLOCK_MONOTONIC, ns.
+    pub timestamp_ns: u64,
+    /// Port it arrived on.
+    pub ingress_ifindex: u32,
+    /// Port it left by (redirect, tx), else 0.
+    pub egress_ifindex: u32,
+    /// [`Action`] as u32.
+    pub action: u32,
+    /// [`DropReason`] or [`PassReason`].
+    pub reason: u32,
+    /// Frame length.
+    pub frame_len: u32,
+    /// Bytes of `data` that are the frame's.
+    pub capture_len: u32,
+    /// The frame's first bytes.
+    pub data: [u8; CAPTURE_BYTES],
+}
+
 /// Index into `policers`.
 pub const fn policer_index(customer_id: u32, direction: Direction) -> u32 {
     customer_id * Direction::SLOTS + direction as u32
@@ -733,6 +884,10 @@ mod pod {
     unsafe impl aya::Pod for PopVlanKey {}
     unsafe impl aya::Pod for PopUpperMacKey {}
     unsafe impl aya::Pod for PopIcmpBucket {}
+    unsafe impl aya::Pod for PopObserveConfig {}
+    unsafe impl aya::Pod for PopObserveScratch {}
+    unsafe impl aya::Pod for PopSample {}
+    unsafe impl aya::Pod for PopCapture {}
 }
 
 /// A struct's C name, size and (field name, offset) pairs.
@@ -803,6 +958,67 @@ pub fn layouts() -> &'static [Layout] {
             "pop_policer",
             PopPolicer,
             [lock, pad, rate_bps, capacity, fill_ns, tokens, last_ns]
+        ),
+        l!(
+            "pop_observe_config",
+            PopObserveConfig,
+            [
+                sampling_rate,
+                capture,
+                capture_ifindex,
+                capture_customer,
+                capture_reason,
+                capture_snaplen,
+                capture_interval_ns,
+                capture_burst_ns
+            ]
+        ),
+        l!(
+            "pop_observe_scratch",
+            PopObserveScratch,
+            [
+                pending,
+                skip,
+                skip_rate,
+                reason,
+                egress_ifindex,
+                ingress_ifindex,
+                frame_len,
+                header_len,
+                skip_drawn,
+                unreported,
+                capture_tat_ns,
+                header
+            ]
+        ),
+        l!(
+            "pop_sample",
+            PopSample,
+            [
+                ingress_ifindex,
+                egress_ifindex,
+                action,
+                reason,
+                frame_len,
+                header_len,
+                sampling_rate,
+                skipped,
+                header
+            ]
+        ),
+        l!(
+            "pop_capture",
+            PopCapture,
+            [
+                timestamp_ns,
+                ingress_ifindex,
+                egress_ifindex,
+                action,
+                reason,
+                frame_len,
+                capture_len,
+                data
+            ]
         ),
         l!(
             "pop_trace",
@@ -887,6 +1103,13 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_ACL_NODE_CHILDREN", ACL_NODE_CHILDREN as i64),
         ("POP_ACL_MAX_NODE_DEPTH", ACL_MAX_NODE_DEPTH as i64),
         ("POP_ACL_LEAF_BLOCK", ACL_LEAF_BLOCK as i64),
+        ("POP_OBS_SAMPLE_LOST", ObserveStat::SampleLost as i64),
+        ("POP_OBS_CAPTURE_LOST", ObserveStat::CaptureLost as i64),
+        (
+            "POP_OBS_CAPTURE_LIMITED",
+            ObserveStat::CaptureLimited as i64,
+        ),
+        ("POP_OBS_MAX", ObserveStat::SLOTS as i64),
     ]
 }
 

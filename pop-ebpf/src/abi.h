@@ -333,4 +333,90 @@ struct pop_icmp_bucket {
 	__u64 last_ns;
 };
 
+/* Sampling (sFlow) and capture (popctl capture), observe.h. */
+/* The first bytes of a sampled frame kept, and the most of a captured one. */
+#define POP_SAMPLE_HEADER_BYTES 128
+#define POP_CAPTURE_BYTES 2048
+/* Ring buffer sizes: 256 KiB and 4 MiB. */
+#define POP_SAMPLE_RING_BYTES 262144
+#define POP_CAPTURE_RING_BYTES 4194304
+
+/* pop_observe_config.capture: what a packet must match to be captured:
+ * IFACE in or out by capture_ifindex, CUSTOMER from or to capture_customer,
+ * DROPS dropped, DROP_REASON dropped for capture_reason. */
+#define POP_CAPTURE_ON (1U << 0)
+#define POP_CAPTURE_IFACE (1U << 1)
+#define POP_CAPTURE_CUSTOMER (1U << 2)
+#define POP_CAPTURE_DROPS (1U << 3)
+#define POP_CAPTURE_DROP_REASON (1U << 4)
+
+/* pop_observe_scratch.pending */
+#define POP_PENDING_SAMPLE (1U << 0)
+#define POP_PENDING_CAPTURE (1U << 1)
+
+/* Counters of the sampling and capture machinery (map observe_stats). */
+enum pop_observe_stat {
+	POP_OBS_SAMPLE_LOST = 0, /* a sample found the sample ring full */
+	POP_OBS_CAPTURE_LOST = 1, /* a matching packet found the capture ring full */
+	POP_OBS_CAPTURE_LIMITED = 2, /* a matching packet over the capture rate */
+	POP_OBS_MAX = 4,
+};
+
+/* Sampling and capture settings, one entry in the array map observe_config,
+ * written by popd. All zero: nothing is sampled or captured, and a packet
+ * pays one lookup of this entry. */
+struct pop_observe_config {
+	__u32 sampling_rate; /* sample 1 in N packets at ingress; 0: off */
+	__u32 capture; /* POP_CAPTURE_* bits; 0: no capture */
+	__u32 capture_ifindex; /* POP_CAPTURE_IFACE: the port */
+	__u32 capture_customer; /* POP_CAPTURE_CUSTOMER: the customer id */
+	__u32 capture_reason; /* POP_CAPTURE_DROP_REASON: enum pop_drop_reason */
+	__u32 capture_snaplen; /* bytes kept of each frame, <= POP_CAPTURE_BYTES */
+	__u64 capture_interval_ns; /* per CPU: one packet per interval ... */
+	__u64 capture_burst_ns; /* ... with bursts of burst_ns / interval_ns */
+};
+
+/* Per-CPU state of one packet's sampling and capture (map observe_scratch):
+ * set before the pipeline, completed by the verdict helpers, emitted after. */
+struct pop_observe_scratch {
+	__u32 pending; /* POP_PENDING_*: what this packet is observed for */
+	__u32 skip; /* packets until the next sample, this CPU */
+	__u32 skip_rate; /* the sampling rate skip was drawn for */
+	__u32 reason; /* the drop or pass reason the pipeline gave */
+	__u32 egress_ifindex; /* the port a forwarded packet leaves by */
+	__u32 ingress_ifindex;
+	__u32 frame_len;
+	__u32 header_len; /* bytes in header */
+	__u32 skip_drawn; /* the skip last drawn: packets from a sample to the next */
+	__u32 unreported; /* packets skipped (this CPU) not yet in a sent sample */
+	__u64 capture_tat_ns; /* capture rate: theoretical arrival time */
+	__u8 header[POP_SAMPLE_HEADER_BYTES]; /* the frame as it arrived */
+};
+
+/* A flow sample (ring buffer sample_ring). */
+struct pop_sample {
+	__u32 ingress_ifindex;
+	__u32 egress_ifindex; /* action redirect or tx: the port it left by */
+	__u32 action; /* enum pop_action */
+	__u32 reason; /* enum pop_drop_reason (drop) or pop_pass_reason (pass) */
+	__u32 frame_len;
+	__u32 header_len;
+	__u32 sampling_rate; /* the rate it was sampled at */
+	__u32 skipped; /* packets this CPU saw since its last sample sent, this one included */
+	__u8 header[POP_SAMPLE_HEADER_BYTES];
+};
+
+/* A captured packet (ring buffer capture_ring), as the pipeline left it:
+ * forwarded packets with their new MACs, VLAN tag and TTL. */
+struct pop_capture {
+	__u64 timestamp_ns; /* CLOCK_MONOTONIC */
+	__u32 ingress_ifindex;
+	__u32 egress_ifindex;
+	__u32 action; /* enum pop_action */
+	__u32 reason;
+	__u32 frame_len;
+	__u32 capture_len; /* bytes in data */
+	__u8 data[POP_CAPTURE_BYTES];
+};
+
 #endif

@@ -8,6 +8,7 @@
 #define POP_COUNTERS_H
 
 #include "maps.h"
+#include "observe.h"
 
 static __always_inline void counter_add(void *map, __u32 index, __u32 bytes)
 {
@@ -62,10 +63,12 @@ static __always_inline int verdict_drop(struct pop_trace *t,
 					const struct pop_iface *iface,
 					__u32 reason, __u32 bytes)
 {
-	if (t)
+	if (t) {
 		t->drop_reason = reason;
-	else
+	} else {
 		counter_add(&drop_stats, reason, bytes);
+		observe_note_reason(reason);
+	}
 	count_iface(t, iface, POP_ACTION_DROP, bytes);
 	return XDP_DROP;
 }
@@ -74,10 +77,12 @@ static __always_inline int verdict_pass(struct pop_trace *t,
 					const struct pop_iface *iface,
 					__u32 reason, __u32 bytes)
 {
-	if (t)
+	if (t) {
 		t->pass_reason = reason;
-	else
+	} else {
 		counter_add(&pass_stats, reason, bytes);
+		observe_note_reason(reason);
+	}
 	count_iface(t, iface, POP_ACTION_PASS, bytes);
 	return XDP_PASS;
 }

@@ -280,4 +280,45 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } upper_macs SEC(".maps");
 
+/* Sampling and capture (observe.h): settings, per-CPU packet state,
+ * counters, and the ring buffers popd reads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pop_observe_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} observe_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pop_observe_scratch);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} observe_scratch SEC(".maps");
+
+/* index = enum pop_observe_stat */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, POP_OBS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} observe_stats SEC(".maps");
+
+/* struct pop_sample records, for popd's sFlow exporter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, POP_SAMPLE_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sample_ring SEC(".maps");
+
+/* struct pop_capture records, for popctl capture (through popd). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, POP_CAPTURE_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} capture_ring SEC(".maps");
+
 #endif

@@ -11,6 +11,7 @@
  *      cannot be forwarded (TTL, MTU) is answered with an ICMP error (icmp.h)
  *   5. rewrite MACs and TTL, redirect through the devmap (rewrite.h)
  *   6. count everything per CPU (counters.h)
+ * Around it, sampling (sFlow) and capture (observe.h).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -318,6 +319,8 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		return verdict_drop(t, iface, POP_DROP_ADJUST_HEAD, len);
 
 	/* 6. Count. */
+	if (!t)
+		observe_note_egress(nh->ifindex);
 	count_customer(t, customer_out, POP_DIR_OUT, len);
 	count_customer(t, customer_in, POP_DIR_IN, len);
 	if (nh->ifindex == port) {
@@ -350,7 +353,13 @@ int pop_xdp(struct xdp_md *ctx)
 	if (seen)
 		__sync_fetch_and_add(seen, 1);
 #endif
+	/* Sampling and capture (observe.h) see the packet before and after. */
+#ifndef POP_NO_OBSERVE
+	observe_begin(ctx);
+	return observe_end(ctx, pop_pipeline(ctx, NULL));
+#else
 	return pop_pipeline(ctx, NULL);
+#endif
 }
 
 /* `popctl trace`: the same pipeline on the same maps, run by popd through

@@ -4,6 +4,7 @@
 //! `dataplane`/`netlink`/`config` → `pop-common`.
 pub mod acl;
 pub mod api;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -11,4 +12,5 @@ pub mod dataplane;
 pub mod docgen;
 pub mod metrics;
 pub mod netlink;
+pub mod sflow;
 pub mod state;

@@ -255,6 +255,17 @@ fn define_errors(defines: &BTreeMap<String, Option<i64>>) -> Vec<String> {
         ("POP_MAX_SPOOF_PAIRS", MAX_SPOOF_PAIRS.into()),
         ("POP_IFACE_ANTI_SPOOFING", IFACE_ANTI_SPOOFING.into()),
         ("POP_IPV6_EXT_MAX", IPV6_EXT_MAX.into()),
+        ("POP_SAMPLE_HEADER_BYTES", SAMPLE_HEADER_BYTES as i64),
+        ("POP_CAPTURE_BYTES", CAPTURE_BYTES as i64),
+        ("POP_SAMPLE_RING_BYTES", SAMPLE_RING_BYTES.into()),
+        ("POP_CAPTURE_RING_BYTES", CAPTURE_RING_BYTES.into()),
+        ("POP_CAPTURE_ON", CAPTURE_ON.into()),
+        ("POP_CAPTURE_IFACE", CAPTURE_IFACE.into()),
+        ("POP_CAPTURE_CUSTOMER", CAPTURE_CUSTOMER.into()),
+        ("POP_CAPTURE_DROPS", CAPTURE_DROPS.into()),
+        ("POP_CAPTURE_DROP_REASON", CAPTURE_DROP_REASON.into()),
+        ("POP_PENDING_SAMPLE", PENDING_SAMPLE.into()),
+        ("POP_PENDING_CAPTURE", PENDING_CAPTURE.into()),
     ];
     let mut errors = vec![];
     for (name, value) in expected {

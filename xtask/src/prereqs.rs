@@ -29,7 +29,14 @@ pub const APT_PACKAGES: &[&str] = &[
     "lintian",
     "systemd",
     "man-db",
+    "pmacct",
+    "tshark",
+    "tcpdump",
 ];
+
+/// Answers tshark's install question (may non-root users capture?) with no,
+/// so a non-interactive install does not stop on it.
+const DEBCONF_PRESEED: &str = "wireshark-common wireshark-common/install-setuid boolean false\n";
 
 /// Where `bpf_helpers.h` must be for pop-ebpf's build script.
 const BPF_HELPERS: &str = "/usr/include/bpf/bpf_helpers.h";
@@ -116,6 +123,9 @@ fn missing_tools(needs: Needs) -> Vec<(&'static str, &'static str)> {
             ("systemd-analyze", "systemd"),
             ("setpriv", "util-linux"),
             ("man", "man-db"),
+            ("sfacctd", "pmacct"),
+            ("tshark", "tshark"),
+            ("tcpdump", "tcpdump"),
         ] {
             if find_in_path(tool).is_none() {
                 missing.push((tool, pkg));
@@ -157,6 +167,7 @@ fn install(apt: &Path, missing: &[&str]) -> Result<()> {
     if !update.success() {
         bail!("`apt-get update` failed ({update})");
     }
+    preseed_debconf()?;
     let status = Command::new(apt)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y"])
@@ -168,6 +179,27 @@ fn install(apt: &Path, missing: &[&str]) -> Result<()> {
             "`apt-get install -y {}` failed ({status})",
             APT_PACKAGES.join(" ")
         );
+    }
+    Ok(())
+}
+
+fn preseed_debconf() -> Result<()> {
+    use std::io::Write;
+    let Some(tool) = find_in_path("debconf-set-selections") else {
+        return Ok(());
+    };
+    let mut child = Command::new(tool)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run debconf-set-selections")?;
+    child
+        .stdin
+        .take()
+        .context("debconf-set-selections stdin")?
+        .write_all(DEBCONF_PRESEED.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`debconf-set-selections` failed ({status})");
     }
     Ok(())
 }

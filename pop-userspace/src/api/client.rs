@@ -63,7 +63,7 @@ fn os_message(e: &io::Error) -> String {
 }
 
 /// Why a connect was refused, naming the socket's group when it can be seen.
-fn permission_hint(socket: &Path) -> String {
+pub(crate) fn permission_hint(socket: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     let group = std::fs::metadata(socket)
         .ok()

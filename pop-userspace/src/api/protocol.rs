@@ -64,6 +64,10 @@ pub enum Request {
     Export,
     /// What the live data plane does with a packet (`popctl trace`).
     Trace(TraceRequest),
+    /// Arm a packet capture and stream the matching packets
+    /// ([`CaptureStart`], then one [`CapturedPacket`] per line) until the
+    /// client disconnects or `count` packets were sent.
+    Capture(CaptureRequest),
     /// Stop popd; with `detach`, remove the data plane too.
     Shutdown {
         /// Detach XDP and unpin everything.
@@ -272,4 +276,58 @@ pub struct AclInfo {
     /// Bytes (whole frames) of those packets.
     #[serde(default)]
     pub hit_bytes: u64,
+}
+
+/// What `popctl capture` asks for. Every given filter must match.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureRequest {
+    /// Packets arriving on or leaving by this pop interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    /// Packets from or to this customer's prefixes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    /// Only dropped packets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drops: bool,
+    /// Only packets dropped for this reason (`acl`, `spoofed`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+    /// Stop after this many packets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Bytes kept of each packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+/// popd's first answer to a capture: the capture is armed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStart {
+    /// pop's interfaces (the packets' `in` and `out` are among them).
+    pub interfaces: Vec<String>,
+    /// Bytes kept of each packet.
+    pub snaplen: u32,
+}
+
+/// A captured packet, one per line after [`CaptureStart`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CapturedPacket {
+    /// When the data plane saw it, ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// The interface it arrived on.
+    #[serde(rename = "in")]
+    pub in_iface: String,
+    /// The interface it left by (redirect, tx).
+    #[serde(default, rename = "out", skip_serializing_if = "Option::is_none")]
+    pub out_iface: Option<String>,
+    /// `redirect`, `tx`, `pass` or `drop`.
+    pub action: String,
+    /// Drop or pass reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Frame length.
+    pub len: u32,
+    /// The first bytes of the frame, hex.
+    pub data: String,
 }

@@ -97,6 +97,9 @@ async fn connection(
                 },
                 After::Continue,
             ),
+            Ok(Request::Capture(req)) => {
+                return capture(req, ctl, lines, w).await;
+            }
             Ok(req) => {
                 let mutates = !matches!(
                     req,
@@ -137,6 +140,87 @@ async fn connection(
         }
     }
     Ok(())
+}
+
+/// `popctl capture`: arms the filter, answers with [`CaptureStart`], then
+/// streams one [`CapturedPacket`] line per packet until the client goes away
+/// or has its count; the filter is disarmed whatever ends the stream.
+///
+/// [`CaptureStart`]: super::protocol::CaptureStart
+/// [`CapturedPacket`]: super::protocol::CapturedPacket
+async fn capture(
+    req: super::protocol::CaptureRequest,
+    ctl: Arc<Mutex<Controller>>,
+    mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    mut w: tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = ctl.clone();
+    let r = req.clone();
+    let armed = tokio::task::spawn_blocking(move || {
+        crate::capture::arm(&mut c.lock().unwrap_or_else(|p| p.into_inner()), &r)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    let armed = match armed {
+        Ok(a) => a,
+        Err(e) => {
+            let message = e.to_string();
+            let mut out = serde_json::to_vec(&Response::Error { message }).expect("serialises");
+            out.push(b'\n');
+            return w.write_all(&out).await;
+        }
+    };
+    // Disarms on every way out of this function.
+    struct Disarm(Arc<Mutex<Controller>>, Arc<AtomicBool>);
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            self.1.store(true, Ordering::Relaxed);
+            crate::capture::disarm(&self.0);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _disarm = Disarm(ctl.clone(), stop.clone());
+    let start = Response::Ok {
+        data: serde_json::to_value(&armed.start).expect("serialises"),
+    };
+    let mut out = serde_json::to_vec(&start).expect("serialises");
+    out.push(b'\n');
+    w.write_all(&out).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let reader = tokio::task::spawn_blocking({
+        let stop = stop.clone();
+        move || crate::capture::read_ring(armed, tx, stop)
+    });
+    let mut sent = 0u64;
+    let result = loop {
+        tokio::select! {
+            packet = rx.recv() => {
+                let Some(packet) = packet else { break Ok(()) };
+                let mut out = serde_json::to_vec(&packet).expect("serialises");
+                out.push(b'\n');
+                if let Err(e) = w.write_all(&out).await {
+                    break Err(e);
+                }
+                sent += 1;
+                if req.count.is_some_and(|n| sent >= n) {
+                    break Ok(());
+                }
+            }
+            line = lines.next_line() => {
+                // The client hung up (or sent something: a capture takes no more requests).
+                if !matches!(line, Ok(Some(_))) {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    drop(rx);
+    let _ = reader.await;
+    let _ = w.shutdown().await;
+    tracing::info!(packets = sent, "capture ended");
+    result
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! unreachable); 2 a usage error. Every error is exactly one line on stderr,
 //! `popctl: <message>`.
 pub mod args;
+pub mod capture;
 pub mod render;
 pub mod top;
 
@@ -57,6 +58,14 @@ pub enum CliError {
         what: &'static str,
         /// The decoding error.
         error: String,
+    },
+    /// The capture file cannot be written.
+    #[error("cannot write {}: {}", .path.display(), strip_os_error(.source))]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
     },
     /// Writing to stdout failed.
     #[error("cannot write output: {0}")]
@@ -159,6 +168,7 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
             iterations,
             interval,
         } => top::run(&socket, iterations, interval, cli.json, out),
+        Plan::Capture { request, output } => capture::run(&socket, &request, &output, out),
         Plan::Call(req) => {
             let data = call_ok(&socket, &req)?;
             if cli.json {

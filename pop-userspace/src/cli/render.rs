@@ -114,6 +114,8 @@ pub fn plain(req: &Request, data: &serde_json::Value, out: &mut dyn Write) -> Re
         | Request::CustomerDel { .. }
         | Request::AclAdd(_)
         | Request::AclDel { .. } => String::new(),
+        // A stream, written by the capture client.
+        Request::Capture(_) => String::new(),
     };
     write_all(out, &text)
 }

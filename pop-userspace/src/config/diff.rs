@@ -72,7 +72,26 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
         (Some(a), Some(b)) if a != b => lines.push(format!("~ kernel_routes table {}", b.table)),
         _ => {}
     }
+    match (&old.sflow, &new.sflow) {
+        (None, Some(s)) => lines.push(format!("+ {}", sflow_text(s))),
+        (Some(s), None) => lines.push(format!("- {}", sflow_text(s))),
+        (Some(a), Some(b)) if a != b => lines.push(format!("~ {}", sflow_text(b))),
+        _ => {}
+    }
     lines
+}
+
+fn sflow_text(s: &super::model::SflowConfig) -> String {
+    let mut text = format!(
+        "sflow to {} sampling_rate {} polling_interval {}",
+        s.collectors.join(","),
+        s.sampling_rate,
+        s.polling_interval
+    );
+    if let Some(a) = &s.agent_address {
+        text.push_str(&format!(" agent_address {a}"));
+    }
+    text
 }
 
 /// Appends `-`, `+` and `~` lines for one kind of object, merged in key order.
@@ -244,6 +263,7 @@ mod tests {
             acls: vec![],
             icmp: Default::default(),
             kernel_routes: None,
+            sflow: None,
         };
         let mut new = old.clone();
         new.icmp.burst = 10;

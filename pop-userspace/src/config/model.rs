@@ -27,6 +27,9 @@ pub struct Config {
     /// Learn routes from a kernel routing table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_routes: Option<KernelRoutes>,
+    /// sFlow v5 export (`[sflow]`); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sflow: Option<SflowConfig>,
 }
 
 /// `[icmp]`: the rate limit of the ICMP errors pop sends itself (Time
@@ -75,6 +78,33 @@ impl Default for IcmpConfig {
 pub struct KernelRoutes {
     /// The routing table number (`ip route show table N`).
     pub table: u32,
+}
+
+/// `[sflow]`: flow samples (1 in `sampling_rate` packets at ingress, dropped
+/// ones included) and interface counters, sent as sFlow v5 to the collectors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SflowConfig {
+    /// Collectors as "ip:port" ("[v6]:port" for IPv6), e.g. "192.0.2.50:6343".
+    pub collectors: Vec<String>,
+    /// Sample 1 in N packets, per interface, at ingress.
+    #[serde(default = "default_sampling_rate")]
+    pub sampling_rate: u64,
+    /// Seconds between interface counter samples; 0 turns them off.
+    #[serde(default = "default_polling_interval")]
+    pub polling_interval: u64,
+    /// The agent address in the datagrams; default: the first address of the
+    /// first upstream interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_address: Option<String>,
+}
+
+fn default_sampling_rate() -> u64 {
+    1000
+}
+
+fn default_polling_interval() -> u64 {
+    20
 }
 
 /// `[dataplane]`.

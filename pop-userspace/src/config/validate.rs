@@ -16,6 +16,7 @@
 mod error;
 mod parse;
 mod sections;
+mod sflow;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ use super::model::{
 };
 pub use error::{ConfigError, PortError, PrefixError, Problem};
 pub use parse::{parse_port_range, parse_prefix, parse_proto, proto_name, PROTO_NAMES};
+pub use sflow::{check_sflow, SflowError, ValidSflow};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const MAX_IFACE_NAME_LEN: usize = 15;
@@ -113,6 +115,8 @@ pub struct Validated {
     pub customers: Vec<ValidCustomer>,
     /// ACL rules sorted by priority (evaluation order).
     pub acls: Vec<ValidAcl>,
+    /// `[sflow]`, when present.
+    pub sflow: Option<ValidSflow>,
 }
 
 /// Parses a config file. A syntax error or unknown field is one line with its line
@@ -135,7 +139,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
 
 /// Renders a config as the TOML file [`parse_config`] reads back to an equal value:
 /// `[dataplane]` first, then the non-empty `[[interfaces]]`, `[[customers]]`,
-/// `[[routes]]` and `[[acls]]` sections, in that order.
+/// `[[routes]]` and `[[acls]]` sections, in that order, then `[sflow]`.
 pub fn to_toml(cfg: &Config) -> String {
     fn section<T: serde::Serialize + ?Sized>(name: &str, value: &T) -> String {
         // Plain structs of strings, integers and enums always serialize.
@@ -160,6 +164,9 @@ pub fn to_toml(cfg: &Config) -> String {
     }
     if let Some(k) = &cfg.kernel_routes {
         sections.push(section("kernel_routes", k));
+    }
+    if let Some(sflow) = &cfg.sflow {
+        sections.push(section("sflow", sflow));
     }
     sections.join("\n")
 }
@@ -440,6 +447,7 @@ pub fn validate(cfg: &Config) -> Result<Validated, ConfigError> {
         acls.push(valid);
     }
     acls.sort_by_key(|a| a.priority);
+    let sflow = cfg.sflow.as_ref().map(check_sflow).transpose()?;
 
     Ok(Validated {
         dataplane: cfg.dataplane.clone(),
@@ -447,6 +455,7 @@ pub fn validate(cfg: &Config) -> Result<Validated, ConfigError> {
         routes,
         customers,
         acls,
+        sflow,
     })
 }
 

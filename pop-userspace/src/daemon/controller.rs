@@ -63,6 +63,10 @@ pub struct Controller {
     /// Export a hit counter per ACL rule (label `priority`), not only totals
     /// (popd --metrics-acl-rules).
     pub acl_rule_metrics: bool,
+    /// Sampling rate and capture filter in the data plane.
+    pub observe: Option<crate::dataplane::observe::ObserveMaps>,
+    /// The sFlow exporter (`[sflow]`).
+    pub sflow: Option<crate::sflow::Exporter>,
 }
 
 /// The learned routes' view of the controller (split borrows of its fields).
@@ -146,6 +150,8 @@ impl Controller {
             local_not_loaded: (0, 0),
             learned,
             acl_rule_metrics: false,
+            observe: None,
+            sflow: None,
         };
         match c.bring_up(first) {
             Ok(()) => Ok(c),
@@ -202,6 +208,22 @@ impl Controller {
             tracing::info!(iface = %n, "detaching interface no longer in the desired state");
             let _ = self.dp_mut().detach(&n);
         }
+        let maps_dir = self.dp().maps_dir();
+        match crate::dataplane::observe::ObserveMaps::open(&maps_dir) {
+            Ok(mut o) => {
+                // A capture armed by a popd that died has no reader any more.
+                if let Err(e) = o.set_capture(None) {
+                    tracing::error!("capture: disarming: {e}");
+                }
+                self.observe = Some(o);
+            }
+            Err(e) => tracing::error!("sampling and capture unavailable: {e}"),
+        }
+        match crate::sflow::Exporter::start(&maps_dir) {
+            Ok(x) => self.sflow = Some(x),
+            Err(e) => tracing::error!("{e}"),
+        }
+        self.apply_sflow();
         Ok(())
     }
 
@@ -357,6 +379,34 @@ impl Controller {
         }
     }
 
+    /// Makes the data plane sample and the exporter send as `[sflow]` says
+    /// (nothing without it). A capture armed meanwhile is kept.
+    fn apply_sflow(&mut self) {
+        let valid = self
+            .state
+            .config
+            .sflow
+            .as_ref()
+            .and_then(|s| validate::check_sflow(s).ok());
+        let rate = valid.as_ref().map_or(0, |v| v.sampling_rate);
+        if let Some(o) = self.observe.as_mut() {
+            if let Err(e) = o.set_sampling_rate(rate) {
+                tracing::error!("sflow: {e}");
+            }
+        }
+        if let Some(x) = &self.sflow {
+            let kernel = &self.kernel;
+            x.set(valid.map(|v| {
+                crate::sflow::Settings::new(
+                    &v,
+                    &self.state.config,
+                    |n| kernel.links.get(n).map(|l| l.ifindex),
+                    &self.state.ids.iface_slots,
+                )
+            }));
+        }
+    }
+
     /// ifindex of every interface the ACL rules of `cfg` name.
     fn acl_ifindexes(&self, cfg: &Config) -> BTreeMap<String, Option<u32>> {
         check::acl_ifindexes(cfg, &self.kernel)
@@ -508,6 +558,11 @@ impl Controller {
         &self.state
     }
 
+    /// The kernel's ifindex of interface `name`, if it exists.
+    pub fn ifindex(&self, name: &str) -> Option<u32> {
+        self.kernel.links.get(name).map(|l| l.ifindex)
+    }
+
     /// Attach modes by interface.
     pub fn attached(&self) -> &BTreeMap<String, AttachMode> {
         &self.attached
@@ -582,6 +637,7 @@ impl Controller {
             let env = learned_env!(self);
             self.learned.refresh_nexthops(&env, &mut dp.maps);
         }
+        self.apply_sflow();
         true
     }
 
@@ -719,6 +775,7 @@ impl Controller {
             return Err(e.into());
         }
         drop(old_state);
+        self.apply_sflow();
         // Interfaces removed from the desired state.
         let gone: Vec<String> = self
             .attached
@@ -863,6 +920,8 @@ impl Controller {
                 .map_err(|e| e.to_string()),
             Request::Export => Ok(json!({ "config": validate::to_toml(&self.state.config) })),
             Request::Trace(t) => self.trace(&t),
+            // Served by the API server itself (a stream, not one answer).
+            Request::Capture(_) => Err("capture: not a one-answer request".into()),
         };
         (reply, After::Continue)
     }
@@ -1266,6 +1325,8 @@ impl Controller {
 
     /// Removes the data plane (`shutdown --detach`, `--detach-on-exit`).
     pub fn remove_dataplane(&mut self) -> Result<(), ControlError> {
+        self.sflow = None;
+        self.observe = None;
         self.acl = None;
         if let Some(dp) = self.dp.take() {
             dp.remove()?;

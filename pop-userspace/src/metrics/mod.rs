@@ -159,6 +159,20 @@ pub fn render(c: &Controller) -> String {
         "Generation of the live desired state",
         generation,
     );
+    let sflow = counter_family(
+        &mut reg,
+        "pop_sflow_samples",
+        "sFlow samples sent to the collectors, by kind (flow, counter)",
+    );
+    let (flows, counters) = c
+        .sflow
+        .as_ref()
+        .map_or((0, 0), |x| (x.flow_samples(), x.counter_samples()));
+    for (kind, n) in [("flow", flows), ("counter", counters)] {
+        sflow
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc_by(n);
+    }
     // A gauge, not an OpenMetrics info: the classic text format (and promtool)
     // has no info type.
     let build = gauge_family(&mut reg, "pop_build_info", "pop version (always 1)");

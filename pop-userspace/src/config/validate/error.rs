@@ -266,6 +266,9 @@ pub enum ConfigError {
          (use 1-254 or 256-4294967295, the table your BGP daemon exports to)"
     )]
     KernelRoutesTable(u32),
+    /// The `[sflow]` section.
+    #[error("sflow: {0}")]
+    Sflow(#[from] super::sflow::SflowError),
     /// More objects than the data plane's maps hold.
     #[error("too many {what}: {count} exceeds the maximum of {max}")]
     Limit {

@@ -18,7 +18,7 @@ use crate::config::model::Config;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Section {
-    /// The root table and `[dataplane]`: parsed together as one document.
+    /// The root table, `[dataplane]` and `[sflow]`: parsed together as one document.
     Rest,
     Interfaces,
     Customers,
@@ -43,7 +43,7 @@ fn header(line: &str) -> Option<Section> {
         None => t,
     };
     Some(match t {
-        "[dataplane]" | "[icmp]" => Section::Rest,
+        "[dataplane]" | "[icmp]" | "[sflow]" => Section::Rest,
         "[[interfaces]]" => Section::Interfaces,
         "[[customers]]" => Section::Customers,
         "[[routes]]" => Section::Routes,

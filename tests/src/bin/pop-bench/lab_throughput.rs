@@ -279,11 +279,13 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
         (5, Duration::from_secs(2))
     };
     let state = tempfile::tempdir()?;
+    // pop_capture: pop while `popctl capture` of every packet runs.
     let mut cases = vec![
         ("kernel_forward", 0),
         ("kernel_forward_nft", RULES),
         ("xdp_redirect_min", 0),
         ("pop", RULES),
+        ("pop_capture", RULES),
     ];
     if !o.quick {
         for n in [10, 100_000] {
@@ -296,17 +298,35 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
         for (i, &(case, rules)) in cases.iter().enumerate() {
             let mut popd = None;
             let mut min_router = None;
+            let mut capture = None;
             match case {
                 "xdp_redirect_min" => {
                     kernel_off(lab)?;
                     min_router = Some(MinRouter::attach(lab)?);
                 }
-                "pop" => {
+                "pop" | "pop_capture" => {
                     kernel_off(lab)?;
-                    let dir = state.path().join(format!("r{round}-{rules}"));
+                    let dir = state.path().join(format!("r{round}-{rules}-{case}"));
                     let mut p = Popd::new(lab, &o.bin_dir, &dir, &pop_config(rules))?;
                     p.start()?;
                     p.wait_resolved(Duration::from_secs(10))?;
+                    if case == "pop_capture" {
+                        let file = dir.join("capture.pcapng");
+                        capture = Some(
+                            std::process::Command::new(o.bin_dir.join("popctl"))
+                                .arg("--socket")
+                                .arg(p.socket())
+                                .args(["capture", "-w"])
+                                .arg(&file)
+                                .spawn()?,
+                        );
+                        let armed = std::time::Instant::now();
+                        while std::fs::metadata(&file).map_or(0, |m| m.len()) == 0
+                            && armed.elapsed() < Duration::from_secs(5)
+                        {
+                            thread::sleep(Duration::from_millis(20));
+                        }
+                    }
                     popd = Some(p);
                 }
                 _ => kernel_mode(lab, rules)?,
@@ -325,6 +345,10 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
             );
             pps[i].push(rate);
             drop(min_router);
+            if let Some(mut c) = capture {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
             if let Some(mut p) = popd {
                 if std::env::var_os("POP_BENCH_DEBUG").is_some() {
                     let m = p.metrics().unwrap_or_default();
@@ -346,7 +370,7 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
         .zip(pps)
         .map(|(&(case, rules), v)| LabRow {
             case: case.to_string(),
-            acl_rules: if case == "pop" && !pop_enforces_acls() {
+            acl_rules: if case.starts_with("pop") && !pop_enforces_acls() {
                 0
             } else {
                 rules as u64

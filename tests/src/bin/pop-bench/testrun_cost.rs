@@ -350,6 +350,40 @@ fn acl_rules_mixed(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl
 
 const XDP_REDIRECT: u32 = 4;
 
+/// Sampling rate of the `ipv4_forward_sflow` case.
+const SFLOW_BENCH_RATE: u32 = 1000;
+
+/// Sets the data plane's sFlow sampling rate (map `observe_config`); 0: off.
+fn set_sampling_rate(h: &Harness, rate: u32) -> Result<()> {
+    let data = MapData::from_pin(h.pin_dir().join(pop_common::maps::OBSERVE_CONFIG))?;
+    let mut map: aya::maps::Array<MapData, pop_common::PopObserveConfig> =
+        aya::maps::Array::try_from(Map::from_map_data(data)?)?;
+    let mut c = map.get(&0, 0)?;
+    c.sampling_rate = rate;
+    map.set(0, c, 0)?;
+    Ok(())
+}
+
+/// pop's object, or the ELF file named by `POP_BENCH_OBJECT` (to compare
+/// builds, e.g. one compiled with `-DPOP_NO_OBSERVE`).
+fn load_harness() -> Result<Harness> {
+    match std::env::var_os("POP_BENCH_OBJECT") {
+        None => Ok(Harness::load()?),
+        Some(path) => {
+            let bytes = std::fs::read(&path)?;
+            // ELF parsing wants the bytes 8-aligned: keep them in u64s.
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            // SAFETY: u64s are plain bytes; the view covers exactly the Vec.
+            let view = unsafe {
+                std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+            };
+            view[..bytes.len()].copy_from_slice(&bytes);
+            eprintln!("  loading {}", std::path::Path::new(&path).display());
+            Ok(Harness::load_object(&view[..bytes.len()])?)
+        }
+    }
+}
+
 /// Runs every test_run case.
 pub fn run(quick: bool) -> Result<Vec<TestRunRow>> {
     in_netns(move || run_in_netns(quick))
@@ -357,7 +391,7 @@ pub fn run(quick: bool) -> Result<Vec<TestRunRow>> {
 
 fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     let (a, b) = veth_pair("pbin", "pbout")?;
-    let mut h = Harness::load()?;
+    let mut h = load_harness()?;
     h.set_iface(a.ifindex, 0, Role::Customer, 1500)?;
     h.set_iface(b.ifindex, 1, Role::Upstream, 1500)?;
     h.add_tx_port(b.ifindex)?;
@@ -482,6 +516,20 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             routes_v4 = table;
         }
     }
+    // sFlow sampling 1 in 1000 (the ring is not read: once full, samples
+    // count as lost, which costs about what sending them does).
+    set_sampling_rate(&bench.h, SFLOW_BENCH_RATE)?;
+    let routes_now = *v4_sizes.last().expect("non-empty");
+    let frames: Vec<Vec<u8>> = (0..frames_per_case)
+        .map(|_| {
+            let dst = draw_v4(&mut rng, &routes_v4);
+            udp_frame(customer_v4, dst.into(), src_mac, a.mac)
+        })
+        .collect();
+    let m = bench.measure(&frames, XDP_REDIRECT)?;
+    rows.push(row("ipv4_forward_sflow", routes_now, 0, 1, &m));
+    set_sampling_rate(&bench.h, 0)?;
+    eprintln!("  ipv4_forward_sflow done");
     // ACL: N rules that do not match, then one (the last by priority) that
     // drops the benchmark frame, so the frame meets the whole rule set.
     let rule_counts: &[u64] = if quick {
