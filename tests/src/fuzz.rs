@@ -277,7 +277,11 @@ pub fn fill(h: &mut Harness, d: &Desired) -> crate::testrun::Result<()> {
             IpAddr::V6(a) => h.add_local_v6(a)?,
         }
     }
-    h.set_config(if d.no_route_drop { CFG_NO_ROUTE_DROP } else { 0 })?;
+    h.set_config(if d.no_route_drop {
+        CFG_NO_ROUTE_DROP
+    } else {
+        0
+    })?;
     // ICMP errors without a rate limit: the bucket depends on time.
     h.set_icmp_limit(0, 0)?;
     Ok(())
@@ -328,7 +332,10 @@ fn read_counter(h: &Harness, c: Counter) -> (u64, u64) {
     (v.packets, v.bytes)
 }
 
-type Snapshot = BTreeMap<Counter, (u64, u64)>;
+/// Packets and bytes.
+type Moved = (u64, u64);
+
+type Snapshot = BTreeMap<Counter, Moved>;
 
 fn snapshot(h: &Harness, all: &[Counter]) -> Snapshot {
     all.iter().map(|c| (*c, read_counter(h, *c))).collect()
@@ -385,7 +392,7 @@ pub fn hex(b: &[u8]) -> String {
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("odd hex length".into());
     }
     (0..s.len())
@@ -502,9 +509,7 @@ impl Fuzzer {
             tables: format!("{:?}", self.model.desired),
             what,
             program: prog,
-            model: self
-                .model
-                .predict(&case.frame, self.ifindex(case.ingress)),
+            model: self.model.predict(&case.frame, self.ifindex(case.ingress)),
         }
     }
 
@@ -548,7 +553,7 @@ impl Fuzzer {
         before: &Snapshot,
         after: &Snapshot,
         o: &Outcome,
-    ) -> Option<(Counter, (u64, u64), (u64, u64))> {
+    ) -> Option<(Counter, Moved, Moved)> {
         self.counters.iter().find_map(|c| {
             let want = o
                 .counters

@@ -11,7 +11,7 @@ use pop_common::{DropReason, IcmpType, PassReason};
 use pop_tests::{
     fuzz::{Case, Fuzzer},
     model::{Breakage, Verdict},
-    testrun::{in_netns, require_root, veth_pair, Harness},
+    testrun::{in_netns, mac_of_ifindex, require_root, veth_pair, Harness, Port},
 };
 
 /// Frames drawn per table set: tables are rewritten rarely, frames are cheap.
@@ -67,9 +67,22 @@ fn targeted() -> Vec<Verdict> {
     v
 }
 
+/// A port with a fixed MAC, so that corpus frames stay addressed to it.
+fn port(name: &str, peer: &str, mac: &str) -> Port {
+    let (mut p, _) = veth_pair(name, peer).unwrap();
+    let status = std::process::Command::new("ip")
+        .args(["link", "set", "dev", name, "address", mac])
+        .status()
+        .unwrap();
+    assert!(status.success(), "ip link set dev {name} address {mac}");
+    p.mac = mac_of_ifindex(p.ifindex).unwrap();
+    p
+}
+
 fn fuzzer() -> Fuzzer {
-    let (a, _) = veth_pair("fza", "fzpa").unwrap();
-    let (b, _) = veth_pair("fzb", "fzpb").unwrap();
+    // In a fresh namespace the ifindexes are fixed too (lo is 1).
+    let a = port("fza", "fzpa", "02:00:00:00:fa:0a");
+    let b = port("fzb", "fzpb", "02:00:00:00:fa:0b");
     let (unknown, _) = veth_pair("fzu", "fzpu").unwrap();
     let h = Harness::load().unwrap();
     Fuzzer::new(h, a, b, unknown.ifindex)
@@ -114,7 +127,10 @@ fn program_and_model_agree() {
                 panic!("corpus case {path}:\n{d}");
             }
         }
-        eprintln!("{} corpus cases agree; fuzzing {frames} frames, seed {seed}", corpus.len());
+        eprintln!(
+            "{} corpus cases agree; fuzzing {frames} frames, seed {seed}",
+            corpus.len()
+        );
         f.histogram.clear();
         f.frames = 0;
         let started = std::time::Instant::now();
@@ -157,7 +173,10 @@ fn a_broken_model_is_caught() {
             .expect_err("a model that keeps the TTL must differ from the program");
         let text = d.to_string();
         assert!(text.contains("action or output bytes"), "{text}");
-        assert!(text.contains("table_seed ") && text.contains("frame "), "{text}");
+        assert!(
+            text.contains("table_seed ") && text.contains("frame "),
+            "{text}"
+        );
         // The reproduction replays: the broken model differs on it again,
         // the true one agrees.
         let case = Case::parse(&d.case.to_text()).unwrap();

@@ -12,7 +12,7 @@ fn addr_v4(r: &mut Rng, d: &Desired) -> Ipv4Addr {
     let host = r.next_u64() as u32;
     match r.below(20) {
         // Inside a route prefix (or a customer's).
-        0..=4 => {
+        0..=6 => {
             let routes: Vec<_> = d
                 .routes
                 .iter()
@@ -22,7 +22,9 @@ fn addr_v4(r: &mut Rng, d: &Desired) -> Ipv4Addr {
                 return Ipv4Addr::from(0x0a00_0000 | (host & 0xffffff));
             }
             let p = r.pick(&routes).prefix;
-            let IpAddr::V4(a) = p.addr else { unreachable!() };
+            let IpAddr::V4(a) = p.addr else {
+                unreachable!()
+            };
             let mask = if p.len == 0 {
                 0
             } else {
@@ -30,8 +32,8 @@ fn addr_v4(r: &mut Rng, d: &Desired) -> Ipv4Addr {
             };
             Ipv4Addr::from((u32::from(a) & mask) | (host & !mask))
         }
-        5..=6 => Ipv4Addr::from(0x6440_0000 | (host & 0x3fffff)),
-        7..=9 => Ipv4Addr::from(0x0a01_0200 | (host & 0xff)),
+        7 => Ipv4Addr::from(0x6440_0000 | (host & 0x3fffff)),
+        8..=9 => Ipv4Addr::from(0x0a01_0200 | (host & 0xff)),
         10 => *r.pick(&[
             Ipv4Addr::new(192, 0, 2, 1),
             Ipv4Addr::new(10, 1, 2, 1),
@@ -70,7 +72,9 @@ fn addr_v6(r: &mut Rng, d: &Desired) -> Ipv6Addr {
                 return Ipv6Addr::from((0x2001_0db8u128 << 96) | host);
             }
             let p = r.pick(&routes).prefix;
-            let IpAddr::V6(a) = p.addr else { unreachable!() };
+            let IpAddr::V6(a) = p.addr else {
+                unreachable!()
+            };
             let mask = if p.len == 0 {
                 0
             } else {
@@ -141,16 +145,25 @@ fn payload_size(r: &mut Rng) -> usize {
 fn ipv4(r: &mut Rng, d: &Desired) -> Vec<u8> {
     let src = addr_v4(r, d);
     let dst = addr_v4(r, d);
-    let size = payload_size(r);
+    // More oversize IPv4 than IPv6: only DF ones are answered.
+    let size = if r.chance(2, 5) {
+        600 + r.below(1000)
+    } else {
+        payload_size(r)
+    };
     let (proto, body) = l4(r, false, size);
-    let options = if r.chance(1, 25) { 4 * (1 + r.below(10)) } else { 0 };
+    let options = if r.chance(1, 25) {
+        4 * (1 + r.below(10))
+    } else {
+        0
+    };
     let ihl = 20 + options;
     let mut h = vec![0u8; ihl];
     h[0] = 0x40 | (ihl / 4) as u8;
     h[1] = r.next_u64() as u8;
     h[2..4].copy_from_slice(&((ihl + body.len()) as u16).to_be_bytes());
     h[4..6].copy_from_slice(&(r.next_u64() as u16).to_be_bytes());
-    let mut frag: u16 = if r.chance(7, 10) { 0x4000 } else { 0 };
+    let mut frag: u16 = if r.chance(4, 5) { 0x4000 } else { 0 };
     if r.chance(1, 10) {
         frag = if r.chance(1, 2) {
             0x2000
@@ -236,7 +249,9 @@ fn mutate(r: &mut Rng, f: &mut Vec<u8>, ip: usize, v6: bool) {
                 let v = if r.chance(1, 2) {
                     r.next_u64() as u16
                 } else {
-                    ((f.len() - ip) as u16).wrapping_add(r.below(9) as u16).wrapping_sub(4)
+                    ((f.len() - ip) as u16)
+                        .wrapping_add(r.below(9) as u16)
+                        .wrapping_sub(4)
                 };
                 f[ip + 2..ip + 4].copy_from_slice(&v.to_be_bytes());
             }
@@ -246,7 +261,9 @@ fn mutate(r: &mut Rng, f: &mut Vec<u8>, ip: usize, v6: bool) {
                 let v = if r.chance(1, 2) {
                     r.next_u64() as u16
                 } else {
-                    (f.len().saturating_sub(ip + 40) as u16).wrapping_add(r.below(9) as u16).wrapping_sub(4)
+                    (f.len().saturating_sub(ip + 40) as u16)
+                        .wrapping_add(r.below(9) as u16)
+                        .wrapping_sub(4)
                 };
                 f[ip + 4..ip + 6].copy_from_slice(&v.to_be_bytes());
             }
