@@ -3,21 +3,26 @@
 //! through the reference model ([`crate::model`]); any difference in action,
 //! output bytes or counters is a [`Difference`] with a printable reproduction.
 //!
-//! Tables are drawn from a seed ([`tables`]), so a reproduction is the table
-//! seed, the ingress port and the frame's hex; that is also the corpus format
-//! (`tests/fuzz-corpus/*.case`, see [`Case`]).
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+//! Tables are drawn from a seed ([`tables`]); a reproduction is the tables
+//! (JSON of the model's desired state), the ingress port and the frame's hex,
+//! which is also the corpus format (`tests/fuzz-corpus/*.case`, see [`Case`]).
+use std::{collections::BTreeMap, fmt, net::IpAddr, rc::Rc};
 
 use aya::maps::HashMap as BpfHashMap;
+use ipnet::IpNet;
+use pop::{
+    acl::{self, AclMaps, SpoofTables},
+    config::{model::AclAction, validate::ValidAcl},
+};
 use pop_common::{
-    maps, Action, Direction, DropReason, IcmpType, PassReason, PopNexthop, PopVlanKey, Role,
-    CFG_NO_ROUTE_DROP, NH_RESOLVED, NH_VALID, ROUTE_BLACKHOLE,
+    maps, Action, Direction, DropReason, IcmpType, PassReason, PopIface, PopNexthop, PopVlanKey,
+    Role, CFG_NO_ROUTE_DROP, IFACE_ANTI_SPOOFING, NH_RESOLVED, NH_VALID, ROUTE_BLACKHOLE,
 };
 
 use crate::{
     model::{
-        Counter, CustomerSpec, Desired, IfaceSpec, Model, NextHopSpec, Outcome, Prefix, RouteSpec,
-        Verdict,
+        AclRuleSpec, Counter, CustomerSpec, Desired, IfaceSpec, Model, NextHopSpec, Outcome,
+        Prefix, RouteSpec, Verdict,
     },
     testrun::{Harness, Port},
 };
@@ -177,16 +182,45 @@ pub fn tables(seed: u64, a: &Port, b: &Port) -> Desired {
             blackhole: r.chance(1, 16),
         });
     }
-    let customers = vec![
+    let ports = [a.ifindex, b.ifindex, VLAN_DEV];
+    let attach = |r: &mut Rng| {
+        let mut at: Vec<u32> = ports.iter().copied().filter(|_| r.chance(1, 3)).collect();
+        at.dedup();
+        at
+    };
+    let mut customers = vec![
         CustomerSpec {
             id: 1,
             prefixes: vec![v4([198, 51, 100, 0], 24), v6("2001:db8:a::", 48)],
+            interfaces: attach(&mut r),
+            anti_spoofing: r.chance(1, 4),
         },
         CustomerSpec {
             id: 2,
             prefixes: vec![v4([10, 1, 2, 0], 24), v4([100, 64, 0, 0], 10)],
+            interfaces: attach(&mut r),
+            anti_spoofing: r.chance(1, 4),
+        },
+        CustomerSpec {
+            id: 3,
+            prefixes: vec![v4([203, 0, 113, 0], 24), v6("2001:db8:1::", 48)],
+            interfaces: attach(&mut r),
+            anti_spoofing: r.chance(1, 4),
         },
     ];
+    // 10/8 holds customer 2's 10.1.2.0/24 (a sub-allocation): counted by the
+    // most specific prefix. Only without anti-spoofing: there the data plane
+    // and the model disagree (tests/fuzz-corpus/known/).
+    if customers.iter().all(|c| !c.anti_spoofing) && r.chance(1, 2) {
+        customers[2].prefixes.push(v4([10, 0, 0, 0], 8));
+    }
+    let mut acls = vec![];
+    if r.chance(1, 2) {
+        let n = 2 + r.below(4);
+        for i in 0..n {
+            acls.push(acl_rule(&mut r, 10 * (n - i) as u32, &ports, &prefixes));
+        }
+    }
     let local = vec![
         v4([192, 0, 2, 1], 24),
         v4([10, 1, 2, 1], 24),
@@ -200,7 +234,46 @@ pub fn tables(seed: u64, a: &Port, b: &Port) -> Desired {
         customers,
         local,
         no_route_drop: r.chance(1, 2),
+        acls,
     }
+}
+
+/// A random ACL rule: two or three fields set, so that most traffic passes.
+fn acl_rule(r: &mut Rng, priority: u32, ports: &[u32], prefixes: &[Prefix]) -> AclRuleSpec {
+    let mut rule = AclRuleSpec {
+        priority,
+        drop: r.chance(3, 4),
+        src: None,
+        dst: None,
+        proto: None,
+        src_port: None,
+        dst_port: None,
+        in_iface: None,
+    };
+    let v6 = r.chance(1, 2);
+    let family: Vec<Prefix> = prefixes
+        .iter()
+        .copied()
+        .filter(|p| p.addr.is_ipv6() == v6 && p.len > 0)
+        .collect();
+    for _ in 0..2 + r.below(2) {
+        match r.below(6) {
+            0 => rule.src = Some(*r.pick(&family)),
+            1 => rule.dst = Some(*r.pick(&family)),
+            2 => rule.proto = Some(*r.pick(&[1, 58, 47])),
+            3 | 4 => {
+                rule.proto = Some(*r.pick(&[6, 17]));
+                let range = *r.pick(&[(0, 1023), (53, 53), (1024, 65535), (30000, 40000)]);
+                if r.chance(1, 2) {
+                    rule.dst_port = Some(range);
+                } else {
+                    rule.src_port = Some(range);
+                }
+            }
+            _ => rule.in_iface = Some(*r.pick(ports)),
+        }
+    }
+    rule
 }
 
 /// Writes `desired` into the harness's maps (after [`clear`] of the previous
@@ -284,12 +357,74 @@ pub fn fill(h: &mut Harness, d: &Desired) -> crate::testrun::Result<()> {
     })?;
     // ICMP errors without a rate limit: the bucket depends on time.
     h.set_icmp_limit(0, 0)?;
+    fill_admission(h, d);
     Ok(())
+}
+
+/// The interface name the ACL compiler is given for `ifindex`.
+fn iface_name(ifindex: u32) -> String {
+    format!("if{ifindex}")
+}
+
+/// Anti-spoofing and ACL tables, compiled by popd's own code (`pop::acl`).
+fn fill_admission(h: &mut Harness, d: &Desired) {
+    let mut spoof = SpoofTables::default();
+    for c in &d.customers {
+        for i in &c.interfaces {
+            spoof.allow.insert((c.id, *i));
+            if c.anti_spoofing {
+                // The first anti-spoofing customer at a port is the one its
+                // spoofed packets are counted against.
+                spoof.ports.entry(*i).or_insert(c.id);
+            }
+        }
+    }
+    let rules: Vec<ValidAcl> = d
+        .acls
+        .iter()
+        .map(|a| ValidAcl {
+            priority: a.priority,
+            action: if a.drop {
+                AclAction::Drop
+            } else {
+                AclAction::Allow
+            },
+            src: a.src.map(to_net),
+            dst: a.dst.map(to_net),
+            proto: a.proto,
+            src_port: a.src_port,
+            dst_port: a.dst_port,
+            in_iface: a.in_iface.map(iface_name),
+        })
+        .collect();
+    let compiled = acl::compile(&rules, &|name| name.strip_prefix("if")?.parse().ok())
+        .expect("compiling the ACL");
+    let mut maps = AclMaps::open(h.pin_dir()).expect("opening the ACL maps");
+    maps.swap_in(&compiled).expect("writing the ACL");
+    maps.add_spoof(&spoof)
+        .expect("writing the anti-spoofing tables");
+    for ifindex in spoof.ports.keys() {
+        let m = h.map_mut(maps::IFACES).expect("ifaces");
+        let mut ifaces: BpfHashMap<_, u32, PopIface> =
+            BpfHashMap::try_from(m).expect("ifaces is a hash map");
+        let mut value = ifaces.get(ifindex, 0).expect("the interface was written");
+        value.flags |= IFACE_ANTI_SPOOFING;
+        ifaces.insert(ifindex, value, 0).expect("writing ifaces");
+    }
+}
+
+fn to_net(p: Prefix) -> IpNet {
+    IpNet::new(p.addr, p.len).expect("a valid prefix length")
 }
 
 /// Removes the tables [`fill`] wrote.
 pub fn clear(h: &mut Harness) -> crate::testrun::Result<()> {
     h.reset_tables()?;
+    let mut maps = AclMaps::open(h.pin_dir()).expect("opening the ACL maps");
+    maps.prune_spoof(&SpoofTables::default())
+        .expect("clearing the anti-spoofing tables");
+    maps.swap_in(&acl::compile(&[], &|_| None).expect("an empty ACL"))
+        .expect("clearing the ACL");
     let map = h.map_mut(maps::VLAN_IFACES)?;
     let mut vlans: BpfHashMap<_, PopVlanKey, u32> =
         BpfHashMap::try_from(map).expect("vlan_ifaces is a hash map");
@@ -341,11 +476,14 @@ fn snapshot(h: &Harness, all: &[Counter]) -> Snapshot {
     all.iter().map(|c| (*c, read_counter(h, *c))).collect()
 }
 
-/// One frame and where it arrives.
+/// One frame, where it arrives, and the tables it meets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Case {
-    /// Seed of the tables ([`tables`]).
+    /// Seed the tables were drawn from ([`tables`]); informative only.
     pub table_seed: u64,
+    /// The tables, with the ports' ifindexes and MACs of the fuzz test
+    /// (shared by the frames of a run).
+    pub tables: Rc<Desired>,
     /// Ingress: 0 port A, 1 port B, 2 an interface pop does not serve.
     pub ingress: u8,
     /// The frame.
@@ -353,18 +491,20 @@ pub struct Case {
 }
 
 impl Case {
-    /// The corpus form: `table_seed N`, `ingress N`, `frame HEX` lines.
+    /// The corpus form: `table_seed N`, `ingress N`, `frame HEX` and
+    /// `tables JSON` lines.
     pub fn to_text(&self) -> String {
         format!(
-            "table_seed {}\ningress {}\nframe {}\n",
+            "table_seed {}\ningress {}\nframe {}\ntables {}\n",
             self.table_seed,
             self.ingress,
-            hex(&self.frame)
+            hex(&self.frame),
+            serde_json::to_string(&*self.tables).expect("tables serialize")
         )
     }
     /// Parses [`Case::to_text`]; `#` lines are comments.
     pub fn parse(text: &str) -> Result<Case, String> {
-        let (mut seed, mut ingress, mut frame) = (None, None, None);
+        let (mut seed, mut ingress, mut frame, mut tables) = (None, None, None, None);
         for line in text.lines().map(str::trim) {
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -374,11 +514,15 @@ impl Case {
                 "table_seed" => seed = Some(v.parse().map_err(|e| format!("{line}: {e}"))?),
                 "ingress" => ingress = Some(v.parse().map_err(|e| format!("{line}: {e}"))?),
                 "frame" => frame = Some(unhex(v)?),
+                "tables" => {
+                    tables = Some(serde_json::from_str(v).map_err(|e| format!("tables: {e}"))?)
+                }
                 _ => return Err(format!("unknown key {k:?}")),
             }
         }
         Ok(Case {
             table_seed: seed.ok_or("no table_seed")?,
+            tables: Rc::new(tables.ok_or("no tables")?),
             ingress: ingress.ok_or("no ingress")?,
             frame: frame.ok_or("no frame")?,
         })
@@ -406,8 +550,6 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
 pub struct Difference {
     /// The case (corpus form).
     pub case: Case,
-    /// The tables, for people.
-    pub tables: String,
     /// What differed.
     pub what: String,
     /// The program's action and output.
@@ -421,7 +563,6 @@ impl fmt::Display for Difference {
         writeln!(f, "program and model differ: {}", self.what)?;
         writeln!(f, "--- reproduction (tests/fuzz-corpus/NAME.case) ---")?;
         write!(f, "{}", self.case.to_text())?;
-        writeln!(f, "--- tables ---\n{}", self.tables)?;
         writeln!(
             f,
             "--- program: action {} output {}",
@@ -454,6 +595,7 @@ pub struct Fuzzer {
     /// The model of the current tables.
     pub model: Model,
     table_seed: u64,
+    tables: Rc<Desired>,
     counters: Vec<Counter>,
     /// Frames per verdict so far.
     pub histogram: BTreeMap<Verdict, u64>,
@@ -474,6 +616,7 @@ impl Fuzzer {
             unknown,
             model: Model::new(Desired::default()),
             table_seed: u64::MAX,
+            tables: Rc::new(Desired::default()),
             counters: vec![],
             histogram: BTreeMap::new(),
             frames: 0,
@@ -482,11 +625,18 @@ impl Fuzzer {
 
     /// Loads the tables of `seed` into the program and the model.
     pub fn use_tables(&mut self, seed: u64) {
-        if seed == self.table_seed {
+        let d = tables(seed, &self.ports[0], &self.ports[1]);
+        self.use_desired(seed, &Rc::new(d));
+    }
+
+    /// Loads `d` (drawn from `seed`) into the program and the model.
+    pub fn use_desired(&mut self, seed: u64, d: &Rc<Desired>) {
+        if seed == self.table_seed && (Rc::ptr_eq(d, &self.tables) || **d == *self.tables) {
             return;
         }
+        self.tables = d.clone();
+        let d = (**d).clone();
         clear(&mut self.harness).expect("clearing the tables");
-        let d = tables(seed, &self.ports[0], &self.ports[1]);
         fill(&mut self.harness, &d).expect("filling the tables");
         self.counters = all_counters(&d);
         let breakage = self.model.breakage;
@@ -506,7 +656,6 @@ impl Fuzzer {
     fn difference(&self, case: &Case, what: String, prog: (u32, Vec<u8>)) -> Difference {
         Difference {
             case: case.clone(),
-            tables: format!("{:?}", self.model.desired),
             what,
             program: prog,
             model: self.model.predict(&case.frame, self.ifindex(case.ingress)),
@@ -517,7 +666,7 @@ impl Fuzzer {
     /// model allows several answers (ECMP) that count differently, that
     /// frame's counters; returns the model's outcome that matched.
     fn check_one(&mut self, case: &Case) -> Result<Outcome, Box<Difference>> {
-        self.use_tables(case.table_seed);
+        self.use_desired(case.table_seed, &case.tables);
         let port = self.ifindex(case.ingress);
         let answers = self.model.predict(&case.frame, port);
         let ambiguous = answers.iter().any(|o| o.counters != answers[0].counters);
@@ -572,7 +721,7 @@ impl Fuzzer {
         let Some(first) = cases.first() else {
             return Ok(());
         };
-        self.use_tables(first.table_seed);
+        self.use_desired(first.table_seed, &first.tables);
         let before = snapshot(&self.harness, &self.counters);
         let mut expected: BTreeMap<Counter, (u64, u64)> = BTreeMap::new();
         for case in cases {
@@ -631,6 +780,7 @@ impl Fuzzer {
                 let (ingress, frame) = random_frame(&mut r, &self.model.desired, &self.ports);
                 batch.push(Case {
                     table_seed,
+                    tables: self.tables.clone(),
                     ingress,
                     frame,
                 });

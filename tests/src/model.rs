@@ -17,6 +17,7 @@ use std::{
 };
 
 use pop_common::{Action, Direction, DropReason, IcmpType, PassReason};
+use serde::{Deserialize, Serialize};
 
 /// XDP return codes (`enum xdp_action`).
 pub const XDP_DROP: u32 = 1;
@@ -28,7 +29,7 @@ pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
 /// An interface pop serves: an XDP port, or a VLAN device on one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IfaceSpec {
     /// Its ifindex (made up for a VLAN device).
     pub ifindex: u32,
@@ -47,7 +48,7 @@ pub struct IfaceSpec {
 }
 
 /// A next hop as the controller resolved it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextHopSpec {
     /// Egress XDP port.
     pub ifindex: u32,
@@ -64,7 +65,7 @@ pub struct NextHopSpec {
 }
 
 /// A route: a prefix and its next hops (several: ECMP), or a blackhole.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {
     /// Destination prefix.
     pub prefix: Prefix,
@@ -75,7 +76,7 @@ pub struct RouteSpec {
 }
 
 /// An address prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prefix {
     /// Network address.
     pub addr: IpAddr,
@@ -115,16 +116,55 @@ impl fmt::Display for Prefix {
 }
 
 /// A customer: its id and prefixes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerSpec {
     /// 1..
     pub id: u32,
     /// Its prefixes.
     pub prefixes: Vec<Prefix>,
+    /// The interfaces (ifindexes) where it attaches.
+    pub interfaces: Vec<u32>,
+    /// Traffic from its interfaces must come from its prefixes.
+    pub anti_spoofing: bool,
+}
+
+/// An ACL rule: every field optional; first match by priority wins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclRuleSpec {
+    /// Lower first.
+    pub priority: u32,
+    /// Drop (else allow).
+    pub drop: bool,
+    /// Source prefix.
+    pub src: Option<Prefix>,
+    /// Destination prefix.
+    pub dst: Option<Prefix>,
+    /// IP protocol (IPv6: the header after the extension headers).
+    pub proto: Option<u8>,
+    /// Inclusive source port range.
+    pub src_port: Option<(u16, u16)>,
+    /// Inclusive destination port range.
+    pub dst_port: Option<(u16, u16)>,
+    /// Ingress interface (a VLAN device for tagged frames).
+    pub in_iface: Option<u32>,
+}
+
+impl AclRuleSpec {
+    fn matches(&self, p: &Parsed, ifindex: u32) -> bool {
+        let port_ok = |range: Option<(u16, u16)>, pick: fn((u16, u16)) -> u16| {
+            range.is_none_or(|(lo, hi)| p.ports.is_some_and(|x| (lo..=hi).contains(&pick(x))))
+        };
+        self.src.is_none_or(|x| x.contains(p.src))
+            && self.dst.is_none_or(|x| x.contains(p.dst))
+            && self.proto.is_none_or(|x| x == p.proto)
+            && port_ok(self.src_port, |x| x.0)
+            && port_ok(self.dst_port, |x| x.1)
+            && self.in_iface.is_none_or(|x| x == ifindex)
+    }
 }
 
 /// The desired state the model judges by.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Desired {
     /// Interfaces pop serves.
     pub ifaces: Vec<IfaceSpec>,
@@ -138,6 +178,8 @@ pub struct Desired {
     pub local: Vec<Prefix>,
     /// `no_route = "drop"`.
     pub no_route_drop: bool,
+    /// ACL rules.
+    pub acls: Vec<AclRuleSpec>,
 }
 
 /// One counter pop keeps.
@@ -227,6 +269,10 @@ pub struct Parsed {
     pub non_first_fragment: bool,
     /// An ICMP error, an ICMP type unknown, or an ICMP header cut off.
     pub icmp_error: bool,
+    /// Transport protocol.
+    pub proto: u8,
+    /// TCP or UDP ports, where the packet has them.
+    pub ports: Option<(u16, u16)>,
 }
 
 /// The reference model over one desired state.
@@ -298,11 +344,13 @@ fn parse_v4(ip: &[u8], l2_len: usize, tci: Option<u16>) -> Step {
     let non_first = frag & 0x1fff != 0;
     let l4 = &ip[20..total];
     let mut icmp_error = false;
+    let mut ports = None;
     if !non_first {
         match ip[9] {
             1 => icmp_error = l4.is_empty() || icmp4_not_answered(l4[0]),
             6 if l4.len() < 20 => return Step::Drop(DropReason::Malformed),
             17 if l4.len() < 8 => return Step::Drop(DropReason::Malformed),
+            6 | 17 => ports = Some((be16(l4, 0), be16(l4, 2))),
             _ => {}
         }
     }
@@ -316,6 +364,8 @@ fn parse_v4(ip: &[u8], l2_len: usize, tci: Option<u16>) -> Step {
         df: frag & 0x4000 != 0,
         non_first_fragment: non_first,
         icmp_error,
+        proto: ip[9],
+        ports,
     })
 }
 
@@ -367,12 +417,14 @@ fn parse_v6(ip: &[u8], l2_len: usize, tci: Option<u16>) -> Step {
     }
     let l4 = &pkt[at..];
     let mut icmp_error = false;
+    let mut ports = None;
     if !non_first {
         match next {
             // RFC 4443 2.1: types below 128 are errors.
             58 => icmp_error = l4.is_empty() || l4[0] < 128,
             6 if l4.len() < 20 => return Step::Drop(DropReason::Malformed),
             17 if l4.len() < 8 => return Step::Drop(DropReason::Malformed),
+            6 | 17 => ports = Some((be16(l4, 0), be16(l4, 2))),
             _ => {}
         }
     }
@@ -391,6 +443,8 @@ fn parse_v6(ip: &[u8], l2_len: usize, tci: Option<u16>) -> Step {
         df: true,
         non_first_fragment: non_first,
         icmp_error,
+        proto: next,
+        ports,
     })
 }
 
@@ -586,6 +640,36 @@ impl Model {
         }
         let cust_out = self.customer(p.src);
         let cust_in = self.customer(p.dst);
+        // Anti-spoofing: on a port of a customer that asks for it, the
+        // source must lie in the prefixes of a customer attached there.
+        let here = |c: &&CustomerSpec| c.interfaces.contains(&iface.ifindex);
+        if let Some(guard) = self
+            .desired
+            .customers
+            .iter()
+            .filter(here)
+            .find(|c| c.anti_spoofing)
+        {
+            let allowed = self
+                .desired
+                .customers
+                .iter()
+                .filter(here)
+                .any(|c| c.prefixes.iter().any(|x| x.contains(p.src)));
+            if !allowed {
+                return drop(iface, DropReason::Spoofed, guard.id);
+            }
+        }
+        let mut rules: Vec<&AclRuleSpec> = self.desired.acls.iter().collect();
+        rules.sort_by_key(|r| r.priority);
+        if rules
+            .iter()
+            .find(|r| r.matches(&p, iface.ifindex))
+            .is_some_and(|r| r.drop)
+        {
+            let concerned = if cust_out != 0 { cust_out } else { cust_in };
+            return drop(iface, DropReason::Acl, concerned);
+        }
         let route = lpm(self.desired.routes.iter().map(|r| (&r.prefix, r)), p.dst);
         let route = match route {
             Some(r) if !r.blackhole && !r.nexthops.is_empty() => r,

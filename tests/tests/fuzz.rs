@@ -29,8 +29,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// The verdicts the generator must reach. Not here: what the fuzzer's tables
-/// leave unconfigured (anti-spoofing, ACL, policer, the ICMP rate limit: each
-/// tested on its own) and `adjust_head` (the kernel leaves room for a tag).
+/// leave unconfigured (the policer and the ICMP rate limit, which depend on
+/// time: each is tested on its own) and `adjust_head` (the kernel leaves room
+/// for a tag).
 fn targeted() -> Vec<Verdict> {
     let mut v = vec![
         Verdict::Redirect,
@@ -58,6 +59,8 @@ fn targeted() -> Vec<Verdict> {
     v.extend(
         [
             DropReason::Malformed,
+            DropReason::Spoofed,
+            DropReason::Acl,
             DropReason::NoRoute,
             DropReason::Martian,
             DropReason::OtherHost,
@@ -88,10 +91,11 @@ fn fuzzer() -> Fuzzer {
     Fuzzer::new(h, a, b, unknown.ifindex)
 }
 
-fn corpus() -> Vec<(String, Case)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz-corpus");
+/// The cases in `dir` (under `tests/`), sorted by file name.
+fn corpus_in(dir: &str) -> Vec<(String, Case)> {
+    let dir = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
     let mut cases = vec![];
-    for entry in std::fs::read_dir(dir).unwrap() {
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "case") {
             let text = std::fs::read_to_string(&path).unwrap();
@@ -121,7 +125,7 @@ fn program_and_model_agree() {
     let seed = env_u64("POP_FUZZ_SEED", 0x0b0b_f022);
     in_netns(move || {
         let mut f = fuzzer();
-        let corpus = corpus();
+        let corpus = corpus_in("fuzz-corpus");
         for (path, case) in &corpus {
             if let Err(d) = f.run_batch(std::slice::from_ref(case)) {
                 panic!("corpus case {path}:\n{d}");
@@ -172,7 +176,7 @@ fn a_broken_model_is_caught() {
             .run_random(7, 20_000, 20_000)
             .expect_err("a model that keeps the TTL must differ from the program");
         let text = d.to_string();
-        assert!(text.contains("action or output bytes"), "{text}");
+        assert!(text.contains("output bytes"), "{text}");
         assert!(
             text.contains("table_seed ") && text.contains("frame "),
             "{text}"
@@ -184,5 +188,26 @@ fn a_broken_model_is_caught() {
         f.model.breakage = None;
         f.run_batch(std::slice::from_ref(&case))
             .unwrap_or_else(|d| panic!("the true model differs too:\n{d}"));
+    });
+}
+
+/// Cases where the data plane and the model still disagree, each explained
+/// in its file under `tests/fuzz-corpus/known/`; the random tables avoid them
+/// (see `pop_tests::fuzz::tables`). Run with `--ignored`: it fails until the
+/// data plane is fixed, and then each case moves up to `tests/fuzz-corpus/`.
+#[test]
+#[ignore = "known disagreements: anti-spoofing of a customer's sub-allocated prefix"]
+fn known_disagreements() {
+    require_root();
+    in_netns(|| {
+        let mut f = fuzzer();
+        let mut failed = vec![];
+        for (path, case) in corpus_in("fuzz-corpus/known") {
+            if let Err(d) = f.run_batch(std::slice::from_ref(&case)) {
+                eprintln!("{path}:\n{d}");
+                failed.push(path);
+            }
+        }
+        assert!(failed.is_empty(), "still differ: {failed:?}");
     });
 }

@@ -188,7 +188,11 @@ fn ipv4(r: &mut Rng, d: &Desired) -> Vec<u8> {
 fn ipv6(r: &mut Rng, d: &Desired) -> Vec<u8> {
     let src = addr_v6(r, d);
     let dst = addr_v6(r, d);
-    let size = payload_size(r);
+    let size = if r.chance(1, 5) {
+        600 + r.below(1000)
+    } else {
+        payload_size(r)
+    };
     let (proto, body) = l4(r, true, size);
     // An extension-header chain, innermost last.
     let mut chain: Vec<u8> = vec![];
