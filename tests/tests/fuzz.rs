@@ -15,7 +15,7 @@ use pop_tests::{
 };
 
 /// Frames drawn per table set: tables are rewritten rarely, frames are cheap.
-const FRAMES_PER_TABLE: u64 = 20_000;
+const FRAMES_PER_TABLE: u64 = 10_000;
 /// A verdict the generator targets must get at least this share of frames.
 const MIN_SHARE: f64 = 0.01;
 
