@@ -31,8 +31,9 @@ pub fn run(frames: u64, seed: Option<u64>, release: bool) -> Result<()> {
     let status = cmd.status().context("cannot run cargo test")?;
     if !status.success() {
         bail!(
-            "the fuzz run failed ({status}): its output holds the reproduction; \
-             save it as tests/fuzz-corpus/NAME.case once the difference is fixed"
+            "the fuzz run failed ({status}): its output says why, a difference \
+             with its reproduction (save it as tests/fuzz-corpus/NAME.case once \
+             fixed) or a verdict under 1% of the frames"
         );
     }
     Ok(())
