@@ -146,7 +146,7 @@ fn ipv4(r: &mut Rng, d: &Desired) -> Vec<u8> {
     let src = addr_v4(r, d);
     let dst = addr_v4(r, d);
     // More oversize IPv4 than IPv6: only DF ones are answered.
-    let size = if r.chance(1, 2) {
+    let size = if r.chance(3, 5) {
         600 + r.below(1000)
     } else {
         payload_size(r)
@@ -302,8 +302,8 @@ pub fn random_frame(r: &mut Rng, d: &Desired, ports: &[Port; 2]) -> (u8, Vec<u8>
     let mut f = dmac.to_vec();
     f.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, 0xaa, 0x01]);
     let tags = match r.below(100) {
-        0..=84 => 0,
-        85..=96 => 1,
+        0..=89 => 0,
+        90..=97 => 1,
         _ => 2,
     };
     for _ in 0..tags {
