@@ -221,3 +221,23 @@ fn known_disagreements() {
         assert!(failed.is_empty(), "still differ: {failed:?}");
     });
 }
+
+/// A test of the test for the counters: a model that forgets to count
+/// forwarded packets for the receiving customer must be caught, and the
+/// difference pinned on one frame and one counter.
+#[test]
+fn a_miscounting_model_is_caught() {
+    require_root();
+    in_netns(|| {
+        let mut f = fuzzer();
+        f.model.breakage = Some(Breakage::CustomerInNotCounted);
+        let d = f
+            .run_random(11, 20_000, 20_000)
+            .expect_err("a model that misses customer counters must differ from the program");
+        let text = d.to_string();
+        assert!(
+            text.contains("counter Cust(") && text.contains("In)"),
+            "{text}"
+        );
+    });
+}

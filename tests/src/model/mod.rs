@@ -250,6 +250,8 @@ pub struct Outcome {
 pub enum Breakage {
     /// Forwarded packets keep their TTL / hop limit.
     TtlNotDecremented,
+    /// Forwarded packets are not counted for the receiving customer.
+    CustomerInNotCounted,
 }
 
 /// The reference model over one desired state.
@@ -459,7 +461,7 @@ impl Model {
         if cust_out != 0 {
             counters.push((Counter::Cust(cust_out, Direction::Out), len));
         }
-        if cust_in != 0 {
+        if cust_in != 0 && self.breakage != Some(Breakage::CustomerInNotCounted) {
             counters.push((Counter::Cust(cust_in, Direction::In), len));
         }
         let (verdict, action, egress) = if nh.ifindex == port {
