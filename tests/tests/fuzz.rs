@@ -3,8 +3,10 @@
 //! difference in action, output bytes or counters fails with a reproduction.
 //!
 //! `POP_FUZZ_FRAMES` (default 1,000,000) and `POP_FUZZ_SEED` (default fixed)
-//! steer the run; `cargo xtask fuzz --frames N [--seed S]` sets them. Every
-//! case in `tests/fuzz-corpus/*.case` (each once a difference) runs first.
+//! steer the run (`cargo xtask fuzz --frames N [--seed S]` sets them), and
+//! `POP_TESTRUN_OBJECT` names another build of the data plane to fuzz (e.g. a
+//! mutated one the fuzzer must reject). Every case in
+//! `tests/fuzz-corpus/*.case` (each once a difference) runs first.
 use std::collections::BTreeMap;
 
 use pop_common::{DropReason, IcmpType, PassReason};
@@ -86,11 +88,28 @@ fn port(name: &str, peer: &str, mac: &str) -> Port {
 }
 
 fn fuzzer() -> Fuzzer {
+    fuzzer_of(None)
+}
+
+/// A fuzzer over pop's object, or `object` (an ELF build of the data plane),
+/// or the one `POP_TESTRUN_OBJECT` names.
+fn fuzzer_of(object: Option<&[u8]>) -> Fuzzer {
     // In a fresh namespace the ifindexes are fixed too (lo is 1).
     let a = port("fza", "fzpa", "02:00:00:00:fa:0a");
     let b = port("fzb", "fzpb", "02:00:00:00:fa:0b");
     let (unknown, _) = veth_pair("fzu", "fzpu").unwrap();
-    let h = Harness::load().unwrap();
+    let h = match std::env::var_os("POP_TESTRUN_OBJECT") {
+        _ if object.is_some() => {
+            Harness::load_object(object.unwrap()).expect("loading the mutated data plane")
+        }
+        None => Harness::load().expect("loading the data plane"),
+        Some(path) => {
+            let bytes =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("POP_TESTRUN_OBJECT {path:?}: {e}"));
+            Harness::load_object(&bytes)
+                .unwrap_or_else(|e| panic!("loading POP_TESTRUN_OBJECT {path:?}: {e}"))
+        }
+    };
     Fuzzer::new(h, a, b, unknown.ifindex)
 }
 
@@ -240,4 +259,71 @@ fn a_miscounting_model_is_caught() {
             "{text}"
         );
     });
+}
+
+/// Mutations of the C data plane, each a bug the issue named or a rule of
+/// RFC 1812 / RFC 4443: (file, text, replacement).
+const MUTANTS: &[(&str, &str, &str)] = &[
+    // IPv4 header checksums no longer checked.
+    ("parse.h", "if (!ipv4_checksum_ok(iph))", "if (0)"),
+    // UDP ports read from the frame's padding, beyond the IP packet.
+    ("parse.h", "if ((void *)(udp + 1) > l3_end || ", "if ("),
+    // ICMP errors sent about non-first fragments.
+    (
+        "icmp.h",
+        "return !pkt->non_first_fragment && !pkt->icmp_error;",
+        "return !pkt->icmp_error;",
+    ),
+];
+
+/// A test of the test against the real C: each mutant of the data plane,
+/// built here with the same compiler and flags as `pop-ebpf/build.rs`, must
+/// differ from the model within a few thousand frames.
+#[test]
+fn mutated_data_planes_are_caught() {
+    require_root();
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../pop-ebpf/src");
+    let clang = std::env::var("POP_CLANG").unwrap_or_else(|_| "clang-16".into());
+    let mut objects = vec![];
+    for (file, from, to) in MUTANTS {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(src).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+        let target = dir.path().join(file);
+        let text = std::fs::read_to_string(&target).unwrap();
+        assert!(
+            text.contains(from),
+            "{file} no longer holds {from:?}: update MUTANTS"
+        );
+        std::fs::write(&target, text.replacen(from, to, 1)).unwrap();
+        let object = dir.path().join("pop.o");
+        let status = std::process::Command::new(&clang)
+            .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3"])
+            .arg("-I/usr/include/x86_64-linux-gnu")
+            .arg("-I")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("pop.bpf.c"))
+            .arg("-o")
+            .arg(&object)
+            .status()
+            .unwrap_or_else(|e| panic!("running {clang}: {e}"));
+        assert!(status.success(), "{clang} failed on the mutant of {file}");
+        objects.push((
+            format!("{file}: {from:?} -> {to:?}"),
+            std::fs::read(&object).unwrap(),
+        ));
+    }
+    for (mutant, object) in objects {
+        // A namespace each: the fuzzer's veths have fixed names.
+        in_netns(move || {
+            let mut f = fuzzer_of(Some(&object));
+            assert!(
+                f.run_random(3, 20_000, 10_000).is_err(),
+                "20000 frames did not tell the mutant {mutant} from the model"
+            );
+        });
+    }
 }
