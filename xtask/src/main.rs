@@ -64,7 +64,8 @@ enum Task {
         /// Seed of the tables and frames (default: the test's fixed seed).
         #[arg(long)]
         seed: Option<u64>,
-        /// Optimised build (about 3x faster per frame).
+        /// Optimised build (the model and the generator run faster; the first
+        /// build takes minutes).
         #[arg(long)]
         release: bool,
     },
