@@ -2,7 +2,11 @@
 //!
 //! - [`testrun`]: load pop's XDP object, fill its maps, and run packets through it
 //!   with BPF_PROG_TEST_RUN.
+//! - [`model`]: a reference model of the packet pipeline; [`fuzz`]: the
+//!   differential fuzzer that runs random frames through the program and the model.
 //! - [`lab`]: build and tear down the network-namespace PoP (upstream, edge,
 //!   customers) used by the end-to-end tests, `cargo xtask lab` and the demo.
+pub mod fuzz;
 pub mod lab;
+pub mod model;
 pub mod testrun;

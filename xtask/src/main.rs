@@ -1,10 +1,11 @@
-//! `cargo xtask`: build, lab, demo, test, bench and dist for pop.
+//! `cargo xtask`: build, lab, demo, test, fuzz, bench and dist for pop.
 //!
 //! Everything that builds first checks (and, as root on Debian, installs) the tools
 //! it needs; everything that touches the network (lab, demo, test) needs root.
 mod bench;
 mod demo;
 mod dist;
+mod fuzz;
 mod lab;
 mod prereqs;
 mod test;
@@ -54,6 +55,20 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Differential fuzzing: random frames through the XDP program and the
+    /// reference model, any difference fails with a reproduction (needs root).
+    Fuzz {
+        /// How many frames (each `cargo test` runs 1,000,000).
+        #[arg(long, default_value_t = 10_000_000)]
+        frames: u64,
+        /// Seed of the tables and frames (default: the test's fixed seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Optimised build (the model and the generator run faster; the first
+        /// build takes minutes).
+        #[arg(long)]
+        release: bool,
+    },
     /// Release build, Debian package target/dist/pop_<version>-1_amd64.deb and
     /// tarball target/dist/pop-<version>-x86_64.tar.gz.
     Dist,
@@ -88,6 +103,11 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Test => test::run(),
         Task::Bench { quick, json } => bench::run(quick, json),
+        Task::Fuzz {
+            frames,
+            seed,
+            release,
+        } => fuzz::run(frames, seed, release),
         Task::Dist => dist::run(),
     };
     match result {
