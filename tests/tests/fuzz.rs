@@ -69,6 +69,7 @@ fn targeted() -> Vec<Verdict> {
             DropReason::NoRoute,
             DropReason::Martian,
             DropReason::OtherHost,
+            DropReason::Blackhole,
         ]
         .map(Verdict::Drop),
     );

@@ -384,7 +384,9 @@ impl Model {
         }
         let route = lpm(self.desired.routes.iter().map(|r| (&r.prefix, r)), p.dst);
         let route = match route {
-            Some(r) if !r.blackhole && !r.nexthops.is_empty() => r,
+            // A blackhole (discard) route drops whatever `no_route` says.
+            Some(r) if r.blackhole => return drop(iface, DropReason::Blackhole, cust_out),
+            Some(r) if !r.nexthops.is_empty() => r,
             _ if self.desired.no_route_drop => return drop(iface, DropReason::NoRoute, cust_out),
             _ => return pass(iface, PassReason::NoRoute),
         };
