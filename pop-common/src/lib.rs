@@ -81,6 +81,9 @@ pub const IPV6_EXT_MAX: u32 = 6;
 /// besides their own (of macvlan/macvtap devices, VRRP virtual MACs among
 /// them; a VLAN device's port's).
 pub const MAX_UPPER_MACS: u32 = 4096;
+/// Capacity of `fib4_routes`: distinct IPv4 route records (ECMP groups,
+/// [`PopRoute`] values) at once; routes with equal values share one.
+pub const MAX_ROUTE_RECORDS_V4: u32 = 65_536;
 
 /// `PopConfig::flags`: drop (instead of pass to the kernel) packets without a route.
 pub const CFG_NO_ROUTE_DROP: u32 = 1 << 0;
@@ -160,6 +163,11 @@ pub mod maps {
     /// copy * MAX_ACL_RULES + rule → [`super::PopCounter`] per CPU: the hits of
     /// each ACL rule (packets it decided, allow or drop), indexed like [`ACL_RULES`].
     pub const ACL_HITS: &str = "acl_hits";
+    /// route id → [`super::PopRoute`]: the IPv4 route records that the
+    /// answers of the fib4 maps point at.
+    pub const FIB4_ROUTES: &str = "fib4_routes";
+    /// The IPv4 FIB's tables ([`crate::fib4`]).
+    pub use crate::fib4::maps::{FIB4_RESULTS, FIB4_TBL24, FIB4_TBL8};
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -192,6 +200,10 @@ pub mod maps {
         ICMP_STATS,
         ICMP_BUCKET,
         ACL_HITS,
+        FIB4_TBL24,
+        FIB4_TBL8,
+        FIB4_RESULTS,
+        FIB4_ROUTES,
     ];
 }
 
@@ -826,6 +838,12 @@ pub fn layouts() -> &'static [Layout] {
             ]
         ),
         l!("pop_icmp_bucket", PopIcmpBucket, [credit_ns, last_ns]),
+        l!("pop_fib4_block", fib4::PopFib4Block, [entry]),
+        l!(
+            "pop_fib4_result",
+            fib4::PopFib4Result,
+            [route_id, customer_id, flags, pad]
+        ),
     ]
 }
 

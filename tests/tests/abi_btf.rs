@@ -255,6 +255,7 @@ fn define_errors(defines: &BTreeMap<String, Option<i64>>) -> Vec<String> {
         ("POP_MAX_SPOOF_PAIRS", MAX_SPOOF_PAIRS.into()),
         ("POP_IFACE_ANTI_SPOOFING", IFACE_ANTI_SPOOFING.into()),
         ("POP_IPV6_EXT_MAX", IPV6_EXT_MAX.into()),
+        ("POP_MAX_ROUTE_RECORDS_V4", MAX_ROUTE_RECORDS_V4.into()),
     ];
     let mut errors = vec![];
     for (name, value) in expected {

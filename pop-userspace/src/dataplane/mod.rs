@@ -18,6 +18,7 @@
 pub mod fib4;
 mod link;
 pub mod maps;
+pub mod route4;
 pub mod route_writer;
 
 use std::ffi::CString;
