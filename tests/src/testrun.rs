@@ -646,7 +646,8 @@ impl Harness {
     }
 
     /// Adds an IPv4 route `prefix` (e.g. `"10.0.0.0/8"`) to next-hop ids
-    /// `nh_ids`: into fib4 and its route records, as popd writes it.
+    /// `nh_ids`: into fib4 and its route records, and the prefix list
+    /// `routes_v4`, as popd writes it.
     pub fn add_route_v4(&mut self, prefix: &str, nh_ids: &[u32], flags: u32) -> Result<()> {
         let (addr, len) = parse_prefix_v4(prefix)?;
         let route = make_route(prefix, nh_ids, flags)?;
@@ -655,6 +656,12 @@ impl Harness {
         self.routes4()?
             .set(&net, &route)
             .map_err(map_err(maps::FIB4_TBL24, format!("set {prefix}")))?;
+        // And the prefix list popd keeps beside it (read back on adoption).
+        let m = maps::ROUTES_V4;
+        let mut map: LpmTrie<_, [u8; 4], PopRoute> =
+            LpmTrie::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
+        map.insert(&Key::new(len, addr.octets()), route, 0)
+            .map_err(map_err(m, format!("insert {prefix}")))?;
         self.written.routes_v4.push((len, addr.octets()));
         Ok(())
     }
@@ -823,6 +830,13 @@ impl Harness {
                 .del(&net)
                 .map_err(map_err(maps::FIB4_TBL24, format!("remove {net}")))?;
         }
+        remove_all!(
+            maps::ROUTES_V4,
+            LpmTrie<_, [u8; 4], PopRoute>,
+            &w.routes_v4,
+            |m: &mut LpmTrie<_, [u8; 4], PopRoute>, k: &(u32, [u8; 4])| m
+                .remove(&Key::new(k.0, k.1))
+        );
         remove_all!(
             maps::ROUTES_V6,
             LpmTrie<_, [u8; 16], PopRoute>,

@@ -94,16 +94,21 @@ pub fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneEr
 }
 
 impl Maps {
-    /// Opens every map pinned in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, DataplaneError> {
+    /// Opens every map pinned in `dir`: maps a program load just created
+    /// (`fresh`: all empty), or maps that were in use (adopted).
+    pub fn open(dir: &Path, fresh: bool) -> Result<Self, DataplaneError> {
         let routes_v4: LpmTrie<MapData, [u8; 4], PopRoute> = typed!(dir, names::ROUTES_V4);
-        // The fib4 tables hold what routes_v4 lists: adopt them, and write
-        // only what differs (nothing, unless popd stopped mid-change).
-        let pinned = routes_v4.iter().flatten().filter_map(|(k, v)| {
-            let p = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8).ok()?;
-            Some((p, v))
-        });
-        let routes4 = super::route4::Routes4::open(dir, pinned)?;
+        let routes4 = if fresh {
+            super::route4::Routes4::open_new(dir)?
+        } else {
+            // The fib4 tables hold what routes_v4 lists: adopt them, and
+            // write only what differs (nothing, unless popd stopped mid-change).
+            let pinned = routes_v4.iter().flatten().filter_map(|(k, v)| {
+                let p = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8).ok()?;
+                Some((p, v))
+            });
+            super::route4::Routes4::open(dir, pinned)?
+        };
         Ok(Self {
             routes4,
             config: typed!(dir, names::CONFIG),
