@@ -103,6 +103,9 @@ pub const CAPTURE_DROP_REASON: u32 = 1 << 4;
 pub const PENDING_SAMPLE: u32 = 1 << 0;
 /// `PopObserveScratch::pending`: a capture is armed.
 pub const PENDING_CAPTURE: u32 = 1 << 1;
+/// Capacity of `fib4_routes`: distinct IPv4 route records (ECMP groups,
+/// [`PopRoute`] values) at once; routes with equal values share one.
+pub const MAX_ROUTE_RECORDS_V4: u32 = 65_536;
 
 /// `PopConfig::flags`: drop (instead of pass to the kernel) packets without a route.
 pub const CFG_NO_ROUTE_DROP: u32 = 1 << 0;
@@ -192,6 +195,11 @@ pub mod maps {
     pub const SAMPLE_RING: &str = "sample_ring";
     /// Ring buffer of [`super::PopCapture`] (`popctl capture`).
     pub const CAPTURE_RING: &str = "capture_ring";
+    /// route id → [`super::PopRoute`]: the IPv4 route records that the
+    /// answers of the fib4 maps point at.
+    pub const FIB4_ROUTES: &str = "fib4_routes";
+    /// The IPv4 FIB's tables ([`crate::fib4`]).
+    pub use crate::fib4::maps::{FIB4_RESULTS, FIB4_TBL24, FIB4_TBL8};
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -229,6 +237,10 @@ pub mod maps {
         OBSERVE_STATS,
         SAMPLE_RING,
         CAPTURE_RING,
+        FIB4_TBL24,
+        FIB4_TBL8,
+        FIB4_RESULTS,
+        FIB4_ROUTES,
     ];
 }
 
@@ -1042,6 +1054,12 @@ pub fn layouts() -> &'static [Layout] {
             ]
         ),
         l!("pop_icmp_bucket", PopIcmpBucket, [credit_ns, last_ns]),
+        l!("pop_fib4_block", fib4::PopFib4Block, [entry]),
+        l!(
+            "pop_fib4_result",
+            fib4::PopFib4Result,
+            [route_id, customer_id, flags, pad]
+        ),
     ]
 }
 

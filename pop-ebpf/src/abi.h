@@ -29,6 +29,9 @@
  * upper_macs): macvlan/macvtap upper devices' (VRRP virtual MACs among them),
  * and on a VLAN device with a MAC of its own, its port's. */
 #define POP_MAX_UPPER_MACS 4096
+/* IPv4 route records (ECMP groups) at once in fib4_routes: distinct
+ * struct pop_route values, shared by every route with the same value. */
+#define POP_MAX_ROUTE_RECORDS_V4 65536
 /* An ACL tree reference (a root in pop_acl_meta, a child in pop_acl_node):
  * with POP_ACL_REF_LEAF set it is a leaf, count =
  * (ref >> POP_ACL_REF_COUNT_SHIFT) & POP_ACL_REF_COUNT rules in the blocks

@@ -7,6 +7,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "abi.h"
+#include "fib4.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -51,6 +52,19 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } routes_v4 SEC(".maps");
+
+/* IPv4 route records (ECMP groups), indexed by the route_id of a fib4
+ * answer (fib4.h): the data plane looks IPv4 routes up in fib4, not in
+ * routes_v4, which popd keeps as the list of its IPv4 prefixes (read back
+ * after a restart). popd writes a record before a fib4 entry points at it
+ * and reuses one only after a grace period. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, POP_MAX_ROUTE_RECORDS_V4);
+	__type(key, __u32);
+	__type(value, struct pop_route);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fib4_routes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

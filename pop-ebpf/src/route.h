@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
-/* Longest-prefix route lookup and ECMP next-hop choice by flow hash. */
+/* Longest-prefix route lookup (IPv4: fib4, IPv6: the routes_v6 LPM trie)
+ * and ECMP next-hop choice by flow hash. */
 #ifndef POP_ROUTE_H
 #define POP_ROUTE_H
 
@@ -61,10 +62,13 @@ static __always_inline __u32 flow_hash(const struct packet *pkt)
 static __always_inline struct pop_route *route_lookup(const struct packet *pkt)
 {
 	if (pkt->eth_proto == ETH_P_IP) {
-		struct pop_lpm_v4 key = { .prefixlen = 32 };
+		const struct pop_fib4_result *r = fib4_lookup(pkt->dst.v4);
+		__u32 id;
 
-		__builtin_memcpy(key.addr, &pkt->dst.v4, 4);
-		return bpf_map_lookup_elem(&routes_v4, &key);
+		if (!r || (r->flags & (POP_FIB4_ROUTE | POP_FIB4_BLACKHOLE)) != POP_FIB4_ROUTE)
+			return NULL;
+		id = r->route_id;
+		return bpf_map_lookup_elem(&fib4_routes, &id);
 	} else {
 		struct pop_lpm_v6 key = { .prefixlen = 128 };
 

@@ -31,6 +31,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
+use pop::dataplane::route4::Routes4;
 use pop_common::{
     cust_drops_index, cust_stats_index, iface_stats_index, maps, Action, Direction, DropReason,
     IcmpType, PassReason, PopConfig, PopCounter, PopCustomerRef, PopIface, PopLocalV6, PopNexthop,
@@ -466,6 +467,8 @@ impl Drop for PinDir {
 /// with maps pinned in a private bpffs directory that is removed on drop.
 pub struct Harness {
     // Field order is drop order: the objects close their fds before the pins go.
+    /// IPv4 routes (fib4 and its route records), opened on first use.
+    routes4: Option<Routes4>,
     pop: Ebpf,
     pass: Ebpf,
     pin_dir: PinDir,
@@ -504,6 +507,7 @@ impl Harness {
         let pop = load_program(pop_object, Program::Pop, &pin_dir.0)?;
         let pass = load_program(pop_ebpf::pass_object(), Program::Pass, &pin_dir.0)?;
         Ok(Harness {
+            routes4: None,
             pop,
             pass,
             pin_dir,
@@ -630,10 +634,29 @@ impl Harness {
         Ok(())
     }
 
-    /// Adds an IPv4 route `prefix` (e.g. `"10.0.0.0/8"`) to next-hop ids `nh_ids`.
+    /// The data plane's IPv4 routes (fib4 and its route records), written
+    /// through popd's writer on this harness's maps.
+    pub fn routes4(&mut self) -> Result<&mut Routes4> {
+        if self.routes4.is_none() {
+            let r = Routes4::open_new(&self.pin_dir.0)
+                .map_err(map_err(maps::FIB4_ROUTES, "open fib4"))?;
+            self.routes4 = Some(r);
+        }
+        Ok(self.routes4.as_mut().expect("opened above"))
+    }
+
+    /// Adds an IPv4 route `prefix` (e.g. `"10.0.0.0/8"`) to next-hop ids
+    /// `nh_ids`: into fib4 and its route records, and the prefix list
+    /// `routes_v4`, as popd writes it.
     pub fn add_route_v4(&mut self, prefix: &str, nh_ids: &[u32], flags: u32) -> Result<()> {
         let (addr, len) = parse_prefix_v4(prefix)?;
         let route = make_route(prefix, nh_ids, flags)?;
+        let net = ipnet::Ipv4Net::new(addr, len as u8)
+            .map_err(map_err(maps::FIB4_TBL24, format!("prefix {prefix}")))?;
+        self.routes4()?
+            .set(&net, &route)
+            .map_err(map_err(maps::FIB4_TBL24, format!("set {prefix}")))?;
+        // And the prefix list popd keeps beside it (read back on adoption).
         let m = maps::ROUTES_V4;
         let mut map: LpmTrie<_, [u8; 4], PopRoute> =
             LpmTrie::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
@@ -800,6 +823,13 @@ impl Harness {
             &w.tx_ports,
             |m: &mut DevMapHash<_>, k: &u32| m.remove(*k)
         );
+        for (len, addr) in &w.routes_v4 {
+            let net = ipnet::Ipv4Net::new(Ipv4Addr::from(*addr), *len as u8)
+                .map_err(map_err(maps::FIB4_TBL24, format!("prefix {addr:?}/{len}")))?;
+            self.routes4()?
+                .del(&net)
+                .map_err(map_err(maps::FIB4_TBL24, format!("remove {net}")))?;
+        }
         remove_all!(
             maps::ROUTES_V4,
             LpmTrie<_, [u8; 4], PopRoute>,

@@ -266,6 +266,7 @@ fn define_errors(defines: &BTreeMap<String, Option<i64>>) -> Vec<String> {
         ("POP_CAPTURE_DROP_REASON", CAPTURE_DROP_REASON.into()),
         ("POP_PENDING_SAMPLE", PENDING_SAMPLE.into()),
         ("POP_PENDING_CAPTURE", PENDING_CAPTURE.into()),
+        ("POP_MAX_ROUTE_RECORDS_V4", MAX_ROUTE_RECORDS_V4.into()),
     ];
     let mut errors = vec![];
     for (name, value) in expected {
@@ -526,4 +527,36 @@ fn check_drift_is_detected() {
             && errors.iter().any(|e| e.contains("map routes_v4:")),
         "a renamed map went unnoticed: {errors:?}"
     );
+}
+
+/// pop's object includes fib4.h (the IPv4 FIB's maps and lookup): each of its
+/// `#define POP_*` must be mirrored in `pop_common::fib4::defines()` with the
+/// same value, and the other way round.
+#[test]
+fn fib4_defines_match_fib4_h() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../pop-ebpf/src/fib4.h");
+    let header = std::fs::read_to_string(path).expect("reading fib4.h");
+    let defines = parse_header_defines(&header);
+    let mirrored = pop_common::fib4::defines();
+    let mut errors = vec![];
+    for (name, value) in mirrored {
+        match defines.get(*name) {
+            Some(Some(c)) if c == value => {}
+            other => errors.push(format!(
+                "#define {name}: {other:?} in fib4.h, {value} in pop-common"
+            )),
+        }
+    }
+    for name in defines.keys().filter(|n| n.starts_with("POP_")) {
+        if !mirrored.iter().any(|(n, _)| n == name) {
+            errors.push(format!(
+                "#define {name}: in fib4.h but not in pop_common::fib4::defines()"
+            ));
+        }
+    }
+    assert!(
+        mirrored.len() >= 9,
+        "pop_common::fib4::defines() lost entries"
+    );
+    assert!(errors.is_empty(), "ABI drift:\n  {}", errors.join("\n  "));
 }

@@ -135,8 +135,9 @@ fn customer_changes_under_traffic_never_mix_tables() {
         let (h, a) = harness("crin", "crout", "203.0.113.0/24");
 
         let sets: Vec<Tables> = (0..3).map(customer_set).collect();
-        let mut writer = Maps::open(h.pin_dir()).unwrap();
-        let reader = Maps::open(h.pin_dir()).unwrap();
+        // Adopted (not fresh): the harness wrote a route.
+        let mut writer = Maps::open(h.pin_dir(), false).unwrap();
+        let reader = Maps::open(h.pin_dir(), false).unwrap();
         let mut applied = Tables::default();
         compile::apply(&mut writer, &mut applied, &sets[0], &mut Default::default()).unwrap();
 

@@ -962,7 +962,7 @@ impl Controller {
         };
         use pop_common::maps as n;
         let (l4, l6) = self.learned.installed(&learned_env!(self));
-        let maps = vec![
+        let mut maps = vec![
             fill(
                 n::ROUTES_V4,
                 a.routes_v4.len() + l4,
@@ -997,6 +997,22 @@ impl Controller {
                 pop_common::MAX_UPPER_MACS,
             ),
         ];
+        // The IPv4 FIB the data plane looks routes up in: split /24s,
+        // distinct answers and route records (ECMP groups) in use.
+        if let Some(dp) = self.dp.as_ref() {
+            let s = dp.maps.routes4.stats();
+            maps.push(fill(
+                n::FIB4_TBL8,
+                s.fib.groups_used as usize,
+                s.fib.group_limit,
+            ));
+            maps.push(fill(
+                n::FIB4_RESULTS,
+                s.fib.results_used as usize,
+                s.fib.result_limit,
+            ));
+            maps.push(fill(n::FIB4_ROUTES, s.records as usize, s.record_limit));
+        }
         StatusInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             program_id: self.dp.as_ref().map(|d| d.program_id()),

@@ -19,8 +19,11 @@ pub struct Maps {
     pub ifaces: HashMap<MapData, u32, PopIface>,
     /// Egress ports.
     pub tx_ports: DevMapHash<MapData>,
-    /// IPv4 routes.
+    /// IPv4 routes by prefix: the list popd reads back after a restart
+    /// (the data plane looks IPv4 routes up in [`Maps::routes4`]).
     pub routes_v4: LpmTrie<MapData, [u8; 4], PopRoute>,
+    /// IPv4 routes as the data plane looks them up: fib4 and route records.
+    pub routes4: super::route4::Routes4,
     /// IPv6 routes.
     pub routes_v6: LpmTrie<MapData, [u8; 16], PopRoute>,
     /// Next hops by id.
@@ -91,13 +94,27 @@ pub fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneEr
 }
 
 impl Maps {
-    /// Opens every map pinned in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, DataplaneError> {
+    /// Opens every map pinned in `dir`: maps a program load just created
+    /// (`fresh`: all empty), or maps that were in use (adopted).
+    pub fn open(dir: &Path, fresh: bool) -> Result<Self, DataplaneError> {
+        let routes_v4: LpmTrie<MapData, [u8; 4], PopRoute> = typed!(dir, names::ROUTES_V4);
+        let routes4 = if fresh {
+            super::route4::Routes4::open_new(dir)?
+        } else {
+            // The fib4 tables hold what routes_v4 lists: adopt them, and
+            // write only what differs (nothing, unless popd stopped mid-change).
+            let pinned = routes_v4.iter().flatten().filter_map(|(k, v)| {
+                let p = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8).ok()?;
+                Some((p, v))
+            });
+            super::route4::Routes4::open(dir, pinned)?
+        };
         Ok(Self {
+            routes4,
             config: typed!(dir, names::CONFIG),
             ifaces: typed!(dir, names::IFACES),
             tx_ports: typed!(dir, names::TX_PORTS),
-            routes_v4: typed!(dir, names::ROUTES_V4),
+            routes_v4,
             routes_v6: typed!(dir, names::ROUTES_V6),
             nexthops: typed!(dir, names::NEXTHOPS),
             cust_v4: typed!(dir, names::CUST_V4),

@@ -19,6 +19,7 @@ pub mod fib4;
 mod link;
 pub mod maps;
 pub mod observe;
+pub mod route4;
 pub mod route_writer;
 
 use std::ffi::CString;
@@ -312,7 +313,8 @@ impl Dataplane {
             .info()
             .map_err(|e| DataplaneError::Load(e.to_string()))?
             .id();
-        let maps = Maps::open(&load_maps)?;
+        // Loaded just now (fresh, or staged for an upgrade): empty maps.
+        let maps = Maps::open(&load_maps, !adopted)?;
         let mut dp = Self {
             root: root.to_path_buf(),
             program,

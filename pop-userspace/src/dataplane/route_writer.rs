@@ -1,7 +1,9 @@
 //! The one way routes and next hops get into the data plane. Both configured
 //! routes (`daemon::compile::apply`) and routes learned from the kernel
 //! (`daemon::learned`) write through [`RouteWriter`], so the route tables'
-//! layout (today two LPM tries) can change behind it without touching either.
+//! layout can change behind it without touching either. IPv4 routes go to
+//! fib4 and its route records (`super::route4`), listed by prefix in the
+//! `routes_v4` LPM trie; IPv6 routes to the `routes_v6` LPM trie.
 use aya::maps::MapError;
 use ipnet::{Ipv4Net, Ipv6Net};
 use pop_common::{maps as names, PopNexthop, PopRoute, MAX_ROUTES_V4, MAX_ROUTES_V6};
@@ -81,13 +83,29 @@ pub fn read_routes(
 }
 
 impl RouteWriter for Maps {
+    /// The data plane's IPv4 table (fib4 and its route record) first, then
+    /// the prefix list `routes_v4`; a refusal of either leaves both as they were.
     fn set_route_v4(&mut self, prefix: &Ipv4Net, route: &PopRoute) -> Result<(), DataplaneError> {
-        self.routes_v4
+        let old = self.routes4.get(prefix);
+        self.routes4.set(prefix, route)?;
+        let listed = self
+            .routes_v4
             .insert(&key_v4(prefix), *route, 0)
-            .map_err(insert_err(names::ROUTES_V4, MAX_ROUTES_V4))
+            .map_err(insert_err(names::ROUTES_V4, MAX_ROUTES_V4));
+        if listed.is_err() {
+            let undo = match old {
+                Some(r) => self.routes4.set(prefix, &r),
+                None => self.routes4.del(prefix),
+            };
+            if let Err(e) = undo {
+                tracing::error!("route {prefix}: undoing the fib4 change failed: {e}");
+            }
+        }
+        listed
     }
 
     fn del_route_v4(&mut self, prefix: &Ipv4Net) -> Result<(), DataplaneError> {
+        self.routes4.del(prefix)?;
         ignore_missing(self.routes_v4.remove(&key_v4(prefix))).map_err(map_err(names::ROUTES_V4))
     }
 

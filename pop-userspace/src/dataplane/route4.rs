@@ -1,0 +1,497 @@
+//! IPv4 routes as the data plane reads them: the fib4 tables
+//! (`fib4_tbl24`, `fib4_tbl8`, `fib4_results`, one lookup per address,
+//! [`super::fib4`]) answer a route id, which indexes the route records in
+//! `fib4_routes` (`struct pop_route`: flags and the ECMP next hops).
+//!
+//! Route records are interned: every route with the same [`PopRoute`] value
+//! shares one id, reference-counted by the routes that use it. Write order,
+//! so that a lookup running at any instant sees a complete route:
+//! - a new record is written before the fib4 entries point at it;
+//! - a record no route uses any more is released after the fib4 change that
+//!   stopped pointing at it, and its id is reused only after a grace period
+//!   ([`crate::acl::wait_for_readers`]): no lookup still holds it.
+//!
+//! [`Routes4::open`] adopts pinned maps (a restarted popd): the pinned
+//! entries keep forwarding while it loads the routes popd read back, reusing
+//! the records already there, and writes only the differences.
+use std::collections::HashMap;
+use std::path::Path;
+
+use aya::maps::{Array, Map, MapData};
+use ipnet::Ipv4Net;
+use pop_common::fib4::{FIB4_BLACKHOLE, FIB4_ROUTE};
+use pop_common::{maps as names, PopRoute, MAX_ECMP};
+
+use super::fib4::{Fib4, Fib4Backend, Fib4Error, Fib4Stats, MmapBackend, Prefix4, RouteTarget};
+use super::DataplaneError;
+
+type Key = (u32, u32, [u32; MAX_ECMP]);
+
+fn key(r: &PopRoute) -> Key {
+    (r.flags, r.nh_count, r.nh_ids)
+}
+
+/// Where route records go (the `fib4_routes` array, or memory in tests).
+pub trait RecordStore {
+    /// Records the array holds.
+    fn capacity(&self) -> u32;
+    /// Record `id`.
+    fn get(&self, id: u32) -> PopRoute;
+    /// Writes record `id` (no fib4 entry points at it yet).
+    fn set(&mut self, id: u32, route: &PopRoute) -> Result<(), DataplaneError>;
+}
+
+impl RecordStore for Array<MapData, PopRoute> {
+    fn capacity(&self) -> u32 {
+        self.len()
+    }
+    fn get(&self, id: u32) -> PopRoute {
+        Array::get(self, &id, 0).unwrap_or_default()
+    }
+    fn set(&mut self, id: u32, route: &PopRoute) -> Result<(), DataplaneError> {
+        Array::set(self, id, *route, 0).map_err(super::maps::map_err(names::FIB4_ROUTES))
+    }
+}
+
+/// Route record ids: values, reference counts, free ids.
+#[derive(Default)]
+struct RecordIds {
+    by_value: HashMap<Key, u32>,
+    values: Vec<PopRoute>,
+    refs: Vec<u32>,
+    /// Released and past a grace period: reusable now.
+    free: Vec<u32>,
+    /// Released; reusable after the next grace period.
+    pending: Vec<u32>,
+    /// Ids below this were used (or held by adopted tables).
+    fresh: u32,
+    capacity: u32,
+}
+
+impl RecordIds {
+    fn new(capacity: u32) -> Self {
+        Self {
+            values: vec![PopRoute::default(); capacity as usize],
+            refs: vec![0; capacity as usize],
+            capacity,
+            ..Default::default()
+        }
+    }
+
+    fn in_use(&self) -> u32 {
+        self.by_value.len() as u32
+    }
+
+    /// The id for `route`, taking a reference; writes a new record first.
+    fn acquire(
+        &mut self,
+        route: &PopRoute,
+        store: &mut dyn RecordStore,
+        wait: &mut dyn FnMut(),
+    ) -> Result<u32, DataplaneError> {
+        if let Some(&id) = self.by_value.get(&key(route)) {
+            self.refs[id as usize] += 1;
+            return Ok(id);
+        }
+        let id = if let Some(id) = self.free.pop() {
+            id
+        } else if self.fresh < self.capacity {
+            self.fresh += 1;
+            self.fresh - 1
+        } else if !self.pending.is_empty() {
+            wait();
+            self.free.append(&mut self.pending);
+            self.free.pop().expect("pending was not empty")
+        } else {
+            return Err(DataplaneError::MapFull {
+                map: names::FIB4_ROUTES,
+                max_entries: self.capacity,
+            });
+        };
+        if let Err(e) = store.set(id, route) {
+            self.free.push(id);
+            return Err(e);
+        }
+        self.values[id as usize] = *route;
+        self.refs[id as usize] = 1;
+        self.by_value.insert(key(route), id);
+        Ok(id)
+    }
+
+    /// Drops a reference; the last one sends the id to the pending list.
+    fn release(&mut self, id: u32) {
+        let n = &mut self.refs[id as usize];
+        debug_assert!(
+            *n > 0,
+            "route record {id} released more often than acquired"
+        );
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.by_value.remove(&key(&self.values[id as usize]));
+            self.pending.push(id);
+        }
+    }
+}
+
+/// Route records in use and the limit, for status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Routes4Stats {
+    /// The fib4 writer's sizes.
+    pub fib: Fib4Stats,
+    /// Route records in use (distinct route values).
+    pub records: u32,
+    /// Route records `fib4_routes` holds.
+    pub record_limit: u32,
+}
+
+/// The IPv4 routes of the data plane: fib4 and its route records.
+pub struct Routes4<B = MmapBackend, S = Array<MapData, PopRoute>> {
+    fib: Fib4<B>,
+    store: S,
+    ids: RecordIds,
+    wait: fn(),
+}
+
+/// A refused fib4 change as the error callers know: a full table is
+/// [`DataplaneError::MapFull`] naming the map and its size.
+pub fn fib_err(e: Fib4Error) -> DataplaneError {
+    tracing::debug!("fib4: {e}");
+    match e {
+        Fib4Error::GroupsFull { limit, .. } => DataplaneError::MapFull {
+            map: names::FIB4_TBL8,
+            max_entries: limit,
+        },
+        Fib4Error::ResultsFull { limit, .. } => DataplaneError::MapFull {
+            map: names::FIB4_RESULTS,
+            max_entries: limit,
+        },
+        Fib4Error::Map { map, reason } => DataplaneError::Map { map, reason },
+        other => DataplaneError::Map {
+            map: names::FIB4_TBL24,
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn prefix4(p: &Ipv4Net) -> Result<Prefix4, DataplaneError> {
+    Prefix4::new(p.network(), p.prefix_len()).map_err(fib_err)
+}
+
+fn open_maps(dir: &Path) -> Result<(MmapBackend, Array<MapData, PopRoute>), DataplaneError> {
+    let backend = MmapBackend::open_pinned(dir).map_err(fib_err)?;
+    let path = dir.join(names::FIB4_ROUTES);
+    let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Map {
+        map: names::FIB4_ROUTES,
+        reason: format!("opening pin {}: {e}", path.display()),
+    })?;
+    let store: Array<MapData, PopRoute> = Map::from_map_data(data)
+        .and_then(|m| m.try_into())
+        .map_err(super::maps::map_err(names::FIB4_ROUTES))?;
+    Ok((backend, store))
+}
+
+impl Routes4 {
+    /// Opens the maps pinned in `dir`, which must be fresh (all zero, as a
+    /// program load creates them): no adoption scan.
+    pub fn open_new(dir: &Path) -> Result<Self, DataplaneError> {
+        let (backend, store) = open_maps(dir)?;
+        let ids = RecordIds::new(store.capacity());
+        Ok(Self {
+            fib: Fib4::new(backend),
+            store,
+            ids,
+            wait: crate::acl::wait_for_readers,
+        })
+    }
+
+    /// Opens the maps pinned in `dir` and adopts what they hold, then makes
+    /// them hold exactly `routes` (the IPv4 routes read back from the same
+    /// pins), writing only the differences: pinned entries keep forwarding.
+    pub fn open(
+        dir: &Path,
+        routes: impl IntoIterator<Item = (Ipv4Net, PopRoute)>,
+    ) -> Result<Self, DataplaneError> {
+        let (backend, store) = open_maps(dir)?;
+        Self::adopt(backend, store, routes, crate::acl::wait_for_readers)
+    }
+}
+
+impl<B: Fib4Backend, S: RecordStore> Routes4<B, S> {
+    /// Adopts filled (or zeroed) tables and records; see [`Routes4::open`].
+    pub fn adopt(
+        backend: B,
+        mut store: S,
+        routes: impl IntoIterator<Item = (Ipv4Net, PopRoute)>,
+        wait: fn(),
+    ) -> Result<Self, DataplaneError> {
+        let fib = Fib4::adopt(backend);
+        let capacity = store.capacity();
+        let mut ids = RecordIds::new(capacity);
+        // Ids the adopted tables may point at: kept, and reused for routes of
+        // the same value, so that the load below changes nothing there.
+        let mut held = vec![false; capacity as usize];
+        for i in 0..fib.backend().result_capacity() {
+            let r = fib.backend().result(i);
+            if r.flags & (FIB4_ROUTE | FIB4_BLACKHOLE) == FIB4_ROUTE && r.route_id < capacity {
+                held[r.route_id as usize] = true;
+            }
+        }
+        for (id, h) in held.iter().enumerate() {
+            if *h {
+                let v = store.get(id as u32);
+                ids.values[id] = v;
+                ids.by_value.entry(key(&v)).or_insert(id as u32);
+            }
+        }
+        let mut want = Vec::new();
+        let mut next = 0u32;
+        for (p, route) in routes {
+            let id = match ids.by_value.get(&key(&route)) {
+                Some(&id) => id,
+                None => {
+                    while (next as usize) < held.len() && held[next as usize] {
+                        next += 1;
+                    }
+                    if next >= capacity {
+                        return Err(DataplaneError::MapFull {
+                            map: names::FIB4_ROUTES,
+                            max_entries: capacity,
+                        });
+                    }
+                    let id = next;
+                    next += 1;
+                    store.set(id, &route)?;
+                    ids.values[id as usize] = route;
+                    ids.by_value.insert(key(&route), id);
+                    id
+                }
+            };
+            ids.refs[id as usize] += 1;
+            want.push((prefix4(&p.trunc())?, RouteTarget::Group(id)));
+        }
+        ids.fresh = next.max(held.iter().rposition(|h| *h).map_or(0, |i| i as u32 + 1));
+        let mut fib = fib;
+        fib.replace_all(want, [], []).map_err(fib_err)?;
+        // Held ids no route uses now: reusable after a grace period. Ids
+        // below `fresh` neither held nor used are free now.
+        ids.by_value.retain(|_, id| ids.refs[*id as usize] > 0);
+        for id in 0..ids.fresh {
+            if ids.refs[id as usize] == 0 {
+                if held[id as usize] {
+                    ids.pending.push(id);
+                } else {
+                    ids.free.push(id);
+                }
+            }
+        }
+        ids.free.reverse();
+        Ok(Self {
+            fib,
+            store,
+            ids,
+            wait,
+        })
+    }
+
+    /// The route of exactly `prefix`, as the data plane holds it.
+    pub fn get(&self, prefix: &Ipv4Net) -> Option<PopRoute> {
+        let p = prefix4(prefix).ok()?;
+        match self.fib.route(p)? {
+            RouteTarget::Group(id) => Some(self.ids.values[id as usize]),
+            RouteTarget::Blackhole => None,
+        }
+    }
+
+    /// Adds or replaces the route of `prefix`. Refused whole (nothing
+    /// changes) when a table is full: [`DataplaneError::MapFull`].
+    pub fn set(&mut self, prefix: &Ipv4Net, route: &PopRoute) -> Result<(), DataplaneError> {
+        let p = prefix4(prefix)?;
+        let old = match self.fib.route(p) {
+            Some(RouteTarget::Group(id)) => Some(id),
+            _ => None,
+        };
+        if old.is_some_and(|id| key(&self.ids.values[id as usize]) == key(route)) {
+            return Ok(());
+        }
+        let wait = self.wait;
+        let id = self.ids.acquire(route, &mut self.store, &mut || wait())?;
+        if let Err(e) = self.fib.set_route(p, RouteTarget::Group(id)) {
+            self.ids.release(id);
+            return Err(fib_err(e));
+        }
+        if let Some(old) = old {
+            self.ids.release(old);
+        }
+        Ok(())
+    }
+
+    /// Removes the route of `prefix` (absent is fine).
+    pub fn del(&mut self, prefix: &Ipv4Net) -> Result<(), DataplaneError> {
+        let p = prefix4(prefix)?;
+        let old = self.fib.route(p);
+        if old.is_none() {
+            return Ok(());
+        }
+        self.fib.del_route(p).map_err(fib_err)?;
+        if let Some(RouteTarget::Group(id)) = old {
+            self.ids.release(id);
+        }
+        Ok(())
+    }
+
+    /// Sizes and limits now.
+    pub fn stats(&self) -> Routes4Stats {
+        Routes4Stats {
+            fib: self.fib.stats(),
+            records: self.ids.in_use(),
+            record_limit: self.ids.capacity,
+        }
+    }
+
+    /// The route the data plane finds for `addr` (the tables, as it reads them).
+    pub fn lookup(&self, addr: std::net::Ipv4Addr) -> Option<PopRoute> {
+        match self.fib.lookup(addr).route? {
+            RouteTarget::Group(id) => Some(self.store.get(id)),
+            RouteTarget::Blackhole => None,
+        }
+    }
+
+    /// The writer (for audits and tests).
+    pub fn fib(&self) -> &Fib4<B> {
+        &self.fib
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::fib4::MemoryBackend;
+
+    #[derive(Default)]
+    struct Mem(Vec<PopRoute>, usize);
+    impl RecordStore for Mem {
+        fn capacity(&self) -> u32 {
+            self.0.len() as u32
+        }
+        fn get(&self, id: u32) -> PopRoute {
+            self.0[id as usize]
+        }
+        fn set(&mut self, id: u32, route: &PopRoute) -> Result<(), DataplaneError> {
+            self.0[id as usize] = *route;
+            self.1 += 1;
+            Ok(())
+        }
+    }
+
+    fn route(nh: u32) -> PopRoute {
+        let mut r = PopRoute {
+            nh_count: 1,
+            ..Default::default()
+        };
+        r.nh_ids[0] = nh;
+        r
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn fresh(records: usize) -> Routes4<MemoryBackend, Mem> {
+        Routes4::adopt(
+            MemoryBackend::new(16, 64),
+            Mem(vec![PopRoute::default(); records], 0),
+            [],
+            || {},
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn equal_routes_share_a_record_and_lookups_follow_it() {
+        let mut r = fresh(4);
+        r.set(&net("10.0.0.0/8"), &route(1)).unwrap();
+        r.set(&net("11.0.0.0/8"), &route(1)).unwrap();
+        r.set(&net("10.1.2.0/24"), &route(2)).unwrap();
+        assert_eq!(r.stats().records, 2);
+        assert_eq!(r.store.1, 2, "one record write per distinct value");
+        assert_eq!(r.lookup("10.9.9.9".parse().unwrap()), Some(route(1)));
+        assert_eq!(r.lookup("10.1.2.3".parse().unwrap()), Some(route(2)));
+        assert_eq!(r.lookup("12.0.0.1".parse().unwrap()), None);
+        assert_eq!(r.get(&net("11.0.0.0/8")), Some(route(1)));
+        r.del(&net("10.1.2.0/24")).unwrap();
+        assert_eq!(r.stats().records, 1);
+        assert_eq!(r.lookup("10.1.2.3".parse().unwrap()), Some(route(1)));
+        r.del(&net("10.0.0.0/8")).unwrap();
+        r.del(&net("10.0.0.0/8")).unwrap();
+        assert_eq!(r.lookup("10.9.9.9".parse().unwrap()), None);
+        r.fib().audit().unwrap();
+    }
+
+    #[test]
+    fn a_full_record_array_refuses_the_route_and_changes_nothing() {
+        let mut r = fresh(2);
+        r.set(&net("10.0.0.0/8"), &route(1)).unwrap();
+        r.set(&net("11.0.0.0/8"), &route(2)).unwrap();
+        let e = r.set(&net("10.0.0.0/8"), &route(3)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DataplaneError::MapFull {
+                    map: "fib4_routes",
+                    max_entries: 2
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "map fib4_routes: full (2 entries)");
+        assert_eq!(r.lookup("10.0.0.1".parse().unwrap()), Some(route(1)));
+        // Freed records are reused (after the grace period).
+        r.del(&net("11.0.0.0/8")).unwrap();
+        r.set(&net("10.0.0.0/8"), &route(3)).unwrap();
+        assert_eq!(r.lookup("10.0.0.1".parse().unwrap()), Some(route(3)));
+        r.fib().audit().unwrap();
+    }
+
+    #[test]
+    fn a_full_fib_is_refused_with_the_map_and_its_limit() {
+        let mut r = fresh(8);
+        // 16 groups: the 17th split /24 does not fit.
+        for i in 0..16u32 {
+            r.set(&net(&format!("10.0.{i}.0/25")), &route(1)).unwrap();
+        }
+        let e = r.set(&net("10.0.99.0/25"), &route(2)).unwrap_err();
+        assert_eq!(e.to_string(), "map fib4_tbl8: full (16 entries)");
+        assert_eq!(
+            r.stats().records,
+            1,
+            "the refused route's record is released"
+        );
+        assert_eq!(r.lookup("10.0.99.1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn adopting_filled_tables_keeps_their_records_and_writes_nothing_new() {
+        let mut r = fresh(8);
+        r.set(&net("10.0.0.0/8"), &route(1)).unwrap();
+        r.set(&net("10.1.0.0/16"), &route(2)).unwrap();
+        r.set(&net("10.1.0.0/16"), &route(3)).unwrap();
+        let routes = vec![
+            (net("10.0.0.0/8"), route(1)),
+            (net("10.1.0.0/16"), route(3)),
+        ];
+        let Routes4 { fib, store, .. } = r;
+        let writes = store.1;
+        let backend = fib.into_backend();
+        let mut a = Routes4::adopt(backend, store, routes, || {}).unwrap();
+        assert_eq!(a.store.1, writes, "records already there are reused");
+        assert_eq!(a.lookup("10.1.0.1".parse().unwrap()), Some(route(3)));
+        assert_eq!(a.lookup("10.2.0.1".parse().unwrap()), Some(route(1)));
+        assert_eq!(a.stats().records, 2);
+        // A new value does not overwrite a record the adopted tables use.
+        a.set(&net("12.0.0.0/8"), &route(4)).unwrap();
+        assert_eq!(a.lookup("10.1.0.1".parse().unwrap()), Some(route(3)));
+        assert_eq!(a.lookup("10.2.0.1".parse().unwrap()), Some(route(1)));
+        assert_eq!(a.lookup("12.0.0.1".parse().unwrap()), Some(route(4)));
+        a.fib().audit().unwrap();
+    }
+}
