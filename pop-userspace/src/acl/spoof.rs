@@ -111,7 +111,7 @@ mod tests {
         };
         let t = spoof_tables(&customers, &ids, &ifindex);
         assert_eq!(
-            t.ports.into_iter().collect::<Vec<_>>(),
+            t.ports.clone().into_iter().collect::<Vec<_>>(),
             vec![(11, 'a' as u32)]
         );
         // eth1 holds a's and b's prefixes; b's port eth2 is not protected.

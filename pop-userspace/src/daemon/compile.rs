@@ -949,7 +949,6 @@ dev = "eth1"
         assert_eq!(dev.slot, port.slot, "counted on its port");
         assert_eq!(dev.flags, pop_common::IFACE_ANTI_SPOOFING);
         assert_eq!(port.flags, 0, "the untagged customer is not protected");
-        let tagged = ids.customers["tagged"];
         assert!(ids.customers.contains_key("tagged"));
         let entries: Vec<_> = t.spoof.prefixes.iter().map(|(i, p)| (*i, p.to_string())).collect();
         assert_eq!(entries, vec![(7, "10.100.0.0/24".to_string())]);
