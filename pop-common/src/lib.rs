@@ -975,8 +975,16 @@ pub fn layouts() -> &'static [Layout] {
                 first_rule_v6
             ]
         ),
-        l!("pop_spoof_v4_key", PopSpoofV4Key, [prefixlen, ifindex, addr]),
-        l!("pop_spoof_v6_key", PopSpoofV6Key, [prefixlen, ifindex, addr]),
+        l!(
+            "pop_spoof_v4_key",
+            PopSpoofV4Key,
+            [prefixlen, ifindex, addr]
+        ),
+        l!(
+            "pop_spoof_v6_key",
+            PopSpoofV6Key,
+            [prefixlen, ifindex, addr]
+        ),
         l!(
             "pop_policer",
             PopPolicer,

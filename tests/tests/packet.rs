@@ -564,15 +564,17 @@ enum Table {
 fn install_anti_spoofing(h: &mut Harness, lab: &Lab, customers: &[(u32, &[&str], PortId, bool)]) {
     let valid: Vec<pop::config::validate::ValidCustomer> = customers
         .iter()
-        .map(|(id, prefixes, port, anti_spoofing)| pop::config::validate::ValidCustomer {
-            name: id.to_string(),
-            prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
-            interfaces: vec![lab.port(*port).ifindex.to_string()],
-            vlan: None,
-            anti_spoofing: *anti_spoofing,
-            rate_bps: None,
-            burst_bytes: None,
-        })
+        .map(
+            |(id, prefixes, port, anti_spoofing)| pop::config::validate::ValidCustomer {
+                name: id.to_string(),
+                prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+                interfaces: vec![lab.port(*port).ifindex.to_string()],
+                vlan: None,
+                anti_spoofing: *anti_spoofing,
+                rate_bps: None,
+                burst_bytes: None,
+            },
+        )
         .collect();
     let tables = pop::acl::spoof_tables(&valid, &|n| n.parse().ok(), &|n| n.parse().ok());
     pop::acl::AclMaps::open(h.pin_dir())

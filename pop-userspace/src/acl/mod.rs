@@ -23,8 +23,7 @@ use aya::maps::{
 use ipnet::IpNet;
 use pop_common::{
     maps as names, policer_index, Direction, PopAclLeafBlock, PopAclMeta, PopAclNode, PopAclRule,
-    PopConfig, PopPolicer, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES, MAX_ACL_RULES,
-    MAX_CUSTOMERS,
+    PopConfig, PopPolicer, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES, MAX_ACL_RULES, MAX_CUSTOMERS,
 };
 
 pub use police::policer;

@@ -36,7 +36,10 @@ impl SpoofTables {
 
     /// Entries of `spoof_src_v4` (IPv4 prefixes).
     pub fn count_v4(&self) -> usize {
-        self.prefixes.iter().filter(|(_, p)| p.addr().is_ipv4()).count()
+        self.prefixes
+            .iter()
+            .filter(|(_, p)| p.addr().is_ipv4())
+            .count()
     }
 
     /// Entries of `spoof_src_v6` (IPv6 prefixes).
@@ -115,7 +118,11 @@ mod tests {
             vec![(11, 'a' as u32)]
         );
         // eth1 holds a's and b's prefixes; b's port eth2 is not protected.
-        let prefixes: Vec<_> = t.prefixes.iter().map(|(i, p)| (*i, p.to_string())).collect();
+        let prefixes: Vec<_> = t
+            .prefixes
+            .iter()
+            .map(|(i, p)| (*i, p.to_string()))
+            .collect();
         assert_eq!(
             prefixes,
             vec![

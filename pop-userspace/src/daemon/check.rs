@@ -291,7 +291,12 @@ mod tests {
         assert!(check_tables(&t).is_ok());
         let max = pop_common::MAX_SPOOF_PREFIXES;
         t.spoof.prefixes = (0..=max)
-            .map(|i| (1 + i % 7, ipnet::IpNet::V4(std::net::Ipv4Addr::from(i).into())))
+            .map(|i| {
+                (
+                    1 + i % 7,
+                    ipnet::IpNet::V4(std::net::Ipv4Addr::from(i).into()),
+                )
+            })
             .collect();
         assert_eq!(
             check_tables(&t).unwrap_err().to_string(),
