@@ -72,8 +72,9 @@ pub const ACL_REF_COUNT_SHIFT: u32 = 20;
 pub const ACL_REF_COUNT: u32 = 0x7F;
 /// Entries of `policers`: one bucket per customer and direction.
 pub const MAX_POLICERS: u32 = MAX_CUSTOMERS * 2;
-/// Capacity of `spoof_allow` ((customer, port) pairs).
-pub const MAX_SPOOF_PAIRS: u32 = 65_536;
+/// Capacity of `spoof_src_v4` and of `spoof_src_v6`, each: (anti-spoofing
+/// port, prefix of a customer attached there) entries.
+pub const MAX_SPOOF_PREFIXES: u32 = 65_536;
 /// IPv6 extension headers the data plane walks before it gives a packet to
 /// the kernel (a longer chain is passed, not parsed).
 pub const IPV6_EXT_MAX: u32 = 6;
@@ -117,7 +118,7 @@ pub const NH_RESOLVED: u32 = 1 << 1;
 /// counted as [`DropReason::Blackhole`].
 pub const ROUTE_BLACKHOLE: u32 = 1 << 0;
 /// `PopIface::flags`: a customer with anti-spoofing attaches here; sources must
-/// belong to a customer in `spoof_allow` for this port.
+/// lie in a prefix `spoof_src_v4` / `spoof_src_v6` hold for this port.
 pub const IFACE_ANTI_SPOOFING: u32 = 1 << 0;
 
 /// Names of the maps, as pinned under popd's `--bpffs` directory.
@@ -166,8 +167,11 @@ pub mod maps {
     pub const ACL_RULES: &str = "acl_rules";
     /// ifindex → customer id of the anti-spoofing customer on that port (u32).
     pub const SPOOF_PORTS: &str = "spoof_ports";
-    /// [`super::PopSpoofKey`] → unused u32: customer may source from that port.
-    pub const SPOOF_ALLOW: &str = "spoof_allow";
+    /// LPM [`super::PopSpoofV4Key`] → unused u32: (port, IPv4 prefix of a
+    /// customer attached there); sources it covers may send from that port.
+    pub const SPOOF_SRC_V4: &str = "spoof_src_v4";
+    /// LPM [`super::PopSpoofV6Key`] → unused u32: the same for IPv6.
+    pub const SPOOF_SRC_V6: &str = "spoof_src_v6";
     /// customer_id * 2 + direction → [`super::PopPolicer`].
     pub const POLICERS: &str = "policers";
     /// [`super::PopVlanKey`] → ifindex of the VLAN device (u32).
@@ -224,7 +228,8 @@ pub mod maps {
         ACL_LEAF_RULES,
         ACL_RULES,
         SPOOF_PORTS,
-        SPOOF_ALLOW,
+        SPOOF_SRC_V4,
+        SPOOF_SRC_V6,
         POLICERS,
         TRACE_OUT,
         VLAN_IFACES,
@@ -667,14 +672,30 @@ pub struct PopAclMeta {
     pub first_rule_v6: [u32; ACL_MAX_TREES],
 }
 
-/// `struct pop_spoof_key`: key of `spoof_allow`.
+/// `struct pop_spoof_v4_key`: LPM key of `spoof_src_v4`. `prefixlen` is 32 +
+/// the prefix's length, so the port always matches whole.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PopSpoofKey {
-    /// A customer attached at `ifindex`.
-    pub customer_id: u32,
-    /// The port.
+pub struct PopSpoofV4Key {
+    /// 32 + the address prefix's length.
+    pub prefixlen: u32,
+    /// The port's ifindex, big-endian (`ifindex.to_be()`).
     pub ifindex: u32,
+    /// The prefix (network order).
+    pub addr: [u8; 4],
+}
+
+/// `struct pop_spoof_v6_key`: LPM key of `spoof_src_v6`, like
+/// [`PopSpoofV4Key`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PopSpoofV6Key {
+    /// 32 + the address prefix's length.
+    pub prefixlen: u32,
+    /// The port's ifindex, big-endian (`ifindex.to_be()`).
+    pub ifindex: u32,
+    /// The prefix (network order).
+    pub addr: [u8; 16],
 }
 
 /// `struct pop_policer`: a token bucket, shared by all CPUs under `lock`.
@@ -890,7 +911,8 @@ mod pod {
     unsafe impl aya::Pod for PopAclNode {}
     unsafe impl aya::Pod for PopAclLeafBlock {}
     unsafe impl aya::Pod for PopAclMeta {}
-    unsafe impl aya::Pod for PopSpoofKey {}
+    unsafe impl aya::Pod for PopSpoofV4Key {}
+    unsafe impl aya::Pod for PopSpoofV6Key {}
     unsafe impl aya::Pod for PopPolicer {}
     unsafe impl aya::Pod for PopTrace {}
     unsafe impl aya::Pod for PopVlanKey {}
@@ -965,7 +987,16 @@ pub fn layouts() -> &'static [Layout] {
                 first_rule_v6
             ]
         ),
-        l!("pop_spoof_key", PopSpoofKey, [customer_id, ifindex]),
+        l!(
+            "pop_spoof_v4_key",
+            PopSpoofV4Key,
+            [prefixlen, ifindex, addr]
+        ),
+        l!(
+            "pop_spoof_v6_key",
+            PopSpoofV6Key,
+            [prefixlen, ifindex, addr]
+        ),
         l!(
             "pop_policer",
             PopPolicer,

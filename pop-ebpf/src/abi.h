@@ -24,7 +24,9 @@
 #define POP_MAX_ACL_NODES 393216
 #define POP_MAX_ACL_LEAF_BLOCKS 65536
 #define POP_MAX_POLICERS (POP_MAX_CUSTOMERS * 2)
-#define POP_MAX_SPOOF_PAIRS 65536
+/* Capacity of spoof_src_v4 and of spoof_src_v6: (anti-spoofing port, prefix
+ * of a customer attached there) entries, each. */
+#define POP_MAX_SPOOF_PREFIXES 65536
 /* MACs the kernel accepts on pop's interfaces besides their own (map
  * upper_macs): macvlan/macvtap upper devices' (VRRP virtual MACs among them),
  * and on a VLAN device with a MAC of its own, its port's. */
@@ -288,10 +290,19 @@ struct pop_acl_meta {
 	__u32 first_rule_v6[POP_ACL_MAX_TREES];
 };
 
-/* Key of spoof_allow: this customer may source traffic from this port. */
-struct pop_spoof_key {
-	__u32 customer_id;
-	__u32 ifindex;
+/* LPM keys of spoof_src_v4 / spoof_src_v6: a prefix of a customer attached
+ * at an anti-spoofing port. prefixlen = 32 + the prefix's length: the ifindex
+ * (big-endian, so it is the key's first 32 bits) always matches whole. */
+struct pop_spoof_v4_key {
+	__u32 prefixlen;
+	__u32 ifindex; /* big-endian */
+	__u8 addr[4];
+};
+
+struct pop_spoof_v6_key {
+	__u32 prefixlen;
+	__u32 ifindex; /* big-endian */
+	__u8 addr[16];
 };
 
 /* A token bucket per customer and direction. Tokens are bit-nanoseconds

@@ -237,14 +237,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } spoof_ports SEC(".maps");
 
-/* Anti-spoofing: (customer, port) pairs allowed to source traffic. */
+/* Anti-spoofing: (port, prefix of a customer attached there) -> unused u32;
+ * a source may send from an anti-spoofing port iff an entry covers it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, POP_MAX_SPOOF_PAIRS);
-	__type(key, struct pop_spoof_key);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, POP_MAX_SPOOF_PREFIXES);
+	__type(key, struct pop_spoof_v4_key);
 	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} spoof_allow SEC(".maps");
+} spoof_src_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, POP_MAX_SPOOF_PREFIXES);
+	__type(key, struct pop_spoof_v6_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} spoof_src_v6 SEC(".maps");
 
 /* Policers: index = customer_id * POP_DIR_MAX + direction. */
 struct {

@@ -249,7 +249,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 
 	/* Admission (steps 4-6): anti-spoofing (spoof.h), ACL
 	 * (acl.h), policer (police.h). Each costs ~nothing when unconfigured. */
-	drop_customer = spoofed_on_port(iface, ifindex, customer_out);
+	drop_customer = spoofed_on_port(iface, ifindex, &pkt);
 	if (drop_customer) {
 		count_customer_drop(t, drop_customer, POP_DROP_SPOOFED, len);
 		return verdict_drop(t, iface, POP_DROP_SPOOFED, len);

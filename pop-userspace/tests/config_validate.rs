@@ -577,11 +577,12 @@ fn customer_policer_limits() {
     assert!(pop::config::validate::check_customer(&c).is_err());
 }
 
-/// Every (customer, interface) pair takes an entry of the anti-spoofing table;
-/// the customer whose interface overflows it is named, with the limit.
+/// On a port where a customer with anti-spoofing attaches, every prefix of
+/// every customer there takes an entry of the anti-spoofing table of its
+/// family; the customer whose interface overflows it is named, with the limit.
 #[test]
-fn anti_spoofing_pairs_beyond_the_table_name_the_customer_and_the_limit() {
-    let max = pop_common::MAX_SPOOF_PAIRS as usize;
+fn anti_spoofing_entries_beyond_the_table_name_the_customer_and_the_limit() {
+    let max = pop_common::MAX_SPOOF_PREFIXES as usize;
     let mut cfg = Config::default();
     let ports: Vec<String> = (0..5).map(|i| format!("eth{i}")).collect();
     for p in &ports {
@@ -590,21 +591,27 @@ fn anti_spoofing_pairs_beyond_the_table_name_the_customer_and_the_limit() {
             role: InterfaceRole::Customer,
         });
     }
-    // 13107 customers on 5 ports: 65535 pairs, then one customer more.
+    // 13107 customers with one IPv4 prefix on 5 ports: 65535 entries, then
+    // one customer more.
     let full = max / ports.len();
     for i in 0..=full {
         let net = format!("10.{}.{}.0/24", i / 256, i % 256);
         let mut c = customer(&format!("c{i}"), &[&net]);
         c.interfaces = ports.clone();
+        c.anti_spoofing = i == 0;
         cfg.customers.push(c);
     }
     assert_eq!(
         rejected(&cfg),
         format!(
-            "customer c{full}: interface \"eth1\" is anti-spoofing pair {}, beyond the maximum of {max} (customer, interface) pairs",
+            "customer c{full}: interface \"eth1\" brings the IPv4 anti-spoofing entries to {}, beyond the maximum of {max} (interface, prefix) entries",
             max + 1
         )
     );
+    // Without anti-spoofing on these ports, none of it is in the table.
+    cfg.customers[0].anti_spoofing = false;
+    ok(&cfg);
+    cfg.customers[0].anti_spoofing = true;
     cfg.customers.last_mut().unwrap().interfaces.truncate(1);
     ok(&cfg);
 }

@@ -252,7 +252,7 @@ fn define_errors(defines: &BTreeMap<String, Option<i64>>) -> Vec<String> {
         ("POP_ACL_REF_COUNT", ACL_REF_COUNT.into()),
         ("POP_ACL_NO_RULE", ACL_NO_RULE.into()),
         ("POP_MAX_POLICERS", MAX_POLICERS.into()),
-        ("POP_MAX_SPOOF_PAIRS", MAX_SPOOF_PAIRS.into()),
+        ("POP_MAX_SPOOF_PREFIXES", MAX_SPOOF_PREFIXES.into()),
         ("POP_IFACE_ANTI_SPOOFING", IFACE_ANTI_SPOOFING.into()),
         ("POP_IPV6_EXT_MAX", IPV6_EXT_MAX.into()),
         ("POP_SAMPLE_HEADER_BYTES", SAMPLE_HEADER_BYTES as i64),

@@ -222,11 +222,11 @@ fn a_broken_model_is_caught() {
 }
 
 /// Cases where the data plane and the model still disagree, each explained
-/// in its file under `tests/fuzz-corpus/known/`; the random tables avoid them
-/// (see `pop_tests::fuzz::tables`). Run with `--ignored`: it fails until the
-/// data plane is fixed, and then each case moves up to `tests/fuzz-corpus/`.
+/// in its file under `tests/fuzz-corpus/known/` (none today); the random
+/// tables avoid them (see `pop_tests::fuzz::tables`). A case added there is
+/// marked here with `#[ignore]` until the data plane is fixed, and then it
+/// moves up to `tests/fuzz-corpus/`, which `program_and_model_agree` replays.
 #[test]
-#[ignore = "known disagreements: anti-spoofing of a customer's sub-allocated prefix"]
 fn known_disagreements() {
     require_root();
     in_netns(|| {

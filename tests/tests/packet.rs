@@ -554,6 +554,56 @@ enum Table {
     /// An ACL rule (priority 10) that drops this IP protocol to this
     /// destination port.
     AclDropDstPort(u8, u16),
+    /// Customers (id, prefixes, port, anti-spoofing), compiled into the
+    /// anti-spoofing tables by popd's own code, and the anti-spoofing flag on
+    /// the ports where one with anti-spoofing attaches.
+    AntiSpoofing(Vec<(u32, &'static [&'static str], PortId, bool)>),
+}
+
+/// Writes the anti-spoofing tables of `customers` (see [`Table::AntiSpoofing`]).
+fn install_anti_spoofing(h: &mut Harness, lab: &Lab, customers: &[(u32, &[&str], PortId, bool)]) {
+    let valid: Vec<pop::config::validate::ValidCustomer> = customers
+        .iter()
+        .map(
+            |(id, prefixes, port, anti_spoofing)| pop::config::validate::ValidCustomer {
+                name: id.to_string(),
+                prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+                interfaces: vec![lab.port(*port).ifindex.to_string()],
+                vlan: None,
+                anti_spoofing: *anti_spoofing,
+                rate_bps: None,
+                burst_bytes: None,
+            },
+        )
+        .collect();
+    let tables = pop::acl::spoof_tables(&valid, &|n| n.parse().ok(), &|n| n.parse().ok());
+    pop::acl::AclMaps::open(h.pin_dir())
+        .expect("opening the ACL maps")
+        .add_spoof(&tables)
+        .expect("writing the anti-spoofing tables");
+    for ifindex in tables.ports.keys() {
+        let map = h.map_mut(pop_common::maps::IFACES).expect("ifaces");
+        let mut ifaces: aya::maps::HashMap<_, u32, pop_common::PopIface> =
+            aya::maps::HashMap::try_from(map).expect("ifaces is a hash map");
+        let mut value = ifaces.get(ifindex, 0).expect("the port was written");
+        value.flags |= pop_common::IFACE_ANTI_SPOOFING;
+        ifaces.insert(ifindex, value, 0).expect("writing ifaces");
+    }
+}
+
+/// Acme (with anti-spoofing) on the customer port holds 10.0.0.0/8 and has
+/// sub-allocated 10.1.2.0/24 to beta, on the upstream port.
+fn sub_allocated() -> Vec<Table> {
+    const ACME: &[&str] = &["198.51.100.0/24", "2001:db8:a::/48", "10.0.0.0/8"];
+    const BETA: &[&str] = &["192.0.2.0/24", "10.1.2.0/24"];
+    vec![
+        Table::CustomerV4("10.0.0.0/8", CUST_ACME),
+        Table::CustomerV4("10.1.2.0/24", CUST_BETA),
+        Table::AntiSpoofing(vec![
+            (CUST_ACME, ACME, PortId::Customer, true),
+            (CUST_BETA, BETA, PortId::Upstream, false),
+        ]),
+    ]
 }
 
 /// ifindex recorded for the made-up macvlan devices of [`Table::UpperMac`].
@@ -675,6 +725,10 @@ fn load_tables(h: &mut Harness, lab: &Lab, tables: &[Table]) {
                         in_iface: None,
                     }],
                 );
+                Ok(())
+            }
+            Table::AntiSpoofing(customers) => {
+                install_anti_spoofing(h, lab, customers);
                 Ok(())
             }
         };
@@ -923,6 +977,24 @@ fn cases() -> Vec<Case> {
         Case::new("no route from a customer counts a customer drop", v4("192.0.2.5", "100.64.0.1"), CU, XDP_DROP, Unchanged)
             .tables(vec![Config(CFG_NO_ROUTE_DROP)])
             .counts(&[Iface(CU, Action::Drop), Drop(DropReason::NoRoute), CustDrop(CUST_BETA, DropReason::NoRoute)]),
+        // Anti-spoofing on the customer port, where acme (10.0.0.0/8 besides
+        // its own) attaches; acme sub-allocated 10.1.2.0/24 to beta, which
+        // attaches at the upstream port.
+        Case::new("anti-spoofing passes a block its port's customer sub-allocated elsewhere", v4("10.1.2.142", "203.0.113.9"), CU, XDP_REDIRECT, to_upstream())
+            .tables(sub_allocated())
+            .counts(&[redirected(CU), beta_out]),
+        Case::new("anti-spoofing passes the port's customer's own source", v4("10.9.9.9", "203.0.113.9"), CU, XDP_REDIRECT, to_upstream())
+            .tables(sub_allocated())
+            .counts(&[redirected(CU), acme_out]),
+        Case::new("anti-spoofing drops a source outside its port's customers' prefixes", v4("192.0.2.5", "203.0.113.9"), CU, XDP_DROP, Unchanged)
+            .tables(sub_allocated())
+            .counts(&[Iface(CU, Action::Drop), Drop(DropReason::Spoofed), CustDrop(CUST_ACME, DropReason::Spoofed)]),
+        Case::new("anti-spoofing drops an ipv6 source outside its port's customers' prefixes", v6("2001:db8:f::9", "2001:db8:f::10"), CU, XDP_DROP, Unchanged)
+            .tables(sub_allocated())
+            .counts(&[Iface(CU, Action::Drop), Drop(DropReason::Spoofed), CustDrop(CUST_ACME, DropReason::Spoofed)]),
+        Case::new("anti-spoofing passes the port's customer's own ipv6 source", v6("2001:db8:a::10", "2001:db8:f::9"), CU, XDP_REDIRECT, to_upstream())
+            .tables(sub_allocated())
+            .counts(&[redirected(CU), acme_out]),
         Case::new("blackhole route drops", v4("203.0.113.9", "100.64.0.1"), UP, XDP_DROP, Unchanged)
             .tables(vec![RouteV4("100.64.0.0/10", vec![NH_UPSTREAM], ROUTE_BLACKHOLE)])
             .counts(&dropped(DropReason::Blackhole)),
@@ -1280,6 +1352,16 @@ fn run_case(h: &mut Harness, lab: &Lab, case: &Case) {
         .unwrap_or_else(|e| panic!("{}: {e}", case.name));
     if with_acl {
         install_acl(h, &[]);
+    }
+    if case
+        .extra_tables
+        .iter()
+        .any(|t| matches!(t, Table::AntiSpoofing(..)))
+    {
+        pop::acl::AclMaps::open(h.pin_dir())
+            .expect("opening the ACL maps")
+            .prune_spoof(&Default::default())
+            .expect("emptying the anti-spoofing tables");
     }
     assert_eq!(
         action,

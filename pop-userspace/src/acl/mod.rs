@@ -16,11 +16,14 @@ pub mod tree;
 
 use std::path::Path;
 
-use aya::maps::{Array, HashMap, Map, MapData};
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, HashMap, Map, MapData,
+};
+use ipnet::IpNet;
 use pop_common::{
     maps as names, policer_index, Direction, PopAclLeafBlock, PopAclMeta, PopAclNode, PopAclRule,
-    PopConfig, PopPolicer, PopSpoofKey, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES, MAX_ACL_RULES,
-    MAX_CUSTOMERS,
+    PopConfig, PopPolicer, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES, MAX_ACL_RULES, MAX_CUSTOMERS,
 };
 
 pub use police::policer;
@@ -35,7 +38,8 @@ pub struct AclMaps {
     leaf_rules: Array<MapData, PopAclLeafBlock>,
     rules: Array<MapData, PopAclRule>,
     spoof_ports: HashMap<MapData, u32, u32>,
-    spoof_allow: HashMap<MapData, PopSpoofKey, u32>,
+    spoof_src_v4: LpmTrie<MapData, [u8; 8], u32>,
+    spoof_src_v6: LpmTrie<MapData, [u8; 20], u32>,
     policers: Array<MapData, PopPolicer>,
     hits: hits::HitsMap,
     /// Hit counts carried into the copy last written, settled when it goes live.
@@ -93,7 +97,8 @@ impl AclMaps {
             leaf_rules: open(maps_dir, names::ACL_LEAF_RULES)?,
             rules: open(maps_dir, names::ACL_RULES)?,
             spoof_ports: open(maps_dir, names::SPOOF_PORTS)?,
-            spoof_allow: open(maps_dir, names::SPOOF_ALLOW)?,
+            spoof_src_v4: open(maps_dir, names::SPOOF_SRC_V4)?,
+            spoof_src_v6: open(maps_dir, names::SPOOF_SRC_V6)?,
             policers: open(maps_dir, names::POLICERS)?,
             hits: open(maps_dir, names::ACL_HITS)?,
             carry: None,
@@ -246,15 +251,23 @@ impl AclMaps {
     /// `IFACE_ANTI_SPOOFING` flags are set, so a newly protected port never
     /// drops its own customers' traffic.
     pub fn add_spoof(&mut self, want: &SpoofTables) -> Result<(), String> {
-        for &(customer_id, ifindex) in &want.allow {
-            let key = PopSpoofKey {
-                customer_id,
-                ifindex,
-            };
-            self.spoof_allow.insert(key, 0, 0).map_err(map_err(
-                names::SPOOF_ALLOW,
-                format!("insert customer {customer_id} ifindex {ifindex}"),
-            ))?;
+        for &(ifindex, prefix) in &want.prefixes {
+            let what = || format!("insert ifindex {ifindex} prefix {prefix}");
+            let len = 32 + u32::from(prefix.prefix_len());
+            match prefix {
+                IpNet::V4(p) => {
+                    let key = Key::new(len, spoof_data_v4(ifindex, p.network().octets()));
+                    self.spoof_src_v4
+                        .insert(&key, 0, 0)
+                        .map_err(map_err(names::SPOOF_SRC_V4, what()))?;
+                }
+                IpNet::V6(p) => {
+                    let key = Key::new(len, spoof_data_v6(ifindex, p.network().octets()));
+                    self.spoof_src_v6
+                        .insert(&key, 0, 0)
+                        .map_err(map_err(names::SPOOF_SRC_V6, what()))?;
+                }
+            }
         }
         for (&ifindex, &customer_id) in &want.ports {
             self.spoof_ports
@@ -270,23 +283,38 @@ impl AclMaps {
     /// Removes what the maps hold beyond `want`. Call after the flags of ports
     /// that lost anti-spoofing are cleared.
     pub fn prune_spoof(&mut self, want: &SpoofTables) -> Result<(), String> {
-        let stale: Vec<PopSpoofKey> = self
-            .spoof_allow
+        let stale: Vec<Key<[u8; 8]>> = self
+            .spoof_src_v4
             .keys()
             .flatten()
-            .filter(|k| !want.allow.contains(&(k.customer_id, k.ifindex)))
+            .filter(|k| !want.prefixes.contains(&spoof_entry_v4(k)))
             .collect();
         for key in stale {
-            match self.spoof_allow.remove(&key) {
-                Err(e) if !is_missing(&e) => {
+            if let Err(e) = self.spoof_src_v4.remove(&key) {
+                if !is_missing(&e) {
+                    let (ifindex, prefix) = spoof_entry_v4(&key);
                     return Err(format!(
-                        "map {}: remove customer {} ifindex {}: {e}",
-                        names::SPOOF_ALLOW,
-                        key.customer_id,
-                        key.ifindex
-                    ))
+                        "map {}: remove ifindex {ifindex} prefix {prefix}: {e}",
+                        names::SPOOF_SRC_V4
+                    ));
                 }
-                _ => {}
+            }
+        }
+        let stale: Vec<Key<[u8; 20]>> = self
+            .spoof_src_v6
+            .keys()
+            .flatten()
+            .filter(|k| !want.prefixes.contains(&spoof_entry_v6(k)))
+            .collect();
+        for key in stale {
+            if let Err(e) = self.spoof_src_v6.remove(&key) {
+                if !is_missing(&e) {
+                    let (ifindex, prefix) = spoof_entry_v6(&key);
+                    return Err(format!(
+                        "map {}: remove ifindex {ifindex} prefix {prefix}: {e}",
+                        names::SPOOF_SRC_V6
+                    ));
+                }
             }
         }
         let stale: Vec<u32> = self
@@ -341,4 +369,42 @@ impl AclMaps {
         }
         Ok(())
     }
+}
+
+/// The data of a `spoof_src_v4` key (`struct pop_spoof_v4_key` after its
+/// prefixlen): the ifindex big-endian, then the address.
+fn spoof_data_v4(ifindex: u32, addr: [u8; 4]) -> [u8; 8] {
+    let mut data = [0; 8];
+    data[..4].copy_from_slice(&ifindex.to_be_bytes());
+    data[4..].copy_from_slice(&addr);
+    data
+}
+
+/// The data of a `spoof_src_v6` key, like [`spoof_data_v4`].
+fn spoof_data_v6(ifindex: u32, addr: [u8; 16]) -> [u8; 20] {
+    let mut data = [0; 20];
+    data[..4].copy_from_slice(&ifindex.to_be_bytes());
+    data[4..].copy_from_slice(&addr);
+    data
+}
+
+/// The (ifindex, prefix) a `spoof_src_v4` key stands for.
+fn spoof_entry_v4(key: &Key<[u8; 8]>) -> (u32, IpNet) {
+    let data = key.data();
+    let ifindex = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+    let addr: [u8; 4] = [data[4], data[5], data[6], data[7]];
+    let len = key.prefix_len().saturating_sub(32).min(32) as u8;
+    let net = ipnet::Ipv4Net::new(addr.into(), len).expect("length <= 32");
+    (ifindex, IpNet::V4(net.trunc()))
+}
+
+/// The (ifindex, prefix) a `spoof_src_v6` key stands for.
+fn spoof_entry_v6(key: &Key<[u8; 20]>) -> (u32, IpNet) {
+    let data = key.data();
+    let ifindex = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+    let mut addr = [0u8; 16];
+    addr.copy_from_slice(&data[4..]);
+    let len = key.prefix_len().saturating_sub(32).min(128) as u8;
+    let net = ipnet::Ipv6Net::new(addr.into(), len).expect("length <= 128");
+    (ifindex, IpNet::V6(net.trunc()))
 }

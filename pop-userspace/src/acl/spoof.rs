@@ -2,28 +2,49 @@
 //!
 //! A port where a customer with `anti_spoofing = true` attaches gets
 //! [`IFACE_ANTI_SPOOFING`](pop_common::IFACE_ANTI_SPOOFING) in its
-//! `PopIface::flags`; there, a packet passes only when its source belongs to a
-//! customer attached at that port (any customer there, with or without
-//! anti-spoofing: several customers can share a port on different VLANs).
+//! `PopIface::flags`; there, a packet passes only when its source lies in a
+//! prefix of a customer attached at that port (any customer there, with or
+//! without anti-spoofing: several customers can share a port on different
+//! VLANs). The data plane answers that with one LPM lookup of (port, source)
+//! in `spoof_src_v4` / `spoof_src_v6`, which hold one entry per (anti-spoofing
+//! port, prefix of a customer attached there). The source's most specific
+//! customer plays no part: a customer may sub-allocate a block of its prefix
+//! to another customer attached elsewhere and still source it.
 use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
 
 use crate::config::validate::ValidCustomer;
 
-/// What the maps `spoof_ports` and `spoof_allow` should hold.
+/// What the maps `spoof_ports`, `spoof_src_v4` and `spoof_src_v6` should hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpoofTables {
     /// ifindex of every anti-spoofing port → the customer id its spoofed
     /// packets are counted against (the first anti-spoofing customer there).
     pub ports: BTreeMap<u32, u32>,
-    /// (customer id, ifindex): the customer attaches at that port, so its
-    /// prefixes may source traffic there.
-    pub allow: BTreeSet<(u32, u32)>,
+    /// (ifindex of an anti-spoofing port, prefix of a customer attached
+    /// there): sources in the prefix may send from that port. Prefixes are
+    /// truncated to their network.
+    pub prefixes: BTreeSet<(u32, IpNet)>,
 }
 
 impl SpoofTables {
     /// Whether `ifindex` needs `IFACE_ANTI_SPOOFING` in its `PopIface::flags`.
     pub fn is_anti_spoofing_port(&self, ifindex: u32) -> bool {
         self.ports.contains_key(&ifindex)
+    }
+
+    /// Entries of `spoof_src_v4` (IPv4 prefixes).
+    pub fn count_v4(&self) -> usize {
+        self.prefixes
+            .iter()
+            .filter(|(_, p)| p.addr().is_ipv4())
+            .count()
+    }
+
+    /// Entries of `spoof_src_v6` (IPv6 prefixes).
+    pub fn count_v6(&self) -> usize {
+        self.prefixes.len() - self.count_v4()
     }
 }
 
@@ -35,6 +56,8 @@ pub fn spoof_tables(
     ifindex_of: &dyn Fn(&str) -> Option<u32>,
 ) -> SpoofTables {
     let mut tables = SpoofTables::default();
+    // (ifindex, customer) of every attachment, in config order.
+    let mut attached: Vec<(u32, &ValidCustomer)> = vec![];
     for customer in customers {
         let Some(id) = customer_id_of(&customer.name) else {
             continue;
@@ -43,9 +66,16 @@ pub fn spoof_tables(
             let Some(ifindex) = ifindex_of(iface) else {
                 continue;
             };
-            tables.allow.insert((id, ifindex));
+            attached.push((ifindex, customer));
             if customer.anti_spoofing {
                 tables.ports.entry(ifindex).or_insert(id);
+            }
+        }
+    }
+    for (ifindex, customer) in attached {
+        if tables.ports.contains_key(&ifindex) {
+            for prefix in &customer.prefixes {
+                tables.prefixes.insert((ifindex, prefix.trunc()));
             }
         }
     }
@@ -57,10 +87,10 @@ mod tests {
     use super::*;
     use crate::config::validate::parse_prefix;
 
-    fn customer(name: &str, ifaces: &[&str], anti_spoofing: bool) -> ValidCustomer {
+    fn customer(name: &str, prefix: &str, ifaces: &[&str], anti_spoofing: bool) -> ValidCustomer {
         ValidCustomer {
             name: name.into(),
-            prefixes: vec![parse_prefix("192.0.2.0/24").unwrap()],
+            prefixes: vec![parse_prefix(prefix).unwrap()],
             interfaces: ifaces.iter().map(|s| s.to_string()).collect(),
             vlan: None,
             anti_spoofing,
@@ -72,9 +102,9 @@ mod tests {
     #[test]
     fn every_customer_on_a_protected_port_may_send() {
         let customers = [
-            customer("a", &["eth1"], true),
-            customer("b", &["eth1", "eth2"], false),
-            customer("c", &["gone0"], true),
+            customer("a", "192.0.2.0/24", &["eth1"], true),
+            customer("b", "198.51.100.0/24", &["eth1", "eth2"], false),
+            customer("c", "203.0.113.0/24", &["gone0"], true),
         ];
         let ids = |n: &str| Some(n.as_bytes()[0] as u32);
         let ifindex = |n: &str| match n {
@@ -84,13 +114,22 @@ mod tests {
         };
         let t = spoof_tables(&customers, &ids, &ifindex);
         assert_eq!(
-            t.ports.into_iter().collect::<Vec<_>>(),
+            t.ports.clone().into_iter().collect::<Vec<_>>(),
             vec![(11, 'a' as u32)]
         );
-        let allow: Vec<_> = t.allow.into_iter().collect();
+        // eth1 holds a's and b's prefixes; b's port eth2 is not protected.
+        let prefixes: Vec<_> = t
+            .prefixes
+            .iter()
+            .map(|(i, p)| (*i, p.to_string()))
+            .collect();
         assert_eq!(
-            allow,
-            vec![('a' as u32, 11), ('b' as u32, 11), ('b' as u32, 12)]
+            prefixes,
+            vec![
+                (11, "192.0.2.0/24".to_string()),
+                (11, "198.51.100.0/24".to_string())
+            ]
         );
+        assert_eq!((t.count_v4(), t.count_v6()), (2, 0));
     }
 }

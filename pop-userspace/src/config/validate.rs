@@ -551,10 +551,17 @@ fn validate_customers(
     check_limit("customers", list.len(), pop_common::MAX_CUSTOMERS - 1)?;
     let mut names: HashSet<&str> = HashSet::with_capacity(list.len());
     let mut out: Vec<ValidCustomer> = Vec::with_capacity(list.len());
-    // Every (customer, port) pair has an entry in the anti-spoofing table
-    // (customers without anti-spoofing too: they may source traffic there).
-    let max_pairs = pop_common::MAX_SPOOF_PAIRS as usize;
-    let mut pairs = 0usize;
+    // On a port (interface and VLAN) where a customer with anti-spoofing
+    // attaches, every prefix of every customer attached there has an entry in
+    // the anti-spoofing table of its family (customers without anti-spoofing
+    // too: they may source traffic there).
+    let spoof_ports: HashSet<(&str, Option<u16>)> = list
+        .iter()
+        .filter(|c| c.anti_spoofing)
+        .flat_map(|c| c.interfaces.iter().map(move |i| (i.as_str(), c.vlan)))
+        .collect();
+    let max_entries = pop_common::MAX_SPOOF_PREFIXES as usize;
+    let mut entries = [0usize; 2]; // IPv4, IPv6
     for customer in list {
         let valid = check_customer(customer)?;
         let err = |problem| ConfigError::Customer {
@@ -577,13 +584,23 @@ fn validate_customers(
                 }
                 Some(InterfaceRole::Customer) => {}
             }
-            pairs += 1;
-            if pairs > max_pairs {
-                return Err(err(Problem::SpoofPairsFull {
-                    iface: iface.clone(),
-                    count: pairs,
-                    max: max_pairs,
-                }));
+            if !spoof_ports.contains(&(iface.as_str(), customer.vlan)) {
+                continue;
+            }
+            for (family, n) in ["IPv4", "IPv6"].into_iter().zip(&mut entries) {
+                *n += valid
+                    .prefixes
+                    .iter()
+                    .filter(|p| p.addr().is_ipv4() == (family == "IPv4"))
+                    .count();
+                if *n > max_entries {
+                    return Err(err(Problem::SpoofEntriesFull {
+                        iface: iface.clone(),
+                        family,
+                        count: *n,
+                        max: max_entries,
+                    }));
+                }
             }
         }
         out.push(valid);

@@ -204,7 +204,7 @@ pub fn plan(
 pub fn check_tables(t: &Tables) -> Result<(), ControlError> {
     use pop_common::{
         MAX_CONFIGURED_NEXTHOPS, MAX_CUSTOMER_PREFIXES, MAX_IFACES, MAX_ROUTES_V4, MAX_ROUTES_V6,
-        MAX_SPOOF_PAIRS,
+        MAX_SPOOF_PREFIXES,
     };
     fits(
         "interfaces and VLAN devices",
@@ -261,10 +261,16 @@ pub fn check_tables(t: &Tables) -> Result<(), ControlError> {
         MAX_IFACES,
     )?;
     fits(
-        "anti-spoofing (customer, interface) pairs",
-        names::SPOOF_ALLOW,
-        t.spoof.allow.len(),
-        MAX_SPOOF_PAIRS,
+        "IPv4 anti-spoofing (interface, prefix) entries",
+        names::SPOOF_SRC_V4,
+        t.spoof.count_v4(),
+        MAX_SPOOF_PREFIXES,
+    )?;
+    fits(
+        "IPv6 anti-spoofing (interface, prefix) entries",
+        names::SPOOF_SRC_V6,
+        t.spoof.count_v6(),
+        MAX_SPOOF_PREFIXES,
     )?;
     fits(
         "policers",
@@ -283,16 +289,23 @@ mod tests {
     fn a_full_map_is_named_with_its_limit() {
         let mut t = Tables::default();
         assert!(check_tables(&t).is_ok());
-        let max = pop_common::MAX_SPOOF_PAIRS;
-        t.spoof.allow = (0..=max).map(|i| (1 + i % 7, i)).collect();
+        let max = pop_common::MAX_SPOOF_PREFIXES;
+        t.spoof.prefixes = (0..=max)
+            .map(|i| {
+                (
+                    1 + i % 7,
+                    ipnet::IpNet::V4(std::net::Ipv4Addr::from(i).into()),
+                )
+            })
+            .collect();
         assert_eq!(
             check_tables(&t).unwrap_err().to_string(),
             format!(
-                "too many anti-spoofing (customer, interface) pairs: {} exceeds the maximum of {max} (map spoof_allow)",
+                "too many IPv4 anti-spoofing (interface, prefix) entries: {} exceeds the maximum of {max} (map spoof_src_v4)",
                 max + 1
             )
         );
-        t.spoof.allow.clear();
+        t.spoof.prefixes.clear();
         t.ifaces = (0..=pop_common::MAX_IFACES)
             .map(|i| (i, Default::default()))
             .collect();

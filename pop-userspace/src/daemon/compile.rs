@@ -949,8 +949,14 @@ dev = "eth1"
         assert_eq!(dev.slot, port.slot, "counted on its port");
         assert_eq!(dev.flags, pop_common::IFACE_ANTI_SPOOFING);
         assert_eq!(port.flags, 0, "the untagged customer is not protected");
-        let tagged = ids.customers["tagged"];
-        assert!(t.spoof.allow.contains(&(tagged, 7)));
+        assert!(ids.customers.contains_key("tagged"));
+        let entries: Vec<_> = t
+            .spoof
+            .prefixes
+            .iter()
+            .map(|(i, p)| (*i, p.to_string()))
+            .collect();
+        assert_eq!(entries, vec![(7, "10.100.0.0/24".to_string())]);
         assert!(!t.tx_ports.contains(&7), "packets leave by the port");
         // Its next hop leaves by eth1 with tag 100; the other one untagged.
         let nh = |via: &str| t.nexthops[&ids.nexthops[&nexthop_key("eth1", &via.parse().unwrap())]];

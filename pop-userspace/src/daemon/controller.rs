@@ -440,8 +440,8 @@ impl Controller {
         Ok(())
     }
 
-    /// Writes `want` into the maps: anti-spoofing pairs before the interface
-    /// flags that use them, [`compile::apply`], stale pairs after, policers.
+    /// Writes `want` into the maps: anti-spoofing entries before the interface
+    /// flags that use them, [`compile::apply`], stale entries after, policers.
     fn write_tables(&mut self, want: &Tables) -> Result<(), ControlError> {
         let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
         let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
@@ -995,6 +995,16 @@ impl Controller {
                 n::UPPER_MACS,
                 a.upper_macs.len(),
                 pop_common::MAX_UPPER_MACS,
+            ),
+            fill(
+                n::SPOOF_SRC_V4,
+                a.spoof.count_v4(),
+                pop_common::MAX_SPOOF_PREFIXES,
+            ),
+            fill(
+                n::SPOOF_SRC_V6,
+                a.spoof.count_v6(),
+                pop_common::MAX_SPOOF_PREFIXES,
             ),
         ];
         // The IPv4 FIB the data plane looks routes up in: split /24s,

@@ -187,15 +187,18 @@ pub enum Problem {
         /// The table's capacity.
         max: usize,
     },
-    /// A customer port that no longer fits the anti-spoofing table (one entry
-    /// per (customer, interface) pair over all customers).
+    /// A customer port that no longer fits an anti-spoofing table (one entry
+    /// per (port, prefix of a customer attached there) on the ports where a
+    /// customer with anti-spoofing attaches, per address family).
     #[error(
-        "interface {iface:?} is anti-spoofing pair {count}, beyond the maximum of {max} (customer, interface) pairs"
+        "interface {iface:?} brings the {family} anti-spoofing entries to {count}, beyond the maximum of {max} (interface, prefix) entries"
     )]
-    SpoofPairsFull {
+    SpoofEntriesFull {
         /// The interface.
         iface: String,
-        /// Pairs so far, this one included.
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+        /// Entries of that family so far, this interface's included.
         count: usize,
         /// The table's capacity.
         max: usize,
