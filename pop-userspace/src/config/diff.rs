@@ -22,6 +22,20 @@ use super::validate::{parse_prefix, parse_proto, proto_name};
 /// The change lines that turn `old` into `new`; empty when they are equal.
 /// Runs in O(n log n), and does not require either config to be valid.
 pub fn diff(old: &Config, new: &Config) -> Vec<String> {
+    diff_with(old, new, |lines| {
+        section(
+            lines,
+            &old.routes,
+            &new.routes,
+            |r| prefix_key(&r.prefix),
+            route_text,
+        )
+    })
+}
+
+/// [`diff`] with the route lines appended, in their place, by `routes`
+/// (popd keeps its routes in a table of their own).
+pub fn diff_with(old: &Config, new: &Config, routes: impl FnOnce(&mut Vec<String>)) -> Vec<String> {
     let mut lines = Vec::new();
     let (od, nd) = (&old.dataplane, &new.dataplane);
     if od.xdp_mode != nd.xdp_mode {
@@ -58,13 +72,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
         |c| c.name.clone(),
         customer_text,
     );
-    section(
-        &mut lines,
-        &old.routes,
-        &new.routes,
-        |r| prefix_key(&r.prefix),
-        route_text,
-    );
+    routes(&mut lines);
     section(&mut lines, &old.acls, &new.acls, |a| a.priority, acl_text);
     match (&old.kernel_routes, &new.kernel_routes) {
         (None, Some(k)) => lines.push(format!("+ kernel_routes table {}", k.table)),

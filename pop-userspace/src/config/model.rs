@@ -5,7 +5,11 @@ use serde::{Deserialize, Serialize};
 /// The whole desired state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+#[serde(bound(
+    serialize = "R: Serialize + RouteList",
+    deserialize = "R: Deserialize<'de> + Default"
+))]
+pub struct Config<R = Vec<Route>> {
     /// Data plane settings.
     #[serde(default)]
     pub dataplane: DataplaneConfig,
@@ -15,9 +19,11 @@ pub struct Config {
     /// Customers (counted, policed, protected against spoofing).
     #[serde(default)]
     pub customers: Vec<Customer>,
-    /// Static routes.
-    #[serde(default)]
-    pub routes: Vec<Route>,
+    /// Static routes: their text form (`Vec<Route>`) as the config file and
+    /// popctl give them, or popd's typed table
+    /// ([`crate::daemon::routes::ConfiguredRoutes`]) in its state file.
+    #[serde(default, skip_serializing_if = "RouteList::is_empty")]
+    pub routes: R,
     /// Firewall rules.
     #[serde(default)]
     pub acls: Vec<Acl>,
@@ -30,6 +36,54 @@ pub struct Config {
     /// sFlow v5 export (`[sflow]`); none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sflow: Option<SflowConfig>,
+}
+
+/// What a config's `routes` can be.
+pub trait RouteList {
+    /// Whether there are no routes (then `routes` is left out when
+    /// serialised).
+    fn is_empty(&self) -> bool;
+}
+
+impl RouteList for Vec<Route> {
+    fn is_empty(&self) -> bool {
+        Vec::is_empty(self)
+    }
+}
+
+impl RouteList for crate::daemon::routes::ConfiguredRoutes {
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<R> Config<R> {
+    /// The same config with other routes, and the routes it had.
+    pub fn with_routes<T>(self, routes: T) -> (Config<T>, R) {
+        let Config {
+            dataplane,
+            interfaces,
+            customers,
+            routes: old,
+            acls,
+            icmp,
+            kernel_routes,
+            sflow,
+        } = self;
+        (
+            Config {
+                dataplane,
+                interfaces,
+                customers,
+                routes,
+                acls,
+                icmp,
+                kernel_routes,
+                sflow,
+            },
+            old,
+        )
+    }
 }
 
 /// `[icmp]`: the rate limit of the ICMP errors pop sends itself (Time

@@ -26,6 +26,7 @@ use ipnet::IpNet;
 use super::model::{
     Acl, AclAction, Config, Customer, DataplaneConfig, Interface, InterfaceRole, Route,
 };
+use crate::daemon::routes::{ConfiguredRoutes, Hops};
 pub use error::{ConfigError, PortError, PrefixError, Problem};
 pub use parse::{parse_port_range, parse_prefix, parse_proto, proto_name, PROTO_NAMES};
 pub use sflow::{check_sflow, SflowError, ValidSflow};
@@ -109,8 +110,8 @@ pub struct Validated {
     pub dataplane: DataplaneConfig,
     /// Interfaces, in config order.
     pub interfaces: Vec<ValidInterface>,
-    /// Routes, in config order.
-    pub routes: Vec<ValidRoute>,
+    /// Routes, typed (the table the controller keeps).
+    pub routes: ConfiguredRoutes,
     /// Customers, in config order.
     pub customers: Vec<ValidCustomer>,
     /// ACL rules sorted by priority (evaluation order).
@@ -502,9 +503,8 @@ fn validate_interfaces(list: &[Interface]) -> Result<Vec<ValidInterface>, Config
 fn validate_routes(
     list: &[Route],
     roles: &HashMap<&str, InterfaceRole>,
-) -> Result<Vec<ValidRoute>, ConfigError> {
-    let mut seen: HashSet<IpNet> = HashSet::with_capacity(list.len());
-    let mut out = Vec::with_capacity(list.len());
+) -> Result<ConfiguredRoutes, ConfigError> {
+    let mut out = ConfiguredRoutes::default();
     let (mut v4, mut v6) = (0usize, 0usize);
     // One next-hop id per distinct (dev, via), in 1..=MAX_CONFIGURED_NEXTHOPS.
     let max_nexthops = pop_common::MAX_CONFIGURED_NEXTHOPS as usize;
@@ -521,7 +521,7 @@ fn validate_routes(
                 value: valid.dev,
             }));
         }
-        if !seen.insert(valid.prefix) {
+        if out.get(&valid.prefix).is_some() {
             return Err(err(Problem::Duplicate("prefix")));
         }
         for (text, addr) in route.via.iter().zip(&valid.via) {
@@ -537,7 +537,13 @@ fn validate_routes(
             IpNet::V4(_) => v4 += 1,
             IpNet::V6(_) => v6 += 1,
         }
-        out.push(valid);
+        out.insert(
+            valid.prefix,
+            Hops {
+                dev: valid.dev,
+                via: valid.via,
+            },
+        );
     }
     check_limit("IPv4 routes", v4, pop_common::MAX_ROUTES_V4)?;
     check_limit("IPv6 routes", v6, pop_common::MAX_ROUTES_V6)?;

@@ -14,6 +14,10 @@
 //! 5. the map contents ([`compile::compile`]) fit every map, VLAN devices and
 //!    anti-spoofing ports included.
 //!
+//! Validation yields typed values that the rest of the path uses: the routes
+//! become the controller's [`ConfiguredRoutes`] table here, once. A single
+//! route change is checked on its own ([`super::desired::route_add`]).
+//!
 //! Host addresses are not part of the desired state: whatever their number,
 //! they never refuse a change (see [`compile::local_addresses`]).
 use std::collections::BTreeMap;
@@ -22,6 +26,7 @@ use pop_common::maps as names;
 
 use super::compile::{self, Tables};
 use super::error::ControlError;
+use super::routes::ConfiguredRoutes;
 use crate::acl::CompiledAcl;
 use crate::config::model::Config;
 use crate::config::validate;
@@ -75,8 +80,21 @@ pub struct Plan {
     pub acl_copy: u32,
     /// The ACL rules to write into `acl_copy`, when they change.
     pub acl: Option<StagedAcl>,
-    /// The map contents once every candidate interface is attached.
+    /// The map contents once every candidate interface is attached
+    /// (configured routes apart).
     pub tables: Tables,
+    /// The candidate's routes when they are new ([`Routes::InConfig`]).
+    pub routes: Option<ConfiguredRoutes>,
+}
+
+/// Where a candidate's routes are.
+#[derive(Clone, Copy)]
+pub enum Routes<'a> {
+    /// In the candidate's `routes` (a whole config: start, SIGHUP, apply):
+    /// validated with it, they become the new table.
+    InConfig,
+    /// Unchanged: this table (a change to customers or ACL rules).
+    Current(&'a ConfiguredRoutes),
 }
 
 /// The ifindex of every interface the ACL rules of `cfg` name.
@@ -160,15 +178,25 @@ pub fn check_devices(cfg: &Config, kernel: &KernelView) -> Result<(), ControlErr
 /// what a commit writes. Writes nothing.
 pub fn plan(
     candidate: &Config,
+    routes: Routes,
     kernel: &KernelView,
     current: &Current,
     devices: Devices,
 ) -> Result<Plan, ControlError> {
-    validate::validate(candidate)?;
+    let valid = validate::validate(candidate)?;
     if devices == Devices::Required {
         check_devices(candidate, kernel)?;
     }
-    let (ids, fresh) = compile::assign_ids(candidate, current.ids)?;
+    let new_routes = match routes {
+        Routes::InConfig => Some(valid.routes),
+        Routes::Current(_) => None,
+    };
+    let table = match (routes, &new_routes) {
+        (Routes::Current(t), _) => t,
+        (Routes::InConfig, Some(t)) => t,
+        (Routes::InConfig, None) => unreachable!("set above"),
+    };
+    let (ids, fresh) = compile::assign_ids(candidate, table, current.ids)?;
     let ifindexes = acl_ifindexes(candidate, kernel);
     let acls_change = match current.acl_ifindexes {
         None => true,
@@ -197,14 +225,14 @@ pub fn plan(
         acl_copy,
         acl,
         tables,
+        routes: new_routes,
     })
 }
 
 /// Checks that compiled map contents fit every map popd writes.
 pub fn check_tables(t: &Tables) -> Result<(), ControlError> {
     use pop_common::{
-        MAX_CONFIGURED_NEXTHOPS, MAX_CUSTOMER_PREFIXES, MAX_IFACES, MAX_ROUTES_V4, MAX_ROUTES_V6,
-        MAX_SPOOF_PREFIXES,
+        MAX_CONFIGURED_NEXTHOPS, MAX_CUSTOMER_PREFIXES, MAX_IFACES, MAX_SPOOF_PREFIXES,
     };
     fits(
         "interfaces and VLAN devices",
@@ -229,18 +257,6 @@ pub fn check_tables(t: &Tables) -> Result<(), ControlError> {
         names::NEXTHOPS,
         t.nexthops.len(),
         MAX_CONFIGURED_NEXTHOPS,
-    )?;
-    fits(
-        "IPv4 routes",
-        names::ROUTES_V4,
-        t.routes_v4.len(),
-        MAX_ROUTES_V4,
-    )?;
-    fits(
-        "IPv6 routes",
-        names::ROUTES_V6,
-        t.routes_v6.len(),
-        MAX_ROUTES_V6,
     )?;
     fits(
         "IPv4 customer prefixes",

@@ -7,17 +7,16 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_common::{
-    PopConfig, PopIface, PopLocalV6, PopNexthop, PopRoute, PopUpperMacKey, PopVlanKey,
-    CFG_NO_ROUTE_DROP, MAX_CUSTOMERS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_UPPER_MACS, NH_RESOLVED,
-    NH_VALID,
+    PopConfig, PopIface, PopLocalV6, PopNexthop, PopUpperMacKey, PopVlanKey, CFG_NO_ROUTE_DROP,
+    MAX_CUSTOMERS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_UPPER_MACS, NH_RESOLVED, NH_VALID,
 };
 
-use super::learned::{LearnedRoutes, Pinned};
+use super::learned::Pinned;
+use super::routes::ConfiguredRoutes;
 use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
 use crate::config::validate;
 use crate::dataplane::maps::{key_v4, key_v6, map_err};
-use crate::dataplane::route_writer::RouteWriter;
 use crate::dataplane::{DataplaneError, Maps};
 use crate::netlink::{KernelView, Link};
 use crate::state::Ids;
@@ -36,10 +35,6 @@ pub struct Tables {
     pub vlans: HashMap<PopVlanKey, u32>,
     /// Next hops by id.
     pub nexthops: HashMap<u32, PopNexthop>,
-    /// IPv4 routes.
-    pub routes_v4: HashMap<Ipv4Net, PopRoute>,
-    /// IPv6 routes.
-    pub routes_v6: HashMap<Ipv6Net, PopRoute>,
     /// IPv4 customer prefixes → customer id.
     pub cust_v4: HashMap<Ipv4Net, u32>,
     /// IPv6 customer prefixes → customer id.
@@ -97,7 +92,11 @@ fn allocate(
 /// Ids for `cfg`: existing ones are kept, new names get the lowest free id,
 /// ids of removed names are freed. Returns the ids and the customer ids that
 /// are new (their counters must be zeroed before use).
-pub fn assign_ids(cfg: &Config, old: &Ids) -> Result<(Ids, Vec<u32>), String> {
+pub fn assign_ids(
+    cfg: &Config,
+    routes: &ConfiguredRoutes,
+    old: &Ids,
+) -> Result<(Ids, Vec<u32>), String> {
     let mut ids = old.clone();
     let customers: Vec<String> = cfg.customers.iter().map(|c| c.name.clone()).collect();
     allocate(
@@ -111,16 +110,16 @@ pub fn assign_ids(cfg: &Config, old: &Ids) -> Result<(Ids, Vec<u32>), String> {
     allocate(&mut ids.iface_slots, &ifaces, 0, MAX_IFACES, "interfaces")?;
     let mut nhs = Vec::new();
     let mut seen = HashSet::new();
-    for r in &cfg.routes {
-        for via in &r.via {
-            if let Ok(ip) = via.parse::<IpAddr>() {
-                let k = nexthop_key(&r.dev, &ip);
-                if seen.insert(k.clone()) {
-                    nhs.push(k);
-                }
+    for hops in routes.hop_sets() {
+        for via in &hops.via {
+            let k = nexthop_key(&hops.dev, via);
+            if seen.insert(k.clone()) {
+                nhs.push(k);
             }
         }
     }
+    // In a stable order: ids must not depend on the hop sets' interning.
+    nhs.sort_unstable();
     // The upper half of `nexthops` belongs to learned routes.
     allocate(
         &mut ids.nexthops,
@@ -270,51 +269,13 @@ pub fn compile(
             link.ifindex,
         );
     }
-    for r in &cfg.routes {
-        let Ok(prefix) = r.prefix.parse::<IpNet>() else {
-            continue;
-        };
-        let mut route = PopRoute::default();
-        for via in &r.via {
-            let Ok(ip) = via.parse::<IpAddr>() else {
-                continue;
-            };
-            let Some(&id) = ids.nexthops.get(&nexthop_key(&r.dev, &ip)) else {
-                continue;
-            };
-            let link = vlan_hops.link(kernel, &r.dev, &ip);
-            let mut nh = PopNexthop {
-                flags: NH_VALID,
-                ..Default::default()
-            };
-            // A VLAN device's packets leave by its port with its tag.
-            let port = link
-                .map(|l| l.vlan.unwrap_or((l.ifindex, 0)))
-                .filter(|(port, _)| t.tx_ports.contains(port));
-            if let (Some(link), Some((port, vid))) = (link, port) {
-                nh.ifindex = port;
-                nh.vlan = vid;
-                nh.smac = link.mac;
-                nh.mtu = link.mtu;
-                if let Some(mac) = kernel
-                    .neighbours
-                    .get(&(link.ifindex, ip))
-                    .and_then(|n| n.mac)
-                {
-                    nh.dmac = mac;
-                    nh.flags |= NH_RESOLVED;
-                }
-            }
+    // Next hops: one per configured (dev, via), whatever the number of
+    // routes using it (routes only name their ids: see
+    // [`super::routes::Hops::pop_route`]).
+    for (key, &id) in &ids.nexthops {
+        if let Some(nh) = nexthop_with(&vlan_hops, kernel, &t.tx_ports, key) {
             t.nexthops.insert(id, nh);
-            if (route.nh_count as usize) < route.nh_ids.len() {
-                route.nh_ids[route.nh_count as usize] = id;
-                route.nh_count += 1;
-            }
         }
-        match prefix {
-            IpNet::V4(p) => t.routes_v4.insert(p.trunc(), route),
-            IpNet::V6(p) => t.routes_v6.insert(p.trunc(), route),
-        };
     }
     for c in &cfg.customers {
         let Some(&id) = ids.customers.get(&c.name) else {
@@ -338,6 +299,51 @@ pub fn compile(
     t.local_not_loaded = local.not_loaded;
     t.upper_macs = upper_macs(kernel, &t.ifaces, &t.vlans);
     t
+}
+
+/// The next hop of key `dev via` ([`nexthop_key`]) as the data plane holds
+/// it, for the ports `tx_ports`; None for a key that does not parse.
+pub fn nexthop_value(
+    cfg: &Config,
+    kernel: &KernelView,
+    tx_ports: &HashSet<u32>,
+    key: &str,
+) -> Option<PopNexthop> {
+    nexthop_with(&VlanNexthops::new(cfg, kernel), kernel, tx_ports, key)
+}
+
+fn nexthop_with(
+    vlan_hops: &VlanNexthops,
+    kernel: &KernelView,
+    tx_ports: &HashSet<u32>,
+    key: &str,
+) -> Option<PopNexthop> {
+    let (dev, via) = key.split_once(' ')?;
+    let ip: IpAddr = via.parse().ok()?;
+    let link = vlan_hops.link(kernel, dev, &ip);
+    let mut nh = PopNexthop {
+        flags: NH_VALID,
+        ..Default::default()
+    };
+    // A VLAN device's packets leave by its port with its tag.
+    let port = link
+        .map(|l| l.vlan.unwrap_or((l.ifindex, 0)))
+        .filter(|(port, _)| tx_ports.contains(port));
+    if let (Some(link), Some((port, vid))) = (link, port) {
+        nh.ifindex = port;
+        nh.vlan = vid;
+        nh.smac = link.mac;
+        nh.mtu = link.mtu;
+        if let Some(mac) = kernel
+            .neighbours
+            .get(&(link.ifindex, ip))
+            .and_then(|n| n.mac)
+        {
+            nh.dmac = mac;
+            nh.flags |= NH_RESOLVED;
+        }
+    }
+    Some(nh)
 }
 
 /// The host addresses the data plane must know, as `local_v4`/`local_v6`
@@ -489,26 +495,29 @@ pub fn vlan_device(kernel: &KernelView, port: &str, vid: u16) -> Option<String> 
 }
 
 /// Next hops that are wanted but unresolved: (ifindex, address) to ask the kernel for.
-pub fn unresolved(cfg: &Config, kernel: &KernelView) -> Vec<(u32, IpAddr)> {
+pub fn unresolved(
+    cfg: &Config,
+    routes: &ConfiguredRoutes,
+    kernel: &KernelView,
+) -> Vec<(u32, IpAddr)> {
     let mut out = Vec::new();
     let vlan_hops = VlanNexthops::new(cfg, kernel);
-    for r in &cfg.routes {
-        for via in &r.via {
-            if let Ok(ip) = via.parse::<IpAddr>() {
-                let Some(link) = vlan_hops.link(kernel, &r.dev, &ip) else {
-                    continue;
-                };
-                let known = kernel
-                    .neighbours
-                    .get(&(link.ifindex, ip))
-                    .and_then(|n| n.mac)
-                    .is_some();
-                if !known && !out.contains(&(link.ifindex, ip)) {
-                    out.push((link.ifindex, ip));
-                }
+    for hops in routes.hop_sets() {
+        for ip in &hops.via {
+            let Some(link) = vlan_hops.link(kernel, &hops.dev, ip) else {
+                continue;
+            };
+            let known = kernel
+                .neighbours
+                .get(&(link.ifindex, *ip))
+                .and_then(|n| n.mac)
+                .is_some();
+            if !known && !out.contains(&(link.ifindex, *ip)) {
+                out.push((link.ifindex, *ip));
             }
         }
     }
+    out.sort_unstable();
     out
 }
 
@@ -520,14 +529,14 @@ fn devmap_value(ifindex: u32) -> u32 {
 /// updating `applied` entry by entry so that on error it still says exactly
 /// what the maps hold. Order keeps every intermediate state forwardable: next
 /// hops and ports before the routes that use them, routes removed before the
-/// next hops they used. Routes are written through [`RouteWriter`]; a
-/// configured route that goes is replaced by the learned route for the same
-/// prefix, if there is one.
+/// next hops they used. Configured routes are not part of [`Tables`]: their
+/// changes are written by `routes` ([`super::route_sync`]), called once the
+/// next hops they may use are in place and before next hops are removed.
 pub fn apply(
     maps: &mut Maps,
     applied: &mut Tables,
     want: &Tables,
-    learned: &mut LearnedRoutes,
+    routes: impl FnOnce(&mut Maps) -> Result<(), DataplaneError>,
 ) -> Result<(), DataplaneError> {
     use pop_common::maps as n;
     // 1. Ports and interfaces that appear; VLAN devices after their `ifaces`
@@ -580,13 +589,6 @@ pub fn apply(
             .insert(PopLocalV6 { addr: *a }, 0, 0)
             .map_err(map_err(n::LOCAL_V6))
     })?;
-    // 4. Routes (new and changed).
-    write_changed(&mut applied.routes_v4, &want.routes_v4, |k, v| {
-        maps.set_route_v4(k, v)
-    })?;
-    write_changed(&mut applied.routes_v6, &want.routes_v6, |k, v| {
-        maps.set_route_v6(k, v)
-    })?;
     // 5. Global settings.
     let config = want.config.map(|c| PopConfig { cust_copy, ..c });
     if let Some(c) = config.filter(|_| applied.config != config) {
@@ -599,19 +601,10 @@ pub fn apply(
             maps.fill_icmp_buckets()?;
         }
     }
-    // 6. Removals, users before what they use.
-    remove_gone(&mut applied.routes_v4, &want.routes_v4, |k| {
-        match learned.fallback_v4(k) {
-            Some(r) => maps.set_route_v4(k, &r),
-            None => maps.del_route_v4(k),
-        }
-    })?;
-    remove_gone(&mut applied.routes_v6, &want.routes_v6, |k| {
-        match learned.fallback_v6(k) {
-            Some(r) => maps.set_route_v6(k, &r),
-            None => maps.del_route_v6(k),
-        }
-    })?;
+    // 6. Configured routes (their changes, written by `routes`: next hops
+    // are in place, and next hops that go are removed below, after them).
+    routes(maps)?;
+    // 7. Removals, users before what they use.
     remove_gone_from_set(&mut applied.local_v4, &want.local_v4, |a| {
         ignore_missing(maps.local_v4.remove(a)).map_err(map_err(n::LOCAL_V4))
     })?;
@@ -768,16 +761,13 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::M
 }
 
 /// Reads what the pinned maps hold (after a restart), so that the first
-/// reconcile only writes differences and removes leftovers. Of the routes,
-/// only the entries of `configured` prefixes are looked up (O(config)); the
-/// others (learned by an earlier run, maybe a full table) are read later by
+/// reconcile only writes differences and removes leftovers. Routes are not
+/// read here: configured ones are compared one by one when they are
+/// reconciled ([`super::route_sync`]), the others (learned by an earlier run,
+/// maybe a full table) are read later by
 /// [`crate::dataplane::route_writer::read_routes`]. Learned next hops go
 /// into `pinned`.
-pub fn read_back(
-    maps: &Maps,
-    configured: &(HashSet<Ipv4Net>, HashSet<Ipv6Net>),
-    pinned: &mut Pinned,
-) -> Tables {
+pub fn read_back(maps: &Maps, pinned: &mut Pinned) -> Tables {
     let mut t = Tables {
         config: maps.config.get(&0, 0).ok(),
         ..Default::default()
@@ -793,16 +783,6 @@ pub fn read_back(
     }
     for (k, v) in maps.upper_macs.iter().flatten() {
         t.upper_macs.insert(k, v);
-    }
-    for p in &configured.0 {
-        if let Ok(v) = maps.routes_v4.get(&key_v4(p), 0) {
-            t.routes_v4.insert(*p, v);
-        }
-    }
-    for p in &configured.1 {
-        if let Ok(v) = maps.routes_v6.get(&key_v6(p), 0) {
-            t.routes_v6.insert(*p, v);
-        }
     }
     let copy1 = t.config.is_some_and(|c| c.cust_copy & 1 == 1);
     let cust_v4 = if copy1 {
@@ -906,8 +886,8 @@ dev = "eth1"
 
     fn tables(kernel: &KernelView) -> (Tables, Ids) {
         let cfg = validate::parse_config(CONFIG).unwrap();
-        validate::validate(&cfg).unwrap();
-        let (ids, _) = assign_ids(&cfg, &Ids::default()).unwrap();
+        let routes = validate::validate(&cfg).unwrap().routes;
+        let (ids, _) = assign_ids(&cfg, &routes, &Ids::default()).unwrap();
         let attached = BTreeMap::from([
             ("eth0".to_string(), AttachMode::Native),
             ("eth1".to_string(), AttachMode::Native),
@@ -919,12 +899,13 @@ dev = "eth1"
     fn a_vlan_customer_is_served_through_its_vlan_device() {
         let mut k = kernel();
         let cfg = validate::parse_config(CONFIG).unwrap();
+        let routes = validate::validate(&cfg).unwrap().routes;
         // Its next hop is resolved on the VLAN device, not on the port.
         assert_eq!(
-            unresolved(&cfg, &k),
+            unresolved(&cfg, &routes, &k),
             vec![
+                (3, "198.51.100.10".parse().unwrap()),
                 (7, "10.100.0.10".parse().unwrap()),
-                (3, "198.51.100.10".parse().unwrap())
             ]
         );
         k.neighbours.insert(
@@ -1007,7 +988,8 @@ dev = "eth1"
         let mut cfg = validate::parse_config(CONFIG).unwrap();
         cfg.icmp.rate_per_s = 200;
         cfg.icmp.burst = 7;
-        let (ids, _) = assign_ids(&cfg, &Ids::default()).unwrap();
+        let routes = validate::validate(&cfg).unwrap().routes;
+        let (ids, _) = assign_ids(&cfg, &routes, &Ids::default()).unwrap();
         let attached = BTreeMap::from([
             ("eth0".to_string(), AttachMode::Native),
             ("eth1".to_string(), AttachMode::Native),

@@ -13,10 +13,13 @@ use ipnet::IpNet;
 use pop_common::{Action, Direction, DropReason, PassReason};
 use serde_json::{json, Value};
 
-use super::check::{self, Current, Devices, Plan};
+use super::check::{self, Current, Devices, Plan, Routes};
 use super::compile::{self, Tables};
+use super::desired::{self, Change, RouteDone};
 use super::error::ControlError;
 use super::learned::{Env, LearnedRoutes, Pinned, Staged};
+use super::route_sync;
+use super::routes::ConfiguredRoutes;
 use crate::acl::AclMaps;
 use crate::api::protocol::{
     AclInfo, ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
@@ -72,13 +75,29 @@ pub struct Controller {
 /// The learned routes' view of the controller (split borrows of its fields).
 macro_rules! learned_env {
     ($c:expr) => {
-        Env::new(
-            &$c.kernel,
-            &$c.applied.tx_ports,
-            &$c.applied.routes_v4,
-            &$c.applied.routes_v6,
-        )
+        Env::new(&$c.kernel, &$c.applied.tx_ports, &$c.state.routes)
     };
+}
+
+/// What a write of the tables does with the configured routes.
+#[derive(Clone, Copy)]
+enum RouteWork<'a> {
+    /// They are in the maps already.
+    Keep,
+    /// After a start: compare each with the maps, write those that differ.
+    Reconcile,
+    /// The maps hold the desired state's routes: make them hold these.
+    Replace(&'a ConfiguredRoutes, &'a crate::state::Ids),
+    /// The maps hold these: make them hold the desired state's routes.
+    Revert(&'a ConfiguredRoutes, &'a crate::state::Ids),
+}
+
+/// How a change becomes durable.
+enum Persist {
+    /// A new snapshot of the whole state (a whole config: start, apply).
+    Snapshot,
+    /// One journal record.
+    Record(Change),
 }
 
 /// Result of a request: JSON data or a one-line error.
@@ -120,8 +139,7 @@ impl Controller {
         // Pinned entries that configured routes do not own are the learned
         // routes of the previous run: kept apart until the first dump.
         let mut pinned = Pinned::default();
-        let applied =
-            compile::read_back(&dp.maps, &configured_prefixes(&state.config), &mut pinned);
+        let applied = compile::read_back(&dp.maps, &mut pinned);
         let acl = match AclMaps::open(&dp.maps_dir()).and_then(|a| {
             let copy = a.active_copy()?;
             Ok((a, copy))
@@ -184,7 +202,7 @@ impl Controller {
         // The rules are compiled afresh (ifindexes may have changed while popd
         // was down) into the inactive copy and swapped in by sync().
         let staged = self.stage_acls(&cfg)?;
-        self.sync_with(staged)?;
+        self.sync_with(staged, RouteWork::Reconcile)?;
         if first {
             // Applied: now it is the desired state.
             self.store.save(&self.state)?;
@@ -236,9 +254,7 @@ impl Controller {
             return;
         };
         if dp.adopted() && !dp.upgrading() {
-            if let Err(e) =
-                compile::apply(&mut dp.maps, &mut self.applied, before, &mut self.learned)
-            {
+            if let Err(e) = compile::apply(&mut dp.maps, &mut self.applied, before, |_| Ok(())) {
                 tracing::error!("restoring the data plane after a failed start: {e}");
             }
         }
@@ -341,42 +357,45 @@ impl Controller {
         &self.learned
     }
 
-    /// Makes room for `want`'s configured routes in full route maps by
-    /// removing learned routes (configured routes always fit).
-    fn make_room(&mut self, want: &Tables) {
+    /// Makes room for `new` configured routes (IPv4, IPv6) that the maps do
+    /// not hold yet, in full route maps, by removing learned routes
+    /// (configured routes always fit).
+    /// `configured`: the configured routes (IPv4, IPv6) in the maps now.
+    fn make_room(&mut self, new: (usize, usize), configured: (usize, usize)) {
         let Some(dp) = self.dp.as_mut() else { return };
         let env = learned_env!(self);
-        let a = &self.applied;
         let l = &mut self.learned;
         for v6 in [false, true] {
-            let (cap, want_n, learned_n) = if v6 {
-                (pop_common::MAX_ROUTES_V6, want.routes_v6.len(), l.len_v6())
+            let (cap, new, have, learned_n) = if v6 {
+                (pop_common::MAX_ROUTES_V6, new.1, configured.1, l.len_v6())
             } else {
-                (pop_common::MAX_ROUTES_V4, want.routes_v4.len(), l.len_v4())
+                (pop_common::MAX_ROUTES_V4, new.0, configured.0, l.len_v4())
             };
-            if want_n + learned_n <= cap as usize {
+            if new == 0 || have + new + learned_n <= cap as usize {
                 continue;
             }
             let (in4, in6) = l.installed(&env);
-            let (fill, new) = if v6 {
-                let new = want
-                    .routes_v6
-                    .keys()
-                    .filter(|p| !a.routes_v6.contains_key(p) && l.get(&IpNet::V6(**p)).is_none())
-                    .count();
-                (a.routes_v6.len() + in6, new)
-            } else {
-                let new = want
-                    .routes_v4
-                    .keys()
-                    .filter(|p| !a.routes_v4.contains_key(p) && l.get(&IpNet::V4(**p)).is_none())
-                    .count();
-                (a.routes_v4.len() + in4, new)
-            };
+            let fill = have + if v6 { in6 } else { in4 };
             if fill + new > cap as usize {
                 l.evict(v6, fill + new - cap as usize, &env, &mut dp.maps);
             }
         }
+    }
+
+    /// The configured prefixes of `routes` that the maps hold neither as a
+    /// configured nor as a learned route (IPv4, IPv6).
+    fn new_prefixes(&self, routes: &ConfiguredRoutes) -> (usize, usize) {
+        let mut n = (0, 0);
+        for (p, _) in self.state.routes.delta(routes).write {
+            if self.state.routes.get(&p).is_some() || self.learned.get(&p).is_some() {
+                continue;
+            }
+            match p {
+                IpNet::V4(_) => n.0 += 1,
+                IpNet::V6(_) => n.1 += 1,
+            }
+        }
+        n
     }
 
     /// Makes the data plane sample and the exporter send as `[sflow]` says
@@ -442,11 +461,21 @@ impl Controller {
 
     /// Writes `want` into the maps: anti-spoofing entries before the interface
     /// flags that use them, [`compile::apply`], stale entries after, policers.
-    fn write_tables(&mut self, want: &Tables) -> Result<(), ControlError> {
+    fn write_tables(&mut self, want: &Tables, routes: RouteWork) -> Result<(), ControlError> {
         let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
         let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
         acl.add_spoof(&want.spoof)?;
-        compile::apply(&mut dp.maps, &mut self.applied, want, &mut self.learned)?;
+        let (state, learned) = (&self.state, &mut self.learned);
+        compile::apply(&mut dp.maps, &mut self.applied, want, |maps| match routes {
+            RouteWork::Keep => Ok(()),
+            RouteWork::Reconcile => route_sync::reconcile(maps, &state.routes, &state.ids),
+            RouteWork::Replace(new, ids) => {
+                route_sync::replace(maps, (&state.routes, &state.ids), (new, ids), learned)
+            }
+            RouteWork::Revert(from, ids) => {
+                route_sync::replace(maps, (from, ids), (&state.routes, &state.ids), learned)
+            }
+        })?;
         if want.local_not_loaded != self.local_not_loaded {
             let (v4, v6) = want.local_not_loaded;
             if v4 + v6 > 0 {
@@ -487,6 +516,7 @@ impl Controller {
     fn sync_with(
         &mut self,
         staged: (u32, BTreeMap<String, Option<u32>>),
+        routes: RouteWork,
     ) -> Result<(), ControlError> {
         let (copy, ifindexes) = staged;
         let want = compile::compile(
@@ -497,7 +527,7 @@ impl Controller {
             &self.attached,
             copy,
         );
-        self.write_tables(&want)?;
+        self.write_tables(&want, routes)?;
         if copy != self.acl_copy {
             // No packet still walks the old copy once this returns.
             crate::acl::wait_for_readers();
@@ -596,7 +626,7 @@ impl Controller {
             Ok((self.acl_copy, ifindexes))
         };
         self.state.config = cfg;
-        self.sync_with(staged?)
+        self.sync_with(staged?, RouteWork::Keep)
     }
 
     /// New kernel state (links, addresses, neighbours): re-resolve next hops.
@@ -643,7 +673,7 @@ impl Controller {
 
     /// Next hops the kernel should resolve for us.
     pub fn unresolved(&self) -> Vec<(u32, IpAddr)> {
-        let mut out = compile::unresolved(&self.state.config, &self.kernel);
+        let mut out = compile::unresolved(&self.state.config, &self.state.routes, &self.kernel);
         for nh in self.learned.unresolved() {
             if !out.contains(&nh) {
                 out.push(nh);
@@ -665,21 +695,29 @@ impl Controller {
 
     /// Runs every check on `candidate` as the next desired state and computes
     /// what committing it writes. Writes nothing: this alone is `--dry-run`.
-    pub fn check(&self, candidate: &Config) -> Result<Plan, ControlError> {
+    pub fn check(&self, candidate: &Config, routes: Routes) -> Result<Plan, ControlError> {
         if self.dp.is_none() {
             return Err(ControlError::Removed);
         }
-        check::plan(candidate, &self.kernel, &self.current(), Devices::Required)
+        check::plan(
+            candidate,
+            routes,
+            &self.kernel,
+            &self.current(),
+            Devices::Required,
+        )
     }
 
-    /// Checks `candidate` and makes it the desired state, transactionally.
-    fn change(&mut self, candidate: Config) -> Result<u64, ControlError> {
-        let plan = self.check(&candidate)?;
-        self.commit(candidate, plan)
-    }
-
-    /// Makes `candidate`, checked into `plan`, the desired state.
-    fn commit(&mut self, candidate: Config, plan: Plan) -> Result<u64, ControlError> {
+    /// Makes `candidate`, checked into `plan`, the desired state. Its routes
+    /// are `plan.routes` when they change (`candidate.routes` is ignored),
+    /// else the current ones.
+    fn commit(
+        &mut self,
+        mut candidate: Config,
+        plan: Plan,
+        persist: Persist,
+    ) -> Result<u64, ControlError> {
+        candidate.routes = Vec::new();
         // A VLAN customer without its VLAN device is accepted (like a next hop
         // not resolved yet): its tagged traffic goes to the kernel until the
         // device appears, which popd notices (it follows netlink).
@@ -703,6 +741,7 @@ impl Controller {
             acl_copy: copy,
             acl,
             tables: want,
+            routes,
         } = plan;
         // Attach new interfaces; undo on failure.
         let mut newly = Vec::new();
@@ -734,10 +773,19 @@ impl Controller {
             }
             None => self.acl_ifindexes.clone(),
         };
-        self.make_room(&want);
-        if let Err(e) = self.write_tables(&want) {
-            // Put back exactly what was there (the staged ACL copy never went live).
-            if let Err(e2) = self.write_tables(&before) {
+        let work = match &routes {
+            Some(r) => {
+                let new = self.new_prefixes(r);
+                let have = (self.state.routes.len_v4(), self.state.routes.len_v6());
+                self.make_room(new, have);
+                RouteWork::Replace(r, &ids)
+            }
+            None => RouteWork::Keep,
+        };
+        if let Err(e) = self.write_tables(&want, work) {
+            // Put back exactly what was there (the staged ACL copy never went
+            // live; the routes were put back by the failed write).
+            if let Err(e2) = self.write_tables(&before, RouteWork::Keep) {
                 tracing::error!("rolling back a failed change: {e2}");
             }
             self.undo_attach(&newly);
@@ -749,32 +797,38 @@ impl Controller {
             self.settle_acl_hits();
         }
         self.acl_ifindexes = ifindexes;
-        // The old state is kept (not cloned earlier: with a million routes a
-        // copy is hundreds of MB) only until the new one is durable.
-        let old_state = std::mem::replace(
-            &mut self.state,
-            Persisted {
-                generation,
-                config: candidate,
-                ids,
-            },
-        );
-        if let Err(e) = self.store.save(&self.state) {
+        // The old state is kept only until the new one is durable.
+        let old_routes = routes.map(|r| std::mem::replace(&mut self.state.routes, r));
+        let old_ids = std::mem::replace(&mut self.state.ids, ids);
+        let old_config = std::mem::replace(&mut self.state.config, candidate);
+        let old_generation = std::mem::replace(&mut self.state.generation, generation);
+        let saved = match &persist {
+            Persist::Snapshot => self.store.save(&self.state).map_err(ControlError::from),
+            Persist::Record(change) => self.persist(generation, change),
+        };
+        if let Err(e) = saved {
             // Not durable, so not done: back to the old state, ACLs included.
-            self.state = old_state;
+            self.state.generation = old_generation;
+            self.state.config = old_config;
+            let new_ids = std::mem::replace(&mut self.state.ids, old_ids);
+            let new_routes = old_routes.map(|r| std::mem::replace(&mut self.state.routes, r));
             let cfg = self.state.config.clone();
+            let work = match &new_routes {
+                Some(r) => RouteWork::Revert(r, &new_ids),
+                None => RouteWork::Keep,
+            };
             match self.stage_acls(&cfg) {
                 Ok(staged) => {
-                    if let Err(e2) = self.sync_with(staged) {
+                    if let Err(e2) = self.sync_with(staged, work) {
                         tracing::error!("rolling back after a failed save: {e2}");
                     }
                 }
                 Err(e2) => tracing::error!("rolling back ACLs after a failed save: {e2}"),
             }
             self.undo_attach(&newly);
-            return Err(e.into());
+            return Err(e);
         }
-        drop(old_state);
+        drop((old_routes, old_config));
         self.apply_sflow();
         // Interfaces removed from the desired state.
         let gone: Vec<String> = self
@@ -792,6 +846,14 @@ impl Controller {
         Ok(generation)
     }
 
+    /// Makes one change durable: a journal record (compacted into a new
+    /// snapshot when the journal has grown past its bound).
+    fn persist(&mut self, generation: u64, change: &Change) -> Result<(), ControlError> {
+        let _ = (generation, change);
+        self.store.save(&self.state)?;
+        Ok(())
+    }
+
     fn undo_attach(&mut self, names: &[String]) {
         for n in names {
             let _ = self.dp_mut().detach(n);
@@ -799,10 +861,133 @@ impl Controller {
         }
     }
 
-    fn mutate(&mut self, f: impl FnOnce(&mut Config) -> Result<(), String>) -> Reply {
+    /// A change to customers or ACL rules: the config edited, checked whole
+    /// and committed; the routes are not touched.
+    fn edit(&mut self, change: Change) -> Result<u64, ControlError> {
         let mut candidate = self.state.config.clone();
-        f(&mut candidate)?;
-        let generation = self.change(candidate).map_err(|e| e.to_string())?;
+        desired::edit_config(&mut candidate, &change)?;
+        let plan = self.check(&candidate, Routes::Current(&self.state.routes))?;
+        self.commit(candidate, plan, Persist::Record(change))
+    }
+
+    /// `route add` / `route del`: one route checked, written and made
+    /// durable, in O(1) of the table's size.
+    fn route_change(&mut self, change: Change) -> Result<u64, ControlError> {
+        if self.dp.is_none() {
+            return Err(ControlError::Removed);
+        }
+        let done = match &change {
+            Change::RouteAdd { route } => {
+                desired::route_add(&mut self.state, route, Some(&self.kernel))?
+            }
+            Change::RouteDel { prefix } => desired::route_del(&mut self.state, prefix)?,
+            _ => return Err("not a route change".into()),
+        };
+        if done.old.is_none() && self.learned.get(&done.prefix).is_none() {
+            // A new prefix (already in the desired table, not in the maps).
+            let (v4, v6) = (self.state.routes.len_v4(), self.state.routes.len_v6());
+            match done.prefix {
+                IpNet::V4(_) => self.make_room((1, 0), (v4 - 1, v6)),
+                IpNet::V6(_) => self.make_room((0, 1), (v4, v6 - 1)),
+            }
+        }
+        if let Err(e) = self.write_route(&done) {
+            desired::undo_route(&mut self.state, &done);
+            return Err(e);
+        }
+        let generation = self.state.generation + 1;
+        if let Err(e) = self.persist(generation, &change) {
+            desired::undo_route(&mut self.state, &done);
+            self.unwrite_route(&done);
+            return Err(e);
+        }
+        self.state.generation = generation;
+        // Next hops no route uses any more go once nothing points at them.
+        for (key, id) in &done.freed_nexthops {
+            if let Err(e) = self.set_nexthop(*id, None) {
+                tracing::warn!("next hop {key}: freeing id {id}: {e}");
+            }
+        }
+        Ok(generation)
+    }
+
+    /// Writes a route change: its new next hops, then the route.
+    fn write_route(&mut self, done: &RouteDone) -> Result<(), ControlError> {
+        let mut nexthops = Vec::new();
+        for (key, id) in &done.added_nexthops {
+            let nh = compile::nexthop_value(
+                &self.state.config,
+                &self.kernel,
+                &self.applied.tx_ports,
+                key,
+            );
+            if let Some(nh) = nh {
+                nexthops.push((*id, nh));
+            }
+        }
+        for (id, nh) in &nexthops {
+            if let Err(e) = self.set_nexthop(*id, Some(*nh)) {
+                for (id, _) in &nexthops {
+                    let _ = self.set_nexthop(*id, None);
+                }
+                return Err(e);
+            }
+        }
+        let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
+        let r = route_sync::put(
+            &mut dp.maps,
+            &done.prefix,
+            done.new.as_ref(),
+            &self.state.ids,
+            &mut self.learned,
+        );
+        if let Err(e) = r {
+            for (id, _) in &nexthops {
+                let _ = self.set_nexthop(*id, None);
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Puts back what [`Self::write_route`] wrote, once `done` was undone in
+    /// the desired state.
+    fn unwrite_route(&mut self, done: &RouteDone) {
+        if let Some(dp) = self.dp.as_mut() {
+            let r = route_sync::put(
+                &mut dp.maps,
+                &done.prefix,
+                done.old.as_ref(),
+                &self.state.ids,
+                &mut self.learned,
+            );
+            if let Err(e) = r {
+                tracing::error!("route {}: putting the old route back: {e}", done.prefix);
+            }
+        }
+        for (_, id) in &done.added_nexthops {
+            let _ = self.set_nexthop(*id, None);
+        }
+    }
+
+    /// Writes (Some) or frees (None) configured next hop `id`.
+    fn set_nexthop(
+        &mut self,
+        id: u32,
+        nh: Option<pop_common::PopNexthop>,
+    ) -> Result<(), ControlError> {
+        use crate::dataplane::route_writer::RouteWriter;
+        let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
+        dp.maps.set_nexthop(id, &nh.unwrap_or_default())?;
+        match nh {
+            Some(v) => self.applied.nexthops.insert(id, v),
+            None => self.applied.nexthops.remove(&id),
+        };
+        Ok(())
+    }
+
+    fn reply(r: Result<u64, ControlError>) -> Reply {
+        let generation = r.map_err(|e| e.to_string())?;
         Ok(json!({ "generation": generation }))
     }
 
@@ -811,8 +996,11 @@ impl Controller {
     /// the checks.
     pub fn apply_config(&mut self, text: &str, dry_run: bool) -> Result<Value, ControlError> {
         let candidate = validate::parse_config(text)?;
-        let plan = self.check(&candidate)?;
-        let changes = diff::diff(&self.state.config, &candidate);
+        let plan = self.check(&candidate, Routes::InConfig)?;
+        let new_routes = plan.routes.as_ref().expect("a whole config has its routes");
+        let changes = diff::diff_with(&self.state.config, &candidate, |lines| {
+            route_lines(lines, &self.state.routes, new_routes)
+        });
         if dry_run {
             let info = ApplyInfo {
                 dry_run: true,
@@ -824,7 +1012,7 @@ impl Controller {
         let generation = if changes.is_empty() {
             self.state.generation
         } else {
-            self.commit(candidate, plan)?
+            self.commit(candidate, plan, Persist::Snapshot)?
         };
         let info = ApplyInfo {
             dry_run: false,
@@ -844,19 +1032,10 @@ impl Controller {
                 )
             }
             Request::Status => Ok(serde_json::to_value(self.status()).expect("serialises")),
-            Request::RouteAdd(route) => self.mutate(|c| {
-                c.routes.retain(|r| !same_prefix(&r.prefix, &route.prefix));
-                c.routes.push(route);
-                Ok(())
-            }),
-            Request::RouteDel { prefix } => self.mutate(|c| {
-                let n = c.routes.len();
-                c.routes.retain(|r| !same_prefix(&r.prefix, &prefix));
-                if c.routes.len() == n {
-                    return Err(format!("route {prefix}: no such route"));
-                }
-                Ok(())
-            }),
+            Request::RouteAdd(route) => Self::reply(self.route_change(Change::RouteAdd { route })),
+            Request::RouteDel { prefix } => {
+                Self::reply(self.route_change(Change::RouteDel { prefix }))
+            }
             Request::RouteShow { source } => match source.as_deref() {
                 None | Some("config") | Some("kernel") => {
                     Ok(serde_json::to_value(self.route_list(source.as_deref()))
@@ -867,21 +1046,10 @@ impl Controller {
                 )),
             },
             Request::RouteGet { address } => self.route_get(&address),
-            Request::CustomerAdd(cust) => self.mutate(|c| {
-                if c.customers.iter().any(|x| x.name == cust.name) {
-                    return Err(format!("customer {}: already exists", cust.name));
-                }
-                c.customers.push(cust);
-                Ok(())
-            }),
-            Request::CustomerDel { name } => self.mutate(|c| {
-                let n = c.customers.len();
-                c.customers.retain(|x| x.name != name);
-                if c.customers.len() == n {
-                    return Err(format!("customer {name}: no such customer"));
-                }
-                Ok(())
-            }),
+            Request::CustomerAdd(customer) => {
+                Self::reply(self.edit(Change::CustomerAdd { customer }))
+            }
+            Request::CustomerDel { name } => Self::reply(self.edit(Change::CustomerDel { name })),
             Request::CustomerShow => {
                 // Show the burst in effect: the default when only the rate is set.
                 let mut customers = self.state.config.customers.clone();
@@ -892,25 +1060,8 @@ impl Controller {
                 }
                 Ok(serde_json::to_value(&customers).expect("serialises"))
             }
-            Request::AclAdd(acl) => self.mutate(|c| {
-                if c.acls.iter().any(|x| x.priority == acl.priority) {
-                    return Err(format!(
-                        "acl {}: priority {} is taken",
-                        acl.priority, acl.priority
-                    ));
-                }
-                c.acls.push(acl);
-                c.acls.sort_by_key(|a| a.priority);
-                Ok(())
-            }),
-            Request::AclDel { priority } => self.mutate(|c| {
-                let n = c.acls.len();
-                c.acls.retain(|x| x.priority != priority);
-                if c.acls.len() == n {
-                    return Err(format!("acl {priority}: no such rule"));
-                }
-                Ok(())
-            }),
+            Request::AclAdd(acl) => Self::reply(self.edit(Change::AclAdd { acl })),
+            Request::AclDel { priority } => Self::reply(self.edit(Change::AclDel { priority })),
             Request::AclShow => {
                 Ok(serde_json::to_value(self.acl_rules_with_hits()).expect("serialises"))
             }
@@ -918,7 +1069,9 @@ impl Controller {
             Request::Apply { config, dry_run } => self
                 .apply_config(&config, dry_run)
                 .map_err(|e| e.to_string()),
-            Request::Export => Ok(json!({ "config": validate::to_toml(&self.state.config) })),
+            Request::Export => {
+                Ok(json!({ "config": validate::to_toml(&self.state.whole_config()) }))
+            }
             Request::Trace(t) => self.trace(&t),
             // Served by the API server itself (a stream, not one answer).
             Request::Capture(_) => Err("capture: not a one-answer request".into()),
@@ -965,12 +1118,12 @@ impl Controller {
         let mut maps = vec![
             fill(
                 n::ROUTES_V4,
-                a.routes_v4.len() + l4,
+                self.state.routes.len_v4() + l4,
                 pop_common::MAX_ROUTES_V4,
             ),
             fill(
                 n::ROUTES_V6,
-                a.routes_v6.len() + l6,
+                self.state.routes.len_v6() + l6,
                 pop_common::MAX_ROUTES_V6,
             ),
             fill(
@@ -1032,46 +1185,43 @@ impl Controller {
         }
     }
 
-    fn routes(&self, only: Option<&str>) -> Vec<RouteInfo> {
-        let mut out: Vec<RouteInfo> = self
-            .state
-            .config
+    /// A configured route as `route show` prints it.
+    fn describe(&self, prefix: &IpNet, hops: &super::routes::Hops) -> RouteInfo {
+        let ifindex = self.kernel.links.get(&hops.dev).map(|l| l.ifindex);
+        RouteInfo {
+            prefix: prefix.to_string(),
+            dev: hops.dev.clone(),
+            source: "config".into(),
+            blackhole: false,
+            nexthops: hops
+                .via
+                .iter()
+                .map(|ip| {
+                    let mac = ifindex
+                        .and_then(|i| self.kernel.neighbours.get(&(i, *ip)))
+                        .and_then(|n| n.mac);
+                    NexthopInfo {
+                        via: ip.to_string(),
+                        mac: mac.map(|m| format_mac(&m)),
+                        state: if mac.is_some() {
+                            "resolved"
+                        } else {
+                            "unresolved"
+                        }
+                        .into(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The configured routes, in address order (IPv4 first).
+    fn routes(&self) -> Vec<RouteInfo> {
+        self.state
             .routes
             .iter()
-            .filter(|r| only.is_none_or(|p| p == r.prefix))
-            .map(|r| {
-                let ifindex = self.kernel.links.get(&r.dev).map(|l| l.ifindex);
-                RouteInfo {
-                    prefix: r.prefix.clone(),
-                    dev: r.dev.clone(),
-                    source: "config".into(),
-                    blackhole: false,
-                    nexthops: r
-                        .via
-                        .iter()
-                        .map(|v| {
-                            let mac = v.parse::<IpAddr>().ok().and_then(|ip| {
-                                ifindex
-                                    .and_then(|i| self.kernel.neighbours.get(&(i, ip)))
-                                    .and_then(|n| n.mac)
-                            });
-                            NexthopInfo {
-                                via: v.clone(),
-                                mac: mac.map(|m| format_mac(&m)),
-                                state: if mac.is_some() {
-                                    "resolved"
-                                } else {
-                                    "unresolved"
-                                }
-                                .into(),
-                            }
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        out.sort_by_key(|r| sort_key(&r.prefix));
-        out
+            .map(|(p, h)| self.describe(&p, h))
+            .collect()
     }
 
     /// `popctl trace`: runs the described packet through the trace program.
@@ -1153,19 +1303,17 @@ impl Controller {
         let ip: IpAddr = address
             .parse()
             .map_err(|_| format!("address \"{address}\": not an IP address"))?;
-        let best = self
-            .state
-            .config
-            .routes
-            .iter()
-            .filter_map(|r| r.prefix.parse::<IpNet>().ok().map(|p| (p, r)))
-            .filter(|(p, _)| p.contains(&ip))
-            .max_by_key(|(p, _)| p.prefix_len());
+        // The longest configured prefix: one lookup per length.
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let best = (0..=max).rev().find_map(|len| {
+            let p = IpNet::new(ip, len).ok()?.trunc();
+            self.state.routes.get(&p).map(|h| (p, h))
+        });
         let learned = self.learned.lookup(ip);
         match (best, learned) {
             // A configured route wins for the same prefix; otherwise the longer one.
-            (Some((p, r)), l) if l.is_none_or(|l| l.prefix_len() <= p.prefix_len()) => {
-                Ok(serde_json::to_value(&self.routes(Some(&r.prefix))[0]).expect("serialises"))
+            (Some((p, h)), l) if l.is_none_or(|l| l.prefix_len() <= p.prefix_len()) => {
+                Ok(serde_json::to_value(self.describe(&p, h)).expect("serialises"))
             }
             (_, Some(l)) => Ok(serde_json::to_value(self.learned_info(&l)).expect("serialises")),
             _ => Err(format!("no route to {ip}")),
@@ -1277,7 +1425,7 @@ impl Controller {
     /// learned from the kernel.
     pub fn route_counts(&self) -> ((usize, usize), (usize, usize)) {
         (
-            (self.applied.routes_v4.len(), self.applied.routes_v6.len()),
+            (self.state.routes.len_v4(), self.state.routes.len_v6()),
             (self.learned.len_v4(), self.learned.len_v6()),
         )
     }
@@ -1286,7 +1434,7 @@ impl Controller {
     fn route_list(&self, source: Option<&str>) -> Vec<RouteInfo> {
         let mut out = Vec::new();
         if source != Some("kernel") {
-            out = self.routes(None);
+            out = self.routes();
         }
         if source != Some("config") {
             let mut learned: Vec<(IpNet, RouteInfo)> = self
@@ -1362,13 +1510,6 @@ impl Controller {
     }
 }
 
-fn same_prefix(a: &str, b: &str) -> bool {
-    match (a.parse::<IpNet>(), b.parse::<IpNet>()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    }
-}
-
 fn sort_key(p: &str) -> (u8, Option<IpNet>, String) {
     let net = p.parse::<IpNet>().ok();
     (matches!(net, Some(IpNet::V6(_))) as u8, net, p.to_string())
@@ -1378,29 +1519,26 @@ fn sort_key_net(p: &IpNet) -> (u8, Option<IpNet>, String) {
     (matches!(p, IpNet::V6(_)) as u8, Some(*p), p.to_string())
 }
 
-/// The prefixes of the configured routes.
-fn configured_prefixes(
-    cfg: &Config,
-) -> (
-    std::collections::HashSet<ipnet::Ipv4Net>,
-    std::collections::HashSet<ipnet::Ipv6Net>,
-) {
-    let (mut v4, mut v6) = (
-        std::collections::HashSet::new(),
-        std::collections::HashSet::new(),
-    );
-    for r in &cfg.routes {
-        match r.prefix.parse::<IpNet>() {
-            Ok(IpNet::V4(p)) => {
-                v4.insert(p.trunc());
-            }
-            Ok(IpNet::V6(p)) => {
-                v6.insert(p.trunc());
-            }
-            Err(_) => {}
-        }
-    }
-    (v4, v6)
+/// The route lines of `popctl apply`'s changes: `+`, `-` and `~` lines,
+/// by family, address and length.
+fn route_lines(lines: &mut Vec<String>, old: &ConfiguredRoutes, new: &ConfiguredRoutes) {
+    let delta = old.delta(new);
+    let mut out: Vec<(IpNet, String)> = delta
+        .write
+        .iter()
+        .map(|(p, h)| {
+            let sign = if old.get(p).is_some() { '~' } else { '+' };
+            let text = diff::route_text(&super::routes::route_text(p, h));
+            (*p, format!("{sign} {text}"))
+        })
+        .chain(delta.remove.iter().filter_map(|p| {
+            let h = old.get(p)?;
+            let text = diff::route_text(&super::routes::route_text(p, h));
+            Some((*p, format!("- {text}")))
+        }))
+        .collect();
+    out.sort_by_key(|(p, _)| (matches!(p, IpNet::V6(_)), p.addr(), p.prefix_len()));
+    lines.extend(out.into_iter().map(|(_, l)| l));
 }
 
 /// XDP actions as the kernel numbers them.

@@ -20,6 +20,7 @@ use pop_common::{
     PopNexthop, PopRoute, MAX_ECMP, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID, ROUTE_BLACKHOLE,
 };
 
+use super::routes::ConfiguredRoutes;
 use crate::dataplane::route_writer::RouteWriter;
 use crate::dataplane::DataplaneError;
 use crate::netlink::routes::{Hop, RouteKind, RouteMsg, MAX_HOPS};
@@ -61,25 +62,22 @@ pub struct Env<'a> {
     kernel: &'a KernelView,
     links: HashMap<u32, &'a Link>,
     ports: &'a HashSet<u32>,
-    config_v4: &'a HashMap<Ipv4Net, PopRoute>,
-    config_v6: &'a HashMap<Ipv6Net, PopRoute>,
+    configured: &'a ConfiguredRoutes,
 }
 
 impl<'a> Env<'a> {
-    /// `ports`: the XDP ports pop forwards out of; `config_v4/v6`: the
+    /// `ports`: the XDP ports pop forwards out of; `configured`: the
     /// configured routes (they win over learned ones).
     pub fn new(
         kernel: &'a KernelView,
         ports: &'a HashSet<u32>,
-        config_v4: &'a HashMap<Ipv4Net, PopRoute>,
-        config_v6: &'a HashMap<Ipv6Net, PopRoute>,
+        configured: &'a ConfiguredRoutes,
     ) -> Self {
         Self {
             kernel,
             links: kernel.links.values().map(|l| (l.ifindex, l)).collect(),
             ports,
-            config_v4,
-            config_v6,
+            configured,
         }
     }
 
@@ -563,7 +561,7 @@ impl LearnedRoutes {
     fn remove_v4(&mut self, k: K4, env: &Env, w: &mut dyn RouteWriter) {
         let Some(g) = self.v4.remove(&k) else { return };
         let p = net4(k);
-        if !self.overflow_v4.remove(&k) && !env.config_v4.contains_key(&p) {
+        if !self.overflow_v4.remove(&k) && !env.configured.contains_v4(&p) {
             if let Err(e) = w.del_route_v4(&p) {
                 self.count_error(IpNet::V4(p), &e);
             }
@@ -574,7 +572,7 @@ impl LearnedRoutes {
     fn remove_v6(&mut self, k: K6, env: &Env, w: &mut dyn RouteWriter) {
         let Some(g) = self.v6.remove(&k) else { return };
         let p = net6(&k);
-        if !self.overflow_v6.remove(&k) && !env.config_v6.contains_key(&p) {
+        if !self.overflow_v6.remove(&k) && !env.configured.contains_v6(&p) {
             if let Err(e) = w.del_route_v6(&p) {
                 self.count_error(IpNet::V6(p), &e);
             }
@@ -593,7 +591,7 @@ impl LearnedRoutes {
                             let k = k4(&p.trunc());
                             let old = self.v4.insert(k, g);
                             let changed = old != Some(g) || self.overflow_v4.contains(&k);
-                            if changed && !env.config_v4.contains_key(&net4(k)) {
+                            if changed && !env.configured.contains_v4(&net4(k)) {
                                 self.write_v4(k, g, w);
                             }
                             if let Some(o) = old {
@@ -604,7 +602,7 @@ impl LearnedRoutes {
                             let k = k6(&p.trunc());
                             let old = self.v6.insert(k, g);
                             let changed = old != Some(g) || self.overflow_v6.contains(&k);
-                            if changed && !env.config_v6.contains_key(&net6(&k)) {
+                            if changed && !env.configured.contains_v6(&net6(&k)) {
                                 self.write_v6(k, g, w);
                             }
                             if let Some(o) = old {
@@ -713,13 +711,13 @@ impl LearnedRoutes {
         let Staged { v4, v6 } = st;
         for (&k, &g) in &v4 {
             let same = self.v4.get(&k) == Some(&g) && !self.overflow_v4.contains(&k);
-            if !same && !env.config_v4.contains_key(&net4(k)) {
+            if !same && !env.configured.contains_v4(&net4(k)) {
                 self.write_v4(k, g, w);
             }
         }
         for (&k, &g) in &v6 {
             let same = self.v6.get(&k) == Some(&g) && !self.overflow_v6.contains(&k);
-            if !same && !env.config_v6.contains_key(&net6(&k)) {
+            if !same && !env.configured.contains_v6(&net6(&k)) {
                 self.write_v6(k, g, w);
             }
         }
@@ -728,7 +726,7 @@ impl LearnedRoutes {
         for (k, g) in old_v4 {
             if !self.v4.contains_key(&k) {
                 let p = net4(k);
-                if !self.overflow_v4.remove(&k) && !env.config_v4.contains_key(&p) {
+                if !self.overflow_v4.remove(&k) && !env.configured.contains_v4(&p) {
                     if let Err(e) = w.del_route_v4(&p) {
                         self.count_error(IpNet::V4(p), &e);
                     }
@@ -739,7 +737,7 @@ impl LearnedRoutes {
         for (k, g) in old_v6 {
             if !self.v6.contains_key(&k) {
                 let p = net6(&k);
-                if !self.overflow_v6.remove(&k) && !env.config_v6.contains_key(&p) {
+                if !self.overflow_v6.remove(&k) && !env.configured.contains_v6(&p) {
                     if let Err(e) = w.del_route_v6(&p) {
                         self.count_error(IpNet::V6(p), &e);
                     }
@@ -772,7 +770,7 @@ impl LearnedRoutes {
         let Staged { v4, v6 } = st;
         for (&k, &g) in &v4 {
             let p = net4(k);
-            if env.config_v4.contains_key(&p) {
+            if env.configured.contains_v4(&p) {
                 continue;
             }
             if pinned.take_v4(&p) != Some(self.groups[g as usize].0) {
@@ -781,7 +779,7 @@ impl LearnedRoutes {
         }
         for (&k, &g) in &v6 {
             let p = net6(&k);
-            if env.config_v6.contains_key(&p) {
+            if env.configured.contains_v6(&p) {
                 continue;
             }
             if pinned.take_v6(&p) != Some(self.groups[g as usize].0) {
@@ -792,7 +790,7 @@ impl LearnedRoutes {
         self.v6 = v6;
         // A prefix configured since the start belongs to the configured path.
         for p in pinned.v4.keys().map(|k| net4(*k)) {
-            if env.config_v4.contains_key(&p) {
+            if env.configured.contains_v4(&p) {
                 continue;
             }
             if let Err(e) = w.del_route_v4(&p) {
@@ -800,7 +798,7 @@ impl LearnedRoutes {
             }
         }
         for p in pinned.v6.keys().map(net6) {
-            if env.config_v6.contains_key(&p) {
+            if env.configured.contains_v6(&p) {
                 continue;
             }
             if let Err(e) = w.del_route_v6(&p) {
@@ -852,13 +850,13 @@ impl LearnedRoutes {
     /// overflowed), by family.
     pub fn installed(&self, env: &Env) -> (usize, usize) {
         let shadow4 = env
-            .config_v4
-            .keys()
+            .configured
+            .prefixes_v4()
             .filter(|p| self.v4.contains_key(&k4(p)))
             .count();
         let shadow6 = env
-            .config_v6
-            .keys()
+            .configured
+            .prefixes_v6()
             .filter(|p| self.v6.contains_key(&k6(p)))
             .count();
         (
@@ -877,7 +875,7 @@ impl LearnedRoutes {
                 .v4
                 .keys()
                 .filter(|k| {
-                    !self.overflow_v4.contains(k) && !env.config_v4.contains_key(&net4(**k))
+                    !self.overflow_v4.contains(k) && !env.configured.contains_v4(&net4(**k))
                 })
                 .take(n)
                 .copied()
@@ -893,7 +891,7 @@ impl LearnedRoutes {
             let victims: Vec<K6> = self
                 .v6
                 .keys()
-                .filter(|k| !self.overflow_v6.contains(k) && !env.config_v6.contains_key(&net6(k)))
+                .filter(|k| !self.overflow_v6.contains(k) && !env.configured.contains_v6(&net6(k)))
                 .take(n)
                 .copied()
                 .collect();
@@ -924,7 +922,7 @@ impl LearnedRoutes {
                 self.overflow_v4.remove(&k);
                 continue;
             };
-            if env.config_v4.contains_key(&net4(k)) {
+            if env.configured.contains_v4(&net4(k)) {
                 self.overflow_v4.remove(&k);
                 continue;
             }
@@ -939,7 +937,7 @@ impl LearnedRoutes {
                 self.overflow_v6.remove(&k);
                 continue;
             };
-            if env.config_v6.contains_key(&net6(&k)) {
+            if env.configured.contains_v6(&net6(&k)) {
                 self.overflow_v6.remove(&k);
                 continue;
             }

@@ -1,5 +1,6 @@
 //! The learned-route table against an in-memory writer that counts writes
 //! and holds a route map of a chosen capacity.
+use super::super::routes::ConfiguredRoutes;
 use super::*;
 use crate::netlink::Neighbour;
 
@@ -133,8 +134,7 @@ fn del(prefix: &str) -> RouteMsg {
 struct World {
     kernel: KernelView,
     ports: HashSet<u32>,
-    config_v4: HashMap<Ipv4Net, PopRoute>,
-    config_v6: HashMap<Ipv6Net, PopRoute>,
+    configured: ConfiguredRoutes,
 }
 
 impl World {
@@ -142,12 +142,11 @@ impl World {
         Self {
             kernel: kernel(),
             ports: HashSet::from([2]),
-            config_v4: HashMap::new(),
-            config_v6: HashMap::new(),
+            configured: ConfiguredRoutes::default(),
         }
     }
     fn env(&self) -> Env<'_> {
-        Env::new(&self.kernel, &self.ports, &self.config_v4, &self.config_v6)
+        Env::new(&self.kernel, &self.ports, &self.configured)
     }
 }
 
@@ -241,7 +240,13 @@ fn configured_routes_shadow_learned_ones() {
         nh_ids: [1, 0, 0, 0, 0, 0, 0, 0],
         ..Default::default()
     };
-    w.config_v4.insert(net("10.0.0.0/24"), configured);
+    w.configured.insert(
+        ipnet::IpNet::V4(net("10.0.0.0/24")),
+        super::super::routes::Hops {
+            dev: "eth0".into(),
+            via: vec!["192.0.2.1".parse().unwrap()],
+        },
+    );
     let mut m = fake(100);
     m.v4.insert(net("10.0.0.0/24"), configured);
     let mut l = LearnedRoutes::default();
@@ -406,7 +411,13 @@ fn a_prefix_configured_before_the_first_sync_is_left_to_the_configured_path() {
         nh_ids: [1, 0, 0, 0, 0, 0, 0, 0],
         ..Default::default()
     };
-    w.config_v4.insert(net("10.0.0.0/24"), configured);
+    w.configured.insert(
+        ipnet::IpNet::V4(net("10.0.0.0/24")),
+        super::super::routes::Hops {
+            dev: "eth0".into(),
+            via: vec!["192.0.2.1".parse().unwrap()],
+        },
+    );
     m.nhs.insert(
         1,
         PopNexthop {

@@ -3,10 +3,13 @@
 pub mod check;
 pub mod compile;
 pub mod controller;
+pub mod desired;
 pub mod error;
 pub mod icmp;
 pub mod kernel_routes;
 pub mod learned;
+pub mod route_sync;
+pub mod routes;
 pub mod trace;
 
 use std::net::SocketAddr;
@@ -134,6 +137,7 @@ fn first_state(config: &Path, kernel: &KernelView) -> Result<Persisted, ControlE
     let empty = crate::config::model::Config::default();
     let plan = check::plan(
         &cfg,
+        check::Routes::InConfig,
         kernel,
         &Current {
             config: &empty,
@@ -145,10 +149,12 @@ fn first_state(config: &Path, kernel: &KernelView) -> Result<Persisted, ControlE
         Devices::Required,
     )
     .map_err(|e| file_error(e.to_string()))?;
+    let (config, _) = cfg.with_routes(Vec::new());
     Ok(Persisted {
         generation: 1,
-        config: cfg,
+        config,
         ids: plan.ids,
+        routes: plan.routes.unwrap_or_default(),
     })
 }
 
@@ -165,6 +171,7 @@ fn initial_state(
     };
     let checked = check::plan(
         &state.config,
+        check::Routes::Current(&state.routes),
         kernel,
         &Current {
             config: &Default::default(),

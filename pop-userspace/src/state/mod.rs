@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::model::Config;
+use crate::daemon::routes::ConfiguredRoutes;
 
 /// Errors of the state store.
 #[derive(Debug, Error)]
@@ -56,15 +57,82 @@ pub struct Ids {
 }
 
 /// What is persisted.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+///
+/// In the state file the routes are the config's `routes` list, as in the
+/// config file; in memory they are the typed table
+/// [`ConfiguredRoutes`], and `config.routes` stays empty.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Persisted {
     /// Increments on every applied change.
     pub generation: u64,
-    /// The desired state.
+    /// The desired state, without its routes.
     pub config: Config,
     /// Stable ids.
-    #[serde(default)]
     pub ids: Ids,
+    /// The configured routes.
+    pub routes: ConfiguredRoutes,
+}
+
+impl Persisted {
+    /// The desired state as a whole config (`popctl export`).
+    pub fn whole_config(&self) -> Config {
+        Config {
+            routes: self.routes.to_routes(),
+            ..self.config.clone()
+        }
+    }
+}
+
+/// The state file's document: `config` holds the routes.
+#[derive(Deserialize)]
+struct OnDisk {
+    generation: u64,
+    config: Config<ConfiguredRoutes>,
+    #[serde(default)]
+    ids: Ids,
+}
+
+/// [`OnDisk`] to write, borrowing the state.
+#[derive(Serialize)]
+struct OnDiskRef<'a> {
+    generation: u64,
+    config: ConfigRef<'a>,
+    ids: &'a Ids,
+}
+
+#[derive(Serialize)]
+struct ConfigRef<'a> {
+    #[serde(flatten)]
+    config: &'a Config,
+    routes: &'a ConfiguredRoutes,
+}
+
+impl Serialize for Persisted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        debug_assert!(self.config.routes.is_empty(), "routes live in `routes`");
+        OnDiskRef {
+            generation: self.generation,
+            config: ConfigRef {
+                config: &self.config,
+                routes: &self.routes,
+            },
+            ids: &self.ids,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Persisted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let disk = OnDisk::deserialize(d)?;
+        let (config, routes) = disk.config.with_routes(Vec::new());
+        Ok(Self {
+            generation: disk.generation,
+            config,
+            ids: disk.ids,
+            routes,
+        })
+    }
 }
 
 /// Mode of the state directory.

@@ -1,0 +1,124 @@
+//! Configured routes into the maps: one entry per changed route, through
+//! [`RouteWriter`] (the data plane's route tables, whatever their layout).
+//!
+//! A configured route that goes is replaced by the learned route for the same
+//! prefix when there is one. A batch of changes that fails half-way is undone
+//! entry by entry before the error is returned, so the maps hold the old
+//! routes exactly.
+use ipnet::IpNet;
+use pop_common::PopRoute;
+
+use super::learned::LearnedRoutes;
+use super::routes::{ConfiguredRoutes, Hops};
+use crate::dataplane::maps::key_v6;
+use crate::dataplane::route_writer::RouteWriter;
+use crate::dataplane::{DataplaneError, Maps};
+use crate::state::Ids;
+
+/// Writes the route for `prefix`.
+pub fn set(
+    w: &mut dyn RouteWriter,
+    prefix: &IpNet,
+    route: &PopRoute,
+) -> Result<(), DataplaneError> {
+    match prefix {
+        IpNet::V4(p) => w.set_route_v4(p, route),
+        IpNet::V6(p) => w.set_route_v6(p, route),
+    }
+}
+
+/// Removes the configured route for `prefix`: the learned route for it takes
+/// its place, if there is one.
+pub fn remove(
+    w: &mut dyn RouteWriter,
+    prefix: &IpNet,
+    learned: &mut LearnedRoutes,
+) -> Result<(), DataplaneError> {
+    match prefix {
+        IpNet::V4(p) => match learned.fallback_v4(p) {
+            Some(r) => w.set_route_v4(p, &r),
+            None => w.del_route_v4(p),
+        },
+        IpNet::V6(p) => match learned.fallback_v6(p) {
+            Some(r) => w.set_route_v6(p, &r),
+            None => w.del_route_v6(p),
+        },
+    }
+}
+
+/// Makes `prefix` hold `hops` (under `ids`), or what it holds without a
+/// configured route.
+pub fn put(
+    w: &mut dyn RouteWriter,
+    prefix: &IpNet,
+    hops: Option<&Hops>,
+    ids: &Ids,
+    learned: &mut LearnedRoutes,
+) -> Result<(), DataplaneError> {
+    match hops {
+        Some(h) => set(w, prefix, &h.pop_route(ids)),
+        None => remove(w, prefix, learned),
+    }
+}
+
+/// What the maps hold for `prefix`.
+fn read(maps: &Maps, prefix: &IpNet) -> Option<PopRoute> {
+    match prefix {
+        IpNet::V4(p) => maps.routes4.get(p),
+        IpNet::V6(p) => maps.routes_v6.get(&key_v6(p), 0).ok(),
+    }
+}
+
+/// After a restart: writes every configured route the pinned maps do not
+/// hold as `routes` says (a read per route, a write only where it differs).
+pub fn reconcile(
+    maps: &mut Maps,
+    routes: &ConfiguredRoutes,
+    ids: &Ids,
+) -> Result<(), DataplaneError> {
+    for (p, hops) in routes.iter() {
+        let want = hops.pop_route(ids);
+        if read(maps, &p) != Some(want) {
+            set(maps, &p, &want)?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns the maps' configured routes from `old` (under `old_ids`) into `new`
+/// (under `new_ids`), writing only the routes that differ. On error, what
+/// was written is put back and the error returned.
+pub fn replace(
+    w: &mut dyn RouteWriter,
+    (old, old_ids): (&ConfiguredRoutes, &Ids),
+    (new, new_ids): (&ConfiguredRoutes, &Ids),
+    learned: &mut LearnedRoutes,
+) -> Result<(), DataplaneError> {
+    let delta = old.delta(new);
+    let mut done: Vec<IpNet> = Vec::with_capacity(delta.write.len() + delta.remove.len());
+    let mut result = Ok(());
+    for (p, hops) in &delta.write {
+        result = set(w, p, &hops.pop_route(new_ids));
+        if result.is_err() {
+            break;
+        }
+        done.push(*p);
+    }
+    if result.is_ok() {
+        for p in &delta.remove {
+            result = remove(w, p, learned);
+            if result.is_err() {
+                break;
+            }
+            done.push(*p);
+        }
+    }
+    if result.is_err() {
+        for p in done {
+            if let Err(e) = put(w, &p, old.get(&p), old_ids, learned) {
+                tracing::error!("route {p}: putting the old route back failed: {e}");
+            }
+        }
+    }
+    result
+}
