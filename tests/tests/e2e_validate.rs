@@ -293,11 +293,11 @@ fn first_start_refused(env: &mut Env) -> Result<()> {
 /// first start: that config saved, as generation 1, never applied. It gives
 /// way to the good config.
 fn good_start(env: &mut Env) -> Result<()> {
-    let left = pop::state::Persisted {
-        generation: 1,
-        config: pop::config::validate::parse_config(&config_with_rate(HUGE_RATE))?,
-        ids: Default::default(),
-    };
+    let left = pop::state::Persisted::from_config(
+        1,
+        pop::config::validate::parse_config(&config_with_rate(HUGE_RATE))?,
+        Default::default(),
+    )?;
     let state = env.state_dir.path().join("state.json");
     fs::write(&state, serde_json::to_vec(&left)?)?;
     fs::write(env.popd.config_path(), topology::full_config())?;

@@ -74,6 +74,33 @@ pub struct Persisted {
 }
 
 impl Persisted {
+    /// A state holding `config`, its routes moved into the typed table.
+    /// Invalid routes are an error.
+    pub fn from_config(
+        generation: u64,
+        config: Config,
+        ids: Ids,
+    ) -> Result<Self, crate::config::validate::ConfigError> {
+        let (config, text) = config.with_routes(Vec::new());
+        let mut routes = ConfiguredRoutes::default();
+        for r in &text {
+            let v = crate::config::validate::check_route(r)?;
+            routes.insert(
+                v.prefix,
+                crate::daemon::routes::Hops {
+                    dev: v.dev,
+                    via: v.via,
+                },
+            );
+        }
+        Ok(Self {
+            generation,
+            config,
+            ids,
+            routes,
+        })
+    }
+
     /// The desired state as a whole config (`popctl export`).
     pub fn whole_config(&self) -> Config {
         Config {
