@@ -131,9 +131,10 @@ fn example_parses_and_validates_to_parsed_forms() {
     let v = ok(&base());
     assert_eq!(v.dataplane.no_route, NoRouteAction::Pass);
     assert_eq!(v.interfaces[1].role, InterfaceRole::Customer);
-    assert_eq!(v.routes[0].prefix, "0.0.0.0/0".parse().unwrap());
+    let (prefix, hops) = v.routes.iter().next().unwrap();
+    assert_eq!(prefix, "0.0.0.0/0".parse().unwrap());
     assert_eq!(
-        v.routes[0].via,
+        hops.via,
         vec![
             "192.0.2.1".parse::<IpAddr>().unwrap(),
             "192.0.2.2".parse().unwrap()

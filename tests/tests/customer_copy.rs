@@ -139,7 +139,7 @@ fn customer_changes_under_traffic_never_mix_tables() {
         let mut writer = Maps::open(h.pin_dir(), false).unwrap();
         let reader = Maps::open(h.pin_dir(), false).unwrap();
         let mut applied = Tables::default();
-        compile::apply(&mut writer, &mut applied, &sets[0], &mut Default::default()).unwrap();
+        compile::apply(&mut writer, &mut applied, &sets[0], |_| Ok(())).unwrap();
 
         // Sources and destinations spread over every prefix of every layout.
         let frames: Vec<Vec<u8>> = (0..16u8)
@@ -166,8 +166,7 @@ fn customer_changes_under_traffic_never_mix_tables() {
                 let mut k = 0;
                 while !stop.load(Ordering::Relaxed) {
                     k = (k + 1) % sets.len();
-                    compile::apply(&mut writer, &mut applied, &sets[k], &mut Default::default())
-                        .unwrap();
+                    compile::apply(&mut writer, &mut applied, &sets[k], |_| Ok(())).unwrap();
                     swaps.fetch_add(1, Ordering::Relaxed);
                 }
             });
