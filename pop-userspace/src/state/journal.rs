@@ -8,8 +8,8 @@
 //! ```
 //!
 //! where the CRC-32 (IEEE) covers the length, the generation and the payload,
-//! and the payload is the record serialised as JSON (never empty). The
-//! generations in a journal strictly increase.
+//! and the payload is the record serialised as JSON (never empty). Each
+//! record's generation is the previous one's plus one.
 //!
 //! Reading distinguishes two kinds of damage:
 //! - a **torn tail**: the last record is short, or fails its checksum, and no
@@ -172,7 +172,7 @@ pub(super) fn scan(
             if checksum(len, generation, &payload) != crc {
                 break 'check Some("checksum mismatch".to_string());
             }
-            if generation <= at.last_generation && at.records > 0 {
+            if at.records > 0 && Some(generation) != at.last_generation.checked_add(1) {
                 return Err(corrupt(
                     offset,
                     format!(
@@ -240,7 +240,10 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = frame.clone();
                 bad[i] ^= 1 << bit;
-                assert!(!valid_record_at(&bad), "flip of bit {bit} in byte {i} unnoticed");
+                assert!(
+                    !valid_record_at(&bad),
+                    "flip of bit {bit} in byte {i} unnoticed"
+                );
             }
         }
     }

@@ -21,9 +21,9 @@
 //! opened without following symlinks, and the temp file is created with
 //! O_EXCL|O_NOFOLLOW, so a link planted in the directory can neither redirect
 //! a write nor be read.
-pub mod journal;
 #[cfg(test)]
 mod crash_tests;
+pub mod journal;
 #[cfg(test)]
 mod tests;
 
@@ -59,9 +59,9 @@ pub enum StateError {
         /// What is wrong, and where (the journal names the byte offset).
         reason: String,
     },
-    /// An append whose generation does not follow the last one recorded
-    /// (in the snapshot or the journal).
-    #[error("state {path}: generation {generation} does not follow the last recorded generation {last}")]
+    /// An append whose generation is not the last one recorded (in the
+    /// snapshot or the journal) plus one.
+    #[error("state {path}: generation {generation} does not follow the last recorded generation {last} (the next is {last} + 1)")]
     OutOfOrder {
         /// The journal.
         path: PathBuf,
@@ -140,7 +140,6 @@ pub const DIR_MODE: u32 = 0o750;
 /// Mode of the state files.
 pub const FILE_MODE: u32 = 0o640;
 
-
 /// Name of the snapshot in the state directory.
 pub const SNAPSHOT_FILE: &str = "state.json";
 /// Name of the journal in the state directory.
@@ -202,6 +201,9 @@ struct Cursor {
     records: u64,
     /// Last generation recorded, in the snapshot or the journal.
     last_generation: u64,
+    /// Whether `last_generation` counts the snapshot's (after a load or a
+    /// save; an append without either reads it).
+    based: bool,
     /// Bytes past `end` may exist (a torn tail, a failed write): truncate
     /// them away before the next append.
     truncate_first: bool,
@@ -317,17 +319,30 @@ impl Store {
         let after = snapshot.as_ref().map_or(0, |(s, _)| s.generation);
         let journal_path = self.journal_path();
         let mut records = Vec::new();
+        let mut next = after + 1;
         let scanned = match open_nofollow(&journal_path) {
             Ok(file) => journal::scan(&journal_path, file, |offset, generation, payload| {
                 if generation > after {
-                    let record = serde_json::from_slice(payload).map_err(|e| {
-                        StateError::Corrupt {
+                    if generation != next {
+                        // A snapshot and a journal from different moments
+                        // (say, copied while popd ran).
+                        return Err(StateError::Corrupt {
+                            path: journal_path.clone(),
+                            reason: format!(
+                                "record at offset {offset} has generation {generation}, \
+                                 but the snapshot {SNAPSHOT_FILE} is at generation {after}: \
+                                 the changes in between are missing"
+                            ),
+                        });
+                    }
+                    next += 1;
+                    let record =
+                        serde_json::from_slice(payload).map_err(|e| StateError::Corrupt {
                             path: journal_path.clone(),
                             reason: format!(
                                 "record at offset {offset} (generation {generation}): {e}"
                             ),
-                        }
-                    })?;
+                        })?;
                     records.push(record);
                 }
                 Ok(())
@@ -347,6 +362,7 @@ impl Store {
         cursor.end = scanned.end;
         cursor.records = scanned.records;
         cursor.last_generation = after.max(scanned.last_generation);
+        cursor.based = true;
         cursor.truncate_first |= scanned.torn_bytes > 0;
         cursor.snapshot_exists = Some(snapshot.is_some());
         cursor.snapshot_bytes = snapshot.as_ref().map_or(0, |(_, bytes)| *bytes);
@@ -385,8 +401,9 @@ impl Store {
     /// record, one `fdatasync(2)`. The first append creates the journal
     /// (0640, O_NOFOLLOW|O_CLOEXEC|O_APPEND, directory fsynced).
     ///
-    /// `generation` must follow the last one recorded (snapshot or journal):
-    /// [`StateError::OutOfOrder`] otherwise; a snapshot must exist:
+    /// `generation` must be the last one recorded (snapshot or journal) plus
+    /// one: [`StateError::OutOfOrder`] otherwise, so a load can tell a
+    /// complete journal from one with a hole; a snapshot must exist:
     /// [`StateError::NoSnapshot`] otherwise. On any error the record is not
     /// in the journal: a partial write is truncated away (if even that
     /// fails, appends are refused until the next [`Store::save`]).
@@ -414,7 +431,12 @@ impl Store {
             }
         }
         self.open_journal(cursor)?;
-        if generation <= cursor.last_generation {
+        if !cursor.based {
+            let generation = self.snapshot_generation()?;
+            cursor.last_generation = cursor.last_generation.max(generation);
+            cursor.based = true;
+        }
+        if Some(generation) != cursor.last_generation.checked_add(1) {
             return Err(StateError::OutOfOrder {
                 path,
                 generation,
@@ -451,6 +473,24 @@ impl Store {
         cursor.records += 1;
         cursor.last_generation = generation;
         Ok(())
+    }
+
+    /// The snapshot's generation, without building the state.
+    fn snapshot_generation(&self) -> Result<u64, StateError> {
+        #[derive(Deserialize)]
+        struct Head {
+            generation: u64,
+        }
+        let path = self.path();
+        let file = open_nofollow(&path).map_err(io_at(&path))?;
+        let head: Head =
+            serde_json::from_reader(BufReader::with_capacity(1 << 20, file)).map_err(|e| {
+                StateError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(head.generation)
     }
 
     /// Opens (creating if needed) the journal for appending, and learns its
@@ -541,7 +581,12 @@ impl Store {
     /// written and fsynced, 2: renamed, 3: directory fsynced, 4: journal
     /// truncated, 5: journal fdatasynced), in `order`. Tests use it to leave
     /// the files as a crash between two steps would.
-    fn save_steps(&self, state: &Persisted, steps: usize, order: SaveOrder) -> Result<(), StateError> {
+    fn save_steps(
+        &self,
+        state: &Persisted,
+        steps: usize,
+        order: SaveOrder,
+    ) -> Result<(), StateError> {
         let mut cursor = self.cursor();
         if !cursor.scanned {
             // A save before any load: learn the journal's last generation
@@ -578,6 +623,7 @@ impl Store {
         cursor.snapshot_exists = Some(true);
         cursor.snapshot_bytes = snapshot_bytes;
         cursor.last_generation = state.generation;
+        cursor.based = true;
         if order == SaveOrder::SnapshotFirst {
             if let Err(e) = self.empty_journal(&mut cursor, steps - done) {
                 tracing::warn!("{e}; its records are at or below the snapshot's generation and will be skipped");

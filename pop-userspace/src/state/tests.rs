@@ -200,7 +200,10 @@ fn load_alone_refuses_changes_it_cannot_replay() {
     let dir = tempfile::tempdir().unwrap();
     store_with(dir.path(), 1, 2);
     let err = Store::open(dir.path()).unwrap().load().unwrap_err();
-    assert!(matches!(err, StateError::Unreplayed { records: 1, .. }), "{err}");
+    assert!(
+        matches!(err, StateError::Unreplayed { records: 1, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("state.journal"), "{err}");
 }
 
@@ -221,7 +224,11 @@ fn records_at_or_below_the_snapshot_generation_are_skipped() {
     let (st, records) = store.load_with_journal::<AddCustomer>().unwrap().unwrap();
     assert_eq!(st, expected(4));
     assert_eq!(records, vec![record(5), record(6)]);
-    assert_eq!(store.journal_len().records, 6, "all records still count for compaction");
+    assert_eq!(
+        store.journal_len().records,
+        6,
+        "all records still count for compaction"
+    );
     // Appends go on after the stale records.
     store.append(7, &record(7)).unwrap();
     assert_eq!(replayed(dir.path()).unwrap(), expected(7));
@@ -235,16 +242,25 @@ fn appends_out_of_order_or_before_a_snapshot_are_refused() {
     assert!(matches!(err, StateError::NoSnapshot { .. }), "{err}");
     assert!(!dir.path().join("state.journal").exists());
     store.save(&expected(2)).unwrap();
-    for g in [0, 1, 2] {
+    for g in [0, 1, 2, 4] {
         let err = store.append(g, &record(g)).unwrap_err();
-        assert!(matches!(err, StateError::OutOfOrder { last: 2, .. }), "{g}: {err}");
+        assert!(
+            matches!(err, StateError::OutOfOrder { last: 2, .. }),
+            "{g}: {err}"
+        );
     }
     store.append(3, &record(3)).unwrap();
     let err = store.append(3, &record(3)).unwrap_err();
-    assert!(err.to_string().contains("generation 3 does not follow"), "{err}");
+    assert!(
+        err.to_string().contains("generation 3 does not follow"),
+        "{err}"
+    );
     // And a snapshot older than the journal would lose generation 3.
     let err = store.save(&expected(2)).unwrap_err();
-    assert!(matches!(err, StateError::StaleSnapshot { last: 3, .. }), "{err}");
+    assert!(
+        matches!(err, StateError::StaleSnapshot { last: 3, .. }),
+        "{err}"
+    );
     // A fresh Store (no load first) learns the journal's end by itself.
     let store = Store::open(dir.path()).unwrap();
     assert!(matches!(
@@ -253,6 +269,33 @@ fn appends_out_of_order_or_before_a_snapshot_are_refused() {
     ));
     store.append(4, &record(4)).unwrap();
     assert_eq!(replayed(dir.path()).unwrap(), expected(4));
+}
+
+/// A snapshot and a journal copied at different moments (say, while popd
+/// ran a compaction) do not load as a state with a hole in it.
+#[test]
+fn a_snapshot_older_than_the_journal_it_is_paired_with_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with(dir.path(), 0, 3);
+    let old_snapshot = fs::read(store.path()).unwrap();
+    let old_journal = fs::read(store.journal_path()).unwrap();
+    for g in 4..=6 {
+        store.append(g, &record(g)).unwrap();
+    }
+    store.save(&expected(6)).unwrap();
+    store.append(7, &record(7)).unwrap();
+    let new_snapshot = fs::read(store.path()).unwrap();
+    // The old snapshot with the new journal: 1..=6 would be missing.
+    fs::write(store.path(), &old_snapshot).unwrap();
+    let err = replayed(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("generation 7, but the snapshot state.json is at generation 0"),
+        "{err}"
+    );
+    // The new snapshot with the old journal: all in the snapshot already.
+    fs::write(store.path(), &new_snapshot).unwrap();
+    fs::write(store.journal_path(), &old_journal).unwrap();
+    assert_eq!(replayed(dir.path()).unwrap(), expected(6));
 }
 
 /// Cuts the journal of a store with records 1..=5 at every byte of its last
@@ -410,7 +453,7 @@ fn should_compact_follows_the_documented_rule() {
     let store = Store::open(dir.path()).unwrap();
     // A big snapshot: compaction waits for half its size in the journal.
     let mut big = Persisted::default();
-    for i in 0..20_000u32 {
+    for i in 0..6_000u32 {
         big.ids.customers.insert(format!("customer-{i:08}"), i);
     }
     store.save(&big).unwrap();
@@ -423,7 +466,10 @@ fn should_compact_follows_the_documented_rule() {
     }
     let len = store.journal_len();
     assert!(len.bytes >= snapshot / 2, "{len:?} vs snapshot {snapshot}");
-    assert!(len.bytes < snapshot / 2 + 1024, "{len:?} vs snapshot {snapshot}");
+    assert!(
+        len.bytes < snapshot / 2 + 1024,
+        "{len:?} vs snapshot {snapshot}"
+    );
     store.save(&big_at(&big, g)).unwrap();
     assert!(!store.should_compact());
     // A small snapshot: at least COMPACT_MIN_BYTES of journal first.
@@ -435,7 +481,10 @@ fn should_compact_follows_the_documented_rule() {
         store.append(g, &record(g)).unwrap();
     }
     let bytes = store.journal_len().bytes;
-    assert!((COMPACT_MIN_BYTES..COMPACT_MIN_BYTES + 1024).contains(&bytes), "{bytes}");
+    assert!(
+        (COMPACT_MIN_BYTES..COMPACT_MIN_BYTES + 1024).contains(&bytes),
+        "{bytes}"
+    );
 }
 
 fn big_at(big: &Persisted, g: u64) -> Persisted {
@@ -458,12 +507,15 @@ fn a_compaction_interrupted_at_any_step_loads_the_same_state() {
                 store.save_steps(&expected(8), steps, order).unwrap();
                 drop(store);
                 let st = replayed(dir.path()).unwrap();
+                if st != expected(8) {
+                    return true;
+                }
                 // Appends carry on from there.
                 let store = Store::open(dir.path()).unwrap();
                 store.load_with_journal::<AddCustomer>().unwrap();
                 store.append(9, &record(9)).unwrap();
                 let after = replayed(dir.path()).unwrap();
-                st != expected(8) || after != expected(9)
+                after != expected(9)
             })
             .collect()
     };
