@@ -268,7 +268,12 @@ pub fn popd_man() -> io::Result<String> {
             ("/etc/pop/pop.toml", "The config file."),
             (
                 "/var/lib/pop/state.json",
-                "The desired state, with the ids the data plane's counters use.",
+                "The desired state, with the ids the data plane's counters use (a snapshot).",
+            ),
+            (
+                "/var/lib/pop/state.journal",
+                "The changes made since that snapshot, each fsynced before popctl returns. \
+                 Back up both files (popd stopped), or use popctl export.",
             ),
             ("/run/pop/popd.sock", "The API socket."),
             (

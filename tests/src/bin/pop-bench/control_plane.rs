@@ -190,6 +190,66 @@ fn scrape_ms(lab: &Lab) -> Result<f64> {
     Ok(median(&v))
 }
 
+/// `popctl route add` times on top of a loaded table.
+struct RouteAdds {
+    /// Median over several /24s, each a new prefix, deleted after.
+    slash24_ms: f64,
+    /// One /8.
+    slash8_ms: f64,
+    /// The default route.
+    default_ms: f64,
+}
+
+/// ms for `popctl route add PREFIX` until it returns (the route is deleted
+/// after, untimed). The prefixes are outside those `random_routes` draws
+/// (first octets 1-99 and 128-191) and the lab's.
+fn timed_route_add(o: &Opts, popd: &Popd, prefix: &str) -> Result<f64> {
+    let t = Instant::now();
+    popctl(
+        o,
+        popd,
+        &["route", "add", prefix, "via", "192.0.2.1", "dev", "eth0"],
+    )?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    popctl(o, popd, &["route", "del", prefix])?;
+    Ok(ms)
+}
+
+fn route_adds_on_top(o: &Opts, popd: &Popd) -> Result<RouteAdds> {
+    let rounds = if o.quick { 3 } else { 7 };
+    let slash24: Vec<f64> = (0..rounds)
+        .map(|k| timed_route_add(o, popd, &format!("100.66.{k}.0/24")))
+        .collect::<Result<_>>()?;
+    Ok(RouteAdds {
+        slash24_ms: median(&slash24),
+        slash8_ms: timed_route_add(o, popd, "200.0.0.0/8")?,
+        default_ms: timed_route_add(o, popd, "0.0.0.0/0")?,
+    })
+}
+
+/// The floor for a durable change: ms to append ~100 bytes to a file in
+/// `dir` (the state dir, so the same filesystem) and fdatasync it, median of
+/// 20.
+fn append_fsync_ms(dir: &std::path::Path) -> Result<f64> {
+    use std::io::Write as _;
+    let path = dir.join("bench-append-fsync");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let record = [b'x'; 100];
+    let mut v = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        f.write_all(&record)?;
+        f.sync_data()?;
+        v.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(median(&v))
+}
+
 /// Runs the control-plane measurements in their own lab.
 pub fn run(o: &Opts) -> Result<ControlPlane> {
     let lab = Lab::new("pbcp-");
@@ -221,25 +281,21 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
         cp.routes_loaded = n;
         cp.popd_rss_mb_1m_routes = Some(peak_rss_mb(popd_pid(&popd)?)?);
         eprintln!("  {n} routes: {:.2} s", took.as_secs_f64());
-        // One more route on top of them: popd validates, compiles and persists
-        // the whole desired state for every change (not incremental yet).
-        let t = Instant::now();
-        popctl(
-            o,
-            &popd,
-            &[
-                "route",
-                "add",
-                "100.66.0.0/16",
-                "via",
-                "192.0.2.1",
-                "dev",
-                "eth0",
-            ],
-        )?;
+        // Single changes on top of them, and the floor they are measured
+        // against: what one durable append costs on the state dir's
+        // filesystem.
+        let add = route_adds_on_top(o, &popd)?;
+        cp.route_add_1m_ms = Some(add.slash24_ms);
+        cp.route_add_1m_slash8_ms = Some(add.slash8_ms);
+        cp.route_add_1m_default_ms = Some(add.default_ms);
+        cp.append_fsync_ms = Some(append_fsync_ms(popd.state_dir())?);
         eprintln!(
-            "  popctl route add with {n} routes loaded: {:.0} ms",
-            t.elapsed().as_secs_f64() * 1000.0
+            "  popctl route add with {n} routes loaded: /24 {:.1} ms, /8 {:.1} ms, 0/0 {:.1} ms \
+             (append + fdatasync: {:.2} ms)",
+            add.slash24_ms,
+            add.slash8_ms,
+            add.default_ms,
+            cp.append_fsync_ms.unwrap_or_default()
         );
 
         let customers = if o.quick { 1_000 } else { 10_000 };

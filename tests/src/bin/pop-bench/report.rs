@@ -43,6 +43,16 @@ pub struct ControlPlane {
     pub routes_1m_load_s: Option<f64>,
     /// Routes actually loaded.
     pub routes_loaded: u64,
+    /// ms for `popctl route add` of a /24 with those routes loaded, until it
+    /// returns (median; each a new prefix, deleted after).
+    pub route_add_1m_ms: Option<f64>,
+    /// The same for a /8.
+    pub route_add_1m_slash8_ms: Option<f64>,
+    /// The same for 0.0.0.0/0.
+    pub route_add_1m_default_ms: Option<f64>,
+    /// ms for a ~100-byte append + fdatasync on the state dir's filesystem
+    /// (median of 20): the floor for a durable change.
+    pub append_fsync_ms: Option<f64>,
     /// Seconds for a 100k-rule ACL swap.
     pub acl_100k_swap_s: Option<f64>,
     /// ms from `popctl route add` returning to the first forwarded packet.
@@ -92,6 +102,10 @@ impl Report {
                 "routes_1m_load_s": cp.routes_1m_load_s,
                 "acl_100k_swap_s": cp.acl_100k_swap_s,
                 "route_change_ms": cp.route_change_ms,
+                "route_add_1m_ms": cp.route_add_1m_ms,
+                "route_add_1m_slash8_ms": cp.route_add_1m_slash8_ms,
+                "route_add_1m_default_ms": cp.route_add_1m_default_ms,
+                "append_fsync_ms": cp.append_fsync_ms,
                 "metrics_10k_customers_ms": cp.metrics_10k_customers_ms,
                 "popd_rss_mb_1m_routes": cp.popd_rss_mb_1m_routes,
                 "bgp_full_table_ratio": cp.bgp_full_table_ratio,
@@ -181,6 +195,13 @@ pub fn print_control_plane(cp: &ControlPlane, quick: bool) {
     println!(
         "popd peak RSS after loading them: {}",
         opt(cp.popd_rss_mb_1m_routes, "MB")
+    );
+    println!(
+        "popctl route add with them loaded: /24 {}, /8 {}, 0/0 {} (append + fdatasync alone: {})",
+        opt(cp.route_add_1m_ms, "ms"),
+        opt(cp.route_add_1m_slash8_ms, "ms"),
+        opt(cp.route_add_1m_default_ms, "ms"),
+        opt(cp.append_fsync_ms, "ms")
     );
     println!(
         "route change → first packet forwarded: {}",
