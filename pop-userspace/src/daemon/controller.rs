@@ -829,6 +829,9 @@ impl Controller {
             return Err(e);
         }
         drop((old_routes, old_config));
+        if matches!(persist, Persist::Record(_)) {
+            self.maybe_compact();
+        }
         self.apply_sflow();
         // Interfaces removed from the desired state.
         let gone: Vec<String> = self
@@ -846,12 +849,29 @@ impl Controller {
         Ok(generation)
     }
 
-    /// Makes one change durable: a journal record (compacted into a new
-    /// snapshot when the journal has grown past its bound).
+    /// Makes one change durable: one journal record (one write, one
+    /// fdatasync), the change that makes `generation`.
     fn persist(&mut self, generation: u64, change: &Change) -> Result<(), ControlError> {
-        let _ = (generation, change);
-        self.store.save(&self.state)?;
+        self.store.append(generation, change)?;
         Ok(())
+    }
+
+    /// Once the journal has grown past its bound (about half the snapshot):
+    /// a new snapshot of the state, which empties it. A failure leaves the
+    /// journal as it was (the state is durable either way).
+    fn maybe_compact(&mut self) {
+        if !self.store.should_compact() {
+            return;
+        }
+        let t = std::time::Instant::now();
+        match self.store.save(&self.state) {
+            Ok(()) => tracing::info!(
+                generation = self.state.generation,
+                ms = t.elapsed().as_millis() as u64,
+                "state journal compacted into a new snapshot"
+            ),
+            Err(e) => tracing::warn!("compacting the state journal: {e}"),
+        }
     }
 
     fn undo_attach(&mut self, names: &[String]) {
@@ -902,6 +922,7 @@ impl Controller {
             return Err(e);
         }
         self.state.generation = generation;
+        self.maybe_compact();
         // Next hops no route uses any more go once nothing points at them.
         for (key, id) in &done.freed_nexthops {
             if let Err(e) = self.set_nexthop(*id, None) {

@@ -60,16 +60,6 @@ pub enum Change {
     },
 }
 
-/// A journal record: the change and the generation it made.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// The generation after the change.
-    pub generation: u64,
-    /// The change.
-    #[serde(flatten)]
-    pub change: Change,
-}
-
 /// What a route change did to the desired state: enough to write it into
 /// the maps and to undo it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,9 +284,10 @@ pub fn edit_config(cfg: &mut Config, change: &Change) -> Result<(), ControlError
     Ok(())
 }
 
-/// Replays one journal record on the state loaded from the snapshot.
-pub fn replay(state: &mut Persisted, record: &Record) -> Result<(), ControlError> {
-    match &record.change {
+/// Replays one journal record, the change that made `generation`, on the
+/// state loaded from the snapshot.
+pub fn replay(state: &mut Persisted, generation: u64, change: &Change) -> Result<(), ControlError> {
+    match change {
         Change::RouteAdd { route } => {
             route_add(state, route, None)?;
         }
@@ -309,7 +300,7 @@ pub fn replay(state: &mut Persisted, record: &Record) -> Result<(), ControlError
             state.ids = ids;
         }
     }
-    state.generation = record.generation;
+    state.generation = generation;
     Ok(())
 }
 
@@ -438,17 +429,13 @@ mod tests {
         let start = live.clone();
         let mut records = Vec::new();
         for (i, c) in changes.iter().enumerate() {
-            let r = Record {
-                generation: i as u64 + 1,
-                change: c.clone(),
-            };
-            replay(&mut live, &r).unwrap();
-            let json = serde_json::to_string(&r).unwrap();
-            records.push(serde_json::from_str::<Record>(&json).unwrap());
+            replay(&mut live, i as u64 + 1, c).unwrap();
+            let json = serde_json::to_string(c).unwrap();
+            records.push(serde_json::from_str::<Change>(&json).unwrap());
         }
         let mut again = start;
-        for r in &records {
-            replay(&mut again, r).unwrap();
+        for (i, c) in records.iter().enumerate() {
+            replay(&mut again, i as u64 + 1, c).unwrap();
         }
         assert_eq!(again, live);
         assert_eq!(again.generation, 4);

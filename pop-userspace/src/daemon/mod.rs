@@ -28,6 +28,7 @@ use crate::netlink::KernelView;
 use crate::state::{Ids, Persisted, Store};
 use check::{Current, Devices};
 use controller::Controller;
+use desired::Change;
 use error::ControlError;
 
 /// popd — pop's controller: loads the XDP data plane, keeps it in the desired
@@ -166,9 +167,25 @@ fn initial_state(
     config: &Path,
     kernel: &KernelView,
 ) -> Result<(Persisted, bool), ControlError> {
-    let Some(state) = store.load()? else {
+    let Some((mut state, changes)) = store.load_with_journal::<Change>()? else {
         return Ok((first_state(config, kernel)?, true));
     };
+    // The changes acknowledged after the snapshot, in order.
+    let replayed = changes.len();
+    for change in changes {
+        let generation = state.generation + 1;
+        desired::replay(&mut state, generation, &change).map_err(|e| ControlError::StateFile {
+            path: store.journal_path(),
+            reason: format!("change of generation {generation} ({change:?}): {e}"),
+        })?;
+    }
+    if replayed > 0 {
+        tracing::info!(
+            changes = replayed,
+            generation = state.generation,
+            "replayed the state journal"
+        );
+    }
     let checked = check::plan(
         &state.config,
         check::Routes::Current(&state.routes),
