@@ -1016,12 +1016,16 @@ impl Controller {
     /// checked whole even when nothing would change; `dry_run` stops after
     /// the checks.
     pub fn apply_config(&mut self, text: &str, dry_run: bool) -> Result<Value, ControlError> {
+        let t = std::time::Instant::now();
         let candidate = validate::parse_config(text)?;
+        let parsed = t.elapsed();
         let plan = self.check(&candidate, Routes::InConfig)?;
+        let checked = t.elapsed();
         let new_routes = plan.routes.as_ref().expect("a whole config has its routes");
         let changes = diff::diff_with(&self.state.config, &candidate, |lines| {
             route_lines(lines, &self.state.routes, new_routes)
         });
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
         if dry_run {
             let info = ApplyInfo {
                 dry_run: true,
@@ -1030,11 +1034,21 @@ impl Controller {
             };
             return Ok(serde_json::to_value(info).expect("serialises"));
         }
+        let diffed = t.elapsed();
         let generation = if changes.is_empty() {
             self.state.generation
         } else {
             self.commit(candidate, plan, Persist::Snapshot)?
         };
+        tracing::info!(
+            changes = changes.len(),
+            generation,
+            parse_ms = ms(parsed),
+            check_ms = ms(checked - parsed),
+            diff_ms = ms(diffed - checked),
+            commit_ms = ms(t.elapsed() - diffed),
+            "config applied"
+        );
         let info = ApplyInfo {
             dry_run: false,
             changes,

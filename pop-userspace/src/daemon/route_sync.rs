@@ -61,6 +61,29 @@ pub fn put(
     }
 }
 
+/// The route record of each next-hop set, computed once per set (a table
+/// has few sets and many routes).
+struct Records<'a> {
+    ids: &'a Ids,
+    seen: std::collections::HashMap<*const Hops, PopRoute>,
+}
+
+impl<'a> Records<'a> {
+    fn new(ids: &'a Ids) -> Self {
+        Self {
+            ids,
+            seen: std::collections::HashMap::new(),
+        }
+    }
+
+    fn of(&mut self, hops: &Hops) -> PopRoute {
+        *self
+            .seen
+            .entry(hops as *const Hops)
+            .or_insert_with(|| hops.pop_route(self.ids))
+    }
+}
+
 /// What the maps hold for `prefix`.
 fn read(maps: &Maps, prefix: &IpNet) -> Option<PopRoute> {
     match prefix {
@@ -76,8 +99,9 @@ pub fn reconcile(
     routes: &ConfiguredRoutes,
     ids: &Ids,
 ) -> Result<(), DataplaneError> {
+    let mut records = Records::new(ids);
     for (p, hops) in routes.iter() {
-        let want = hops.pop_route(ids);
+        let want = records.of(hops);
         if read(maps, &p) != Some(want) {
             set(maps, &p, &want)?;
         }
@@ -97,8 +121,9 @@ pub fn replace(
     let delta = old.delta(new);
     let mut done: Vec<IpNet> = Vec::with_capacity(delta.write.len() + delta.remove.len());
     let mut result = Ok(());
+    let mut records = Records::new(new_ids);
     for (p, hops) in &delta.write {
-        result = set(w, p, &hops.pop_route(new_ids));
+        result = set(w, p, &records.of(hops));
         if result.is_err() {
             break;
         }
