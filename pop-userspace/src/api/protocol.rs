@@ -258,10 +258,22 @@ pub struct CustomerStats {
 pub struct ApplyInfo {
     /// Whether it was a dry run.
     pub dry_run: bool,
-    /// Human-readable change lines ("+ route 10.0.0.0/8 via ...", "- customer acme").
+    /// Human-readable change lines ("+ route 10.0.0.0/8 via ...", "- customer acme"),
+    /// at most [`MAX_CHANGE_LINES`].
     pub changes: Vec<String>,
+    /// Changes beyond the lines listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more: u64,
     /// Generation after the apply (unchanged on dry run).
     pub generation: u64,
+}
+
+/// At most this many change lines are listed by `apply` (a million-route
+/// config would otherwise answer with a million lines); the rest are counted.
+pub const MAX_CHANGE_LINES: usize = 10_000;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An ACL rule as `acl show` lists it: the rule and its hit counter.

@@ -343,13 +343,16 @@ fn stats(list: &[CustomerStats]) -> String {
 
 fn apply(info: &ApplyInfo) -> String {
     let mut text: String = info.changes.iter().map(|c| format!("{c}\n")).collect();
+    if info.more > 0 {
+        text.push_str(&format!("... and {} more change(s)\n", info.more));
+    }
     if info.changes.is_empty() {
         text.push_str("no changes\n");
     }
     if info.dry_run {
         text.push_str(&format!(
             "dry run: {} change(s) not applied, generation stays {}\n",
-            info.changes.len(),
+            info.changes.len() as u64 + info.more,
             info.generation
         ));
     } else {
@@ -362,6 +365,24 @@ fn apply(info: &ApplyInfo) -> String {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_huge_apply_lists_its_first_lines_and_counts_the_rest() {
+        let info = ApplyInfo {
+            dry_run: true,
+            changes: vec!["+ route 10.0.0.0/24 via 192.0.2.1 dev eth0".into()],
+            more: 999_999,
+            generation: 7,
+        };
+        assert_eq!(
+            apply(&info),
+            "+ route 10.0.0.0/24 via 192.0.2.1 dev eth0\n\
+             ... and 999999 more change(s)\n\
+             dry run: 1000000 change(s) not applied, generation stays 7\n"
+        );
+        let json = serde_json::to_value(ApplyInfo { more: 0, ..info }).unwrap();
+        assert!(json.get("more").is_none(), "{json}");
+    }
 
     #[test]
     fn table_columns_start_at_the_same_offset() {

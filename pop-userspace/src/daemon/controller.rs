@@ -23,7 +23,7 @@ use super::routes::ConfiguredRoutes;
 use crate::acl::AclMaps;
 use crate::api::protocol::{
     AclInfo, ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
-    StatusInfo, TraceInfo, TraceRequest,
+    StatusInfo, TraceInfo, TraceRequest, MAX_CHANGE_LINES,
 };
 use crate::config::model::{Config, XdpMode};
 use crate::config::{diff, validate};
@@ -1021,27 +1021,37 @@ impl Controller {
         let parsed = t.elapsed();
         let plan = self.check(&candidate, Routes::InConfig)?;
         let checked = t.elapsed();
+        // The routes' text is not needed past the check (the plan holds them
+        // typed); with a million routes it is ~200 MB.
+        let mut candidate = candidate;
+        candidate.routes = Vec::new();
         let new_routes = plan.routes.as_ref().expect("a whole config has its routes");
-        let changes = diff::diff_with(&self.state.config, &candidate, |lines| {
-            route_lines(lines, &self.state.routes, new_routes)
+        let mut more = 0u64;
+        let mut changes = diff::diff_with(&self.state.config, &candidate, |lines| {
+            more = route_lines(lines, &self.state.routes, new_routes)
         });
+        if changes.len() > MAX_CHANGE_LINES {
+            more += (changes.len() - MAX_CHANGE_LINES) as u64;
+            changes.truncate(MAX_CHANGE_LINES);
+        }
         let ms = |d: std::time::Duration| d.as_millis() as u64;
         if dry_run {
             let info = ApplyInfo {
                 dry_run: true,
                 changes,
+                more,
                 generation: self.state.generation,
             };
             return Ok(serde_json::to_value(info).expect("serialises"));
         }
         let diffed = t.elapsed();
-        let generation = if changes.is_empty() {
+        let generation = if changes.is_empty() && more == 0 {
             self.state.generation
         } else {
             self.commit(candidate, plan, Persist::Snapshot)?
         };
         tracing::info!(
-            changes = changes.len(),
+            changes = changes.len() as u64 + more,
             generation,
             parse_ms = ms(parsed),
             check_ms = ms(checked - parsed),
@@ -1052,6 +1062,7 @@ impl Controller {
         let info = ApplyInfo {
             dry_run: false,
             changes,
+            more,
             generation,
         };
         Ok(serde_json::to_value(info).expect("serialises"))
@@ -1555,25 +1566,33 @@ fn sort_key_net(p: &IpNet) -> (u8, Option<IpNet>, String) {
 }
 
 /// The route lines of `popctl apply`'s changes: `+`, `-` and `~` lines,
-/// by family, address and length.
-fn route_lines(lines: &mut Vec<String>, old: &ConfiguredRoutes, new: &ConfiguredRoutes) {
+/// by family, address and length, at most [`MAX_CHANGE_LINES`] of them;
+/// returns how many more there are.
+fn route_lines(lines: &mut Vec<String>, old: &ConfiguredRoutes, new: &ConfiguredRoutes) -> u64 {
     let delta = old.delta(new);
-    let mut out: Vec<(IpNet, String)> = delta
+    let mut out: Vec<(IpNet, Option<&super::routes::Hops>)> = delta
         .write
         .iter()
-        .map(|(p, h)| {
-            let sign = if old.get(p).is_some() { '~' } else { '+' };
-            let text = diff::route_text(&super::routes::route_text(p, h));
-            (*p, format!("{sign} {text}"))
-        })
-        .chain(delta.remove.iter().filter_map(|p| {
-            let h = old.get(p)?;
-            let text = diff::route_text(&super::routes::route_text(p, h));
-            Some((*p, format!("- {text}")))
-        }))
+        .map(|(p, h)| (*p, Some(*h)))
+        .chain(delta.remove.iter().map(|p| (*p, None)))
         .collect();
     out.sort_by_key(|(p, _)| (matches!(p, IpNet::V6(_)), p.addr(), p.prefix_len()));
-    lines.extend(out.into_iter().map(|(_, l)| l));
+    let more = out.len().saturating_sub(MAX_CHANGE_LINES) as u64;
+    for (p, new) in out.into_iter().take(MAX_CHANGE_LINES) {
+        let line = match (old.get(&p), new) {
+            (old, Some(h)) => {
+                let sign = if old.is_some() { '~' } else { '+' };
+                format!(
+                    "{sign} {}",
+                    diff::route_text(&super::routes::route_text(&p, h))
+                )
+            }
+            (Some(h), None) => format!("- {}", diff::route_text(&super::routes::route_text(&p, h))),
+            (None, None) => continue,
+        };
+        lines.push(line);
+    }
+    more
 }
 
 /// XDP actions as the kernel numbers them.
