@@ -90,7 +90,11 @@ async fn connection(
         if line.trim().is_empty() {
             continue;
         }
-        let (resp, after) = match serde_json::from_str::<Request>(&line) {
+        let parsed = serde_json::from_str::<Request>(&line);
+        // A request can be a whole config (tens of MB): not kept while it
+        // is handled.
+        drop(line);
+        let (resp, after) = match parsed {
             Err(e) => (
                 Response::Error {
                     message: format!("bad request: {e}"),

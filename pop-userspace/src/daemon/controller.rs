@@ -1015,9 +1015,10 @@ impl Controller {
     /// Applies a whole new config (SIGHUP, `popctl apply`). The config is
     /// checked whole even when nothing would change; `dry_run` stops after
     /// the checks.
-    pub fn apply_config(&mut self, text: &str, dry_run: bool) -> Result<Value, ControlError> {
+    pub fn apply_config(&mut self, text: String, dry_run: bool) -> Result<Value, ControlError> {
         let t = std::time::Instant::now();
-        let candidate = validate::parse_config(text)?;
+        let candidate = validate::parse_config(&text)?;
+        drop(text);
         let parsed = t.elapsed();
         let plan = self.check(&candidate, Routes::InConfig)?;
         let checked = t.elapsed();
@@ -1113,7 +1114,7 @@ impl Controller {
             }
             Request::Stats { customer } => self.stats(customer.as_deref()),
             Request::Apply { config, dry_run } => self
-                .apply_config(&config, dry_run)
+                .apply_config(config, dry_run)
                 .map_err(|e| e.to_string()),
             Request::Export => {
                 Ok(json!({ "config": validate::to_toml(&self.state.whole_config()) }))

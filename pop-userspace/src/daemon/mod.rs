@@ -336,7 +336,7 @@ async fn run(args: Args) -> Result<(), ControlError> {
                     Ok(t) => c
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .apply_config(&t, false)
+                        .apply_config(t, false)
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }).await.unwrap_or_else(|e| Err(e.to_string()));
