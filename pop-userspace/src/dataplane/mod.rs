@@ -16,6 +16,7 @@
 //! another build stages its own data plane under `next/` and swaps the links to
 //! it with bpf_link_update ([`Dataplane::finish_upgrade`]): also without a stop.
 pub mod fib4;
+pub mod fib6;
 mod link;
 pub mod maps;
 pub mod observe;
