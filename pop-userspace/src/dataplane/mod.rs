@@ -21,6 +21,8 @@ mod link;
 pub mod maps;
 pub mod observe;
 pub mod route4;
+pub mod route6;
+pub mod route_records;
 pub mod route_writer;
 
 use std::ffi::CString;

@@ -361,6 +361,34 @@ impl<B: Fib6Backend> Fib6<B> {
         }
     }
 
+    /// The route record ids the entries of `backend` point at (below
+    /// `capacity`), as found after a restart.
+    pub fn ids_in_use(backend: &B, capacity: u32) -> Vec<bool> {
+        let mut used = vec![false; capacity as usize];
+        let mut mark = |e: u32, stack: &mut Vec<u32>| {
+            if e & FIB6_EXT != 0 {
+                stack.push(e & !FIB6_EXT);
+            } else if e < capacity {
+                used[e as usize] = true;
+            }
+        };
+        let mut stack = vec![];
+        for i in 0..ROOT_ENTRIES as u32 {
+            mark(backend.root(i), &mut stack);
+        }
+        let mut seen = vec![false; backend.node_capacity() as usize];
+        while let Some(n) = stack.pop() {
+            if n as usize >= seen.len() || std::mem::replace(&mut seen[n as usize], true) {
+                continue;
+            }
+            for j in 0..NODE as u32 {
+                mark(backend.node(n, j), &mut stack);
+            }
+        }
+        used[0] = false;
+        used
+    }
+
     /// Takes over filled (or zeroed) tables, as a restarted popd finds them
     /// pinned, and makes them hold exactly `routes`, writing only the entries
     /// that differ: the pinned entries keep forwarding meanwhile. Nodes the
