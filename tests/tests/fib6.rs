@@ -4,9 +4,9 @@
 //! reference longest-prefix match on 20,000 random addresses of an
 //! Internet-shaped table (200k routes in a release build, 30k in debug),
 //! before and after incremental changes; a full node map refuses a route
-//! and changes nothing. Also: the layouts against the object's BTF, and
-//! (ignored by default, run with `--release -- --ignored --nocapture`) the
-//! cost of a lookup against the kernel's LPM trie at 200k routes.
+//! and changes nothing. Also (ignored by default, run with `--release --
+//! --ignored --nocapture`) the cost of a lookup against the kernel's LPM
+//! trie at 200k routes.
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
@@ -225,7 +225,7 @@ fn kernel_agrees(n: usize) {
     let mut fib = fib(&loaded);
     load_table(&mut fib, &t);
     let mut rng = Rng(99);
-    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 10_000);
+    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 20_000);
     // A restarted writer adopts the filled maps with the same routes.
     let routes: Vec<_> = fib.routes().collect();
     let mut fib = Fib6::adopt(fib.into_backend(), routes).unwrap();
@@ -245,7 +245,7 @@ fn kernel_agrees(n: usize) {
     }
     fib.set_route(prefix(0, 0), 77).unwrap();
     t.reference.0[0].insert(0, 77);
-    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 10_000);
+    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 20_000);
 }
 
 #[test]
@@ -294,45 +294,6 @@ fn a_full_node_map_refuses_the_route_and_changes_nothing() {
     // A route that needs no node still fits.
     fib.set_route(prefix(0x3000 << 112, 4), 4).unwrap();
     assert_eq!(kernel_lookup(&loaded.ebpf, 0x3000 << 112), 4);
-}
-
-/// `pop_common::fib6` mirrors `fib6.h`: the `#define`s against the header.
-#[test]
-fn fib6_defines_match_the_header() {
-    let header = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../pop-ebpf/src/fib6.h"
-    ))
-    .unwrap();
-    let mut seen = 0;
-    for line in header.lines() {
-        let mut words = line.split_whitespace();
-        if words.next() != Some("#define") {
-            continue;
-        }
-        let Some(name) = words.next().filter(|n| n.starts_with("POP_FIB6_")) else {
-            continue;
-        };
-        if name == "POP_FIB6_H" {
-            continue;
-        }
-        let text: String = words.take_while(|w| *w != "/*").collect();
-        let value = pop_common::fib6::defines()
-            .iter()
-            .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("#define {name}: not in pop_common::fib6::defines()"))
-            .1;
-        let t = text.trim_start_matches('(').trim_end_matches(')');
-        let parsed = match t.split_once("<<") {
-            Some((a, b)) => {
-                a.trim_end_matches('U').parse::<i64>().unwrap() << b.parse::<i64>().unwrap()
-            }
-            None => t.parse().unwrap(),
-        };
-        assert_eq!(parsed, value, "#define {name}: {line}");
-        seen += 1;
-    }
-    assert_eq!(seen, pop_common::fib6::defines().len());
 }
 
 fn time_ms(f: impl FnOnce()) -> f64 {

@@ -424,11 +424,16 @@ impl<B: Fib6Backend> Fib6<B> {
             target.set_route(p, id)?;
         }
         let held_count = held.iter().filter(|h| **h).count() as u32;
-        if held_count + target.used > cap {
-            // Old and new nodes must fit side by side while they are merged.
+        let mut claimed = vec![false; cap as usize];
+        let mut new_nodes = 0;
+        for i in 0..ROOT_ENTRIES as u32 {
+            new_nodes += fib.new_nodes(Loc::Root, i, &target, Loc::Root, &held, &mut claimed);
+        }
+        if held_count + new_nodes > cap {
+            // The old nodes stay in place while the new ones are filled.
             return Err(Fib6Error::NodesFull {
                 prefix: Prefix6 { bits: 0, len: 0 },
-                needed: target.used,
+                needed: new_nodes,
                 free: cap - held_count,
                 limit: cap,
             });
@@ -448,6 +453,43 @@ impl<B: Fib6Backend> Fib6<B> {
         fib.routes = target.routes;
         fib.route_count = target.route_count;
         Ok(fib)
+    }
+
+    /// The nodes [`Self::merge`] will create under `loc[i]`.
+    fn new_nodes(
+        &self,
+        loc: Loc,
+        i: u32,
+        target: &Fib6<MemoryBackend>,
+        tloc: Loc,
+        held: &[bool],
+        claimed: &mut [bool],
+    ) -> u32 {
+        let (te, ke) = (target.get(tloc, i), self.get(loc, i));
+        if te & FIB6_EXT == 0 {
+            return 0;
+        }
+        let tn = Loc::Node(te & !FIB6_EXT);
+        let kn = ke & !FIB6_EXT;
+        if ke & FIB6_EXT != 0 && held[kn as usize] && !claimed[kn as usize] {
+            claimed[kn as usize] = true;
+            (0..NODE as u32)
+                .map(|j| self.new_nodes(Loc::Node(kn), j, target, tn, held, claimed))
+                .sum()
+        } else {
+            let mut count = 0;
+            let mut stack = vec![tn];
+            while let Some(n) = stack.pop() {
+                count += 1;
+                for j in 0..NODE as u32 {
+                    let e = target.get(n, j);
+                    if e & FIB6_EXT != 0 {
+                        stack.push(Loc::Node(e & !FIB6_EXT));
+                    }
+                }
+            }
+            count
+        }
     }
 
     /// Makes `loc[i]` answer what `target`'s `tloc[i]` answers, keeping the
