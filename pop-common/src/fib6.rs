@@ -62,7 +62,10 @@ mod pod {
 pub fn defines() -> &'static [(&'static str, i64)] {
     &[
         ("POP_FIB6_ROOT_BITS", FIB6_ROOT_BITS as i64),
-        ("POP_FIB6_ROOT_BLOCK_ENTRIES", FIB6_ROOT_BLOCK_ENTRIES as i64),
+        (
+            "POP_FIB6_ROOT_BLOCK_ENTRIES",
+            FIB6_ROOT_BLOCK_ENTRIES as i64,
+        ),
         ("POP_FIB6_ROOT_BLOCKS", FIB6_ROOT_BLOCKS as i64),
         ("POP_FIB6_STRIDE", FIB6_STRIDE as i64),
         ("POP_FIB6_NODE_ENTRIES", FIB6_NODE_ENTRIES as i64),
@@ -76,5 +79,6 @@ pub fn defines() -> &'static [(&'static str, i64)] {
 const _: () = assert!(FIB6_ROOT_BLOCKS * FIB6_ROOT_BLOCK_ENTRIES == 1 << FIB6_ROOT_BITS);
 const _: () = assert!(FIB6_NODE_ENTRIES == 1 << FIB6_STRIDE);
 const _: () = assert!(FIB6_ROOT_BITS + FIB6_LEVELS * FIB6_STRIDE == 128);
-const _: () = assert!(32 % FIB6_STRIDE == 0 && FIB6_ROOT_BITS % FIB6_STRIDE == 0);
+const _: () =
+    assert!(32_u32.is_multiple_of(FIB6_STRIDE) && FIB6_ROOT_BITS.is_multiple_of(FIB6_STRIDE));
 const _: () = assert!(FIB6_MAX_NODES < FIB6_EXT && FIB6_MAX_ROUTES < FIB6_EXT);

@@ -91,8 +91,9 @@ fn table(seed: u64, n: usize) -> Table {
             allocations[rng.below(skew) as usize]
         };
         let len = match rng.below(100) {
-            0..=20 => [33, 34, 35, 36, 36, 36, 38, 40, 40, 40, 42, 44, 44, 44, 46, 47]
-                [rng.below(16) as usize],
+            0..=20 => [
+                33, 34, 35, 36, 36, 36, 38, 40, 40, 40, 42, 44, 44, 44, 46, 47,
+            ][rng.below(16) as usize],
             21..=68 => 48,
             69..=72 => 56,
             73..=75 => 64,

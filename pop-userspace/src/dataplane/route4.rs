@@ -70,10 +70,7 @@ fn prefix4(p: &Ipv4Net) -> Result<Prefix4, DataplaneError> {
 
 fn open_maps(dir: &Path) -> Result<(MmapBackend, RecordArray), DataplaneError> {
     let backend = MmapBackend::open_pinned(dir).map_err(fib_err)?;
-    Ok((
-        backend,
-        RecordArray::open_pinned(dir, names::FIB4_ROUTES)?,
-    ))
+    Ok((backend, RecordArray::open_pinned(dir, names::FIB4_ROUTES)?))
 }
 
 impl Routes4 {

@@ -60,10 +60,7 @@ fn prefix6(p: &Ipv6Net) -> Result<Prefix6, DataplaneError> {
 
 fn open_maps(dir: &Path) -> Result<(MmapBackend, RecordArray), DataplaneError> {
     let backend = MmapBackend::open_pinned(dir).map_err(fib_err)?;
-    Ok((
-        backend,
-        RecordArray::open_pinned(dir, names::FIB6_ROUTES)?,
-    ))
+    Ok((backend, RecordArray::open_pinned(dir, names::FIB6_ROUTES)?))
 }
 
 impl Routes6 {
@@ -256,7 +253,11 @@ mod tests {
         r.set(&net("2001:db8::/32"), &route(1)).unwrap();
         let e = r.set(&net("2001:db8:f000::/36"), &route(2)).unwrap_err();
         assert_eq!(e.to_string(), "map fib6_nodes: full (3 entries)");
-        assert_eq!(r.stats().records, 1, "the refused route's record is released");
+        assert_eq!(
+            r.stats().records,
+            1,
+            "the refused route's record is released"
+        );
         assert_eq!(r.lookup(ip("2001:db8:f000::1")), Some(route(1)));
         r.fib().audit().unwrap();
     }

@@ -131,11 +131,7 @@ impl Mapping {
     }
 
     pub(crate) fn word(&self, i: usize) -> &AtomicU32 {
-        assert!(
-            i < self.words,
-            "mapping index {i} beyond {}",
-            self.words
-        );
+        assert!(i < self.words, "mapping index {i} beyond {}", self.words);
         // SAFETY: in bounds (checked), 4-aligned (page-aligned base), and the
         // kernel's pages stay mapped until drop.
         unsafe { &*self.ptr.as_ptr().add(i) }

@@ -141,7 +141,9 @@ impl Fib6Backend for MmapBackend {
         self.root.word(slot as usize).load(Ordering::Relaxed)
     }
     fn set_root(&mut self, slot: u32, entry: u32) {
-        self.root.word(slot as usize).store(entry, Ordering::Release);
+        self.root
+            .word(slot as usize)
+            .store(entry, Ordering::Release);
     }
     fn node(&self, node: u32, index: u32) -> u32 {
         self.nodes

@@ -127,10 +127,14 @@ fn a_full_node_table_refuses_and_changes_nothing() {
 /// A prefix of the shapes the trie meets, around a few hot spots so that
 /// changes nest and share nodes.
 fn random_prefix(rng: &mut Rng) -> Prefix6 {
-    let base = [0x2001_0db8u128 << 96, 0x2a00_1450u128 << 96, 0x2600u128 << 112]
-        [rng.below(3) as usize];
-    let len = [0u8, 3, 16, 19, 20, 21, 24, 29, 32, 33, 36, 40, 44, 47, 48, 56, 64, 127, 128]
-        [rng.below(19) as usize];
+    let base = [
+        0x2001_0db8u128 << 96,
+        0x2a00_1450u128 << 96,
+        0x2600u128 << 112,
+    ][rng.below(3) as usize];
+    let len = [
+        0u8, 3, 16, 19, 20, 21, 24, 29, 32, 33, 36, 40, 44, 47, 48, 56, 64, 127, 128,
+    ][rng.below(19) as usize];
     // Few distinct bits below the base, so prefixes collide and nest.
     let noise = (u128::from(rng.below(4)) << 90)
         | (u128::from(rng.below(4)) << 78)

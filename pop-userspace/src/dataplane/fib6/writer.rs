@@ -150,7 +150,10 @@ impl<B: Fib6Backend> Fib6<B> {
             self.fresh += 1;
             self.fresh - 1
         } else {
-            assert!(!self.pending.is_empty(), "fib6: nodes counted but none free");
+            assert!(
+                !self.pending.is_empty(),
+                "fib6: nodes counted but none free"
+            );
             self.backend.wait_for_readers();
             self.free.append(&mut self.pending);
             self.free.pop().expect("pending was not empty")
@@ -439,7 +442,10 @@ impl<B: Fib6Backend> Fib6<B> {
             });
         }
         fib.fresh = held.iter().rposition(|h| *h).map_or(0, |i| i as u32 + 1);
-        fib.free = (0..fib.fresh).rev().filter(|n| !held[*n as usize]).collect();
+        fib.free = (0..fib.fresh)
+            .rev()
+            .filter(|n| !held[*n as usize])
+            .collect();
         let mut claimed = vec![false; cap as usize];
         for i in 0..ROOT_ENTRIES as u32 {
             fib.merge(Loc::Root, i, &target, Loc::Root, &held, &mut claimed);
@@ -578,7 +584,9 @@ impl<B: Fib6Backend> Fib6<B> {
                 deeper |= want.1 > off;
             }
             if loc != Loc::Root && !deeper {
-                return Err(format!("{loc:?} at /{off} holds nothing longer than /{off}"));
+                return Err(format!(
+                    "{loc:?} at /{off} holds nothing longer than /{off}"
+                ));
             }
         }
         if linked != self.used {
