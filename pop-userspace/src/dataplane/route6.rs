@@ -42,10 +42,12 @@ pub struct Routes6<B = MmapBackend, S = RecordArray> {
 pub fn fib_err(e: Fib6Error) -> DataplaneError {
     tracing::debug!("fib6: {e}");
     match e {
-        Fib6Error::NodesFull { limit, .. } => DataplaneError::MapFull {
-            map: names::FIB6_NODES,
-            max_entries: limit,
-        },
+        Fib6Error::NodesFull { limit, .. } | Fib6Error::AdoptionFull { limit, .. } => {
+            DataplaneError::MapFull {
+                map: names::FIB6_NODES,
+                max_entries: limit,
+            }
+        }
         Fib6Error::Map { map, reason } => DataplaneError::Map { map, reason },
         other => DataplaneError::Map {
             map: names::FIB6_ROOT,

@@ -127,6 +127,20 @@ pub enum Fib6Error {
         /// Nodes the map holds.
         limit: u32,
     },
+    /// Adopting pinned tables: the nodes of the wanted trie that differ do
+    /// not fit beside the pinned ones (both are needed until the switch).
+    #[error(
+        "adopting the pinned trie: the routes need {needed} new trie nodes beside the ones in \
+         use, but only {free} of {limit} are free (map fib6_nodes)"
+    )]
+    AdoptionFull {
+        /// New nodes the merge needs.
+        needed: u32,
+        /// Nodes the pinned trie does not use.
+        free: u32,
+        /// Nodes the map holds.
+        limit: u32,
+    },
     /// A map is not what the FIB expects, or cannot be mapped.
     #[error("map {map}: {reason}")]
     Map {

@@ -434,8 +434,7 @@ impl<B: Fib6Backend> Fib6<B> {
         }
         if held_count + new_nodes > cap {
             // The old nodes stay in place while the new ones are filled.
-            return Err(Fib6Error::NodesFull {
-                prefix: Prefix6 { bits: 0, len: 0 },
+            return Err(Fib6Error::AdoptionFull {
                 needed: new_nodes,
                 free: cap - held_count,
                 limit: cap,
