@@ -200,21 +200,7 @@ mod tests {
     use super::*;
     use crate::dataplane::fib4::MemoryBackend;
 
-    #[derive(Default)]
-    struct Mem(Vec<PopRoute>, usize);
-    impl RecordStore for Mem {
-        fn capacity(&self) -> u32 {
-            self.0.len() as u32
-        }
-        fn get(&self, id: u32) -> PopRoute {
-            self.0[id as usize]
-        }
-        fn set(&mut self, id: u32, route: &PopRoute) -> Result<(), DataplaneError> {
-            self.0[id as usize] = *route;
-            self.1 += 1;
-            Ok(())
-        }
-    }
+    use crate::dataplane::route_records::MemoryRecords as Mem;
 
     fn route(nh: u32) -> PopRoute {
         let mut r = PopRoute {

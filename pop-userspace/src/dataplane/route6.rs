@@ -172,22 +172,7 @@ mod tests {
     use super::*;
     use crate::dataplane::fib6::MemoryBackend;
 
-    #[derive(Default)]
-    struct Mem(Vec<PopRoute>, usize);
-    impl RecordStore for Mem {
-        fn capacity(&self) -> u32 {
-            self.0.len() as u32
-        }
-        fn get(&self, id: u32) -> PopRoute {
-            self.0[id as usize]
-        }
-        fn set(&mut self, id: u32, route: &PopRoute) -> Result<(), DataplaneError> {
-            assert_ne!(id, 0, "record 0 means no route");
-            self.0[id as usize] = *route;
-            self.1 += 1;
-            Ok(())
-        }
-    }
+    use crate::dataplane::route_records::MemoryRecords as Mem;
 
     fn route(nh: u32) -> PopRoute {
         let mut r = PopRoute {
@@ -224,6 +209,7 @@ mod tests {
         r.set(&net("2001:db8:1::/48"), &route(2)).unwrap();
         assert_eq!(r.stats().records, 2);
         assert_eq!(r.store.1, 2, "one record write per distinct value");
+        assert_eq!(r.store.0[0], PopRoute::default(), "record 0 means no route");
         assert_eq!(r.lookup(ip("2001:db8:2::1")), Some(route(1)));
         assert_eq!(r.lookup(ip("2001:db8:1::1")), Some(route(2)));
         assert_eq!(r.lookup(ip("2001:dba::1")), None);

@@ -64,6 +64,26 @@ impl RecordStore for RecordArray {
     }
 }
 
+/// Route records in memory, and how many were written: for tests.
+#[cfg(test)]
+#[derive(Default)]
+pub(super) struct MemoryRecords(pub Vec<PopRoute>, pub usize);
+
+#[cfg(test)]
+impl RecordStore for MemoryRecords {
+    fn capacity(&self) -> u32 {
+        self.0.len() as u32
+    }
+    fn get(&self, id: u32) -> PopRoute {
+        self.0[id as usize]
+    }
+    fn set(&mut self, id: u32, route: &PopRoute) -> Result<(), DataplaneError> {
+        self.0[id as usize] = *route;
+        self.1 += 1;
+        Ok(())
+    }
+}
+
 /// Route record ids: values, reference counts, free ids.
 #[derive(Default)]
 pub(super) struct RecordIds {
