@@ -13,6 +13,7 @@ const OBJECTS: &[(&str, &str, &[&str])] = &[
     ("bench", "bench", &[]),
     ("pop_variant", "pop", &["-DPOP_VARIANT=1"]),
     ("fib4_test", "fib4_test", &[]),
+    ("fib6_test", "fib6_test", &[]),
 ];
 
 fn clang_major(bin: &str) -> Option<u32> {

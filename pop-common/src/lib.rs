@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod fib4;
+pub mod fib6;
 
 /// Interfaces pop can be attached to at once (slots in `iface_stats`).
 pub const MAX_IFACES: u32 = 1024;
@@ -204,6 +205,8 @@ pub mod maps {
     pub const FIB4_ROUTES: &str = "fib4_routes";
     /// The IPv4 FIB's tables ([`crate::fib4`]).
     pub use crate::fib4::maps::{FIB4_RESULTS, FIB4_TBL24, FIB4_TBL8};
+    /// The IPv6 FIB's tables and route records ([`crate::fib6`]).
+    pub use crate::fib6::maps::{FIB6_NODES, FIB6_ROOT, FIB6_ROUTES};
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -246,6 +249,9 @@ pub mod maps {
         FIB4_TBL8,
         FIB4_RESULTS,
         FIB4_ROUTES,
+        FIB6_ROOT,
+        FIB6_NODES,
+        FIB6_ROUTES,
     ];
 }
 
@@ -1091,6 +1097,8 @@ pub fn layouts() -> &'static [Layout] {
             fib4::PopFib4Result,
             [route_id, customer_id, flags, pad]
         ),
+        l!("pop_fib6_block", fib6::PopFib6Block, [entry]),
+        l!("pop_fib6_node", fib6::PopFib6Node, [entry]),
     ]
 }
 

@@ -40,6 +40,19 @@ pub fn fib4_test_object() -> &'static [u8] {
     &FIB4_TEST.bytes
 }
 
+static FIB6_TEST: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/fib6_test.bpf.o")),
+};
+
+/// Test and measurement programs for the IPv6 FIB (`fib6.h`): `fib6_get`
+/// (looks up the frame's destination and writes the route record id after
+/// the IPv6 header), `fib6_bench`, `lpm6_bench` and `base6_bench` (one lookup
+/// per run of a cycled random address, in the FIB, in a kernel LPM trie, and
+/// none), with the FIB's maps `fib6_root`, `fib6_nodes`, `fib6_routes`.
+pub fn fib6_test_object() -> &'static [u8] {
+    &FIB6_TEST.bytes
+}
+
 /// Benchmark helpers: `xdp_tx` (a live-frames traffic generator) and
 /// `xdp_count_drop` (a counting sink, map `sink_packets`).
 pub fn bench_object() -> &'static [u8] {

@@ -8,6 +8,7 @@
 #include <bpf/bpf_helpers.h>
 #include "abi.h"
 #include "fib4.h"
+#include "fib6.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

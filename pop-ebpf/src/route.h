@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
-/* Longest-prefix route lookup (IPv4: fib4, IPv6: the routes_v6 LPM trie)
+/* Longest-prefix route lookup (IPv4: fib4, IPv6: fib6)
  * and ECMP next-hop choice by flow hash. */
 #ifndef POP_ROUTE_H
 #define POP_ROUTE_H
@@ -70,10 +70,11 @@ static __always_inline struct pop_route *route_lookup(const struct packet *pkt)
 		id = r->route_id;
 		return bpf_map_lookup_elem(&fib4_routes, &id);
 	} else {
-		struct pop_lpm_v6 key = { .prefixlen = 128 };
+		__u32 id = fib6_lookup(pkt->dst.v6);
 
-		__builtin_memcpy(key.addr, pkt->dst.v6, 16);
-		return bpf_map_lookup_elem(&routes_v6, &key);
+		if (!id)
+			return NULL;
+		return bpf_map_lookup_elem(&fib6_routes, &id);
 	}
 }
 

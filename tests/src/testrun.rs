@@ -32,6 +32,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use pop::dataplane::route4::Routes4;
+use pop::dataplane::route6::Routes6;
 use pop_common::{
     cust_drops_index, cust_stats_index, iface_stats_index, maps, Action, Direction, DropReason,
     IcmpType, PassReason, PopConfig, PopCounter, PopCustomerRef, PopIface, PopLocalV6, PopNexthop,
@@ -469,6 +470,8 @@ pub struct Harness {
     // Field order is drop order: the objects close their fds before the pins go.
     /// IPv4 routes (fib4 and its route records), opened on first use.
     routes4: Option<Routes4>,
+    /// IPv6 routes (fib6 and its route records), opened on first use.
+    routes6: Option<Routes6>,
     pop: Ebpf,
     pass: Ebpf,
     pin_dir: PinDir,
@@ -508,6 +511,7 @@ impl Harness {
         let pass = load_program(pop_ebpf::pass_object(), Program::Pass, &pin_dir.0)?;
         Ok(Harness {
             routes4: None,
+            routes6: None,
             pop,
             pass,
             pin_dir,
@@ -666,10 +670,29 @@ impl Harness {
         Ok(())
     }
 
-    /// Adds an IPv6 route `prefix` (e.g. `"2001:db8::/32"`) to next-hop ids `nh_ids`.
+    /// The data plane's IPv6 routes (fib6 and its route records), written
+    /// through popd's writer on this harness's maps.
+    pub fn routes6(&mut self) -> Result<&mut Routes6> {
+        if self.routes6.is_none() {
+            let r = Routes6::open_new(&self.pin_dir.0)
+                .map_err(map_err(maps::FIB6_ROUTES, "open fib6"))?;
+            self.routes6 = Some(r);
+        }
+        Ok(self.routes6.as_mut().expect("opened above"))
+    }
+
+    /// Adds an IPv6 route `prefix` (e.g. `"2001:db8::/32"`) to next-hop ids
+    /// `nh_ids`: into fib6 and its route records, and the prefix list
+    /// `routes_v6`, as popd writes it.
     pub fn add_route_v6(&mut self, prefix: &str, nh_ids: &[u32], flags: u32) -> Result<()> {
         let (addr, len) = parse_prefix_v6(prefix)?;
         let route = make_route(prefix, nh_ids, flags)?;
+        let net = ipnet::Ipv6Net::new(addr, len as u8)
+            .map_err(map_err(maps::FIB6_NODES, format!("prefix {prefix}")))?;
+        self.routes6()?
+            .set(&net, &route)
+            .map_err(map_err(maps::FIB6_NODES, format!("set {prefix}")))?;
+        // And the prefix list popd keeps beside it (read back on adoption).
         let m = maps::ROUTES_V6;
         let mut map: LpmTrie<_, [u8; 16], PopRoute> =
             LpmTrie::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
@@ -837,6 +860,13 @@ impl Harness {
             |m: &mut LpmTrie<_, [u8; 4], PopRoute>, k: &(u32, [u8; 4])| m
                 .remove(&Key::new(k.0, k.1))
         );
+        for (len, addr) in &w.routes_v6 {
+            let net = ipnet::Ipv6Net::new(Ipv6Addr::from(*addr), *len as u8)
+                .map_err(map_err(maps::FIB6_NODES, format!("prefix {addr:?}/{len}")))?;
+            self.routes6()?
+                .del(&net)
+                .map_err(map_err(maps::FIB6_NODES, format!("remove {net}")))?;
+        }
         remove_all!(
             maps::ROUTES_V6,
             LpmTrie<_, [u8; 16], PopRoute>,

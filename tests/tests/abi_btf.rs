@@ -529,34 +529,63 @@ fn check_drift_is_detected() {
     );
 }
 
-/// pop's object includes fib4.h (the IPv4 FIB's maps and lookup): each of its
-/// `#define POP_*` must be mirrored in `pop_common::fib4::defines()` with the
-/// same value, and the other way round.
-#[test]
-fn fib4_defines_match_fib4_h() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../pop-ebpf/src/fib4.h");
-    let header = std::fs::read_to_string(path).expect("reading fib4.h");
-    let defines = parse_header_defines(&header);
-    let mirrored = pop_common::fib4::defines();
+/// Every difference between the `#define POP_*` of `header` (a file in
+/// pop-ebpf/src) and their mirror in pop-common (`mirror`, for messages),
+/// both ways.
+fn header_define_errors(
+    header: &str,
+    mirrored: &[(&'static str, i64)],
+    mirror: &str,
+) -> Vec<String> {
+    let path = format!("{}/../pop-ebpf/src/{header}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let defines = parse_header_defines(&text);
     let mut errors = vec![];
     for (name, value) in mirrored {
         match defines.get(*name) {
             Some(Some(c)) if c == value => {}
             other => errors.push(format!(
-                "#define {name}: {other:?} in fib4.h, {value} in pop-common"
+                "#define {name}: {other:?} in {header}, {value} in pop-common"
             )),
         }
     }
     for name in defines.keys().filter(|n| n.starts_with("POP_")) {
         if !mirrored.iter().any(|(n, _)| n == name) {
-            errors.push(format!(
-                "#define {name}: in fib4.h but not in pop_common::fib4::defines()"
-            ));
+            errors.push(format!("#define {name}: in {header} but not in {mirror}"));
         }
     }
+    errors
+}
+
+/// pop's object includes fib4.h (the IPv4 FIB's maps and lookup): each of its
+/// `#define POP_*` must be mirrored in `pop_common::fib4::defines()` with the
+/// same value, and the other way round.
+#[test]
+fn fib4_defines_match_fib4_h() {
+    let mirrored = pop_common::fib4::defines();
+    let errors = header_define_errors("fib4.h", mirrored, "pop_common::fib4::defines()");
     assert!(
         mirrored.len() >= 9,
         "pop_common::fib4::defines() lost entries"
     );
     assert!(errors.is_empty(), "ABI drift:\n  {}", errors.join("\n  "));
+}
+
+/// The same for fib6.h (the IPv6 FIB's maps and lookup) and
+/// `pop_common::fib6::defines()`; a changed value is caught.
+#[test]
+fn fib6_defines_match_fib6_h() {
+    let mirrored = pop_common::fib6::defines();
+    let errors = header_define_errors("fib6.h", mirrored, "pop_common::fib6::defines()");
+    assert!(
+        mirrored.len() >= 9,
+        "pop_common::fib6::defines() lost entries"
+    );
+    assert!(errors.is_empty(), "ABI drift:\n  {}", errors.join("\n  "));
+    let mut drifted = mirrored.to_vec();
+    drifted[0].1 += 1;
+    assert!(
+        !header_define_errors("fib6.h", &drifted, "drifted").is_empty(),
+        "a changed #define went unnoticed"
+    );
 }

@@ -277,7 +277,7 @@ fn kill_and_start(env: &mut Env) -> Result<()> {
 /// one echo request is lost and the same XDP program keeps running.
 fn hitless_restart(env: &mut Env) -> Result<()> {
     let program_before = program_id(&env.popd)?;
-    let fib_before = fib4_fill(&env.popd)?;
+    let fib_before = fib_fill(&env.popd)?;
     ensure!(
         fib_before[0] > 0,
         "`popctl status` shows no IPv4 route records in use: {fib_before:?}"
@@ -297,26 +297,28 @@ fn hitless_restart(env: &mut Env) -> Result<()> {
         program_after == program_before,
         "the XDP program changed across the restart: id {program_before} before, {program_after} after"
     );
-    // The restarted popd adopted the pinned IPv4 FIB and its route records:
-    // the same routes use as many records, answers and split /24s as before.
+    // The restarted popd adopted the pinned IPv4 and IPv6 FIBs and their
+    // route records: the same routes use as many records, answers, split /24s
+    // and trie nodes as before.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let fib_after = fib4_fill(&env.popd)?;
+        let fib_after = fib_fill(&env.popd)?;
         if fib_after == fib_before {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "fib4 fill (fib4_routes, fib4_results, fib4_tbl8) {fib_before:?} before the restart, \
-             {fib_after:?} after"
+            "FIB fill (fib4_routes, fib4_results, fib4_tbl8, fib6_routes, fib6_nodes) \
+             {fib_before:?} before the restart, {fib_after:?} after"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
 }
 
-/// Entries of `fib4_routes`, `fib4_results` and `fib4_tbl8` in `popctl -j status`.
-fn fib4_fill(popd: &Popd) -> Result<[u64; 3]> {
+/// Entries of `fib4_routes`, `fib4_results`, `fib4_tbl8`, `fib6_routes` and
+/// `fib6_nodes` in `popctl -j status`.
+fn fib_fill(popd: &Popd) -> Result<[u64; 5]> {
     let status = popd.popctl_json(&["status"])?;
     let fill = |name: &str| {
         status["maps"]
@@ -331,6 +333,8 @@ fn fib4_fill(popd: &Popd) -> Result<[u64; 3]> {
         fill("fib4_routes")?,
         fill("fib4_results")?,
         fill("fib4_tbl8")?,
+        fill("fib6_routes")?,
+        fill("fib6_nodes")?,
     ])
 }
 

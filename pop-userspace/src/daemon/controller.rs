@@ -1222,6 +1222,14 @@ impl Controller {
                 s.fib.result_limit,
             ));
             maps.push(fill(n::FIB4_ROUTES, s.records as usize, s.record_limit));
+            // The IPv6 FIB: trie nodes and route records in use.
+            let s = dp.maps.routes6.stats();
+            maps.push(fill(
+                n::FIB6_NODES,
+                s.fib.nodes_used as usize,
+                s.fib.node_limit,
+            ));
+            maps.push(fill(n::FIB6_ROUTES, s.records as usize, s.record_limit));
         }
         StatusInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),

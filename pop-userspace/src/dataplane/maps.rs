@@ -24,8 +24,11 @@ pub struct Maps {
     pub routes_v4: LpmTrie<MapData, [u8; 4], PopRoute>,
     /// IPv4 routes as the data plane looks them up: fib4 and route records.
     pub routes4: super::route4::Routes4,
-    /// IPv6 routes.
+    /// IPv6 routes by prefix: the list popd reads back after a restart
+    /// (the data plane looks IPv6 routes up in [`Maps::routes6`]).
     pub routes_v6: LpmTrie<MapData, [u8; 16], PopRoute>,
+    /// IPv6 routes as the data plane looks them up: fib6 and route records.
+    pub routes6: super::route6::Routes6,
     /// Next hops by id.
     pub nexthops: Array<MapData, PopNexthop>,
     /// IPv4 customer prefixes.
@@ -109,13 +112,25 @@ impl Maps {
             });
             super::route4::Routes4::open(dir, pinned)?
         };
+        let routes_v6: LpmTrie<MapData, [u8; 16], PopRoute> = typed!(dir, names::ROUTES_V6);
+        let routes6 = if fresh {
+            super::route6::Routes6::open_new(dir)?
+        } else {
+            // The same for IPv6: the fib6 trie holds what routes_v6 lists.
+            let pinned = routes_v6.iter().flatten().filter_map(|(k, v)| {
+                let p = ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8).ok()?;
+                Some((p, v))
+            });
+            super::route6::Routes6::open(dir, pinned)?
+        };
         Ok(Self {
             routes4,
+            routes6,
             config: typed!(dir, names::CONFIG),
             ifaces: typed!(dir, names::IFACES),
             tx_ports: typed!(dir, names::TX_PORTS),
             routes_v4,
-            routes_v6: typed!(dir, names::ROUTES_V6),
+            routes_v6,
             nexthops: typed!(dir, names::NEXTHOPS),
             cust_v4: typed!(dir, names::CUST_V4),
             cust_v6: typed!(dir, names::CUST_V6),

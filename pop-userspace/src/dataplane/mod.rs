@@ -16,10 +16,13 @@
 //! another build stages its own data plane under `next/` and swaps the links to
 //! it with bpf_link_update ([`Dataplane::finish_upgrade`]): also without a stop.
 pub mod fib4;
+pub mod fib6;
 mod link;
 pub mod maps;
 pub mod observe;
 pub mod route4;
+pub mod route6;
+pub mod route_records;
 pub mod route_writer;
 
 use std::ffi::CString;

@@ -14,124 +14,15 @@
 //! [`Routes4::open`] adopts pinned maps (a restarted popd): the pinned
 //! entries keep forwarding while it loads the routes popd read back, reusing
 //! the records already there, and writes only the differences.
-use std::collections::HashMap;
 use std::path::Path;
 
-use aya::maps::{Array, Map, MapData};
 use ipnet::Ipv4Net;
 use pop_common::fib4::{FIB4_BLACKHOLE, FIB4_ROUTE};
-use pop_common::{maps as names, PopRoute, MAX_ECMP};
+use pop_common::{maps as names, PopRoute};
 
 use super::fib4::{Fib4, Fib4Backend, Fib4Error, Fib4Stats, MmapBackend, Prefix4, RouteTarget};
+use super::route_records::{RecordArray, RecordIds, RecordStore};
 use super::DataplaneError;
-
-type Key = (u32, u32, [u32; MAX_ECMP]);
-
-fn key(r: &PopRoute) -> Key {
-    (r.flags, r.nh_count, r.nh_ids)
-}
-
-/// Where route records go (the `fib4_routes` array, or memory in tests).
-pub trait RecordStore {
-    /// Records the array holds.
-    fn capacity(&self) -> u32;
-    /// Record `id`.
-    fn get(&self, id: u32) -> PopRoute;
-    /// Writes record `id` (no fib4 entry points at it yet).
-    fn set(&mut self, id: u32, route: &PopRoute) -> Result<(), DataplaneError>;
-}
-
-impl RecordStore for Array<MapData, PopRoute> {
-    fn capacity(&self) -> u32 {
-        self.len()
-    }
-    fn get(&self, id: u32) -> PopRoute {
-        Array::get(self, &id, 0).unwrap_or_default()
-    }
-    fn set(&mut self, id: u32, route: &PopRoute) -> Result<(), DataplaneError> {
-        Array::set(self, id, *route, 0).map_err(super::maps::map_err(names::FIB4_ROUTES))
-    }
-}
-
-/// Route record ids: values, reference counts, free ids.
-#[derive(Default)]
-struct RecordIds {
-    by_value: HashMap<Key, u32>,
-    values: Vec<PopRoute>,
-    refs: Vec<u32>,
-    /// Released and past a grace period: reusable now.
-    free: Vec<u32>,
-    /// Released; reusable after the next grace period.
-    pending: Vec<u32>,
-    /// Ids below this were used (or held by adopted tables).
-    fresh: u32,
-    capacity: u32,
-}
-
-impl RecordIds {
-    fn new(capacity: u32) -> Self {
-        Self {
-            values: vec![PopRoute::default(); capacity as usize],
-            refs: vec![0; capacity as usize],
-            capacity,
-            ..Default::default()
-        }
-    }
-
-    fn in_use(&self) -> u32 {
-        self.by_value.len() as u32
-    }
-
-    /// The id for `route`, taking a reference; writes a new record first.
-    fn acquire(
-        &mut self,
-        route: &PopRoute,
-        store: &mut dyn RecordStore,
-        wait: &mut dyn FnMut(),
-    ) -> Result<u32, DataplaneError> {
-        if let Some(&id) = self.by_value.get(&key(route)) {
-            self.refs[id as usize] += 1;
-            return Ok(id);
-        }
-        let id = if let Some(id) = self.free.pop() {
-            id
-        } else if self.fresh < self.capacity {
-            self.fresh += 1;
-            self.fresh - 1
-        } else if !self.pending.is_empty() {
-            wait();
-            self.free.append(&mut self.pending);
-            self.free.pop().expect("pending was not empty")
-        } else {
-            return Err(DataplaneError::MapFull {
-                map: names::FIB4_ROUTES,
-                max_entries: self.capacity,
-            });
-        };
-        if let Err(e) = store.set(id, route) {
-            self.free.push(id);
-            return Err(e);
-        }
-        self.values[id as usize] = *route;
-        self.refs[id as usize] = 1;
-        self.by_value.insert(key(route), id);
-        Ok(id)
-    }
-
-    /// Drops a reference; the last one sends the id to the pending list.
-    fn release(&mut self, id: u32) {
-        let n = &mut self.refs[id as usize];
-        debug_assert!(
-            *n > 0,
-            "route record {id} released more often than acquired"
-        );
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            self.by_value.remove(&key(&self.values[id as usize]));
-            self.pending.push(id);
-        }
-    }
-}
 
 /// Route records in use and the limit, for status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -145,7 +36,7 @@ pub struct Routes4Stats {
 }
 
 /// The IPv4 routes of the data plane: fib4 and its route records.
-pub struct Routes4<B = MmapBackend, S = Array<MapData, PopRoute>> {
+pub struct Routes4<B = MmapBackend, S = RecordArray> {
     fib: Fib4<B>,
     store: S,
     ids: RecordIds,
@@ -177,17 +68,9 @@ fn prefix4(p: &Ipv4Net) -> Result<Prefix4, DataplaneError> {
     Prefix4::new(p.network(), p.prefix_len()).map_err(fib_err)
 }
 
-fn open_maps(dir: &Path) -> Result<(MmapBackend, Array<MapData, PopRoute>), DataplaneError> {
+fn open_maps(dir: &Path) -> Result<(MmapBackend, RecordArray), DataplaneError> {
     let backend = MmapBackend::open_pinned(dir).map_err(fib_err)?;
-    let path = dir.join(names::FIB4_ROUTES);
-    let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Map {
-        map: names::FIB4_ROUTES,
-        reason: format!("opening pin {}: {e}", path.display()),
-    })?;
-    let store: Array<MapData, PopRoute> = Map::from_map_data(data)
-        .and_then(|m| m.try_into())
-        .map_err(super::maps::map_err(names::FIB4_ROUTES))?;
-    Ok((backend, store))
+    Ok((backend, RecordArray::open_pinned(dir, names::FIB4_ROUTES)?))
 }
 
 impl Routes4 {
@@ -195,7 +78,7 @@ impl Routes4 {
     /// program load creates them): no adoption scan.
     pub fn open_new(dir: &Path) -> Result<Self, DataplaneError> {
         let (backend, store) = open_maps(dir)?;
-        let ids = RecordIds::new(store.capacity());
+        let ids = RecordIds::new(store.capacity(), 0, names::FIB4_ROUTES);
         Ok(Self {
             fib: Fib4::new(backend),
             store,
@@ -226,7 +109,7 @@ impl<B: Fib4Backend, S: RecordStore> Routes4<B, S> {
     ) -> Result<Self, DataplaneError> {
         let fib = Fib4::adopt(backend);
         let capacity = store.capacity();
-        let mut ids = RecordIds::new(capacity);
+        let mut ids = RecordIds::new(capacity, 0, names::FIB4_ROUTES);
         // Ids the adopted tables may point at: kept, and reused for routes of
         // the same value, so that the load below changes nothing there.
         let mut held = vec![false; capacity as usize];
@@ -236,55 +119,13 @@ impl<B: Fib4Backend, S: RecordStore> Routes4<B, S> {
                 held[r.route_id as usize] = true;
             }
         }
-        for (id, h) in held.iter().enumerate() {
-            if *h {
-                let v = store.get(id as u32);
-                ids.values[id] = v;
-                ids.by_value.entry(key(&v)).or_insert(id as u32);
-            }
-        }
         let mut want = Vec::new();
-        let mut next = 0u32;
-        for (p, route) in routes {
-            let id = match ids.by_value.get(&key(&route)) {
-                Some(&id) => id,
-                None => {
-                    while (next as usize) < held.len() && held[next as usize] {
-                        next += 1;
-                    }
-                    if next >= capacity {
-                        return Err(DataplaneError::MapFull {
-                            map: names::FIB4_ROUTES,
-                            max_entries: capacity,
-                        });
-                    }
-                    let id = next;
-                    next += 1;
-                    store.set(id, &route)?;
-                    ids.values[id as usize] = route;
-                    ids.by_value.insert(key(&route), id);
-                    id
-                }
-            };
-            ids.refs[id as usize] += 1;
+        for (p, id) in ids.adopt(&held, &mut store, routes)? {
             want.push((prefix4(&p.trunc())?, RouteTarget::Group(id)));
         }
-        ids.fresh = next.max(held.iter().rposition(|h| *h).map_or(0, |i| i as u32 + 1));
         let mut fib = fib;
         fib.replace_all(want, [], []).map_err(fib_err)?;
-        // Held ids no route uses now: reusable after a grace period. Ids
-        // below `fresh` neither held nor used are free now.
-        ids.by_value.retain(|_, id| ids.refs[*id as usize] > 0);
-        for id in 0..ids.fresh {
-            if ids.refs[id as usize] == 0 {
-                if held[id as usize] {
-                    ids.pending.push(id);
-                } else {
-                    ids.free.push(id);
-                }
-            }
-        }
-        ids.free.reverse();
+        ids.adopted(&held);
         Ok(Self {
             fib,
             store,
@@ -310,19 +151,11 @@ impl<B: Fib4Backend, S: RecordStore> Routes4<B, S> {
             Some(RouteTarget::Group(id)) => Some(id),
             _ => None,
         };
-        if old.is_some_and(|id| key(&self.ids.values[id as usize]) == key(route)) {
-            return Ok(());
-        }
-        let wait = self.wait;
-        let id = self.ids.acquire(route, &mut self.store, &mut || wait())?;
-        if let Err(e) = self.fib.set_route(p, RouteTarget::Group(id)) {
-            self.ids.release(id);
-            return Err(fib_err(e));
-        }
-        if let Some(old) = old {
-            self.ids.release(old);
-        }
-        Ok(())
+        let fib = &mut self.fib;
+        self.ids
+            .replace(old, route, &mut self.store, self.wait, |id| {
+                fib.set_route(p, RouteTarget::Group(id)).map_err(fib_err)
+            })
     }
 
     /// Removes the route of `prefix` (absent is fine).
@@ -367,21 +200,7 @@ mod tests {
     use super::*;
     use crate::dataplane::fib4::MemoryBackend;
 
-    #[derive(Default)]
-    struct Mem(Vec<PopRoute>, usize);
-    impl RecordStore for Mem {
-        fn capacity(&self) -> u32 {
-            self.0.len() as u32
-        }
-        fn get(&self, id: u32) -> PopRoute {
-            self.0[id as usize]
-        }
-        fn set(&mut self, id: u32, route: &PopRoute) -> Result<(), DataplaneError> {
-            self.0[id as usize] = *route;
-            self.1 += 1;
-            Ok(())
-        }
-    }
+    use crate::dataplane::route_records::MemoryRecords as Mem;
 
     fn route(nh: u32) -> PopRoute {
         let mut r = PopRoute {

@@ -3,7 +3,8 @@
 //! (`daemon::learned`) write through [`RouteWriter`], so the route tables'
 //! layout can change behind it without touching either. IPv4 routes go to
 //! fib4 and its route records (`super::route4`), listed by prefix in the
-//! `routes_v4` LPM trie; IPv6 routes to the `routes_v6` LPM trie.
+//! `routes_v4` LPM trie; IPv6 routes to fib6 and its route records
+//! (`super::route6`), listed by prefix in the `routes_v6` LPM trie.
 use aya::maps::MapError;
 use ipnet::{Ipv4Net, Ipv6Net};
 use pop_common::{maps as names, PopNexthop, PopRoute, MAX_ROUTES_V4, MAX_ROUTES_V6};
@@ -109,13 +110,29 @@ impl RouteWriter for Maps {
         ignore_missing(self.routes_v4.remove(&key_v4(prefix))).map_err(map_err(names::ROUTES_V4))
     }
 
+    /// The data plane's IPv6 table (fib6 and its route record) first, then
+    /// the prefix list `routes_v6`; a refusal of either leaves both as they were.
     fn set_route_v6(&mut self, prefix: &Ipv6Net, route: &PopRoute) -> Result<(), DataplaneError> {
-        self.routes_v6
+        let old = self.routes6.get(prefix);
+        self.routes6.set(prefix, route)?;
+        let listed = self
+            .routes_v6
             .insert(&key_v6(prefix), *route, 0)
-            .map_err(insert_err(names::ROUTES_V6, MAX_ROUTES_V6))
+            .map_err(insert_err(names::ROUTES_V6, MAX_ROUTES_V6));
+        if listed.is_err() {
+            let undo = match old {
+                Some(r) => self.routes6.set(prefix, &r),
+                None => self.routes6.del(prefix),
+            };
+            if let Err(e) = undo {
+                tracing::error!("route {prefix}: undoing the fib6 change failed: {e}");
+            }
+        }
+        listed
     }
 
     fn del_route_v6(&mut self, prefix: &Ipv6Net) -> Result<(), DataplaneError> {
+        self.routes6.del(prefix)?;
         ignore_missing(self.routes_v6.remove(&key_v6(prefix))).map_err(map_err(names::ROUTES_V6))
     }
 

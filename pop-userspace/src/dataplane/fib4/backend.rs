@@ -94,13 +94,18 @@ impl Fib4Backend for MemoryBackend {
 }
 
 /// A shared mapping of a BPF array map (BPF_F_MMAPABLE), unmapped on drop.
-struct Mapping {
+/// Also the IPv6 FIB's (`super::super::fib6`).
+pub(crate) struct Mapping {
     ptr: NonNull<AtomicU32>,
     words: usize,
 }
 
 impl Mapping {
-    fn new(map: &'static str, fd: BorrowedFd<'_>, bytes: usize) -> Result<Self, Fib4Error> {
+    pub(crate) fn new(
+        map: &'static str,
+        fd: BorrowedFd<'_>,
+        bytes: usize,
+    ) -> Result<Self, Fib4Error> {
         // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
         // the length against the map and keeps the map alive while mapped.
         let ptr = unsafe {
@@ -125,12 +130,8 @@ impl Mapping {
         })
     }
 
-    fn word(&self, i: usize) -> &AtomicU32 {
-        assert!(
-            i < self.words,
-            "fib4 mapping index {i} beyond {}",
-            self.words
-        );
+    pub(crate) fn word(&self, i: usize) -> &AtomicU32 {
+        assert!(i < self.words, "mapping index {i} beyond {}", self.words);
         // SAFETY: in bounds (checked), 4-aligned (page-aligned base), and the
         // kernel's pages stay mapped until drop.
         unsafe { &*self.ptr.as_ptr().add(i) }
@@ -165,7 +166,9 @@ unsafe impl Send for MmapBackend {}
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const RESULT_WORDS: usize = std::mem::size_of::<PopFib4Result>() / 4;
 
-fn checked(
+/// The map's element count, after checking its value size, BPF_F_MMAPABLE
+/// and (if given) its element count.
+pub(crate) fn checked(
     map: &'static str,
     info: Result<MapInfo, aya::maps::MapError>,
     value_size: u32,
@@ -190,7 +193,8 @@ fn checked(
     Ok(info.max_entries())
 }
 
-fn page_round(bytes: usize) -> usize {
+/// `bytes` rounded up to whole pages (what mmap maps).
+pub(crate) fn page_round(bytes: usize) -> usize {
     bytes.div_ceil(4096) * 4096
 }
 

@@ -21,7 +21,7 @@ mod desired;
 mod plane;
 mod tables;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod writer;
 
 use std::fmt;
@@ -30,6 +30,7 @@ use std::net::Ipv4Addr;
 use pop_common::fib4::{PopFib4Result, FIB4_BLACKHOLE, FIB4_BROADCAST, FIB4_LOCAL, FIB4_ROUTE};
 use thiserror::Error;
 
+pub(crate) use backend::{checked, page_round, Mapping};
 pub use backend::{Fib4Backend, MemoryBackend, MmapBackend, TBL24_ENTRIES};
 pub use writer::{Fib4, Fib4Stats};
 

@@ -81,9 +81,11 @@ fn fill_routes_v4(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u
 }
 
 /// Adds `n` random IPv6 routes in 2000::/3 (never 2001:db8::/32), all using
-/// next hop 1; returns them as (address, length).
+/// next hop 1, clustered in allocations as in the Internet's table, through
+/// popd's writer (fib6 and its route records); returns them as (address,
+/// length).
 fn fill_routes_v6(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u32)>> {
-    let mut map: LpmTrie<MapData, [u8; 16], PopRoute> = lpm(h, pop_common::maps::ROUTES_V6)?;
+    let routes6 = h.routes6()?;
     let route = PopRoute {
         flags: 0,
         nh_count: 1,
@@ -97,13 +99,19 @@ fn fill_routes_v6(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u
             70..=89 => 32 + (rng.next() % 16) as u32,
             _ => 49 + (rng.next() % 16) as u32,
         };
-        // Global unicast 2000::/3, never 2001:db8::/32.
-        let hi = (0x2000u128 << 112) | ((rng.next() as u128) << 48 & !(0xe000u128 << 112));
+        // Global unicast 2000::/3, never 2001:db8::/32, clustered as in the
+        // Internet's table: one of 16384 allocated /32s, and in it one of 8
+        // /40s (a uniform spread over 2000::/3 is a shape no table has).
+        let allocation = (rng.next() % 16_384).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 35;
+        let top = 0x2000_0000u128 | u128::from(allocation as u32 & 0x1fff_ffff);
+        let low = (u128::from(rng.next() % 8) << 88) | (u128::from(rng.next() as u32) << 56);
+        let hi = (top << 96) | low;
         let addr = hi & (u128::MAX << (128 - len));
         if (addr >> 96) as u32 == 0x2001_0db8 {
             continue;
         }
-        map.insert(&Key::new(len, addr.to_be_bytes()), route, 0)?;
+        let net = ipnet::Ipv6Net::new(addr.into(), len as u8)?;
+        routes6.set(&net, &route)?;
         out.push((addr, len));
         added += 1;
     }

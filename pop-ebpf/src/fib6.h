@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * IPv6 forwarding information base: a multibit trie in BPF array maps, so
+ * a route lookup costs a bounded number of array loads whatever the table's
+ * size. Written by popd (dataplane/fib6, dataplane/route6.rs):
+ *
+ *   fib6_root    2^20 entries, one per /20, in blocks of 256 entries
+ *                (element = top20 >> 8, entry = top20 & 0xff)
+ *   fib6_nodes   nodes of 16 entries (4-bit strides): the node under a
+ *                /20+4k entry answers the next 4 bits of the address
+ *   fib6_routes  the route records (struct pop_route) entries point at,
+ *                interned: every route with the same value shares one
+ *
+ * An entry is 0 (no route), a route record id (1 ..), or POP_FIB6_EXT |
+ * node: the entry's addresses hold longer prefixes and the node below
+ * decides. A zeroed table answers "no route" everywhere.
+ *
+ * A lookup is one load of the root, one per 4 bits below /20 down to the
+ * longest prefix on the address's path (a /32: 3, a /48: 7, a /64: 11,
+ * at most POP_FIB6_LEVELS), and the load of the record. popd writes entries
+ * with aligned 32-bit stores through mmap (BPF_F_MMAPABLE), fills a node
+ * before an entry points at it, writes a record before an entry points at
+ * it, and reuses a node or a record only after an RCU grace period. docs/fib.md
+ * has the measurements behind the layout.
+ *
+ * The Rust mirror is pop-common/src/fib6.rs.
+ */
+#ifndef POP_FIB6_H
+#define POP_FIB6_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "abi.h"
+
+/* Bits the root decides: one entry per /20. */
+#define POP_FIB6_ROOT_BITS 20
+#define POP_FIB6_ROOT_BLOCK_ENTRIES 256
+/* Root elements: 2^20 entries / 256 per element (4 MB). */
+#define POP_FIB6_ROOT_BLOCKS 4096
+/* Bits each node decides, and its entries. */
+#define POP_FIB6_STRIDE 4
+#define POP_FIB6_NODE_ENTRIES 16
+/* Node levels below the root: (128 - 20) / 4. */
+#define POP_FIB6_LEVELS 27
+/* Nodes at once: 48 MB of kernel memory. A 200k-route table of the
+ * Internet's shape needs about 370k. */
+#define POP_FIB6_MAX_NODES 786432
+/* Route records at once in fib6_routes (id 0 is "no route"). */
+#define POP_FIB6_MAX_ROUTES 65536
+/* An entry with this bit points at the node in its low bits. */
+#define POP_FIB6_EXT (1U << 31)
+
+/* 256 root entries: an element of fib6_root. */
+struct pop_fib6_block {
+	__u32 entry[POP_FIB6_ROOT_BLOCK_ENTRIES];
+};
+
+/* A node: the entries for the next POP_FIB6_STRIDE bits. */
+struct pop_fib6_node {
+	__u32 entry[POP_FIB6_NODE_ENTRIES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, POP_FIB6_ROOT_BLOCKS);
+	__type(key, __u32);
+	__type(value, struct pop_fib6_block);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fib6_root SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, POP_FIB6_MAX_NODES);
+	__type(key, __u32);
+	__type(value, struct pop_fib6_node);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fib6_nodes SEC(".maps");
+
+/* IPv6 route records, indexed by a fib6 entry. popd writes a record before an
+ * entry points at it and reuses one only after a grace period. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, POP_FIB6_MAX_ROUTES);
+	__type(key, __u32);
+	__type(value, struct pop_route);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fib6_routes SEC(".maps");
+
+/* The route record id for `addr` (16 bytes, network order, as in the
+ * packet); 0: no route (also if the maps are inconsistent). */
+static __always_inline __u32 fib6_lookup(const __u8 *addr)
+{
+	struct pop_fib6_block *b;
+	__u32 w[4], block, entry;
+	int i;
+
+	__builtin_memcpy(w, addr, 16);
+	w[0] = bpf_ntohl(w[0]);
+	w[1] = bpf_ntohl(w[1]);
+	w[2] = bpf_ntohl(w[2]);
+	w[3] = bpf_ntohl(w[3]);
+	block = w[0] >> (32 - POP_FIB6_ROOT_BITS + 8);
+	b = bpf_map_lookup_elem(&fib6_root, &block);
+	if (!b)
+		return 0;
+	entry = b->entry[(w[0] >> (32 - POP_FIB6_ROOT_BITS)) & 0xff];
+#pragma unroll
+	for (i = 0; i < POP_FIB6_LEVELS; i++) {
+		/* Bits [off, off + 4) of the address: never across a word. */
+		const int off = POP_FIB6_ROOT_BITS + i * POP_FIB6_STRIDE;
+		struct pop_fib6_node *n;
+		__u32 node;
+
+		if (!(entry & POP_FIB6_EXT))
+			return entry;
+		node = entry & ~POP_FIB6_EXT;
+		n = bpf_map_lookup_elem(&fib6_nodes, &node);
+		if (!n)
+			return 0;
+		entry = n->entry[(w[off / 32] >> (32 - POP_FIB6_STRIDE - off % 32)) &
+				 (POP_FIB6_NODE_ENTRIES - 1)];
+	}
+	return entry & POP_FIB6_EXT ? 0 : entry;
+}
+
+#endif
