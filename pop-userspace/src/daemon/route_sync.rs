@@ -10,7 +10,6 @@ use pop_common::PopRoute;
 
 use super::learned::LearnedRoutes;
 use super::routes::{ConfiguredRoutes, Hops};
-use crate::dataplane::maps::key_v6;
 use crate::dataplane::route_writer::RouteWriter;
 use crate::dataplane::{DataplaneError, Maps};
 use crate::state::Ids;
@@ -88,7 +87,7 @@ impl<'a> Records<'a> {
 fn read(maps: &Maps, prefix: &IpNet) -> Option<PopRoute> {
     match prefix {
         IpNet::V4(p) => maps.routes4.get(p),
-        IpNet::V6(p) => maps.routes_v6.get(&key_v6(p), 0).ok(),
+        IpNet::V6(p) => maps.routes6.get(p),
     }
 }
 
