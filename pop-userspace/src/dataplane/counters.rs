@@ -123,36 +123,53 @@ fn carry_records<V: Pod + Default + PartialEq>(
     true
 }
 
+/// The maps an upgrade carries counters into.
+pub struct CounterMaps<'a> {
+    /// `iface_counters`.
+    pub iface: &'a mut PerCpuArray<MapData, PopIfaceCounters>,
+    /// `customer_counters`.
+    pub customer: &'a mut PerCpuArray<MapData, PopCustomerCounters>,
+    /// `icmp_stats`.
+    pub icmp: &'a mut PerCpuArray<MapData, PopCounter>,
+}
+
 /// Adds the counters pinned in `old_dir` to `maps`.
 pub fn carry_over(maps: &mut Maps, old_dir: &Path) {
+    carry_over_into(
+        CounterMaps {
+            iface: &mut maps.iface_counters,
+            customer: &mut maps.customer_counters,
+            icmp: &mut maps.icmp_stats,
+        },
+        old_dir,
+    );
+}
+
+/// Adds the counters pinned in `old_dir`, in either layout, to `to`.
+pub fn carry_over_into(to: CounterMaps<'_>, old_dir: &Path) {
     if !carry_records(
         old_dir,
         names::IFACE_COUNTERS,
-        &mut maps.iface_counters,
+        to.iface,
         PopIfaceCounters::add,
     ) {
         let actions = Action::SLOTS;
-        carry_legacy(
-            old_dir,
-            legacy::IFACE_STATS,
-            &mut maps.iface_counters,
-            |i| {
-                let slot = i / actions;
-                (slot < NO_IFACE_SLOT).then_some((
-                    slot,
-                    (|v: &mut PopIfaceCounters| &mut v.action[..]) as fn(&mut _) -> &mut [_],
-                    (i % actions) as usize,
-                ))
-            },
-        );
-        carry_legacy(old_dir, legacy::DROP_STATS, &mut maps.iface_counters, |i| {
+        carry_legacy(old_dir, legacy::IFACE_STATS, to.iface, |i| {
+            let slot = i / actions;
+            (slot < NO_IFACE_SLOT).then_some((
+                slot,
+                (|v: &mut PopIfaceCounters| &mut v.action[..]) as fn(&mut _) -> &mut [_],
+                (i % actions) as usize,
+            ))
+        });
+        carry_legacy(old_dir, legacy::DROP_STATS, to.iface, |i| {
             Some((
                 NO_IFACE_SLOT,
                 (|v: &mut PopIfaceCounters| &mut v.drop[..]) as fn(&mut _) -> &mut [_],
                 i as usize,
             ))
         });
-        carry_legacy(old_dir, legacy::PASS_STATS, &mut maps.iface_counters, |i| {
+        carry_legacy(old_dir, legacy::PASS_STATS, to.iface, |i| {
             Some((
                 NO_IFACE_SLOT,
                 (|v: &mut PopIfaceCounters| &mut v.pass[..]) as fn(&mut _) -> &mut [_],
@@ -163,40 +180,48 @@ pub fn carry_over(maps: &mut Maps, old_dir: &Path) {
     if !carry_records(
         old_dir,
         names::CUSTOMER_COUNTERS,
-        &mut maps.customer_counters,
+        to.customer,
         PopCustomerCounters::add,
     ) {
         let dirs = Direction::SLOTS;
-        carry_legacy(
-            old_dir,
-            legacy::CUST_STATS,
-            &mut maps.customer_counters,
-            |i| {
-                Some((
-                    i / dirs,
-                    (|v: &mut PopCustomerCounters| &mut v.dir[..]) as fn(&mut _) -> &mut [_],
-                    (i % dirs) as usize,
-                ))
-            },
-        );
+        carry_legacy(old_dir, legacy::CUST_STATS, to.customer, |i| {
+            Some((
+                i / dirs,
+                (|v: &mut PopCustomerCounters| &mut v.dir[..]) as fn(&mut _) -> &mut [_],
+                (i % dirs) as usize,
+            ))
+        });
         let reasons = DropReason::SLOTS;
-        carry_legacy(
-            old_dir,
-            legacy::CUST_DROPS,
-            &mut maps.customer_counters,
-            |i| {
-                Some((
-                    i / reasons,
-                    (|v: &mut PopCustomerCounters| &mut v.drop[..]) as fn(&mut _) -> &mut [_],
-                    (i % reasons) as usize,
-                ))
-            },
-        );
+        carry_legacy(old_dir, legacy::CUST_DROPS, to.customer, |i| {
+            Some((
+                i / reasons,
+                (|v: &mut PopCustomerCounters| &mut v.drop[..]) as fn(&mut _) -> &mut [_],
+                (i % reasons) as usize,
+            ))
+        });
     }
     carry_records(
         old_dir,
         names::ICMP_STATS,
-        &mut maps.icmp_stats,
+        to.icmp,
         |a: &mut PopCounter, b| add(a, b),
     );
+}
+
+/// One record of `iface_counters`, summed over CPUs.
+pub fn iface_record(map: &PerCpuArray<MapData, PopIfaceCounters>, slot: u32) -> PopIfaceCounters {
+    map.get(&slot, 0)
+        .map(|v| PopIfaceCounters::sum(v.iter()))
+        .unwrap_or_default()
+}
+
+/// Every record of `iface_counters` summed (slots in use or not, and the one
+/// for unknown interfaces): its `drop` and `pass` are the global counters by
+/// reason that the metrics report.
+pub fn reason_totals(map: &PerCpuArray<MapData, PopIfaceCounters>) -> PopIfaceCounters {
+    let mut total = PopIfaceCounters::default();
+    for slot in 0..=NO_IFACE_SLOT {
+        total.add(&iface_record(map, slot));
+    }
+    total
 }

@@ -143,10 +143,7 @@ impl Maps {
 
     /// One interface slot's record, summed over CPUs.
     pub fn iface_record(&self, slot: u32) -> PopIfaceCounters {
-        self.iface_counters
-            .get(&slot, 0)
-            .map(|v| PopIfaceCounters::sum(v.iter()))
-            .unwrap_or_default()
+        super::counters::iface_record(&self.iface_counters, slot)
     }
 
     /// Interface counters for one action, summed over CPUs.
@@ -154,15 +151,10 @@ impl Maps {
         self.iface_record(slot).action[action as usize]
     }
 
-    /// Every interface record (slots in use or not, and the one for unknown
-    /// interfaces) summed: its `drop` and `pass` are the global counters by
-    /// reason.
+    /// Every interface record summed: its `drop` and `pass` are the global
+    /// counters by reason.
     pub fn reason_totals(&self) -> PopIfaceCounters {
-        let mut total = PopIfaceCounters::default();
-        for slot in 0..=pop_common::NO_IFACE_SLOT {
-            total.add(&self.iface_record(slot));
-        }
-        total
+        super::counters::reason_totals(&self.iface_counters)
     }
 
     /// ICMP errors sent of one kind (packets, bytes of the errors).
