@@ -243,3 +243,23 @@ fn upgrades_carry_every_counter_over() {
         twice(two_cpus(17, 8))
     );
 }
+
+/// The trace program (`pop_trace`) runs the same counting helpers with its
+/// trace record and never looks a counter record up: it must still pass the
+/// verifier (popd loads it beside `pop_xdp`).
+#[test]
+fn the_trace_program_loads() {
+    require_root();
+    let pins = BpffsDir::create("trace");
+    let mut ebpf = aya::EbpfLoader::new()
+        .default_map_pin_directory(&pins.0)
+        .load(pop_ebpf::pop_object())
+        .expect("loading the object");
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(pop_ebpf::TRACE_PROGRAM_NAME)
+        .expect("pop_trace in the object")
+        .try_into()
+        .unwrap();
+    prog.load()
+        .unwrap_or_else(|e| panic!("the verifier refused pop_trace: {e:?}"));
+}
