@@ -8,8 +8,11 @@
 pub mod fib4;
 pub mod fib6;
 
-/// Interfaces pop can be attached to at once (slots in `iface_stats`).
+/// Interfaces pop can be attached to at once (slots in `iface_counters`).
 pub const MAX_IFACES: u32 = 1024;
+/// The record of `iface_counters` that counts packets on interfaces pop does
+/// not know (the one after the interfaces' slots).
+pub const NO_IFACE_SLOT: u32 = MAX_IFACES;
 /// Next hops per route (ECMP width).
 pub const MAX_ECMP: usize = 8;
 /// Entries of the `nexthops` array.
@@ -148,16 +151,12 @@ pub mod maps {
     pub const LOCAL_V4: &str = "local_v4";
     /// [`super::PopLocalV6`] → unused u32.
     pub const LOCAL_V6: &str = "local_v6";
-    /// slot * ACTION_COUNT + action → [`super::PopCounter`] per CPU.
-    pub const IFACE_STATS: &str = "iface_stats";
-    /// drop reason → [`super::PopCounter`] per CPU.
-    pub const DROP_STATS: &str = "drop_stats";
-    /// pass reason → [`super::PopCounter`] per CPU.
-    pub const PASS_STATS: &str = "pass_stats";
-    /// customer_id * 2 + direction → [`super::PopCounter`] per CPU.
-    pub const CUST_STATS: &str = "cust_stats";
-    /// customer_id * DROP_REASON_SLOTS + reason → [`super::PopCounter`] per CPU.
-    pub const CUST_DROPS: &str = "cust_drops";
+    /// Interface slot (or [`super::NO_IFACE_SLOT`]) →
+    /// [`super::PopIfaceCounters`] per CPU: actions, drop and pass reasons.
+    pub const IFACE_COUNTERS: &str = "iface_counters";
+    /// Customer id → [`super::PopCustomerCounters`] per CPU: forwarded
+    /// packets by direction, drops by reason.
+    pub const CUSTOMER_COUNTERS: &str = "customer_counters";
     /// ACL copy (0 or 1) → [`super::PopAclMeta`].
     pub const ACL_META: &str = "acl_meta";
     /// copy * MAX_ACL_NODES + node → [`super::PopAclNode`].
@@ -221,11 +220,8 @@ pub mod maps {
         CUST_V6_1,
         LOCAL_V4,
         LOCAL_V6,
-        IFACE_STATS,
-        DROP_STATS,
-        PASS_STATS,
-        CUST_STATS,
-        CUST_DROPS,
+        IFACE_COUNTERS,
+        CUSTOMER_COUNTERS,
         ACL_META,
         ACL_NODES,
         ACL_LEAF_RULES,
@@ -465,7 +461,7 @@ pub struct PopConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PopIface {
-    /// Index into `iface_stats` (0..MAX_IFACES).
+    /// Index into `iface_counters` (0..MAX_IFACES).
     pub slot: u32,
     /// [`Role`] as u32.
     pub role: u32,
@@ -595,6 +591,76 @@ impl PopCounter {
                 packets: a.packets + c.packets,
                 bytes: a.bytes + c.bytes,
             })
+    }
+}
+
+/// `struct pop_iface_counters`: every counter of one interface, per CPU
+/// (map `iface_counters`, indexed by [`PopIface::slot`]). A packet's verdict
+/// adds to one action and, when dropped or passed, one reason of one record:
+/// the drop and pass totals are the sums over all records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopIfaceCounters {
+    /// By [`Action`].
+    pub action: [PopCounter; Action::SLOTS as usize],
+    /// By [`DropReason`].
+    pub drop: [PopCounter; DropReason::SLOTS as usize],
+    /// By [`PassReason`].
+    pub pass: [PopCounter; PassReason::SLOTS as usize],
+}
+
+impl PopIfaceCounters {
+    /// Sum of per-CPU records, field by field.
+    pub fn sum<'a>(values: impl IntoIterator<Item = &'a PopIfaceCounters>) -> PopIfaceCounters {
+        let mut total = PopIfaceCounters::default();
+        for v in values {
+            total.add(v);
+        }
+        total
+    }
+
+    /// Adds `other` to this record, field by field.
+    pub fn add(&mut self, other: &PopIfaceCounters) {
+        add_counters(&mut self.action, &other.action);
+        add_counters(&mut self.drop, &other.drop);
+        add_counters(&mut self.pass, &other.pass);
+    }
+}
+
+/// `struct pop_customer_counters`: every counter of one customer, per CPU
+/// (map `customer_counters`, indexed by customer id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopCustomerCounters {
+    /// Forwarded, by [`Direction`].
+    pub dir: [PopCounter; Direction::SLOTS as usize],
+    /// Dropped, by [`DropReason`].
+    pub drop: [PopCounter; DropReason::SLOTS as usize],
+}
+
+impl PopCustomerCounters {
+    /// Sum of per-CPU records, field by field.
+    pub fn sum<'a>(
+        values: impl IntoIterator<Item = &'a PopCustomerCounters>,
+    ) -> PopCustomerCounters {
+        let mut total = PopCustomerCounters::default();
+        for v in values {
+            total.add(v);
+        }
+        total
+    }
+
+    /// Adds `other` to this record, field by field.
+    pub fn add(&mut self, other: &PopCustomerCounters) {
+        add_counters(&mut self.dir, &other.dir);
+        add_counters(&mut self.drop, &other.drop);
+    }
+}
+
+fn add_counters(to: &mut [PopCounter], from: &[PopCounter]) {
+    for (a, b) in to.iter_mut().zip(from) {
+        a.packets += b.packets;
+        a.bytes += b.bytes;
     }
 }
 
@@ -884,21 +950,6 @@ pub const fn policer_index(customer_id: u32, direction: Direction) -> u32 {
     customer_id * Direction::SLOTS + direction as u32
 }
 
-/// Index into `iface_stats`.
-pub const fn iface_stats_index(slot: u32, action: Action) -> u32 {
-    slot * Action::SLOTS + action as u32
-}
-
-/// Index into `cust_stats`.
-pub const fn cust_stats_index(customer_id: u32, direction: Direction) -> u32 {
-    customer_id * Direction::SLOTS + direction as u32
-}
-
-/// Index into `cust_drops`.
-pub const fn cust_drops_index(customer_id: u32, reason: DropReason) -> u32 {
-    customer_id * DropReason::SLOTS + reason as u32
-}
-
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -913,6 +964,8 @@ mod pod {
     unsafe impl aya::Pod for PopCustomerRef {}
     unsafe impl aya::Pod for PopLocalV6 {}
     unsafe impl aya::Pod for PopCounter {}
+    unsafe impl aya::Pod for PopIfaceCounters {}
+    unsafe impl aya::Pod for PopCustomerCounters {}
     unsafe impl aya::Pod for PopAclRule {}
     unsafe impl aya::Pod for PopAclNode {}
     unsafe impl aya::Pod for PopAclLeafBlock {}
@@ -972,6 +1025,8 @@ pub fn layouts() -> &'static [Layout] {
         l!("pop_customer_ref", PopCustomerRef, [customer_id]),
         l!("pop_local_v6", PopLocalV6, [addr]),
         l!("pop_counter", PopCounter, [packets, bytes]),
+        l!("pop_iface_counters", PopIfaceCounters, [action, drop, pass]),
+        l!("pop_customer_counters", PopCustomerCounters, [dir, drop]),
         l!("pop_acl_rule", PopAclRule, [lo, hi, action, priority]),
         l!("pop_acl_node", PopAclNode, [threshold, field, child]),
         l!(

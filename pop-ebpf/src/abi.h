@@ -164,7 +164,7 @@ struct pop_config {
 
 /* Interfaces pop is attached to, keyed by ifindex (map `ifaces`). */
 struct pop_iface {
-	__u32 slot; /* 0..POP_MAX_IFACES-1: index into iface_stats */
+	__u32 slot; /* 0..POP_MAX_IFACES-1: index into iface_counters */
 	__u32 role; /* enum pop_iface_role */
 	__u32 flags;
 	__u32 mtu;
@@ -237,6 +237,29 @@ struct pop_local_v6 {
 struct pop_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* The record of iface_counters for packets on no interface pop knows: the
+ * one after the interfaces' slots (= POP_MAX_IFACES). */
+#define POP_NO_IFACE_SLOT 1024
+
+/* Every counter of one interface that a packet may touch (map
+ * iface_counters, per CPU, indexed by pop_iface.slot; POP_NO_IFACE_SLOT for
+ * packets on an unknown interface). A packet's verdict adds to one action
+ * and, when dropped or passed, to one reason of the same record: the drop
+ * and pass totals by reason are the sums over all records. */
+struct pop_iface_counters {
+	struct pop_counter action[POP_ACTION_MAX]; /* enum pop_action */
+	struct pop_counter drop[POP_DROP_MAX]; /* enum pop_drop_reason */
+	struct pop_counter pass[POP_PASS_MAX]; /* enum pop_pass_reason */
+};
+
+/* Every counter of one customer that a packet may touch (map
+ * customer_counters, per CPU, indexed by customer id; record 0, "no
+ * customer", is never written). */
+struct pop_customer_counters {
+	struct pop_counter dir[POP_DIR_MAX]; /* forwarded, enum pop_direction */
+	struct pop_counter drop[POP_DROP_MAX]; /* enum pop_drop_reason */
 };
 
 /* An ACL rule: a hyper-rectangle, lo[f] <= key[f] <= hi[f] for every field.

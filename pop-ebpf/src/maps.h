@@ -139,50 +139,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } local_v6 SEC(".maps");
 
-/* Counters: index = slot * POP_ACTION_MAX + action. */
+/* Counters (counters.h): one record per interface slot, plus the one for
+ * packets on no known interface ... */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, POP_MAX_IFACES * POP_ACTION_MAX);
+	__uint(max_entries, POP_NO_IFACE_SLOT + 1);
 	__type(key, __u32);
-	__type(value, struct pop_counter);
+	__type(value, struct pop_iface_counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} iface_stats SEC(".maps");
+} iface_counters SEC(".maps");
 
-/* index = enum pop_drop_reason */
+/* ... and one per customer id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, POP_DROP_MAX);
+	__uint(max_entries, POP_MAX_CUSTOMERS);
 	__type(key, __u32);
-	__type(value, struct pop_counter);
+	__type(value, struct pop_customer_counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} drop_stats SEC(".maps");
-
-/* index = enum pop_pass_reason */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, POP_PASS_MAX);
-	__type(key, __u32);
-	__type(value, struct pop_counter);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} pass_stats SEC(".maps");
-
-/* index = customer_id * POP_DIR_MAX + direction */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, POP_MAX_CUSTOMERS * POP_DIR_MAX);
-	__type(key, __u32);
-	__type(value, struct pop_counter);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} cust_stats SEC(".maps");
-
-/* index = customer_id * POP_DROP_MAX + reason */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, POP_MAX_CUSTOMERS * POP_DROP_MAX);
-	__type(key, __u32);
-	__type(value, struct pop_counter);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} cust_drops SEC(".maps");
+} customer_counters SEC(".maps");
 
 /* ACL: two copies of everything; pop_config.acl_copy says which is live.
  * Index = copy * POP_MAX_ACL_<what> + i (see acl.h). */

@@ -138,10 +138,11 @@ static __always_inline __u32 customer_of(const struct packet *pkt, int by_dst,
 
 static __always_inline int no_route(struct pop_trace *t,
 				    const struct pop_iface *iface,
-				    __u32 cfg_flags, __u32 customer_out, __u32 len)
+				    __u32 cfg_flags,
+				    const struct pop_counts *counts, __u32 len)
 {
 	if (cfg_flags & POP_CFG_NO_ROUTE_DROP) {
-		count_customer_drop(t, customer_out, POP_DROP_NO_ROUTE, len);
+		count_customer_drop(t, counts, POP_DIR_OUT, POP_DROP_NO_ROUTE, len);
 		return verdict_drop(t, iface, POP_DROP_NO_ROUTE, len);
 	}
 	return verdict_pass(t, iface, POP_PASS_NO_ROUTE, len);
@@ -168,20 +169,13 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	__u32 customer_out, customer_in, pass_reason = 0, len;
 	__u32 drop_customer, zero = 0, cfg_flags = 0, cust_copy = 0, acl_copy = 0;
 	struct pop_config *cfg;
+	struct pop_counts counts = {};
 	int proto, parsed, verdict;
 
 	len = pkt.frame_len = data_end - data;
 	iface = bpf_map_lookup_elem(&ifaces, &ifindex);
-	if (!iface) {
-		if (t) {
-			t->pass_reason = POP_PASS_UNKNOWN_IFACE;
-			t->action = XDP_PASS;
-			t->done = 1;
-		} else {
-			counter_add(&pass_stats, POP_PASS_UNKNOWN_IFACE, len);
-		}
-		return XDP_PASS;
-	}
+	if (!iface)
+		return verdict_unknown_iface(t, len);
 
 	/* 1. Parse. */
 	proto = parse_ethhdr(&cur, data_end, &eth);
@@ -246,16 +240,21 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		t->customer_out = customer_out;
 		t->customer_in = customer_in;
 	}
+	/* Their counter records, looked up once here (counters.h). */
+	if (counts_find_customers(t, &counts, customer_out, customer_in))
+		return XDP_ABORTED;
 
 	/* Admission (steps 4-6): anti-spoofing (spoof.h), ACL
 	 * (acl.h), policer (police.h). Each costs ~nothing when unconfigured. */
 	drop_customer = spoofed_on_port(iface, ifindex, &pkt);
 	if (drop_customer) {
-		count_customer_drop(t, drop_customer, POP_DROP_SPOOFED, len);
+		count_customer_drop_id(t, &counts, drop_customer,
+				       POP_DROP_SPOOFED, len);
 		return verdict_drop(t, iface, POP_DROP_SPOOFED, len);
 	}
 	if (acl_drops(&pkt, ifindex, acl_copy, len, t)) {
-		count_customer_drop(t, customer_out ? customer_out : customer_in,
+		count_customer_drop(t, &counts,
+				    customer_out ? POP_DIR_OUT : POP_DIR_IN,
 				    POP_DROP_ACL, len);
 		return verdict_drop(t, iface, POP_DROP_ACL, len);
 	}
@@ -263,18 +262,20 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	if (drop_customer) {
 		if (t)
 			t->policed_customer = drop_customer;
-		count_customer_drop(t, drop_customer, POP_DROP_POLICED, len);
+		count_customer_drop_id(t, &counts, drop_customer,
+				       POP_DROP_POLICED, len);
 		return verdict_drop(t, iface, POP_DROP_POLICED, len);
 	}
 
 	/* 4. Route and next hop. */
 	route = route_lookup(&pkt);
 	if (!route)
-		return no_route(t, iface, cfg_flags, customer_out, len);
+		return no_route(t, iface, cfg_flags, &counts, len);
 	if (t)
 		t->route_found = 1;
 	if (route->flags & POP_ROUTE_BLACKHOLE) {
-		count_customer_drop(t, customer_out, POP_DROP_BLACKHOLE, len);
+		count_customer_drop(t, &counts, POP_DIR_OUT, POP_DROP_BLACKHOLE,
+				    len);
 		return verdict_drop(t, iface, POP_DROP_BLACKHOLE, len);
 	}
 	if ((iph && iph->ttl <= 1) || (ip6h && ip6h->hop_limit <= 1))
@@ -321,8 +322,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	/* 6. Count. */
 	if (!t)
 		observe_note_egress(nh->ifindex);
-	count_customer(t, customer_out, POP_DIR_OUT, len);
-	count_customer(t, customer_in, POP_DIR_IN, len);
+	count_customers(t, &counts, len);
 	if (nh->ifindex == port) {
 		count_iface(t, iface, POP_ACTION_TX, len);
 		return XDP_TX;

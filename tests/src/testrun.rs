@@ -34,9 +34,9 @@ use aya::{
 use pop::dataplane::route4::Routes4;
 use pop::dataplane::route6::Routes6;
 use pop_common::{
-    cust_drops_index, cust_stats_index, iface_stats_index, maps, Action, Direction, DropReason,
-    IcmpType, PassReason, PopConfig, PopCounter, PopCustomerRef, PopIface, PopLocalV6, PopNexthop,
-    PopRoute, PopUpperMacKey, Role, MAX_ECMP,
+    maps, Action, Direction, DropReason, IcmpType, PassReason, PopConfig, PopCounter,
+    PopCustomerCounters, PopCustomerRef, PopIface, PopIfaceCounters, PopLocalV6, PopNexthop,
+    PopRoute, PopUpperMacKey, Role, MAX_ECMP, NO_IFACE_SLOT,
 };
 
 /// Where bpffs is (or gets) mounted.
@@ -1043,19 +1043,62 @@ impl Harness {
         Ok(PopCounter::sum(values.iter()))
     }
 
+    fn record<V: aya::Pod>(&self, map: &'static str, index: u32) -> Result<Vec<V>> {
+        let array: PerCpuArray<_, V> =
+            PerCpuArray::try_from(self.map(map)?).map_err(map_err(map, "open"))?;
+        let values = array
+            .get(&index, 0)
+            .map_err(map_err(map, format!("get index {index}")))?;
+        Ok(values.iter().copied().collect())
+    }
+
+    /// Interface `slot`'s counter record (or [`NO_IFACE_SLOT`]'s), summed over CPUs.
+    pub fn iface_record(&self, slot: u32) -> Result<PopIfaceCounters> {
+        let per_cpu: Vec<PopIfaceCounters> = self.record(maps::IFACE_COUNTERS, slot)?;
+        Ok(PopIfaceCounters::sum(per_cpu.iter()))
+    }
+
+    /// Every interface record summed (all slots and [`NO_IFACE_SLOT`]): the
+    /// global counters by drop and pass reason.
+    pub fn iface_totals(&self) -> Result<PopIfaceCounters> {
+        let mut total = PopIfaceCounters::default();
+        for slot in 0..=NO_IFACE_SLOT {
+            total.add(&self.iface_record(slot)?);
+        }
+        Ok(total)
+    }
+
+    /// Customer `customer_id`'s counter record, summed over CPUs.
+    pub fn customer_record(&self, customer_id: u32) -> Result<PopCustomerCounters> {
+        let per_cpu: Vec<PopCustomerCounters> =
+            self.record(maps::CUSTOMER_COUNTERS, customer_id)?;
+        Ok(PopCustomerCounters::sum(per_cpu.iter()))
+    }
+
     /// Packets and bytes counted for interface `slot` and `action`, summed over CPUs.
     pub fn iface_stats(&self, slot: u32, action: Action) -> Result<PopCounter> {
-        self.counter(maps::IFACE_STATS, iface_stats_index(slot, action))
+        Ok(self.iface_record(slot)?.action[action as usize])
     }
 
-    /// Packets and bytes dropped for `reason`, summed over CPUs.
+    /// Packets and bytes dropped for `reason` on interface `slot`, summed over CPUs.
+    pub fn iface_drops(&self, slot: u32, reason: DropReason) -> Result<PopCounter> {
+        Ok(self.iface_record(slot)?.drop[reason as usize])
+    }
+
+    /// Packets and bytes passed for `reason` on interface `slot`, summed over CPUs.
+    pub fn iface_passes(&self, slot: u32, reason: PassReason) -> Result<PopCounter> {
+        Ok(self.iface_record(slot)?.pass[reason as usize])
+    }
+
+    /// Packets and bytes dropped for `reason`, summed over CPUs and interfaces.
     pub fn drop_stats(&self, reason: DropReason) -> Result<PopCounter> {
-        self.counter(maps::DROP_STATS, reason as u32)
+        Ok(self.iface_totals()?.drop[reason as usize])
     }
 
-    /// Packets and bytes passed to the kernel for `reason`, summed over CPUs.
+    /// Packets and bytes passed to the kernel for `reason`, summed over CPUs
+    /// and interfaces.
     pub fn pass_stats(&self, reason: PassReason) -> Result<PopCounter> {
-        self.counter(maps::PASS_STATS, reason as u32)
+        Ok(self.iface_totals()?.pass[reason as usize])
     }
 
     /// ICMP errors of `kind` sent (packets, bytes of the errors), summed over CPUs.
@@ -1065,12 +1108,12 @@ impl Harness {
 
     /// Customer `customer_id`'s traffic in `direction`, summed over CPUs.
     pub fn cust_stats(&self, customer_id: u32, direction: Direction) -> Result<PopCounter> {
-        self.counter(maps::CUST_STATS, cust_stats_index(customer_id, direction))
+        Ok(self.customer_record(customer_id)?.dir[direction as usize])
     }
 
     /// Customer `customer_id`'s drops for `reason`, summed over CPUs.
     pub fn cust_drops(&self, customer_id: u32, reason: DropReason) -> Result<PopCounter> {
-        self.counter(maps::CUST_DROPS, cust_drops_index(customer_id, reason))
+        Ok(self.customer_record(customer_id)?.drop[reason as usize])
     }
 }
 

@@ -231,6 +231,7 @@ fn define_errors(defines: &BTreeMap<String, Option<i64>>) -> Vec<String> {
     use pop_common::*;
     let expected: &[(&str, i64)] = &[
         ("POP_MAX_IFACES", MAX_IFACES.into()),
+        ("POP_NO_IFACE_SLOT", NO_IFACE_SLOT.into()),
         ("POP_MAX_ECMP", MAX_ECMP as i64),
         ("POP_MAX_NEXTHOPS", MAX_NEXTHOPS.into()),
         ("POP_MAX_CUSTOMERS", MAX_CUSTOMERS.into()),

@@ -262,9 +262,111 @@ fn a_miscounting_model_is_caught() {
     });
 }
 
+/// What is wrong with the interface records pinned in `h`'s maps after
+/// `frames` frames with these verdicts: every frame must leave exactly one
+/// action count in exactly one record, a dropped or passed frame one reason
+/// count in the same record, and the totals by reason that popd's metrics
+/// report (its reader, summing every record) must be the frames seen with
+/// that verdict.
+fn record_errors(h: &Harness, frames: u64, histogram: &BTreeMap<Verdict, u64>) -> Vec<String> {
+    use aya::maps::{Map, MapData, PerCpuArray};
+    use pop::dataplane::counters::{iface_record, reason_totals};
+    use pop_common::{maps, Action, PopCounter, PopIfaceCounters, NO_IFACE_SLOT};
+
+    let path = h.pin_dir().join(maps::IFACE_COUNTERS);
+    let map = Map::from_map_data(MapData::from_pin(&path).unwrap()).unwrap();
+    let map: PerCpuArray<MapData, PopIfaceCounters> = PerCpuArray::try_from(map).unwrap();
+    let mut errors = vec![];
+    let mut actions = 0;
+    for slot in 0..=NO_IFACE_SLOT {
+        let r = iface_record(&map, slot);
+        actions += PopCounter::sum(r.action.iter()).packets;
+        for (action, reasons) in [(Action::Drop, &r.drop[..]), (Action::Pass, &r.pass[..])] {
+            let by_reason = PopCounter::sum(reasons.iter());
+            if by_reason != r.action[action as usize] {
+                errors.push(format!(
+                    "slot {slot}: {} counts {:?}, its reasons {by_reason:?}",
+                    action.label(),
+                    r.action[action as usize]
+                ));
+            }
+        }
+    }
+    if actions != frames {
+        errors.push(format!("{frames} frames left {actions} action counts"));
+    }
+    let totals = reason_totals(&map);
+    let seen = |v: Verdict| histogram.get(&v).copied().unwrap_or(0);
+    for r in DropReason::ALL {
+        let (got, want) = (totals.drop[*r as usize].packets, seen(Verdict::Drop(*r)));
+        if got != want {
+            errors.push(format!("drops {}: metrics {got}, frames {want}", r.label()));
+        }
+    }
+    for r in PassReason::ALL {
+        let (got, want) = (totals.pass[*r as usize].packets, seen(Verdict::Pass(*r)));
+        if got != want {
+            errors.push(format!(
+                "passes {}: metrics {got}, frames {want}",
+                r.label()
+            ));
+        }
+    }
+    errors
+}
+
+/// The per-interface counter records add up: no frame's count is lost,
+/// doubled or put in a record beside its interface's, and the global drop
+/// and pass counters (sums over the records) are what the frames did. The
+/// check itself catches one count too many.
+#[test]
+fn counter_records_add_up() {
+    require_root();
+    in_netns(|| {
+        let mut f = fuzzer();
+        f.run_random(5, 20_000, 5_000)
+            .unwrap_or_else(|d| panic!("program and model differ: {d}"));
+        let errors = record_errors(&f.harness, f.frames, &f.histogram);
+        assert!(errors.is_empty(), "{errors:#?}");
+
+        // One ACL drop counted twice on port A's slot: the check must fail.
+        use aya::maps::{Map, MapData, PerCpuArray, PerCpuValues};
+        use pop_common::{maps, PopIfaceCounters};
+        let path = f.harness.pin_dir().join(maps::IFACE_COUNTERS);
+        let map = Map::from_map_data(MapData::from_pin(&path).unwrap()).unwrap();
+        let mut map: PerCpuArray<MapData, PopIfaceCounters> = PerCpuArray::try_from(map).unwrap();
+        let slot = f.model.desired.ifaces[0].slot;
+        let mut values: Vec<PopIfaceCounters> =
+            map.get(&slot, 0).unwrap().iter().copied().collect();
+        values[0].drop[DropReason::Acl as usize].packets += 1;
+        map.set(slot, PerCpuValues::try_from(values).unwrap(), 0)
+            .unwrap();
+        let errors = record_errors(&f.harness, f.frames, &f.histogram);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!("slot {slot}: drop")))
+                && errors.iter().any(|e| e.contains("drops acl")),
+            "a doubled count went unnoticed: {errors:#?}"
+        );
+    });
+}
+
 /// Mutations of the C data plane, each a bug the issue named or a rule of
 /// RFC 1812 / RFC 4443: (file, text, replacement).
 const MUTANTS: &[(&str, &str, &str)] = &[
+    // A drop's reason counted twice in its interface's record.
+    (
+        "counters.h",
+        "if (reason < POP_DROP_MAX)\n\t\t\tcounter_bump(&c->drop[reason], bytes);",
+        "if (reason < POP_DROP_MAX)\n\t\t\tc->drop[reason].packets += 2;",
+    ),
+    // The receiving customer's traffic counted in the sender's record.
+    (
+        "counters.h",
+        "counter_bump(&n->in->dir[POP_DIR_IN], bytes);",
+        "counter_bump(&n->out->dir[POP_DIR_IN], bytes);",
+    ),
     // IPv4 header checksums no longer checked.
     ("parse.h", "if (!ipv4_checksum_ok(iph))", "if (0)"),
     // UDP ports read from the frame's padding, beyond the IP packet.

@@ -1386,11 +1386,12 @@ impl Controller {
             .iter()
             .filter_map(|c| {
                 let id = *self.state.ids.customers.get(&c.name)?;
-                let i = dp.maps.customer_counter(id, Direction::In);
-                let o = dp.maps.customer_counter(id, Direction::Out);
+                let record = dp.maps.customer_record(id);
+                let i = record.dir[Direction::In as usize];
+                let o = record.dir[Direction::Out as usize];
                 let drops = DropReason::ALL
                     .iter()
-                    .map(|r| (r.label().to_string(), dp.maps.customer_drop(id, *r).packets))
+                    .map(|r| (r.label().to_string(), record.drop[*r as usize].packets))
                     .filter(|(_, v)| *v > 0)
                     .collect();
                 Some(CustomerStats {
@@ -1429,33 +1430,36 @@ impl Controller {
             let Some(slot) = self.state.ids.iface_slots.get(&i.name) else {
                 continue;
             };
+            let record = dp.maps.iface_record(*slot);
             for a in Action::ALL {
-                let c = dp.maps.iface_counter(*slot, *a);
+                let c = record.action[*a as usize];
                 out.push((i.name.clone(), *a, c.packets, c.bytes));
             }
         }
         out
     }
 
-    /// Global drop counters.
+    /// Global drop counters: the sums over the interfaces' records.
     pub fn drop_counters(&self) -> Vec<(DropReason, u64)> {
         let Some(dp) = self.dp.as_ref() else {
             return Vec::new();
         };
+        let totals = dp.maps.reason_totals();
         DropReason::ALL
             .iter()
-            .map(|r| (*r, dp.maps.drop_counter(*r).packets))
+            .map(|r| (*r, totals.drop[*r as usize].packets))
             .collect()
     }
 
-    /// Global pass counters.
+    /// Global pass counters: the sums over the interfaces' records.
     pub fn pass_counters(&self) -> Vec<(PassReason, u64)> {
         let Some(dp) = self.dp.as_ref() else {
             return Vec::new();
         };
+        let totals = dp.maps.reason_totals();
         PassReason::ALL
             .iter()
-            .map(|r| (*r, dp.maps.pass_counter(*r).packets))
+            .map(|r| (*r, totals.pass[*r as usize].packets))
             .collect()
     }
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray};
 use pop_common::{
-    maps as names, Action, Direction, DropReason, PassReason, PopConfig, PopCounter,
-    PopCustomerRef, PopIface, PopLocalV6, PopNexthop, PopRoute,
+    maps as names, Action, Direction, PopConfig, PopCounter, PopCustomerCounters, PopCustomerRef,
+    PopIface, PopIfaceCounters, PopLocalV6, PopNexthop, PopRoute,
 };
 
 use super::DataplaneError;
@@ -43,16 +43,10 @@ pub struct Maps {
     pub local_v4: HashMap<MapData, u32, u32>,
     /// This host's IPv6 addresses.
     pub local_v6: HashMap<MapData, PopLocalV6, u32>,
-    /// Per interface and action.
-    pub iface_stats: PerCpuArray<MapData, PopCounter>,
-    /// Per drop reason.
-    pub drop_stats: PerCpuArray<MapData, PopCounter>,
-    /// Per pass reason.
-    pub pass_stats: PerCpuArray<MapData, PopCounter>,
-    /// Per customer and direction.
-    pub cust_stats: PerCpuArray<MapData, PopCounter>,
-    /// Per customer and drop reason.
-    pub cust_drops: PerCpuArray<MapData, PopCounter>,
+    /// Per interface slot: actions, drop and pass reasons.
+    pub iface_counters: PerCpuArray<MapData, PopIfaceCounters>,
+    /// Per customer id: forwarded packets by direction, drops by reason.
+    pub customer_counters: PerCpuArray<MapData, PopCustomerCounters>,
     /// (XDP port, VLAN id) → ifindex of the VLAN device.
     pub vlan_ifaces: HashMap<MapData, pop_common::PopVlanKey, u32>,
     /// The trace program's record, per CPU.
@@ -65,7 +59,7 @@ pub struct Maps {
     pub upper_macs: HashMap<MapData, pop_common::PopUpperMacKey, u32>,
 }
 
-fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
+pub(super) fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
     let path = dir.join(name);
     let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Map {
         map: name,
@@ -138,11 +132,8 @@ impl Maps {
             cust_v6_1: typed!(dir, names::CUST_V6_1),
             local_v4: typed!(dir, names::LOCAL_V4),
             local_v6: typed!(dir, names::LOCAL_V6),
-            iface_stats: typed!(dir, names::IFACE_STATS),
-            drop_stats: typed!(dir, names::DROP_STATS),
-            pass_stats: typed!(dir, names::PASS_STATS),
-            cust_stats: typed!(dir, names::CUST_STATS),
-            cust_drops: typed!(dir, names::CUST_DROPS),
+            iface_counters: typed!(dir, names::IFACE_COUNTERS),
+            customer_counters: typed!(dir, names::CUSTOMER_COUNTERS),
             trace_out: typed!(dir, names::TRACE_OUT),
             vlan_ifaces: typed!(dir, names::VLAN_IFACES),
             icmp_stats: typed!(dir, names::ICMP_STATS),
@@ -153,48 +144,10 @@ impl Maps {
 
     /// Adds the counters pinned in `old_dir` (a data plane of another build,
     /// no longer running) to these, per CPU, so an upgrade does not reset what
-    /// Prometheus has counted. A counters map whose layout differs is skipped.
+    /// Prometheus has counted; from the layout before the per-interface and
+    /// per-customer records too (see [`super::counters`]).
     pub fn add_counters_from(&mut self, old_dir: &Path) {
-        let pairs: [(&'static str, &mut PerCpuArray<MapData, PopCounter>); 6] = [
-            (names::IFACE_STATS, &mut self.iface_stats),
-            (names::DROP_STATS, &mut self.drop_stats),
-            (names::PASS_STATS, &mut self.pass_stats),
-            (names::CUST_STATS, &mut self.cust_stats),
-            (names::CUST_DROPS, &mut self.cust_drops),
-            (names::ICMP_STATS, &mut self.icmp_stats),
-        ];
-        for (name, new) in pairs {
-            let old: Result<PerCpuArray<MapData, PopCounter>, _> = (|| {
-                let map = open(old_dir, name).map_err(|e| e.to_string())?;
-                PerCpuArray::try_from(map).map_err(|e| e.to_string())
-            })();
-            let old = match old {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(map = name, "old counters not carried over: {e}");
-                    continue;
-                }
-            };
-            let len = old.len().min(new.len());
-            for i in 0..len {
-                let Ok(before) = old.get(&i, 0) else { continue };
-                if before.iter().all(|c| c.packets == 0 && c.bytes == 0) {
-                    continue;
-                }
-                let Ok(now) = new.get(&i, 0) else { continue };
-                let summed: Vec<PopCounter> = now
-                    .iter()
-                    .zip(before.iter())
-                    .map(|(a, b)| PopCounter {
-                        packets: a.packets + b.packets,
-                        bytes: a.bytes + b.bytes,
-                    })
-                    .collect();
-                if let Ok(values) = aya::maps::PerCpuValues::try_from(summed) {
-                    let _ = new.set(i, values, 0);
-                }
-            }
-        }
+        super::counters::carry_over(self, old_dir);
     }
 
     fn sum(map: &PerCpuArray<MapData, PopCounter>, index: u32) -> PopCounter {
@@ -203,22 +156,20 @@ impl Maps {
             .unwrap_or_default()
     }
 
+    /// One interface slot's record, summed over CPUs.
+    pub fn iface_record(&self, slot: u32) -> PopIfaceCounters {
+        super::counters::iface_record(&self.iface_counters, slot)
+    }
+
     /// Interface counters for one action, summed over CPUs.
     pub fn iface_counter(&self, slot: u32, action: Action) -> PopCounter {
-        Self::sum(
-            &self.iface_stats,
-            pop_common::iface_stats_index(slot, action),
-        )
+        self.iface_record(slot).action[action as usize]
     }
 
-    /// Global drop counter.
-    pub fn drop_counter(&self, reason: DropReason) -> PopCounter {
-        Self::sum(&self.drop_stats, reason as u32)
-    }
-
-    /// Global pass counter.
-    pub fn pass_counter(&self, reason: PassReason) -> PopCounter {
-        Self::sum(&self.pass_stats, reason as u32)
+    /// Every interface record summed: its `drop` and `pass` are the global
+    /// counters by reason.
+    pub fn reason_totals(&self) -> PopIfaceCounters {
+        super::counters::reason_totals(&self.iface_counters)
     }
 
     /// ICMP errors sent of one kind (packets, bytes of the errors).
@@ -226,14 +177,17 @@ impl Maps {
         Self::sum(&self.icmp_stats, kind as u32)
     }
 
-    /// Customer traffic counter.
-    pub fn customer_counter(&self, id: u32, dir: Direction) -> PopCounter {
-        Self::sum(&self.cust_stats, pop_common::cust_stats_index(id, dir))
+    /// A customer's record, summed over CPUs.
+    pub fn customer_record(&self, id: u32) -> PopCustomerCounters {
+        self.customer_counters
+            .get(&id, 0)
+            .map(|v| PopCustomerCounters::sum(v.iter()))
+            .unwrap_or_default()
     }
 
-    /// Customer drop counter.
-    pub fn customer_drop(&self, id: u32, reason: DropReason) -> PopCounter {
-        Self::sum(&self.cust_drops, pop_common::cust_drops_index(id, reason))
+    /// Customer traffic counter.
+    pub fn customer_counter(&self, id: u32, dir: Direction) -> PopCounter {
+        self.customer_record(id).dir[dir as usize]
     }
 
     /// Fills every CPU's ICMP error bucket (a zero `last_ns` reads as a long
@@ -255,24 +209,14 @@ impl Maps {
     /// Zeroes a customer's counters (a new customer must not inherit old counts).
     pub fn reset_customer(&mut self, id: u32) -> Result<(), DataplaneError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
-            map: names::CUST_STATS,
+            map: names::CUSTOMER_COUNTERS,
             reason: e.to_string(),
         })?;
-        let zero = || {
-            aya::maps::PerCpuValues::try_from(vec![PopCounter::default(); cpus])
-                .expect("nr_cpus values")
-        };
-        for d in Direction::ALL {
-            self.cust_stats
-                .set(pop_common::cust_stats_index(id, *d), zero(), 0)
-                .map_err(map_err(names::CUST_STATS))?;
-        }
-        for r in DropReason::ALL {
-            self.cust_drops
-                .set(pop_common::cust_drops_index(id, *r), zero(), 0)
-                .map_err(map_err(names::CUST_DROPS))?;
-        }
-        Ok(())
+        let zero = aya::maps::PerCpuValues::try_from(vec![PopCustomerCounters::default(); cpus])
+            .expect("nr_cpus values");
+        self.customer_counters
+            .set(id, zero, 0)
+            .map_err(map_err(names::CUSTOMER_COUNTERS))
     }
 }
 

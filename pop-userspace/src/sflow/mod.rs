@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
-use pop_common::{maps as names, Action, DropReason, ObserveStat, PopCounter, PopSample};
+use pop_common::{
+    maps as names, Action, DropReason, ObserveStat, PopCounter, PopIfaceCounters, PopSample,
+};
 
 use crate::config::model::{Config, InterfaceRole};
 use crate::config::validate::ValidSflow;
@@ -41,7 +43,7 @@ pub struct Port {
     pub name: String,
     /// ifIndex: the data source and the input/output values.
     pub ifindex: u32,
-    /// Slot of its counters in `iface_stats`.
+    /// Slot of its counters in `iface_counters`.
     pub slot: u32,
 }
 
@@ -210,7 +212,7 @@ impl Drop for Exporter {
 
 struct ExporterMaps {
     ring: RingBuf<MapData>,
-    iface_stats: PerCpuArray<MapData, PopCounter>,
+    iface_counters: PerCpuArray<MapData, PopIfaceCounters>,
     observe_stats: PerCpuArray<MapData, u64>,
 }
 
@@ -226,8 +228,8 @@ impl ExporterMaps {
         Ok(Self {
             ring: RingBuf::try_from(open_map(dir, names::SAMPLE_RING)?)
                 .map_err(|e| format!("sflow: map {}: {e}", names::SAMPLE_RING))?,
-            iface_stats: PerCpuArray::try_from(open_map(dir, names::IFACE_STATS)?)
-                .map_err(|e| format!("sflow: map {}: {e}", names::IFACE_STATS))?,
+            iface_counters: PerCpuArray::try_from(open_map(dir, names::IFACE_COUNTERS)?)
+                .map_err(|e| format!("sflow: map {}: {e}", names::IFACE_COUNTERS))?,
             observe_stats: PerCpuArray::try_from(open_map(dir, names::OBSERVE_STATS)?)
                 .map_err(|e| format!("sflow: map {}: {e}", names::OBSERVE_STATS))?,
         })
@@ -235,20 +237,13 @@ impl ExporterMaps {
 
     /// (packets, bytes, dropped packets) pop saw on interface `slot`.
     fn iface(&self, slot: u32) -> (u64, u64, u64) {
-        let mut total = PopCounter::default();
-        let mut dropped = 0;
-        for a in Action::ALL {
-            let c = self
-                .iface_stats
-                .get(&pop_common::iface_stats_index(slot, *a), 0)
-                .map(|v| PopCounter::sum(v.iter()))
-                .unwrap_or_default();
-            total.packets += c.packets;
-            total.bytes += c.bytes;
-            if *a == Action::Drop {
-                dropped = c.packets;
-            }
-        }
+        let record = self
+            .iface_counters
+            .get(&slot, 0)
+            .map(|v| PopIfaceCounters::sum(v.iter()))
+            .unwrap_or_default();
+        let total = PopCounter::sum(record.action.iter());
+        let dropped = record.action[Action::Drop as usize].packets;
         (total.packets, total.bytes, dropped)
     }
 

@@ -8,7 +8,10 @@
 //! which is also the corpus format (`tests/fuzz-corpus/*.case`, see [`Case`]).
 use std::{collections::BTreeMap, rc::Rc};
 
-use pop_common::{Action, Direction, DropReason, IcmpType, PassReason};
+use pop_common::{
+    Action, Direction, DropReason, IcmpType, PassReason, PopCounter, PopCustomerCounters,
+    PopIfaceCounters, NO_IFACE_SLOT,
+};
 
 use crate::{
     model::{Counter, Desired, Model, Outcome, Verdict},
@@ -60,14 +63,18 @@ pub const VLAN_ID: u16 = 100;
 /// MAC of a macvlan (VRRP) device on port A.
 pub const UPPER_MAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x01];
 
-/// Every counter the model can move, for tables over these slots and customers.
+/// Every counter the model can move, for tables over these slots and customers
+/// (and the record of unknown interfaces).
 fn all_counters(d: &Desired) -> Vec<Counter> {
     let mut all = vec![];
     let mut slots: Vec<u32> = d.ifaces.iter().map(|i| i.slot).collect();
+    slots.push(NO_IFACE_SLOT);
     slots.sort();
     slots.dedup();
     for s in slots {
         all.extend(Action::ALL.iter().map(|a| Counter::Iface(s, *a)));
+        all.extend(DropReason::ALL.iter().map(|r| Counter::IfaceDrop(s, *r)));
+        all.extend(PassReason::ALL.iter().map(|r| Counter::IfacePass(s, *r)));
     }
     all.extend(DropReason::ALL.iter().map(|r| Counter::Drop(*r)));
     all.extend(PassReason::ALL.iter().map(|r| Counter::Pass(*r)));
@@ -79,26 +86,53 @@ fn all_counters(d: &Desired) -> Vec<Counter> {
     all
 }
 
-fn read_counter(h: &Harness, c: Counter) -> (u64, u64) {
-    let v = match c {
-        Counter::Iface(s, a) => h.iface_stats(s, a),
-        Counter::Drop(r) => h.drop_stats(r),
-        Counter::Pass(r) => h.pass_stats(r),
-        Counter::Cust(id, d) => h.cust_stats(id, d),
-        Counter::CustDrop(id, r) => h.cust_drops(id, r),
-        Counter::Icmp(k) => h.icmp_stats(k),
-    }
-    .unwrap_or_else(|e| panic!("reading {c:?}: {e}"));
-    (v.packets, v.bytes)
-}
-
 /// Packets and bytes.
 type Moved = (u64, u64);
 
 type Snapshot = BTreeMap<Counter, Moved>;
 
+/// Every counter of `all`, each record read once. The drop and pass totals
+/// are summed over the records of the slots in `all` (the model's) as the
+/// metrics sum over all slots: a packet counted in another slot, or twice,
+/// moves them differently from the model's totals.
 fn snapshot(h: &Harness, all: &[Counter]) -> Snapshot {
-    all.iter().map(|c| (*c, read_counter(h, *c))).collect()
+    fn read<T>(what: &str, r: crate::testrun::Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("reading {what}: {e}"))
+    }
+    let mut ifaces: BTreeMap<u32, PopIfaceCounters> = BTreeMap::new();
+    let mut customers: BTreeMap<u32, PopCustomerCounters> = BTreeMap::new();
+    for c in all {
+        match *c {
+            Counter::Iface(s, _) | Counter::IfaceDrop(s, _) | Counter::IfacePass(s, _) => {
+                ifaces
+                    .entry(s)
+                    .or_insert_with(|| read("interface record", h.iface_record(s)));
+            }
+            Counter::Cust(id, _) | Counter::CustDrop(id, _) => {
+                customers
+                    .entry(id)
+                    .or_insert_with(|| read("customer record", h.customer_record(id)));
+            }
+            _ => {}
+        }
+    }
+    let totals = PopIfaceCounters::sum(ifaces.values());
+    let pair = |c: PopCounter| (c.packets, c.bytes);
+    all.iter()
+        .map(|c| {
+            let v = match *c {
+                Counter::Iface(s, a) => pair(ifaces[&s].action[a as usize]),
+                Counter::IfaceDrop(s, r) => pair(ifaces[&s].drop[r as usize]),
+                Counter::IfacePass(s, r) => pair(ifaces[&s].pass[r as usize]),
+                Counter::Drop(r) => pair(totals.drop[r as usize]),
+                Counter::Pass(r) => pair(totals.pass[r as usize]),
+                Counter::Cust(id, d) => pair(customers[&id].dir[d as usize]),
+                Counter::CustDrop(id, r) => pair(customers[&id].drop[r as usize]),
+                Counter::Icmp(k) => pair(read("ICMP counter", h.icmp_stats(k))),
+            };
+            (*c, v)
+        })
+        .collect()
 }
 
 /// The fuzzer's environment: the loaded program, its three ports, the model.

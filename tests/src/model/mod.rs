@@ -16,7 +16,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use pop_common::{Action, Direction, DropReason, IcmpType, PassReason};
+use pop_common::{Action, Direction, DropReason, IcmpType, PassReason, NO_IFACE_SLOT};
 use serde::{Deserialize, Serialize};
 
 mod parse;
@@ -191,6 +191,10 @@ pub struct Desired {
 pub enum Counter {
     /// Interface slot and action.
     Iface(u32, Action),
+    /// Interface slot and drop reason.
+    IfaceDrop(u32, DropReason),
+    /// Interface slot and pass reason.
+    IfacePass(u32, PassReason),
     /// Drop reason.
     Drop(DropReason),
     /// Pass reason.
@@ -314,6 +318,7 @@ impl Model {
                 Verdict::Pass(r),
                 vec![
                     (Counter::Iface(iface.slot, Action::Pass), len),
+                    (Counter::IfacePass(iface.slot, r), len),
                     (Counter::Pass(r), len),
                 ],
             )
@@ -321,6 +326,7 @@ impl Model {
         let drop = |iface: &IfaceSpec, r: DropReason, customer: u32| {
             let mut c = vec![
                 (Counter::Iface(iface.slot, Action::Drop), len),
+                (Counter::IfaceDrop(iface.slot, r), len),
                 (Counter::Drop(r), len),
             ];
             if customer != 0 {
@@ -336,7 +342,14 @@ impl Model {
         else {
             return unchanged(
                 Verdict::Pass(PassReason::UnknownIface),
-                vec![(Counter::Pass(PassReason::UnknownIface), len)],
+                vec![
+                    (Counter::Iface(NO_IFACE_SLOT, Action::Pass), len),
+                    (
+                        Counter::IfacePass(NO_IFACE_SLOT, PassReason::UnknownIface),
+                        len,
+                    ),
+                    (Counter::Pass(PassReason::UnknownIface), len),
+                ],
             );
         };
         let (step, iface) = parse(&self.desired, frame, port_iface);
@@ -506,6 +519,7 @@ impl Model {
                 out: frame.to_vec(),
                 counters: vec![
                     (Counter::Iface(iface.slot, Action::Pass), len),
+                    (Counter::IfacePass(iface.slot, otherwise), len),
                     (Counter::Pass(otherwise), len),
                 ],
             }]
