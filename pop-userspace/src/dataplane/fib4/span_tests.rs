@@ -14,6 +14,8 @@ struct Recording {
     tbl24: BTreeSet<u32>,
     tbl24_stores: u32,
     groups: BTreeSet<u32>,
+    /// Off while the table is set up.
+    on: bool,
 }
 
 impl Recording {
@@ -35,15 +37,19 @@ impl Fib4Backend for Recording {
         self.inner.tbl24(slot)
     }
     fn set_tbl24(&mut self, slot: u32, entry: u32) {
-        self.tbl24.insert(slot);
-        self.tbl24_stores += 1;
+        if self.on {
+            self.tbl24.insert(slot);
+            self.tbl24_stores += 1;
+        }
         self.inner.set_tbl24(slot, entry);
     }
     fn tbl8(&self, group: u32, index: u32) -> u32 {
         self.inner.tbl8(group, index)
     }
     fn set_tbl8(&mut self, group: u32, index: u32, entry: u32) {
-        self.groups.insert(group);
+        if self.on {
+            self.groups.insert(group);
+        }
         self.inner.set_tbl8(group, index, entry);
     }
     fn result(&self, index: u32) -> PopFib4Result {
@@ -74,11 +80,12 @@ fn fib() -> Fib4<Recording> {
         tbl24: BTreeSet::new(),
         tbl24_stores: 0,
         groups: BTreeSet::new(),
+        on: false,
     });
-    f.set_route(p("0.0.0.0/0"), RouteTarget::Group(1)).unwrap();
-    f.set_route(p("10.0.0.0/8"), RouteTarget::Group(2)).unwrap();
+    f.set_route(p("10.0.0.0/8"), RouteTarget::Group(1)).unwrap();
+    f.set_route(p("10.0.0.0/12"), RouteTarget::Group(2)).unwrap();
     f.set_customer(p("10.0.0.0/16"), 7).unwrap();
-    f.backend_mut().clear();
+    f.backend_mut().on = true;
     f
 }
 
