@@ -83,7 +83,8 @@ fn fib() -> Fib4<Recording> {
         on: false,
     });
     f.set_route(p("10.0.0.0/8"), RouteTarget::Group(1)).unwrap();
-    f.set_route(p("10.0.0.0/12"), RouteTarget::Group(2)).unwrap();
+    f.set_route(p("10.0.0.0/12"), RouteTarget::Group(2))
+        .unwrap();
     f.set_customer(p("10.0.0.0/16"), 7).unwrap();
     f.backend_mut().on = true;
     f
