@@ -275,14 +275,6 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "return !pkt->non_first_fragment && !pkt->icmp_error;",
         "return !pkt->icmp_error;",
     ),
-    // Anti-spoofing decided by the source's most specific customer alone,
-    // without the per-port LPM lookup: wrong when a block is sub-allocated
-    // to a customer elsewhere, or another customer shares the port.
-    (
-        "spoof.h",
-        "if (src_customer && port_customer && *port_customer == src_customer)\n\t\treturn 0;\n\tif (source_allowed_on_port(pkt, ifindex))",
-        "if (src_customer && port_customer && *port_customer == src_customer)\n\t\treturn 0;\n\tif (0)",
-    ),
     // Directed broadcasts forwarded as if they were not local.
     (
         "addr4.h",
