@@ -283,3 +283,33 @@ fn a_restart_reads_back_customers_and_local_addresses() {
         }
     });
 }
+
+/// More host addresses than fib4 has tbl8 groups (one per /24 that holds
+/// one): the change still succeeds, the addresses that fit are loaded, the
+/// rest are left out (logged) and tried again by the next change.
+#[test]
+fn host_addresses_beyond_the_fib_do_not_fail_a_change() {
+    require_root();
+    in_netns(|| {
+        let h = Harness::load().unwrap();
+        let mut writer = Maps::open(h.pin_dir(), true).unwrap();
+        let groups = pop_common::fib4::FIB4_MAX_GROUPS;
+        let mut want = Tables {
+            config: Some(PopConfig::default()),
+            ..Tables::default()
+        };
+        // One address in each of groups + 1 different /24s.
+        for i in 0..=groups {
+            let a = Ipv4Addr::from(0x0a00_0001 | (i << 8));
+            want.local_v4
+                .insert(u32::from_ne_bytes(a.octets()), LOCAL_HOST);
+        }
+        let mut applied = Tables::default();
+        compile::apply(&mut writer, &mut applied, &want, &mut Default::default()).unwrap();
+        assert_eq!(applied.local_v4.len(), groups as usize);
+        // The next change tries the one left out again, and still succeeds.
+        compile::apply(&mut writer, &mut applied, &want, &mut Default::default()).unwrap();
+        assert_eq!(applied.local_v4.len(), groups as usize);
+        writer.routes4.fib().audit().unwrap();
+    });
+}

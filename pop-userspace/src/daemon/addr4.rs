@@ -74,8 +74,11 @@ pub fn write_new(
         .collect();
     changed.sort_unstable();
     for (a, kind) in changed {
-        maps.set_local_v4(*a, *kind)?;
-        applied.local_v4.insert(*a, *kind);
+        // Not loaded (fib4 full, logged): left out of `applied`, so the next
+        // change tries again; the host's addresses never fail a change.
+        if maps.set_local_v4(*a, *kind)? {
+            applied.local_v4.insert(*a, *kind);
+        }
     }
     Ok(())
 }

@@ -147,12 +147,22 @@ impl Maps {
     }
 
     /// Declares `key` (an IPv4 address in network order, as in a packet)
-    /// local: [`LOCAL_HOST`] or [`LOCAL_BROADCAST`].
-    pub fn set_local_v4(&mut self, key: u32, value: u32) -> Result<(), DataplaneError> {
+    /// local: [`LOCAL_HOST`] or [`LOCAL_BROADCAST`]. Returns false, with a
+    /// warning, when fib4 has no room for it (a tbl8 group or a result):
+    /// the host's addresses never make a change fail; packets to an address
+    /// left out are routed like transit, and the next change tries again.
+    pub fn set_local_v4(&mut self, key: u32, value: u32) -> Result<bool, DataplaneError> {
         let addr = local_addr(key);
         let fib = self.routes4.fib_mut();
         let old = fib.local(addr);
-        fib.set_local(addr, local_kind(value)).map_err(refused)?;
+        match fib.set_local(addr, local_kind(value)) {
+            Ok(()) => {}
+            Err(e @ (Fib4Error::GroupsFull { .. } | Fib4Error::ResultsFull { .. })) => {
+                tracing::warn!("host address not loaded: {e}");
+                return Ok(false);
+            }
+            Err(e) => return Err(refused(e)),
+        }
         let listed = self
             .local_v4
             .insert(key, value, 0)
@@ -164,7 +174,7 @@ impl Maps {
                 None => undo(&format!("local address {addr}"), fib.del_local(addr)),
             }
         }
-        listed
+        listed.map(|()| true)
     }
 
     /// Removes the local IPv4 address `key` (network order; absent is fine).
