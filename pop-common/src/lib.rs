@@ -446,9 +446,10 @@ pub struct PopConfig {
     /// it once, so flipping it after writing the other copy swaps rule sets
     /// atomically.
     pub acl_copy: u32,
-    /// Which copy (0: `cust_v4`/`cust_v6`, 1: `cust_v4_1`/`cust_v6_1`) of the
-    /// customer tables the data plane uses, read once per packet; a customer
-    /// change is written into the other copy and made live by flipping it.
+    /// Which copy (0: `cust_v6`, 1: `cust_v6_1`) of the IPv6 customer
+    /// tables the data plane uses, read once per packet; a customer change
+    /// is written into the other copy and made live by flipping it. IPv4
+    /// customers are in fib4 and change in place, one prefix at a time.
     pub cust_copy: u32,
     /// ICMP errors pop may send per second, per CPU (`[icmp] rate_per_s`);
     /// 0: no limit.

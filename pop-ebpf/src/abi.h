@@ -157,7 +157,7 @@ struct pop_config {
 	__u32 flags;
 	__u32 generation;
 	__u32 acl_copy; /* 0 or 1: the ACL copy packets use, read once per packet */
-	__u32 cust_copy; /* 0 or 1: cust_v4/v6 (0) or cust_v4_1/v6_1 (1), read once per packet */
+	__u32 cust_copy; /* 0 or 1: cust_v6 (0) or cust_v6_1 (1), read once per packet (IPv4: fib4) */
 	__u32 icmp_rate_per_s; /* ICMP errors per second per CPU; 0: no limit */
 	__u32 icmp_burst; /* ICMP errors a CPU may send at once */
 };

@@ -84,6 +84,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nexthops SEC(".maps");
 
+/* IPv4 customer prefixes: the list popd reads back after a restart. The
+ * data plane finds IPv4 customers in fib4 (fib4.h), not here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, POP_MAX_CUSTOMER_PREFIXES);
@@ -104,7 +106,9 @@ struct {
 
 /* The second copy of the customer tables: pop_config.cust_copy selects the
  * copy, so a customer change is written into the copy packets do not use and
- * made live by one config write (like the ACL copies). */
+ * made live by one config write (like the ACL copies). IPv6 only now:
+ * cust_v4_1 is no longer written or read (IPv4 customers are in fib4); it
+ * stays in the object so that the pinned layout does not change. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, POP_MAX_CUSTOMER_PREFIXES);
@@ -123,6 +127,9 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cust_v6_1 SEC(".maps");
 
+/* This host's IPv4 addresses and directed broadcasts (value: 0 an address,
+ * 1 a broadcast): the list popd reads back after a restart. The data plane
+ * finds them in fib4 (POP_FIB4_LOCAL, POP_FIB4_BROADCAST), not here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, POP_MAX_LOCAL_ADDRS);

@@ -181,9 +181,9 @@ static __noinline void observe_fill_capture(struct pop_capture *rec,
 	rec->frame_len = len;
 }
 
-/* Whether the packet's source or destination belongs to `customer`, in the
- * live copy of the customer tables. Reads the frame as the pipeline left it
- * (addresses are never rewritten). */
+/* Whether the packet's source or destination belongs to `customer`: IPv4
+ * in fib4, IPv6 in the live copy of the customer tables. Reads the frame as
+ * the pipeline left it (addresses are never rewritten). */
 static __always_inline int observe_customer_match(struct xdp_md *ctx,
 						  __u32 customer)
 {
@@ -205,16 +205,16 @@ static __always_inline int observe_customer_match(struct xdp_md *ctx,
 	if (cfg)
 		copy = *(volatile __u32 *)&cfg->cust_copy & 1;
 	if (proto == ETH_P_IP) {
-		struct pop_lpm_v4 key = { .prefixlen = 32 };
+		const struct pop_fib4_result *r;
+		__be32 addr;
 
 		/* saddr, daddr at 12 */
 		if (bpf_xdp_load_bytes(ctx, off + 12, addrs, 8))
 			return 0;
 		for (i = 0; i < 2; i++) {
-			__builtin_memcpy(key.addr, addrs + 4 * i, 4);
-			ref = copy ? bpf_map_lookup_elem(&cust_v4_1, &key)
-				   : bpf_map_lookup_elem(&cust_v4, &key);
-			if (ref && ref->customer_id == customer)
+			__builtin_memcpy(&addr, addrs + 4 * i, 4);
+			r = fib4_lookup(addr);
+			if (r && r->customer_id == customer)
 				return 1;
 		}
 		return 0;

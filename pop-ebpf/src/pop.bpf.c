@@ -5,7 +5,8 @@
  *   1. parse Ethernet, drop unicast for other hosts (hostmac.h), IPv4/IPv6
  *      (parse.h)
  *   2. hand to the kernel what is not ours to forward; drop martians
- *   3. find the customers by source and destination prefix
+ *   3. find the customers by source and destination prefix (IPv4: one
+ *      fib4 lookup per address answers route, customer and local, addr4.h)
  *      then admission: anti-spoofing (spoof.h), ACL (acl.h), policer (police.h)
  *   4. longest-prefix route, ECMP next hop by flow hash (route.h); what
  *      cannot be forwarded (TTL, MTU) is answered with an ICMP error (icmp.h)
@@ -23,6 +24,7 @@
 #include "hostmac.h"
 #include "counters.h"
 #include "route.h"
+#include "addr4.h"
 #include "rewrite.h"
 #include "spoof.h"
 #include "acl.h"
@@ -63,10 +65,12 @@ static __always_inline int ipv6_is_unspecified_or_loopback(const __u8 *a)
 	       (w[3] == 0 || w[3] == bpf_htonl(1));
 }
 
-/* Classify addresses: 0 = go on, else a verdict already counted. */
+/* Classify addresses: 0 = go on, else a verdict already counted. `a4`:
+ * the IPv4 packet's fib4 answers. */
 static __always_inline int classify_addresses(struct pop_trace *t,
 					      const struct packet *pkt,
 					      const struct pop_iface *iface,
+					      const struct addr4_answers *a4,
 					      int *verdict)
 {
 	__u32 len = pkt->frame_len;
@@ -86,7 +90,7 @@ static __always_inline int classify_addresses(struct pop_trace *t,
 			*verdict = verdict_pass(t, iface, POP_PASS_LINK_LOCAL, len);
 			return 1;
 		}
-		if (bpf_map_lookup_elem(&local_v4, &pkt->dst.v4)) {
+		if (addr4_is_local(a4)) {
 			*verdict = verdict_pass(t, iface, POP_PASS_LOCAL, len);
 			return 1;
 		}
@@ -115,24 +119,20 @@ static __always_inline int classify_addresses(struct pop_trace *t,
 	return 0;
 }
 
-static __always_inline __u32 customer_of(const struct packet *pkt, int by_dst,
-					 __u32 copy)
+/* IPv4: the fib4 answers (addr4.h). IPv6: the live copy of the customer
+ * LPM tries. */
+static __always_inline __u32 customer_of(const struct packet *pkt,
+					 const struct addr4_answers *a4,
+					 int by_dst, __u32 copy)
 {
 	struct pop_customer_ref *ref;
+	struct pop_lpm_v6 key = { .prefixlen = 128 };
 
-	if (pkt->eth_proto == ETH_P_IP) {
-		struct pop_lpm_v4 key = { .prefixlen = 32 };
-
-		__builtin_memcpy(key.addr, by_dst ? &pkt->dst.v4 : &pkt->src.v4, 4);
-		ref = copy ? bpf_map_lookup_elem(&cust_v4_1, &key)
-			   : bpf_map_lookup_elem(&cust_v4, &key);
-	} else {
-		struct pop_lpm_v6 key = { .prefixlen = 128 };
-
-		__builtin_memcpy(key.addr, by_dst ? pkt->dst.v6 : pkt->src.v6, 16);
-		ref = copy ? bpf_map_lookup_elem(&cust_v6_1, &key)
-			   : bpf_map_lookup_elem(&cust_v6, &key);
-	}
+	if (pkt->eth_proto == ETH_P_IP)
+		return by_dst ? a4->dst_customer : a4->src_customer;
+	__builtin_memcpy(key.addr, by_dst ? pkt->dst.v6 : pkt->src.v6, 16);
+	ref = copy ? bpf_map_lookup_elem(&cust_v6_1, &key)
+		   : bpf_map_lookup_elem(&cust_v6, &key);
 	return ref ? ref->customer_id : 0;
 }
 
@@ -160,6 +160,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	int tagged = 0;
 	struct hdr_cursor cur = { .pos = data };
 	struct packet pkt = {};
+	struct addr4_answers a4 = {};
 	struct pop_iface *iface;
 	struct iphdr *iph = NULL;
 	struct ipv6hdr *ip6h = NULL;
@@ -221,7 +222,9 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		return verdict_pass(t, iface, pass_reason, len);
 
 	/* 2. Not ours to forward, or never valid. */
-	if (classify_addresses(t, &pkt, iface, &verdict))
+	if (proto == ETH_P_IP)
+		addr4_lookup(&pkt, &a4);
+	if (classify_addresses(t, &pkt, iface, &a4, &verdict))
 		return verdict;
 
 	/* The global settings, read once: the customer and ACL copies a packet
@@ -234,8 +237,8 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	}
 
 	/* 3. Customers: the source's is sending (out), the destination's receiving (in). */
-	customer_out = customer_of(&pkt, 0, cust_copy);
-	customer_in = customer_of(&pkt, 1, cust_copy);
+	customer_out = customer_of(&pkt, &a4, 0, cust_copy);
+	customer_in = customer_of(&pkt, &a4, 1, cust_copy);
 	if (t) {
 		t->customer_out = customer_out;
 		t->customer_in = customer_in;
@@ -246,7 +249,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 
 	/* Admission (steps 4-6): anti-spoofing (spoof.h), ACL
 	 * (acl.h), policer (police.h). Each costs ~nothing when unconfigured. */
-	drop_customer = spoofed_on_port(iface, ifindex, &pkt);
+	drop_customer = spoofed_on_port(iface, ifindex, &pkt, customer_out);
 	if (drop_customer) {
 		count_customer_drop_id(t, &counts, drop_customer,
 				       POP_DROP_SPOOFED, len);
@@ -268,7 +271,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	}
 
 	/* 4. Route and next hop. */
-	route = route_lookup(&pkt);
+	route = proto == ETH_P_IP ? addr4_route(&a4) : route_lookup(&pkt);
 	if (!route)
 		return no_route(t, iface, cfg_flags, &counts, len);
 	if (t)

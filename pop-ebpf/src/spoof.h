@@ -4,9 +4,14 @@
  * POP_IFACE_ANTI_SPOOFING, the source must lie in a prefix of a customer
  * attached at that port: one LPM lookup of (ingress ifindex, source) in
  * spoof_src_v4 / spoof_src_v6, whose entries are (port, customer prefix).
- * The source's most specific customer plays no part: a customer may
- * sub-allocate part of its prefix to another customer elsewhere and still
- * source it. Ports without the flag cost one bit test.
+ * The source's most specific customer alone is not the answer: a customer
+ * may sub-allocate part of its prefix to another customer elsewhere and
+ * still source it. It decides the common case cheaply, though: when the
+ * source's customer (from the lookup the pipeline did anyway) is the port's
+ * anti-spoofing customer (spoof_ports), that customer is attached here and
+ * has a prefix covering the source, which is exactly an entry of the LPM
+ * table: the packet passes without the LPM lookup. Otherwise the LPM lookup
+ * decides. Ports without the flag cost one bit test.
  */
 #ifndef POP_SPOOF_H
 #define POP_SPOOF_H
@@ -37,18 +42,22 @@ static __always_inline int source_allowed_on_port(const struct packet *pkt,
 
 /* 0 when the source may send from this port, else the customer id to count
  * the spoofed packet against (the port's anti-spoofing customer;
- * POP_MAX_CUSTOMERS when unknown, which count_customer_drop ignores). */
+ * POP_MAX_CUSTOMERS when unknown, which count_customer_drop ignores).
+ * `src_customer`: the source's most specific customer (0: none). */
 static __always_inline __u32 spoofed_on_port(const struct pop_iface *iface,
 					     __u32 ifindex,
-					     const struct packet *pkt)
+					     const struct packet *pkt,
+					     __u32 src_customer)
 {
 	__u32 *port_customer;
 
 	if (!(iface->flags & POP_IFACE_ANTI_SPOOFING))
 		return 0;
+	port_customer = bpf_map_lookup_elem(&spoof_ports, &ifindex);
+	if (src_customer && port_customer && *port_customer == src_customer)
+		return 0;
 	if (source_allowed_on_port(pkt, ifindex))
 		return 0;
-	port_customer = bpf_map_lookup_elem(&spoof_ports, &ifindex);
 	return port_customer && *port_customer ? *port_customer : POP_MAX_CUSTOMERS;
 }
 

@@ -31,6 +31,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
+use pop::dataplane::fib4::{LocalKind, Prefix4};
 use pop::dataplane::route4::Routes4;
 use pop::dataplane::route6::Routes6;
 use pop_common::{
@@ -713,9 +714,16 @@ impl Harness {
         Ok(())
     }
 
-    /// Maps an IPv4 customer prefix to `customer_id`.
+    /// Maps an IPv4 customer prefix to `customer_id`: into fib4's customer
+    /// plane, and the list `cust_v4`, as popd writes it.
     pub fn add_customer_v4(&mut self, prefix: &str, customer_id: u32) -> Result<()> {
         let (addr, len) = parse_prefix_v4(prefix)?;
+        let p = Prefix4::new(addr, len as u8)
+            .map_err(map_err(maps::FIB4_TBL24, format!("prefix {prefix}")))?;
+        self.routes4()?
+            .fib_mut()
+            .set_customer(p, customer_id)
+            .map_err(map_err(maps::FIB4_TBL24, format!("customer {prefix}")))?;
         let m = maps::CUST_V4;
         let mut map: LpmTrie<_, [u8; 4], PopCustomerRef> =
             LpmTrie::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
@@ -745,14 +753,32 @@ impl Harness {
         Ok(())
     }
 
-    /// Declares `addr` an address of this host (map `local_v4`).
+    /// Declares `addr` an address of this host: into fib4's local plane,
+    /// and the list `local_v4`, as popd writes it.
     pub fn add_local_v4(&mut self, addr: Ipv4Addr) -> Result<()> {
+        self.add_local_v4_kind(addr, LocalKind::Host)
+    }
+
+    /// Declares `addr` the directed broadcast address of a local subnet.
+    pub fn add_broadcast_v4(&mut self, addr: Ipv4Addr) -> Result<()> {
+        self.add_local_v4_kind(addr, LocalKind::Broadcast)
+    }
+
+    fn add_local_v4_kind(&mut self, addr: Ipv4Addr, kind: LocalKind) -> Result<()> {
+        self.routes4()?
+            .fib_mut()
+            .set_local(addr, kind)
+            .map_err(map_err(maps::FIB4_TBL24, format!("local {addr}")))?;
         let m = maps::LOCAL_V4;
         let mut map: HashMap<_, u32, u32> =
             HashMap::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
         // The key is the address as it sits in the packet (network order).
         let key = u32::from_ne_bytes(addr.octets());
-        map.insert(key, 0, 0)
+        let value = match kind {
+            LocalKind::Host => pop::dataplane::addr4::LOCAL_HOST,
+            LocalKind::Broadcast => pop::dataplane::addr4::LOCAL_BROADCAST,
+        };
+        map.insert(key, value, 0)
             .map_err(map_err(m, format!("insert {addr}")))?;
         self.written.local_v4.push(key);
         Ok(())
@@ -880,6 +906,21 @@ impl Harness {
             &w.nexthops,
             |m: &mut Array<_, PopNexthop>, k: &u32| m.set(*k, PopNexthop::default(), 0)
         );
+        for (len, addr) in &w.cust_v4 {
+            let p = Prefix4::new(Ipv4Addr::from(*addr), *len as u8)
+                .map_err(map_err(maps::FIB4_TBL24, format!("prefix {addr:?}/{len}")))?;
+            self.routes4()?
+                .fib_mut()
+                .del_customer(p)
+                .map_err(map_err(maps::FIB4_TBL24, format!("remove customer {p}")))?;
+        }
+        for key in &w.local_v4 {
+            let addr = Ipv4Addr::from(key.to_ne_bytes());
+            self.routes4()?
+                .fib_mut()
+                .del_local(addr)
+                .map_err(map_err(maps::FIB4_TBL24, format!("remove local {addr}")))?;
+        }
         remove_all!(
             maps::CUST_V4,
             LpmTrie<_, [u8; 4], PopCustomerRef>,

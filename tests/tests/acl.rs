@@ -876,23 +876,36 @@ fn anti_spoofing_drops_foreign_sources_on_protected_ports() {
     in_netns(|| {
         let mut lab = Lab::new();
         // acme (7) attaches at the customer port with anti-spoofing; beta (8)
-        // is elsewhere (no interface here).
+        // is elsewhere (no interface here). acme also holds 10.0.0.0/8, of
+        // which gamma (9, elsewhere) has 10.1.2.0/24 (a sub-allocation: its
+        // sources are gamma's, and still acme's to send); delta (10) shares
+        // acme's port without anti-spoofing of its own.
         let customers = [
             customer(
                 "acme",
-                &["198.51.100.0/24", "2001:db8:a::/48"],
+                &["198.51.100.0/24", "2001:db8:a::/48", "10.0.0.0/8"],
                 &[CUSTOMER_IF],
                 true,
             ),
             customer("beta", &["192.0.2.0/24"], &[], false),
+            customer("gamma", &["10.1.2.0/24"], &[], false),
+            customer("delta", &["172.16.0.0/16"], &[CUSTOMER_IF], false),
         ];
-        for (p, id) in [("198.51.100.0/24", 7), ("192.0.2.0/24", 8)] {
+        for (p, id) in [
+            ("198.51.100.0/24", 7),
+            ("10.0.0.0/8", 7),
+            ("192.0.2.0/24", 8),
+            ("10.1.2.0/24", 9),
+            ("172.16.0.0/16", 10),
+        ] {
             lab.h.add_customer_v4(p, id).unwrap();
         }
         lab.h.add_customer_v6("2001:db8:a::/48", 7).unwrap();
         let ids = |n: &str| match n {
             "acme" => Some(7),
             "beta" => Some(8),
+            "gamma" => Some(9),
+            "delta" => Some(10),
             _ => None,
         };
         let tables = acl::spoof_tables(&customers, &ids, &|n| lab.ifindex_of(n));
@@ -919,6 +932,24 @@ fn anti_spoofing_drops_foreign_sources_on_protected_ports() {
                 "another customer's source",
                 from_customer("192.0.2.9", "203.0.113.1"),
                 false,
+            ),
+            // The source's most specific customer (gamma) is not at this
+            // port, but acme's 10.0.0.0/8 covers it: the per-port lookup,
+            // not the source's customer alone, decides.
+            (
+                "a source sub-allocated to a customer elsewhere",
+                from_customer("10.1.2.9", "203.0.113.1"),
+                true,
+            ),
+            (
+                "acme's source outside the sub-allocation",
+                from_customer("10.9.9.9", "203.0.113.1"),
+                true,
+            ),
+            (
+                "the source of another customer on the same port",
+                from_customer("172.16.0.9", "203.0.113.1"),
+                true,
             ),
             (
                 "nobody's source",

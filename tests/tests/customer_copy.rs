@@ -1,14 +1,21 @@
-//! The customer tables have two copies and `pop_config.cust_copy` picks the one
-//! a packet uses (issue #3: customer changes are atomic like ACL swaps). The
-//! same prefix maps to customer 1 in copy 0 and customer 2 in copy 1: a packet
-//! is counted to the customer of the live copy only, in both directions.
-use std::net::Ipv4Addr;
+//! Customer changes under traffic.
+//!
+//! IPv6: the customer tables have two copies and `pop_config.cust_copy` picks
+//! the one a packet uses (issue #3: customer changes are atomic like ACL
+//! swaps). The same prefix maps to customer 1 in copy 0 and customer 2 in
+//! copy 1: a packet is counted to the customer of the live copy only, in both
+//! directions.
+//!
+//! IPv4: customers are in fib4, changed one prefix at a time (no copies): a
+//! packet is counted to its source's and destination's customer, old or new,
+//! never to none, and `cust_copy` plays no part.
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::Array;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use pop::daemon::compile::{self, Tables};
 use pop::dataplane::Maps;
 use pop_common::{
@@ -35,7 +42,11 @@ fn harness(a: &str, b: &str, route: &str) -> (Harness, Port) {
         ..PopNexthop::default()
     };
     h.set_nexthop(1, nh).unwrap();
-    h.add_route_v4(route, &[1], 0).unwrap();
+    if route.contains(':') {
+        h.add_route_v6(route, &[1], 0).unwrap();
+    } else {
+        h.add_route_v4(route, &[1], 0).unwrap();
+    }
     (h, a)
 }
 
@@ -47,34 +58,44 @@ fn set_cust_copy(h: &mut Harness, copy: u32) {
     config.set(0, c, 0).unwrap();
 }
 
+fn udp_frame(a: &Port, src: std::net::IpAddr, dst: std::net::IpAddr) -> Vec<u8> {
+    let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], a.mac);
+    let builder = match (src, dst) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    }
+    .udp(1234, 9);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, &[0u8; 18]).unwrap();
+    frame
+}
+
 #[test]
 fn packets_are_counted_by_the_live_customer_copy_only() {
     require_root();
     in_netns(|| {
-        let (mut h, a) = harness("ccin", "ccout", "100.64.0.0/24");
-        // Copy 0: 198.51.100.0/24 is customer 1 (through the harness).
-        h.add_customer_v4("198.51.100.0/24", 1).unwrap();
+        let (mut h, a) = harness("ccin", "ccout", "2001:db8:ffff:1::/64");
+        // Copy 0: 2001:db8:a::/48 is customer 1 (through the harness).
+        h.add_customer_v6("2001:db8:a::/48", 1).unwrap();
         // Copy 1: the same prefix is customer 2.
         {
-            let mut copy1: LpmTrie<_, [u8; 4], PopCustomerRef> =
-                LpmTrie::try_from(h.map_mut(maps::CUST_V4_1).unwrap()).unwrap();
+            let mut copy1: LpmTrie<_, [u8; 16], PopCustomerRef> =
+                LpmTrie::try_from(h.map_mut(maps::CUST_V6_1).unwrap()).unwrap();
+            let net: Ipv6Addr = "2001:db8:a::".parse().unwrap();
             copy1
                 .insert(
-                    &Key::new(24, [198, 51, 100, 0]),
+                    &Key::new(48, net.octets()),
                     PopCustomerRef { customer_id: 2 },
                     0,
                 )
                 .unwrap();
         }
-        let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], a.mac)
-            .ipv4(
-                Ipv4Addr::new(198, 51, 100, 10).octets(),
-                Ipv4Addr::new(100, 64, 0, 1).octets(),
-                64,
-            )
-            .udp(1234, 9);
-        let mut frame = Vec::new();
-        builder.write(&mut frame, &[0u8; 18]).unwrap();
+        let frame = udp_frame(
+            &a,
+            "2001:db8:a::10".parse::<Ipv6Addr>().unwrap().into(),
+            "2001:db8:ffff:1::1".parse::<Ipv6Addr>().unwrap().into(),
+        );
         let out = |h: &Harness, id| h.cust_stats(id, Direction::Out).unwrap().packets;
 
         for (copy, live, other) in [(0, 1, 2), (1, 2, 1), (0, 1, 2)] {
@@ -98,16 +119,68 @@ fn packets_are_counted_by_the_live_customer_copy_only() {
     });
 }
 
-/// Customer table set `k` of [`customer_changes_under_traffic_never_mix_tables`]:
-/// the source block 198.51.100.0/24 is customer `1 + k`, cut into `2^k`
-/// prefixes, the destination block 203.0.113.0/24 is customer `4 + k`, cut the
-/// same way, and 2000 filler /24s are customer `7 + k` so that every rewrite
-/// takes a while.
-fn customer_set(k: u32) -> Tables {
+/// IPv4 customers come from fib4 whatever `cust_copy` says: the LPM copies
+/// (here the unused `cust_v4_1`, holding customer 2) are not read.
+#[test]
+fn ipv4_customers_come_from_fib4_in_either_copy() {
+    require_root();
+    in_netns(|| {
+        let (mut h, a) = harness("cfin", "cfout", "100.64.0.0/24");
+        h.add_customer_v4("198.51.100.0/24", 1).unwrap();
+        {
+            let mut copy1: LpmTrie<_, [u8; 4], PopCustomerRef> =
+                LpmTrie::try_from(h.map_mut(maps::CUST_V4_1).unwrap()).unwrap();
+            copy1
+                .insert(
+                    &Key::new(24, [198, 51, 100, 0]),
+                    PopCustomerRef { customer_id: 2 },
+                    0,
+                )
+                .unwrap();
+        }
+        let frame = udp_frame(
+            &a,
+            Ipv4Addr::new(198, 51, 100, 10).into(),
+            Ipv4Addr::new(100, 64, 0, 1).into(),
+        );
+        let out = |h: &Harness, id| h.cust_stats(id, Direction::Out).unwrap().packets;
+        for copy in [0, 1, 0] {
+            set_cust_copy(&mut h, copy);
+            let (one, two) = (out(&h, 1), out(&h, 2));
+            for _ in 0..5 {
+                let (action, _) = h.run(&frame, a.ifindex).unwrap();
+                assert_eq!(action, XDP_REDIRECT);
+            }
+            assert_eq!(out(&h, 1) - one, 5, "cust_copy {copy}: customer 1 (fib4)");
+            assert_eq!(out(&h, 2), two, "cust_copy {copy}: customer 2 (cust_v4_1)");
+        }
+    });
+}
+
+/// Customer table set `k` of the tests under traffic below: the source
+/// block (198.51.100.0/24, 2001:db8:a::/48) is customer `1 + k`, cut into
+/// `2^k` prefixes, the destination block (203.0.113.0/24, 2001:db8:b::/48)
+/// is customer `4 + k`, cut the same way, and 2000 filler prefixes are
+/// customer `7 + k` so that every rewrite takes a while.
+fn customer_set(k: u32, v6: bool) -> Tables {
     let mut t = Tables {
         config: Some(PopConfig::default()),
         ..Tables::default()
     };
+    if v6 {
+        let len = 48 + k as u8;
+        for (base, id) in [("2001:db8:a::", 1 + k), ("2001:db8:b::", 4 + k)] {
+            let block = Ipv6Net::new(base.parse().unwrap(), 48).unwrap();
+            for net in block.subnets(len).unwrap() {
+                t.cust_v6.insert(net, id);
+            }
+        }
+        for i in 0..2000u128 {
+            let addr = Ipv6Addr::from((0x2001_0db9u128 << 96) | (i << 80));
+            t.cust_v6.insert(Ipv6Net::new(addr, 48).unwrap(), 7 + k);
+        }
+        return t;
+    }
     let len = 24 + k as u8;
     for (base, id) in [([198, 51, 100, 0], 1 + k), ([203, 0, 113, 0], 4 + k)] {
         let block: Ipv4Net = Ipv4Net::new(Ipv4Addr::from(base), 24).unwrap();
@@ -125,79 +198,101 @@ fn customer_set(k: u32) -> Tables {
 /// A customer change under continuous traffic: popd's `apply` rewrites the
 /// customer tables (three layouts of the same blocks, so each rewrite removes
 /// and adds prefixes) while packets run. Every packet must be counted to
-/// exactly one source and one destination customer, both of the same table
-/// set: never to no customer (a half-written table) and never to a source of
-/// one set and a destination of another (a packet reading two tables).
+/// exactly one source and one destination customer, never to none (a
+/// half-written table); with `same_set`, both of the same table set (never a
+/// source of one set and a destination of another: a packet reading two
+/// tables). Returns after at least 5 s and 30 rewrites.
+fn changes_under_traffic(names: (&str, &str), v6: bool, same_set: bool) {
+    let route = if v6 {
+        "2001:db8:b::/48"
+    } else {
+        "203.0.113.0/24"
+    };
+    let (h, a) = harness(names.0, names.1, route);
+
+    let sets: Vec<Tables> = (0..3).map(|k| customer_set(k, v6)).collect();
+    // Adopted (not fresh): the harness wrote a route.
+    let mut writer = Maps::open(h.pin_dir(), false).unwrap();
+    let reader = Maps::open(h.pin_dir(), false).unwrap();
+    let mut applied = Tables::default();
+    compile::apply(&mut writer, &mut applied, &sets[0], |_| Ok(())).unwrap();
+
+    // Sources and destinations spread over every prefix of every layout.
+    let frames: Vec<Vec<u8>> = (0..16u8)
+        .map(|i| {
+            if v6 {
+                let part = u16::from(i) << 12;
+                let src = Ipv6Addr::new(0x2001, 0xdb8, 0xa, part, 0, 0, 0, 5);
+                let dst = Ipv6Addr::new(0x2001, 0xdb8, 0xb, !part, 0, 0, 0, 1);
+                udp_frame(&a, src.into(), dst.into())
+            } else {
+                let src = Ipv4Addr::new(198, 51, 100, i * 16 + 5);
+                let dst = Ipv4Addr::new(203, 0, 113, 255 - i * 16);
+                udp_frame(&a, src.into(), dst.into())
+            }
+        })
+        .collect();
+    let snapshot = || -> Vec<u64> {
+        let out = (1..=3).map(|id| reader.customer_counter(id, Direction::Out).packets);
+        let inn = (4..=6).map(|id| reader.customer_counter(id, Direction::In).packets);
+        out.chain(inn).collect()
+    };
+
+    let stop = AtomicBool::new(false);
+    let swaps = AtomicU64::new(0);
+    let (mut runs, mut violations) = (0u64, Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                k = (k + 1) % sets.len();
+                compile::apply(&mut writer, &mut applied, &sets[k], |_| Ok(())).unwrap();
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline || swaps.load(Ordering::Relaxed) < 30 {
+            for frame in &frames {
+                let before = snapshot();
+                let (action, _) = h.run(frame, a.ifindex).unwrap();
+                let after = snapshot();
+                runs += 1;
+                let moved: Vec<usize> = (0..6).filter(|&i| after[i] != before[i]).collect();
+                let one_each = moved.len() == 2
+                    && moved[0] < 3
+                    && moved[1] >= 3
+                    && moved.iter().all(|&i| after[i] == before[i] + 1);
+                let ok = one_each && (!same_set || moved[1] == moved[0] + 3);
+                if (action != XDP_REDIRECT || !ok) && violations.len() < 10 {
+                    violations.push(format!(
+                        "action {action}, counters before {before:?} after {after:?}"
+                    ));
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let swaps = swaps.load(Ordering::Relaxed);
+    println!("{runs} packets during {swaps} customer table rewrites");
+    assert!(swaps >= 30, "only {swaps} rewrites");
+    assert!(
+        violations.is_empty(),
+        "packets counted to a mix of tables or to none:\n{}",
+        violations.join("\n")
+    );
+}
+
+/// IPv6: a change is one flip of the copies, so a packet never sees two sets.
 #[test]
 fn customer_changes_under_traffic_never_mix_tables() {
     require_root();
-    in_netns(|| {
-        let (h, a) = harness("crin", "crout", "203.0.113.0/24");
+    in_netns(|| changes_under_traffic(("crin", "crout"), true, true));
+}
 
-        let sets: Vec<Tables> = (0..3).map(customer_set).collect();
-        // Adopted (not fresh): the harness wrote a route.
-        let mut writer = Maps::open(h.pin_dir(), false).unwrap();
-        let reader = Maps::open(h.pin_dir(), false).unwrap();
-        let mut applied = Tables::default();
-        compile::apply(&mut writer, &mut applied, &sets[0], |_| Ok(())).unwrap();
-
-        // Sources and destinations spread over every prefix of every layout.
-        let frames: Vec<Vec<u8>> = (0..16u8)
-            .map(|i| {
-                let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], a.mac)
-                    .ipv4([198, 51, 100, i * 16 + 5], [203, 0, 113, 255 - i * 16], 255)
-                    .udp(1234, 9);
-                let mut frame = Vec::new();
-                builder.write(&mut frame, &[0u8; 18]).unwrap();
-                frame
-            })
-            .collect();
-        let snapshot = || -> Vec<u64> {
-            let out = (1..=3).map(|id| reader.customer_counter(id, Direction::Out).packets);
-            let inn = (4..=6).map(|id| reader.customer_counter(id, Direction::In).packets);
-            out.chain(inn).collect()
-        };
-
-        let stop = AtomicBool::new(false);
-        let swaps = AtomicU64::new(0);
-        let (mut runs, mut violations) = (0u64, Vec::new());
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut k = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    k = (k + 1) % sets.len();
-                    compile::apply(&mut writer, &mut applied, &sets[k], |_| Ok(())).unwrap();
-                    swaps.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline || swaps.load(Ordering::Relaxed) < 30 {
-                for frame in &frames {
-                    let before = snapshot();
-                    let (action, _) = h.run(frame, a.ifindex).unwrap();
-                    let after = snapshot();
-                    runs += 1;
-                    let moved: Vec<usize> = (0..6).filter(|&i| after[i] != before[i]).collect();
-                    let one_set = moved.len() == 2
-                        && moved[0] < 3
-                        && moved[1] == moved[0] + 3
-                        && moved.iter().all(|&i| after[i] == before[i] + 1);
-                    if (action != XDP_REDIRECT || !one_set) && violations.len() < 10 {
-                        violations.push(format!(
-                            "action {action}, counters before {before:?} after {after:?}"
-                        ));
-                    }
-                }
-            }
-            stop.store(true, Ordering::Relaxed);
-        });
-        let swaps = swaps.load(Ordering::Relaxed);
-        println!("{runs} packets during {swaps} customer table rewrites");
-        assert!(swaps >= 30, "only {swaps} rewrites");
-        assert!(
-            violations.is_empty(),
-            "packets counted to a mix of tables or to none:\n{}",
-            violations.join("\n")
-        );
-    });
+/// IPv4: fib4 changes prefix by prefix, adding before removing, so each
+/// address answers its old or its new customer at every instant, never none.
+#[test]
+fn ipv4_customer_changes_under_traffic_never_lose_a_customer() {
+    require_root();
+    in_netns(|| changes_under_traffic(("c4in", "c4out"), false, false));
 }

@@ -377,6 +377,12 @@ const MUTANTS: &[(&str, &str, &str)] = &[
         "return !pkt->non_first_fragment && !pkt->icmp_error;",
         "return !pkt->icmp_error;",
     ),
+    // Directed broadcasts forwarded as if they were not local.
+    (
+        "addr4.h",
+        "(a->dst_flags & (POP_FIB4_LOCAL | POP_FIB4_BROADCAST)) != 0",
+        "(a->dst_flags & POP_FIB4_LOCAL) != 0",
+    ),
 ];
 
 /// A test of the test against the real C: each mutant of the data plane,

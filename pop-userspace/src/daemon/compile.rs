@@ -16,7 +16,7 @@ use super::routes::ConfiguredRoutes;
 use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
 use crate::config::validate;
-use crate::dataplane::maps::{key_v4, key_v6, map_err};
+use crate::dataplane::maps::{key_v6, map_err};
 use crate::dataplane::{DataplaneError, Maps};
 use crate::netlink::{KernelView, Link};
 use crate::state::Ids;
@@ -35,13 +35,16 @@ pub struct Tables {
     pub vlans: HashMap<PopVlanKey, u32>,
     /// Next hops by id.
     pub nexthops: HashMap<u32, PopNexthop>,
-    /// IPv4 customer prefixes → customer id.
+    /// IPv4 customer prefixes → customer id (fib4's customer plane, listed
+    /// in `cust_v4`).
     pub cust_v4: HashMap<Ipv4Net, u32>,
     /// IPv6 customer prefixes → customer id.
     pub cust_v6: HashMap<Ipv6Net, u32>,
     /// Host addresses, and the directed broadcasts of the host's subnets
-    /// (the kernel receives both itself).
-    pub local_v4: HashSet<u32>,
+    /// (the kernel receives both itself), network order → kind
+    /// ([`crate::dataplane::addr4::LOCAL_HOST`] or `LOCAL_BROADCAST`):
+    /// fib4's local plane, listed in `local_v4`.
+    pub local_v4: HashMap<u32, u32>,
     /// Host addresses.
     pub local_v6: HashSet<[u8; 16]>,
     /// Anti-spoofing ports and (customer, port) pairs (written by the controller
@@ -156,7 +159,7 @@ pub fn compile(
         flags,
         generation: generation as u32,
         acl_copy,
-        // Chosen by apply(): the copy that holds `cust_v4`/`cust_v6` below.
+        // Chosen by apply(): the copy that holds `cust_v6` below.
         cust_copy: 0,
         // Validated: 1..=MAX_ICMP_RATE_PER_S and 1..=MAX_ICMP_BURST.
         icmp_rate_per_s: cfg.icmp.rate_per_s.min(u64::from(u32::MAX)) as u32,
@@ -294,7 +297,7 @@ pub fn compile(
     let mut addrs = kernel.addrs.clone();
     addrs.extend(kernel.directed_broadcasts.iter().map(|b| IpAddr::V4(*b)));
     let local = local_addresses(&addrs, MAX_LOCAL_ADDRS as usize);
-    t.local_v4 = local.v4;
+    t.local_v4 = super::addr4::local_kinds(&local.v4, &kernel.addrs, &kernel.directed_broadcasts);
     t.local_v6 = local.v6;
     t.local_not_loaded = local.not_loaded;
     t.upper_macs = upper_macs(kernel, &t.ifaces, &t.vlans);
@@ -566,24 +569,23 @@ pub fn apply(
     write_changed(&mut applied.nexthops, &want.nexthops, |k, v| {
         maps.nexthops.set(*k, *v, 0).map_err(map_err(n::NEXTHOPS))
     })?;
-    // 3. Customers: a change is written whole into the copy packets do not
-    // use; the config write of step 5 makes it live (one flip, no mix).
+    // 3. Customers. IPv6: a change is written whole into the copy packets
+    // do not use; the config write of step 5 makes it live (one flip, no
+    // mix). IPv4 customer prefixes and local addresses: fib4, one
+    // incremental change each (daemon::addr4).
     let live_copy = applied.config.map(|c| c.cust_copy & 1).unwrap_or(0);
-    let cust_copy = if want.cust_v4 != applied.cust_v4 || want.cust_v6 != applied.cust_v6 {
+    let cust_copy = if want.cust_v6 != applied.cust_v6 {
         let target = 1 - live_copy;
         // A packet that read the previous flip may still use the target copy.
         crate::acl::wait_for_readers();
         write_customer_copy(maps, target, want)?;
-        applied.cust_v4 = want.cust_v4.clone();
         applied.cust_v6 = want.cust_v6.clone();
         target
     } else {
         live_copy
     };
+    super::addr4::write_new(maps, applied, want)?;
     // Local addresses.
-    add_new(&mut applied.local_v4, &want.local_v4, |a| {
-        maps.local_v4.insert(*a, 0, 0).map_err(map_err(n::LOCAL_V4))
-    })?;
     add_new(&mut applied.local_v6, &want.local_v6, |a| {
         maps.local_v6
             .insert(PopLocalV6 { addr: *a }, 0, 0)
@@ -605,9 +607,7 @@ pub fn apply(
     // are in place, and next hops that go are removed below, after them).
     routes(maps)?;
     // 7. Removals, users before what they use.
-    remove_gone_from_set(&mut applied.local_v4, &want.local_v4, |a| {
-        ignore_missing(maps.local_v4.remove(a)).map_err(map_err(n::LOCAL_V4))
-    })?;
+    super::addr4::remove_gone(maps, applied, want)?;
     remove_gone_from_set(&mut applied.local_v6, &want.local_v6, |a| {
         ignore_missing(maps.local_v6.remove(&PopLocalV6 { addr: *a })).map_err(map_err(n::LOCAL_V6))
     })?;
@@ -694,30 +694,15 @@ fn remove_gone_from_set<K: Copy + Eq + Hash>(
     Ok(())
 }
 
-/// Makes customer table copy `copy` hold exactly `want`'s customer prefixes.
+/// Makes IPv6 customer table copy `copy` hold exactly `want`'s IPv6
+/// customer prefixes (IPv4 customers are in fib4, [`super::addr4`]).
 fn write_customer_copy(maps: &mut Maps, copy: u32, want: &Tables) -> Result<(), DataplaneError> {
     use pop_common::maps as n;
-    let (v4, v6, n4, n6) = if copy == 0 {
-        (&mut maps.cust_v4, &mut maps.cust_v6, n::CUST_V4, n::CUST_V6)
+    let (v6, n6) = if copy == 0 {
+        (&mut maps.cust_v6, n::CUST_V6)
     } else {
-        (
-            &mut maps.cust_v4_1,
-            &mut maps.cust_v6_1,
-            n::CUST_V4_1,
-            n::CUST_V6_1,
-        )
+        (&mut maps.cust_v6_1, n::CUST_V6_1)
     };
-    let stale: Vec<_> = v4
-        .keys()
-        .flatten()
-        .filter(|k| {
-            Ipv4Net::new(k.data().into(), k.prefix_len() as u8)
-                .map_or(true, |p| !want.cust_v4.contains_key(&p))
-        })
-        .collect();
-    for k in stale {
-        ignore_missing(v4.remove(&k)).map_err(map_err(n4))?;
-    }
     let stale: Vec<_> = v6
         .keys()
         .flatten()
@@ -728,14 +713,6 @@ fn write_customer_copy(maps: &mut Maps, copy: u32, want: &Tables) -> Result<(), 
         .collect();
     for k in stale {
         ignore_missing(v6.remove(&k)).map_err(map_err(n6))?;
-    }
-    for (k, v) in &want.cust_v4 {
-        v4.insert(
-            &key_v4(k),
-            pop_common::PopCustomerRef { customer_id: *v },
-            0,
-        )
-        .map_err(map_err(n4))?;
     }
     for (k, v) in &want.cust_v6 {
         v6.insert(
@@ -785,11 +762,8 @@ pub fn read_back(maps: &Maps, pinned: &mut Pinned) -> Tables {
         t.upper_macs.insert(k, v);
     }
     let copy1 = t.config.is_some_and(|c| c.cust_copy & 1 == 1);
-    let cust_v4 = if copy1 {
-        &maps.cust_v4_1
-    } else {
-        &maps.cust_v4
-    };
+    // IPv4: the list beside fib4 (one copy); IPv6: the live copy.
+    let cust_v4 = &maps.cust_v4;
     let cust_v6 = if copy1 {
         &maps.cust_v6_1
     } else {
@@ -805,8 +779,8 @@ pub fn read_back(maps: &Maps, pinned: &mut Pinned) -> Tables {
             t.cust_v6.insert(p, v.customer_id);
         }
     }
-    for k in maps.local_v4.keys().flatten() {
-        t.local_v4.insert(k);
+    for (k, v) in maps.local_v4.iter().flatten() {
+        t.local_v4.insert(k, v);
     }
     for k in maps.local_v6.keys().flatten() {
         t.local_v6.insert(k.addr);
@@ -1082,8 +1056,11 @@ dev = "eth1"
             .push("198.51.100.255".parse().unwrap());
         let (t, _) = tables(&k);
         let key = |a: &str| u32::from_ne_bytes(a.parse::<std::net::Ipv4Addr>().unwrap().octets());
-        assert!(t.local_v4.contains(&key("198.51.100.1")));
-        assert!(t.local_v4.contains(&key("198.51.100.255")));
+        assert_eq!(t.local_v4.get(&key("198.51.100.1")), Some(&0));
+        assert_eq!(
+            t.local_v4.get(&key("198.51.100.255")),
+            Some(&crate::dataplane::addr4::LOCAL_BROADCAST)
+        );
         assert_eq!(t.local_v4.len(), 2);
     }
 }

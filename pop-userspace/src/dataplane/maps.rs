@@ -31,15 +31,19 @@ pub struct Maps {
     pub routes6: super::route6::Routes6,
     /// Next hops by id.
     pub nexthops: Array<MapData, PopNexthop>,
-    /// IPv4 customer prefixes.
+    /// IPv4 customer prefixes: the list popd reads back after a restart
+    /// (the data plane finds IPv4 customers in fib4, [`Maps::routes4`]).
     pub cust_v4: LpmTrie<MapData, [u8; 4], PopCustomerRef>,
     /// IPv6 customer prefixes.
     pub cust_v6: LpmTrie<MapData, [u8; 16], PopCustomerRef>,
-    /// IPv4 customer prefixes, copy 1 (`PopConfig::cust_copy`).
+    /// IPv4 customer prefixes, copy 1: no longer written or read (IPv4
+    /// customers are in fib4); kept so the pinned layout stays the same.
     pub cust_v4_1: LpmTrie<MapData, [u8; 4], PopCustomerRef>,
     /// IPv6 customer prefixes, copy 1.
     pub cust_v6_1: LpmTrie<MapData, [u8; 16], PopCustomerRef>,
-    /// This host's IPv4 addresses (network order).
+    /// This host's IPv4 addresses (network order) → kind
+    /// ([`super::addr4::LOCAL_HOST`], [`super::addr4::LOCAL_BROADCAST`]): the
+    /// list popd reads back (the data plane finds them in fib4).
     pub local_v4: HashMap<MapData, u32, u32>,
     /// This host's IPv6 addresses.
     pub local_v6: HashMap<MapData, PopLocalV6, u32>,
@@ -95,16 +99,20 @@ impl Maps {
     /// (`fresh`: all empty), or maps that were in use (adopted).
     pub fn open(dir: &Path, fresh: bool) -> Result<Self, DataplaneError> {
         let routes_v4: LpmTrie<MapData, [u8; 4], PopRoute> = typed!(dir, names::ROUTES_V4);
+        let cust_v4: LpmTrie<MapData, [u8; 4], PopCustomerRef> = typed!(dir, names::CUST_V4);
+        let local_v4: HashMap<MapData, u32, u32> = typed!(dir, names::LOCAL_V4);
         let routes4 = if fresh {
             super::route4::Routes4::open_new(dir)?
         } else {
-            // The fib4 tables hold what routes_v4 lists: adopt them, and
-            // write only what differs (nothing, unless popd stopped mid-change).
+            // The fib4 tables hold what routes_v4, cust_v4 and local_v4
+            // list: adopt them, and write only what differs (nothing, unless
+            // popd stopped mid-change).
             let pinned = routes_v4.iter().flatten().filter_map(|(k, v)| {
                 let p = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8).ok()?;
                 Some((p, v))
             });
-            super::route4::Routes4::open(dir, pinned)?
+            let others = super::addr4::Pinned4::read(&cust_v4, &local_v4);
+            super::route4::Routes4::open(dir, pinned, others)?
         };
         let routes_v6: LpmTrie<MapData, [u8; 16], PopRoute> = typed!(dir, names::ROUTES_V6);
         let routes6 = if fresh {
@@ -126,11 +134,11 @@ impl Maps {
             routes_v4,
             routes_v6,
             nexthops: typed!(dir, names::NEXTHOPS),
-            cust_v4: typed!(dir, names::CUST_V4),
+            cust_v4,
             cust_v6: typed!(dir, names::CUST_V6),
             cust_v4_1: typed!(dir, names::CUST_V4_1),
             cust_v6_1: typed!(dir, names::CUST_V6_1),
-            local_v4: typed!(dir, names::LOCAL_V4),
+            local_v4,
             local_v6: typed!(dir, names::LOCAL_V6),
             iface_counters: typed!(dir, names::IFACE_COUNTERS),
             customer_counters: typed!(dir, names::CUSTOMER_COUNTERS),

@@ -20,7 +20,9 @@ use ipnet::Ipv4Net;
 use pop_common::fib4::{FIB4_BLACKHOLE, FIB4_ROUTE};
 use pop_common::{maps as names, PopRoute};
 
-use super::fib4::{Fib4, Fib4Backend, Fib4Error, Fib4Stats, MmapBackend, Prefix4, RouteTarget};
+use super::fib4::{
+    Fib4, Fib4Backend, Fib4Error, Fib4Stats, LocalKind, MmapBackend, Prefix4, RouteTarget,
+};
 use super::route_records::{RecordArray, RecordIds, RecordStore};
 use super::DataplaneError;
 
@@ -88,23 +90,37 @@ impl Routes4 {
     }
 
     /// Opens the maps pinned in `dir` and adopts what they hold, then makes
-    /// them hold exactly `routes` (the IPv4 routes read back from the same
-    /// pins), writing only the differences: pinned entries keep forwarding.
+    /// them hold exactly `routes` and `others` (the IPv4 routes, customer
+    /// prefixes and local addresses read back from the same pins), writing
+    /// only the differences: pinned entries keep forwarding.
     pub fn open(
         dir: &Path,
         routes: impl IntoIterator<Item = (Ipv4Net, PopRoute)>,
+        others: super::addr4::Pinned4,
     ) -> Result<Self, DataplaneError> {
         let (backend, store) = open_maps(dir)?;
-        Self::adopt(backend, store, routes, crate::acl::wait_for_readers)
+        Self::adopt_all(backend, store, routes, others, crate::acl::wait_for_readers)
     }
 }
 
 impl<B: Fib4Backend, S: RecordStore> Routes4<B, S> {
-    /// Adopts filled (or zeroed) tables and records; see [`Routes4::open`].
+    /// Adopts filled (or zeroed) tables and records, with routes only (no
+    /// customer prefixes or local addresses); see [`Routes4::open`].
     pub fn adopt(
+        backend: B,
+        store: S,
+        routes: impl IntoIterator<Item = (Ipv4Net, PopRoute)>,
+        wait: fn(),
+    ) -> Result<Self, DataplaneError> {
+        Self::adopt_all(backend, store, routes, Default::default(), wait)
+    }
+
+    /// Adopts filled (or zeroed) tables and records; see [`Routes4::open`].
+    pub fn adopt_all(
         backend: B,
         mut store: S,
         routes: impl IntoIterator<Item = (Ipv4Net, PopRoute)>,
+        others: super::addr4::Pinned4,
         wait: fn(),
     ) -> Result<Self, DataplaneError> {
         let fib = Fib4::adopt(backend);
@@ -124,7 +140,13 @@ impl<B: Fib4Backend, S: RecordStore> Routes4<B, S> {
             want.push((prefix4(&p.trunc())?, RouteTarget::Group(id)));
         }
         let mut fib = fib;
-        fib.replace_all(want, [], []).map_err(fib_err)?;
+        let customers = others
+            .customers
+            .iter()
+            .map(|(p, id)| Ok((prefix4(&p.trunc())?, *id)))
+            .collect::<Result<Vec<_>, DataplaneError>>()?;
+        let locals: Vec<(std::net::Ipv4Addr, LocalKind)> = others.locals;
+        fib.replace_all(want, customers, locals).map_err(fib_err)?;
         ids.adopted(&held);
         Ok(Self {
             fib,
@@ -192,6 +214,12 @@ impl<B: Fib4Backend, S: RecordStore> Routes4<B, S> {
     /// The writer (for audits and tests).
     pub fn fib(&self) -> &Fib4<B> {
         &self.fib
+    }
+
+    /// The writer, for the customer prefixes and local addresses
+    /// ([`super::addr4`]); routes go through [`Routes4::set`].
+    pub fn fib_mut(&mut self) -> &mut Fib4<B> {
+        &mut self.fib
     }
 }
 

@@ -299,7 +299,7 @@ pub fn fill(h: &mut Harness, d: &Desired) -> crate::testrun::Result<()> {
                 // The subnet's directed broadcast address is the host's too.
                 if l.len < 31 {
                     let bcast = u32::from(a) | (u32::MAX >> l.len);
-                    h.add_local_v4(bcast.into())?;
+                    h.add_broadcast_v4(bcast.into())?;
                 }
             }
             IpAddr::V6(a) => h.add_local_v6(a)?,

@@ -19,6 +19,8 @@
 mod backend;
 mod desired;
 mod plane;
+#[cfg(test)]
+mod span_tests;
 mod tables;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -22,6 +22,10 @@ pub(super) struct ResultSlot {
 pub(super) struct Needs {
     pub(super) groups: u32,
     pub(super) answers: HashSet<Fib4Answer>,
+    /// The answer of the last uniform /24 counted: a wide prefix (a default
+    /// route spans 2^16 blocks of 256 /24s) repeats it slot after slot, and
+    /// counting it again would only hash it again.
+    pub(super) last_direct: Option<Fib4Answer>,
 }
 
 /// The tables and their bookkeeping: interned results with reference counts,
@@ -179,7 +183,12 @@ impl<B: Fib4Backend> Tables<B> {
             }
         };
         match desired {
-            Desired::Direct(a) => new_answer(&a),
+            Desired::Direct(a) => {
+                if needs.last_direct != Some(a) {
+                    new_answer(&a);
+                    needs.last_direct = Some(a);
+                }
+            }
             Desired::Split(all) => {
                 if self.backend.tbl24(slot) & FIB4_EXT == 0 {
                     needs.groups += 1;

@@ -263,6 +263,16 @@ impl<B: Fib4Backend> Fib4<B> {
         self.planes.routes.get(prefix)
     }
 
+    /// The customer set for exactly `prefix`.
+    pub fn customer(&self, prefix: Prefix4) -> Option<u32> {
+        self.planes.customers.get(prefix)
+    }
+
+    /// What `addr` is declared as, if local.
+    pub fn local(&self, addr: Ipv4Addr) -> Option<LocalKind> {
+        self.planes.locals.get(Prefix4::host(addr))
+    }
+
     /// Sizes now.
     pub fn stats(&self) -> Fib4Stats {
         Fib4Stats {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{anyhow, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Map, MapData};
-use pop_common::{PopCustomerRef, PopNexthop, PopRoute, Role, NH_RESOLVED, NH_VALID};
+use pop_common::{PopNexthop, PopRoute, Role, NH_RESOLVED, NH_VALID};
 use pop_tests::testrun::{in_netns, veth_pair, Harness};
 
 use crate::cycle::{Cycler, Target, HEADER_LEN, MAX_FRAMES};
@@ -118,9 +118,9 @@ fn fill_routes_v6(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u
     Ok(out)
 }
 
-/// Adds `n` random customer /24s (customer ids 2..); returns their addresses.
-fn fill_customers_v4(h: &Harness, rng: &mut Rng, n: u64) -> Result<Vec<u32>> {
-    let mut map: LpmTrie<MapData, [u8; 4], PopCustomerRef> = lpm(h, pop_common::maps::CUST_V4)?;
+/// Adds `n` random customer /24s (customer ids 2..), as popd writes them
+/// (fib4 and the list `cust_v4`); returns their addresses.
+fn fill_customers_v4(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<u32>> {
     let mut added = 0;
     let mut out = Vec::with_capacity(n as usize);
     while added < n {
@@ -130,11 +130,7 @@ fn fill_customers_v4(h: &Harness, rng: &mut Rng, n: u64) -> Result<Vec<u32>> {
             continue;
         }
         let id = 2 + (added as u32 % (pop_common::MAX_CUSTOMERS - 2));
-        map.insert(
-            &Key::new(24, addr.to_be_bytes()),
-            PopCustomerRef { customer_id: id },
-            0,
-        )?;
+        h.add_customer_v4(&format!("{}/24", Ipv4Addr::from(addr)), id)?;
         out.push(addr);
         added += 1;
     }
@@ -575,7 +571,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     // Customers: sources drawn from 10k customer /24s, destinations from the
     // IPv4 routes, so both customer lookups and the route lookup vary.
     let cust = if quick { 1_000 } else { 10_000 };
-    let customers: Vec<(u128, u32)> = fill_customers_v4(&bench.h, &mut rng, cust - 1)?
+    let customers: Vec<(u128, u32)> = fill_customers_v4(&mut bench.h, &mut rng, cust - 1)?
         .into_iter()
         .map(|a| (u128::from(a), 24))
         .collect();
