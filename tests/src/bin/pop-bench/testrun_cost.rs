@@ -5,7 +5,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{anyhow, Result};
-use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Map, MapData};
 use pop_common::{PopNexthop, PopRoute, Role, NH_RESOLVED, NH_VALID};
 use pop_tests::testrun::{in_netns, veth_pair, Harness};
@@ -27,11 +26,6 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-}
-
-fn lpm<K: aya::Pod, V: aya::Pod>(h: &Harness, name: &str) -> Result<LpmTrie<MapData, K, V>> {
-    let data = MapData::from_pin(h.pin_dir().join(name))?;
-    Ok(LpmTrie::try_from(Map::from_map_data(data)?)?)
 }
 
 /// Realistic IPv4 prefix lengths: mostly /24, some shorter, few longer.
