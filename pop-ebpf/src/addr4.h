@@ -23,21 +23,37 @@ struct addr4_answers {
 	__u32 src_customer; /* 0: none */
 };
 
-/* Both lookups of an IPv4 packet. A missing record (inconsistent maps,
- * which popd never writes) answers "nothing", like a zeroed table. */
-static __always_inline void addr4_lookup(const struct packet *pkt,
-					 struct addr4_answers *a)
+/* Both lookups of an IPv4 packet (addresses in network order). A missing
+ * record (inconsistent maps, which popd never writes) answers "nothing", like
+ * a zeroed table. A global (not inlined) function: the verifier checks the
+ * lookups once, on their own, and the pipeline continues in one state with
+ * four unknown answers instead of one state per found/missing combination. */
+__noinline int pop_addr4_lookup(__u32 dst, __u32 src, struct addr4_answers *a)
 {
-	const struct pop_fib4_result *r = fib4_lookup(pkt->dst.v4);
+	const struct pop_fib4_result *r;
 
+	if (!a)
+		return 0;
+	a->dst_flags = 0;
+	a->dst_route_id = 0;
+	a->dst_customer = 0;
+	a->src_customer = 0;
+	r = fib4_lookup(dst);
 	if (r) {
 		a->dst_flags = r->flags;
 		a->dst_route_id = r->route_id;
 		a->dst_customer = r->customer_id;
 	}
-	r = fib4_lookup(pkt->src.v4);
+	r = fib4_lookup(src);
 	if (r)
 		a->src_customer = r->customer_id;
+	return 0;
+}
+
+static __always_inline void addr4_lookup(const struct packet *pkt,
+					 struct addr4_answers *a)
+{
+	pop_addr4_lookup(pkt->dst.v4, pkt->src.v4, a);
 }
 
 /* Whether the destination is an address of this host or a directed

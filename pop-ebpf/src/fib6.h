@@ -92,17 +92,16 @@ struct {
 
 /* The route record id for `addr` (16 bytes, network order, as in the
  * packet); 0: no route (also if the maps are inconsistent). */
-static __always_inline __u32 fib6_lookup(const __u8 *addr)
+/* The walk is a global (not inlined) function of the address's four words:
+ * the verifier checks its 27 levels once, on their own, instead of in every
+ * state the pipeline reaches it in; the caller gets a scalar. */
+__noinline __u32 pop_fib6_walk(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
 {
 	struct pop_fib6_block *b;
-	__u32 w[4], block, entry;
+	__u32 w[4] = { w0, w1, w2, w3 };
+	__u32 block, entry;
 	int i;
 
-	__builtin_memcpy(w, addr, 16);
-	w[0] = bpf_ntohl(w[0]);
-	w[1] = bpf_ntohl(w[1]);
-	w[2] = bpf_ntohl(w[2]);
-	w[3] = bpf_ntohl(w[3]);
 	block = w[0] >> (32 - POP_FIB6_ROOT_BITS + 8);
 	b = bpf_map_lookup_elem(&fib6_root, &block);
 	if (!b)
@@ -125,6 +124,15 @@ static __always_inline __u32 fib6_lookup(const __u8 *addr)
 				 (POP_FIB6_NODE_ENTRIES - 1)];
 	}
 	return entry & POP_FIB6_EXT ? 0 : entry;
+}
+
+static __always_inline __u32 fib6_lookup(const __u8 *addr)
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, addr, 16);
+	return pop_fib6_walk(bpf_ntohl(w[0]), bpf_ntohl(w[1]), bpf_ntohl(w[2]),
+			     bpf_ntohl(w[3]));
 }
 
 #endif

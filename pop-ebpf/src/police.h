@@ -79,9 +79,11 @@ static __always_inline void policer_refund(__u32 customer_id, __u32 dir,
  * dropped it (the sender's bucket is checked before the receiver's; when the
  * receiver's refuses, the sender gets its tokens back). `peek` (the trace
  * program) asks without taking tokens. */
-static __always_inline __u32 policer_drops(__u32 customer_out,
-					   __u32 customer_in, __u32 bytes,
-					   int peek)
+/* A global (not inlined) function of scalars: the verifier checks the two
+ * buckets once, on their own, and the pipeline continues with one unknown
+ * answer instead of a state per admit/refuse path. */
+__noinline __u32 pop_policer_drops(__u32 customer_out, __u32 customer_in,
+				   __u32 bytes, int peek)
 {
 	if (!policer_admit(customer_out, POP_DIR_OUT, bytes, peek))
 		return customer_out;
@@ -91,6 +93,13 @@ static __always_inline __u32 policer_drops(__u32 customer_out,
 		return customer_in;
 	}
 	return 0;
+}
+
+static __always_inline __u32 policer_drops(__u32 customer_out,
+					   __u32 customer_in, __u32 bytes,
+					   int peek)
+{
+	return pop_policer_drops(customer_out, customer_in, bytes, peek);
 }
 
 #endif
