@@ -21,7 +21,7 @@ pub struct Config<R = Vec<Route>> {
     pub customers: Vec<Customer>,
     /// Static routes: their text form (`Vec<Route>`) as the config file and
     /// popctl give them, or popd's typed table
-    /// ([`crate::daemon::routes::ConfiguredRoutes`]) in its state file.
+    /// ([`crate::config::routes::ConfiguredRoutes`]) in its state file.
     #[serde(default, skip_serializing_if = "RouteList::is_empty")]
     pub routes: R,
     /// Firewall rules.
@@ -51,7 +51,7 @@ impl RouteList for Vec<Route> {
     }
 }
 
-impl RouteList for crate::daemon::routes::ConfiguredRoutes {
+impl RouteList for crate::config::routes::ConfiguredRoutes {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -26,7 +26,7 @@ use ipnet::IpNet;
 use super::model::{
     Acl, AclAction, Config, Customer, DataplaneConfig, Interface, InterfaceRole, Route,
 };
-use crate::daemon::routes::{ConfiguredRoutes, Hops};
+use crate::config::routes::{ConfiguredRoutes, Hops};
 pub use error::{ConfigError, PortError, PrefixError, Problem};
 pub use parse::{parse_port_range, parse_prefix, parse_proto, proto_name, PROTO_NAMES};
 pub use sflow::{check_sflow, SflowError, ValidSflow};

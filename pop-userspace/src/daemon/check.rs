@@ -26,9 +26,9 @@ use pop_common::maps as names;
 
 use super::compile::{self, Tables};
 use super::error::ControlError;
-use super::routes::ConfiguredRoutes;
 use crate::acl::CompiledAcl;
 use crate::config::model::Config;
+use crate::config::routes::ConfiguredRoutes;
 use crate::config::validate;
 use crate::dataplane::AttachMode;
 use crate::netlink::KernelView;

@@ -12,9 +12,9 @@ use pop_common::{
 };
 
 use super::learned::Pinned;
-use super::routes::ConfiguredRoutes;
 use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
+use crate::config::routes::ConfiguredRoutes;
 use crate::config::validate;
 use crate::dataplane::maps::{key_v6, map_err};
 use crate::dataplane::{DataplaneError, Maps};
@@ -274,7 +274,7 @@ pub fn compile(
     }
     // Next hops: one per configured (dev, via), whatever the number of
     // routes using it (routes only name their ids: see
-    // [`super::routes::Hops::pop_route`]).
+    // [`super::route_sync::record`]).
     for (key, &id) in &ids.nexthops {
         if let Some(nh) = nexthop_with(&vlan_hops, kernel, &t.tx_ports, key) {
             t.nexthops.insert(id, nh);

@@ -8,7 +8,7 @@
 //!
 //! Route changes cost O(change): they validate one route against the
 //! current state, touch one entry of the typed route table
-//! ([`super::routes::ConfiguredRoutes`]) and hand out or free only the
+//! ([`crate::config::routes::ConfiguredRoutes`]) and hand out or free only the
 //! next-hop ids of that route. The other changes are small edits of the
 //! config (customers, ACL rules), whose tables are compiled whole.
 use std::net::IpAddr;
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::compile::{self, nexthop_key};
 use super::error::ControlError;
-use super::routes::Hops;
 use crate::config::model::{Acl, Config, Customer, Route};
+use crate::config::routes::Hops;
 use crate::config::validate::{self, ConfigError, Problem};
 use crate::netlink::KernelView;
 use crate::state::Persisted;

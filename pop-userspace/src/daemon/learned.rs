@@ -20,7 +20,7 @@ use pop_common::{
     PopNexthop, PopRoute, MAX_ECMP, MAX_NEXTHOPS, NH_RESOLVED, NH_VALID, ROUTE_BLACKHOLE,
 };
 
-use super::routes::ConfiguredRoutes;
+use crate::config::routes::ConfiguredRoutes;
 use crate::dataplane::route_writer::RouteWriter;
 use crate::dataplane::DataplaneError;
 use crate::netlink::routes::{Hop, RouteKind, RouteMsg, MAX_HOPS};

@@ -1,7 +1,7 @@
 //! The learned-route table against an in-memory writer that counts writes
 //! and holds a route map of a chosen capacity.
-use super::super::routes::ConfiguredRoutes;
 use super::*;
+use crate::config::routes::ConfiguredRoutes;
 use crate::netlink::Neighbour;
 
 #[derive(Default)]
@@ -242,7 +242,7 @@ fn configured_routes_shadow_learned_ones() {
     };
     w.configured.insert(
         ipnet::IpNet::V4(net("10.0.0.0/24")),
-        super::super::routes::Hops {
+        crate::config::routes::Hops {
             dev: "eth0".into(),
             via: vec!["192.0.2.1".parse().unwrap()],
         },
@@ -413,7 +413,7 @@ fn a_prefix_configured_before_the_first_sync_is_left_to_the_configured_path() {
     };
     w.configured.insert(
         ipnet::IpNet::V4(net("10.0.0.0/24")),
-        super::super::routes::Hops {
+        crate::config::routes::Hops {
             dev: "eth0".into(),
             via: vec!["192.0.2.1".parse().unwrap()],
         },

@@ -10,7 +10,6 @@ pub mod icmp;
 pub mod kernel_routes;
 pub mod learned;
 pub mod route_sync;
-pub mod routes;
 pub mod trace;
 
 use std::net::SocketAddr;

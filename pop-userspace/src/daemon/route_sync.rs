@@ -9,10 +9,31 @@ use ipnet::IpNet;
 use pop_common::PopRoute;
 
 use super::learned::LearnedRoutes;
-use super::routes::{ConfiguredRoutes, Hops};
+use crate::config::routes::{ConfiguredRoutes, Hops};
 use crate::dataplane::route_writer::RouteWriter;
 use crate::dataplane::{DataplaneError, Maps};
 use crate::state::Ids;
+
+/// The route record the data plane holds for a route via `hops`: the
+/// next-hop ids of `ids` in gateway order (a gateway without an id is left
+/// out; [`super::compile::assign_ids`] and [`super::desired::route_add`]
+/// give every configured gateway one).
+pub fn record(hops: &Hops, ids: &Ids) -> PopRoute {
+    let mut route = PopRoute::default();
+    for via in &hops.via {
+        let Some(&id) = ids
+            .nexthops
+            .get(&super::compile::nexthop_key(&hops.dev, via))
+        else {
+            continue;
+        };
+        if (route.nh_count as usize) < route.nh_ids.len() {
+            route.nh_ids[route.nh_count as usize] = id;
+            route.nh_count += 1;
+        }
+    }
+    route
+}
 
 /// Writes the route for `prefix`.
 pub fn set(
@@ -55,7 +76,7 @@ pub fn put(
     learned: &mut LearnedRoutes,
 ) -> Result<(), DataplaneError> {
     match hops {
-        Some(h) => set(w, prefix, &h.pop_route(ids)),
+        Some(h) => set(w, prefix, &record(h, ids)),
         None => remove(w, prefix, learned),
     }
 }
@@ -79,7 +100,7 @@ impl<'a> Records<'a> {
         *self
             .seen
             .entry(hops as *const Hops)
-            .or_insert_with(|| hops.pop_route(self.ids))
+            .or_insert_with(|| record(hops, self.ids))
     }
 }
 

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::model::Config;
-use crate::daemon::routes::ConfiguredRoutes;
+use crate::config::routes::ConfiguredRoutes;
 
 /// Errors of the state store.
 #[derive(Debug, Error)]
@@ -156,7 +156,7 @@ impl Persisted {
             let v = crate::config::validate::check_route(r)?;
             routes.insert(
                 v.prefix,
-                crate::daemon::routes::Hops {
+                crate::config::routes::Hops {
                     dev: v.dev,
                     via: v.via,
                 },

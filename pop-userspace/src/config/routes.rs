@@ -16,14 +16,12 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use pop_common::PopRoute;
 use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::model::Route;
 use crate::config::validate::{self, ValidRoute};
-use crate::state::Ids;
 
 /// A next-hop set: the egress device and the gateways, in config order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -32,29 +30,6 @@ pub struct Hops {
     pub dev: String,
     /// Gateways (1..=MAX_ECMP, one family, no duplicates).
     pub via: Vec<IpAddr>,
-}
-
-impl Hops {
-    /// The route record the data plane holds for a route via these hops:
-    /// the next-hop ids of `ids` in gateway order (a gateway without an id
-    /// is left out; [`crate::daemon::compile::assign_ids`] gives every
-    /// configured gateway one).
-    pub fn pop_route(&self, ids: &Ids) -> PopRoute {
-        let mut route = PopRoute::default();
-        for via in &self.via {
-            let Some(&id) = ids
-                .nexthops
-                .get(&super::compile::nexthop_key(&self.dev, via))
-            else {
-                continue;
-            };
-            if (route.nh_count as usize) < route.nh_ids.len() {
-                route.nh_ids[route.nh_count as usize] = id;
-                route.nh_count += 1;
-            }
-        }
-        route
-    }
 }
 
 /// An interned [`Hops`] with the number of routes using it.
