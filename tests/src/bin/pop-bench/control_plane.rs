@@ -316,6 +316,7 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
     let b = crate::bgp::run(o)?;
     cp.bgp_full_table_ratio = b.full_table_ratio;
     cp.route_churn_per_s = b.churn_per_s;
+    cp.route_churn_lag_p99_ms = b.churn_lag_p99_ms;
     cp.popd_rss_mb_full_table = b.rss_mb;
     cp.bgp_routes = b.routes;
     Ok(cp)

@@ -9,6 +9,7 @@
 //! Prints a table; `--json FILE` writes the document described in
 //! docs/benchmarks.md. `--quick` uses small sizes (a CI smoke run).
 mod bgp;
+mod churn;
 mod control_plane;
 mod cycle;
 mod lab_throughput;
@@ -61,15 +62,16 @@ fn parse_args() -> Result<Opts> {
                 )
             }
             "--only" => {
-                let v = args
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("--only needs test_run,lab,control_plane"))?;
+                let v = args.next().ok_or_else(|| {
+                    anyhow::anyhow!("--only needs test_run,lab,control_plane,bgp")
+                })?;
                 o.parts = v.split(',').map(str::to_string).collect();
             }
             "-h" | "--help" => {
                 println!(
-                    "pop-bench [--quick] [--json FILE] [--plots DIR] [--only test_run,lab,control_plane]\n\
+                    "pop-bench [--quick] [--json FILE] [--plots DIR] [--only test_run,lab,control_plane,bgp]\n\
                      Benchmarks pop against XDP_PASS, kernel forwarding and nftables on this machine.\n\
+                     `bgp` is the learned-route part of control_plane alone (full table, churn).\n\
                      Needs root. See docs/benchmarks.md."
                 );
                 std::process::exit(0);
@@ -115,6 +117,17 @@ fn run(o: &Opts) -> Result<()> {
     if o.parts.iter().any(|p| p == "control_plane") {
         println!("\n== control plane");
         doc.control_plane = control_plane::run(o)?;
+        report::print_control_plane(&doc.control_plane, o.quick);
+    } else if o.parts.iter().any(|p| p == "bgp") {
+        // The BGP part of the control plane alone: full table and churn.
+        println!("\n== control plane: learned routes only");
+        let b = bgp::run(o)?;
+        let cp = &mut doc.control_plane;
+        cp.bgp_full_table_ratio = b.full_table_ratio;
+        cp.route_churn_per_s = b.churn_per_s;
+        cp.route_churn_lag_p99_ms = b.churn_lag_p99_ms;
+        cp.popd_rss_mb_full_table = b.rss_mb;
+        cp.bgp_routes = b.routes;
         report::print_control_plane(&doc.control_plane, o.quick);
     }
     if let Some(path) = &o.json {

@@ -65,8 +65,11 @@ pub struct ControlPlane {
     pub popd_rss_mb_1m_routes: Option<f64>,
     /// bird2 → kernel table → pop holding every route, ÷ bird2 → kernel table.
     pub bgp_full_table_ratio: Option<f64>,
-    /// Learned route updates (ip -batch into the followed table) absorbed per second.
+    /// Learned route updates per second (netlink writes into the followed
+    /// table) absorbed with update-to-map lag p99 ≤ 1 s and no loss.
     pub route_churn_per_s: Option<f64>,
+    /// The update-to-map lag p99 at that rate, ms.
+    pub route_churn_lag_p99_ms: Option<f64>,
     /// popd peak RSS (VmHWM) in MB with the full table learned.
     pub popd_rss_mb_full_table: Option<f64>,
     /// Routes bird2 announced for those (IPv4 + IPv6).
@@ -110,6 +113,7 @@ impl Report {
                 "popd_rss_mb_1m_routes": cp.popd_rss_mb_1m_routes,
                 "bgp_full_table_ratio": cp.bgp_full_table_ratio,
                 "route_churn_per_s": cp.route_churn_per_s,
+                "route_churn_lag_p99_ms": cp.route_churn_lag_p99_ms,
                 "popd_rss_mb_full_table": cp.popd_rss_mb_full_table,
             },
         })
@@ -219,8 +223,9 @@ pub fn print_control_plane(cp: &ControlPlane, quick: bool) {
         opt(cp.bgp_full_table_ratio, "")
     );
     println!(
-        "learned route updates absorbed: {}",
-        opt(cp.route_churn_per_s, "/s")
+        "learned route updates absorbed with lag p99 ≤ 1 s and no loss: {} (lag p99 {})",
+        opt(cp.route_churn_per_s, "/s"),
+        opt(cp.route_churn_lag_p99_ms, "ms")
     );
     println!(
         "popd peak RSS with that table learned: {}",

@@ -1,0 +1,487 @@
+//! `route_churn_per_s`: the highest rate of learned route updates that popd
+//! absorbs with an update-to-map lag p99 ≤ 1 s and no loss on a stable flow.
+//!
+//! - Writer: a netlink socket in the edge namespace sends RTM_NEWROUTE
+//!   (create|replace) and RTM_DELROUTE for /24s from 64.0.0.0 into the
+//!   followed table at a controlled offered rate, in ticks of 5 ms and
+//!   batches of up to [`BATCH`] messages per `send`, each acknowledged.
+//!   The update stream first adds a window of `2 s × rate` fresh prefixes,
+//!   then alternates an add of a fresh prefix with a delete of the oldest, so
+//!   an update is never superseded within 2 s.
+//! - Lag: 1 in `rate / 1000` updates is sampled; its lag runs from the moment
+//!   the writer's ack for it returned until popd's pinned `routes_v4` holds
+//!   (add) or lacks (delete) the entry. A poller thread reads the map by the
+//!   exact key. A sample not seen after [`SAMPLE_TIMEOUT`] is recorded with
+//!   that age (it fails the 1 s goal either way).
+//! - Flow: ping from c1 to the upstream's "internet" address (a learned
+//!   route) every 5 ms across the step, through the edge with its kernel
+//!   forwarding off; loss = requests sent − replies received.
+//! - Ramp: steps of doubling rate until one fails (p99 > 1 s, a lost packet,
+//!   or the writer could not offer 95 % of the rate), then one step halfway
+//!   between the last pass and the failure. Between steps the window is
+//!   deleted and popd must return to exactly the table it held.
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Map, MapData};
+use pop_common::PopRoute;
+use pop_lab::bgp::KERNEL_TABLE;
+use pop_lab::popd::Popd;
+use pop_lab::topology::{C1, EDGE, INTERNET_V4};
+use pop_lab::{cmd, Lab, PingStats};
+
+/// Messages per `send` at most.
+const BATCH: usize = 256;
+/// Writer tick.
+const TICK: Duration = Duration::from_millis(5);
+/// How long a sample is waited for before it is recorded as late.
+const SAMPLE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Seconds of updates the window holds before deletes start.
+const WINDOW_S: f64 = 2.0;
+/// Ping interval of the stable flow, seconds.
+const FLOW_INTERVAL_S: f64 = 0.005;
+/// The lag goal.
+const LAG_GOAL: Duration = Duration::from_secs(1);
+
+/// The gateway and device of every churned route (the upstream, on eth0).
+const GATEWAY: [u8; 4] = [192, 0, 2, 1];
+
+/// One step's result.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    /// Updates per second offered.
+    pub offered_per_s: f64,
+    /// Updates per second the writer achieved.
+    pub achieved_per_s: f64,
+    /// p99 of the sampled lags.
+    pub lag_p99: Duration,
+    /// Samples taken.
+    pub samples: usize,
+    /// Ping requests without a reply.
+    pub lost: u64,
+    /// Ping requests sent.
+    pub sent: u64,
+}
+
+impl Step {
+    fn passed(&self) -> bool {
+        self.lag_p99 <= LAG_GOAL
+            && self.lost == 0
+            && self.sent > 0
+            && self.achieved_per_s >= 0.95 * self.offered_per_s
+    }
+}
+
+/// The measure: the best passing step, if any.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Churn {
+    /// Updates per second absorbed within the goals.
+    pub per_s: Option<f64>,
+    /// The lag p99 at that rate, ms.
+    pub lag_p99_ms: Option<f64>,
+}
+
+/// A route netlink socket in the edge namespace.
+struct Writer {
+    fd: OwnedFd,
+    /// eth0 of the edge.
+    oif: u32,
+    seq: u32,
+    buf: Vec<u8>,
+    rx: Vec<u8>,
+}
+
+fn nl_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    buf.extend_from_slice(&(4 + value.len() as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(value);
+    // Every value here is 4 bytes: already aligned.
+}
+
+impl Writer {
+    fn open(netns: &Path) -> Result<Writer> {
+        let netns = netns.to_path_buf();
+        let (fd, oif) = thread::spawn(move || -> Result<(OwnedFd, u32)> {
+            let f =
+                std::fs::File::open(&netns).with_context(|| format!("open {}", netns.display()))?;
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("setns {}", netns.display()))?;
+            // SAFETY: plain socket(2); the fd is owned at once.
+            let raw = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_ROUTE,
+                )
+            };
+            if raw < 0 {
+                bail!("netlink socket: {}", std::io::Error::last_os_error());
+            }
+            // SAFETY: raw is a fresh, valid fd.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let size: libc::c_int = 8 << 20;
+            // SAFETY: setsockopt with a c_int value. Best effort: acks of one
+            // batch fit the default buffer too.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            // SAFETY: a NUL-terminated literal.
+            let oif = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+            ensure!(oif != 0, "the edge has no eth0");
+            Ok((fd, oif))
+        })
+        .join()
+        .map_err(|_| anyhow!("writer thread panicked"))??;
+        Ok(Writer {
+            fd,
+            oif,
+            seq: 1,
+            buf: Vec::with_capacity(BATCH * 64),
+            rx: vec![0; 1 << 16],
+        })
+    }
+
+    fn push(&mut self, dst: [u8; 4], add: bool) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 16]); // nlmsghdr, filled below
+        let (kind, flags) = if add {
+            (
+                libc::RTM_NEWROUTE,
+                libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE,
+            )
+        } else {
+            (libc::RTM_DELROUTE, libc::NLM_F_REQUEST | libc::NLM_F_ACK)
+        };
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
+        // type, flags; a delete matches on any protocol and type, like `ip route del`.
+        let (protocol, scope, rtype) = if add {
+            (
+                libc::RTPROT_STATIC,
+                libc::RT_SCOPE_UNIVERSE,
+                libc::RTN_UNICAST,
+            )
+        } else {
+            (0, libc::RT_SCOPE_NOWHERE, 0)
+        };
+        self.buf.extend_from_slice(&[
+            libc::AF_INET as u8,
+            24,
+            0,
+            0,
+            KERNEL_TABLE as u8,
+            protocol,
+            scope,
+            rtype,
+        ]);
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        nl_attr(&mut self.buf, libc::RTA_TABLE, &KERNEL_TABLE.to_ne_bytes());
+        nl_attr(&mut self.buf, libc::RTA_DST, &dst);
+        if add {
+            nl_attr(&mut self.buf, libc::RTA_GATEWAY, &GATEWAY);
+            nl_attr(&mut self.buf, libc::RTA_OIF, &self.oif.to_ne_bytes());
+        }
+        let len = (self.buf.len() - start) as u32;
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let h = &mut self.buf[start..start + 16];
+        h[0..4].copy_from_slice(&len.to_ne_bytes());
+        h[4..6].copy_from_slice(&kind.to_ne_bytes());
+        h[6..8].copy_from_slice(&(flags as u16).to_ne_bytes());
+        h[8..12].copy_from_slice(&seq.to_ne_bytes());
+    }
+
+    /// Sends the queued messages and waits for every ack; fails on the first
+    /// error the kernel returns.
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut want = 0usize;
+        let mut off = 0;
+        while off < self.buf.len() {
+            let len = u32::from_ne_bytes(self.buf[off..off + 4].try_into()?) as usize;
+            off += len;
+            want += 1;
+        }
+        // SAFETY: sending an initialised buffer on an owned fd; the kernel's
+        // address is all zeroes, the default for a connected netlink socket.
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                self.buf.as_ptr().cast(),
+                self.buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            bail!("netlink send: {}", std::io::Error::last_os_error());
+        }
+        self.buf.clear();
+        let mut acked = 0;
+        while acked < want {
+            // SAFETY: receiving into an owned buffer of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.rx.as_mut_ptr().cast(),
+                    self.rx.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                bail!("netlink recv: {}", std::io::Error::last_os_error());
+            }
+            let data = &self.rx[..n as usize];
+            let mut off = 0;
+            while off + 16 <= data.len() {
+                let len = u32::from_ne_bytes(data[off..off + 4].try_into()?) as usize;
+                let kind = u16::from_ne_bytes(data[off + 4..off + 6].try_into()?);
+                ensure!(len >= 16, "netlink: short message");
+                if kind == libc::NLMSG_ERROR as u16 {
+                    let code = i32::from_ne_bytes(data[off + 16..off + 20].try_into()?);
+                    ensure!(
+                        code == 0,
+                        "the kernel refused a route update: {}",
+                        std::io::Error::from_raw_os_error(-code)
+                    );
+                    acked += 1;
+                }
+                off += (len + 3) & !3;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sampled update.
+struct Sample {
+    key: [u8; 4],
+    present: bool,
+    acked: Instant,
+}
+
+/// Reads the pinned IPv4 route map until each sample shows; returns the lags.
+fn poll_samples(maps_dir: &Path, rx: mpsc::Receiver<Sample>) -> Result<Vec<Duration>> {
+    let data = MapData::from_pin(maps_dir.join("routes_v4")).context("pin routes_v4")?;
+    let map: LpmTrie<MapData, [u8; 4], PopRoute> = Map::from_map_data(data)?.try_into()?;
+    let mut pending: Vec<Sample> = Vec::new();
+    let mut lags = Vec::new();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        loop {
+            match rx.try_recv() {
+                Ok(s) => pending.push(s),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        pending.retain(|s| {
+            let present = map.get(&Key::new(24, s.key), 0).is_ok();
+            let age = now.saturating_duration_since(s.acked);
+            if present == s.present || age >= SAMPLE_TIMEOUT {
+                lags.push(age);
+                false
+            } else {
+                true
+            }
+        });
+        thread::sleep(Duration::from_micros(500));
+    }
+    Ok(lags)
+}
+
+fn prefix(i: u32) -> [u8; 4] {
+    (u32::from(std::net::Ipv4Addr::new(64, 0, 0, 0)) + (i << 8)).to_be_bytes()
+}
+
+fn start_flow(lab: &Lab, seconds: f64) -> Result<std::process::Child> {
+    let count = (seconds / FLOW_INTERVAL_S).ceil() as u32;
+    let mut ping = lab.command(
+        C1,
+        &[
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            &FLOW_INTERVAL_S.to_string(),
+            "-c",
+            &count.to_string(),
+            "-W",
+            "1",
+            INTERNET_V4,
+        ],
+    );
+    ping.stdout(Stdio::piped()).stderr(Stdio::piped());
+    ping.spawn().context("cannot start ping")
+}
+
+/// One step at `rate` updates per second for `seconds`. `settle`: waits
+/// until popd holds the table it held before the step.
+fn step(
+    lab: &Lab,
+    w: &mut Writer,
+    rate: f64,
+    seconds: f64,
+    settle: &dyn Fn() -> Result<()>,
+) -> Result<Step> {
+    let window = (rate * WINDOW_S) as u32;
+    let total = (rate * seconds) as u64;
+    let sample_every = ((rate / 1000.0) as u64).max(1);
+    let (tx, rx) = mpsc::channel();
+    let maps_dir = lab.bpffs_dir().join("maps");
+    let poller = thread::spawn(move || poll_samples(&maps_dir, rx));
+    let flow = start_flow(lab, seconds + 0.5)?;
+    // The ping's first requests go out before the first update.
+    thread::sleep(Duration::from_millis(250));
+
+    let (mut added, mut deleted) = (0u32, 0u32);
+    let mut sent = 0u64;
+    let started = Instant::now();
+    let result = (|| -> Result<()> {
+        while sent < total {
+            let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
+            let mut batch_samples = Vec::new();
+            while sent < due {
+                // Fill the window, then alternate an add and a delete.
+                let add = added < window || (sent - u64::from(window)) % 2 == 0;
+                let key = if add {
+                    added += 1;
+                    prefix(added - 1)
+                } else {
+                    deleted += 1;
+                    prefix(deleted - 1)
+                };
+                w.push(key, add);
+                if sent % sample_every == 0 {
+                    batch_samples.push((key, add));
+                }
+                sent += 1;
+                if w.buf.len() >= BATCH * 60 || sent == due {
+                    w.flush()?;
+                    let acked = Instant::now();
+                    for (key, present) in batch_samples.drain(..) {
+                        let _ = tx.send(Sample {
+                            key,
+                            present,
+                            acked,
+                        });
+                    }
+                }
+            }
+            thread::sleep(TICK);
+        }
+        Ok(())
+    })();
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(tx);
+    let lags = poller
+        .join()
+        .map_err(|_| anyhow!("poller panicked"))?
+        .context("sampling the route map")?;
+    let ping = cmd::wait_output_timeout(flow, Duration::from_secs(60))?;
+    // Remove what is left of the window, then wait until popd is back.
+    let cleanup = (|| -> Result<()> {
+        while deleted < added {
+            w.push(prefix(deleted), false);
+            deleted += 1;
+            if w.buf.len() >= BATCH * 60 {
+                w.flush()?;
+            }
+        }
+        w.flush()?;
+        settle()
+    })();
+    result?;
+    cleanup?;
+    let stats = PingStats::parse(&String::from_utf8_lossy(&ping.stdout))?;
+    let mut lags = lags;
+    lags.sort();
+    let p99 = lags
+        .get(((lags.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(Duration::MAX);
+    Ok(Step {
+        offered_per_s: rate,
+        achieved_per_s: sent as f64 / elapsed,
+        lag_p99: p99,
+        samples: lags.len(),
+        lost: stats.lost(),
+        sent: stats.transmitted,
+    })
+}
+
+/// Runs the ramp on the edge of `lab`, where `popd` follows the table.
+/// `settle` waits until popd holds the table it held before the churn.
+pub fn run(lab: &Lab, popd: &Popd, quick: bool, settle: &dyn Fn() -> Result<()>) -> Result<Churn> {
+    popd.wait_resolved(Duration::from_secs(10))?;
+    let s = lab.ping(C1, INTERNET_V4, 3, 0.2)?;
+    ensure!(
+        s.received == 3,
+        "the stable flow does not pass before the churn: ping {INTERNET_V4} from c1: {s}"
+    );
+    let mut w = Writer::open(&lab.netns_path(EDGE))?;
+    let (seconds, mut rates): (f64, Vec<f64>) = if quick {
+        (2.0, vec![2_000.0, 8_000.0])
+    } else {
+        (
+            5.0,
+            vec![
+                12_500.0, 25_000.0, 50_000.0, 100_000.0, 200_000.0, 400_000.0,
+            ],
+        )
+    };
+    let mut best: Option<Step> = None;
+    let mut failed: Option<Step> = None;
+    let mut i = 0;
+    while i < rates.len() {
+        let s = step(lab, &mut w, rates[i], seconds, settle)?;
+        eprintln!(
+            "  churn at {:.0}/s offered: {:.0}/s written, lag p99 {:.0} ms over {} samples, \
+             ping {} sent {} lost — {}",
+            s.offered_per_s,
+            s.achieved_per_s,
+            s.lag_p99.as_secs_f64() * 1e3,
+            s.samples,
+            s.sent,
+            s.lost,
+            if s.passed() {
+                "within the goal"
+            } else {
+                "missed"
+            }
+        );
+        if s.passed() {
+            best = Some(s);
+        } else if failed.is_none() {
+            failed = Some(s);
+            // One step halfway between the last pass and this failure.
+            if let (Some(b), false) = (best, quick) {
+                rates.truncate(i + 1);
+                rates.push((b.offered_per_s + s.offered_per_s) / 2.0);
+            } else {
+                break;
+            }
+        }
+        i += 1;
+    }
+    Ok(Churn {
+        per_s: best.map(|b| b.achieved_per_s),
+        lag_p99_ms: best.map(|b| b.lag_p99.as_secs_f64() * 1e3),
+    })
+}
