@@ -246,7 +246,7 @@ fn bgp_end_to_end() {
         _state_dir: state_dir,
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 11] = [
+    let scenarios: [(&str, Scenario); 12] = [
         ("learned routes forward", learned_routes_forward),
         (
             "a configured route wins, its deletion falls back",
@@ -257,7 +257,14 @@ fn bgp_end_to_end() {
             kernel_routes_off_and_on,
         ),
         ("a withdraw stops forwarding", withdraw_stops_forwarding),
-        ("a blackhole route drops", blackhole_drops),
+        (
+            "blackhole, unreachable and prohibit routes drop",
+            blackhole_drops,
+        ),
+        (
+            "routes via unattached devices are skipped and counted",
+            unattached_device_skipped,
+        ),
         ("multipath routes become ECMP groups", multipath_routes),
         (
             "withdraw/announce cycles lose no packet",
@@ -344,6 +351,19 @@ fn learned_routes_forward(env: &mut Env) -> Result<()> {
         ensure!(
             got == n as f64,
             "pop_routes{{family={family},source=kernel}} is {got}, want {n}"
+        );
+    }
+    let configured = configured_prefixes();
+    let v6 = configured.iter().filter(|p| p.contains(':')).count();
+    for (family, n) in [("ipv4", configured.len() - v6), ("ipv6", v6)] {
+        let got = metric(
+            env,
+            "pop_routes",
+            &[("family", family), ("source", "config")],
+        )?;
+        ensure!(
+            got == n as f64,
+            "pop_routes{{family={family},source=config}} is {got}, want {n}"
         );
     }
     Ok(())
@@ -449,66 +469,157 @@ fn withdraw_stops_forwarding(env: &mut Env) -> Result<()> {
     ping_ok(env, INTERNET_V4)
 }
 
+/// Blackhole, unreachable and prohibit routes in the kernel table all drop
+/// in pop, counted under `blackhole`, and show as blackholes.
 fn blackhole_drops(env: &mut Env) -> Result<()> {
     let table = KERNEL_TABLE.to_string();
-    let before = metric(env, "pop_drops_total", &[("reason", "blackhole")])?;
-    env.lab.exec_ok(
-        EDGE,
+    for kind in ["blackhole", "unreachable", "prohibit"] {
+        let before = metric(env, "pop_drops_total", &[("reason", "blackhole")])?;
+        env.lab.exec_ok(
+            EDGE,
+            &["ip", "route", "add", kind, "100.64.0.1/32", "table", &table],
+        )?;
+        wait_for(&format!("the {kind} route in the maps"), || {
+            Ok(map_routes(&env.lab)?
+                .get("100.64.0.1/32")
+                .is_some_and(|r| r.flags == pop_common::ROUTE_BLACKHOLE))
+        })?;
+        let get = route_get(env, INTERNET_V4)?;
+        ensure!(
+            get["blackhole"] == true && get["source"] == "kernel",
+            "route get with a {kind} route: {get}"
+        );
+        let shown = env
+            .popd
+            .popctl_ok(&["route", "show", "--source", "kernel"])?;
+        ensure!(
+            shown.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.first() == Some(&"100.64.0.1/32")
+                    && w.get(1) == Some(&"blackhole")
+                    && w.last() == Some(&"kernel")
+            }),
+            "`popctl route show --source kernel` lacks the {kind} row:\n{shown}"
+        );
+        let s = env.lab.ping(C1, INTERNET_V4, 3, 0.2)?;
+        ensure!(s.received == 0, "ping through a {kind} route: {s}");
+        let after = metric(env, "pop_drops_total", &[("reason", "blackhole")])?;
+        ensure!(
+            after - before >= 3.0,
+            "{kind} route: pop_drops_total{{reason=blackhole}} {before} -> {after}"
+        );
+        env.lab.exec_ok(
+            EDGE,
+            &["ip", "route", "del", kind, "100.64.0.1/32", "table", &table],
+        )?;
+        wait_for(&format!("the {kind} route to go"), || {
+            Ok(!map_routes(&env.lab)?.contains_key("100.64.0.1/32"))
+        })?;
+        ping_ok(env, INTERNET_V4)?;
+    }
+    Ok(())
+}
+
+fn skipped(env: &Env, reason: &str) -> Result<f64> {
+    metric(
+        env,
+        "pop_kernel_routes_skipped_total",
+        &[("reason", reason)],
+    )
+}
+
+/// A route via a device pop does not attach to, and a device route without a
+/// gateway: neither reaches the maps nor `route show`; both are counted.
+fn unattached_device_skipped(env: &mut Env) -> Result<()> {
+    let table = KERNEL_TABLE.to_string();
+    let (foreign, gatewayless) = ("198.18.1.0/24", "198.18.2.0/24");
+    let (foreign_before, gatewayless_before) =
+        (skipped(env, "foreign_device")?, skipped(env, "no_gateway")?);
+    let setup: [&[&str]; 6] = [
+        &[
+            "ip", "link", "add", "ptx0", "type", "veth", "peer", "name", "ptx1",
+        ],
+        &["ip", "link", "set", "ptx0", "up"],
+        &["ip", "link", "set", "ptx1", "up"],
+        &["ip", "addr", "add", "198.18.0.1/24", "dev", "ptx0"],
         &[
             "ip",
             "route",
             "add",
-            "blackhole",
-            "100.64.0.1/32",
+            foreign,
+            "via",
+            "198.18.0.2",
+            "dev",
+            "ptx0",
             "table",
             &table,
         ],
-    )?;
-    wait_for("the blackhole in the maps", || {
-        Ok(map_routes(&env.lab)?
-            .get("100.64.0.1/32")
-            .is_some_and(|r| r.flags == pop_common::ROUTE_BLACKHOLE))
-    })?;
-    let get = route_get(env, INTERNET_V4)?;
-    ensure!(
-        get["blackhole"] == true && get["source"] == "kernel",
-        "route get: {get}"
-    );
-    let shown = env
-        .popd
-        .popctl_ok(&["route", "show", "--source", "kernel"])?;
-    ensure!(
-        shown.lines().any(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            w.first() == Some(&"100.64.0.1/32")
-                && w.get(1) == Some(&"blackhole")
-                && w.last() == Some(&"kernel")
-        }),
-        "`popctl route show --source kernel` lacks the blackhole row:\n{shown}"
-    );
-    let s = env.lab.ping(C1, INTERNET_V4, 3, 0.2)?;
-    ensure!(s.received == 0, "ping through a blackhole: {s}");
-    let after = metric(env, "pop_drops_total", &[("reason", "blackhole")])?;
-    ensure!(
-        after - before >= 3.0,
-        "pop_drops_total{{reason=blackhole}} {before} -> {after}"
-    );
-    env.lab.exec_ok(
-        EDGE,
         &[
             "ip",
             "route",
-            "del",
-            "blackhole",
-            "100.64.0.1/32",
+            "add",
+            gatewayless,
+            "dev",
+            "eth0",
             "table",
             &table,
         ],
-    )?;
-    wait_for("the blackhole to go", || {
-        Ok(!map_routes(&env.lab)?.contains_key("100.64.0.1/32"))
-    })?;
-    ping_ok(env, INTERNET_V4)
+    ];
+    for argv in setup {
+        env.lab.exec_ok(EDGE, argv)?;
+    }
+    let result = (|| -> Result<()> {
+        wait_for("both routes counted as skipped", || {
+            Ok(skipped(env, "foreign_device")? > foreign_before
+                && skipped(env, "no_gateway")? > gatewayless_before)
+        })?;
+        // A route added after them is learned: they were seen and passed over.
+        env.lab.exec_ok(
+            EDGE,
+            &[
+                "ip",
+                "route",
+                "add",
+                "198.18.3.0/24",
+                "via",
+                "192.0.2.1",
+                "dev",
+                "eth0",
+                "table",
+                &table,
+            ],
+        )?;
+        wait_for("the route after them", || {
+            Ok(map_routes(&env.lab)?.contains_key("198.18.3.0/24"))
+        })?;
+        let maps = map_routes(&env.lab)?;
+        ensure!(
+            !maps.contains_key(foreign) && !maps.contains_key(gatewayless),
+            "a route pop cannot forward by is in the maps"
+        );
+        let shown = env
+            .popd
+            .popctl_json(&["route", "show", "--source", "kernel"])?;
+        ensure!(
+            !shown
+                .as_array()
+                .context("a list")?
+                .iter()
+                .any(|r| { r["prefix"] == foreign || r["prefix"] == gatewayless }),
+            "route show lists a skipped route"
+        );
+        Ok(())
+    })();
+    for argv in [
+        &["ip", "route", "del", foreign, "table", &table][..],
+        &["ip", "route", "del", gatewayless, "table", &table],
+        &["ip", "route", "del", "198.18.3.0/24", "table", &table],
+        &["ip", "link", "del", "ptx0"],
+    ] {
+        let _ = env.lab.exec(EDGE, argv);
+    }
+    result?;
+    wait_exact(env, "after removing the skipped routes")
 }
 
 /// Kernel multipath routes (IPv4 and IPv6) via two gateways on the upstream
@@ -659,22 +770,31 @@ fn upgrade_under_traffic(env: &mut Env) -> Result<()> {
     for object in [Some(variant.to_string_lossy().into_owned()), None] {
         let before = program_id(env)?;
         env.popd.set_env("POP_DATAPLANE_OBJECT", object.as_deref());
-        let ping = start_ping(&env.lab, INTERNET_V4, 250)?;
-        thread::sleep(Duration::from_millis(300));
-        env.popd.kill()?;
-        env.popd.start()?;
-        wait_for("the upgrade to finish", || Ok(program_id(env)? != before))?;
+        // The flow runs until the links were swapped to the new program.
+        let ping = start_ping(&env.lab, INTERNET_V4, 100_000)?;
+        let upgrade = (|| -> Result<()> {
+            thread::sleep(Duration::from_millis(300));
+            env.popd.kill()?;
+            env.popd.start()?;
+            wait_for("the new program", || Ok(program_id(env)? != before))?;
+            // `status` names the new program once it is loaded, before the
+            // links are swapped and the staging directory removed.
+            wait_for("the upgrade's staging directory to go", || {
+                Ok(!env.lab.bpffs_dir().join("next").exists())
+            })?;
+            thread::sleep(Duration::from_millis(300));
+            Ok(())
+        })();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(ping.id() as i32, libc::SIGINT) };
         let stats = finish_ping(ping)?;
+        upgrade?;
         eprintln!("  ping across the data-plane swap: {stats}");
         ensure!(
-            stats.lost() == 0,
+            stats.transmitted >= 30 && stats.lost() == 0,
             "packets lost across the upgrade: {stats}"
         );
         wait_exact(env, "after the upgrade")?;
-        ensure!(
-            !env.lab.bpffs_dir().join("next").exists(),
-            "the upgrade's staging directory is left"
-        );
     }
     Ok(())
 }
@@ -686,15 +806,30 @@ fn enobufs_resync(env: &mut Env) -> Result<()> {
     env.popd.set_extra_args(&["--kernel-routes-rcvbuf", "4096"]);
     env.popd.start()?;
     wait_exact(env, "after the restart with a small buffer")?;
+    env.popd.wait_resolved(Duration::from_secs(10))?;
     let before = metric(env, "pop_kernel_routes_resyncs_total", &[])?;
-    ip_batch(
-        &env.lab,
-        &batch("add", u32::from(Ipv4Addr::new(32, 0, 0, 0)), 20_000),
-    )?;
-    wait_for("a re-sync", || {
-        Ok(metric(env, "pop_kernel_routes_resyncs_total", &[])? > before)
-    })?;
-    wait_exact(env, "after the burst")?;
+    // A flow by a learned route across the burst and the re-sync: the dump
+    // replaces the table without taking any entry out of the maps.
+    let ping = start_ping(&env.lab, INTERNET_V4, 100_000)?;
+    let resync = (|| -> Result<()> {
+        ip_batch(
+            &env.lab,
+            &batch("add", u32::from(Ipv4Addr::new(32, 0, 0, 0)), 20_000),
+        )?;
+        wait_for("a re-sync", || {
+            Ok(metric(env, "pop_kernel_routes_resyncs_total", &[])? > before)
+        })?;
+        wait_exact(env, "after the burst")
+    })();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(ping.id() as i32, libc::SIGINT) };
+    let stats = finish_ping(ping)?;
+    resync?;
+    eprintln!("  ping across the burst and the re-sync: {stats}");
+    ensure!(
+        stats.transmitted >= 10 && stats.lost() == 0,
+        "packets lost across the re-sync: {stats}"
+    );
     env.lab.exec_ok(
         EDGE,
         &[
