@@ -429,7 +429,21 @@ fn step(
 /// Runs the ramp on the edge of `lab`, where `popd` follows the table.
 /// `settle` waits until popd holds the table it held before the churn.
 pub fn run(lab: &Lab, popd: &Popd, quick: bool, settle: &dyn Fn() -> Result<()>) -> Result<Churn> {
-    popd.wait_resolved(Duration::from_secs(10))?;
+    // The flow's route resolved (not `wait_resolved`: listing a full table
+    // through popctl takes longer than its timeout).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = popd.popctl_json(&["route", "get", INTERNET_V4])?;
+        let hops = got["nexthops"].as_array().cloned().unwrap_or_default();
+        if !hops.is_empty() && hops.iter().all(|h| h["state"] == "resolved") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the flow's next hop is not resolved: {got}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     let s = lab.ping(C1, INTERNET_V4, 3, 0.2)?;
     ensure!(
         s.received == 3,
