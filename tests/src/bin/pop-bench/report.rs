@@ -100,6 +100,8 @@ impl Report {
             })).collect::<Vec<_>>(),
             "lab": self.lab.iter().map(|r| json!({
                 "case": r.case, "acl_rules": r.acl_rules, "pps_median": r.pps_median,
+                "ratio_to_kernel": lab_ratio(&self.lab, r, "kernel_forward"),
+                "ratio_to_redirect_min": lab_ratio(&self.lab, r, "xdp_redirect_min"),
             })).collect::<Vec<_>>(),
             "control_plane": {
                 "routes_1m_load_s": cp.routes_1m_load_s,
@@ -156,16 +158,29 @@ pub fn print_test_run(rows: &[TestRunRow]) {
 }
 
 /// The lab table.
+/// Median over rounds of `row`'s pps ÷ the `case` row's pps in the same
+/// round (robust to a machine whose load drifts between rounds).
+pub fn lab_ratio(rows: &[LabRow], row: &LabRow, case: &str) -> Option<f64> {
+    let base = rows.iter().find(|r| r.case == case)?;
+    let per_round: Vec<f64> = row
+        .pps_rounds
+        .iter()
+        .zip(&base.pps_rounds)
+        .filter(|(_, b)| **b > 0.0)
+        .map(|(a, b)| a / b)
+        .collect();
+    (!per_round.is_empty()).then(|| median(&per_round))
+}
+
+/// The lab table. xKERNEL and xMIN are medians of per-round ratios.
 pub fn print_lab(rows: &[LabRow]) {
     println!(
         "{:<20} {:>6} {:>12} {:>10} {:>10}  ROUNDS",
         "CASE", "RULES", "PPS_MEDIAN", "xKERNEL", "xMIN"
     );
-    let of = |case: &str| rows.iter().find(|r| r.case == case).map(|r| r.pps_median);
-    let (kernel, min) = (of("kernel_forward"), of("xdp_redirect_min"));
     for r in rows {
-        let ratio = kernel.map(|k| r.pps_median / k).unwrap_or(f64::NAN);
-        let to_min = min.map(|m| r.pps_median / m).unwrap_or(f64::NAN);
+        let ratio = lab_ratio(rows, r, "kernel_forward").unwrap_or(f64::NAN);
+        let to_min = lab_ratio(rows, r, "xdp_redirect_min").unwrap_or(f64::NAN);
         let rounds: Vec<String> = r.pps_rounds.iter().map(|p| format!("{:.0}", p)).collect();
         println!(
             "{:<20} {:>6} {:>12.0} {:>10.2} {:>10.2}  {}",
