@@ -246,7 +246,7 @@ fn bgp_end_to_end() {
         _state_dir: state_dir,
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 12] = [
+    let scenarios: [(&str, Scenario); 13] = [
         ("learned routes forward", learned_routes_forward),
         (
             "a configured route wins, its deletion falls back",
@@ -277,6 +277,10 @@ fn bgp_end_to_end() {
         ),
         ("forced ENOBUFS re-sync", enobufs_resync),
         ("changes while popd is down", changes_while_down),
+        (
+            "a full route map never blocks a configured route",
+            overflow_never_blocks_configured,
+        ),
     ];
     for (name, scenario) in scenarios {
         eprintln!("e2e_bgp scenario: {name}");
@@ -864,6 +868,115 @@ fn changes_while_down(env: &mut Env) -> Result<()> {
         "a route withdrawn while popd was down is still in the maps"
     );
     Ok(())
+}
+
+/// `count` IPv6 /48s from 2a01:: via the upstream, for `ip -batch`.
+fn batch_v6(verb: &str, count: u32) -> String {
+    let mut s = String::new();
+    for i in 0..count {
+        let _ = writeln!(
+            s,
+            "route {verb} 2a01:{:x}:{:x}::/48 via 2001:db8:ffff::1 dev eth0 table {KERNEL_TABLE}",
+            i >> 16,
+            i & 0xffff
+        );
+    }
+    s
+}
+
+fn wait_within(what: &str, timeout: Duration, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ok()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// 100 more learned IPv6 routes than `routes_v6` holds: they are counted and
+/// logged, not installed; a configured route added then still goes in (a
+/// learned one makes room) and is removed cleanly; when the kernel routes go,
+/// nothing is left over.
+fn overflow_never_blocks_configured(env: &mut Env) -> Result<()> {
+    let cap = pop_common::MAX_ROUTES_V6 as usize;
+    let have = metric(
+        env,
+        "pop_routes",
+        &[("family", "ipv6"), ("source", "kernel")],
+    )? + metric(
+        env,
+        "pop_routes",
+        &[("family", "ipv6"), ("source", "config")],
+    )?;
+    let n = (cap - have as usize + 100) as u32;
+    let not_installed = |env: &Env| {
+        metric(
+            env,
+            "pop_kernel_routes_not_installed",
+            &[("family", "ipv6")],
+        )
+    };
+    let overflow_before = metric(env, "pop_kernel_routes_overflow_total", &[])?;
+    ip_batch(&env.lab, &batch_v6("add", n))?;
+    let result = (|| -> Result<()> {
+        wait_within(
+            "100 learned IPv6 routes beyond the map's capacity",
+            Duration::from_secs(180),
+            || Ok(not_installed(env)? == 100.0),
+        )?;
+        ensure!(
+            metric(env, "pop_kernel_routes_overflow_total", &[])? > overflow_before,
+            "pop_kernel_routes_overflow_total did not grow"
+        );
+        let log = std::fs::read_to_string(env.popd.log_path())?;
+        ensure!(
+            log.lines()
+                .any(|l| l.contains("routes_v6") && l.contains("is full")),
+            "no log line says routes_v6 is full"
+        );
+        let t = Instant::now();
+        env.popd.popctl_ok(&[
+            "route",
+            "add",
+            "2001:db8:eeee::/48",
+            "via",
+            "2001:db8:ffff::1",
+            "dev",
+            "eth0",
+        ])?;
+        eprintln!(
+            "  route add with routes_v6 full of learned routes: {:?}",
+            t.elapsed()
+        );
+        let get = route_get(env, "2001:db8:eeee::1")?;
+        ensure!(get["source"] == "config", "route get: {get}");
+        ensure!(
+            map_routes(&env.lab)?.contains_key("2001:db8:eeee::/48"),
+            "the configured route is not in the map"
+        );
+        ensure!(
+            not_installed(env)? == 101.0,
+            "a learned route should have made room: {} not installed",
+            not_installed(env)?
+        );
+        env.popd
+            .popctl_ok(&["route", "del", "2001:db8:eeee::/48"])?;
+        wait_for("the learned route back in the freed room", || {
+            Ok(not_installed(env)? == 100.0)
+        })
+    })();
+    ip_batch(&env.lab, &batch_v6("del", n))?;
+    result?;
+    wait_within(
+        "every learned route installed again",
+        Duration::from_secs(180),
+        || Ok(not_installed(env)? == 0.0),
+    )?;
+    wait_exact(env, "after the overflow")
 }
 
 /// popd's peak memory (VmHWM) with a full table learned from bird2: 1M IPv4 and
