@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * What the data plane knows about an IPv6 packet's two addresses, from one
+ * fib6 walk each (fib6.h): the destination's route, customer and local flag,
+ * and the source's customer. The answers go into the same struct as IPv4's
+ * (addr4.h), with the same flags, so the stages after it read one struct
+ * whatever the family and no stage repeats a lookup.
+ */
+#ifndef POP_ADDR6_H
+#define POP_ADDR6_H
+
+#include "maps.h"
+#include "parse.h"
+#include "addr4.h"
+
+/* Both walks of an IPv6 packet. The walk is a global function returning a
+ * scalar, so this adds no verifier states. */
+static __always_inline void addr6_lookup(const struct packet *pkt,
+					 struct addr4_answers *a)
+{
+	__u32 dst = fib6_lookup(pkt->dst.v6);
+	__u32 src = fib6_lookup(pkt->src.v6);
+
+	a->dst_route_id = fib6_route_id(dst);
+	a->dst_flags = (a->dst_route_id ? POP_FIB4_ROUTE : 0) |
+		       (dst & POP_FIB6_LOCAL ? POP_FIB4_LOCAL : 0);
+	a->dst_customer = fib6_customer_id(dst);
+	a->src_customer = fib6_customer_id(src);
+}
+
+/* The destination's route record, or NULL: no route. */
+static __always_inline struct pop_route *addr6_route(const struct addr4_answers *a)
+{
+	__u32 id = a->dst_route_id;
+
+	if (!id)
+		return NULL;
+	return bpf_map_lookup_elem(&fib6_routes, &id);
+}
+
+#endif
