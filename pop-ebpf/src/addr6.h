@@ -13,19 +13,32 @@
 #include "parse.h"
 #include "addr4.h"
 
-/* Both walks of an IPv6 packet. The walk is a global function returning a
- * scalar, so this adds no verifier states. */
+/* Both walks of an IPv6 packet (addresses as in the packet). A global (not
+ * inlined) function, as pop_addr4_lookup: the verifier checks it once, and
+ * the pipeline continues in one state with four unknown answers. */
+__noinline int pop_addr6_lookup(const struct pop_local_v6 *dst,
+				const struct pop_local_v6 *src,
+				struct addr4_answers *a)
+{
+	__u32 d, s;
+
+	if (!dst || !src || !a)
+		return 0;
+	d = fib6_lookup(dst->addr);
+	s = fib6_lookup(src->addr);
+	a->dst_route_id = fib6_route_id(d);
+	a->dst_flags = (a->dst_route_id ? POP_FIB4_ROUTE : 0) |
+		       (d & POP_FIB6_LOCAL ? POP_FIB4_LOCAL : 0);
+	a->dst_customer = fib6_customer_id(d);
+	a->src_customer = fib6_customer_id(s);
+	return 0;
+}
+
 static __always_inline void addr6_lookup(const struct packet *pkt,
 					 struct addr4_answers *a)
 {
-	__u32 dst = fib6_lookup(pkt->dst.v6);
-	__u32 src = fib6_lookup(pkt->src.v6);
-
-	a->dst_route_id = fib6_route_id(dst);
-	a->dst_flags = (a->dst_route_id ? POP_FIB4_ROUTE : 0) |
-		       (dst & POP_FIB6_LOCAL ? POP_FIB4_LOCAL : 0);
-	a->dst_customer = fib6_customer_id(dst);
-	a->src_customer = fib6_customer_id(src);
+	pop_addr6_lookup((const struct pop_local_v6 *)pkt->dst.v6,
+			 (const struct pop_local_v6 *)pkt->src.v6, a);
 }
 
 /* The destination's route record, or NULL: no route. */
