@@ -70,7 +70,10 @@ fn parse_args() -> Result<Opts> {
                 println!(
                     "pop-bench [--quick] [--json FILE] [--plots DIR] [--only test_run,lab,control_plane]\n\
                      Benchmarks pop against XDP_PASS, kernel forwarding and nftables on this machine.\n\
-                     Needs root. See docs/benchmarks.md."
+                     Needs root. See docs/benchmarks.md.\n\
+                     Environment: POP_BENCH_OBJECT=FILE loads that object instead of pop's;\n\
+                     POP_BENCH_CASES=ipv6_forward (or ipv4_forward) runs only the references\n\
+                     and that case of test_run."
                 );
                 std::process::exit(0);
             }
