@@ -11,9 +11,16 @@
  *   fib6_routes  the route records (struct pop_route) entries point at,
  *                interned: every route with the same value shares one
  *
- * An entry is 0 (no route), a route record id (1 ..), or POP_FIB6_EXT |
- * node: the entry's addresses hold longer prefixes and the node below
- * decides. A zeroed table answers "no route" everywhere.
+ * An entry is POP_FIB6_EXT | node (the entry's addresses hold longer
+ * prefixes and the node below decides), or an answer for all its addresses:
+ *   bits  0-15  the route record id (0: no route)
+ *   bits 16-29  the customer id of the longest customer prefix (0: none)
+ *   bit  30     POP_FIB6_LOCAL: an address of this host (only in an entry
+ *               of one address, a /128)
+ * So one walk per address answers route, customer and local together, with
+ * no record to load for the customer. A zeroed table answers "nothing"
+ * everywhere, and an entry of a table written before customers were in it
+ * (a route id below 2^16) means the same route and no customer.
  *
  * A lookup is one load of the root, one per 4 bits below /20 down to the
  * longest prefix on the address's path (a /32: 3, a /48: 7, a /64: 11,
@@ -51,6 +58,13 @@
 #define POP_FIB6_MAX_ROUTES 65536
 /* An entry with this bit points at the node in its low bits. */
 #define POP_FIB6_EXT (1U << 31)
+/* An answer entry: the route record id in its low 16 bits ... */
+#define POP_FIB6_ROUTE_MASK 0xffff
+/* ... the customer id in the next 14 (customer ids are below 16384) ... */
+#define POP_FIB6_CUSTOMER_SHIFT 16
+#define POP_FIB6_CUSTOMER_MASK 0x3fff
+/* ... and this bit for an address of this host. */
+#define POP_FIB6_LOCAL (1U << 30)
 
 /* 256 root entries: an element of fib6_root. */
 struct pop_fib6_block {
@@ -90,8 +104,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fib6_routes SEC(".maps");
 
-/* The route record id for `addr` (16 bytes, network order, as in the
- * packet); 0: no route (also if the maps are inconsistent). */
+/* The answer entry for `addr` (16 bytes, network order, as in the
+ * packet); 0: nothing (also if the maps are inconsistent). */
 /* The walk is a global (not inlined) function of the address's four words:
  * the verifier checks its 27 levels once, on their own, instead of in every
  * state the pipeline reaches it in; the caller gets a scalar. */
@@ -133,6 +147,16 @@ static __always_inline __u32 fib6_lookup(const __u8 *addr)
 	__builtin_memcpy(w, addr, 16);
 	return pop_fib6_walk(bpf_ntohl(w[0]), bpf_ntohl(w[1]), bpf_ntohl(w[2]),
 			     bpf_ntohl(w[3]));
+}
+
+static __always_inline __u32 fib6_route_id(__u32 entry)
+{
+	return entry & POP_FIB6_ROUTE_MASK;
+}
+
+static __always_inline __u32 fib6_customer_id(__u32 entry)
+{
+	return (entry >> POP_FIB6_CUSTOMER_SHIFT) & POP_FIB6_CUSTOMER_MASK;
 }
 
 #endif

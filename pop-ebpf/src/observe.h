@@ -182,14 +182,12 @@ static __noinline void observe_fill_capture(struct pop_capture *rec,
 }
 
 /* Whether the packet's source or destination belongs to `customer`: IPv4
- * in fib4, IPv6 in the live copy of the customer tables. Reads the frame as
+ * in fib4, IPv6 in fib6. Reads the frame as
  * the pipeline left it (addresses are never rewritten). */
 static __always_inline int observe_customer_match(struct xdp_md *ctx,
 						  __u32 customer)
 {
-	struct pop_customer_ref *ref;
-	struct pop_config *cfg;
-	__u32 zero = 0, copy = 0, off = ETH_HLEN, i;
+	__u32 off = ETH_HLEN, i;
 	__u8 l2[ETH_HLEN + 4];
 	__u8 addrs[32];
 	__u16 proto;
@@ -201,9 +199,6 @@ static __always_inline int observe_customer_match(struct xdp_md *ctx,
 		proto = (__u16)l2[16] << 8 | l2[17];
 		off += 4;
 	}
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (cfg)
-		copy = *(volatile __u32 *)&cfg->cust_copy & 1;
 	if (proto == ETH_P_IP) {
 		const struct pop_fib4_result *r;
 		__be32 addr;
@@ -220,18 +215,12 @@ static __always_inline int observe_customer_match(struct xdp_md *ctx,
 		return 0;
 	}
 	if (proto == ETH_P_IPV6) {
-		struct pop_lpm_v6 key = { .prefixlen = 128 };
-
 		/* saddr, daddr at 8 */
 		if (bpf_xdp_load_bytes(ctx, off + 8, addrs, 32))
 			return 0;
-		for (i = 0; i < 2; i++) {
-			__builtin_memcpy(key.addr, addrs + 16 * i, 16);
-			ref = copy ? bpf_map_lookup_elem(&cust_v6_1, &key)
-				   : bpf_map_lookup_elem(&cust_v6, &key);
-			if (ref && ref->customer_id == customer)
+		for (i = 0; i < 2; i++)
+			if (fib6_customer_id(fib6_lookup(addrs + 16 * i)) == customer)
 				return 1;
-		}
 	}
 	return 0;
 }

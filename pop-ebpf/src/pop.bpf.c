@@ -5,8 +5,9 @@
  *   1. parse Ethernet, drop unicast for other hosts (hostmac.h), IPv4/IPv6
  *      (parse.h)
  *   2. hand to the kernel what is not ours to forward; drop martians
- *   3. find the customers by source and destination prefix (IPv4: one
- *      fib4 lookup per address answers route, customer and local, addr4.h)
+ *   3. find the customers by source and destination prefix (one fib4 or
+ *      fib6 lookup per address answers route, customer and local, addr4.h,
+ *      addr6.h)
  *      then admission: anti-spoofing (spoof.h), ACL (acl.h), policer (police.h)
  *   4. longest-prefix route, ECMP next hop by flow hash (route.h); what
  *      cannot be forwarded (TTL, MTU) is answered with an ICMP error (icmp.h)
@@ -25,6 +26,7 @@
 #include "counters.h"
 #include "route.h"
 #include "addr4.h"
+#include "addr6.h"
 #include "rewrite.h"
 #include "spoof.h"
 #include "acl.h"
@@ -66,7 +68,7 @@ static __always_inline int ipv6_is_unspecified_or_loopback(const __u8 *a)
 }
 
 /* Classify addresses: 0 = go on, else a verdict already counted. `a4`:
- * the IPv4 packet's fib4 answers. */
+ * the packet's fib4 or fib6 answers. */
 static __always_inline int classify_addresses(struct pop_trace *t,
 					      const struct packet *pkt,
 					      const struct pop_iface *iface,
@@ -112,28 +114,18 @@ static __always_inline int classify_addresses(struct pop_trace *t,
 		*verdict = verdict_pass(t, iface, POP_PASS_LINK_LOCAL, len);
 		return 1;
 	}
-	if (bpf_map_lookup_elem(&local_v6, pkt->dst.v6)) {
+	if (addr4_is_local(a4)) {
 		*verdict = verdict_pass(t, iface, POP_PASS_LOCAL, len);
 		return 1;
 	}
 	return 0;
 }
 
-/* IPv4: the fib4 answers (addr4.h). IPv6: the live copy of the customer
- * LPM tries. */
-static __always_inline __u32 customer_of(const struct packet *pkt,
-					 const struct addr4_answers *a4,
-					 int by_dst, __u32 copy)
+/* The fib4 or fib6 answers (addr4.h, addr6.h). */
+static __always_inline __u32 customer_of(const struct addr4_answers *a4,
+					 int by_dst)
 {
-	struct pop_customer_ref *ref;
-	struct pop_lpm_v6 key = { .prefixlen = 128 };
-
-	if (pkt->eth_proto == ETH_P_IP)
-		return by_dst ? a4->dst_customer : a4->src_customer;
-	__builtin_memcpy(key.addr, by_dst ? pkt->dst.v6 : pkt->src.v6, 16);
-	ref = copy ? bpf_map_lookup_elem(&cust_v6_1, &key)
-		   : bpf_map_lookup_elem(&cust_v6, &key);
-	return ref ? ref->customer_id : 0;
+	return by_dst ? a4->dst_customer : a4->src_customer;
 }
 
 static __always_inline int no_route(struct pop_trace *t,
@@ -168,7 +160,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	struct pop_route *route;
 	struct pop_nexthop *nh;
 	__u32 customer_out, customer_in, pass_reason = 0, len;
-	__u32 drop_customer, zero = 0, cfg_flags = 0, cust_copy = 0, acl_copy = 0;
+	__u32 drop_customer, zero = 0, cfg_flags = 0, acl_copy = 0;
 	struct pop_config *cfg;
 	struct pop_counts counts = {};
 	int proto, parsed, verdict;
@@ -224,21 +216,22 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	/* 2. Not ours to forward, or never valid. */
 	if (proto == ETH_P_IP)
 		addr4_lookup(&pkt, &a4);
+	else
+		addr6_lookup(&pkt, &a4);
 	if (classify_addresses(t, &pkt, iface, &a4, &verdict))
 		return verdict;
 
-	/* The global settings, read once: the customer and ACL copies a packet
-	 * uses must not change under it. */
+	/* The global settings, read once: the ACL copy a packet uses must not
+	 * change under it. */
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (cfg) {
 		cfg_flags = cfg->flags;
-		cust_copy = *(volatile __u32 *)&cfg->cust_copy & 1;
 		acl_copy = *(volatile __u32 *)&cfg->acl_copy & 1;
 	}
 
 	/* 3. Customers: the source's is sending (out), the destination's receiving (in). */
-	customer_out = customer_of(&pkt, &a4, 0, cust_copy);
-	customer_in = customer_of(&pkt, &a4, 1, cust_copy);
+	customer_out = customer_of(&a4, 0);
+	customer_in = customer_of(&a4, 1);
 	if (t) {
 		t->customer_out = customer_out;
 		t->customer_in = customer_in;
@@ -271,7 +264,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	}
 
 	/* 4. Route and next hop. */
-	route = proto == ETH_P_IP ? addr4_route(&a4) : route_lookup(&pkt);
+	route = proto == ETH_P_IP ? addr4_route(&a4) : addr6_route(&a4);
 	if (!route)
 		return no_route(t, iface, cfg_flags, &counts, len);
 	if (t)

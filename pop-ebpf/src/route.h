@@ -70,7 +70,7 @@ static __always_inline struct pop_route *route_lookup(const struct packet *pkt)
 		id = r->route_id;
 		return bpf_map_lookup_elem(&fib4_routes, &id);
 	} else {
-		__u32 id = fib6_lookup(pkt->dst.v6);
+		__u32 id = fib6_route_id(fib6_lookup(pkt->dst.v6));
 
 		if (!id)
 			return NULL;

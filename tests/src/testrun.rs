@@ -32,6 +32,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use pop::dataplane::fib4::{LocalKind, Prefix4};
+use pop::dataplane::fib6::Prefix6;
 use pop::dataplane::route4::Routes4;
 use pop::dataplane::route6::Routes6;
 use pop_common::{
@@ -737,9 +738,16 @@ impl Harness {
         Ok(())
     }
 
-    /// Maps an IPv6 customer prefix to `customer_id`.
+    /// Maps an IPv6 customer prefix to `customer_id`: into fib6's entries,
+    /// and the list `cust_v6`, as popd writes it.
     pub fn add_customer_v6(&mut self, prefix: &str, customer_id: u32) -> Result<()> {
         let (addr, len) = parse_prefix_v6(prefix)?;
+        let p = Prefix6::new(addr, len as u8)
+            .map_err(map_err(maps::FIB6_NODES, format!("prefix {prefix}")))?;
+        self.routes6()?
+            .fib_mut()
+            .set_customer(p, customer_id)
+            .map_err(map_err(maps::FIB6_NODES, format!("customer {prefix}")))?;
         let m = maps::CUST_V6;
         let mut map: LpmTrie<_, [u8; 16], PopCustomerRef> =
             LpmTrie::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
@@ -784,8 +792,13 @@ impl Harness {
         Ok(())
     }
 
-    /// Declares `addr` an address of this host (map `local_v6`).
+    /// Declares `addr` an address of this host: into fib6's entries, and the
+    /// list `local_v6`, as popd writes it.
     pub fn add_local_v6(&mut self, addr: Ipv6Addr) -> Result<()> {
+        self.routes6()?
+            .fib_mut()
+            .set_local(addr)
+            .map_err(map_err(maps::FIB6_NODES, format!("local {addr}")))?;
         let m = maps::LOCAL_V6;
         let mut map: HashMap<_, PopLocalV6, u32> =
             HashMap::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
@@ -920,6 +933,21 @@ impl Harness {
                 .fib_mut()
                 .del_local(addr)
                 .map_err(map_err(maps::FIB4_TBL24, format!("remove local {addr}")))?;
+        }
+        for (len, addr) in &w.cust_v6 {
+            let p = Prefix6::new(Ipv6Addr::from(*addr), *len as u8)
+                .map_err(map_err(maps::FIB6_NODES, format!("prefix {addr:?}/{len}")))?;
+            self.routes6()?
+                .fib_mut()
+                .del_customer(p)
+                .map_err(map_err(maps::FIB6_NODES, format!("remove customer {p}")))?;
+        }
+        for addr in &w.local_v6 {
+            let addr = Ipv6Addr::from(*addr);
+            self.routes6()?
+                .fib_mut()
+                .del_local(addr)
+                .map_err(map_err(maps::FIB6_NODES, format!("remove local {addr}")))?;
         }
         remove_all!(
             maps::CUST_V4,

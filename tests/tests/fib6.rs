@@ -282,6 +282,7 @@ fn a_full_node_map_refuses_the_route_and_changes_nothing() {
     assert_eq!(
         err,
         Fib6Error::NodesFull {
+            what: "route",
             prefix: last,
             needed: 27,
             free: FIB6_MAX_NODES - fit * 27,

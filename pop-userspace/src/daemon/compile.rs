@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pop_common::{
-    PopConfig, PopIface, PopLocalV6, PopNexthop, PopUpperMacKey, PopVlanKey, CFG_NO_ROUTE_DROP,
-    MAX_CUSTOMERS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_UPPER_MACS, NH_RESOLVED, NH_VALID,
+    PopConfig, PopIface, PopNexthop, PopUpperMacKey, PopVlanKey, CFG_NO_ROUTE_DROP, MAX_CUSTOMERS,
+    MAX_IFACES, MAX_LOCAL_ADDRS, MAX_UPPER_MACS, NH_RESOLVED, NH_VALID,
 };
 
 use super::learned::Pinned;
@@ -159,7 +159,8 @@ pub fn compile(
         flags,
         generation: generation as u32,
         acl_copy,
-        // Chosen by apply(): the copy that holds `cust_v6` below.
+        // The double-buffered customer copies are gone (IPv6 customers are
+        // in fib6): always 0, where `cust_v6` is the list.
         cust_copy: 0,
         // Validated: 1..=MAX_ICMP_RATE_PER_S and 1..=MAX_ICMP_BURST.
         icmp_rate_per_s: cfg.icmp.rate_per_s.min(u64::from(u32::MAX)) as u32,
@@ -569,30 +570,17 @@ pub fn apply(
     write_changed(&mut applied.nexthops, &want.nexthops, |k, v| {
         maps.nexthops.set(*k, *v, 0).map_err(map_err(n::NEXTHOPS))
     })?;
-    // 3. Customers. IPv6: a change is written whole into the copy packets
-    // do not use; the config write of step 5 makes it live (one flip, no
-    // mix). IPv4 customer prefixes and local addresses: fib4, one
-    // incremental change each (daemon::addr4).
-    let live_copy = applied.config.map(|c| c.cust_copy & 1).unwrap_or(0);
-    let cust_copy = if want.cust_v6 != applied.cust_v6 {
-        let target = 1 - live_copy;
-        // A packet that read the previous flip may still use the target copy.
-        crate::acl::wait_for_readers();
-        write_customer_copy(maps, target, want)?;
-        applied.cust_v6 = want.cust_v6.clone();
-        target
-    } else {
-        live_copy
-    };
+    // 3. Customer prefixes and local addresses: fib4 and fib6, one
+    // incremental change each (daemon::addr4, daemon::addr6). An older popd
+    // left copy 1 of the customer lists live: cust_v6, the list from now on,
+    // gets what it holds first (config's cust_copy becomes 0 below).
+    if applied.config.is_some_and(|c| c.cust_copy & 1 == 1) {
+        write_customer_copy(maps, 0, applied)?;
+    }
     super::addr4::write_new(maps, applied, want)?;
-    // Local addresses.
-    add_new(&mut applied.local_v6, &want.local_v6, |a| {
-        maps.local_v6
-            .insert(PopLocalV6 { addr: *a }, 0, 0)
-            .map_err(map_err(n::LOCAL_V6))
-    })?;
+    super::addr6::write_new(maps, applied, want)?;
     // 5. Global settings.
-    let config = want.config.map(|c| PopConfig { cust_copy, ..c });
+    let config = want.config;
     if let Some(c) = config.filter(|_| applied.config != config) {
         let icmp_changed = applied
             .config
@@ -608,9 +596,7 @@ pub fn apply(
     routes(maps)?;
     // 7. Removals, users before what they use.
     super::addr4::remove_gone(maps, applied, want)?;
-    remove_gone_from_set(&mut applied.local_v6, &want.local_v6, |a| {
-        ignore_missing(maps.local_v6.remove(&PopLocalV6 { addr: *a })).map_err(map_err(n::LOCAL_V6))
-    })?;
+    super::addr6::remove_gone(maps, applied, want)?;
     remove_gone(&mut applied.nexthops, &want.nexthops, |k| {
         maps.nexthops
             .set(*k, PopNexthop::default(), 0)
@@ -694,8 +680,9 @@ fn remove_gone_from_set<K: Copy + Eq + Hash>(
     Ok(())
 }
 
-/// Makes IPv6 customer table copy `copy` hold exactly `want`'s IPv6
-/// customer prefixes (IPv4 customers are in fib4, [`super::addr4`]).
+/// Makes IPv6 customer list copy `copy` hold exactly `want`'s IPv6
+/// customer prefixes: only to move an older popd's live copy 1 into
+/// `cust_v6` (the data plane reads neither; customers are in fib6).
 fn write_customer_copy(maps: &mut Maps, copy: u32, want: &Tables) -> Result<(), DataplaneError> {
     use pop_common::maps as n;
     let (v6, n6) = if copy == 0 {

@@ -1,6 +1,7 @@
 //! popd: the controller daemon. Wires the data plane, the
 //! durable state, netlink, the API socket, metrics and signals together.
 pub mod addr4;
+pub mod addr6;
 pub mod check;
 pub mod compile;
 pub mod controller;

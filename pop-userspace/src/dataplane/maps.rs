@@ -34,18 +34,22 @@ pub struct Maps {
     /// IPv4 customer prefixes: the list popd reads back after a restart
     /// (the data plane finds IPv4 customers in fib4, [`Maps::routes4`]).
     pub cust_v4: LpmTrie<MapData, [u8; 4], PopCustomerRef>,
-    /// IPv6 customer prefixes.
+    /// IPv6 customer prefixes: the list popd reads back after a restart
+    /// (the data plane finds IPv6 customers in fib6, [`Maps::routes6`]).
     pub cust_v6: LpmTrie<MapData, [u8; 16], PopCustomerRef>,
     /// IPv4 customer prefixes, copy 1: no longer written or read (IPv4
     /// customers are in fib4); kept so the pinned layout stays the same.
     pub cust_v4_1: LpmTrie<MapData, [u8; 4], PopCustomerRef>,
-    /// IPv6 customer prefixes, copy 1.
+    /// IPv6 customer prefixes, copy 1: no longer written or read (IPv6
+    /// customers are in fib6), except once after a restart of an older
+    /// popd's maps ([`super::addr6`]); kept so the pinned layout stays the same.
     pub cust_v6_1: LpmTrie<MapData, [u8; 16], PopCustomerRef>,
     /// This host's IPv4 addresses (network order) → kind
     /// ([`super::addr4::LOCAL_HOST`], [`super::addr4::LOCAL_BROADCAST`]): the
     /// list popd reads back (the data plane finds them in fib4).
     pub local_v4: HashMap<MapData, u32, u32>,
-    /// This host's IPv6 addresses.
+    /// This host's IPv6 addresses: the list popd reads back (the data plane
+    /// finds them in fib6).
     pub local_v6: HashMap<MapData, PopLocalV6, u32>,
     /// Per interface slot: actions, drop and pass reasons.
     pub iface_counters: PerCpuArray<MapData, PopIfaceCounters>,
@@ -123,7 +127,18 @@ impl Maps {
                 let p = ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8).ok()?;
                 Some((p, v))
             });
-            super::route6::Routes6::open(dir, pinned)?
+            // The customer list: cust_v6, or cust_v6_1 if a popd of the
+            // double-buffered customer tables left copy 1 live.
+            let config: Array<MapData, PopConfig> = typed!(dir, names::CONFIG);
+            let copy1 = config.get(&0, 0).is_ok_and(|c| c.cust_copy & 1 == 1);
+            let cust: LpmTrie<MapData, [u8; 16], PopCustomerRef> = if copy1 {
+                typed!(dir, names::CUST_V6_1)
+            } else {
+                typed!(dir, names::CUST_V6)
+            };
+            let local_v6: HashMap<MapData, PopLocalV6, u32> = typed!(dir, names::LOCAL_V6);
+            let others = super::addr6::Pinned6::read(&cust, &local_v6);
+            super::route6::Routes6::open(dir, pinned, others)?
         };
         Ok(Self {
             routes4,

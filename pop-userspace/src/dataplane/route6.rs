@@ -14,7 +14,7 @@ use std::path::Path;
 use ipnet::Ipv6Net;
 use pop_common::{maps as names, PopRoute};
 
-use super::fib6::{Fib6, Fib6Backend, Fib6Error, Fib6Stats, MmapBackend, Prefix6};
+use super::fib6::{entry_route, Fib6, Fib6Backend, Fib6Error, Fib6Stats, MmapBackend, Prefix6};
 use super::route_records::{RecordArray, RecordIds, RecordStore};
 use super::DataplaneError;
 
@@ -80,23 +80,37 @@ impl Routes6 {
     }
 
     /// Opens the maps pinned in `dir` and adopts what they hold, then makes
-    /// them hold exactly `routes` (the IPv6 routes read back from the same
-    /// pins), writing only the differences: pinned entries keep forwarding.
+    /// them hold exactly `routes` and `others` (the IPv6 routes, customer
+    /// prefixes and local addresses read back from the same pins), writing
+    /// only the differences: pinned entries keep forwarding.
     pub fn open(
         dir: &Path,
         routes: impl IntoIterator<Item = (Ipv6Net, PopRoute)>,
+        others: super::addr6::Pinned6,
     ) -> Result<Self, DataplaneError> {
         let (backend, store) = open_maps(dir)?;
-        Self::adopt(backend, store, routes, crate::acl::wait_for_readers)
+        Self::adopt_all(backend, store, routes, others, crate::acl::wait_for_readers)
     }
 }
 
 impl<B: Fib6Backend, S: RecordStore> Routes6<B, S> {
-    /// Adopts filled (or zeroed) tables and records; see [`Routes6::open`].
+    /// Adopts filled (or zeroed) tables and records, with routes only (no
+    /// customer prefixes or local addresses); see [`Routes6::open`].
     pub fn adopt(
+        backend: B,
+        store: S,
+        routes: impl IntoIterator<Item = (Ipv6Net, PopRoute)>,
+        wait: fn(),
+    ) -> Result<Self, DataplaneError> {
+        Self::adopt_all(backend, store, routes, Default::default(), wait)
+    }
+
+    /// Adopts filled (or zeroed) tables and records; see [`Routes6::open`].
+    pub fn adopt_all(
         backend: B,
         mut store: S,
         routes: impl IntoIterator<Item = (Ipv6Net, PopRoute)>,
+        others: super::addr6::Pinned6,
         wait: fn(),
     ) -> Result<Self, DataplaneError> {
         let capacity = store.capacity();
@@ -106,7 +120,11 @@ impl<B: Fib6Backend, S: RecordStore> Routes6<B, S> {
         for (p, id) in ids.adopt(&held, &mut store, routes)? {
             want.push((prefix6(&p.trunc())?, id));
         }
-        let fib = Fib6::adopt(backend, want).map_err(fib_err)?;
+        let mut customers = Vec::new();
+        for (p, id) in others.customers {
+            customers.push((prefix6(&p.trunc())?, id));
+        }
+        let fib = Fib6::adopt_all(backend, want, customers, others.locals).map_err(fib_err)?;
         ids.adopted(&held);
         Ok(Self {
             fib,
@@ -155,7 +173,7 @@ impl<B: Fib6Backend, S: RecordStore> Routes6<B, S> {
 
     /// The route the data plane finds for `addr` (the tables, as it reads them).
     pub fn lookup(&self, addr: Ipv6Addr) -> Option<PopRoute> {
-        match self.fib.lookup(addr) {
+        match entry_route(self.fib.lookup(addr)) {
             0 => None,
             id => Some(self.store.get(id)),
         }
@@ -164,6 +182,12 @@ impl<B: Fib6Backend, S: RecordStore> Routes6<B, S> {
     /// The writer (for audits and tests).
     pub fn fib(&self) -> &Fib6<B> {
         &self.fib
+    }
+
+    /// The writer, for the customer prefixes and local addresses
+    /// ([`super::addr6`]): they share fib6 with the routes.
+    pub fn fib_mut(&mut self) -> &mut Fib6<B> {
+        &mut self.fib
     }
 }
 

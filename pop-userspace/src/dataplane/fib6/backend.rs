@@ -37,6 +37,7 @@ pub trait Fib6Backend {
 }
 
 /// The tables in process memory.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MemoryBackend {
     root: Vec<u32>,
     nodes: Vec<u32>,

@@ -1,6 +1,8 @@
-//! The IPv6 FIB writer: routes compiled into a multibit trie in BPF array
-//! maps (`pop-ebpf/src/fib6.h`): a root of one entry per /20 and nodes of 16
-//! entries, each deciding 4 more bits, whose entries point at route records.
+//! The IPv6 FIB writer: routes, customer prefixes and local addresses
+//! compiled into a multibit trie in BPF array maps (`pop-ebpf/src/fib6.h`):
+//! a root of one entry per /20 and nodes of 16 entries, each deciding 4 more
+//! bits, whose entries hold the answer (route record id, customer id, local
+//! flag) for their addresses.
 //! A lookup costs one load per 4 bits of the longest prefix on the
 //! address's path, whatever the table's size.
 //!
@@ -26,7 +28,7 @@ use std::net::Ipv6Addr;
 use thiserror::Error;
 
 pub use backend::{Fib6Backend, MemoryBackend, MmapBackend, ROOT_ENTRIES};
-pub use writer::{Fib6, Fib6Stats};
+pub use writer::{entry_customer, entry_local, entry_route, Fib6, Fib6Stats};
 
 /// An IPv6 prefix as integers: network address (host order) and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,9 +106,18 @@ pub enum Fib6Error {
         /// The address with the host bits cleared.
         network: Ipv6Addr,
     },
-    /// Record id 0 means "no route" in the table, and ids carry no node bit.
-    #[error("route {prefix}: record id {id} is not in 1..2^31")]
+    /// Record id 0 means "no route" in the table, and an entry holds 16 bits
+    /// of it.
+    #[error("route {prefix}: record id {id} is not in 1..65535")]
     RecordId {
+        /// The prefix.
+        prefix: Prefix6,
+        /// The id given.
+        id: u32,
+    },
+    /// Customer id 0 means "no customer", and an entry holds 14 bits of it.
+    #[error("customer prefix {prefix}: customer id {id} is not in 1..16383")]
+    CustomerId {
         /// The prefix.
         prefix: Prefix6,
         /// The id given.
@@ -114,11 +125,13 @@ pub enum Fib6Error {
     },
     /// The change needs more trie nodes than are free.
     #[error(
-        "route {prefix}: needs {needed} more trie nodes, but only {free} of {limit} are free \
+        "{what} {prefix}: needs {needed} more trie nodes, but only {free} of {limit} are free \
          (map fib6_nodes)"
     )]
     NodesFull {
-        /// The route's prefix.
+        /// What the prefix is: `route`, `customer prefix`, `local address`.
+        what: &'static str,
+        /// The change's prefix.
         prefix: Prefix6,
         /// Nodes it needs.
         needed: u32,

@@ -52,6 +52,18 @@ fn prefixes_and_ids_are_checked() {
         fib.set_route(p("2001:db8::/32"), FIB6_EXT | 1),
         Err(Fib6Error::RecordId { .. })
     ));
+    // An entry holds 16 bits of the record id and 14 of the customer id.
+    assert!(matches!(
+        fib.set_route(p("2001:db8::/32"), 65536),
+        Err(Fib6Error::RecordId { .. })
+    ));
+    assert_eq!(
+        fib.set_customer(p("2001:db8::/32"), 16384)
+            .unwrap_err()
+            .to_string(),
+        "customer prefix 2001:db8::/32: customer id 16384 is not in 1..16383"
+    );
+    assert_eq!(fib.stats().nodes_used, 0);
 }
 
 #[test]
@@ -102,6 +114,7 @@ fn a_full_node_table_refuses_and_changes_nothing() {
     assert_eq!(
         err,
         Fib6Error::NodesFull {
+            what: "route",
             prefix: p("2001:db8:1::/48"),
             needed: 3,
             free: 1,
@@ -194,6 +207,124 @@ fn random_changes_agree_with_the_reference() {
         }
     }
     assert_eq!(fib.stats().nodes_used, 0);
+    fib.audit().unwrap();
+}
+
+/// Routes, customer prefixes and local addresses share the entries: each
+/// field of every answer is its own plane's longest match, whatever the
+/// others do, and removing everything leaves no node.
+#[test]
+fn routes_customers_and_locals_answer_independently() {
+    let mut rng = Rng::new(7);
+    let mut fib = Fib6::new(MemoryBackend::new(8192));
+    let (mut routes, mut customers) = (Reference::new(), Reference::new());
+    let mut locals: HashSet<u128> = HashSet::new();
+    let ops = if cfg!(debug_assertions) { 300 } else { 3000 };
+    for op in 0..ops {
+        let prefix = random_prefix(&mut rng);
+        let (bits, len) = (prefix.bits(), prefix.prefix_len() as usize);
+        match rng.below(6) {
+            0 => {
+                let had = routes.0[len].remove(&bits).is_some();
+                assert_eq!(fib.del_route(prefix).unwrap(), had);
+            }
+            1 => {
+                let id = 1 + rng.below(5) as u32;
+                fib.set_route(prefix, id).unwrap();
+                routes.0[len].insert(bits, id);
+            }
+            2 => {
+                let had = customers.0[len].remove(&bits).is_some();
+                assert_eq!(fib.del_customer(prefix).unwrap(), had);
+            }
+            3 => {
+                let id = [1, 2, 16383][rng.below(3) as usize];
+                fib.set_customer(prefix, id).unwrap();
+                customers.0[len].insert(bits, id);
+            }
+            4 => {
+                let a = random_probe(&mut rng, prefix);
+                fib.set_local(a.into()).unwrap();
+                locals.insert(a);
+            }
+            _ => {
+                if let Some(a) = locals.iter().next().copied() {
+                    assert!(fib.del_local(a.into()).unwrap());
+                    locals.remove(&a);
+                }
+            }
+        }
+        for i in 0..20 {
+            let a = if i == 0 && !locals.is_empty() {
+                *locals.iter().next().unwrap()
+            } else {
+                let near = random_prefix(&mut rng);
+                random_probe(&mut rng, near)
+            };
+            let e = fib.lookup(a.into());
+            let what = format!("op {op}: {}", Ipv6Addr::from(a));
+            assert_eq!(entry_route(e), routes.answer(a), "route, {what}");
+            assert_eq!(entry_customer(e), customers.answer(a), "customer, {what}");
+            assert_eq!(entry_local(e), locals.contains(&a), "local, {what}");
+        }
+        if op % 1000 == 150 {
+            fib.audit().unwrap();
+        }
+    }
+    fib.audit().unwrap();
+    let stats = fib.stats();
+    assert_eq!(stats.locals, locals.len());
+    // A restarted writer adopts these tables with the same contents and
+    // writes nothing.
+    let (r, c, l): (Vec<_>, Vec<_>, Vec<_>) = (
+        fib.routes().collect(),
+        fib.customers().collect(),
+        fib.locals().collect(),
+    );
+    let (before, used) = (fib.backend().clone(), stats.nodes_used);
+    let adopted = Fib6::adopt_all(fib.into_backend(), r.clone(), c.clone(), l.clone()).unwrap();
+    adopted.audit().unwrap();
+    assert!(adopted.backend() == &before, "adoption rewrote entries");
+    assert_eq!(adopted.stats().nodes_used, used);
+    assert!(adopted.pending.is_empty(), "no node replaced");
+    let mut fib = adopted;
+    for (p, _) in r {
+        fib.del_route(p).unwrap();
+    }
+    for (p, _) in c {
+        fib.del_customer(p).unwrap();
+    }
+    for a in l {
+        fib.del_local(a).unwrap();
+    }
+    assert_eq!(fib.stats().nodes_used, 0);
+    fib.audit().unwrap();
+}
+
+/// A customer prefix or local address that needs more nodes than are free
+/// is refused whole, naming what it is.
+#[test]
+fn customers_and_locals_are_refused_when_nodes_are_full() {
+    let mut fib = Fib6::new(MemoryBackend::new(3));
+    fib.set_route(p("2001:db8::/32"), 1).unwrap(); // 3 nodes
+    assert_eq!(
+        fib.set_customer(p("2001:db8:a::/48"), 5)
+            .unwrap_err()
+            .to_string(),
+        "customer prefix 2001:db8:a::/48: needs 4 more trie nodes, but only 0 of 3 are free \
+         (map fib6_nodes)"
+    );
+    assert_eq!(
+        fib.set_local(ip("2001:db8::1")).unwrap_err().to_string(),
+        "local address 2001:db8::1/128: needs 24 more trie nodes, but only 0 of 3 are free \
+         (map fib6_nodes)"
+    );
+    assert_eq!(fib.lookup(ip("2001:db8:a::1")), 1);
+    assert_eq!(fib.customer(p("2001:db8:a::/48")), None);
+    assert!(!fib.is_local(ip("2001:db8::1")));
+    // A customer prefix at the route's level needs no node.
+    fib.set_customer(p("2001:db8::/32"), 5).unwrap();
+    assert_eq!(entry_customer(fib.lookup(ip("2001:db8:a::1"))), 5);
     fib.audit().unwrap();
 }
 

@@ -72,7 +72,10 @@ fn parse_args() -> Result<Opts> {
                     "pop-bench [--quick] [--json FILE] [--plots DIR] [--only test_run,lab,control_plane,bgp]\n\
                      Benchmarks pop against XDP_PASS, kernel forwarding and nftables on this machine.\n\
                      `bgp` is the learned-route part of control_plane alone (full table, churn).\n\
-                     Needs root. See docs/benchmarks.md."
+                     Needs root. See docs/benchmarks.md.\n\
+                     Environment: POP_BENCH_OBJECT=FILE loads that object instead of pop's;\n\
+                     POP_BENCH_CASES=ipv6_forward (or ipv4_forward) runs only the references\n\
+                     and that case of test_run."
                 );
                 std::process::exit(0);
             }

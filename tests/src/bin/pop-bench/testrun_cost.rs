@@ -463,8 +463,14 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         to_redirect_min: 1.0,
     };
     rows.push(row("xdp_redirect_min", 0, 0, 0, &min));
-    let m = bench.measure(&[arp(src_mac)], XDP_PASS)?;
-    rows.push(row("non_ip_pass", 1, 0, 1, &m));
+    // `POP_BENCH_CASES=ipv6_forward` (or `ipv4_forward`): only the
+    // references and that forwarding family, for quick A/B runs of two
+    // objects (`POP_BENCH_OBJECT`).
+    let only = std::env::var("POP_BENCH_CASES").ok();
+    if only.is_none() {
+        let m = bench.measure(&[arp(src_mac)], XDP_PASS)?;
+        rows.push(row("non_ip_pass", 1, 0, 1, &m));
+    }
     let mut rng = Rng::new(0x5eed);
     // Routes per family; each size adds to the table of the one before.
     let v4_sizes: &[u64] = if quick {
@@ -503,6 +509,9 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     ];
     let mut routes_v4 = Vec::new();
     for (case, sizes, fill, base, src) in families {
+        if only.as_deref().is_some_and(|o| o != case) {
+            continue;
+        }
         let mut table = vec![base];
         for &n in sizes {
             if n > table.len() as u64 {
@@ -525,6 +534,9 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         if case == "ipv4_forward" {
             routes_v4 = table;
         }
+    }
+    if only.is_some() {
+        return Ok(rows);
     }
     // sFlow sampling 1 in 1000 (the ring is not read: once full, samples
     // count as lost, which costs about what sending them does).
