@@ -9,8 +9,6 @@
 //! [`AclMaps::write_copy`] of the inactive copy, then [`AclMaps::activate`]
 //! (or the controller writing `acl_copy` in its `PopConfig`). Each packet reads
 //! `acl_copy` once, so it is judged entirely by the old or the new rules.
-pub mod hits;
-pub mod police;
 pub mod spoof;
 pub mod tree;
 
@@ -26,7 +24,9 @@ use pop_common::{
     PopConfig, PopPolicer, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES, MAX_ACL_RULES, MAX_CUSTOMERS,
 };
 
-pub use police::policer;
+pub use crate::dataplane::acl_hits as hits;
+pub use crate::dataplane::police::{self, policer};
+pub use crate::dataplane::wait_for_readers;
 pub use spoof::{spoof_tables, SpoofTables};
 pub use tree::{compile, key_v4, key_v6, AclKey, AclStats, CompiledAcl};
 
@@ -69,21 +69,6 @@ fn is_missing(e: &aya::maps::MapError) -> bool {
         aya::maps::MapError::KeyNotFound => true,
         aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
         _ => false,
-    }
-}
-
-/// Waits until every packet that may have read the old `acl_copy` is done.
-///
-/// XDP programs (and BPF_PROG_TEST_RUN) run inside RCU read-side sections;
-/// `membarrier(MEMBARRIER_CMD_GLOBAL)` waits for an RCU grace period
-/// (`synchronize_rcu`), so afterwards no packet still walks the old copy.
-pub fn wait_for_readers() {
-    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-    // SAFETY: membarrier takes no pointers.
-    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
-    if rc != 0 {
-        // nohz_full kernels refuse CMD_GLOBAL: a packet takes microseconds.
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -235,6 +220,27 @@ impl AclMaps {
                 let rules = hits::rules_by_priority(&self.meta, &self.rules, copy)?;
                 Ok(hits::read_copy(&self.hits, &rules, copy))
             }
+        }
+    }
+
+    /// The hit-counter slot (`copy * MAX_ACL_RULES + rule index`) of every
+    /// rule of copy `copy`, by priority: what a reader of `acl_hits` without
+    /// these handles needs to find a rule's count.
+    pub fn rule_slots(&self, copy: u32) -> Result<std::collections::BTreeMap<u32, u32>, String> {
+        let copy = copy & 1;
+        let slots = |rules: &hits::RulesByPriority| {
+            rules
+                .iter()
+                .map(|(&priority, &(index, _))| (priority, copy * MAX_ACL_RULES + index))
+                .collect()
+        };
+        match &self.written[copy as usize] {
+            Some(rules) => Ok(slots(rules)),
+            None => Ok(slots(&hits::rules_by_priority(
+                &self.meta,
+                &self.rules,
+                copy,
+            )?)),
         }
     }
 

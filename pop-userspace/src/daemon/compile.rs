@@ -577,7 +577,7 @@ pub fn apply(
     let cust_copy = if want.cust_v6 != applied.cust_v6 {
         let target = 1 - live_copy;
         // A packet that read the previous flip may still use the target copy.
-        crate::acl::wait_for_readers();
+        crate::dataplane::wait_for_readers();
         write_customer_copy(maps, target, want)?;
         applied.cust_v6 = want.cust_v6.clone();
         target

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use pop_common::{Action, Direction, DropReason, PassReason};
+use pop_common::{Direction, DropReason, PassReason};
 use serde_json::{json, Value};
 
 use super::check::{self, Current, Devices, Plan, Routes};
@@ -63,9 +63,12 @@ pub struct Controller {
     local_not_loaded: (usize, usize),
     /// Routes learned from the kernel table of `[kernel_routes]`.
     learned: LearnedRoutes,
-    /// Export a hit counter per ACL rule (label `priority`), not only totals
-    /// (popd --metrics-acl-rules).
-    pub acl_rule_metrics: bool,
+    /// Where metrics find the facts they need without this lock.
+    published: crate::metrics::Published,
+    /// The names of the last snapshot published.
+    metric_names: std::sync::Arc<crate::metrics::Names>,
+    /// Counter maps for the metrics, read with handles of their own.
+    counters: Option<std::sync::Arc<crate::dataplane::counter_reader::CounterReader>>,
     /// Sampling rate and capture filter in the data plane.
     pub observe: Option<crate::dataplane::observe::ObserveMaps>,
     /// The sFlow exporter (`[sflow]`).
@@ -155,6 +158,13 @@ impl Controller {
         let (acl, acl_copy) = acl;
         let before = applied.clone();
         let learned = LearnedRoutes::new(pinned);
+        let counters = match crate::dataplane::counter_reader::CounterReader::open(&dp.maps_dir()) {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                tracing::error!("metrics: the counters cannot be read: {e}");
+                None
+            }
+        };
         let mut c = Self {
             store,
             state,
@@ -167,12 +177,17 @@ impl Controller {
             acl_ifindexes: BTreeMap::new(),
             local_not_loaded: (0, 0),
             learned,
-            acl_rule_metrics: false,
+            published: Default::default(),
+            metric_names: Default::default(),
+            counters,
             observe: None,
             sflow: None,
         };
         match c.bring_up(first) {
-            Ok(()) => Ok(c),
+            Ok(()) => {
+                c.publish();
+                Ok(c)
+            }
             Err(e) => {
                 c.abandon_start(&before);
                 Err(e)
@@ -314,6 +329,7 @@ impl Controller {
         };
         let env = learned_env!(self);
         self.learned.apply(msgs, &env, &mut dp.maps);
+        self.publish_facts();
         self.learned.take_new_nexthops()
     }
 
@@ -333,6 +349,7 @@ impl Controller {
         };
         let env = learned_env!(self);
         self.learned.commit(st, &env, &mut dp.maps);
+        self.publish_facts();
         self.learned.take_new_nexthops()
     }
 
@@ -340,6 +357,7 @@ impl Controller {
     pub fn learned_discard(&mut self, st: Staged) {
         let Some(dp) = self.dp.as_mut() else { return };
         self.learned.discard(st, &mut dp.maps);
+        self.publish_facts();
     }
 
     /// Tries again to install learned routes that found no room.
@@ -350,6 +368,7 @@ impl Controller {
         let Some(dp) = self.dp.as_mut() else { return };
         let env = learned_env!(self);
         self.learned.retry_overflow(&env, &mut dp.maps);
+        self.publish_facts();
     }
 
     /// The learned routes.
@@ -530,7 +549,7 @@ impl Controller {
         self.write_tables(&want, routes)?;
         if copy != self.acl_copy {
             // No packet still walks the old copy once this returns.
-            crate::acl::wait_for_readers();
+            crate::dataplane::wait_for_readers();
             self.acl_copy = copy;
             self.settle_acl_hits();
         }
@@ -642,6 +661,7 @@ impl Controller {
             self.learned.refresh_nexthops(&env, &mut dp.maps);
         }
         self.apply_sflow();
+        self.publish();
         true
     }
 
@@ -729,14 +749,16 @@ impl Controller {
         self.sflow = None;
         self.observe = None;
         self.acl = None;
-        if let Some(dp) = self.dp.take() {
-            dp.remove()?;
-        }
+        self.counters = None;
+        let removed = self.dp.take().map(|dp| dp.remove());
         self.attached.clear();
+        self.publish();
+        removed.transpose()?;
         Ok(())
     }
 }
 
 mod change;
+mod publish;
 mod views;
 pub use views::format_mac;

@@ -15,13 +15,17 @@
 //! is detached or reloaded, so forwarding never stops. A popd of
 //! another build stages its own data plane under `next/` and swaps the links to
 //! it with bpf_link_update ([`Dataplane::finish_upgrade`]): also without a stop.
+pub mod acl_hits;
 pub mod addr4;
+pub mod counter_reader;
 pub mod counters;
 pub mod fib4;
 pub mod fib6;
 mod link;
 pub mod maps;
 pub mod observe;
+pub mod police;
+mod readers;
 pub mod route4;
 pub mod route6;
 pub mod route_records;
@@ -39,6 +43,7 @@ use aya_obj::programs::XdpAttachType;
 use thiserror::Error;
 
 pub use maps::Maps;
+pub use readers::wait_for_readers;
 
 /// Errors of the data plane layer.
 #[derive(Debug, Error)]
@@ -372,10 +377,10 @@ impl Dataplane {
             .map(|i| i.id());
         self.relink()?;
         // No packet still runs the old program once this returns.
-        crate::acl::wait_for_readers();
+        wait_for_readers();
         let old_maps = self.root.join("maps");
         self.maps.add_counters_from(&old_maps);
-        if let Err(e) = crate::acl::hits::carry_over_upgrade(&old_maps, &next.join("maps")) {
+        if let Err(e) = acl_hits::carry_over_upgrade(&old_maps, &next.join("maps")) {
             tracing::warn!("ACL hit counts not carried over from the old data plane: {e}");
         }
         remove_pins(&old_maps)?;

@@ -75,7 +75,7 @@ impl Routes6 {
             fib: Fib6::new(backend),
             store,
             ids,
-            wait: crate::acl::wait_for_readers,
+            wait: crate::dataplane::wait_for_readers,
         })
     }
 
@@ -87,7 +87,7 @@ impl Routes6 {
         routes: impl IntoIterator<Item = (Ipv6Net, PopRoute)>,
     ) -> Result<Self, DataplaneError> {
         let (backend, store) = open_maps(dir)?;
-        Self::adopt(backend, store, routes, crate::acl::wait_for_readers)
+        Self::adopt(backend, store, routes, crate::dataplane::wait_for_readers)
     }
 }
 

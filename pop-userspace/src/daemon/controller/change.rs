@@ -104,7 +104,7 @@ impl Controller {
             return Err(e);
         }
         if copy != self.acl_copy {
-            crate::acl::wait_for_readers();
+            crate::dataplane::wait_for_readers();
             self.acl_copy = copy;
             self.settle_acl_hits();
         }
@@ -158,6 +158,7 @@ impl Controller {
             }
             self.attached.remove(&n);
         }
+        self.publish();
         Ok(generation)
     }
 
@@ -234,6 +235,7 @@ impl Controller {
             return Err(e);
         }
         self.state.generation = generation;
+        self.publish_facts();
         self.maybe_compact();
         // Next hops no route uses any more go once nothing points at them.
         for (key, id) in &done.freed_nexthops {

@@ -1,6 +1,6 @@
 //! The controller's read views: `status`, `route show`/`get`, `stats`,
-//! `acl show`, `trace`, and the counter readers the metrics use. Nothing here
-//! changes the desired state.
+//! `acl show`, `trace`. Nothing here changes the desired state. (The metrics
+//! read none of this: see [`super::publish`].)
 use super::*;
 
 impl Controller {
@@ -324,64 +324,10 @@ impl Controller {
         }
     }
 
-    /// Per-interface, per-action counters: (interface, action, packets, bytes).
-    pub fn interface_counters(&self) -> Vec<(String, Action, u64, u64)> {
-        let Some(dp) = self.dp.as_ref() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for i in &self.state.config.interfaces {
-            let Some(slot) = self.state.ids.iface_slots.get(&i.name) else {
-                continue;
-            };
-            let record = dp.maps.iface_record(*slot);
-            for a in Action::ALL {
-                let c = record.action[*a as usize];
-                out.push((i.name.clone(), *a, c.packets, c.bytes));
-            }
-        }
-        out
-    }
-
-    /// Global drop counters: the sums over the interfaces' records.
-    pub fn drop_counters(&self) -> Vec<(DropReason, u64)> {
-        let Some(dp) = self.dp.as_ref() else {
-            return Vec::new();
-        };
-        let totals = dp.maps.reason_totals();
-        DropReason::ALL
-            .iter()
-            .map(|r| (*r, totals.drop[*r as usize].packets))
-            .collect()
-    }
-
-    /// Global pass counters: the sums over the interfaces' records.
-    pub fn pass_counters(&self) -> Vec<(PassReason, u64)> {
-        let Some(dp) = self.dp.as_ref() else {
-            return Vec::new();
-        };
-        let totals = dp.maps.reason_totals();
-        PassReason::ALL
-            .iter()
-            .map(|r| (*r, totals.pass[*r as usize].packets))
-            .collect()
-    }
-
     /// Host addresses (IPv4, IPv6) left out of `local_v4`/`local_v6` because
     /// they exceed its capacity.
     pub fn local_not_loaded(&self) -> (usize, usize) {
         self.local_not_loaded
-    }
-
-    /// ICMP errors the data plane sent, per kind.
-    pub fn icmp_counters(&self) -> Vec<(pop_common::IcmpType, u64)> {
-        let Some(dp) = self.dp.as_ref() else {
-            return Vec::new();
-        };
-        pop_common::IcmpType::ALL
-            .iter()
-            .map(|k| (*k, dp.maps.icmp_counter(*k).packets))
-            .collect()
     }
 
     /// Routes by family and source: (IPv4, IPv6) configured, (IPv4, IPv6)

@@ -162,7 +162,8 @@ fn open<T>(dir: &Path, name: &'static str) -> Result<T, String>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    super::open(dir, name)
+    let map = super::maps::open(dir, name).map_err(|e| e.to_string())?;
+    T::try_from(map).map_err(|e| format!("map {name}: {e}"))
 }
 
 /// After an upgrade swapped the links to the maps in `new_dir`: adds the hits
