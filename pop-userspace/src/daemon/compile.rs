@@ -11,6 +11,7 @@ use pop_common::{
     MAX_CUSTOMERS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_UPPER_MACS, NH_RESOLVED, NH_VALID,
 };
 
+use super::error::ControlError;
 use super::learned::Pinned;
 use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
@@ -70,8 +71,8 @@ fn allocate(
     wanted: &[String],
     first: u32,
     end: u32,
-    what: &str,
-) -> Result<(), String> {
+    what: &'static str,
+) -> Result<(), ControlError> {
     let wanted_set: HashSet<&String> = wanted.iter().collect();
     map.retain(|k, _| wanted_set.contains(k));
     let mut used: HashSet<u32> = map.values().copied().collect();
@@ -84,7 +85,10 @@ fn allocate(
             next += 1;
         }
         if next >= end {
-            return Err(format!("{what}: table full ({} entries)", end - first));
+            return Err(ControlError::IdsFull {
+                what,
+                entries: end - first,
+            });
         }
         used.insert(next);
         map.insert(name.clone(), next);
@@ -99,7 +103,7 @@ pub fn assign_ids(
     cfg: &Config,
     routes: &ConfiguredRoutes,
     old: &Ids,
-) -> Result<(Ids, Vec<u32>), String> {
+) -> Result<(Ids, Vec<u32>), ControlError> {
     let mut ids = old.clone();
     let customers: Vec<String> = cfg.customers.iter().map(|c| c.name.clone()).collect();
     allocate(

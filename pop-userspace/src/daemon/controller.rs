@@ -32,17 +32,7 @@ use crate::netlink::routes::RouteMsg;
 use crate::netlink::KernelView;
 use crate::state::{Persisted, Store};
 
-/// What a request asks popd to do after answering.
-#[derive(Debug, PartialEq, Eq)]
-pub enum After {
-    /// Keep running.
-    Continue,
-    /// Exit, removing the data plane if `detach`.
-    Shutdown {
-        /// Remove XDP and pins.
-        detach: bool,
-    },
-}
+pub use crate::api::server::After;
 
 /// popd's state.
 pub struct Controller {
@@ -104,7 +94,7 @@ enum Persist {
 }
 
 /// Result of a request: JSON data or a one-line error.
-pub type Reply = Result<Value, String>;
+pub type Reply = Result<Value, ControlError>;
 
 fn requested_mode(m: XdpMode) -> RequestedMode {
     match m {
@@ -152,7 +142,7 @@ impl Controller {
                 if let Err(e2) = dp.discard() {
                     tracing::error!("removing the data plane of a failed start: {e2}");
                 }
-                return Err(ControlError::Rejected(e));
+                return Err(ControlError::AclMaps(e));
             }
         };
         let (acl, acl_copy) = acl;
@@ -293,11 +283,11 @@ impl Controller {
 
     /// Once the first sync of learned routes is done: a new build's data plane
     /// now holds the whole desired state, so it is swapped in.
-    pub fn finish_start(&mut self) -> Result<(), String> {
+    pub fn finish_start(&mut self) -> Result<(), ControlError> {
         let Some(dp) = self.dp.as_mut() else {
             return Ok(());
         };
-        if let Some(old) = dp.finish_upgrade().map_err(|e| e.to_string())? {
+        if let Some(old) = dp.finish_upgrade()? {
             tracing::info!(
                 old_program_id = old,
                 program_id = dp.program_id(),
@@ -468,7 +458,8 @@ impl Controller {
         compiled: &crate::acl::CompiledAcl,
     ) -> Result<(), ControlError> {
         let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
-        acl.write_copy(copy, compiled)?;
+        acl.write_copy(copy, compiled)
+            .map_err(ControlError::AclMaps)?;
         tracing::info!(
             rules = compiled.rules.len(),
             copy,
@@ -483,7 +474,7 @@ impl Controller {
     fn write_tables(&mut self, want: &Tables, routes: RouteWork) -> Result<(), ControlError> {
         let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
         let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
-        acl.add_spoof(&want.spoof)?;
+        acl.add_spoof(&want.spoof).map_err(ControlError::AclMaps)?;
         let (state, learned) = (&self.state, &mut self.learned);
         compile::apply(&mut dp.maps, &mut self.applied, want, |maps| match routes {
             RouteWork::Keep => Ok(()),
@@ -509,11 +500,13 @@ impl Controller {
             self.local_not_loaded = want.local_not_loaded;
         }
         self.applied.local_not_loaded = want.local_not_loaded;
-        acl.prune_spoof(&want.spoof)?;
+        acl.prune_spoof(&want.spoof)
+            .map_err(ControlError::AclMaps)?;
         self.applied.spoof = want.spoof.clone();
         for (id, rb) in &want.policers {
             if self.applied.policers.get(id) != Some(rb) {
-                acl.set_policer(*id, Some(*rb))?;
+                acl.set_policer(*id, Some(*rb))
+                    .map_err(ControlError::AclMaps)?;
                 self.applied.policers.insert(*id, *rb);
             }
         }
@@ -525,7 +518,7 @@ impl Controller {
             .copied()
             .collect();
         for id in gone {
-            acl.set_policer(id, None)?;
+            acl.set_policer(id, None).map_err(ControlError::AclMaps)?;
             self.applied.policers.remove(&id);
         }
         Ok(())
@@ -706,9 +699,7 @@ impl Controller {
                     Ok(serde_json::to_value(self.route_list(source.as_deref()))
                         .expect("serialises"))
                 }
-                Some(other) => Err(format!(
-                    "route show: source \"{other}\": expected config or kernel"
-                )),
+                Some(other) => Err(ControlError::RouteSource(other.to_string())),
             },
             Request::RouteGet { address } => self.route_get(&address),
             Request::CustomerAdd(customer) => {
@@ -731,15 +722,15 @@ impl Controller {
                 Ok(serde_json::to_value(self.acl_rules_with_hits()).expect("serialises"))
             }
             Request::Stats { customer } => self.stats(customer.as_deref()),
-            Request::Apply { config, dry_run } => self
-                .apply_config(config, dry_run)
-                .map_err(|e| e.to_string()),
+            Request::Apply { config, dry_run } => self.apply_config(config, dry_run),
             Request::Export => {
                 Ok(json!({ "config": validate::to_toml(&self.state.whole_config()) }))
             }
             Request::Trace(t) => self.trace(&t),
             // Served by the API server itself (a stream, not one answer).
-            Request::Capture(_) => Err("capture: not a one-answer request".into()),
+            Request::Capture(_) => Err(ControlError::WrongRequest(
+                "capture: not a one-answer request",
+            )),
         };
         (reply, After::Continue)
     }
@@ -760,5 +751,6 @@ impl Controller {
 
 mod change;
 mod publish;
+mod service;
 mod views;
 pub use views::format_mac;

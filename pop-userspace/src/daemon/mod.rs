@@ -297,9 +297,15 @@ async fn run(args: Args) -> Result<(), ControlError> {
             })?;
     }
 
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let signal = |kind| {
+        signal(kind).map_err(|source| ControlError::Io {
+            what: "signal handler".to_string(),
+            source,
+        })
+    };
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     tracing::info!(socket = %args.socket.display(), metrics = %args.metrics, "popd ready");
     loop {
         tokio::select! {

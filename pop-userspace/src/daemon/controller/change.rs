@@ -214,7 +214,7 @@ impl Controller {
                 desired::route_add(&mut self.state, route, Some(&self.kernel))?
             }
             Change::RouteDel { prefix } => desired::route_del(&mut self.state, prefix)?,
-            _ => return Err("not a route change".into()),
+            _ => return Err(ControlError::WrongRequest("not a route change")),
         };
         if done.old.is_none() && self.learned.get(&done.prefix).is_none() {
             // A new prefix (already in the desired table, not in the maps).
@@ -322,7 +322,7 @@ impl Controller {
     }
 
     pub(super) fn reply(r: Result<u64, ControlError>) -> Reply {
-        let generation = r.map_err(|e| e.to_string())?;
+        let generation = r?;
         Ok(json!({ "generation": generation }))
     }
 

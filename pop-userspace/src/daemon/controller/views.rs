@@ -189,7 +189,7 @@ impl Controller {
             .kernel
             .links
             .get(&req.in_iface)
-            .ok_or_else(|| format!("trace: --in {}: no such device", req.in_iface))?;
+            .ok_or_else(|| ControlError::TraceNoDevice(req.in_iface.clone()))?;
         let ifindex = link.ifindex;
         // Addressed to the MAC the host accepts there: a tagged frame's is
         // its VLAN device's.
@@ -198,11 +198,12 @@ impl Controller {
             .and_then(|vid| compile::vlan_device(&self.kernel, &req.in_iface, vid))
             .and_then(|dev| self.kernel.links.get(&dev))
             .map_or(link.mac, |dev| dev.mac);
-        let (frame, packet) = crate::daemon::trace::frame(req, dst_mac)?;
+        let (frame, packet) =
+            crate::daemon::trace::frame(req, dst_mac).map_err(ControlError::Trace)?;
         let Some(dp) = self.dp.as_mut() else {
-            return Err("trace: the data plane is not loaded".into());
+            return Err(ControlError::TraceNoDataplane);
         };
-        let (action, rec) = dp.trace(&frame, ifindex).map_err(|e| e.to_string())?;
+        let (action, rec) = dp.trace(&frame, ifindex)?;
         let ids = &self.state.ids.customers;
         let customer = |id: u32| {
             ids.iter()
@@ -261,7 +262,7 @@ impl Controller {
     pub(super) fn route_get(&self, address: &str) -> Reply {
         let ip: IpAddr = address
             .parse()
-            .map_err(|_| format!("address \"{address}\": not an IP address"))?;
+            .map_err(|_| ControlError::NotAnAddress(address.to_string()))?;
         // The longest configured prefix: one lookup per length.
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let best = (0..=max).rev().find_map(|len| {
@@ -275,7 +276,7 @@ impl Controller {
                 Ok(serde_json::to_value(self.describe(&p, h)).expect("serialises"))
             }
             (_, Some(l)) => Ok(serde_json::to_value(self.learned_info(&l)).expect("serialises")),
-            _ => Err(format!("no route to {ip}")),
+            _ => Err(ControlError::NoRoute(ip)),
         }
     }
 
@@ -317,7 +318,9 @@ impl Controller {
             Some(name) => {
                 let one: Vec<_> = all.into_iter().filter(|s| s.name == name).collect();
                 if one.is_empty() {
-                    return Err(format!("customer {name}: no such customer"));
+                    return Err(ControlError::NoSuchCustomer {
+                        name: name.to_string(),
+                    });
                 }
                 Ok(serde_json::to_value(one).expect("serialises"))
             }
