@@ -48,8 +48,7 @@ pub struct Tables {
     pub local_v4: HashMap<u32, u32>,
     /// Host addresses.
     pub local_v6: HashSet<[u8; 16]>,
-    /// Anti-spoofing ports and (customer, port) pairs (written by the controller
-    /// through [`crate::acl::AclMaps`], around [`apply`]).
+    /// Anti-spoofing ports and (customer, port) pairs.
     pub spoof: SpoofTables,
     /// customer id → (rate_bps, burst_bytes) of customers with a policer.
     pub policers: BTreeMap<u32, (u64, u64)>,
@@ -546,6 +545,10 @@ pub fn apply(
     routes: impl FnOnce(&mut Maps) -> Result<(), DataplaneError>,
 ) -> Result<(), DataplaneError> {
     use pop_common::maps as n;
+    // 0. Anti-spoofing entries, before the interface flags that use them.
+    maps.acl
+        .add_spoof(&want.spoof)
+        .map_err(DataplaneError::Acl)?;
     // 1. Ports and interfaces that appear; VLAN devices after their `ifaces`
     // entries.
     add_new(&mut applied.tx_ports, &want.tx_ports, |i| {
@@ -631,7 +634,34 @@ pub fn apply(
     })?;
     remove_gone_from_set(&mut applied.tx_ports, &want.tx_ports, |k| {
         ignore_missing(maps.tx_ports.remove(*k)).map_err(map_err(n::TX_PORTS))
-    })
+    })?;
+    // 8. Anti-spoofing entries of ports whose flag is cleared; policers (an
+    // unchanged one is not rewritten: that would refill its bucket).
+    maps.acl
+        .prune_spoof(&want.spoof)
+        .map_err(DataplaneError::Acl)?;
+    applied.spoof = want.spoof.clone();
+    for (id, rb) in &want.policers {
+        if applied.policers.get(id) != Some(rb) {
+            maps.acl
+                .set_policer(*id, Some(*rb))
+                .map_err(DataplaneError::Acl)?;
+            applied.policers.insert(*id, *rb);
+        }
+    }
+    let gone: Vec<u32> = applied
+        .policers
+        .keys()
+        .filter(|id| !want.policers.contains_key(id))
+        .copied()
+        .collect();
+    for id in gone {
+        maps.acl
+            .set_policer(id, None)
+            .map_err(DataplaneError::Acl)?;
+        applied.policers.remove(&id);
+    }
+    Ok(())
 }
 
 /// Writes (with `write`) every entry of `want` that `applied` lacks or holds

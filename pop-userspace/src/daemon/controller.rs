@@ -19,7 +19,6 @@ use super::desired::{self, Change, RouteDone};
 use super::error::ControlError;
 use super::learned::{Env, LearnedRoutes, Pinned, Staged};
 use super::route_sync;
-use crate::acl::AclMaps;
 use crate::api::protocol::{
     AclInfo, ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
     StatusInfo, TraceInfo, TraceRequest, MAX_CHANGE_LINES,
@@ -43,8 +42,6 @@ pub struct Controller {
     kernel: KernelView,
     applied: Tables,
     attached: BTreeMap<String, AttachMode>,
-    /// ACL, anti-spoofing and policer maps.
-    acl: Option<AclMaps>,
     /// The ACL copy packets use.
     acl_copy: u32,
     /// ifindex of every `in_iface` the live ACL copy was compiled with.
@@ -133,11 +130,8 @@ impl Controller {
         // routes of the previous run: kept apart until the first dump.
         let mut pinned = Pinned::default();
         let applied = compile::read_back(&dp.maps, &mut pinned);
-        let acl = match AclMaps::open(&dp.maps_dir()).and_then(|a| {
-            let copy = a.active_copy()?;
-            Ok((a, copy))
-        }) {
-            Ok(a) => a,
+        let acl_copy = match dp.maps.acl.active_copy() {
+            Ok(copy) => copy,
             Err(e) => {
                 if let Err(e2) = dp.discard() {
                     tracing::error!("removing the data plane of a failed start: {e2}");
@@ -145,7 +139,6 @@ impl Controller {
                 return Err(ControlError::AclMaps(e));
             }
         };
-        let (acl, acl_copy) = acl;
         let before = applied.clone();
         let learned = LearnedRoutes::new(pinned);
         let counters = match crate::dataplane::counter_reader::CounterReader::open(&dp.maps_dir()) {
@@ -162,7 +155,6 @@ impl Controller {
             kernel,
             applied,
             attached: BTreeMap::new(),
-            acl: Some(acl),
             acl_copy,
             acl_ifindexes: BTreeMap::new(),
             local_not_loaded: (0, 0),
@@ -254,7 +246,6 @@ impl Controller {
     /// held (`before`) and keeps forwarding; what this start attached or
     /// loaded is removed.
     fn abandon_start(&mut self, before: &Tables) {
-        self.acl = None;
         let Some(mut dp) = self.dp.take() else {
             return;
         };
@@ -457,8 +448,10 @@ impl Controller {
         copy: u32,
         compiled: &crate::acl::CompiledAcl,
     ) -> Result<(), ControlError> {
-        let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
-        acl.write_copy(copy, compiled)
+        let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
+        dp.maps
+            .acl
+            .write_copy(copy, compiled)
             .map_err(ControlError::AclMaps)?;
         tracing::info!(
             rules = compiled.rules.len(),
@@ -469,12 +462,11 @@ impl Controller {
         Ok(())
     }
 
-    /// Writes `want` into the maps: anti-spoofing entries before the interface
-    /// flags that use them, [`compile::apply`], stale entries after, policers.
+    /// Writes `want` into the maps ([`compile::apply`], the one writer of
+    /// every map but the route tables' entries, which `routes` writes through
+    /// the route writer inside it).
     fn write_tables(&mut self, want: &Tables, routes: RouteWork) -> Result<(), ControlError> {
         let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
-        let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
-        acl.add_spoof(&want.spoof).map_err(ControlError::AclMaps)?;
         let (state, learned) = (&self.state, &mut self.learned);
         compile::apply(&mut dp.maps, &mut self.applied, want, |maps| match routes {
             RouteWork::Keep => Ok(()),
@@ -500,27 +492,6 @@ impl Controller {
             self.local_not_loaded = want.local_not_loaded;
         }
         self.applied.local_not_loaded = want.local_not_loaded;
-        acl.prune_spoof(&want.spoof)
-            .map_err(ControlError::AclMaps)?;
-        self.applied.spoof = want.spoof.clone();
-        for (id, rb) in &want.policers {
-            if self.applied.policers.get(id) != Some(rb) {
-                acl.set_policer(*id, Some(*rb))
-                    .map_err(ControlError::AclMaps)?;
-                self.applied.policers.insert(*id, *rb);
-            }
-        }
-        let gone: Vec<u32> = self
-            .applied
-            .policers
-            .keys()
-            .filter(|id| !want.policers.contains_key(id))
-            .copied()
-            .collect();
-        for id in gone {
-            acl.set_policer(id, None).map_err(ControlError::AclMaps)?;
-            self.applied.policers.remove(&id);
-        }
         Ok(())
     }
 
@@ -554,7 +525,7 @@ impl Controller {
     /// the old copy during the swap join their new slots.
     fn settle_acl_hits(&mut self) {
         let copy = self.acl_copy;
-        if let Some(acl) = self.acl.as_mut() {
+        if let Some(acl) = self.dp.as_mut().map(|d| &mut d.maps.acl) {
             if let Err(e) = acl.settle_hits(copy) {
                 tracing::warn!("ACL hit counts not carried over: {e}");
             }
@@ -739,7 +710,6 @@ impl Controller {
     pub fn remove_dataplane(&mut self) -> Result<(), ControlError> {
         self.sflow = None;
         self.observe = None;
-        self.acl = None;
         self.counters = None;
         let removed = self.dp.take().map(|dp| dp.remove());
         self.attached.clear();

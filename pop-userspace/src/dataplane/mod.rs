@@ -15,6 +15,7 @@
 //! is detached or reloaded, so forwarding never stops. A popd of
 //! another build stages its own data plane under `next/` and swaps the links to
 //! it with bpf_link_update ([`Dataplane::finish_upgrade`]): also without a stop.
+pub mod acl;
 pub mod acl_hits;
 pub mod addr4;
 pub mod counter_reader;
@@ -88,6 +89,10 @@ pub enum DataplaneError {
         /// What went wrong.
         reason: String,
     },
+    /// A write of the ACL, anti-spoofing or policer maps failed
+    /// ([`acl::AclMaps`] names the map and the entry).
+    #[error("{0}")]
+    Acl(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {

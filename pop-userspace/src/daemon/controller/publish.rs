@@ -65,7 +65,8 @@ impl Controller {
             .iter()
             .map(|(n, m)| (n.clone(), m.label()))
             .collect();
-        let slots = match self.acl.as_ref().map(|m| m.rule_slots(self.acl_copy)) {
+        let acl = self.dp.as_ref().map(|d| &d.maps.acl);
+        let slots = match acl.map(|m| m.rule_slots(self.acl_copy)) {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 tracing::warn!("reading the ACL rule slots: {e}");

@@ -10,7 +10,8 @@ impl Controller {
     pub fn acl_rules_with_hits(&self) -> Vec<AclInfo> {
         let mut acls = self.state.config.acls.clone();
         acls.sort_by_key(|a| a.priority);
-        let hits = match self.acl.as_ref().map(|m| m.hits(self.acl_copy)) {
+        let acl = self.dp.as_ref().map(|d| &d.maps.acl);
+        let hits = match acl.map(|m| m.hits(self.acl_copy)) {
             Some(Ok(h)) => h,
             Some(Err(e)) => {
                 tracing::warn!("reading ACL hit counts: {e}");
