@@ -438,6 +438,78 @@ fn kernel_route_metrics(reg: &mut Registry, snap: &Snapshot, follower: Follower)
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The facts a scrape shows come from the published snapshot alone.
+    #[test]
+    fn the_published_snapshot_is_what_a_scrape_shows() {
+        let published = Published::default();
+        let names = Names {
+            customers: vec![("acme".into(), 1)],
+            customer_count: 1,
+            interfaces: vec![("eth0".into(), 0)],
+            attached: vec![("eth0".into(), "native")],
+            acl_rules: vec![
+                AclRuleSlot {
+                    priority: 10,
+                    action: "drop",
+                    slot: Some(0),
+                },
+                AclRuleSlot {
+                    priority: 20,
+                    action: "allow",
+                    slot: None,
+                },
+            ],
+        };
+        published.publish(Snapshot {
+            names: Arc::new(names),
+            generation: 7,
+            routes: ((3, 2), (1000, 0)),
+            local_not_loaded: (0, 1),
+            follows_kernel_table: true,
+            ..Default::default()
+        });
+        let text = render(
+            &published.current(),
+            Follower {
+                synced: true,
+                resyncs: 4,
+            },
+            true,
+        );
+        for line in [
+            "pop_config_generation 7",
+            "pop_customers 1",
+            "pop_acl_rules 2",
+            "pop_xdp_attached{interface=\"eth0\",mode=\"native\"} 1",
+            "pop_routes{family=\"ipv4\",source=\"config\"} 3",
+            "pop_routes{family=\"ipv6\",source=\"config\"} 2",
+            "pop_routes{family=\"ipv4\",source=\"kernel\"} 1000",
+            "pop_local_addresses_not_loaded{family=\"ipv6\"} 1",
+            "pop_kernel_routes_synced 1",
+            "pop_kernel_routes_resyncs_total 4",
+            "pop_acl_hits_total{action=\"drop\"} 0",
+            "pop_acl_rule_hits_total{priority=\"20\",action=\"allow\"} 0",
+            "pop_sflow_samples_total{kind=\"flow\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // Without the data plane there are no counters to label.
+        for family in ["pop_customer_packets_total", "pop_drops_total"] {
+            assert!(!text.contains(family), "{family} in\n{text}");
+        }
+        // A later snapshot replaces it.
+        published.publish(Snapshot {
+            generation: 8,
+            ..Default::default()
+        });
+        let text = render(&published.current(), Follower::default(), false);
+        assert!(text.lines().any(|l| l == "pop_config_generation 8"));
+        assert!(text.lines().any(|l| l == "pop_kernel_routes_synced 0"));
+        assert!(!text.contains("pop_acl_rule_hits"), "{text}");
+    }
+
     #[test]
     fn counters_are_described_under_their_total_name_and_eof_is_dropped() {
         let om = "# HELP a_x Some help.\n# TYPE a_x counter\na_x_total 1\n# HELP g G.\n# TYPE g gauge\ng 2\n# EOF\n";
