@@ -546,9 +546,7 @@ pub fn apply(
 ) -> Result<(), DataplaneError> {
     use pop_common::maps as n;
     // 0. Anti-spoofing entries, before the interface flags that use them.
-    maps.acl
-        .add_spoof(&want.spoof)
-        .map_err(DataplaneError::Acl)?;
+    maps.acl.add_spoof(&want.spoof)?;
     // 1. Ports and interfaces that appear; VLAN devices after their `ifaces`
     // entries.
     add_new(&mut applied.tx_ports, &want.tx_ports, |i| {
@@ -637,15 +635,11 @@ pub fn apply(
     })?;
     // 8. Anti-spoofing entries of ports whose flag is cleared; policers (an
     // unchanged one is not rewritten: that would refill its bucket).
-    maps.acl
-        .prune_spoof(&want.spoof)
-        .map_err(DataplaneError::Acl)?;
+    maps.acl.prune_spoof(&want.spoof)?;
     applied.spoof = want.spoof.clone();
     for (id, rb) in &want.policers {
         if applied.policers.get(id) != Some(rb) {
-            maps.acl
-                .set_policer(*id, Some(*rb))
-                .map_err(DataplaneError::Acl)?;
+            maps.acl.set_policer(*id, Some(*rb))?;
             applied.policers.insert(*id, *rb);
         }
     }
@@ -656,9 +650,7 @@ pub fn apply(
         .copied()
         .collect();
     for id in gone {
-        maps.acl
-            .set_policer(id, None)
-            .map_err(DataplaneError::Acl)?;
+        maps.acl.set_policer(id, None)?;
         applied.policers.remove(&id);
     }
     Ok(())

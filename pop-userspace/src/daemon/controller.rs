@@ -136,7 +136,7 @@ impl Controller {
                 if let Err(e2) = dp.discard() {
                     tracing::error!("removing the data plane of a failed start: {e2}");
                 }
-                return Err(ControlError::AclMaps(e));
+                return Err(e.into());
             }
         };
         let before = applied.clone();
@@ -449,10 +449,7 @@ impl Controller {
         compiled: &crate::acl::CompiledAcl,
     ) -> Result<(), ControlError> {
         let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
-        dp.maps
-            .acl
-            .write_copy(copy, compiled)
-            .map_err(ControlError::AclMaps)?;
+        dp.maps.acl.write_copy(copy, compiled)?;
         tracing::info!(
             rules = compiled.rules.len(),
             copy,

@@ -125,9 +125,6 @@ pub enum ControlError {
         /// How many ids there are.
         entries: u32,
     },
-    /// Writing the ACL, anti-spoofing or policer maps failed.
-    #[error("{0}")]
-    AclMaps(String),
     /// `route show --source` other than config or kernel.
     #[error("route show: source \"{0}\": expected config or kernel")]
     RouteSource(String),

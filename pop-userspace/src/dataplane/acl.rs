@@ -126,8 +126,11 @@ where
     T::try_from(super::maps::open(dir, name)?).map_err(super::maps::map_err(name))
 }
 
-fn map_err(name: &'static str, what: String) -> impl FnOnce(aya::maps::MapError) -> String {
-    move |e| format!("map {name}: {what}: {e}")
+fn map_err(name: &'static str, what: String) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    move |e| DataplaneError::Map {
+        map: name,
+        reason: format!("{what}: {e}"),
+    }
 }
 
 fn is_missing(e: &aya::maps::MapError) -> bool {
@@ -158,7 +161,7 @@ impl AclMaps {
     }
 
     /// The ACL copy packets use now (`PopConfig::acl_copy`).
-    pub fn active_copy(&self) -> Result<u32, String> {
+    pub fn active_copy(&self) -> Result<u32, DataplaneError> {
         let config = self
             .config
             .get(&0, 0)
@@ -167,15 +170,18 @@ impl AclMaps {
     }
 
     /// The copy to write next: the one packets do not use.
-    pub fn inactive_copy(&self) -> Result<u32, String> {
+    pub fn inactive_copy(&self) -> Result<u32, DataplaneError> {
         Ok(1 - self.active_copy()?)
     }
 
     /// Writes `compiled` completely into ACL copy `copy` (0 or 1), which must
     /// not be the active one. Packets do not see it until [`AclMaps::activate`].
-    pub fn write_copy(&mut self, copy: u32, compiled: &CompiledAcl) -> Result<(), String> {
+    pub fn write_copy(&mut self, copy: u32, compiled: &CompiledAcl) -> Result<(), DataplaneError> {
         if copy > 1 {
-            return Err(format!("acl copy {copy}: must be 0 or 1"));
+            return Err(DataplaneError::AclCopy {
+                copy,
+                reason: "must be 0 or 1".into(),
+            });
         }
         let live = self.active_copy()?;
         let live_meta = self
@@ -183,14 +189,17 @@ impl AclMaps {
             .get(&live, 0)
             .map_err(map_err(names::ACL_META, format!("get {live}")))?;
         if copy == live && live_meta.rule_count != 0 {
-            return Err(format!(
-                "acl copy {copy}: it is the active copy; write copy {} and activate it",
-                1 - copy
-            ));
+            return Err(DataplaneError::AclCopy {
+                copy,
+                reason: format!(
+                    "it is the active copy; write copy {} and activate it",
+                    1 - copy
+                ),
+            });
         }
-        let fits = |what: &str, n: usize, max: u32| {
-            if n > max as usize {
-                Err(format!("acl: {n} {what} exceed the maximum of {max}"))
+        let fits = |what: &'static str, count: usize, max: u32| {
+            if count > max as usize {
+                Err(DataplaneError::AclFull { what, count, max })
             } else {
                 Ok(())
             }
@@ -246,9 +255,12 @@ impl AclMaps {
     /// keeping the other fields), then waits until no packet uses the old copy,
     /// so it may be rewritten. A controller that writes `PopConfig` itself must
     /// carry `acl_copy` over and call [`wait_for_readers`] after the write.
-    pub fn activate(&mut self, copy: u32) -> Result<(), String> {
+    pub fn activate(&mut self, copy: u32) -> Result<(), DataplaneError> {
         if copy > 1 {
-            return Err(format!("acl copy {copy}: must be 0 or 1"));
+            return Err(DataplaneError::AclCopy {
+                copy,
+                reason: "must be 0 or 1".into(),
+            });
         }
         let mut config = self
             .config
@@ -265,7 +277,7 @@ impl AclMaps {
     /// Call once `copy` is live and no packet uses the other copy (after
     /// [`wait_for_readers`]): adds the hits that rules carried over by the
     /// last [`AclMaps::write_copy`] of `copy` took in the old copy meanwhile.
-    pub fn settle_hits(&mut self, copy: u32) -> Result<(), String> {
+    pub fn settle_hits(&mut self, copy: u32) -> Result<(), DataplaneError> {
         match self.carry.take() {
             Some(carry) if carry.to_copy == copy => carry.settle(&mut self.hits),
             _ => Ok(()),
@@ -278,7 +290,7 @@ impl AclMaps {
     pub fn hits(
         &self,
         copy: u32,
-    ) -> Result<std::collections::BTreeMap<u32, pop_common::PopCounter>, String> {
+    ) -> Result<std::collections::BTreeMap<u32, pop_common::PopCounter>, DataplaneError> {
         let copy = copy & 1;
         match &self.written[copy as usize] {
             Some(rules) => Ok(hits::read_copy(&self.hits, rules, copy)),
@@ -292,7 +304,10 @@ impl AclMaps {
     /// The hit-counter slot (`copy * MAX_ACL_RULES + rule index`) of every
     /// rule of copy `copy`, by priority: what a reader of `acl_hits` without
     /// these handles needs to find a rule's count.
-    pub fn rule_slots(&self, copy: u32) -> Result<std::collections::BTreeMap<u32, u32>, String> {
+    pub fn rule_slots(
+        &self,
+        copy: u32,
+    ) -> Result<std::collections::BTreeMap<u32, u32>, DataplaneError> {
         let copy = copy & 1;
         let slots = |rules: &hits::RulesByPriority| {
             rules
@@ -312,7 +327,7 @@ impl AclMaps {
 
     /// Writes `compiled` to the inactive copy and activates it. Returns the
     /// copy now live.
-    pub fn swap_in(&mut self, compiled: &CompiledAcl) -> Result<u32, String> {
+    pub fn swap_in(&mut self, compiled: &CompiledAcl) -> Result<u32, DataplaneError> {
         let copy = self.inactive_copy()?;
         self.write_copy(copy, compiled)?;
         self.activate(copy)?;
@@ -322,7 +337,7 @@ impl AclMaps {
     /// Adds what `want` has and the maps lack. Call before the interfaces'
     /// `IFACE_ANTI_SPOOFING` flags are set, so a newly protected port never
     /// drops its own customers' traffic.
-    pub fn add_spoof(&mut self, want: &SpoofTables) -> Result<(), String> {
+    pub fn add_spoof(&mut self, want: &SpoofTables) -> Result<(), DataplaneError> {
         for &(ifindex, prefix) in &want.prefixes {
             let what = || format!("insert ifindex {ifindex} prefix {prefix}");
             let len = 32 + u32::from(prefix.prefix_len());
@@ -354,7 +369,7 @@ impl AclMaps {
 
     /// Removes what the maps hold beyond `want`. Call after the flags of ports
     /// that lost anti-spoofing are cleared.
-    pub fn prune_spoof(&mut self, want: &SpoofTables) -> Result<(), String> {
+    pub fn prune_spoof(&mut self, want: &SpoofTables) -> Result<(), DataplaneError> {
         let stale: Vec<Key<[u8; 8]>> = self
             .spoof_src_v4
             .keys()
@@ -365,10 +380,10 @@ impl AclMaps {
             if let Err(e) = self.spoof_src_v4.remove(&key) {
                 if !is_missing(&e) {
                     let (ifindex, prefix) = spoof_entry_v4(&key);
-                    return Err(format!(
-                        "map {}: remove ifindex {ifindex} prefix {prefix}: {e}",
-                        names::SPOOF_SRC_V4
-                    ));
+                    return Err(DataplaneError::Map {
+                        map: names::SPOOF_SRC_V4,
+                        reason: format!("remove ifindex {ifindex} prefix {prefix}: {e}"),
+                    });
                 }
             }
         }
@@ -382,10 +397,10 @@ impl AclMaps {
             if let Err(e) = self.spoof_src_v6.remove(&key) {
                 if !is_missing(&e) {
                     let (ifindex, prefix) = spoof_entry_v6(&key);
-                    return Err(format!(
-                        "map {}: remove ifindex {ifindex} prefix {prefix}: {e}",
-                        names::SPOOF_SRC_V6
-                    ));
+                    return Err(DataplaneError::Map {
+                        map: names::SPOOF_SRC_V6,
+                        reason: format!("remove ifindex {ifindex} prefix {prefix}: {e}"),
+                    });
                 }
             }
         }
@@ -398,10 +413,10 @@ impl AclMaps {
         for ifindex in stale {
             match self.spoof_ports.remove(&ifindex) {
                 Err(e) if !is_missing(&e) => {
-                    return Err(format!(
-                        "map {}: remove ifindex {ifindex}: {e}",
-                        names::SPOOF_PORTS
-                    ))
+                    return Err(DataplaneError::Map {
+                        map: names::SPOOF_PORTS,
+                        reason: format!("remove ifindex {ifindex}: {e}"),
+                    })
                 }
                 _ => {}
             }
@@ -416,12 +431,12 @@ impl AclMaps {
         &mut self,
         customer_id: u32,
         rate_and_burst: Option<(u64, u64)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DataplaneError> {
         if customer_id == 0 || customer_id >= MAX_CUSTOMERS {
-            return Err(format!(
-                "customer id {customer_id}: must be between 1 and {}",
-                MAX_CUSTOMERS - 1
-            ));
+            return Err(DataplaneError::CustomerId {
+                id: customer_id,
+                max: MAX_CUSTOMERS - 1,
+            });
         }
         let want = match rate_and_burst {
             Some((rate_bps, burst_bytes)) => policer(rate_bps, burst_bytes)?,

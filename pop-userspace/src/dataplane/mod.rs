@@ -89,10 +89,42 @@ pub enum DataplaneError {
         /// What went wrong.
         reason: String,
     },
-    /// A write of the ACL, anti-spoofing or policer maps failed
-    /// ([`acl::AclMaps`] names the map and the entry).
-    #[error("{0}")]
-    Acl(String),
+    /// A copy of the ACL maps that cannot be written or activated.
+    #[error("acl copy {copy}: {reason}")]
+    AclCopy {
+        /// The copy (0 or 1).
+        copy: u32,
+        /// Why.
+        reason: String,
+    },
+    /// A compiled ACL larger than its maps.
+    #[error("acl: {count} {what} exceed the maximum of {max}")]
+    AclFull {
+        /// "rules", "tree nodes" or "leaf blocks".
+        what: &'static str,
+        /// How many.
+        count: usize,
+        /// The maps' capacity.
+        max: u32,
+    },
+    /// A customer id outside the per-customer maps.
+    #[error("customer id {id}: must be between 1 and {max}")]
+    CustomerId {
+        /// The id.
+        id: u32,
+        /// The largest id.
+        max: u32,
+    },
+    /// A policer setting beyond what the bucket arithmetic holds.
+    #[error("{field} {value}: must be between 1 and {max}")]
+    Policer {
+        /// "rate_bps" or "burst_bytes".
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// The largest it may be.
+        max: u64,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
