@@ -22,8 +22,9 @@ use pop_lab::{popd::metric_value, topology, Lab, Popd};
 /// Namespace (and veth, bpffs) prefix of this test.
 const PREFIX: &str = "ptmet-";
 /// Routes of the big apply: enough that writing them holds the controller's
-/// lock for well over [`BLOCKED`] in a debug build.
-const ROUTES: u32 = 30_000;
+/// lock for well over [`BLOCKED`] in a debug build. Should an apply be over
+/// before a `popctl status` was seen blocked, the next size is tried.
+const ROUTES: [u32; 3] = [30_000, 100_000, 300_000];
 /// A `popctl status` still running after this long is waiting for the lock
 /// (it answers in milliseconds otherwise).
 const BLOCKED: Duration = Duration::from_millis(250);
@@ -66,10 +67,10 @@ fn start() -> Result<Env> {
     Ok(env)
 }
 
-/// The lab's config plus [`ROUTES`] /24s via the upstream.
-fn big_config() -> String {
+/// The lab's config plus `routes` /24s via the upstream.
+fn big_config(routes: u32) -> String {
     let mut s = topology::full_config();
-    for i in 0..ROUTES {
+    for i in 0..routes {
         let _ = write!(
             s,
             "\n[[routes]]\nprefix = \"{}.{}.{}.0/24\"\nvia = [\"192.0.2.1\"]\ndev = \"eth0\"\n",
@@ -102,14 +103,24 @@ fn generation(scrape: &str) -> Result<f64> {
     metric_value(scrape, "pop_config_generation", &[]).context("no pop_config_generation")
 }
 
-fn scenario(env: &mut Env) -> Result<()> {
-    let before = env.popd.metrics()?;
-    let old_generation = generation(&before)?;
-    let file = env.popd.state_dir().join("big.toml");
-    std::fs::write(&file, big_config())?;
+/// What one apply showed.
+enum Seen {
+    /// A scrape answered, with the old generation, while a `popctl status`
+    /// stayed blocked: it took this long.
+    ScrapeDuringLock(Duration),
+    /// The lock was seen held, but no scrape answered during it.
+    ScrapesWaited,
+    /// The apply was over before a `popctl status` was seen blocked.
+    TooShort,
+}
 
+fn apply_and_scrape(env: &Env, routes: u32) -> Result<Seen> {
+    let old_generation = generation(&env.popd.metrics()?)?;
+    let file = env.popd.state_dir().join("big.toml");
+    std::fs::write(&file, big_config(routes))?;
     let mut apply = popctl(env, &["apply", &file.to_string_lossy()])?;
     let started = Instant::now();
+    let mut lock_seen = false;
     let mut observed = None;
     while observed.is_none() && running(&mut apply)? {
         let mut status = popctl(env, &["status"])?;
@@ -119,14 +130,15 @@ fn scenario(env: &mut Env) -> Result<()> {
             continue;
         }
         // The lock is held (by the apply): scrape now.
+        lock_seen = true;
         let t = Instant::now();
         let scrape = env.popd.metrics()?;
         let took = t.elapsed();
         let status_blocked = running(&mut status)?;
         let seen = generation(&scrape)?;
         eprintln!(
-            "scrape in {took:?} at {:?} into the apply; status still blocked: {status_blocked}; \
-             generation {seen} (before: {old_generation})",
+            "scrape in {took:?} at {:?} into the apply of {routes} routes; status still \
+             blocked: {status_blocked}; generation {seen} (before: {old_generation})",
             started.elapsed()
         );
         if status_blocked && seen == old_generation {
@@ -140,14 +152,7 @@ fn scenario(env: &mut Env) -> Result<()> {
         "popctl apply failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let applied_in = started.elapsed();
-    let Some(took) = observed else {
-        bail!(
-            "no scrape answered while the controller's lock was held during an apply of \
-             {ROUTES} routes ({applied_in:?}): /metrics waits for changes being written"
-        );
-    };
-    eprintln!("apply of {ROUTES} routes took {applied_in:?}; a scrape during it {took:?}");
+    eprintln!("apply of {routes} routes took {:?}", started.elapsed());
     // The apply is done: the next scrape shows its generation and routes.
     let after = env.popd.metrics()?;
     ensure!(
@@ -155,17 +160,41 @@ fn scenario(env: &mut Env) -> Result<()> {
         "generation after the apply: {}",
         generation(&after)?
     );
-    let routes = metric_value(
+    let configured = metric_value(
         &after,
         "pop_routes",
         &[("family", "ipv4"), ("source", "config")],
     )
     .context("no pop_routes{family=\"ipv4\",source=\"config\"}")?;
     ensure!(
-        routes >= f64::from(ROUTES),
-        "pop_routes{{family=\"ipv4\",source=\"config\"}} is {routes} after applying {ROUTES} routes"
+        configured >= f64::from(routes),
+        "pop_routes{{family=\"ipv4\",source=\"config\"}} is {configured} after applying {routes} routes"
     );
-    Ok(())
+    Ok(match (observed, lock_seen) {
+        (Some(took), _) => Seen::ScrapeDuringLock(took),
+        (None, true) => Seen::ScrapesWaited,
+        (None, false) => Seen::TooShort,
+    })
+}
+
+fn scenario(env: &mut Env) -> Result<()> {
+    for routes in ROUTES {
+        match apply_and_scrape(env, routes)? {
+            Seen::ScrapeDuringLock(took) => {
+                eprintln!("a scrape during the apply of {routes} routes answered in {took:?}");
+                return Ok(());
+            }
+            Seen::ScrapesWaited => bail!(
+                "no scrape answered while the controller's lock was held during an apply of \
+                 {routes} routes: /metrics waits for changes being written"
+            ),
+            Seen::TooShort => eprintln!("the apply of {routes} routes was too short to observe"),
+        }
+    }
+    bail!(
+        "no apply held the controller's lock long enough to observe (up to {} routes)",
+        ROUTES[ROUTES.len() - 1]
+    )
 }
 
 #[test]
