@@ -1,7 +1,9 @@
 //! pop's controller library: everything `popd` and `popctl` are made of.
 //!
-//! Imports flow downward: binaries → `daemon`/`cli` → `api`/`state`/`metrics` →
-//! `dataplane`/`netlink`/`config` → `pop-common`.
+//! Imports flow downward only: binaries → `daemon` → `api::server`/`cli` →
+//! `api::protocol`/`capture`/`metrics` → `acl`/`state`/`sflow` → `config` →
+//! `dataplane`/`netlink` → `pop-common` (docs/architecture.md, "Modules and
+//! layers").
 pub mod acl;
 pub mod api;
 pub mod capture;

@@ -10,43 +10,10 @@
 //! port, prefix of a customer attached there). The source's most specific
 //! customer plays no part: a customer may sub-allocate a block of its prefix
 //! to another customer attached elsewhere and still source it.
-use std::collections::{BTreeMap, BTreeSet};
-
-use ipnet::IpNet;
 
 use crate::config::validate::ValidCustomer;
 
-/// What the maps `spoof_ports`, `spoof_src_v4` and `spoof_src_v6` should hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SpoofTables {
-    /// ifindex of every anti-spoofing port → the customer id its spoofed
-    /// packets are counted against (the first anti-spoofing customer there).
-    pub ports: BTreeMap<u32, u32>,
-    /// (ifindex of an anti-spoofing port, prefix of a customer attached
-    /// there): sources in the prefix may send from that port. Prefixes are
-    /// truncated to their network.
-    pub prefixes: BTreeSet<(u32, IpNet)>,
-}
-
-impl SpoofTables {
-    /// Whether `ifindex` needs `IFACE_ANTI_SPOOFING` in its `PopIface::flags`.
-    pub fn is_anti_spoofing_port(&self, ifindex: u32) -> bool {
-        self.ports.contains_key(&ifindex)
-    }
-
-    /// Entries of `spoof_src_v4` (IPv4 prefixes).
-    pub fn count_v4(&self) -> usize {
-        self.prefixes
-            .iter()
-            .filter(|(_, p)| p.addr().is_ipv4())
-            .count()
-    }
-
-    /// Entries of `spoof_src_v6` (IPv6 prefixes).
-    pub fn count_v6(&self) -> usize {
-        self.prefixes.len() - self.count_v4()
-    }
-}
+pub use crate::dataplane::acl::SpoofTables;
 
 /// The anti-spoofing tables for `customers`. Customers or interfaces without
 /// an id / ifindex (not yet known to the kernel) are left out.

@@ -13,7 +13,7 @@
 //! levels per [`PopAclNode`], leaves as refs in their parent
 //! ([`ACL_REF_LEAF`]), leaf rules in [`PopAclLeafBlock`]s.
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ipnet::IpNet;
 use pop_common::{
@@ -23,6 +23,8 @@ use pop_common::{
     ACL_REF_COUNT_SHIFT, ACL_REF_LEAF, ACL_REF_START, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES,
     MAX_ACL_RULES,
 };
+
+pub use crate::dataplane::acl::{AclStats, CompiledAcl};
 
 use crate::config::model::AclAction;
 use crate::config::validate::ValidAcl;
@@ -84,48 +86,6 @@ fn fill_l4(key: &mut AclKey, proto: u8, ports: Option<(u16, u16)>, in_ifindex: u
     key[AclField::SrcPort as usize] = sport;
     key[AclField::DstPort as usize] = dport;
     key[AclField::InIface as usize] = in_ifindex;
-}
-
-/// Size and shape of a compiled rule set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AclStats {
-    /// Rules in the data plane (rules whose `in_iface` does not exist are left out).
-    pub rules: usize,
-    /// Tree nodes, both families.
-    pub nodes: usize,
-    /// Rule references in leaves.
-    pub leaf_refs: usize,
-    /// Blocks the leaves take ([`ACL_LEAF_BLOCK`] rules each).
-    pub leaf_blocks: usize,
-    /// Deepest leaf of the IPv4 trees.
-    pub depth_v4: u32,
-    /// Deepest leaf of the IPv6 trees.
-    pub depth_v6: u32,
-    /// IPv4 trees (rule groups).
-    pub trees_v4: usize,
-    /// IPv6 trees (rule groups).
-    pub trees_v6: usize,
-    /// Most rules in one leaf.
-    pub max_leaf: usize,
-    /// Bytes the copy occupies in the maps.
-    pub map_bytes: usize,
-    /// Time [`compile`] took.
-    pub build_time: Duration,
-}
-
-/// A rule set compiled for one copy of the ACL maps.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CompiledAcl {
-    /// Rules by index (= evaluation order).
-    pub rules: Vec<PopAclRule>,
-    /// Tree nodes of both families.
-    pub nodes: Vec<PopAclNode>,
-    /// Leaves' rules, each leaf in whole blocks.
-    pub leaf_rules: Vec<PopAclLeafBlock>,
-    /// Roots and counts (`acl_meta[copy]`).
-    pub meta: PopAclMeta,
-    /// Shape and cost.
-    pub stats: AclStats,
 }
 
 impl CompiledAcl {

@@ -12,8 +12,33 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 
-use super::protocol::{Request, Response};
-use crate::daemon::controller::{After, Controller};
+use super::protocol::{CaptureRequest, Request, Response};
+use crate::capture::{Armed, CaptureError};
+
+/// What a request asks popd to do after answering.
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    /// Keep running.
+    Continue,
+    /// Exit, removing the data plane if `detach`.
+    Shutdown {
+        /// Remove XDP and pins.
+        detach: bool,
+    },
+}
+
+/// What the server serves: popd's controller. The server holds it behind a
+/// lock and calls it on a blocking thread, one request at a time.
+pub trait Service: Send + 'static {
+    /// Why a request was refused; its text is the answer's `message`.
+    type Error: std::fmt::Display + Send + 'static;
+    /// Answers one request (a capture goes to [`Service::arm_capture`]).
+    fn handle(&mut self, req: Request) -> (Result<serde_json::Value, Self::Error>, After);
+    /// Checks a capture request and arms the data plane's filter.
+    fn arm_capture(&mut self, req: &CaptureRequest) -> Result<Armed, CaptureError>;
+    /// Disarms the capture.
+    fn disarm_capture(&mut self);
+}
 
 /// Binds the socket, replacing a stale one left by a crashed popd; refuses to
 /// steal the socket of a popd that is still running.
@@ -21,12 +46,31 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     bind_for_group(path, None)
 }
 
+/// Why `--socket-group` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// No group has that name.
+    #[error("socket group {0}: no such group")]
+    NoSuchGroup(String),
+    /// The group database could not be read.
+    #[error("socket group {name}: {source}")]
+    Lookup {
+        /// The name as given.
+        name: String,
+        /// The cause.
+        source: nix::Error,
+    },
+}
+
 /// A group by name, for `--socket-group`.
-pub fn group_id(name: &str) -> Result<u32, String> {
+pub fn group_id(name: &str) -> Result<u32, GroupError> {
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("socket group {name}: no such group")),
-        Err(e) => Err(format!("socket group {name}: {e}")),
+        Ok(None) => Err(GroupError::NoSuchGroup(name.to_string())),
+        Err(source) => Err(GroupError::Lookup {
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 
@@ -54,9 +98,9 @@ pub fn bind_for_group(path: &Path, gid: Option<u32>) -> std::io::Result<UnixList
 
 /// Serves requests until a `shutdown` arrives; then records whether to detach
 /// and wakes `stop`.
-pub async fn serve(
+pub async fn serve<S: Service>(
     listener: UnixListener,
-    ctl: Arc<Mutex<Controller>>,
+    ctl: Arc<Mutex<S>>,
     changed: Arc<Notify>,
     stop: Arc<Notify>,
     detach: Arc<Mutex<bool>>,
@@ -77,9 +121,9 @@ pub async fn serve(
     }
 }
 
-async fn connection(
+async fn connection<S: Service>(
     stream: UnixStream,
-    ctl: Arc<Mutex<Controller>>,
+    ctl: Arc<Mutex<S>>,
     changed: Arc<Notify>,
     stop: Arc<Notify>,
     detach: Arc<Mutex<bool>>,
@@ -128,7 +172,9 @@ async fn connection(
                 }
                 let resp = match reply {
                     Ok(data) => Response::Ok { data },
-                    Err(message) => Response::Error { message },
+                    Err(e) => Response::Error {
+                        message: e.to_string(),
+                    },
                 };
                 (resp, after)
             }
@@ -152,9 +198,9 @@ async fn connection(
 ///
 /// [`CaptureStart`]: super::protocol::CaptureStart
 /// [`CapturedPacket`]: super::protocol::CapturedPacket
-async fn capture(
+async fn capture<S: Service>(
     req: super::protocol::CaptureRequest,
-    ctl: Arc<Mutex<Controller>>,
+    ctl: Arc<Mutex<S>>,
     mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
     mut w: tokio::net::unix::OwnedWriteHalf,
 ) -> std::io::Result<()> {
@@ -162,7 +208,7 @@ async fn capture(
     let c = ctl.clone();
     let r = req.clone();
     let armed = tokio::task::spawn_blocking(move || {
-        crate::capture::arm(&mut c.lock().unwrap_or_else(|p| p.into_inner()), &r)
+        c.lock().unwrap_or_else(|p| p.into_inner()).arm_capture(&r)
     })
     .await
     .map_err(std::io::Error::other)?;
@@ -176,11 +222,14 @@ async fn capture(
         }
     };
     // Disarms on every way out of this function.
-    struct Disarm(Arc<Mutex<Controller>>, Arc<AtomicBool>);
-    impl Drop for Disarm {
+    struct Disarm<S: Service>(Arc<Mutex<S>>, Arc<AtomicBool>);
+    impl<S: Service> Drop for Disarm<S> {
         fn drop(&mut self) {
             self.1.store(true, Ordering::Relaxed);
-            crate::capture::disarm(&self.0);
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .disarm_capture();
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -246,7 +295,7 @@ mod tests {
     #[test]
     fn an_unknown_socket_group_is_named() {
         assert_eq!(
-            group_id("no-such-pop-group").unwrap_err(),
+            group_id("no-such-pop-group").unwrap_err().to_string(),
             "socket group no-such-pop-group: no such group"
         );
     }

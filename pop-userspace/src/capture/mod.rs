@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aya::maps::{Map, MapData, RingBuf};
 use pop_common::{
@@ -23,7 +23,8 @@ use pop_common::{
 };
 
 use crate::api::protocol::{CaptureRequest, CaptureStart, CapturedPacket};
-use crate::daemon::controller::Controller;
+use crate::config::model::Config;
+use crate::dataplane::observe::ObserveMaps;
 
 /// Captured packets per second and CPU, at most.
 pub const RATE_PPS_PER_CPU: u64 = 2000;
@@ -84,10 +85,24 @@ fn ring(dir: &Path) -> Result<RingBuf<MapData>, CaptureError> {
     RingBuf::try_from(map).map_err(|e| CaptureError::Map(e.to_string()))
 }
 
+/// What arming a capture needs of popd's state.
+pub struct Target<'a> {
+    /// The desired state.
+    pub config: &'a Config,
+    /// Customer ids by name.
+    pub customer_ids: &'a std::collections::BTreeMap<String, u32>,
+    /// The kernel's ifindex of an interface, if it exists.
+    pub ifindex: &'a dyn Fn(&str) -> Option<u32>,
+    /// Where the data plane's maps are pinned (`None`: it was removed).
+    pub maps_dir: Option<std::path::PathBuf>,
+    /// The sampling and capture settings map, if the data plane has it.
+    pub observe: Option<&'a mut ObserveMaps>,
+}
+
 /// Checks the request against the desired state and arms the filter. One
 /// capture at a time.
-pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, CaptureError> {
-    let cfg = &ctl.state().config;
+pub fn arm(target: Target<'_>, req: &CaptureRequest) -> Result<Armed, CaptureError> {
+    let cfg = target.config;
     let mut filter = PopObserveConfig {
         capture: CAPTURE_ON,
         ..Default::default()
@@ -97,15 +112,12 @@ pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, CaptureE
             return Err(CaptureError::NotPopInterface(iface.clone()));
         }
         filter.capture |= CAPTURE_IFACE;
-        filter.capture_ifindex = ctl
-            .ifindex(iface)
-            .ok_or_else(|| CaptureError::NoDevice(iface.clone()))?;
+        filter.capture_ifindex =
+            (target.ifindex)(iface).ok_or_else(|| CaptureError::NoDevice(iface.clone()))?;
     }
     if let Some(name) = &req.customer {
-        let id = ctl
-            .state()
-            .ids
-            .customers
+        let id = target
+            .customer_ids
             .get(name)
             .copied()
             .ok_or_else(|| CaptureError::NoCustomer(name.clone()))?;
@@ -140,10 +152,10 @@ pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, CaptureE
     let interfaces: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
     let names = interfaces
         .iter()
-        .filter_map(|n| Some((ctl.ifindex(n)?, n.clone())))
+        .filter_map(|n| Some(((target.ifindex)(n)?, n.clone())))
         .collect();
-    let dir = ctl.dp.as_ref().ok_or(CaptureError::NoDataplane)?.maps_dir();
-    let observe = ctl.observe.as_mut().ok_or(CaptureError::Unavailable)?;
+    let dir = target.maps_dir.ok_or(CaptureError::NoDataplane)?;
+    let observe = target.observe.ok_or(CaptureError::Unavailable)?;
     if observe.capture_armed() {
         return Err(CaptureError::Busy);
     }
@@ -165,9 +177,8 @@ pub fn arm(ctl: &mut Controller, req: &CaptureRequest) -> Result<Armed, CaptureE
 }
 
 /// Disarms the capture.
-pub fn disarm(ctl: &Mutex<Controller>) {
-    let mut c = ctl.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(o) = c.observe.as_mut() {
+pub fn disarm(observe: Option<&mut ObserveMaps>) {
+    if let Some(o) = observe {
         match o.set_capture(None) {
             Ok(()) => tracing::info!("capture disarmed"),
             Err(e) => tracing::error!("capture: disarming: {e}"),

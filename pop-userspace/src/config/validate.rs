@@ -179,7 +179,10 @@ pub fn to_toml(cfg: &Config) -> String {
 /// its excess as loss; 250 ms lets one TCP flow reach ~95% of the rate where a
 /// 10 ms burst held it to 6% (measured in the lab, docs/acl.md).
 pub fn default_burst_bytes(rate_bps: u64) -> u64 {
-    (rate_bps / 32).clamp(MIN_DEFAULT_BURST_BYTES, crate::acl::police::MAX_BURST_BYTES)
+    (rate_bps / 32).clamp(
+        MIN_DEFAULT_BURST_BYTES,
+        crate::dataplane::police::MAX_BURST_BYTES,
+    )
 }
 
 /// Checks an interface name the way the kernel does (`dev_valid_name`).
@@ -305,13 +308,13 @@ pub fn check_customer(customer: &Customer) -> Result<ValidCustomer, ConfigError>
         (None, None) => None,
     };
     if let Some(rate) = customer.rate_bps {
-        let max = crate::acl::police::MAX_RATE_BPS;
+        let max = crate::dataplane::police::MAX_RATE_BPS;
         if rate > max {
             return Err(err(Problem::RateExceeds { rate, max }));
         }
     }
     if let Some(burst) = burst_bytes {
-        let max = crate::acl::police::MAX_BURST_BYTES;
+        let max = crate::dataplane::police::MAX_BURST_BYTES;
         if burst > max {
             return Err(err(Problem::BurstExceeds { burst, max }));
         }

@@ -11,6 +11,7 @@ use pop_common::{
     MAX_IFACES, MAX_LOCAL_ADDRS, MAX_UPPER_MACS, NH_RESOLVED, NH_VALID,
 };
 
+use super::error::ControlError;
 use super::learned::Pinned;
 use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
@@ -47,8 +48,7 @@ pub struct Tables {
     pub local_v4: HashMap<u32, u32>,
     /// Host addresses.
     pub local_v6: HashSet<[u8; 16]>,
-    /// Anti-spoofing ports and (customer, port) pairs (written by the controller
-    /// through [`crate::acl::AclMaps`], around [`apply`]).
+    /// Anti-spoofing ports and (customer, port) pairs.
     pub spoof: SpoofTables,
     /// customer id → (rate_bps, burst_bytes) of customers with a policer.
     pub policers: BTreeMap<u32, (u64, u64)>,
@@ -70,8 +70,8 @@ fn allocate(
     wanted: &[String],
     first: u32,
     end: u32,
-    what: &str,
-) -> Result<(), String> {
+    what: &'static str,
+) -> Result<(), ControlError> {
     let wanted_set: HashSet<&String> = wanted.iter().collect();
     map.retain(|k, _| wanted_set.contains(k));
     let mut used: HashSet<u32> = map.values().copied().collect();
@@ -84,7 +84,10 @@ fn allocate(
             next += 1;
         }
         if next >= end {
-            return Err(format!("{what}: table full ({} entries)", end - first));
+            return Err(ControlError::IdsFull {
+                what,
+                entries: end - first,
+            });
         }
         used.insert(next);
         map.insert(name.clone(), next);
@@ -99,7 +102,7 @@ pub fn assign_ids(
     cfg: &Config,
     routes: &ConfiguredRoutes,
     old: &Ids,
-) -> Result<(Ids, Vec<u32>), String> {
+) -> Result<(Ids, Vec<u32>), ControlError> {
     let mut ids = old.clone();
     let customers: Vec<String> = cfg.customers.iter().map(|c| c.name.clone()).collect();
     allocate(
@@ -543,6 +546,8 @@ pub fn apply(
     routes: impl FnOnce(&mut Maps) -> Result<(), DataplaneError>,
 ) -> Result<(), DataplaneError> {
     use pop_common::maps as n;
+    // 0. Anti-spoofing entries, before the interface flags that use them.
+    maps.acl.add_spoof(&want.spoof)?;
     // 1. Ports and interfaces that appear; VLAN devices after their `ifaces`
     // entries.
     add_new(&mut applied.tx_ports, &want.tx_ports, |i| {
@@ -613,7 +618,28 @@ pub fn apply(
     })?;
     remove_gone_from_set(&mut applied.tx_ports, &want.tx_ports, |k| {
         ignore_missing(maps.tx_ports.remove(*k)).map_err(map_err(n::TX_PORTS))
-    })
+    })?;
+    // 8. Anti-spoofing entries of ports whose flag is cleared; policers (an
+    // unchanged one is not rewritten: that would refill its bucket).
+    maps.acl.prune_spoof(&want.spoof)?;
+    applied.spoof = want.spoof.clone();
+    for (id, rb) in &want.policers {
+        if applied.policers.get(id) != Some(rb) {
+            maps.acl.set_policer(*id, Some(*rb))?;
+            applied.policers.insert(*id, *rb);
+        }
+    }
+    let gone: Vec<u32> = applied
+        .policers
+        .keys()
+        .filter(|id| !want.policers.contains_key(id))
+        .copied()
+        .collect();
+    for id in gone {
+        maps.acl.set_policer(id, None)?;
+        applied.policers.remove(&id);
+    }
+    Ok(())
 }
 
 /// Writes (with `write`) every entry of `want` that `applied` lacks or holds

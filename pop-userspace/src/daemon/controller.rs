@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use pop_common::{Action, Direction, DropReason, PassReason};
+use pop_common::{Direction, DropReason, PassReason};
 use serde_json::{json, Value};
 
 use super::check::{self, Current, Devices, Plan, Routes};
@@ -19,7 +19,6 @@ use super::desired::{self, Change, RouteDone};
 use super::error::ControlError;
 use super::learned::{Env, LearnedRoutes, Pinned, Staged};
 use super::route_sync;
-use crate::acl::AclMaps;
 use crate::api::protocol::{
     AclInfo, ApplyInfo, CustomerStats, InterfaceStatus, MapFill, NexthopInfo, Request, RouteInfo,
     StatusInfo, TraceInfo, TraceRequest, MAX_CHANGE_LINES,
@@ -32,17 +31,7 @@ use crate::netlink::routes::RouteMsg;
 use crate::netlink::KernelView;
 use crate::state::{Persisted, Store};
 
-/// What a request asks popd to do after answering.
-#[derive(Debug, PartialEq, Eq)]
-pub enum After {
-    /// Keep running.
-    Continue,
-    /// Exit, removing the data plane if `detach`.
-    Shutdown {
-        /// Remove XDP and pins.
-        detach: bool,
-    },
-}
+pub use crate::api::server::After;
 
 /// popd's state.
 pub struct Controller {
@@ -53,8 +42,6 @@ pub struct Controller {
     kernel: KernelView,
     applied: Tables,
     attached: BTreeMap<String, AttachMode>,
-    /// ACL, anti-spoofing and policer maps.
-    acl: Option<AclMaps>,
     /// The ACL copy packets use.
     acl_copy: u32,
     /// ifindex of every `in_iface` the live ACL copy was compiled with.
@@ -63,9 +50,12 @@ pub struct Controller {
     local_not_loaded: (usize, usize),
     /// Routes learned from the kernel table of `[kernel_routes]`.
     learned: LearnedRoutes,
-    /// Export a hit counter per ACL rule (label `priority`), not only totals
-    /// (popd --metrics-acl-rules).
-    pub acl_rule_metrics: bool,
+    /// Where metrics find the facts they need without this lock.
+    published: crate::metrics::Published,
+    /// The names of the last snapshot published.
+    metric_names: std::sync::Arc<crate::metrics::Names>,
+    /// Counter maps for the metrics, read with handles of their own.
+    counters: Option<std::sync::Arc<crate::dataplane::counter_reader::CounterReader>>,
     /// Sampling rate and capture filter in the data plane.
     pub observe: Option<crate::dataplane::observe::ObserveMaps>,
     /// The sFlow exporter (`[sflow]`).
@@ -101,7 +91,7 @@ enum Persist {
 }
 
 /// Result of a request: JSON data or a one-line error.
-pub type Reply = Result<Value, String>;
+pub type Reply = Result<Value, ControlError>;
 
 fn requested_mode(m: XdpMode) -> RequestedMode {
     match m {
@@ -140,21 +130,24 @@ impl Controller {
         // routes of the previous run: kept apart until the first dump.
         let mut pinned = Pinned::default();
         let applied = compile::read_back(&dp.maps, &mut pinned);
-        let acl = match AclMaps::open(&dp.maps_dir()).and_then(|a| {
-            let copy = a.active_copy()?;
-            Ok((a, copy))
-        }) {
-            Ok(a) => a,
+        let acl_copy = match dp.maps.acl.active_copy() {
+            Ok(copy) => copy,
             Err(e) => {
                 if let Err(e2) = dp.discard() {
                     tracing::error!("removing the data plane of a failed start: {e2}");
                 }
-                return Err(ControlError::Rejected(e));
+                return Err(e.into());
             }
         };
-        let (acl, acl_copy) = acl;
         let before = applied.clone();
         let learned = LearnedRoutes::new(pinned);
+        let counters = match crate::dataplane::counter_reader::CounterReader::open(&dp.maps_dir()) {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                tracing::error!("metrics: the counters cannot be read: {e}");
+                None
+            }
+        };
         let mut c = Self {
             store,
             state,
@@ -162,17 +155,21 @@ impl Controller {
             kernel,
             applied,
             attached: BTreeMap::new(),
-            acl: Some(acl),
             acl_copy,
             acl_ifindexes: BTreeMap::new(),
             local_not_loaded: (0, 0),
             learned,
-            acl_rule_metrics: false,
+            published: Default::default(),
+            metric_names: Default::default(),
+            counters,
             observe: None,
             sflow: None,
         };
         match c.bring_up(first) {
-            Ok(()) => Ok(c),
+            Ok(()) => {
+                c.publish();
+                Ok(c)
+            }
             Err(e) => {
                 c.abandon_start(&before);
                 Err(e)
@@ -249,7 +246,6 @@ impl Controller {
     /// held (`before`) and keeps forwarding; what this start attached or
     /// loaded is removed.
     fn abandon_start(&mut self, before: &Tables) {
-        self.acl = None;
         let Some(mut dp) = self.dp.take() else {
             return;
         };
@@ -278,11 +274,11 @@ impl Controller {
 
     /// Once the first sync of learned routes is done: a new build's data plane
     /// now holds the whole desired state, so it is swapped in.
-    pub fn finish_start(&mut self) -> Result<(), String> {
+    pub fn finish_start(&mut self) -> Result<(), ControlError> {
         let Some(dp) = self.dp.as_mut() else {
             return Ok(());
         };
-        if let Some(old) = dp.finish_upgrade().map_err(|e| e.to_string())? {
+        if let Some(old) = dp.finish_upgrade()? {
             tracing::info!(
                 old_program_id = old,
                 program_id = dp.program_id(),
@@ -314,6 +310,7 @@ impl Controller {
         };
         let env = learned_env!(self);
         self.learned.apply(msgs, &env, &mut dp.maps);
+        self.publish_facts();
         self.learned.take_new_nexthops()
     }
 
@@ -333,6 +330,7 @@ impl Controller {
         };
         let env = learned_env!(self);
         self.learned.commit(st, &env, &mut dp.maps);
+        self.publish_facts();
         self.learned.take_new_nexthops()
     }
 
@@ -340,6 +338,7 @@ impl Controller {
     pub fn learned_discard(&mut self, st: Staged) {
         let Some(dp) = self.dp.as_mut() else { return };
         self.learned.discard(st, &mut dp.maps);
+        self.publish_facts();
     }
 
     /// Tries again to install learned routes that found no room.
@@ -350,6 +349,7 @@ impl Controller {
         let Some(dp) = self.dp.as_mut() else { return };
         let env = learned_env!(self);
         self.learned.retry_overflow(&env, &mut dp.maps);
+        self.publish_facts();
     }
 
     /// The learned routes.
@@ -448,8 +448,8 @@ impl Controller {
         copy: u32,
         compiled: &crate::acl::CompiledAcl,
     ) -> Result<(), ControlError> {
-        let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
-        acl.write_copy(copy, compiled)?;
+        let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
+        dp.maps.acl.write_copy(copy, compiled)?;
         tracing::info!(
             rules = compiled.rules.len(),
             copy,
@@ -459,12 +459,11 @@ impl Controller {
         Ok(())
     }
 
-    /// Writes `want` into the maps: anti-spoofing entries before the interface
-    /// flags that use them, [`compile::apply`], stale entries after, policers.
+    /// Writes `want` into the maps ([`compile::apply`], the one writer of
+    /// every map but the route tables' entries, which `routes` writes through
+    /// the route writer inside it).
     fn write_tables(&mut self, want: &Tables, routes: RouteWork) -> Result<(), ControlError> {
         let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
-        let acl = self.acl.as_mut().ok_or(ControlError::Removed)?;
-        acl.add_spoof(&want.spoof)?;
         let (state, learned) = (&self.state, &mut self.learned);
         compile::apply(&mut dp.maps, &mut self.applied, want, |maps| match routes {
             RouteWork::Keep => Ok(()),
@@ -490,25 +489,6 @@ impl Controller {
             self.local_not_loaded = want.local_not_loaded;
         }
         self.applied.local_not_loaded = want.local_not_loaded;
-        acl.prune_spoof(&want.spoof)?;
-        self.applied.spoof = want.spoof.clone();
-        for (id, rb) in &want.policers {
-            if self.applied.policers.get(id) != Some(rb) {
-                acl.set_policer(*id, Some(*rb))?;
-                self.applied.policers.insert(*id, *rb);
-            }
-        }
-        let gone: Vec<u32> = self
-            .applied
-            .policers
-            .keys()
-            .filter(|id| !want.policers.contains_key(id))
-            .copied()
-            .collect();
-        for id in gone {
-            acl.set_policer(id, None)?;
-            self.applied.policers.remove(&id);
-        }
         Ok(())
     }
 
@@ -530,7 +510,7 @@ impl Controller {
         self.write_tables(&want, routes)?;
         if copy != self.acl_copy {
             // No packet still walks the old copy once this returns.
-            crate::acl::wait_for_readers();
+            crate::dataplane::wait_for_readers();
             self.acl_copy = copy;
             self.settle_acl_hits();
         }
@@ -542,7 +522,7 @@ impl Controller {
     /// the old copy during the swap join their new slots.
     fn settle_acl_hits(&mut self) {
         let copy = self.acl_copy;
-        if let Some(acl) = self.acl.as_mut() {
+        if let Some(acl) = self.dp.as_mut().map(|d| &mut d.maps.acl) {
             if let Err(e) = acl.settle_hits(copy) {
                 tracing::warn!("ACL hit counts not carried over: {e}");
             }
@@ -642,6 +622,7 @@ impl Controller {
             self.learned.refresh_nexthops(&env, &mut dp.maps);
         }
         self.apply_sflow();
+        self.publish();
         true
     }
 
@@ -686,9 +667,7 @@ impl Controller {
                     Ok(serde_json::to_value(self.route_list(source.as_deref()))
                         .expect("serialises"))
                 }
-                Some(other) => Err(format!(
-                    "route show: source \"{other}\": expected config or kernel"
-                )),
+                Some(other) => Err(ControlError::RouteSource(other.to_string())),
             },
             Request::RouteGet { address } => self.route_get(&address),
             Request::CustomerAdd(customer) => {
@@ -711,15 +690,15 @@ impl Controller {
                 Ok(serde_json::to_value(self.acl_rules_with_hits()).expect("serialises"))
             }
             Request::Stats { customer } => self.stats(customer.as_deref()),
-            Request::Apply { config, dry_run } => self
-                .apply_config(config, dry_run)
-                .map_err(|e| e.to_string()),
+            Request::Apply { config, dry_run } => self.apply_config(config, dry_run),
             Request::Export => {
                 Ok(json!({ "config": validate::to_toml(&self.state.whole_config()) }))
             }
             Request::Trace(t) => self.trace(&t),
             // Served by the API server itself (a stream, not one answer).
-            Request::Capture(_) => Err("capture: not a one-answer request".into()),
+            Request::Capture(_) => Err(ControlError::WrongRequest(
+                "capture: not a one-answer request",
+            )),
         };
         (reply, After::Continue)
     }
@@ -728,15 +707,17 @@ impl Controller {
     pub fn remove_dataplane(&mut self) -> Result<(), ControlError> {
         self.sflow = None;
         self.observe = None;
-        self.acl = None;
-        if let Some(dp) = self.dp.take() {
-            dp.remove()?;
-        }
+        self.counters = None;
+        let removed = self.dp.take().map(|dp| dp.remove());
         self.attached.clear();
+        self.publish();
+        removed.transpose()?;
         Ok(())
     }
 }
 
 mod change;
+mod publish;
+mod service;
 mod views;
 pub use views::format_mac;

@@ -155,9 +155,9 @@ pub fn route_del(state: &mut Persisted, prefix: &str) -> Result<RouteDone, Contr
         .map_err(|e| route_err(prefix, Problem::Prefix(e)))?
         .trunc();
     let Some(old) = state.routes.remove(&p) else {
-        return Err(ControlError::Rejected(format!(
-            "route {prefix}: no such route"
-        )));
+        return Err(ControlError::NoSuchRoute {
+            prefix: prefix.to_string(),
+        });
     };
     let freed = free_nexthops(state, &old);
     Ok(RouteDone {
@@ -250,7 +250,9 @@ pub fn edit_config(cfg: &mut Config, change: &Change) -> Result<(), ControlError
     match change {
         Change::CustomerAdd { customer } => {
             if cfg.customers.iter().any(|x| x.name == customer.name) {
-                return Err(format!("customer {}: already exists", customer.name).into());
+                return Err(ControlError::CustomerExists {
+                    name: customer.name.clone(),
+                });
             }
             cfg.customers.push(customer.clone());
         }
@@ -258,14 +260,14 @@ pub fn edit_config(cfg: &mut Config, change: &Change) -> Result<(), ControlError
             let n = cfg.customers.len();
             cfg.customers.retain(|x| &x.name != name);
             if cfg.customers.len() == n {
-                return Err(format!("customer {name}: no such customer").into());
+                return Err(ControlError::NoSuchCustomer { name: name.clone() });
             }
         }
         Change::AclAdd { acl } => {
             if cfg.acls.iter().any(|x| x.priority == acl.priority) {
-                return Err(
-                    format!("acl {}: priority {} is taken", acl.priority, acl.priority).into(),
-                );
+                return Err(ControlError::AclPriorityTaken {
+                    priority: acl.priority,
+                });
             }
             cfg.acls.push(acl.clone());
             cfg.acls.sort_by_key(|a| a.priority);
@@ -274,11 +276,15 @@ pub fn edit_config(cfg: &mut Config, change: &Change) -> Result<(), ControlError
             let n = cfg.acls.len();
             cfg.acls.retain(|x| x.priority != *priority);
             if cfg.acls.len() == n {
-                return Err(format!("acl {priority}: no such rule").into());
+                return Err(ControlError::NoSuchAcl {
+                    priority: *priority,
+                });
             }
         }
         Change::RouteAdd { .. } | Change::RouteDel { .. } => {
-            return Err("a route change is not a config edit".into())
+            return Err(ControlError::WrongRequest(
+                "a route change is not a config edit",
+            ))
         }
     }
     Ok(())

@@ -81,23 +81,71 @@ pub enum ControlError {
         /// The cause.
         source: io::Error,
     },
+    /// `--socket-group` cannot be used.
+    #[error(transparent)]
+    SocketGroup(#[from] crate::api::server::GroupError),
     /// The data plane was removed (`shutdown --detach` in progress).
     #[error("data plane removed")]
     Removed,
-    /// A request that makes no sense for the current state (no such route,
-    /// priority taken, ...), or an error of a layer that still reports text.
+    /// `route del` of a prefix with no configured route.
+    #[error("route {prefix}: no such route")]
+    NoSuchRoute {
+        /// The prefix as given.
+        prefix: String,
+    },
+    /// `customer add` of a name that exists.
+    #[error("customer {name}: already exists")]
+    CustomerExists {
+        /// The customer's name.
+        name: String,
+    },
+    /// A customer name that does not exist (`customer del`, `stats`).
+    #[error("customer {name}: no such customer")]
+    NoSuchCustomer {
+        /// The name as given.
+        name: String,
+    },
+    /// `acl add` with a priority another rule has.
+    #[error("acl {priority}: priority {priority} is taken")]
+    AclPriorityTaken {
+        /// The priority.
+        priority: u32,
+    },
+    /// `acl del` of a priority no rule has.
+    #[error("acl {priority}: no such rule")]
+    NoSuchAcl {
+        /// The priority.
+        priority: u32,
+    },
+    /// No id left for another customer, interface or next hop.
+    #[error("{what}: table full ({entries} entries)")]
+    IdsFull {
+        /// "customers", "interfaces" or "next hops".
+        what: &'static str,
+        /// How many ids there are.
+        entries: u32,
+    },
+    /// `route show --source` other than config or kernel.
+    #[error("route show: source \"{0}\": expected config or kernel")]
+    RouteSource(String),
+    /// `route get` of something that is not an address.
+    #[error("address \"{0}\": not an IP address")]
+    NotAnAddress(String),
+    /// `route get` of an address no route covers.
+    #[error("no route to {0}")]
+    NoRoute(std::net::IpAddr),
+    /// `trace --in` names an interface the kernel does not have.
+    #[error("trace: --in {0}: no such device")]
+    TraceNoDevice(String),
+    /// A `trace` request that describes no packet pop can build.
     #[error("{0}")]
-    Rejected(String),
-}
-
-impl From<String> for ControlError {
-    fn from(message: String) -> Self {
-        ControlError::Rejected(message)
-    }
-}
-
-impl From<&str> for ControlError {
-    fn from(message: &str) -> Self {
-        ControlError::Rejected(message.to_string())
-    }
+    Trace(String),
+    /// `trace` after the data plane was removed.
+    #[error("trace: the data plane is not loaded")]
+    TraceNoDataplane,
+    /// A request of the wrong kind for the path it took (a programming
+    /// error, named for the log): a capture is a stream, a route change is
+    /// not a config edit and the other way round.
+    #[error("{0}")]
+    WrongRequest(&'static str),
 }

@@ -271,8 +271,7 @@ async fn run(args: Args) -> Result<(), ControlError> {
             return Err(e);
         }
     };
-    let mut ctl = ctl;
-    ctl.acl_rule_metrics = args.metrics_acl_rules;
+    let published = ctl.published();
     let ctl = Arc::new(Mutex::new(ctl));
     let changed = Arc::new(Notify::new());
     let stop = Arc::new(Notify::new());
@@ -285,32 +284,7 @@ async fn run(args: Args) -> Result<(), ControlError> {
         detach.clone(),
     ));
 
-    let mctl = ctl.clone();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let c = mctl.clone();
-            async move {
-                let body = tokio::task::spawn_blocking(move || {
-                    crate::metrics::render(&c.lock().unwrap_or_else(|p| p.into_inner()))
-                })
-                .await
-                .unwrap_or_default();
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    body,
-                )
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(metrics, app).await {
-            tracing::error!("metrics server: {e}");
-        }
-    });
+    tokio::spawn(serve_metrics(metrics, published, args.metrics_acl_rules));
 
     tokio::spawn(follow_kernel(handle, ctl.clone(), changed.clone()));
     {
@@ -324,9 +298,15 @@ async fn run(args: Args) -> Result<(), ControlError> {
             })?;
     }
 
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let signal = |kind| {
+        signal(kind).map_err(|source| ControlError::Io {
+            what: "signal handler".to_string(),
+            source,
+        })
+    };
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     tracing::info!(socket = %args.socket.display(), metrics = %args.metrics, "popd ready");
     loop {
         tokio::select! {
@@ -361,6 +341,44 @@ async fn run(args: Args) -> Result<(), ControlError> {
         tracing::info!("exiting; the data plane keeps forwarding");
     }
     Ok(())
+}
+
+/// Serves `/metrics` from what the controller published and the counter
+/// maps: a scrape never takes the controller's lock, so it answers while a
+/// change is being written.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    published: crate::metrics::Published,
+    acl_rule_metrics: bool,
+) {
+    use std::sync::atomic::Ordering;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let published = published.clone();
+            async move {
+                let body = tokio::task::spawn_blocking(move || {
+                    let follower = crate::metrics::Follower {
+                        synced: kernel_routes::SYNCED.load(Ordering::Relaxed),
+                        resyncs: kernel_routes::RESYNCS.load(Ordering::Relaxed),
+                    };
+                    crate::metrics::render(&published.current(), follower, acl_rule_metrics)
+                })
+                .await
+                .unwrap_or_default();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("metrics server: {e}");
+    }
 }
 
 /// Opens (adopts, loads or stages) the data plane under `--bpffs` and starts

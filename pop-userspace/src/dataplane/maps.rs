@@ -65,6 +65,8 @@ pub struct Maps {
     pub icmp_bucket: PerCpuArray<MapData, pop_common::PopIcmpBucket>,
     /// (interface, MAC of a macvlan/macvtap device on it) → that device's ifindex.
     pub upper_macs: HashMap<MapData, pop_common::PopUpperMacKey, u32>,
+    /// The ACL, anti-spoofing and policer maps.
+    pub acl: super::acl::AclMaps,
 }
 
 pub(super) fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
@@ -162,6 +164,7 @@ impl Maps {
             icmp_stats: typed!(dir, names::ICMP_STATS),
             icmp_bucket: typed!(dir, names::ICMP_BUCKET),
             upper_macs: typed!(dir, names::UPPER_MACS),
+            acl: super::acl::AclMaps::open(dir)?,
         })
     }
 

@@ -15,14 +15,19 @@
 //! is detached or reloaded, so forwarding never stops. A popd of
 //! another build stages its own data plane under `next/` and swaps the links to
 //! it with bpf_link_update ([`Dataplane::finish_upgrade`]): also without a stop.
+pub mod acl;
+pub mod acl_hits;
 pub mod addr4;
 pub mod addr6;
+pub mod counter_reader;
 pub mod counters;
 pub mod fib4;
 pub mod fib6;
 mod link;
 pub mod maps;
 pub mod observe;
+pub mod police;
+mod readers;
 pub mod route4;
 pub mod route6;
 pub mod route_records;
@@ -40,6 +45,7 @@ use aya_obj::programs::XdpAttachType;
 use thiserror::Error;
 
 pub use maps::Maps;
+pub use readers::wait_for_readers;
 
 /// Errors of the data plane layer.
 #[derive(Debug, Error)]
@@ -83,6 +89,42 @@ pub enum DataplaneError {
         map: &'static str,
         /// What went wrong.
         reason: String,
+    },
+    /// A copy of the ACL maps that cannot be written or activated.
+    #[error("acl copy {copy}: {reason}")]
+    AclCopy {
+        /// The copy (0 or 1).
+        copy: u32,
+        /// Why.
+        reason: String,
+    },
+    /// A compiled ACL larger than its maps.
+    #[error("acl: {count} {what} exceed the maximum of {max}")]
+    AclFull {
+        /// "rules", "tree nodes" or "leaf blocks".
+        what: &'static str,
+        /// How many.
+        count: usize,
+        /// The maps' capacity.
+        max: u32,
+    },
+    /// A customer id outside the per-customer maps.
+    #[error("customer id {id}: must be between 1 and {max}")]
+    CustomerId {
+        /// The id.
+        id: u32,
+        /// The largest id.
+        max: u32,
+    },
+    /// A policer setting beyond what the bucket arithmetic holds.
+    #[error("{field} {value}: must be between 1 and {max}")]
+    Policer {
+        /// "rate_bps" or "burst_bytes".
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// The largest it may be.
+        max: u64,
     },
 }
 
@@ -373,10 +415,10 @@ impl Dataplane {
             .map(|i| i.id());
         self.relink()?;
         // No packet still runs the old program once this returns.
-        crate::acl::wait_for_readers();
+        wait_for_readers();
         let old_maps = self.root.join("maps");
         self.maps.add_counters_from(&old_maps);
-        if let Err(e) = crate::acl::hits::carry_over_upgrade(&old_maps, &next.join("maps")) {
+        if let Err(e) = acl_hits::carry_over_upgrade(&old_maps, &next.join("maps")) {
             tracing::warn!("ACL hit counts not carried over from the old data plane: {e}");
         }
         remove_pins(&old_maps)?;

@@ -9,7 +9,7 @@
 //! - a new record is written before the fib4 entries point at it;
 //! - a record no route uses any more is released after the fib4 change that
 //!   stopped pointing at it, and its id is reused only after a grace period
-//!   ([`crate::acl::wait_for_readers`]): no lookup still holds it.
+//!   ([`crate::dataplane::wait_for_readers`]): no lookup still holds it.
 //!
 //! [`Routes4::open`] adopts pinned maps (a restarted popd): the pinned
 //! entries keep forwarding while it loads the routes popd read back, reusing
@@ -85,7 +85,7 @@ impl Routes4 {
             fib: Fib4::new(backend),
             store,
             ids,
-            wait: crate::acl::wait_for_readers,
+            wait: crate::dataplane::wait_for_readers,
         })
     }
 
@@ -99,7 +99,13 @@ impl Routes4 {
         others: super::addr4::Pinned4,
     ) -> Result<Self, DataplaneError> {
         let (backend, store) = open_maps(dir)?;
-        Self::adopt_all(backend, store, routes, others, crate::acl::wait_for_readers)
+        Self::adopt_all(
+            backend,
+            store,
+            routes,
+            others,
+            crate::dataplane::wait_for_readers,
+        )
     }
 }
 

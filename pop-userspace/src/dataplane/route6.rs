@@ -75,7 +75,7 @@ impl Routes6 {
             fib: Fib6::new(backend),
             store,
             ids,
-            wait: crate::acl::wait_for_readers,
+            wait: crate::dataplane::wait_for_readers,
         })
     }
 
@@ -89,7 +89,7 @@ impl Routes6 {
         others: super::addr6::Pinned6,
     ) -> Result<Self, DataplaneError> {
         let (backend, store) = open_maps(dir)?;
-        Self::adopt_all(backend, store, routes, others, crate::acl::wait_for_readers)
+        Self::adopt_all(backend, store, routes, others, crate::dataplane::wait_for_readers)
     }
 }
 

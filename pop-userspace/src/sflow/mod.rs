@@ -199,6 +199,25 @@ impl Exporter {
     pub fn counter_samples(&self) -> u64 {
         self.shared.counter_samples.load(Ordering::Relaxed)
     }
+
+    /// The sample counts, readable apart from the exporter (for metrics).
+    pub fn sample_counts(&self) -> SampleCounts {
+        SampleCounts(self.shared.clone())
+    }
+}
+
+/// An exporter's sample counts, read without the exporter itself.
+#[derive(Clone)]
+pub struct SampleCounts(Arc<Shared>);
+
+impl SampleCounts {
+    /// (flow samples, counter samples) sent so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.0.flow_samples.load(Ordering::Relaxed),
+            self.0.counter_samples.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Drop for Exporter {

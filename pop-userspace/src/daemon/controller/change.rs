@@ -104,7 +104,7 @@ impl Controller {
             return Err(e);
         }
         if copy != self.acl_copy {
-            crate::acl::wait_for_readers();
+            crate::dataplane::wait_for_readers();
             self.acl_copy = copy;
             self.settle_acl_hits();
         }
@@ -158,6 +158,7 @@ impl Controller {
             }
             self.attached.remove(&n);
         }
+        self.publish();
         Ok(generation)
     }
 
@@ -213,7 +214,7 @@ impl Controller {
                 desired::route_add(&mut self.state, route, Some(&self.kernel))?
             }
             Change::RouteDel { prefix } => desired::route_del(&mut self.state, prefix)?,
-            _ => return Err("not a route change".into()),
+            _ => return Err(ControlError::WrongRequest("not a route change")),
         };
         if done.old.is_none() && self.learned.get(&done.prefix).is_none() {
             // A new prefix (already in the desired table, not in the maps).
@@ -234,6 +235,7 @@ impl Controller {
             return Err(e);
         }
         self.state.generation = generation;
+        self.publish_facts();
         self.maybe_compact();
         // Next hops no route uses any more go once nothing points at them.
         for (key, id) in &done.freed_nexthops {
@@ -320,7 +322,7 @@ impl Controller {
     }
 
     pub(super) fn reply(r: Result<u64, ControlError>) -> Reply {
-        let generation = r.map_err(|e| e.to_string())?;
+        let generation = r?;
         Ok(json!({ "generation": generation }))
     }
 

@@ -1,6 +1,6 @@
 //! The controller's read views: `status`, `route show`/`get`, `stats`,
-//! `acl show`, `trace`, and the counter readers the metrics use. Nothing here
-//! changes the desired state.
+//! `acl show`, `trace`. Nothing here changes the desired state. (The metrics
+//! read none of this: see [`super::publish`].)
 use super::*;
 
 impl Controller {
@@ -10,7 +10,8 @@ impl Controller {
     pub fn acl_rules_with_hits(&self) -> Vec<AclInfo> {
         let mut acls = self.state.config.acls.clone();
         acls.sort_by_key(|a| a.priority);
-        let hits = match self.acl.as_ref().map(|m| m.hits(self.acl_copy)) {
+        let acl = self.dp.as_ref().map(|d| &d.maps.acl);
+        let hits = match acl.map(|m| m.hits(self.acl_copy)) {
             Some(Ok(h)) => h,
             Some(Err(e)) => {
                 tracing::warn!("reading ACL hit counts: {e}");
@@ -189,7 +190,7 @@ impl Controller {
             .kernel
             .links
             .get(&req.in_iface)
-            .ok_or_else(|| format!("trace: --in {}: no such device", req.in_iface))?;
+            .ok_or_else(|| ControlError::TraceNoDevice(req.in_iface.clone()))?;
         let ifindex = link.ifindex;
         // Addressed to the MAC the host accepts there: a tagged frame's is
         // its VLAN device's.
@@ -198,11 +199,12 @@ impl Controller {
             .and_then(|vid| compile::vlan_device(&self.kernel, &req.in_iface, vid))
             .and_then(|dev| self.kernel.links.get(&dev))
             .map_or(link.mac, |dev| dev.mac);
-        let (frame, packet) = crate::daemon::trace::frame(req, dst_mac)?;
+        let (frame, packet) =
+            crate::daemon::trace::frame(req, dst_mac).map_err(ControlError::Trace)?;
         let Some(dp) = self.dp.as_mut() else {
-            return Err("trace: the data plane is not loaded".into());
+            return Err(ControlError::TraceNoDataplane);
         };
-        let (action, rec) = dp.trace(&frame, ifindex).map_err(|e| e.to_string())?;
+        let (action, rec) = dp.trace(&frame, ifindex)?;
         let ids = &self.state.ids.customers;
         let customer = |id: u32| {
             ids.iter()
@@ -261,7 +263,7 @@ impl Controller {
     pub(super) fn route_get(&self, address: &str) -> Reply {
         let ip: IpAddr = address
             .parse()
-            .map_err(|_| format!("address \"{address}\": not an IP address"))?;
+            .map_err(|_| ControlError::NotAnAddress(address.to_string()))?;
         // The longest configured prefix: one lookup per length.
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let best = (0..=max).rev().find_map(|len| {
@@ -275,7 +277,7 @@ impl Controller {
                 Ok(serde_json::to_value(self.describe(&p, h)).expect("serialises"))
             }
             (_, Some(l)) => Ok(serde_json::to_value(self.learned_info(&l)).expect("serialises")),
-            _ => Err(format!("no route to {ip}")),
+            _ => Err(ControlError::NoRoute(ip)),
         }
     }
 
@@ -317,71 +319,19 @@ impl Controller {
             Some(name) => {
                 let one: Vec<_> = all.into_iter().filter(|s| s.name == name).collect();
                 if one.is_empty() {
-                    return Err(format!("customer {name}: no such customer"));
+                    return Err(ControlError::NoSuchCustomer {
+                        name: name.to_string(),
+                    });
                 }
                 Ok(serde_json::to_value(one).expect("serialises"))
             }
         }
     }
 
-    /// Per-interface, per-action counters: (interface, action, packets, bytes).
-    pub fn interface_counters(&self) -> Vec<(String, Action, u64, u64)> {
-        let Some(dp) = self.dp.as_ref() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for i in &self.state.config.interfaces {
-            let Some(slot) = self.state.ids.iface_slots.get(&i.name) else {
-                continue;
-            };
-            let record = dp.maps.iface_record(*slot);
-            for a in Action::ALL {
-                let c = record.action[*a as usize];
-                out.push((i.name.clone(), *a, c.packets, c.bytes));
-            }
-        }
-        out
-    }
-
-    /// Global drop counters: the sums over the interfaces' records.
-    pub fn drop_counters(&self) -> Vec<(DropReason, u64)> {
-        let Some(dp) = self.dp.as_ref() else {
-            return Vec::new();
-        };
-        let totals = dp.maps.reason_totals();
-        DropReason::ALL
-            .iter()
-            .map(|r| (*r, totals.drop[*r as usize].packets))
-            .collect()
-    }
-
-    /// Global pass counters: the sums over the interfaces' records.
-    pub fn pass_counters(&self) -> Vec<(PassReason, u64)> {
-        let Some(dp) = self.dp.as_ref() else {
-            return Vec::new();
-        };
-        let totals = dp.maps.reason_totals();
-        PassReason::ALL
-            .iter()
-            .map(|r| (*r, totals.pass[*r as usize].packets))
-            .collect()
-    }
-
     /// Host addresses (IPv4, IPv6) left out of `local_v4`/`local_v6` because
     /// they exceed its capacity.
     pub fn local_not_loaded(&self) -> (usize, usize) {
         self.local_not_loaded
-    }
-
-    /// ICMP errors the data plane sent, per kind.
-    pub fn icmp_counters(&self) -> Vec<(pop_common::IcmpType, u64)> {
-        let Some(dp) = self.dp.as_ref() else {
-            return Vec::new();
-        };
-        pop_common::IcmpType::ALL
-            .iter()
-            .map(|k| (*k, dp.maps.icmp_counter(*k).packets))
-            .collect()
     }
 
     /// Routes by family and source: (IPv4, IPv6) configured, (IPv4, IPv6)

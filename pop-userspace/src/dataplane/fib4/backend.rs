@@ -298,6 +298,6 @@ impl Fib4Backend for MmapBackend {
         }
     }
     fn wait_for_readers(&mut self) {
-        crate::acl::wait_for_readers();
+        crate::dataplane::wait_for_readers();
     }
 }

@@ -157,6 +157,6 @@ impl Fib6Backend for MmapBackend {
             .store(entry, Ordering::Release);
     }
     fn wait_for_readers(&mut self) {
-        crate::acl::wait_for_readers();
+        crate::dataplane::wait_for_readers();
     }
 }

@@ -2,6 +2,8 @@
 //! `pop-ebpf/src/police.h`).
 use pop_common::PopPolicer;
 
+use super::DataplaneError;
+
 /// Nanoseconds per second: tokens are bytes * 8 * this (bit-nanoseconds).
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -12,16 +14,20 @@ pub const MAX_BURST_BYTES: u64 = 1 << 31;
 pub const MAX_RATE_BPS: u64 = 10_000_000_000_000;
 
 /// A full token bucket for `rate_bps` and `burst_bytes`.
-pub fn policer(rate_bps: u64, burst_bytes: u64) -> Result<PopPolicer, String> {
+pub fn policer(rate_bps: u64, burst_bytes: u64) -> Result<PopPolicer, DataplaneError> {
     if rate_bps == 0 || rate_bps > MAX_RATE_BPS {
-        return Err(format!(
-            "rate_bps {rate_bps}: must be between 1 and {MAX_RATE_BPS}"
-        ));
+        return Err(DataplaneError::Policer {
+            field: "rate_bps",
+            value: rate_bps,
+            max: MAX_RATE_BPS,
+        });
     }
     if burst_bytes == 0 || burst_bytes > MAX_BURST_BYTES {
-        return Err(format!(
-            "burst_bytes {burst_bytes}: must be between 1 and {MAX_BURST_BYTES}"
-        ));
+        return Err(DataplaneError::Policer {
+            field: "burst_bytes",
+            value: burst_bytes,
+            max: MAX_BURST_BYTES,
+        });
     }
     let capacity = burst_bytes * 8 * NS_PER_SEC;
     Ok(PopPolicer {
@@ -56,9 +62,13 @@ mod tests {
 
     #[test]
     fn limits_name_the_field() {
-        assert!(policer(0, 1).unwrap_err().starts_with("rate_bps 0"));
+        assert_eq!(
+            policer(0, 1).unwrap_err().to_string(),
+            format!("rate_bps 0: must be between 1 and {MAX_RATE_BPS}")
+        );
         assert!(policer(1, MAX_BURST_BYTES + 1)
             .unwrap_err()
+            .to_string()
             .starts_with("burst_bytes"));
     }
 }

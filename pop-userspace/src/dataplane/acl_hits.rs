@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::DataplaneError;
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
 use pop_common::{maps as names, PopAclMeta, PopAclRule, PopConfig, PopCounter, MAX_ACL_RULES};
 
@@ -24,15 +25,22 @@ fn read(hits: &HitsMap, slot: u32) -> Vec<PopCounter> {
         .unwrap_or_default()
 }
 
-fn write(hits: &mut HitsMap, slot: u32, values: Vec<PopCounter>) -> Result<(), String> {
-    let values = PerCpuValues::try_from(values)
-        .map_err(|e| format!("map {}: slot {slot}: {e}", names::ACL_HITS))?;
-    hits.set(slot, values, 0)
-        .map_err(|e| format!("map {}: set {slot}: {e}", names::ACL_HITS))
+fn write(hits: &mut HitsMap, slot: u32, values: Vec<PopCounter>) -> Result<(), DataplaneError> {
+    let values = PerCpuValues::try_from(values).map_err(|e| DataplaneError::Map {
+        map: names::ACL_HITS,
+        reason: format!("slot {slot}: {e}"),
+    })?;
+    hits.set(slot, values, 0).map_err(|e| DataplaneError::Map {
+        map: names::ACL_HITS,
+        reason: format!("set {slot}: {e}"),
+    })
 }
 
-fn cpus() -> Result<usize, String> {
-    aya::util::nr_cpus().map_err(|(_, e)| format!("map {}: cpus: {e}", names::ACL_HITS))
+fn cpus() -> Result<usize, DataplaneError> {
+    aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
+        map: names::ACL_HITS,
+        reason: format!("cpus: {e}"),
+    })
 }
 
 /// `a + (b - c)` per CPU, saturating (a counter never goes below its snapshot).
@@ -54,18 +62,22 @@ pub fn rules_by_priority(
     meta: &Array<MapData, PopAclMeta>,
     rules: &Array<MapData, PopAclRule>,
     copy: u32,
-) -> Result<HashMap<u32, (u32, PopAclRule)>, String> {
+) -> Result<HashMap<u32, (u32, PopAclRule)>, DataplaneError> {
     let count = meta
         .get(&copy, 0)
-        .map_err(|e| format!("map {}: get {copy}: {e}", names::ACL_META))?
+        .map_err(|e| DataplaneError::Map {
+            map: names::ACL_META,
+            reason: format!("get {copy}: {e}"),
+        })?
         .rule_count
         .min(MAX_ACL_RULES);
     let mut out = HashMap::with_capacity(count as usize);
     for i in 0..count {
         let slot = copy * MAX_ACL_RULES + i;
-        let rule = rules
-            .get(&slot, 0)
-            .map_err(|e| format!("map {}: get {slot}: {e}", names::ACL_RULES))?;
+        let rule = rules.get(&slot, 0).map_err(|e| DataplaneError::Map {
+            map: names::ACL_RULES,
+            reason: format!("get {slot}: {e}"),
+        })?;
         out.insert(rule.priority, (i, rule));
     }
     Ok(out)
@@ -90,7 +102,7 @@ impl Carry {
         from_copy: u32,
         to_copy: u32,
         new_rules: &[PopAclRule],
-    ) -> Result<Carry, String> {
+    ) -> Result<Carry, DataplaneError> {
         let zeros = vec![PopCounter::default(); cpus()?];
         let mut carry = Carry {
             to_copy,
@@ -116,7 +128,7 @@ impl Carry {
 
     /// Once no packet uses the old copy: adds what the old slots counted
     /// since [`Carry::prepare`] to the new ones.
-    pub fn settle(self, hits: &mut HitsMap) -> Result<(), String> {
+    pub fn settle(self, hits: &mut HitsMap) -> Result<(), DataplaneError> {
         for (old_slot, new_slot, snapshot) in self.moved {
             let now = read(hits, old_slot);
             if now == snapshot {
@@ -158,23 +170,27 @@ pub fn read_copy(
         .collect()
 }
 
-fn open<T>(dir: &Path, name: &'static str) -> Result<T, String>
+fn open<T>(dir: &Path, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    super::open(dir, name)
+    T::try_from(super::maps::open(dir, name)?).map_err(|e| DataplaneError::Map {
+        map: name,
+        reason: e.to_string(),
+    })
 }
 
 /// After an upgrade swapped the links to the maps in `new_dir`: adds the hits
 /// of every rule live in the old maps (`old_dir`, no longer used by any
 /// packet) to the equal rule live in the new maps. Old maps of another layout,
 /// or without hit counters, carry nothing.
-pub fn carry_over_upgrade(old_dir: &Path, new_dir: &Path) -> Result<(), String> {
-    let live_copy = |dir: &Path| -> Result<u32, String> {
+pub fn carry_over_upgrade(old_dir: &Path, new_dir: &Path) -> Result<(), DataplaneError> {
+    let live_copy = |dir: &Path| -> Result<u32, DataplaneError> {
         let config: Array<MapData, PopConfig> = open(dir, names::CONFIG)?;
-        let c = config
-            .get(&0, 0)
-            .map_err(|e| format!("map {}: get 0: {e}", names::CONFIG))?;
+        let c = config.get(&0, 0).map_err(|e| DataplaneError::Map {
+            map: names::CONFIG,
+            reason: format!("get 0: {e}"),
+        })?;
         Ok(c.acl_copy & 1)
     };
     let old_copy = live_copy(old_dir)?;
