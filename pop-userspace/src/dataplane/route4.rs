@@ -149,7 +149,7 @@ impl<B: Fib4Backend, S: RecordStore> Routes4<B, S> {
         fib.replace_all(want, customers, locals).map_err(fib_err)?;
         // The scan mapped every page of the tables: only what later changes
         // touch needs to stay in this process's RSS.
-        fib.backend_mut().unmap();
+        fib.unmap();
         ids.adopted(&held);
         Ok(Self {
             fib,
