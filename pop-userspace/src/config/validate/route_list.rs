@@ -119,31 +119,37 @@ impl RouteList {
                 id
             }
         };
-        if self.table.get(&valid.prefix).is_some() {
-            return Err(err(Problem::Duplicate("prefix")));
-        }
         // One next-hop id per distinct (dev, via), in 1..=MAX_CONFIGURED_NEXTHOPS.
         let max_nexthops = pop_common::MAX_CONFIGURED_NEXTHOPS as usize;
+        let mut full = None;
         for (text, addr) in via.iter().zip(&valid.via) {
             if self.nexthops.insert((dev_id, *addr)) && self.nexthops.len() > max_nexthops {
-                return Err(err(Problem::NexthopsFull {
+                full = Some(Problem::NexthopsFull {
                     via: text.to_string(),
                     count: self.nexthops.len(),
                     max: max_nexthops,
-                }));
+                });
+                break;
             }
         }
-        match valid.prefix {
+        // Inserted before the error is known: on any error the table is
+        // dropped, so one lookup serves as the duplicate check (which comes
+        // before the next-hop capacity).
+        let net = valid.prefix;
+        let hops = Hops {
+            dev: valid.dev,
+            via: valid.via,
+        };
+        if self.table.insert(net, hops).is_some() {
+            return Err(err(Problem::Duplicate("prefix")));
+        }
+        if let Some(problem) = full {
+            return Err(err(problem));
+        }
+        match net {
             IpNet::V4(_) => self.v4 += 1,
             IpNet::V6(_) => self.v6 += 1,
         }
-        self.table.insert(
-            valid.prefix,
-            Hops {
-                dev: valid.dev,
-                via: valid.via,
-            },
-        );
         Ok(())
     }
 
