@@ -94,7 +94,7 @@ pub enum Routes<'a> {
     InConfig,
     /// Read apart from the candidate ([`validate::parse_config_routes`]; its
     /// `routes` are empty): validated with it, they become the new table.
-    Parsed(validate::RouteList),
+    Parsed(Box<validate::RouteList>),
     /// Unchanged: this table (a change to customers or ACL rules).
     Current(&'a ConfiguredRoutes),
 }
@@ -192,7 +192,7 @@ pub fn plan(
 ) -> Result<Plan, ControlError> {
     let (valid, current_routes) = match routes {
         Routes::InConfig => (validate::validate(candidate)?, None),
-        Routes::Parsed(list) => (validate::validate_with(candidate, list)?, None),
+        Routes::Parsed(list) => (validate::validate_with(candidate, *list)?, None),
         Routes::Current(t) => (validate::validate(candidate)?, Some(t)),
     };
     if devices == Devices::Required {

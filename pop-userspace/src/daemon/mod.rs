@@ -140,7 +140,7 @@ fn first_state(config: &Path, kernel: &KernelView) -> Result<Persisted, ControlE
     let empty = crate::config::model::Config::default();
     let plan = check::plan(
         &cfg,
-        check::Routes::Parsed(routes),
+        check::Routes::Parsed(Box::new(routes)),
         kernel,
         &Current {
             config: &empty,

@@ -334,7 +334,7 @@ impl Controller {
         let (candidate, routes) = validate::parse_config_routes(&text)?;
         drop(text);
         let parsed = t.elapsed();
-        let plan = self.check(&candidate, Routes::Parsed(routes))?;
+        let plan = self.check(&candidate, Routes::Parsed(Box::new(routes)))?;
         let checked = t.elapsed();
         let new_routes = plan.routes.as_ref().expect("a whole config has its routes");
         let mut more = 0u64;
