@@ -83,7 +83,8 @@ pub struct Plan {
     /// The map contents once every candidate interface is attached
     /// (configured routes apart).
     pub tables: Tables,
-    /// The candidate's routes when they are new ([`Routes::InConfig`]).
+    /// The candidate's routes when they are new ([`Routes::InConfig`],
+    /// [`Routes::Parsed`]).
     pub routes: Option<ConfiguredRoutes>,
 }
 
