@@ -7,7 +7,8 @@ use pop::config::model::{
     Acl, AclAction, Config, Customer, Interface, InterfaceRole, NoRouteAction, Route,
 };
 use pop::config::validate::{
-    default_burst_bytes, parse_config, to_toml, validate, ConfigError, Validated,
+    default_burst_bytes, parse_config, parse_config_routes, to_toml, validate, validate_with,
+    ConfigError, Validated,
 };
 
 const EXAMPLE: &str = r#"
@@ -93,10 +94,32 @@ fn rejected(cfg: &Config) -> String {
         Err(e) => {
             let text = e.to_string();
             assert!(!text.contains('\n'), "one line: {text}");
+            if cfg.routes.len() < 10_000 {
+                // popd reads the routes of a file straight into their table:
+                // the same message.
+                assert_eq!(typed(&to_toml(cfg)), Err(text.clone()));
+            }
             text
         }
         Ok(_) => panic!("should be rejected"),
     }
+}
+
+/// What popd makes of a file: routes read straight into their table
+/// (`parse_config_routes`), then checked with the rest.
+fn typed(text: &str) -> Result<usize, String> {
+    let (cfg, routes) = parse_config_routes(text).map_err(|e| e.to_string())?;
+    assert!(cfg.routes.is_empty());
+    let valid = validate_with(&cfg, routes).map_err(|e| e.to_string())?;
+    Ok(valid.routes.len())
+}
+
+/// What a file gives parsed into records, then validated.
+fn records(text: &str) -> Result<usize, String> {
+    let cfg = parse_config(text).map_err(|e| e.to_string())?;
+    validate(&cfg)
+        .map(|v| v.routes.len())
+        .map_err(|e| e.to_string())
 }
 
 fn acl_of(v: &Validated, priority: u32) -> &pop::config::validate::ValidAcl {
@@ -910,4 +933,95 @@ fn icmp_section() {
         parse_config("[icmp]\nburst = -1\n"),
         Err(ConfigError::Syntax { line: 2, .. })
     ));
+}
+
+// ---- routes read straight into their table ----------------------------------
+
+const ROUTED: &str = "[[interfaces]]\nname = \"eth0\"\nrole = \"upstream\"\n";
+
+fn route_text(prefix: &str, via: &str, dev: &str) -> String {
+    format!("\n[[routes]]\nprefix = \"{prefix}\"\nvia = [\"{via}\"]\ndev = \"{dev}\"\n")
+}
+
+#[test]
+fn typed_routes_report_the_first_problem_in_config_order() {
+    let ok = route_text("10.0.0.0/8", "192.0.2.1", "eth0");
+    let twice = route_text("10.0.0.0/8", "192.0.2.2", "eth0");
+    let unknown = route_text("10.1.0.0/16", "192.0.2.1", "eth7");
+    let unknown_twice = route_text("10.0.0.0/8", "192.0.2.1", "eth7");
+    let bad = route_text("10.2.0.1/16", "192.0.2.1", "eth0");
+    let family = route_text("10.3.0.0/16", "2001:db8::1", "eth0");
+    let bad_acl = "\n[[acls]]\npriority = \"x\"\naction = \"drop\"\n";
+    let bad_customer = "\n[[customers]]\nname = \"a b\"\nprefixes = [\"198.51.100.0/24\"]\n";
+    let cases = [
+        (
+            vec![&ok, &twice, &unknown],
+            "route 10.0.0.0/8: prefix listed twice",
+        ),
+        (
+            vec![&ok, &unknown, &twice],
+            "route 10.1.0.0/16: dev \"eth7\"",
+        ),
+        // One route both unknown-dev and a duplicate: the dev is checked first.
+        (vec![&ok, &unknown_twice], "route 10.0.0.0/8: dev \"eth7\""),
+        (vec![&ok, &family, &bad], "route 10.3.0.0/16: via"),
+        (vec![&ok, &bad, &family], "route 10.2.0.1/16: host bits set"),
+        (vec![&unknown, &bad], "route 10.1.0.0/16: dev \"eth7\""),
+        (vec![&bad, &unknown], "route 10.2.0.1/16: host bits set"),
+    ];
+    for (routes, expected) in cases {
+        let mut text = ROUTED.to_string();
+        for r in &routes {
+            text += r;
+        }
+        let want = records(&text);
+        let got = typed(&text);
+        assert_eq!(got, want, "{text}");
+        let message = got.unwrap_err();
+        assert!(message.starts_with(expected), "{message} for {text}");
+        // A syntax error anywhere comes before any route's problem; a bad
+        // route before a bad customer.
+        let with_acl = format!("{text}{bad_acl}");
+        assert_eq!(typed(&with_acl), records(&with_acl));
+        assert!(typed(&with_acl).unwrap_err().starts_with("config line"));
+        let with_customer = format!("{text}{bad_customer}");
+        assert_eq!(typed(&with_customer), records(&with_customer));
+        assert!(typed(&with_customer).unwrap_err().starts_with(expected));
+    }
+    // Routes toml has to read (comments, escapes, inline arrays of tables)
+    // give the same table as the plain ones.
+    let mixed = format!(
+        "{ROUTED}{ok}\n[[routes]]  # x\nprefix = \"10.4.0.0/16\" # y\nvia = [\"192.0.2.\\u0031\",]\ndev = \"eth0\"\n"
+    );
+    assert_eq!(typed(&mixed), Ok(2));
+    assert_eq!(records(&mixed), Ok(2));
+    let inline = format!(
+        "routes = [{{ prefix = \"10.0.0.0/8\", via = [\"192.0.2.1\"], dev = \"eth0\" }}]\n{ROUTED}"
+    );
+    assert_eq!(typed(&inline), Ok(1));
+}
+
+#[test]
+fn a_bad_route_deep_in_a_big_file_is_named() {
+    let mut text = ROUTED.to_string();
+    let n = 200_000u32;
+    for i in 0..n {
+        let prefix = format!("{}.{}.{}.0/24", 1 + (i >> 16), (i >> 8) & 0xff, i & 0xff);
+        let via = if i == 150_001 {
+            "2001:db8::1"
+        } else {
+            "192.0.2.1"
+        };
+        text += &route_text(&prefix, via, "eth0");
+    }
+    assert_eq!(
+        typed(&text),
+        Err(
+            "route 3.73.241.0/24: via \"2001:db8::1\": address family differs from the prefix"
+                .into()
+        )
+    );
+    assert_eq!(typed(&text), records(&text));
+    let good = text.replace("\"2001:db8::1\"", "\"192.0.2.1\"");
+    assert_eq!(typed(&good), Ok(n as usize));
 }

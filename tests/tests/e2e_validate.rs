@@ -183,7 +183,7 @@ fn refused_changes_leave_everything_as_it_was() {
         state_dir,
     };
     type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         (
             "1 a first start beyond the policer's limits changes nothing",
             first_start_refused,
@@ -208,6 +208,10 @@ fn refused_changes_leave_everything_as_it_was() {
         (
             "6 thousands of host addresses do not block a change",
             many_host_addresses,
+        ),
+        (
+            "7 a big apply with one bad route deep in it is refused naming that route; nothing changes",
+            big_apply_with_one_bad_route,
         ),
     ];
     for (name, scenario) in scenarios {
@@ -568,4 +572,62 @@ fn many_host_addresses(env: &mut Env) -> Result<()> {
         &env.lab,
         &format!("10.200.{}.{}", last / 250, last % 250 + 1),
     )
+}
+
+/// (7) 50,000 new routes, the 40,001st with a gateway of the wrong family:
+/// apply (and its dry run) refuse the file naming that route, and none of
+/// the 40,000 before it is in the maps. With it fixed, all are, and the old
+/// config applied again takes them all away.
+fn big_apply_with_one_bad_route(env: &mut Env) -> Result<()> {
+    let generation_before = generation(&env.popd)?;
+    let exported = env.popd.popctl_json(&["export"])?["config"]
+        .as_str()
+        .context("export without config")?
+        .to_string();
+    let n = 50_000u32;
+    let bad = 40_000u32;
+    let mut text = exported.clone();
+    for i in 0..n {
+        let via = if i == bad { "2001:db8::1" } else { "192.0.2.1" };
+        text += &format!(
+            "\n[[routes]]\nprefix = \"20.{}.{}.0/24\"\nvia = [\"{via}\"]\ndev = \"eth0\"\n",
+            i >> 8,
+            i & 0xff
+        );
+    }
+    let file = write_file(env.state_dir.path(), "big-bad.toml", &text)?;
+    let expected =
+        "route 20.156.64.0/24: via \"2001:db8::1\": address family differs from the prefix";
+    let applied = refused(&env.popd, &["apply", &file])?;
+    ensure!(applied.contains(expected), "{applied}");
+    let dry = refused(&env.popd, &["apply", &file, "--dry-run"])?;
+    ensure!(dry == applied, "dry run said {dry:?}, apply {applied:?}");
+    ensure!(generation(&env.popd)? == generation_before);
+    let prefix_of = |addr: &str| -> Result<String> {
+        let get = env.popd.popctl_json(&["route", "get", addr])?;
+        Ok(get["prefix"].as_str().unwrap_or("").to_string())
+    };
+    for addr in ["20.0.0.1", "20.100.1.1", "20.156.63.1"] {
+        let p = prefix_of(addr)?;
+        ensure!(
+            !p.starts_with("20."),
+            "{addr} routed by {p} after a refused apply"
+        );
+    }
+    let good = text.replace("\"2001:db8::1\"", "\"192.0.2.1\"");
+    let file = write_file(env.state_dir.path(), "big-good.toml", &good)?;
+    let applied = env.popd.popctl_json(&["apply", &file])?;
+    ensure!(
+        applied["more"].as_u64().unwrap_or(0)
+            + applied["changes"].as_array().map_or(0, |c| c.len() as u64)
+            == u64::from(n),
+        "{n} routes added: {}",
+        applied["more"]
+    );
+    ensure!(prefix_of("20.156.64.1")? == "20.156.64.0/24");
+    ensure!(prefix_of("20.195.79.1")? == "20.195.79.0/24");
+    let back = write_file(env.state_dir.path(), "back.toml", &exported)?;
+    env.popd.popctl_json(&["apply", &back])?;
+    ensure!(!prefix_of("20.0.0.1")?.starts_with("20."));
+    ping_ok(&env.lab, topology::INTERNET_V4)
 }

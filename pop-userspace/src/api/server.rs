@@ -134,10 +134,9 @@ async fn connection<S: Service>(
         if line.trim().is_empty() {
             continue;
         }
-        let parsed = serde_json::from_str::<Request>(&line);
-        // A request can be a whole config (tens of MB): not kept while it
-        // is handled.
-        drop(line);
+        // A request can be a whole config (tens of MB): read in the line's
+        // own buffer, which the request then owns.
+        let parsed = super::request_line::parse_request(line);
         let (resp, after) = match parsed {
             Err(e) => (
                 Response::Error {

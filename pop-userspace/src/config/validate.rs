@@ -15,6 +15,7 @@
 //! candidate state on every change, with up to millions of routes.
 mod error;
 mod parse;
+mod route_list;
 mod sections;
 mod sflow;
 
@@ -26,9 +27,10 @@ use ipnet::IpNet;
 use super::model::{
     Acl, AclAction, Config, Customer, DataplaneConfig, Interface, InterfaceRole, Route,
 };
-use crate::config::routes::{ConfiguredRoutes, Hops};
+use crate::config::routes::ConfiguredRoutes;
 pub use error::{ConfigError, PortError, PrefixError, Problem};
 pub use parse::{parse_port_range, parse_prefix, parse_proto, proto_name, PROTO_NAMES};
+pub use route_list::{RouteDev, RouteList};
 pub use sflow::{check_sflow, SflowError, ValidSflow};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
@@ -112,6 +114,8 @@ pub struct Validated {
     pub interfaces: Vec<ValidInterface>,
     /// Routes, typed (the table the controller keeps).
     pub routes: ConfiguredRoutes,
+    /// Each `dev` the routes name, with its first route, in config order.
+    pub route_devs: Vec<RouteDev>,
     /// Customers, in config order.
     pub customers: Vec<ValidCustomer>,
     /// ACL rules sorted by priority (evaluation order).
@@ -123,9 +127,29 @@ pub struct Validated {
 /// Parses a config file. A syntax error or unknown field is one line with its line
 /// number: `config line 7: unknown field `prefx`, expected ...`.
 pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
-    if let Some(parsed) = sections::parse(text) {
+    if let Some(parsed) = sections::parse::<Vec<Route>>(text) {
+        return parsed.map(|(mut config, routes)| {
+            config.routes = routes;
+            config
+        });
+    }
+    parse_whole(text)
+}
+
+/// [`parse_config`] with the routes read straight into a [`RouteList`]
+/// (checked one by one as they are read; [`validate_with`] finishes the
+/// checks): the returned config has no `routes`. With a million routes this
+/// holds ~20 MB of typed routes where records took ~200 MB.
+pub fn parse_config_routes(text: &str) -> Result<(Config, RouteList), ConfigError> {
+    if let Some(parsed) = sections::parse::<RouteList>(text) {
         return parsed;
     }
+    let mut config = parse_whole(text)?;
+    let routes = RouteList::from_routes(&std::mem::take(&mut config.routes));
+    Ok((config, routes))
+}
+
+fn parse_whole(text: &str) -> Result<Config, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let message = e.message().trim().replace('\n', " ");
         match e.span() {
@@ -215,42 +239,52 @@ pub fn check_interface_name(field: &'static str, name: &str) -> Result<(), Probl
 /// Checks one route on its own: prefix and next hops. Whether `dev` is configured
 /// and whether the prefix is unique are checked by [`validate`].
 pub fn check_route(route: &Route) -> Result<ValidRoute, ConfigError> {
+    check_route_text(&route.prefix, &route.via, &route.dev)
+}
+
+/// [`check_route`] of a route given by its fields' text.
+pub fn check_route_text<S: AsRef<str>>(
+    prefix_text: &str,
+    via_text: &[S],
+    dev: &str,
+) -> Result<ValidRoute, ConfigError> {
     let err = |problem| ConfigError::Route {
-        prefix: route.prefix.clone(),
+        prefix: prefix_text.to_string(),
         problem,
     };
-    let prefix = parse_prefix(&route.prefix).map_err(|e| err(Problem::Prefix(e)))?;
-    if route.via.is_empty() {
+    let prefix = parse_prefix(prefix_text).map_err(|e| err(Problem::Prefix(e)))?;
+    if via_text.is_empty() {
         return Err(err(Problem::NoNexthop));
     }
-    if route.via.len() > pop_common::MAX_ECMP {
-        return Err(err(Problem::TooManyNexthops(route.via.len())));
+    if via_text.len() > pop_common::MAX_ECMP {
+        return Err(err(Problem::TooManyNexthops(via_text.len())));
     }
-    let mut via: Vec<IpAddr> = Vec::with_capacity(route.via.len());
-    for text in &route.via {
+    let mut via: Vec<IpAddr> = Vec::with_capacity(via_text.len());
+    for text in via_text {
+        let text = text.as_ref();
         let addr: IpAddr = text
             .parse()
-            .map_err(|_| err(Problem::NexthopSyntax(text.clone())))?;
+            .map_err(|_| err(Problem::NexthopSyntax(text.to_string())))?;
         if addr.is_ipv4() != prefix.addr().is_ipv4() {
-            return Err(err(Problem::NexthopFamily(text.clone())));
+            return Err(err(Problem::NexthopFamily(text.to_string())));
         }
         let unicast = match addr {
             IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
             IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
         };
         if !unicast {
-            return Err(err(Problem::NexthopNotUnicast(text.clone())));
+            return Err(err(Problem::NexthopNotUnicast(text.to_string())));
         }
         if via.contains(&addr) {
-            return Err(err(Problem::NexthopTwice(text.clone())));
+            return Err(err(Problem::NexthopTwice(text.to_string())));
         }
         via.push(addr);
     }
-    check_interface_name("dev", &route.dev).map_err(err)?;
+    check_interface_name("dev", dev).map_err(err)?;
     Ok(ValidRoute {
         prefix,
         via,
-        dev: route.dev.clone(),
+        dev: dev.to_string(),
     })
 }
 
@@ -412,13 +446,19 @@ fn check_limit(what: &'static str, count: usize, max: u32) -> Result<(), ConfigE
 /// between objects, customer prefix overlaps and map capacities. The first error
 /// in config order is returned.
 pub fn validate(cfg: &Config) -> Result<Validated, ConfigError> {
+    validate_with(cfg, RouteList::from_routes(&cfg.routes))
+}
+
+/// [`validate`] with the routes read apart ([`parse_config_routes`]):
+/// `cfg.routes` is not looked at.
+pub fn validate_with(cfg: &Config, routes: RouteList) -> Result<Validated, ConfigError> {
     let interfaces = validate_interfaces(&cfg.interfaces)?;
     let roles: HashMap<&str, InterfaceRole> = interfaces
         .iter()
         .map(|i| (i.name.as_str(), i.role))
         .collect();
 
-    let routes = validate_routes(&cfg.routes, &roles)?;
+    let (routes, route_devs) = routes.finish(&roles)?;
     let customers = validate_customers(&cfg.customers, &roles)?;
 
     check_icmp(&cfg.icmp)?;
@@ -457,6 +497,7 @@ pub fn validate(cfg: &Config) -> Result<Validated, ConfigError> {
         dataplane: cfg.dataplane.clone(),
         interfaces,
         routes,
+        route_devs,
         customers,
         acls,
         sflow,
@@ -500,56 +541,6 @@ fn validate_interfaces(list: &[Interface]) -> Result<Vec<ValidInterface>, Config
             role: iface.role,
         });
     }
-    Ok(out)
-}
-
-fn validate_routes(
-    list: &[Route],
-    roles: &HashMap<&str, InterfaceRole>,
-) -> Result<ConfiguredRoutes, ConfigError> {
-    let mut out = ConfiguredRoutes::default();
-    let (mut v4, mut v6) = (0usize, 0usize);
-    // One next-hop id per distinct (dev, via), in 1..=MAX_CONFIGURED_NEXTHOPS.
-    let max_nexthops = pop_common::MAX_CONFIGURED_NEXTHOPS as usize;
-    let mut nexthops: HashSet<(&str, IpAddr)> = HashSet::new();
-    for route in list {
-        let valid = check_route(route)?;
-        let err = |problem| ConfigError::Route {
-            prefix: route.prefix.clone(),
-            problem,
-        };
-        if !roles.contains_key(valid.dev.as_str()) {
-            return Err(err(Problem::UnknownInterface {
-                field: "dev",
-                value: valid.dev,
-            }));
-        }
-        if out.get(&valid.prefix).is_some() {
-            return Err(err(Problem::Duplicate("prefix")));
-        }
-        for (text, addr) in route.via.iter().zip(&valid.via) {
-            if nexthops.insert((route.dev.as_str(), *addr)) && nexthops.len() > max_nexthops {
-                return Err(err(Problem::NexthopsFull {
-                    via: text.clone(),
-                    count: nexthops.len(),
-                    max: max_nexthops,
-                }));
-            }
-        }
-        match valid.prefix {
-            IpNet::V4(_) => v4 += 1,
-            IpNet::V6(_) => v6 += 1,
-        }
-        out.insert(
-            valid.prefix,
-            Hops {
-                dev: valid.dev,
-                via: valid.via,
-            },
-        );
-    }
-    check_limit("IPv4 routes", v4, pop_common::MAX_ROUTES_V4)?;
-    check_limit("IPv6 routes", v6, pop_common::MAX_ROUTES_V6)?;
     Ok(out)
 }
 

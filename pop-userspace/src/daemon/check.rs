@@ -83,16 +83,19 @@ pub struct Plan {
     /// The map contents once every candidate interface is attached
     /// (configured routes apart).
     pub tables: Tables,
-    /// The candidate's routes when they are new ([`Routes::InConfig`]).
+    /// The candidate's routes when they are new ([`Routes::InConfig`],
+    /// [`Routes::Parsed`]).
     pub routes: Option<ConfiguredRoutes>,
 }
 
 /// Where a candidate's routes are.
-#[derive(Clone, Copy)]
 pub enum Routes<'a> {
     /// In the candidate's `routes` (a whole config: start, SIGHUP, apply):
     /// validated with it, they become the new table.
     InConfig,
+    /// Read apart from the candidate ([`validate::parse_config_routes`]; its
+    /// `routes` are empty): validated with it, they become the new table.
+    Parsed(Box<validate::RouteList>),
     /// Unchanged: this table (a change to customers or ACL rules).
     Current(&'a ConfiguredRoutes),
 }
@@ -154,8 +157,13 @@ fn fits(what: &'static str, map: &'static str, count: usize, max: u32) -> Result
     Ok(())
 }
 
-/// Checks that every interface and route `dev` of `cfg` exists in the kernel.
-pub fn check_devices(cfg: &Config, kernel: &KernelView) -> Result<(), ControlError> {
+/// Checks that every interface and route `dev` (`route_devs`: each with its
+/// first route, in config order) exists in the kernel.
+pub fn check_devices(
+    cfg: &Config,
+    route_devs: &[validate::RouteDev],
+    kernel: &KernelView,
+) -> Result<(), ControlError> {
     for i in &cfg.interfaces {
         if !kernel.links.contains_key(&i.name) {
             return Err(ControlError::NoSuchInterface {
@@ -163,7 +171,7 @@ pub fn check_devices(cfg: &Config, kernel: &KernelView) -> Result<(), ControlErr
             });
         }
     }
-    for r in &cfg.routes {
+    for r in route_devs {
         if !kernel.links.contains_key(&r.dev) {
             return Err(ControlError::NoSuchRouteDev {
                 prefix: r.prefix.clone(),
@@ -183,18 +191,22 @@ pub fn plan(
     current: &Current,
     devices: Devices,
 ) -> Result<Plan, ControlError> {
-    let valid = validate::validate(candidate)?;
-    if devices == Devices::Required {
-        check_devices(candidate, kernel)?;
-    }
-    let new_routes = match routes {
-        Routes::InConfig => Some(valid.routes),
-        Routes::Current(_) => None,
+    let (valid, current_routes) = match routes {
+        Routes::InConfig => (validate::validate(candidate)?, None),
+        Routes::Parsed(list) => (validate::validate_with(candidate, *list)?, None),
+        Routes::Current(t) => (validate::validate(candidate)?, Some(t)),
     };
-    let table = match (routes, &new_routes) {
-        (Routes::Current(t), _) => t,
-        (Routes::InConfig, Some(t)) => t,
-        (Routes::InConfig, None) => unreachable!("set above"),
+    if devices == Devices::Required {
+        check_devices(candidate, &valid.route_devs, kernel)?;
+    }
+    let new_routes = match current_routes {
+        None => Some(valid.routes),
+        Some(_) => None,
+    };
+    let table = match (current_routes, &new_routes) {
+        (Some(t), _) => t,
+        (None, Some(t)) => t,
+        (None, None) => unreachable!("set above"),
     };
     let (ids, fresh) = compile::assign_ids(candidate, table, current.ids)?;
     let ifindexes = acl_ifindexes(candidate, kernel);

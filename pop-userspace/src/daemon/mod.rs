@@ -135,11 +135,13 @@ fn first_state(config: &Path, kernel: &KernelView) -> Result<Persisted, ControlE
         reason,
     };
     let text = std::fs::read_to_string(config).map_err(|e| file_error(e.to_string()))?;
-    let cfg = validate::parse_config(&text).map_err(|e| file_error(e.to_string()))?;
+    let (cfg, routes) =
+        validate::parse_config_routes(&text).map_err(|e| file_error(e.to_string()))?;
+    drop(text);
     let empty = crate::config::model::Config::default();
     let plan = check::plan(
         &cfg,
-        check::Routes::InConfig,
+        check::Routes::Parsed(Box::new(routes)),
         kernel,
         &Current {
             config: &empty,

@@ -153,6 +153,9 @@ impl<B: Fib4Backend, S: RecordStore> Routes4<B, S> {
             .collect::<Result<Vec<_>, DataplaneError>>()?;
         let locals: Vec<(std::net::Ipv4Addr, LocalKind)> = others.locals;
         fib.replace_all(want, customers, locals).map_err(fib_err)?;
+        // The scan mapped every page of the tables: only what later changes
+        // touch needs to stay in this process's RSS.
+        fib.unmap();
         ids.adopted(&held);
         Ok(Self {
             fib,

@@ -124,7 +124,10 @@ impl<B: Fib6Backend, S: RecordStore> Routes6<B, S> {
         for (p, id) in others.customers {
             customers.push((prefix6(&p.trunc())?, id));
         }
-        let fib = Fib6::adopt_all(backend, want, customers, others.locals).map_err(fib_err)?;
+        let mut fib = Fib6::adopt_all(backend, want, customers, others.locals).map_err(fib_err)?;
+        // The scan mapped every page of the tables: only what later changes
+        // touch needs to stay in this process's RSS.
+        fib.backend_mut().unmap();
         ids.adopted(&held);
         Ok(Self {
             fib,

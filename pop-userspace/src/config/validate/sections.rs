@@ -6,6 +6,10 @@
 //! `toml` crate and serde types, so the same rules and messages): about 1 s
 //! and no memory beyond the result.
 //!
+//! `[[routes]]` elements go to a [`RouteSink`] as they are read: the typed
+//! table ([`super::RouteList`], popd) or a list of records (popctl, tests).
+//! Plainly written routes are read without `toml` ([`super::route_list`]).
+//!
 //! The cut is only trusted on files whose structure it understands for sure:
 //! no multi-line strings, and every line starting with `[` is one of those
 //! four headers or `[dataplane]`. Anything else (dotted or quoted headers,
@@ -13,8 +17,39 @@
 //! `[`) returns `None` and the caller parses the whole file with `toml`.
 use serde::de::DeserializeOwned;
 
-use super::ConfigError;
-use crate::config::model::Config;
+use super::route_list::plain_route;
+use super::{ConfigError, RouteList};
+use crate::config::model::{Config, Route};
+
+/// Where the `[[routes]]` elements go, one by one, in config order.
+pub trait RouteSink: Default {
+    /// One route, by its fields' text.
+    fn push(&mut self, prefix: &str, via: &[&str], dev: &str);
+    /// One route record (read by `toml`).
+    fn push_route(&mut self, route: Route);
+}
+
+impl RouteSink for Vec<Route> {
+    fn push(&mut self, prefix: &str, via: &[&str], dev: &str) {
+        self.push(Route {
+            prefix: prefix.to_string(),
+            via: via.iter().map(|v| v.to_string()).collect(),
+            dev: dev.to_string(),
+        });
+    }
+    fn push_route(&mut self, route: Route) {
+        Vec::push(self, route);
+    }
+}
+
+impl RouteSink for RouteList {
+    fn push(&mut self, prefix: &str, via: &[&str], dev: &str) {
+        RouteList::push(self, prefix, via, dev);
+    }
+    fn push_route(&mut self, route: Route) {
+        RouteList::push_route(self, &route);
+    }
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Section {
@@ -70,29 +105,68 @@ fn elements<T: DeserializeOwned>(all: &[Element], section: Section) -> Result<Ve
         .collect()
 }
 
-/// The config in `text`, or `None` when the file needs the full parser.
-pub fn parse(text: &str) -> Option<Result<Config, ConfigError>> {
+/// Reads one `[[routes]]` element into `sink`; a syntax error is returned.
+fn route_element<R: RouteSink>(
+    sink: &mut R,
+    body: &str,
+    header_line: usize,
+) -> Result<(), ConfigError> {
+    if let Some((prefix, via, dev)) = plain_route(body) {
+        sink.push(prefix, &via, dev);
+        return Ok(());
+    }
+    let route: Route = toml::from_str(body).map_err(|err| syntax(err, body, header_line + 1))?;
+    sink.push_route(route);
+    Ok(())
+}
+
+/// The config in `text` (without routes) and its routes, or `None` when the
+/// file needs the full parser.
+pub fn parse<'t, R: RouteSink>(text: &'t str) -> Option<Result<(Config, R), ConfigError>> {
     if text.contains("\"\"\"") || text.contains("'''") {
         return None;
     }
-    // The root and [dataplane] keep their lines; element lines become empty
-    // lines in `rest`, so its error line numbers are the file's.
+    // The root, [dataplane], [icmp] and [sflow] lines, and the file's line
+    // number of each (for error messages). Element lines are left out: as
+    // blank lines (4 million with a full table) they cost `toml` seconds
+    // and hundreds of MB.
     let mut rest = String::new();
+    let mut rest_lines: Vec<usize> = Vec::new();
     let mut all: Vec<Element> = Vec::new();
     // The element being read: (section, header line, body start).
     let mut current: Option<(Section, usize, usize)> = None;
     let mut offset = 0;
+    // Routes are read as the cut reaches them; the first syntax error among
+    // them is reported after those of interfaces and customers.
+    let mut routes = R::default();
+    let mut has_routes = false;
+    let mut route_error: Option<ConfigError> = None;
+    let mut take = |e: Element<'t>, all: &mut Vec<Element<'t>>| {
+        if e.section != Section::Routes {
+            all.push(e);
+            return;
+        }
+        has_routes = true;
+        if route_error.is_none() {
+            if let Err(err) = route_element(&mut routes, e.body, e.header_line) {
+                route_error = Some(err);
+            }
+        }
+    };
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let starts = offset;
         offset += line.len();
         if line.trim_start().starts_with('[') {
             let section = header(line)?;
             if let Some((section, header_line, body)) = current.take() {
-                all.push(Element {
-                    section,
-                    header_line,
-                    body: &text[body..starts],
-                });
+                take(
+                    Element {
+                        section,
+                        header_line,
+                        body: &text[body..starts],
+                    },
+                    &mut all,
+                );
             }
             if section != Section::Rest {
                 current = Some((section, i + 1, offset));
@@ -100,25 +174,41 @@ pub fn parse(text: &str) -> Option<Result<Config, ConfigError>> {
         }
         if current.is_none() {
             rest.push_str(line);
-        } else {
-            rest.push('\n');
+            rest_lines.push(i + 1);
         }
     }
     if let Some((section, header_line, body)) = current {
-        all.push(Element {
-            section,
-            header_line,
-            body: &text[body..],
-        });
+        take(
+            Element {
+                section,
+                header_line,
+                body: &text[body..],
+            },
+            &mut all,
+        );
     }
 
     let mut config: Config = match toml::from_str(&rest) {
         Ok(c) => c,
-        Err(e) => return Some(Err(syntax(e, &rest, 1))),
+        Err(e) => {
+            let err = syntax(e, &rest, 1);
+            return Some(Err(match err {
+                ConfigError::Syntax { line, message } => ConfigError::Syntax {
+                    // The file's line of that line of `rest` (past its end:
+                    // the line after its last).
+                    line: rest_lines
+                        .get(line - 1)
+                        .copied()
+                        .unwrap_or_else(|| rest_lines.last().map_or(1, |l| l + 1)),
+                    message,
+                },
+                other => other,
+            }));
+        }
     };
     // `routes = ...` in the root and [[routes]] elements: let the full
     // parser report the duplicate key.
-    let has = |s| all.iter().any(|e| e.section == s);
+    let has = |s| s == Section::Routes && has_routes || all.iter().any(|e| e.section == s);
     let root: toml::Table = toml::from_str(&rest).ok()?;
     for (section, key) in [
         (Section::Interfaces, "interfaces"),
@@ -137,13 +227,17 @@ pub fn parse(text: &str) -> Option<Result<Config, ConfigError>> {
         if has(Section::Customers) {
             config.customers = elements(&all, Section::Customers)?;
         }
-        if has(Section::Routes) {
-            config.routes = elements(&all, Section::Routes)?;
+        if let Some(e) = route_error {
+            return Err(e);
+        }
+        // Inline `routes = [...]` in the root (no [[routes]] elements).
+        for r in std::mem::take(&mut config.routes) {
+            routes.push_route(r);
         }
         if has(Section::Acls) {
             config.acls = elements(&all, Section::Acls)?;
         }
-        Ok(config)
+        Ok((config, routes))
     })();
     Some(parsed)
 }
@@ -154,6 +248,16 @@ mod tests {
 
     fn full(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.message().to_string())
+    }
+
+    /// The fast path with the routes as records in the config.
+    fn parse(text: &str) -> Option<Result<Config, ConfigError>> {
+        super::parse::<Vec<Route>>(text).map(|r| {
+            r.map(|(mut c, routes)| {
+                c.routes = routes;
+                c
+            })
+        })
     }
 
     const CONFIG: &str = r#"# a comment

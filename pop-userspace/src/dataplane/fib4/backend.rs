@@ -1,9 +1,8 @@
 //! Where the FIB's tables live: [`MemoryBackend`] (a plain copy, for tests
 //! and tools) and [`MmapBackend`] (the BPF maps, written through mmap).
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use aya::maps::{MapData, MapInfo};
 use pop_common::fib4::{
@@ -11,6 +10,7 @@ use pop_common::fib4::{
     FIB4_TBL24_BLOCKS,
 };
 
+use super::mapping::Mapping;
 use super::Fib4Error;
 
 /// tbl24 entries: one per /24.
@@ -40,6 +40,10 @@ pub trait Fib4Backend {
     /// Returns once no lookup that started before the call is still running,
     /// so groups and records it could have reached may be reused.
     fn wait_for_readers(&mut self);
+    /// Gives back the pages this process maps to reach the tables (they
+    /// count in its RSS), after a scan of them all; the next access maps
+    /// what it needs again. Nothing to do where nothing is mapped.
+    fn unmap(&mut self) {}
 }
 
 /// The tables in process memory (64 MB for tbl24 plus the groups).
@@ -93,65 +97,14 @@ impl Fib4Backend for MemoryBackend {
     fn wait_for_readers(&mut self) {}
 }
 
-/// A shared mapping of a BPF array map (BPF_F_MMAPABLE), unmapped on drop.
-/// Also the IPv6 FIB's (`super::super::fib6`).
-pub(crate) struct Mapping {
-    ptr: NonNull<AtomicU32>,
-    words: usize,
-}
-
-impl Mapping {
-    pub(crate) fn new(
-        map: &'static str,
-        fd: BorrowedFd<'_>,
-        bytes: usize,
-    ) -> Result<Self, Fib4Error> {
-        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
-        // the length against the map and keeps the map alive while mapped.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Fib4Error::Map {
-                map,
-                reason: format!("mmap of {bytes} bytes: {}", std::io::Error::last_os_error()),
-            });
-        }
-        Ok(Self {
-            ptr: NonNull::new(ptr.cast()).expect("mmap returned NULL without MAP_FAILED"),
-            words: bytes / 4,
-        })
-    }
-
-    pub(crate) fn word(&self, i: usize) -> &AtomicU32 {
-        assert!(i < self.words, "mapping index {i} beyond {}", self.words);
-        // SAFETY: in bounds (checked), 4-aligned (page-aligned base), and the
-        // kernel's pages stay mapped until drop.
-        unsafe { &*self.ptr.as_ptr().add(i) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.words * 4) };
-    }
-}
-
 /// The BPF maps `fib4_tbl24`, `fib4_tbl8` and `fib4_results`, mapped into
 /// this process: an entry is one aligned 32-bit store (no syscall), released
 /// after the stores before it, so a group or record is complete before an
 /// entry points at it.
 ///
 /// The mapped pages are the kernel's map memory; they count in this process's
-/// RSS (as file pages) without being allocated twice.
+/// RSS (as file pages) without being allocated twice, so they are mapped a
+/// chunk at a time, as used ([`Mapping`]).
 pub struct MmapBackend {
     tbl24: Mapping,
     tbl8: Mapping,
@@ -299,5 +252,10 @@ impl Fib4Backend for MmapBackend {
     }
     fn wait_for_readers(&mut self) {
         crate::dataplane::wait_for_readers();
+    }
+    fn unmap(&mut self) {
+        self.tbl24.unmap();
+        self.tbl8.unmap();
+        self.results.unmap();
     }
 }

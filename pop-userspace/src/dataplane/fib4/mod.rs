@@ -18,6 +18,7 @@
 //! [`Fib4Backend::wait_for_readers`]. docs/fib.md has the details.
 mod backend;
 mod desired;
+mod mapping;
 mod plane;
 #[cfg(test)]
 mod span_tests;
@@ -32,8 +33,9 @@ use std::net::Ipv4Addr;
 use pop_common::fib4::{PopFib4Result, FIB4_BLACKHOLE, FIB4_BROADCAST, FIB4_LOCAL, FIB4_ROUTE};
 use thiserror::Error;
 
-pub(crate) use backend::{checked, page_round, Mapping};
+pub(crate) use backend::{checked, page_round};
 pub use backend::{Fib4Backend, MemoryBackend, MmapBackend, TBL24_ENTRIES};
+pub(crate) use mapping::Mapping;
 pub use writer::{Fib4, Fib4Stats};
 
 /// An IPv4 prefix as integers: network address (host order) and length.

@@ -117,6 +117,12 @@ impl<B: Fib4Backend> Fib4<B> {
         &self.tables.backend
     }
 
+    /// Gives back the pages mapped to reach the tables
+    /// ([`Fib4Backend::unmap`]).
+    pub fn unmap(&mut self) {
+        self.tables.backend.unmap();
+    }
+
     #[cfg(test)]
     pub(crate) fn backend_mut(&mut self) -> &mut B {
         &mut self.tables.backend

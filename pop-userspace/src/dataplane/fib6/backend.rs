@@ -34,6 +34,10 @@ pub trait Fib6Backend {
     /// Returns once no lookup that started before the call is still running,
     /// so nodes it could have reached may be reused.
     fn wait_for_readers(&mut self);
+    /// Gives back the pages this process maps to reach the tables (they
+    /// count in its RSS), after a scan of them all; the next access maps
+    /// what it needs again. Nothing to do where nothing is mapped.
+    fn unmap(&mut self) {}
 }
 
 /// The tables in process memory.
@@ -158,5 +162,9 @@ impl Fib6Backend for MmapBackend {
     }
     fn wait_for_readers(&mut self) {
         crate::dataplane::wait_for_readers();
+    }
+    fn unmap(&mut self) {
+        self.root.unmap();
+        self.nodes.unmap();
     }
 }

@@ -121,6 +121,37 @@ pub fn peak_rss_mb(pid: u32) -> Result<f64> {
     Ok(kb / 1024.0)
 }
 
+/// popd's peak and current memory, by kind (anonymous, file and shared
+/// pages: mapped BPF arrays count as the latter).
+fn memory_line(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| {
+            ["VmHWM:", "VmRSS:", "RssAnon:", "RssFile:", "RssShmem:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// CPU seconds `pid` has used (user and system): a measure of the work
+/// done that a busy machine stretches less than the elapsed time.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime
+    // are the 12th and 13th, in clock ticks.
+    let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / ticks
+}
+
 /// popd's pid: the nsenter child execs popd, so it is the child's pid.
 fn popd_pid(popd: &Popd) -> Result<u32> {
     popd.pid().ok_or_else(|| anyhow!("popd pid unknown"))
@@ -276,11 +307,27 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
         let routes = random_routes(n);
         let text = config(&routes, 0, 0, 1);
         drop(routes);
+        let cpu_before = cpu_s(popd_pid(&popd)?);
         let took = apply_file(o, &popd, &text)?;
+        let cpu = cpu_s(popd_pid(&popd)?) - cpu_before;
         cp.routes_1m_load_s = Some(took.as_secs_f64());
         cp.routes_loaded = n;
         cp.popd_rss_mb_1m_routes = Some(peak_rss_mb(popd_pid(&popd)?)?);
-        eprintln!("  {n} routes: {:.2} s", took.as_secs_f64());
+        eprintln!(
+            "  {n} routes: {:.2} s (popd CPU time: {cpu:.2} s)",
+            took.as_secs_f64()
+        );
+        eprintln!("  popd memory after it: {}", memory_line(popd_pid(&popd)?));
+        if let Ok(log) = std::fs::read_to_string(popd.log_path()) {
+            if let Some(l) = log.lines().rev().find(|l| l.contains("config applied")) {
+                eprintln!("  popd: {l}");
+            }
+        }
+        if std::env::var_os("POP_BENCH_APPLY_ONLY").is_some() {
+            // Only the route load and the peak RSS (a quick measurement
+            // while working on the apply path).
+            return Ok(());
+        }
         // Single changes on top of them, and the floor they are measured
         // against: what one durable append costs on the state dir's
         // filesystem.
@@ -313,6 +360,9 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
     })();
     let _ = popd.shutdown_detach();
     let mut cp = result.map(|_| cp)?;
+    if std::env::var_os("POP_BENCH_APPLY_ONLY").is_some() {
+        return Ok(cp);
+    }
     let b = crate::bgp::run(o)?;
     cp.bgp_full_table_ratio = b.full_table_ratio;
     cp.route_churn_per_s = b.churn_per_s;
