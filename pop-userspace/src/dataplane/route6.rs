@@ -89,7 +89,13 @@ impl Routes6 {
         others: super::addr6::Pinned6,
     ) -> Result<Self, DataplaneError> {
         let (backend, store) = open_maps(dir)?;
-        Self::adopt_all(backend, store, routes, others, crate::dataplane::wait_for_readers)
+        Self::adopt_all(
+            backend,
+            store,
+            routes,
+            others,
+            crate::dataplane::wait_for_readers,
+        )
     }
 }
 
