@@ -9,6 +9,7 @@
 //! [`AclMaps::write_copy`] of the inactive copy, then [`AclMaps::activate`]
 //! (or the controller writing `acl_copy` in its `PopConfig`). Each packet reads
 //! `acl_copy` once, so it is judged entirely by the old or the new rules.
+pub mod filter;
 pub mod hits;
 pub mod police;
 pub mod spoof;
@@ -22,8 +23,9 @@ use aya::maps::{
 };
 use ipnet::IpNet;
 use pop_common::{
-    maps as names, policer_index, Direction, PopAclLeafBlock, PopAclMeta, PopAclNode, PopAclRule,
-    PopConfig, PopPolicer, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES, MAX_ACL_RULES, MAX_CUSTOMERS,
+    maps as names, policer_index, Direction, PopAclFilter, PopAclLeafBlock, PopAclMeta, PopAclNode,
+    PopAclRule, PopConfig, PopPolicer, ACL_FILTER_COPY, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES,
+    MAX_ACL_RULES, MAX_CUSTOMERS,
 };
 
 pub use police::policer;
@@ -37,6 +39,9 @@ pub struct AclMaps {
     nodes: Array<MapData, PopAclNode>,
     leaf_rules: Array<MapData, PopAclLeafBlock>,
     rules: Array<MapData, PopAclRule>,
+    /// The first stage; `None` with an object built before it existed, which
+    /// walks every tree and needs none.
+    filter: Option<Array<MapData, PopAclFilter>>,
     spoof_ports: HashMap<MapData, u32, u32>,
     spoof_src_v4: LpmTrie<MapData, [u8; 8], u32>,
     spoof_src_v6: LpmTrie<MapData, [u8; 20], u32>,
@@ -96,6 +101,11 @@ impl AclMaps {
             nodes: open(maps_dir, names::ACL_NODES)?,
             leaf_rules: open(maps_dir, names::ACL_LEAF_RULES)?,
             rules: open(maps_dir, names::ACL_RULES)?,
+            filter: if maps_dir.join(names::ACL_FILTER).exists() {
+                Some(open(maps_dir, names::ACL_FILTER)?)
+            } else {
+                None
+            },
             spoof_ports: open(maps_dir, names::SPOOF_PORTS)?,
             spoof_src_v4: open(maps_dir, names::SPOOF_SRC_V4)?,
             spoof_src_v6: open(maps_dir, names::SPOOF_SRC_V6)?,
@@ -183,6 +193,17 @@ impl AclMaps {
             self.nodes
                 .set(index, node, 0)
                 .map_err(map_err(names::ACL_NODES, format!("set {index}")))?;
+        }
+        if let Some(filter) = &mut self.filter {
+            // Every element: a cell left from an older rule set would skip
+            // the wrong trees (a missing one, all zero, skips nothing).
+            for i in 0..ACL_FILTER_COPY {
+                let element = compiled.filter.get(i as usize).copied().unwrap_or_default();
+                let index = copy * ACL_FILTER_COPY + i;
+                filter
+                    .set(index, element, 0)
+                    .map_err(map_err(names::ACL_FILTER, format!("set {index}")))?;
+            }
         }
         self.meta
             .set(copy, compiled.meta, 0)

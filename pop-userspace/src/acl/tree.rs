@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use pop_common::{
-    AclField, AclVerdict, PopAclLeafBlock, PopAclLeafRule, PopAclMeta, PopAclNode, PopAclRule,
-    ACL_FIELDS, ACL_LEAF_BLOCK, ACL_LEAF_MAX, ACL_MAX_DEPTH, ACL_MAX_NODE_DEPTH, ACL_MAX_TREES,
-    ACL_NODE_CHILDREN, ACL_NODE_LEVELS, ACL_NODE_SLOTS, ACL_NO_PORT, ACL_NO_RULE, ACL_REF_COUNT,
-    ACL_REF_COUNT_SHIFT, ACL_REF_LEAF, ACL_REF_START, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES,
-    MAX_ACL_RULES,
+    AclField, AclVerdict, PopAclFilter, PopAclLeafBlock, PopAclLeafRule, PopAclMeta, PopAclNode,
+    PopAclRule, ACL_FIELDS, ACL_LEAF_BLOCK, ACL_LEAF_MAX, ACL_MAX_DEPTH, ACL_MAX_NODE_DEPTH,
+    ACL_MAX_TREES, ACL_NODE_CHILDREN, ACL_NODE_LEVELS, ACL_NODE_SLOTS, ACL_NO_PORT, ACL_NO_RULE,
+    ACL_REF_COUNT, ACL_REF_COUNT_SHIFT, ACL_REF_LEAF, ACL_REF_START, MAX_ACL_LEAF_BLOCKS,
+    MAX_ACL_NODES, MAX_ACL_RULES,
 };
 
 use crate::config::model::AclAction;
@@ -124,6 +124,9 @@ pub struct CompiledAcl {
     pub leaf_rules: Vec<PopAclLeafBlock>,
     /// Roots and counts (`acl_meta[copy]`).
     pub meta: PopAclMeta,
+    /// The first stage (`acl_filter`, one copy): which trees each cell of
+    /// the source, destination, protocol and destination port rules out.
+    pub filter: Vec<PopAclFilter>,
     /// Shape and cost.
     pub stats: AclStats,
 }
@@ -142,7 +145,11 @@ impl CompiledAcl {
             (m.trees_v4, &m.root_v4, &m.first_rule_v4)
         };
         let mut best = ACL_NO_RULE;
+        let skip = super::filter::trees_to_skip(&self.filter, key, is_v6);
         for t in 0..(trees as usize).min(ACL_MAX_TREES) {
+            if skip & (1 << t) != 0 {
+                continue;
+            }
             if firsts[t] >= best {
                 break;
             }
@@ -575,22 +582,25 @@ impl Builder<'_> {
         Ok(index)
     }
 
-    /// The trees of one family: (root, first rule) per group, and the depth.
+    /// The trees of one family: (root, first rule) per group, the groups'
+    /// rules, and the depth.
+    #[allow(clippy::type_complexity)]
     fn trees(
         &mut self,
         ids: &[u32],
         shapes: &[u8],
         is_v6: bool,
-    ) -> Result<(Vec<(u32, u32)>, u32), String> {
+    ) -> Result<(Vec<(u32, u32)>, Vec<Vec<u32>>, u32), String> {
         self.max_depth = 0;
         let mut trees = Vec::new();
-        for group in group_by_shape(ids, shapes) {
+        let groups = group_by_shape(ids, shapes);
+        for group in &groups {
             let first = group[0];
             self.bin.clear();
-            let top = self.build(group, universe(is_v6), 0)?;
+            let top = self.build(group.clone(), universe(is_v6), 0)?;
             trees.push((self.pack(top), first));
         }
-        Ok((trees, self.max_depth))
+        Ok((trees, groups, self.max_depth))
     }
 }
 
@@ -645,8 +655,9 @@ pub fn compile(
         max_depth: 0,
         max_leaf: 0,
     };
-    let (trees_v4, depth_v4) = builder.trees(&v4, &shapes, false)?;
-    let (trees_v6, depth_v6) = builder.trees(&v6, &shapes, true)?;
+    let (trees_v4, groups_v4, depth_v4) = builder.trees(&v4, &shapes, false)?;
+    let (trees_v6, groups_v6, depth_v6) = builder.trees(&v6, &shapes, true)?;
+    let filter = super::filter::build(&rectangles, &groups_v4, &groups_v6);
     let Builder {
         nodes,
         leaf_rules,
@@ -672,7 +683,8 @@ pub fn compile(
         max_leaf,
         map_bytes: rectangles.len() * size_of::<PopAclRule>()
             + nodes.len() * size_of::<PopAclNode>()
-            + leaf_rules.len() * size_of::<PopAclLeafBlock>(),
+            + leaf_rules.len() * size_of::<PopAclLeafBlock>()
+            + filter.len() * size_of::<PopAclFilter>(),
         build_time: started.elapsed(),
     };
     let mut meta = PopAclMeta {
@@ -692,6 +704,7 @@ pub fn compile(
     }
     Ok(CompiledAcl {
         meta,
+        filter,
         rules: rectangles,
         nodes,
         leaf_rules,
