@@ -69,11 +69,8 @@ pub const ACL_FILTER_FIELDS: usize = 4;
 /// Cells per filter field: a key value's cell is `(value >> shift) & 0xffff`,
 /// shift 16 for IPv4 addresses, else 0.
 pub const ACL_FILTER_CELLS: usize = 65_536;
-/// Cells per [`PopAclFilter`] (one map element).
-pub const ACL_FILTER_BLOCK: usize = 64;
-/// [`PopAclFilter`]s per ACL copy: both families, every field.
-pub const ACL_FILTER_COPY: u32 =
-    (2 * ACL_FILTER_FIELDS * ACL_FILTER_CELLS / ACL_FILTER_BLOCK) as u32;
+/// Bytes of a [`PopAclFilter`]: both families, every field and cell.
+pub const ACL_FILTER_BYTES: usize = 2 * ACL_FILTER_FIELDS * ACL_FILTER_CELLS;
 /// An ACL tree reference (root or child) with this bit is a leaf: `count`
 /// rules (in [`ACL_REF_COUNT`] << [`ACL_REF_COUNT_SHIFT`]) filling the blocks
 /// `acl_leaf_rules[start..]` in order, `start` in [`ACL_REF_START`]. Without
@@ -176,9 +173,8 @@ pub mod maps {
     pub const ACL_LEAF_RULES: &str = "acl_leaf_rules";
     /// copy * MAX_ACL_RULES + rule → [`super::PopAclRule`].
     pub const ACL_RULES: &str = "acl_rules";
-    /// copy * ACL_FILTER_COPY + family * ACL_FILTER_COPY / 2 + field *
-    /// (ACL_FILTER_CELLS / ACL_FILTER_BLOCK) + cell / ACL_FILTER_BLOCK →
-    /// [`super::PopAclFilter`]: the ACL's first stage, trees a cell rules out.
+    /// ACL copy (0 or 1) → [`super::PopAclFilter`]: the ACL's first stage,
+    /// the trees each cell rules out.
     pub const ACL_FILTER: &str = "acl_filter";
     /// ifindex → customer id of the anti-spoofing customer on that port (u32).
     pub const SPOOF_PORTS: &str = "spoof_ports";
@@ -738,23 +734,15 @@ pub struct PopAclLeafBlock {
     pub rule: [PopAclLeafRule; ACL_LEAF_BLOCK],
 }
 
-/// `struct pop_acl_filter`: the ACL's first stage for [`ACL_FILTER_BLOCK`]
-/// consecutive cells of one field: bit `t` of `skip[c]` says no rule of tree
-/// `t` (of the element's family) can match a key in that cell, so the packet
-/// skips the tree. All zero skips nothing.
+/// `struct pop_acl_filter`: the ACL's first stage, one per copy. Bit `t` of
+/// `skip[(family * ACL_FILTER_FIELDS + field) * ACL_FILTER_CELLS + cell]`
+/// (family 0 IPv4, 1 IPv6) says no rule of tree `t` of that family can match
+/// a key in that cell, so the packet skips the tree. All zero skips nothing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PopAclFilter {
-    /// Trees ruled out, per cell.
-    pub skip: [u8; ACL_FILTER_BLOCK],
-}
-
-impl Default for PopAclFilter {
-    fn default() -> Self {
-        Self {
-            skip: [0; ACL_FILTER_BLOCK],
-        }
-    }
+    /// Trees ruled out, per family, field and cell.
+    pub skip: [u8; ACL_FILTER_BYTES],
 }
 
 /// `struct pop_acl_meta`: where the trees of one ACL copy start.
@@ -1255,8 +1243,6 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_ACL_LEAF_BLOCK", ACL_LEAF_BLOCK as i64),
         ("POP_ACL_FILTER_FIELDS", ACL_FILTER_FIELDS as i64),
         ("POP_ACL_FILTER_CELLS", ACL_FILTER_CELLS as i64),
-        ("POP_ACL_FILTER_BLOCK", ACL_FILTER_BLOCK as i64),
-        ("POP_ACL_FILTER_COPY", ACL_FILTER_COPY as i64),
         ("POP_OBS_SAMPLE_LOST", ObserveStat::SampleLost as i64),
         ("POP_OBS_CAPTURE_LOST", ObserveStat::CaptureLost as i64),
         (

@@ -135,8 +135,6 @@ enum pop_acl_limits {
 	POP_ACL_LEAF_BLOCK = 8, /* leaf rules per acl_leaf_rules element */
 	POP_ACL_FILTER_FIELDS = 4, /* first-stage filter fields: src, dst, proto, dport */
 	POP_ACL_FILTER_CELLS = 65536, /* cells per filter field */
-	POP_ACL_FILTER_BLOCK = 64, /* cells per acl_filter element */
-	POP_ACL_FILTER_COPY = 8192, /* acl_filter elements per copy: 2 families */
 };
 
 /* A rule index beyond every real one: no match. */
@@ -303,13 +301,14 @@ struct pop_acl_leaf_block {
 	struct pop_acl_leaf_rule rule[POP_ACL_LEAF_BLOCK];
 };
 
-/* An element of acl_filter, the first stage of the ACL: for
- * POP_ACL_FILTER_BLOCK consecutive cells of one field, the trees (bit t =
- * tree t of the family) that no rule of theirs can match in that cell. A
- * packet skips every tree one of its cells rules out; all zero (an unwritten
- * copy) skips nothing. */
+/* The first stage of one ACL copy (map acl_filter, indexed by copy): per
+ * family (0 IPv4, 1 IPv6), filter field and cell, the trees (bit t = tree t
+ * of the family) no rule of which can match in that cell, at
+ * skip[(family * POP_ACL_FILTER_FIELDS + field) * POP_ACL_FILTER_CELLS +
+ * cell]. A packet skips every tree one of its cells rules out; all zero (an
+ * unwritten copy) skips nothing. One element, so one lookup per packet. */
 struct pop_acl_filter {
-	__u8 skip[POP_ACL_FILTER_BLOCK];
+	__u8 skip[2 * POP_ACL_FILTER_FIELDS * POP_ACL_FILTER_CELLS];
 };
 
 /* Roots of one ACL copy (map acl_meta, indexed by copy). Rules are grouped

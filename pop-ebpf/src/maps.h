@@ -199,12 +199,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } acl_rules SEC(".maps");
 
-/* ACL first stage: index = copy * POP_ACL_FILTER_COPY + family (0 IPv4, 1
- * IPv6) * POP_ACL_FILTER_COPY / 2 + field * (POP_ACL_FILTER_CELLS /
- * POP_ACL_FILTER_BLOCK) + cell / POP_ACL_FILTER_BLOCK (see acl.h). */
+/* ACL first stage: index = copy (see acl.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2 * POP_ACL_FILTER_COPY);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct pop_acl_filter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

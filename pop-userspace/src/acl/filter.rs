@@ -12,8 +12,7 @@
 //! customer destinations, TCP-only services), so a packet walks the few trees
 //! whose rules could apply to it instead of all of them.
 use pop_common::{
-    AclField, PopAclFilter, PopAclRule, ACL_FILTER_BLOCK, ACL_FILTER_CELLS, ACL_FILTER_COPY,
-    ACL_FILTER_FIELDS,
+    AclField, PopAclFilter, PopAclRule, ACL_FILTER_BYTES, ACL_FILTER_CELLS, ACL_FILTER_FIELDS,
 };
 
 use super::tree::AclKey;
@@ -43,11 +42,20 @@ pub fn cell(f: usize, is_v6: bool, value: u32) -> usize {
     ((value >> shift(f, is_v6)) as usize) & (ACL_FILTER_CELLS - 1)
 }
 
-/// Index (within one copy) of the element holding `cell` of field `f`.
-fn element(is_v6: bool, f: usize, cell: usize) -> usize {
-    usize::from(is_v6) * (ACL_FILTER_COPY as usize / 2)
-        + f * (ACL_FILTER_CELLS / ACL_FILTER_BLOCK)
-        + cell / ACL_FILTER_BLOCK
+/// Index in [`PopAclFilter::skip`] of `cell` of field `f`.
+fn index(is_v6: bool, f: usize, cell: usize) -> usize {
+    (usize::from(is_v6) * ACL_FILTER_FIELDS + f) * ACL_FILTER_CELLS + cell
+}
+
+/// The map value of one copy's filter (`skip` bytes as built by [`build`]);
+/// `None` unless `skip` has exactly [`ACL_FILTER_BYTES`].
+pub fn as_value(skip: &[u8]) -> Option<&PopAclFilter> {
+    if skip.len() != ACL_FILTER_BYTES {
+        return None;
+    }
+    // SAFETY: PopAclFilter is repr(C) around one [u8; ACL_FILTER_BYTES]:
+    // same size, alignment 1, every byte pattern valid; the borrow is kept.
+    Some(unsafe { &*skip.as_ptr().cast::<PopAclFilter>() })
 }
 
 /// The cells a tree's rules reach in one field, one bit per cell.
@@ -91,14 +99,11 @@ impl Cells {
     }
 }
 
-/// The filter of one copy: for each family's trees (rule ids per tree, in the
-/// order of `acl_meta`'s roots), the cells each tree cannot match.
-pub fn build(
-    rules: &[PopAclRule],
-    trees_v4: &[Vec<u32>],
-    trees_v6: &[Vec<u32>],
-) -> Vec<PopAclFilter> {
-    let mut out = vec![PopAclFilter::default(); ACL_FILTER_COPY as usize];
+/// The filter of one copy ([`PopAclFilter::skip`]): for each family's trees
+/// (rule ids per tree, in the order of `acl_meta`'s roots), the cells each
+/// tree cannot match.
+pub fn build(rules: &[PopAclRule], trees_v4: &[Vec<u32>], trees_v6: &[Vec<u32>]) -> Vec<u8> {
+    let mut out = vec![0u8; ACL_FILTER_BYTES];
     for (is_v6, trees) in [(false, trees_v4), (true, trees_v6)] {
         for (t, members) in trees.iter().enumerate() {
             let bit = 1u8 << t;
@@ -112,7 +117,7 @@ pub fn build(
                     }
                 }
                 for c in (0..ACL_FILTER_CELLS).filter(|&c| !cells.has(c)) {
-                    out[element(is_v6, f, c)].skip[c % ACL_FILTER_BLOCK] |= bit;
+                    out[index(is_v6, f, c)] |= bit;
                 }
             }
         }
@@ -122,16 +127,13 @@ pub fn build(
 
 /// `pop_acl_trees_to_skip`: the trees of the family that `key` need not walk
 /// (bit t = tree t). An empty filter skips nothing.
-pub fn trees_to_skip(filter: &[PopAclFilter], key: &AclKey, is_v6: bool) -> u32 {
-    let mut skip = 0;
-    for f in 0..ACL_FILTER_FIELDS {
-        let c = cell(f, is_v6, key[key_field(f)]);
-        match filter.get(element(is_v6, f, c)) {
-            Some(e) => skip |= u32::from(e.skip[c % ACL_FILTER_BLOCK]),
-            None => return 0,
-        }
+pub fn trees_to_skip(filter: &[u8], key: &AclKey, is_v6: bool) -> u32 {
+    if filter.len() != ACL_FILTER_BYTES {
+        return 0;
     }
-    skip
+    (0..ACL_FILTER_FIELDS)
+        .map(|f| u32::from(filter[index(is_v6, f, cell(f, is_v6, key[key_field(f)]))]))
+        .fold(0, |skip, cells| skip | cells)
 }
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ use aya::maps::{
 use ipnet::IpNet;
 use pop_common::{
     maps as names, policer_index, Direction, PopAclFilter, PopAclLeafBlock, PopAclMeta, PopAclNode,
-    PopAclRule, PopConfig, PopPolicer, ACL_FILTER_COPY, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES,
-    MAX_ACL_RULES, MAX_CUSTOMERS,
+    PopAclRule, PopConfig, PopPolicer, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES, MAX_ACL_RULES,
+    MAX_CUSTOMERS,
 };
 
 pub use police::policer;
@@ -195,15 +195,19 @@ impl AclMaps {
                 .map_err(map_err(names::ACL_NODES, format!("set {index}")))?;
         }
         if let Some(filter) = &mut self.filter {
-            // Every element: a cell left from an older rule set would skip
-            // the wrong trees (a missing one, all zero, skips nothing).
-            for i in 0..ACL_FILTER_COPY {
-                let element = compiled.filter.get(i as usize).copied().unwrap_or_default();
-                let index = copy * ACL_FILTER_COPY + i;
-                filter
-                    .set(index, element, 0)
-                    .map_err(map_err(names::ACL_FILTER, format!("set {index}")))?;
-            }
+            // Always written: a filter left from an older rule set would skip
+            // the wrong trees (all zero, for a compile without one, skips none).
+            let zeros;
+            let value = match filter::as_value(&compiled.filter) {
+                Some(value) => value,
+                None => {
+                    zeros = vec![0u8; pop_common::ACL_FILTER_BYTES];
+                    filter::as_value(&zeros).expect("ACL_FILTER_BYTES long")
+                }
+            };
+            filter
+                .set(copy, value, 0)
+                .map_err(map_err(names::ACL_FILTER, format!("set {copy}")))?;
         }
         self.meta
             .set(copy, compiled.meta, 0)

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use pop_common::{
-    AclField, AclVerdict, PopAclFilter, PopAclLeafBlock, PopAclLeafRule, PopAclMeta, PopAclNode,
-    PopAclRule, ACL_FIELDS, ACL_LEAF_BLOCK, ACL_LEAF_MAX, ACL_MAX_DEPTH, ACL_MAX_NODE_DEPTH,
-    ACL_MAX_TREES, ACL_NODE_CHILDREN, ACL_NODE_LEVELS, ACL_NODE_SLOTS, ACL_NO_PORT, ACL_NO_RULE,
-    ACL_REF_COUNT, ACL_REF_COUNT_SHIFT, ACL_REF_LEAF, ACL_REF_START, MAX_ACL_LEAF_BLOCKS,
-    MAX_ACL_NODES, MAX_ACL_RULES,
+    AclField, AclVerdict, PopAclLeafBlock, PopAclLeafRule, PopAclMeta, PopAclNode, PopAclRule,
+    ACL_FIELDS, ACL_LEAF_BLOCK, ACL_LEAF_MAX, ACL_MAX_DEPTH, ACL_MAX_NODE_DEPTH, ACL_MAX_TREES,
+    ACL_NODE_CHILDREN, ACL_NODE_LEVELS, ACL_NODE_SLOTS, ACL_NO_PORT, ACL_NO_RULE, ACL_REF_COUNT,
+    ACL_REF_COUNT_SHIFT, ACL_REF_LEAF, ACL_REF_START, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES,
+    MAX_ACL_RULES,
 };
 
 use crate::config::model::AclAction;
@@ -124,9 +124,10 @@ pub struct CompiledAcl {
     pub leaf_rules: Vec<PopAclLeafBlock>,
     /// Roots and counts (`acl_meta[copy]`).
     pub meta: PopAclMeta,
-    /// The first stage (`acl_filter`, one copy): which trees each cell of
-    /// the source, destination, protocol and destination port rules out.
-    pub filter: Vec<PopAclFilter>,
+    /// The first stage (`acl_filter[copy]`, [`pop_common::PopAclFilter::skip`]):
+    /// which trees each cell of the source, destination, protocol and
+    /// destination port rules out. Empty: none (every tree is walked).
+    pub filter: Vec<u8>,
     /// Shape and cost.
     pub stats: AclStats,
 }
@@ -684,7 +685,7 @@ pub fn compile(
         map_bytes: rectangles.len() * size_of::<PopAclRule>()
             + nodes.len() * size_of::<PopAclNode>()
             + leaf_rules.len() * size_of::<PopAclLeafBlock>()
-            + filter.len() * size_of::<PopAclFilter>(),
+            + filter.len(),
         build_time: started.elapsed(),
     };
     let mut meta = PopAclMeta {
