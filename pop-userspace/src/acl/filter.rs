@@ -43,7 +43,7 @@ pub fn cell(f: usize, is_v6: bool, value: u32) -> usize {
 }
 
 /// Index in [`PopAclFilter::skip`] of `cell` of field `f`.
-fn index(is_v6: bool, f: usize, cell: usize) -> usize {
+pub fn index(is_v6: bool, f: usize, cell: usize) -> usize {
     (usize::from(is_v6) * ACL_FILTER_FIELDS + f) * ACL_FILTER_CELLS + cell
 }
 

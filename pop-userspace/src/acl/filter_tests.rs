@@ -153,9 +153,9 @@ fn the_filter_never_hides_a_match_and_a_wrong_one_is_caught() {
     for i in 0..20_000 {
         let mut key = [0u32; pop_common::ACL_FIELDS];
         let r = c.rules[next() as usize % c.rules.len()];
-        for f in 0..pop_common::ACL_FIELDS {
+        for (f, value) in key.iter_mut().enumerate() {
             let span = u64::from(r.hi[f] - r.lo[f]) + 1;
-            key[f] = r.lo[f] + (next() % span) as u32;
+            *value = r.lo[f] + (next() % span) as u32;
         }
         key[AclField::Src0 as usize + 1..AclField::Src0 as usize + 4].fill(0);
         key[AclField::Dst0 as usize + 1..AclField::Dst0 as usize + 4].fill(0);
@@ -201,7 +201,7 @@ fn ipv6_packets_use_the_ipv6_cells() {
         let mut s = rule(10 + 2 * i);
         s.src = Some(IpNet::V6(
             ipnet::Ipv6Net::new(
-                Ipv6Addr::from(0x2001_0db8_0000_u128 + u128::from(i) << 80),
+                Ipv6Addr::from((0x2001_0db8_0000_u128 + u128::from(i)) << 80),
                 48,
             )
             .unwrap(),
@@ -209,7 +209,7 @@ fn ipv6_packets_use_the_ipv6_cells() {
         let mut d = rule(11 + 2 * i);
         d.dst = Some(IpNet::V6(
             ipnet::Ipv6Net::new(
-                Ipv6Addr::from(0x2a02_0c7f_0000_u128 + u128::from(i) << 80),
+                Ipv6Addr::from((0x2a02_0c7f_0000_u128 + u128::from(i)) << 80),
                 48,
             )
             .unwrap(),
@@ -240,4 +240,78 @@ fn ipv6_packets_use_the_ipv6_cells() {
     // The destination's, TCP 443: rule 2.
     let k = key("2001:db9::1", "2a02:c7f:0:1::1", 6, 443);
     assert_eq!(c.classify(&k, true), Some(1));
+}
+
+/// Trees walked per packet of `keys` (the replay's loop: not skipped, and
+/// not after a match below the tree's first rule), with and without the
+/// first stage.
+fn trees_walked(c: &CompiledAcl, keys: &[AclKey]) -> (f64, f64) {
+    let walked = |c: &CompiledAcl, key: &AclKey| {
+        let skip = trees_to_skip(&c.filter, key, false);
+        let best = c.classify(key, false).map_or(u32::MAX, |r| r as u32);
+        (0..c.meta.trees_v4 as usize)
+            .filter(|&t| skip & (1 << t) == 0 && c.meta.first_rule_v4[t] <= best)
+            .count()
+    };
+    let mut without = c.clone();
+    without.filter.clear();
+    let n = keys.len() as f64;
+    let sum = |c: &CompiledAcl| keys.iter().map(|k| walked(c, k)).sum::<usize>() as f64 / n;
+    (sum(&without), sum(c))
+}
+
+#[test]
+#[ignore = "prints trees walked per packet for traffic mixes; asserts nothing"]
+fn trees_walked_by_traffic_mix() {
+    let c = compile(&mixed(100_000), &no_ifaces).unwrap();
+    let mut seed = 11u64;
+    let mut n = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed as u32
+    };
+    let mut mixes: Vec<(&str, Vec<AclKey>)> = Vec::new();
+    let mut mix = |name, f: &mut dyn FnMut() -> AclKey| {
+        mixes.push((name, (0..20_000).map(|_| f()).collect()))
+    };
+    let tcp = |s: u32, d: u32, sp: u32, dp: u32| {
+        key_v4(s.into(), d.into(), 6, Some((sp as u16, dp as u16)), 1)
+    };
+    let udp = |s: u32, d: u32, sp: u32, dp: u32| {
+        key_v4(s.into(), d.into(), 17, Some((sp as u16, dp as u16)), 1)
+    };
+    mix(
+        "bench frame (UDP 198.51.100.10 -> 100.64.0.1:9)",
+        &mut || udp(0xc633_640a, 0x6440_0001, 1234, 9),
+    );
+    mix("UDP, any source -> customers 100.64/10", &mut || {
+        udp(n(), 0x6440_0000 | n() & 0x3f_ffff, n(), n())
+    });
+    mix("TCP, any source -> customers 100.64/10", &mut || {
+        tcp(n(), 0x6440_0000 | n() & 0x3f_ffff, n(), n())
+    });
+    mix("TCP, 10/8 -> customers 100.64/10", &mut || {
+        tcp(
+            0x0a00_0000 | n() & 0xff_ffff,
+            0x6440_0000 | n() & 0x3f_ffff,
+            n(),
+            n(),
+        )
+    });
+    mix("TCP/UDP transit, any -> any", &mut || {
+        if n() % 2 == 0 {
+            tcp(n(), n(), n(), n())
+        } else {
+            udp(n(), n(), n(), n())
+        }
+    });
+    println!(
+        "{} IPv4 trees; trees walked per packet, without -> with the first stage:",
+        c.meta.trees_v4
+    );
+    for (name, keys) in &mixes {
+        let (before, after) = trees_walked(&c, keys);
+        println!("  {name}: {before:.2} -> {after:.2}");
+    }
 }
