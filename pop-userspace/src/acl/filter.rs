@@ -1,4 +1,4 @@
-//! The ACL's first stage (map `acl_filter`, `pop_acl_trees_to_skip` in
+//! The ACL's first stage (map `acl_filter`, `acl_trees_to_skip` in
 //! `pop-ebpf/src/acl.h`): before walking the trees of its family, a packet
 //! looks up one cell per filter field (source, destination, protocol,
 //! destination port) and skips every tree that some cell rules out. A tree
@@ -125,7 +125,7 @@ pub fn build(rules: &[PopAclRule], trees_v4: &[Vec<u32>], trees_v6: &[Vec<u32>])
     out
 }
 
-/// `pop_acl_trees_to_skip`: the trees of the family that `key` need not walk
+/// `acl_trees_to_skip`: the trees of the family that `key` need not walk
 /// (bit t = tree t). An empty filter skips nothing.
 pub fn trees_to_skip(filter: &[u8], key: &AclKey, is_v6: bool) -> u32 {
     if filter.len() != ACL_FILTER_BYTES {
