@@ -63,6 +63,14 @@ pub const ACL_NODE_CHILDREN: usize = 8;
 pub const ACL_MAX_NODE_DEPTH: u32 = 16;
 /// Leaf rules per [`PopAclLeafBlock`].
 pub const ACL_LEAF_BLOCK: usize = 8;
+/// Fields of the ACL first-stage filter (`acl_filter`), in this order: source
+/// address, destination address, protocol, destination port.
+pub const ACL_FILTER_FIELDS: usize = 4;
+/// Cells per filter field: a key value's cell is `(value >> shift) & 0xffff`,
+/// shift 16 for IPv4 addresses, else 0.
+pub const ACL_FILTER_CELLS: usize = 65_536;
+/// Bytes of a [`PopAclFilter`]: both families, every field and cell.
+pub const ACL_FILTER_BYTES: usize = 2 * ACL_FILTER_FIELDS * ACL_FILTER_CELLS;
 /// An ACL tree reference (root or child) with this bit is a leaf: `count`
 /// rules (in [`ACL_REF_COUNT`] << [`ACL_REF_COUNT_SHIFT`]) filling the blocks
 /// `acl_leaf_rules[start..]` in order, `start` in [`ACL_REF_START`]. Without
@@ -165,6 +173,9 @@ pub mod maps {
     pub const ACL_LEAF_RULES: &str = "acl_leaf_rules";
     /// copy * MAX_ACL_RULES + rule → [`super::PopAclRule`].
     pub const ACL_RULES: &str = "acl_rules";
+    /// ACL copy (0 or 1) → [`super::PopAclFilter`]: the ACL's first stage,
+    /// the trees each cell rules out.
+    pub const ACL_FILTER: &str = "acl_filter";
     /// ifindex → customer id of the anti-spoofing customer on that port (u32).
     pub const SPOOF_PORTS: &str = "spoof_ports";
     /// LPM [`super::PopSpoofV4Key`] → unused u32: (port, IPv4 prefix of a
@@ -248,6 +259,7 @@ pub mod maps {
         FIB6_ROOT,
         FIB6_NODES,
         FIB6_ROUTES,
+        ACL_FILTER,
     ];
 }
 
@@ -722,6 +734,17 @@ pub struct PopAclLeafBlock {
     pub rule: [PopAclLeafRule; ACL_LEAF_BLOCK],
 }
 
+/// `struct pop_acl_filter`: the ACL's first stage, one per copy. Bit `t` of
+/// `skip[(family * ACL_FILTER_FIELDS + field) * ACL_FILTER_CELLS + cell]`
+/// (family 0 IPv4, 1 IPv6) says no rule of tree `t` of that family can match
+/// a key in that cell, so the packet skips the tree. All zero skips nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PopAclFilter {
+    /// Trees ruled out, per family, field and cell.
+    pub skip: [u8; ACL_FILTER_BYTES],
+}
+
 /// `struct pop_acl_meta`: where the trees of one ACL copy start.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -971,6 +994,7 @@ mod pod {
     unsafe impl aya::Pod for PopAclNode {}
     unsafe impl aya::Pod for PopAclLeafBlock {}
     unsafe impl aya::Pod for PopAclMeta {}
+    unsafe impl aya::Pod for PopAclFilter {}
     unsafe impl aya::Pod for PopSpoofV4Key {}
     unsafe impl aya::Pod for PopSpoofV6Key {}
     unsafe impl aya::Pod for PopPolicer {}
@@ -1035,6 +1059,7 @@ pub fn layouts() -> &'static [Layout] {
             PopAclLeafRule,
             [rule, field, pad, lo, hi]
         ),
+        l!("pop_acl_filter", PopAclFilter, [skip]),
         l!(
             "pop_acl_meta",
             PopAclMeta,
@@ -1216,6 +1241,8 @@ pub fn constants() -> &'static [(&'static str, i64)] {
         ("POP_ACL_NODE_CHILDREN", ACL_NODE_CHILDREN as i64),
         ("POP_ACL_MAX_NODE_DEPTH", ACL_MAX_NODE_DEPTH as i64),
         ("POP_ACL_LEAF_BLOCK", ACL_LEAF_BLOCK as i64),
+        ("POP_ACL_FILTER_FIELDS", ACL_FILTER_FIELDS as i64),
+        ("POP_ACL_FILTER_CELLS", ACL_FILTER_CELLS as i64),
         ("POP_OBS_SAMPLE_LOST", ObserveStat::SampleLost as i64),
         ("POP_OBS_CAPTURE_LOST", ObserveStat::CaptureLost as i64),
         (

@@ -133,6 +133,8 @@ enum pop_acl_limits {
 	POP_ACL_NODE_CHILDREN = 8, /* child refs: 2^LEVELS */
 	POP_ACL_MAX_NODE_DEPTH = 16, /* nodes on a path: MAX_DEPTH / LEVELS */
 	POP_ACL_LEAF_BLOCK = 8, /* leaf rules per acl_leaf_rules element */
+	POP_ACL_FILTER_FIELDS = 4, /* first-stage filter fields: src, dst, proto, dport */
+	POP_ACL_FILTER_CELLS = 65536, /* cells per filter field */
 };
 
 /* A rule index beyond every real one: no match. */
@@ -297,6 +299,16 @@ struct pop_acl_leaf_rule {
  * priority order, read with one lookup. */
 struct pop_acl_leaf_block {
 	struct pop_acl_leaf_rule rule[POP_ACL_LEAF_BLOCK];
+};
+
+/* The first stage of one ACL copy (map acl_filter, indexed by copy): per
+ * family (0 IPv4, 1 IPv6), filter field and cell, the trees (bit t = tree t
+ * of the family) no rule of which can match in that cell, at
+ * skip[(family * POP_ACL_FILTER_FIELDS + field) * POP_ACL_FILTER_CELLS +
+ * cell]. A packet skips every tree one of its cells rules out; all zero (an
+ * unwritten copy) skips nothing. One element, so one lookup per packet. */
+struct pop_acl_filter {
+	__u8 skip[2 * POP_ACL_FILTER_FIELDS * POP_ACL_FILTER_CELLS];
 };
 
 /* Roots of one ACL copy (map acl_meta, indexed by copy). Rules are grouped

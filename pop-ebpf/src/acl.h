@@ -186,6 +186,38 @@ __noinline __u32 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
 	return POP_ACL_NO_RULE;
 }
 
+/*
+ * The first stage: the trees (bit t = tree t of the family) that cannot match
+ * `key`, from four bytes of `filter` (acl_filter[copy]): the cells of the
+ * source, destination, protocol and destination port. A cell is 16 bits of
+ * the key value: the top half of an IPv4 address (a /16), the low half of an
+ * IPv6 address's first word (bits 16-31, where /32 allocations differ), the
+ * whole protocol or port (a port-less packet's 65536 lands in cell 0, which
+ * the compiler treats the same). popd marks a tree in a cell when no rule of
+ * it reaches that cell. Inlined: a call costs more than the four loads.
+ */
+static __always_inline __u32 acl_trees_to_skip(const struct pop_acl_filter *filter,
+						const struct acl_key *key,
+						int is_v6)
+{
+	__u32 src = key->f[POP_ACL_F_SRC0], dst = key->f[POP_ACL_F_DST0], base;
+
+	if (is_v6) {
+		base = POP_ACL_FILTER_FIELDS * POP_ACL_FILTER_CELLS;
+	} else {
+		base = 0;
+		src >>= 16;
+		dst >>= 16;
+	}
+	return filter->skip[base + (src & (POP_ACL_FILTER_CELLS - 1))] |
+	       filter->skip[base + POP_ACL_FILTER_CELLS +
+			    (dst & (POP_ACL_FILTER_CELLS - 1))] |
+	       filter->skip[base + 2 * POP_ACL_FILTER_CELLS +
+			    (key->f[POP_ACL_F_PROTO] & (POP_ACL_FILTER_CELLS - 1))] |
+	       filter->skip[base + 3 * POP_ACL_FILTER_CELLS +
+			    (key->f[POP_ACL_F_DPORT] & (POP_ACL_FILTER_CELLS - 1))];
+}
+
 /* Step 5: 1 when an ACL rule drops the packet. `copy` is the live ACL copy
  * (pop_config.acl_copy), read once per packet by the caller, so every lookup
  * of this packet uses the same copy. The first matching rule counts a hit of
@@ -195,8 +227,9 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 				     struct pop_trace *trace)
 {
 	struct pop_acl_meta *meta = bpf_map_lookup_elem(&acl_meta, &copy);
+	const struct pop_acl_filter *filter;
 	int is_v6 = pkt->eth_proto != ETH_P_IP;
-	__u32 trees, t, found, best = POP_ACL_NO_RULE, slot;
+	__u32 trees, t, found, best = POP_ACL_NO_RULE, slot, skip;
 	const struct pop_acl_rule *rule;
 	struct acl_key key;
 
@@ -204,9 +237,14 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 		return 0;
 	acl_key_fill(&key, pkt, ifindex);
 	trees = is_v6 ? meta->trees_v6 : meta->trees_v4;
+	/* Same key as acl_meta's: no stack slot of its own. */
+	filter = bpf_map_lookup_elem(&acl_filter, &copy);
+	skip = filter ? acl_trees_to_skip(filter, &key, is_v6) : 0;
 	for (t = 0; t < POP_ACL_MAX_TREES; t++) {
 		if (t >= trees)
 			break;
+		if (skip & (1U << t))
+			continue;
 		/* Trees come by ascending first rule: once one matched, the
 		 * trees whose rules all come later cannot win. */
 		if ((is_v6 ? meta->first_rule_v6[t] : meta->first_rule_v4[t]) >= best)

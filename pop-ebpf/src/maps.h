@@ -199,6 +199,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } acl_rules SEC(".maps");
 
+/* ACL first stage: index = copy (see acl.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct pop_acl_filter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} acl_filter SEC(".maps");
+
 /* Hits per ACL rule, per CPU: index = copy * POP_MAX_ACL_RULES + rule, like
  * acl_rules. Counted for the rule that decides a packet (allow or drop);
  * popd carries the counts of unchanged rules into the other copy on a swap. */

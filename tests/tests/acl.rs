@@ -1419,6 +1419,99 @@ fn random_rules_classify_like_a_linear_scan() {
     });
 }
 
+/// The first stage (`acl_filter`) in the kernel: with rules of three shapes
+/// in three trees, packets outside every rule's cells skip trees and are
+/// still judged like a linear scan; and the kernel does read the filter: a
+/// filter that wrongly rules out the trees in one destination cell lets that
+/// cell's matching packet through, exactly as the replay predicts.
+#[test]
+fn first_stage_skips_trees_and_the_kernel_reads_it() {
+    require_root();
+    in_netns(|| {
+        let lab = Lab::new();
+        let mut rules = Vec::new();
+        for i in 0..100u32 {
+            // Bogon sources, a customer's TCP services, TCP port ranges.
+            rules.push(rule(3 * i, Drop).src(&format!("10.{i}.0.0/16")));
+            rules.push(
+                rule(3 * i + 1, Drop)
+                    .dst(&format!("198.51.{i}.0/24"))
+                    .proto(TCP)
+                    .dport(1000 + i as u16, 1000 + i as u16),
+            );
+            rules.push(
+                rule(3 * i + 2, Drop)
+                    .proto(TCP)
+                    .dport(20_000 + 10 * i as u16, 20_005 + 10 * i as u16),
+            );
+        }
+        let compiled = lab.install(&rules);
+        assert_eq!(compiled.stats.trees_v4, 3, "{:?}", compiled.stats);
+        let packets = [
+            Pkt::new("10.7.1.1", "203.0.113.9").proto(UDP).ports(1, 53),
+            Pkt::new("203.0.113.7", "198.51.7.9")
+                .proto(TCP)
+                .ports(1, 1007),
+            Pkt::new("203.0.113.7", "198.51.7.9")
+                .proto(TCP)
+                .ports(1, 1008),
+            Pkt::new("203.0.113.7", "192.0.2.9")
+                .proto(TCP)
+                .ports(1, 20_013),
+            Pkt::new("203.0.113.7", "192.0.2.9")
+                .proto(TCP)
+                .ports(1, 20_016),
+            Pkt::new("203.0.113.7", "192.0.2.9")
+                .proto(UDP)
+                .ports(1, 20_013),
+            Pkt::new("2001:db8:f::7", "2001:db8:a::10")
+                .proto(TCP)
+                .ports(1, 20_013),
+        ];
+        let ifindex = |i: Ingress| lab.port(i).ifindex;
+        let mut skipped = 0;
+        for p in &packets {
+            let key = key_of(&ifindex, p);
+            let is_v6 = p.src.is_ipv6();
+            skipped += acl::filter::trees_to_skip(&compiled.filter, &key, is_v6).count_ones();
+            let expected = linear_verdict(&rules, p) == AclVerdict::Allow;
+            assert_eq!(lab.forwarded(p), expected, "{p:?}");
+            assert_eq!(
+                compiled.verdict(&key, is_v6) == AclVerdict::Allow,
+                expected,
+                "{p:?}"
+            );
+        }
+        assert!(
+            skipped >= 8,
+            "the first stage skipped only {skipped} tree walks"
+        );
+
+        // Break it on purpose: rule out every tree in 198.51.0.0/16.
+        let p = &packets[1];
+        assert!(!lab.forwarded(p));
+        let mut broken = compiled.clone();
+        let cell = acl::filter::cell(1, false, 0xc633_0000);
+        broken.filter[acl::filter::index(false, 1, cell)] = 0xff;
+        lab.acl_maps().swap_in(&broken).expect("installing rules");
+        assert_eq!(
+            broken.verdict(&key_of(&ifindex, p), false),
+            AclVerdict::Allow
+        );
+        assert!(lab.forwarded(p), "the kernel ignored the first stage");
+        // And an all-zero filter (none) walks every tree: the right verdicts.
+        broken.filter.clear();
+        lab.acl_maps().swap_in(&broken).expect("installing rules");
+        for p in &packets {
+            assert_eq!(
+                lab.forwarded(p),
+                linear_verdict(&rules, p) == AclVerdict::Allow,
+                "{p:?}"
+            );
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Atomic swaps under traffic.
 // ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 //! [`crate::dataplane::acl::AclMaps`] (re-exported here), which the data
 //! plane's [`crate::dataplane::Maps`] owns; the per-rule hit counters
 //! ([`hits`]) and policer values ([`police`]) live in `dataplane` too.
+pub mod filter;
 pub mod spoof;
 pub mod tree;
 

@@ -102,7 +102,11 @@ impl CompiledAcl {
             (m.trees_v4, &m.root_v4, &m.first_rule_v4)
         };
         let mut best = ACL_NO_RULE;
+        let skip = super::filter::trees_to_skip(&self.filter, key, is_v6);
         for t in 0..(trees as usize).min(ACL_MAX_TREES) {
+            if skip & (1 << t) != 0 {
+                continue;
+            }
             if firsts[t] >= best {
                 break;
             }
@@ -535,22 +539,25 @@ impl Builder<'_> {
         Ok(index)
     }
 
-    /// The trees of one family: (root, first rule) per group, and the depth.
+    /// The trees of one family: (root, first rule) per group, the groups'
+    /// rules, and the depth.
+    #[allow(clippy::type_complexity)]
     fn trees(
         &mut self,
         ids: &[u32],
         shapes: &[u8],
         is_v6: bool,
-    ) -> Result<(Vec<(u32, u32)>, u32), String> {
+    ) -> Result<(Vec<(u32, u32)>, Vec<Vec<u32>>, u32), String> {
         self.max_depth = 0;
         let mut trees = Vec::new();
-        for group in group_by_shape(ids, shapes) {
+        let groups = group_by_shape(ids, shapes);
+        for group in &groups {
             let first = group[0];
             self.bin.clear();
-            let top = self.build(group, universe(is_v6), 0)?;
+            let top = self.build(group.clone(), universe(is_v6), 0)?;
             trees.push((self.pack(top), first));
         }
-        Ok((trees, self.max_depth))
+        Ok((trees, groups, self.max_depth))
     }
 }
 
@@ -605,8 +612,9 @@ pub fn compile(
         max_depth: 0,
         max_leaf: 0,
     };
-    let (trees_v4, depth_v4) = builder.trees(&v4, &shapes, false)?;
-    let (trees_v6, depth_v6) = builder.trees(&v6, &shapes, true)?;
+    let (trees_v4, groups_v4, depth_v4) = builder.trees(&v4, &shapes, false)?;
+    let (trees_v6, groups_v6, depth_v6) = builder.trees(&v6, &shapes, true)?;
+    let filter = super::filter::build(&rectangles, &groups_v4, &groups_v6);
     let Builder {
         nodes,
         leaf_rules,
@@ -632,7 +640,8 @@ pub fn compile(
         max_leaf,
         map_bytes: rectangles.len() * size_of::<PopAclRule>()
             + nodes.len() * size_of::<PopAclNode>()
-            + leaf_rules.len() * size_of::<PopAclLeafBlock>(),
+            + leaf_rules.len() * size_of::<PopAclLeafBlock>()
+            + filter.len(),
         build_time: started.elapsed(),
     };
     let mut meta = PopAclMeta {
@@ -652,6 +661,7 @@ pub fn compile(
     }
     Ok(CompiledAcl {
         meta,
+        filter,
         rules: rectangles,
         nodes,
         leaf_rules,

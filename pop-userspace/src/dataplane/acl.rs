@@ -17,8 +17,9 @@ use aya::maps::{
 };
 use ipnet::IpNet;
 use pop_common::{
-    maps as names, policer_index, Direction, PopAclLeafBlock, PopAclMeta, PopAclNode, PopAclRule,
-    PopConfig, PopPolicer, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES, MAX_ACL_RULES, MAX_CUSTOMERS,
+    maps as names, policer_index, Direction, PopAclFilter, PopAclLeafBlock, PopAclMeta, PopAclNode,
+    PopAclRule, PopConfig, PopPolicer, ACL_FILTER_BYTES, MAX_ACL_LEAF_BLOCKS, MAX_ACL_NODES,
+    MAX_ACL_RULES, MAX_CUSTOMERS,
 };
 
 use super::acl_hits as hits;
@@ -63,6 +64,10 @@ pub struct CompiledAcl {
     pub leaf_rules: Vec<PopAclLeafBlock>,
     /// Roots and counts (`acl_meta[copy]`).
     pub meta: PopAclMeta,
+    /// The first stage (`acl_filter[copy]`, [`pop_common::PopAclFilter::skip`]):
+    /// which trees each cell of the source, destination, protocol and
+    /// destination port rules out. Empty: none (every tree is walked).
+    pub filter: Vec<u8>,
     /// Shape and cost.
     pub stats: AclStats,
 }
@@ -107,6 +112,9 @@ pub struct AclMaps {
     nodes: Array<MapData, PopAclNode>,
     leaf_rules: Array<MapData, PopAclLeafBlock>,
     rules: Array<MapData, PopAclRule>,
+    /// The first stage; `None` with an object built before it existed, which
+    /// walks every tree and needs none.
+    filter: Option<Array<MapData, PopAclFilter>>,
     spoof_ports: HashMap<MapData, u32, u32>,
     spoof_src_v4: LpmTrie<MapData, [u8; 8], u32>,
     spoof_src_v6: LpmTrie<MapData, [u8; 20], u32>,
@@ -117,6 +125,18 @@ pub struct AclMaps {
     /// The rules this handle wrote into each copy, by priority, so a swap and
     /// `acl show` need not read them back from the maps.
     written: [Option<hits::RulesByPriority>; 2],
+}
+
+/// The map value of one copy's filter (`skip` bytes as
+/// `crate::acl::filter::build` makes them); `None` unless `skip` has exactly
+/// [`ACL_FILTER_BYTES`].
+pub fn filter_value(skip: &[u8]) -> Option<&PopAclFilter> {
+    if skip.len() != ACL_FILTER_BYTES {
+        return None;
+    }
+    // SAFETY: PopAclFilter is repr(C) around one [u8; ACL_FILTER_BYTES]:
+    // same size, alignment 1, every byte pattern valid; the borrow is kept.
+    Some(unsafe { &*skip.as_ptr().cast::<PopAclFilter>() })
 }
 
 fn open<T>(dir: &Path, name: &'static str) -> Result<T, DataplaneError>
@@ -150,6 +170,11 @@ impl AclMaps {
             nodes: open(maps_dir, names::ACL_NODES)?,
             leaf_rules: open(maps_dir, names::ACL_LEAF_RULES)?,
             rules: open(maps_dir, names::ACL_RULES)?,
+            filter: if maps_dir.join(names::ACL_FILTER).exists() {
+                Some(open(maps_dir, names::ACL_FILTER)?)
+            } else {
+                None
+            },
             spoof_ports: open(maps_dir, names::SPOOF_PORTS)?,
             spoof_src_v4: open(maps_dir, names::SPOOF_SRC_V4)?,
             spoof_src_v6: open(maps_dir, names::SPOOF_SRC_V6)?,
@@ -243,6 +268,21 @@ impl AclMaps {
             self.nodes
                 .set(index, node, 0)
                 .map_err(map_err(names::ACL_NODES, format!("set {index}")))?;
+        }
+        if let Some(filter) = &mut self.filter {
+            // Always written: a filter left from an older rule set would skip
+            // the wrong trees (all zero, for a compile without one, skips none).
+            let zeros;
+            let value = match filter_value(&compiled.filter) {
+                Some(value) => value,
+                None => {
+                    zeros = vec![0u8; ACL_FILTER_BYTES];
+                    filter_value(&zeros).expect("ACL_FILTER_BYTES long")
+                }
+            };
+            filter
+                .set(copy, value, 0)
+                .map_err(map_err(names::ACL_FILTER, format!("set {copy}")))?;
         }
         self.meta
             .set(copy, compiled.meta, 0)

@@ -74,7 +74,7 @@ fn parse_args() -> Result<Opts> {
                      `bgp` is the learned-route part of control_plane alone (full table, churn).\n\
                      Needs root. See docs/benchmarks.md.\n\
                      Environment: POP_BENCH_OBJECT=FILE loads that object instead of pop's;\n\
-                     POP_BENCH_CASES=ipv6_forward (or ipv4_forward) runs only the references\n\
+                     POP_BENCH_CASES=ipv6_forward,acl (case-name prefixes) runs only the references\n\
                      and that case of test_run."
                 );
                 std::process::exit(0);

@@ -394,6 +394,16 @@ fn load_harness() -> Result<Harness> {
     }
 }
 
+/// Whether to run the test_run cases named `case`: all of them, or with
+/// `POP_BENCH_CASES` (comma-separated name prefixes, e.g. `acl`) only those,
+/// for A/B runs of one stage. The references always run.
+fn wanted(case: &str) -> bool {
+    match std::env::var("POP_BENCH_CASES") {
+        Ok(list) => list.split(',').any(|p| case.starts_with(p.trim())),
+        Err(_) => true,
+    }
+}
+
 /// Runs every test_run case.
 pub fn run(quick: bool) -> Result<Vec<TestRunRow>> {
     in_netns(move || run_in_netns(quick))
@@ -463,11 +473,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         to_redirect_min: 1.0,
     };
     rows.push(row("xdp_redirect_min", 0, 0, 0, &min));
-    // `POP_BENCH_CASES=ipv6_forward` (or `ipv4_forward`): only the
-    // references and that forwarding family, for quick A/B runs of two
-    // objects (`POP_BENCH_OBJECT`).
-    let only = std::env::var("POP_BENCH_CASES").ok();
-    if only.is_none() {
+    if wanted("non_ip_pass") {
         let m = bench.measure(&[arp(src_mac)], XDP_PASS)?;
         rows.push(row("non_ip_pass", 1, 0, 1, &m));
     }
@@ -509,7 +515,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     ];
     let mut routes_v4 = Vec::new();
     for (case, sizes, fill, base, src) in families {
-        if only.as_deref().is_some_and(|o| o != case) {
+        if !wanted(case) && !wanted("ipv4_forward_sflow") && !wanted("ipv4_forward_customers") {
             continue;
         }
         let mut table = vec![base];
@@ -527,6 +533,9 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
                     udp_frame(src, dst, src_mac, a.mac)
                 })
                 .collect();
+            if !wanted(case) {
+                continue;
+            }
             let m = bench.measure(&frames, XDP_REDIRECT)?;
             rows.push(row(case, n, 0, 1, &m));
             eprintln!("  {case} with {n} routes done");
@@ -535,23 +544,22 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             routes_v4 = table;
         }
     }
-    if only.is_some() {
-        return Ok(rows);
-    }
     // sFlow sampling 1 in 1000 (the ring is not read: once full, samples
     // count as lost, which costs about what sending them does).
-    set_sampling_rate(&bench.h, SFLOW_BENCH_RATE)?;
-    let routes_now = *v4_sizes.last().expect("non-empty");
-    let frames: Vec<Vec<u8>> = (0..frames_per_case)
-        .map(|_| {
-            let dst = draw_v4(&mut rng, &routes_v4);
-            udp_frame(customer_v4, dst.into(), src_mac, a.mac)
-        })
-        .collect();
-    let m = bench.measure(&frames, XDP_REDIRECT)?;
-    rows.push(row("ipv4_forward_sflow", routes_now, 0, 1, &m));
-    set_sampling_rate(&bench.h, 0)?;
-    eprintln!("  ipv4_forward_sflow done");
+    if wanted("ipv4_forward_sflow") {
+        set_sampling_rate(&bench.h, SFLOW_BENCH_RATE)?;
+        let routes_now = *v4_sizes.last().expect("non-empty");
+        let frames: Vec<Vec<u8>> = (0..frames_per_case)
+            .map(|_| {
+                let dst = draw_v4(&mut rng, &routes_v4);
+                udp_frame(customer_v4, dst.into(), src_mac, a.mac)
+            })
+            .collect();
+        let m = bench.measure(&frames, XDP_REDIRECT)?;
+        rows.push(row("ipv4_forward_sflow", routes_now, 0, 1, &m));
+        set_sampling_rate(&bench.h, 0)?;
+        eprintln!("  ipv4_forward_sflow done");
+    }
     // ACL: N rules that do not match, then one (the last by priority) that
     // drops the benchmark frame, so the frame meets the whole rule set.
     let rule_counts: &[u64] = if quick {
@@ -563,6 +571,9 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     type Rules = fn(&mut Rng, u64) -> Vec<pop::config::validate::ValidAcl>;
     let sets: [(&str, Rules); 2] = [("acl_drop", acl_rules), ("acl_drop_mixed", acl_rules_mixed)];
     for (case, make) in sets {
+        if !wanted(case) {
+            continue;
+        }
         for &n in rule_counts {
             let rules = make(&mut rng, n);
             let compiled = pop::acl::compile(&rules, &|_| None).map_err(|e| anyhow!(e))?;
@@ -574,22 +585,24 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     }
     acl.swap_in(&pop::acl::compile(&[], &|_| None).map_err(|e| anyhow!(e))?)
         .map_err(|e| anyhow!(e))?;
-    // Customers: sources drawn from 10k customer /24s, destinations from the
-    // IPv4 routes, so both customer lookups and the route lookup vary.
-    let cust = if quick { 1_000 } else { 10_000 };
-    let customers: Vec<(u128, u32)> = fill_customers_v4(&mut bench.h, &mut rng, cust - 1)?
-        .into_iter()
-        .map(|a| (u128::from(a), 24))
-        .collect();
-    let frames: Vec<Vec<u8>> = (0..frames_per_case)
-        .map(|_| {
-            let src = draw_v4(&mut rng, &customers);
-            let dst = draw_v4(&mut rng, &routes_v4);
-            udp_frame(src.into(), dst.into(), src_mac, a.mac)
-        })
-        .collect();
-    let routes_now = *v4_sizes.last().expect("non-empty");
-    let m = bench.measure(&frames, XDP_REDIRECT)?;
-    rows.push(row("ipv4_forward_customers", routes_now, 0, cust, &m));
+    if wanted("ipv4_forward_customers") {
+        // Customers: sources drawn from 10k customer /24s, destinations from the
+        // IPv4 routes, so both customer lookups and the route lookup vary.
+        let cust = if quick { 1_000 } else { 10_000 };
+        let customers: Vec<(u128, u32)> = fill_customers_v4(&mut bench.h, &mut rng, cust - 1)?
+            .into_iter()
+            .map(|a| (u128::from(a), 24))
+            .collect();
+        let frames: Vec<Vec<u8>> = (0..frames_per_case)
+            .map(|_| {
+                let src = draw_v4(&mut rng, &customers);
+                let dst = draw_v4(&mut rng, &routes_v4);
+                udp_frame(src.into(), dst.into(), src_mac, a.mac)
+            })
+            .collect();
+        let routes_now = *v4_sizes.last().expect("non-empty");
+        let m = bench.measure(&frames, XDP_REDIRECT)?;
+        rows.push(row("ipv4_forward_customers", routes_now, 0, cust, &m));
+    }
     Ok(rows)
 }
