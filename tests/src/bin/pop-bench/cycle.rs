@@ -46,6 +46,8 @@ pub enum Target {
     RedirectMin,
     /// pop's data plane.
     Pop,
+    /// Only the two fib4 lookups of the header (`xdp_fib4_loads`).
+    Fib4Loads,
 }
 
 /// The loaded driver and minimal router.
@@ -64,13 +66,20 @@ fn xdp_md(frame_len: usize, ingress: u32) -> [u8; 24] {
 }
 
 impl Cycler {
-    /// Loads `xdp_cycle` and `xdp_redirect_min` (sending to `egress_ifindex`
-    /// with these MACs).
-    pub fn load(egress_ifindex: u32, dmac: [u8; 6], smac: [u8; 6]) -> Result<Self> {
+    /// Loads `xdp_cycle`, `xdp_redirect_min` (sending to `egress_ifindex`
+    /// with these MACs) and `xdp_fib4_loads` (on the fib4 maps pinned in
+    /// `pin_dir`).
+    pub fn load(
+        egress_ifindex: u32,
+        dmac: [u8; 6],
+        smac: [u8; 6],
+        pin_dir: &std::path::Path,
+    ) -> Result<Self> {
         let mut bench = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
             .load(pop_ebpf::bench_object())
             .context("loading bench.bpf.o")?;
-        for name in ["xdp_cycle", "xdp_redirect_min"] {
+        for name in ["xdp_cycle", "xdp_redirect_min", "xdp_fib4_loads"] {
             let prog: &mut Xdp = bench
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("{name} not in bench.bpf.o"))?
@@ -163,6 +172,7 @@ impl Cycler {
             Target::Pass => h.xdp(Program::Pass)?.fd()?.try_clone()?,
             Target::Pop => h.xdp(Program::Pop)?.fd()?.try_clone()?,
             Target::RedirectMin => self.xdp("xdp_redirect_min")?.fd()?.try_clone()?,
+            Target::Fib4Loads => self.xdp("xdp_fib4_loads")?.fd()?.try_clone()?,
         };
         self.set_target(&fd)
     }

@@ -235,6 +235,24 @@ impl Bench {
         })
     }
 
+    /// The floor of the IPv4 lookups on the frames `measure` last cycled:
+    /// `xdp_fib4_loads` (only the two fib4 lookups) in the same rounds as
+    /// XDP_PASS; `to_redirect_min` is left at 0.
+    fn fib4_floor(&mut self) -> Result<Measured> {
+        let (mut ns, mut to_pass) = (Vec::new(), Vec::new());
+        for _ in 0..self.rounds {
+            let pass = self.ns(Target::Pass)?;
+            let loads = self.ns(Target::Fib4Loads)?;
+            ns.push(loads);
+            to_pass.push(loads / pass);
+        }
+        Ok(Measured {
+            ns: median(&ns),
+            to_pass: median(&to_pass),
+            to_redirect_min: 0.0,
+        })
+    }
+
     fn ns(&mut self, target: Target) -> Result<f64> {
         self.cycler
             .ns_per_packet(&self.h, target, self.ingress, self.runs)
@@ -421,7 +439,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     h.add_route_v6("2001:db8:ffff:1::/64", &[1], 0)?;
     h.add_customer_v4("198.51.100.0/24", 1)?;
     h.add_customer_v6("2001:db8:a::/48", 1)?;
-    let cycler = Cycler::load(b.ifindex, next_hop_mac, b.mac)?;
+    let cycler = Cycler::load(b.ifindex, next_hop_mac, b.mac, h.pin_dir())?;
     // Full: 64k different frames per forwarding case, each round runs them all.
     let frames_per_case = if quick { 4_096 } else { MAX_FRAMES };
     let mut bench = Bench {
@@ -501,8 +519,14 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             customer_v6,
         ),
     ];
+    // POP_BENCH_IPV4_ONLY=1: only the IPv4 forwarding cases (a quick A/B of
+    // the IPv4 lookups).
+    let ipv4_only = std::env::var_os("POP_BENCH_IPV4_ONLY").is_some();
     let mut routes_v4 = Vec::new();
     for (case, sizes, fill, base, src) in families {
+        if ipv4_only && case != "ipv4_forward" {
+            continue;
+        }
         let mut table = vec![base];
         for &n in sizes {
             if n > table.len() as u64 {
@@ -520,48 +544,55 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
                 .collect();
             let m = bench.measure(&frames, XDP_REDIRECT)?;
             rows.push(row(case, n, 0, 1, &m));
+            if case == "ipv4_forward" {
+                let m = bench.fib4_floor()?;
+                rows.push(row("ipv4_fib4_loads", n, 0, 1, &m));
+            }
             eprintln!("  {case} with {n} routes done");
         }
         if case == "ipv4_forward" {
             routes_v4 = table;
         }
     }
-    // sFlow sampling 1 in 1000 (the ring is not read: once full, samples
-    // count as lost, which costs about what sending them does).
-    set_sampling_rate(&bench.h, SFLOW_BENCH_RATE)?;
-    let routes_now = *v4_sizes.last().expect("non-empty");
-    let frames: Vec<Vec<u8>> = (0..frames_per_case)
-        .map(|_| {
-            let dst = draw_v4(&mut rng, &routes_v4);
-            udp_frame(customer_v4, dst.into(), src_mac, a.mac)
-        })
-        .collect();
-    let m = bench.measure(&frames, XDP_REDIRECT)?;
-    rows.push(row("ipv4_forward_sflow", routes_now, 0, 1, &m));
-    set_sampling_rate(&bench.h, 0)?;
-    eprintln!("  ipv4_forward_sflow done");
-    // ACL: N rules that do not match, then one (the last by priority) that
-    // drops the benchmark frame, so the frame meets the whole rule set.
-    let rule_counts: &[u64] = if quick {
-        &[10, 1_000]
-    } else {
-        &[10, 1_000, 10_000, 100_000]
-    };
-    let mut acl = pop::acl::AclMaps::open(bench.h.pin_dir()).map_err(|e| anyhow!(e))?;
-    type Rules = fn(&mut Rng, u64) -> Vec<pop::config::validate::ValidAcl>;
-    let sets: [(&str, Rules); 2] = [("acl_drop", acl_rules), ("acl_drop_mixed", acl_rules_mixed)];
-    for (case, make) in sets {
-        for &n in rule_counts {
-            let rules = make(&mut rng, n);
-            let compiled = pop::acl::compile(&rules, &|_| None).map_err(|e| anyhow!(e))?;
-            acl.swap_in(&compiled).map_err(|e| anyhow!(e))?;
-            let m = bench.measure(std::slice::from_ref(&v4), XDP_DROP)?;
-            rows.push(row(case, 1, n, 1, &m));
-            eprintln!("  {case} with {n} rules done");
+    if !ipv4_only {
+        // sFlow sampling 1 in 1000 (the ring is not read: once full, samples
+        // count as lost, which costs about what sending them does).
+        set_sampling_rate(&bench.h, SFLOW_BENCH_RATE)?;
+        let routes_now = *v4_sizes.last().expect("non-empty");
+        let frames: Vec<Vec<u8>> = (0..frames_per_case)
+            .map(|_| {
+                let dst = draw_v4(&mut rng, &routes_v4);
+                udp_frame(customer_v4, dst.into(), src_mac, a.mac)
+            })
+            .collect();
+        let m = bench.measure(&frames, XDP_REDIRECT)?;
+        rows.push(row("ipv4_forward_sflow", routes_now, 0, 1, &m));
+        set_sampling_rate(&bench.h, 0)?;
+        eprintln!("  ipv4_forward_sflow done");
+        // ACL: N rules that do not match, then one (the last by priority) that
+        // drops the benchmark frame, so the frame meets the whole rule set.
+        let rule_counts: &[u64] = if quick {
+            &[10, 1_000]
+        } else {
+            &[10, 1_000, 10_000, 100_000]
+        };
+        let mut acl = pop::acl::AclMaps::open(bench.h.pin_dir()).map_err(|e| anyhow!(e))?;
+        type Rules = fn(&mut Rng, u64) -> Vec<pop::config::validate::ValidAcl>;
+        let sets: [(&str, Rules); 2] =
+            [("acl_drop", acl_rules), ("acl_drop_mixed", acl_rules_mixed)];
+        for (case, make) in sets {
+            for &n in rule_counts {
+                let rules = make(&mut rng, n);
+                let compiled = pop::acl::compile(&rules, &|_| None).map_err(|e| anyhow!(e))?;
+                acl.swap_in(&compiled).map_err(|e| anyhow!(e))?;
+                let m = bench.measure(std::slice::from_ref(&v4), XDP_DROP)?;
+                rows.push(row(case, 1, n, 1, &m));
+                eprintln!("  {case} with {n} rules done");
+            }
         }
+        acl.swap_in(&pop::acl::compile(&[], &|_| None).map_err(|e| anyhow!(e))?)
+            .map_err(|e| anyhow!(e))?;
     }
-    acl.swap_in(&pop::acl::compile(&[], &|_| None).map_err(|e| anyhow!(e))?)
-        .map_err(|e| anyhow!(e))?;
     // Customers: sources drawn from 10k customer /24s, destinations from the
     // IPv4 routes, so both customer lookups and the route lookup vary.
     let cust = if quick { 1_000 } else { 10_000 };
@@ -579,5 +610,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     let routes_now = *v4_sizes.last().expect("non-empty");
     let m = bench.measure(&frames, XDP_REDIRECT)?;
     rows.push(row("ipv4_forward_customers", routes_now, 0, cust, &m));
+    let m = bench.fib4_floor()?;
+    rows.push(row("ipv4_fib4_loads_customers", routes_now, 0, cust, &m));
     Ok(rows)
 }
