@@ -237,19 +237,21 @@ impl Bench {
 
     /// The floor of the IPv4 lookups on the frames `measure` last cycled:
     /// `xdp_fib4_loads` (only the two fib4 lookups) in the same rounds as
-    /// XDP_PASS; `to_redirect_min` is left at 0.
+    /// both references.
     fn fib4_floor(&mut self) -> Result<Measured> {
-        let (mut ns, mut to_pass) = (Vec::new(), Vec::new());
+        let (mut ns, mut to_pass, mut to_min) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..self.rounds {
             let pass = self.ns(Target::Pass)?;
+            let min = self.ns(Target::RedirectMin)?;
             let loads = self.ns(Target::Fib4Loads)?;
             ns.push(loads);
             to_pass.push(loads / pass);
+            to_min.push(loads / min);
         }
         Ok(Measured {
             ns: median(&ns),
             to_pass: median(&to_pass),
-            to_redirect_min: 0.0,
+            to_redirect_min: median(&to_min),
         })
     }
 
