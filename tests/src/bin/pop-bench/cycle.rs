@@ -48,12 +48,15 @@ pub enum Target {
     Pop,
     /// Only the two fib4 lookups of the header (`xdp_fib4_loads`).
     Fib4Loads,
+    /// A second data-plane object on the same maps (`set_other`).
+    Other,
 }
 
 /// The loaded driver and minimal router.
 pub struct Cycler {
     bench: Ebpf,
     frame_len: usize,
+    other: Option<ProgramFd>,
 }
 
 /// `struct xdp_md` for ctx_in: data, data_end, data_meta, ingress_ifindex,
@@ -109,6 +112,7 @@ impl Cycler {
         Ok(Cycler {
             bench,
             frame_len: HEADER_LEN,
+            other: None,
         })
     }
 
@@ -173,6 +177,11 @@ impl Cycler {
             Target::Pop => h.xdp(Program::Pop)?.fd()?.try_clone()?,
             Target::RedirectMin => self.xdp("xdp_redirect_min")?.fd()?.try_clone()?,
             Target::Fib4Loads => self.xdp("xdp_fib4_loads")?.fd()?.try_clone()?,
+            Target::Other => self
+                .other
+                .as_ref()
+                .ok_or_else(|| anyhow!("no second object loaded"))?
+                .try_clone()?,
         };
         self.set_target(&fd)
     }
@@ -215,6 +224,13 @@ impl Cycler {
             }
         }
         first.ok_or_else(|| anyhow!("no headers"))
+    }
+
+    /// Points the driver at another program (`fd`): the second data-plane
+    /// object of an A/B run. `ns_per_packet`/`check_actions` with
+    /// `Target::Other` then run it.
+    pub fn set_other(&mut self, fd: ProgramFd) {
+        self.other = Some(fd);
     }
 
     /// Mean ns per run of `target` over `runs` runs behind the driver.
