@@ -30,7 +30,7 @@ struct addr4_answers {
  * four unknown answers instead of one state per found/missing combination. */
 __noinline int pop_addr4_lookup(__u32 dst, __u32 src, struct addr4_answers *a)
 {
-	const struct pop_fib4_result *r, *rs;
+	const struct pop_fib4_result *r;
 
 	if (!a)
 		return 0;
@@ -38,14 +38,15 @@ __noinline int pop_addr4_lookup(__u32 dst, __u32 src, struct addr4_answers *a)
 	a->dst_route_id = 0;
 	a->dst_customer = 0;
 	a->src_customer = 0;
-	fib4_lookup_pair(dst, src, &r, &rs);
+	r = fib4_lookup(dst);
 	if (r) {
 		a->dst_flags = r->flags;
 		a->dst_route_id = r->route_id;
 		a->dst_customer = r->customer_id;
 	}
-	if (rs)
-		a->src_customer = rs->customer_id;
+	r = fib4_lookup(src);
+	if (r)
+		a->src_customer = r->customer_id;
 	return 0;
 }
 

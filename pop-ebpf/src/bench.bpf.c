@@ -195,7 +195,8 @@ int xdp_fib4_loads(struct xdp_md *ctx)
 
 	if ((void *)(iph + 1) > data_end)
 		return XDP_ABORTED;
-	fib4_lookup_pair(iph->daddr, iph->saddr, &d, &s);
+	d = fib4_lookup(iph->daddr);
+	s = fib4_lookup(iph->saddr);
 	if (d)
 		sum += d->flags + d->route_id;
 	if (s)

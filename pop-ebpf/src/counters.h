@@ -62,13 +62,7 @@ static __always_inline int counts_find_customers(struct pop_trace *t,
 	n->out = bpf_map_lookup_elem(&customer_counters, &out_id);
 	n->in = in_id == out_id ? n->out :
 				  bpf_map_lookup_elem(&customer_counters, &in_id);
-	if (!n->out || !n->in)
-		return 1;
-	/* Start the records' cache misses now (they are written at the end),
-	 * so they overlap the policers' and the route's instead of following. */
-	(void)*(volatile __u64 *)&n->out->dir[POP_DIR_OUT].packets;
-	(void)*(volatile __u64 *)&n->in->dir[POP_DIR_IN].packets;
-	return 0;
+	return !n->out || !n->in;
 }
 
 /* The interface's record: its slot's, or the one for unknown interfaces. */

@@ -116,43 +116,4 @@ static __always_inline const struct pop_fib4_result *fib4_lookup(__be32 addr)
 	return bpf_map_lookup_elem(&fib4_results, &entry);
 }
 
-/* The result index of `host` (host order) in its tbl8 group, when its tbl24
- * entry points at one; else the entry itself. */
-static __always_inline __u32 fib4_entry_in_group(__u32 entry, __u32 host)
-{
-	struct pop_fib4_block *b;
-	__u32 group;
-
-	if (!(entry & POP_FIB4_EXT))
-		return entry;
-	group = entry & ~POP_FIB4_EXT;
-	b = bpf_map_lookup_elem(&fib4_tbl8, &group);
-	return b ? b->entry[host & 0xff] : 0;
-}
-
-/* fib4_lookup of two addresses, level by level: both tbl24 loads are issued
- * before either is used, then both tbl8 loads, then both records, so the
- * CPU overlaps the two addresses' cache and TLB misses instead of paying
- * them one after the other. A missing element answers result 0, the empty
- * answer. */
-static __always_inline void fib4_lookup_pair(__be32 addr_a, __be32 addr_b,
-					     const struct pop_fib4_result **ra,
-					     const struct pop_fib4_result **rb)
-{
-	__u32 ha = bpf_ntohl(addr_a), hb = bpf_ntohl(addr_b);
-	__u32 ka = ha >> 16, kb = hb >> 16, ea = 0, eb = 0;
-	struct pop_fib4_block *ba, *bb;
-
-	ba = bpf_map_lookup_elem(&fib4_tbl24, &ka);
-	bb = bpf_map_lookup_elem(&fib4_tbl24, &kb);
-	if (ba)
-		ea = ba->entry[(ha >> 8) & 0xff];
-	if (bb)
-		eb = bb->entry[(hb >> 8) & 0xff];
-	ea = fib4_entry_in_group(ea, ha);
-	eb = fib4_entry_in_group(eb, hb);
-	*ra = bpf_map_lookup_elem(&fib4_results, &ea);
-	*rb = bpf_map_lookup_elem(&fib4_results, &eb);
-}
-
 #endif

@@ -52,21 +52,6 @@ static __always_inline int policer_admit(__u32 customer_id, __u32 dir,
 	return ok;
 }
 
-/* Loads the customer's policer record for `dir` and nothing else: issued
- * next to the other per-customer loads, its cache miss overlaps theirs
- * instead of following them when pop_policer_drops reads it. */
-static __always_inline void policer_touch(__u32 customer_id, __u32 dir)
-{
-	__u32 index = customer_id * POP_DIR_MAX + dir;
-	struct pop_policer *p;
-
-	if (!customer_id || customer_id >= POP_MAX_CUSTOMERS)
-		return;
-	p = bpf_map_lookup_elem(&policers, &index);
-	if (p)
-		(void)*(volatile __u64 *)&p->rate_bps;
-}
-
 /* Gives back the tokens policer_admit took for a packet that was dropped
  * later, so a packet the receiver's bucket refuses does not also use up the
  * sender's rate. */

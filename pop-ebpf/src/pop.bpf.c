@@ -246,8 +246,6 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	/* Their counter records, looked up once here (counters.h). */
 	if (counts_find_customers(t, &counts, customer_out, customer_in))
 		return XDP_ABORTED;
-	policer_touch(customer_out, POP_DIR_OUT);
-	policer_touch(customer_in, POP_DIR_IN);
 
 	/* Admission (steps 4-6): anti-spoofing (spoof.h), ACL
 	 * (acl.h), policer (police.h). Each costs ~nothing when unconfigured. */
