@@ -17,11 +17,6 @@
  *                  the references included, pays the same copy and tail call.
  *   xdp_redirect_min the lab's ceiling: a minimal router that only rewrites the
  *                  MACs and redirects to one port (min_route[0]).
- *   xdp_fib4_loads the floor of an IPv4 packet's lookups: only the two fib4
- *                  lookups (destination, source) of the cycled header, on
- *                  pop's pinned fib4 maps, then XDP_PASS. Its cost minus
- *                  XDP_PASS's is what the table's cache and TLB misses cost,
- *                  whatever the rest of the pipeline does.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -30,7 +25,6 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-#include "fib4.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -182,27 +176,6 @@ int xdp_redirect_min(struct xdp_md *ctx)
 	__builtin_memcpy(eth->h_dest, r->dmac, 6);
 	__builtin_memcpy(eth->h_source, r->smac, 6);
 	return bpf_redirect_map(&min_ports, 0, 0);
-}
-
-SEC("xdp")
-int xdp_fib4_loads(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct iphdr *iph = data + sizeof(struct ethhdr);
-	const struct pop_fib4_result *d, *s;
-	__u32 sum = 0;
-
-	if ((void *)(iph + 1) > data_end)
-		return XDP_ABORTED;
-	d = fib4_lookup(iph->daddr);
-	s = fib4_lookup(iph->saddr);
-	if (d)
-		sum += d->flags + d->route_id;
-	if (s)
-		sum += s->customer_id;
-	/* Uses the answers, so the loads stay; never true for a bench table. */
-	return sum == 0xffffffff ? XDP_DROP : XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -55,6 +55,8 @@ pub enum Target {
 /// The loaded driver and minimal router.
 pub struct Cycler {
     bench: Ebpf,
+    /// fib4_test.bpf.o on pop's fib4 maps, for `xdp_fib4_loads`.
+    fib4: Ebpf,
     frame_len: usize,
     other: Option<ProgramFd>,
 }
@@ -70,8 +72,8 @@ fn xdp_md(frame_len: usize, ingress: u32) -> [u8; 24] {
 
 impl Cycler {
     /// Loads `xdp_cycle`, `xdp_redirect_min` (sending to `egress_ifindex`
-    /// with these MACs) and `xdp_fib4_loads` (on the fib4 maps pinned in
-    /// `pin_dir`).
+    /// with these MACs) and `xdp_fib4_loads` (fib4_test.bpf.o, on the fib4
+    /// maps pinned in `pin_dir`).
     pub fn load(
         egress_ifindex: u32,
         dmac: [u8; 6],
@@ -79,10 +81,20 @@ impl Cycler {
         pin_dir: &std::path::Path,
     ) -> Result<Self> {
         let mut bench = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
             .load(pop_ebpf::bench_object())
             .context("loading bench.bpf.o")?;
-        for name in ["xdp_cycle", "xdp_redirect_min", "xdp_fib4_loads"] {
+        // fib4_test.bpf.o's fib4 maps are pinned by name: with pop's pin
+        // directory, xdp_fib4_loads reads pop's tables.
+        let mut fib4 = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(pop_ebpf::fib4_test_object())
+            .context("loading fib4_test.bpf.o")?;
+        let loads: &mut Xdp = fib4
+            .program_mut("xdp_fib4_loads")
+            .ok_or_else(|| anyhow!("xdp_fib4_loads not in fib4_test.bpf.o"))?
+            .try_into()?;
+        loads.load().context("loading xdp_fib4_loads")?;
+        for name in ["xdp_cycle", "xdp_redirect_min"] {
             let prog: &mut Xdp = bench
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("{name} not in bench.bpf.o"))?
@@ -111,6 +123,7 @@ impl Cycler {
         ports.set(0, egress_ifindex, None, 0)?;
         Ok(Cycler {
             bench,
+            fib4,
             frame_len: HEADER_LEN,
             other: None,
         })
@@ -176,7 +189,14 @@ impl Cycler {
             Target::Pass => h.xdp(Program::Pass)?.fd()?.try_clone()?,
             Target::Pop => h.xdp(Program::Pop)?.fd()?.try_clone()?,
             Target::RedirectMin => self.xdp("xdp_redirect_min")?.fd()?.try_clone()?,
-            Target::Fib4Loads => self.xdp("xdp_fib4_loads")?.fd()?.try_clone()?,
+            Target::Fib4Loads => {
+                let prog: &Xdp = self
+                    .fib4
+                    .program("xdp_fib4_loads")
+                    .ok_or_else(|| anyhow!("xdp_fib4_loads not in fib4_test.bpf.o"))?
+                    .try_into()?;
+                prog.fd()?.try_clone()?
+            }
             Target::Other => self
                 .other
                 .as_ref()
