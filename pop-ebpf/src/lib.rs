@@ -35,7 +35,9 @@ static FIB4_TEST: &Aligned<[u8]> = &Aligned {
 /// (looks up the frame's destination and writes the answer after the IPv4
 /// header), `fib4_bench`, `lpm4_bench` and `base_bench` (one lookup per run
 /// of a cycled random address, in the FIB, in a kernel LPM trie, and none),
-/// with the FIB's maps `fib4_tbl24`, `fib4_tbl8`, `fib4_results`.
+/// and `xdp_fib4_loads` (only the two lookups of a frame's addresses: the
+/// bench's floor), with the FIB's maps `fib4_tbl24`, `fib4_tbl8`,
+/// `fib4_results`.
 pub fn fib4_test_object() -> &'static [u8] {
     &FIB4_TEST.bytes
 }

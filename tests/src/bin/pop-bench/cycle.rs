@@ -46,12 +46,19 @@ pub enum Target {
     RedirectMin,
     /// pop's data plane.
     Pop,
+    /// Only the two fib4 lookups of the header (`xdp_fib4_loads`).
+    Fib4Loads,
+    /// A second data-plane object on the same maps (`set_other`).
+    Other,
 }
 
 /// The loaded driver and minimal router.
 pub struct Cycler {
     bench: Ebpf,
+    /// fib4_test.bpf.o on pop's fib4 maps, for `xdp_fib4_loads`.
+    fib4: Ebpf,
     frame_len: usize,
+    other: Option<ProgramFd>,
 }
 
 /// `struct xdp_md` for ctx_in: data, data_end, data_meta, ingress_ifindex,
@@ -64,12 +71,29 @@ fn xdp_md(frame_len: usize, ingress: u32) -> [u8; 24] {
 }
 
 impl Cycler {
-    /// Loads `xdp_cycle` and `xdp_redirect_min` (sending to `egress_ifindex`
-    /// with these MACs).
-    pub fn load(egress_ifindex: u32, dmac: [u8; 6], smac: [u8; 6]) -> Result<Self> {
+    /// Loads `xdp_cycle`, `xdp_redirect_min` (sending to `egress_ifindex`
+    /// with these MACs) and `xdp_fib4_loads` (fib4_test.bpf.o, on the fib4
+    /// maps pinned in `pin_dir`).
+    pub fn load(
+        egress_ifindex: u32,
+        dmac: [u8; 6],
+        smac: [u8; 6],
+        pin_dir: &std::path::Path,
+    ) -> Result<Self> {
         let mut bench = EbpfLoader::new()
             .load(pop_ebpf::bench_object())
             .context("loading bench.bpf.o")?;
+        // fib4_test.bpf.o's fib4 maps are pinned by name: with pop's pin
+        // directory, xdp_fib4_loads reads pop's tables.
+        let mut fib4 = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(pop_ebpf::fib4_test_object())
+            .context("loading fib4_test.bpf.o")?;
+        let loads: &mut Xdp = fib4
+            .program_mut("xdp_fib4_loads")
+            .ok_or_else(|| anyhow!("xdp_fib4_loads not in fib4_test.bpf.o"))?
+            .try_into()?;
+        loads.load().context("loading xdp_fib4_loads")?;
         for name in ["xdp_cycle", "xdp_redirect_min"] {
             let prog: &mut Xdp = bench
                 .program_mut(name)
@@ -99,7 +123,9 @@ impl Cycler {
         ports.set(0, egress_ifindex, None, 0)?;
         Ok(Cycler {
             bench,
+            fib4,
             frame_len: HEADER_LEN,
+            other: None,
         })
     }
 
@@ -163,6 +189,19 @@ impl Cycler {
             Target::Pass => h.xdp(Program::Pass)?.fd()?.try_clone()?,
             Target::Pop => h.xdp(Program::Pop)?.fd()?.try_clone()?,
             Target::RedirectMin => self.xdp("xdp_redirect_min")?.fd()?.try_clone()?,
+            Target::Fib4Loads => {
+                let prog: &Xdp = self
+                    .fib4
+                    .program("xdp_fib4_loads")
+                    .ok_or_else(|| anyhow!("xdp_fib4_loads not in fib4_test.bpf.o"))?
+                    .try_into()?;
+                prog.fd()?.try_clone()?
+            }
+            Target::Other => self
+                .other
+                .as_ref()
+                .ok_or_else(|| anyhow!("no second object loaded"))?
+                .try_clone()?,
         };
         self.set_target(&fd)
     }
@@ -205,6 +244,13 @@ impl Cycler {
             }
         }
         first.ok_or_else(|| anyhow!("no headers"))
+    }
+
+    /// Points the driver at another program (`fd`): the second data-plane
+    /// object of an A/B run. `ns_per_packet`/`check_actions` with
+    /// `Target::Other` then run it.
+    pub fn set_other(&mut self, fd: ProgramFd) {
+        self.other = Some(fd);
     }
 
     /// Mean ns per run of `target` over `runs` runs behind the driver.

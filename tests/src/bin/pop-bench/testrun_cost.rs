@@ -203,6 +203,12 @@ struct Bench {
     ingress: u32,
     rounds: usize,
     runs: u32,
+    /// `POP_BENCH_OBJECT_B`: a second data-plane object loaded on the same
+    /// pinned maps, measured in the same rounds as pop (rows `CASE [B]`).
+    /// Kept so that its program stays loaded.
+    b: Option<aya::Ebpf>,
+    /// The B object's median ns of the last `measure`.
+    last_b: Option<Measured>,
 }
 
 impl Bench {
@@ -219,14 +225,74 @@ impl Bench {
                 "bench frames got XDP action {action}, expected {expect_action}: tables are wrong"
             ));
         }
+        if self.b.is_some() {
+            let action =
+                self.cycler
+                    .check_actions(&self.h, Target::Other, self.ingress, headers.len())?;
+            if action != expect_action {
+                return Err(anyhow!(
+                    "bench frames got XDP action {action} from the B object, expected {expect_action}"
+                ));
+            }
+        }
         let (mut ns, mut to_pass, mut to_min) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..self.rounds {
+        let (mut b_ns, mut b_pass, mut b_min) = (Vec::new(), Vec::new(), Vec::new());
+        // With a B object, an even number of rounds: each pass leaves its
+        // headers' table lines in the caches for the pass right after it, so
+        // A and B must go first equally often.
+        let rounds = if self.b.is_some() {
+            self.rounds.next_multiple_of(2)
+        } else {
+            self.rounds
+        };
+        for round in 0..rounds {
             let pass = self.ns(Target::Pass)?;
             let min = self.ns(Target::RedirectMin)?;
+            // A and B alternate which goes first, so drift hits both alike.
+            let b_first = self.b.is_some() && round % 2 == 1;
+            let b_early = if b_first {
+                Some(self.ns(Target::Other)?)
+            } else {
+                None
+            };
             let pop = self.ns(Target::Pop)?;
             ns.push(pop);
             to_pass.push(pop / pass);
             to_min.push(pop / min);
+            if self.b.is_some() {
+                let b = match b_early {
+                    Some(b) => b,
+                    None => self.ns(Target::Other)?,
+                };
+                b_ns.push(b);
+                b_pass.push(b / pass);
+                b_min.push(b / min);
+            }
+        }
+        self.last_b = (!b_ns.is_empty()).then(|| Measured {
+            ns: median(&b_ns),
+            to_pass: median(&b_pass),
+            to_redirect_min: median(&b_min),
+        });
+        Ok(Measured {
+            ns: median(&ns),
+            to_pass: median(&to_pass),
+            to_redirect_min: median(&to_min),
+        })
+    }
+
+    /// The floor of the IPv4 lookups on the frames `measure` last cycled:
+    /// `xdp_fib4_loads` (only the two fib4 lookups) in the same rounds as
+    /// both references.
+    fn fib4_floor(&mut self) -> Result<Measured> {
+        let (mut ns, mut to_pass, mut to_min) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..self.rounds {
+            let pass = self.ns(Target::Pass)?;
+            let min = self.ns(Target::RedirectMin)?;
+            let loads = self.ns(Target::Fib4Loads)?;
+            ns.push(loads);
+            to_pass.push(loads / pass);
+            to_min.push(loads / min);
         }
         Ok(Measured {
             ns: median(&ns),
@@ -431,7 +497,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     h.add_route_v6("2001:db8:ffff:1::/64", &[1], 0)?;
     h.add_customer_v4("198.51.100.0/24", 1)?;
     h.add_customer_v6("2001:db8:a::/48", 1)?;
-    let cycler = Cycler::load(b.ifindex, next_hop_mac, b.mac)?;
+    let cycler = Cycler::load(b.ifindex, next_hop_mac, b.mac, h.pin_dir())?;
     // Full: 64k different frames per forwarding case, each round runs them all.
     let frames_per_case = if quick { 4_096 } else { MAX_FRAMES };
     let mut bench = Bench {
@@ -440,7 +506,33 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         ingress: a.ifindex,
         rounds: if quick { 3 } else { 7 },
         runs: frames_per_case as u32,
+        b: None,
+        last_b: None,
     };
+    if let Some(path) = std::env::var_os("POP_BENCH_OBJECT_B") {
+        eprintln!(
+            "  B: loading {} on the same maps",
+            std::path::Path::new(&path).display()
+        );
+        let bytes = std::fs::read(&path)?;
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: u64s are plain bytes; the view covers exactly the Vec.
+        let view = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+        };
+        view[..bytes.len()].copy_from_slice(&bytes);
+        let mut ebpf = aya::EbpfLoader::new()
+            .default_map_pin_directory(bench.h.pin_dir())
+            .load(&view[..bytes.len()])?;
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut("pop_xdp")
+            .ok_or_else(|| anyhow!("no pop_xdp in {}", path.to_string_lossy()))?
+            .try_into()?;
+        prog.load()?;
+        let fd = prog.fd()?.try_clone()?;
+        bench.cycler.set_other(fd);
+        bench.b = Some(ebpf);
+    }
     let src_mac = [2, 0, 0, 0, 0, 2];
     let customer_v4: IpAddr = Ipv4Addr::new(198, 51, 100, 10).into();
     let customer_v6: IpAddr = "2001:db8:a::10".parse::<Ipv6Addr>().expect("static").into();
@@ -538,6 +630,13 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             }
             let m = bench.measure(&frames, XDP_REDIRECT)?;
             rows.push(row(case, n, 0, 1, &m));
+            if let Some(b) = bench.last_b.take() {
+                rows.push(row(&format!("{case} [B]"), n, 0, 1, &b));
+            }
+            if case == "ipv4_forward" {
+                let m = bench.fib4_floor()?;
+                rows.push(row("ipv4_fib4_loads", n, 0, 1, &m));
+            }
             eprintln!("  {case} with {n} routes done");
         }
         if case == "ipv4_forward" {
@@ -603,6 +702,11 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         let routes_now = *v4_sizes.last().expect("non-empty");
         let m = bench.measure(&frames, XDP_REDIRECT)?;
         rows.push(row("ipv4_forward_customers", routes_now, 0, cust, &m));
+        if let Some(b) = bench.last_b.take() {
+            rows.push(row("ipv4_forward_customers [B]", routes_now, 0, cust, &b));
+        }
+        let m = bench.fib4_floor()?;
+        rows.push(row("ipv4_fib4_loads_customers", routes_now, 0, cust, &m));
     }
     Ok(rows)
 }
