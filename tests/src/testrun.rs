@@ -1022,20 +1022,33 @@ impl Harness {
         }
         .to_bytes();
         let mut out = vec![0u8; frame.len() + 256];
-        let result = self
-            .xdp(program)?
-            .test_run(TestRunOptions {
+        let xdp = self.xdp(program)?;
+        // With repeats the kernel stops at a pending signal and returns
+        // EINTR (bpf_test_timer_continue); nothing is measured then, so run
+        // the batch again. A few signals in a row are tolerated, not a storm.
+        let mut interrupted = 0;
+        let result = loop {
+            match xdp.test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
                 ctx_in: Some(&ctx),
                 repeat,
                 ..TestRunOptions::default()
-            })
-            .map_err(|e| TestRunError::Run {
-                program: program.name(),
-                ingress_ifindex,
-                source: Box::new(e),
-            })?;
+            }) {
+                Err(aya::programs::ProgramError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EINTR) && interrupted < 10 =>
+                {
+                    interrupted += 1;
+                }
+                other => {
+                    break other.map_err(|e| TestRunError::Run {
+                        program: program.name(),
+                        ingress_ifindex,
+                        source: Box::new(e),
+                    })?
+                }
+            }
+        };
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out, result.duration))
     }
