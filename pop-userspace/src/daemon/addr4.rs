@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use ipnet::Ipv4Net;
 
 use super::compile::Tables;
+use super::plane_diff::{changed, gone};
 use crate::dataplane::addr4::{LOCAL_BROADCAST, LOCAL_HOST};
 use crate::dataplane::{DataplaneError, Maps};
 
@@ -55,25 +56,13 @@ pub fn write_new(
     applied: &mut Tables,
     want: &Tables,
 ) -> Result<(), DataplaneError> {
-    // Sorted: shorter prefixes first, so a block's parent is in before its
+    // Shorter prefixes first, so a block's parent is in before its
     // sub-allocations (fewer entries rewritten twice), and runs repeat.
-    let mut changed: Vec<(&Ipv4Net, &u32)> = want
-        .cust_v4
-        .iter()
-        .filter(|(p, id)| applied.cust_v4.get(p) != Some(id))
-        .collect();
-    changed.sort_unstable_by_key(|(p, _)| (p.prefix_len(), p.network()));
-    for (p, id) in changed {
+    for (p, id) in changed(&applied.cust_v4, &want.cust_v4, shorter_first) {
         maps.set_customer_v4(p, *id)?;
         applied.cust_v4.insert(*p, *id);
     }
-    let mut changed: Vec<(&u32, &u32)> = want
-        .local_v4
-        .iter()
-        .filter(|(a, kind)| applied.local_v4.get(a) != Some(kind))
-        .collect();
-    changed.sort_unstable();
-    for (a, kind) in changed {
+    for (a, kind) in changed(&applied.local_v4, &want.local_v4, |a| *a) {
         // Not loaded (fib4 full, logged): left out of `applied`, so the next
         // change tries again; the host's addresses never fail a change.
         if maps.set_local_v4(*a, *kind)? {
@@ -89,30 +78,22 @@ pub fn remove_gone(
     applied: &mut Tables,
     want: &Tables,
 ) -> Result<(), DataplaneError> {
-    let mut gone: Vec<Ipv4Net> = applied
-        .cust_v4
-        .keys()
-        .filter(|p| !want.cust_v4.contains_key(p))
-        .copied()
-        .collect();
     // Longest first: sub-allocations go before the block around them.
-    gone.sort_unstable_by_key(|p| (std::cmp::Reverse(p.prefix_len()), p.network()));
-    for p in gone {
+    for p in gone(&applied.cust_v4, &want.cust_v4, |p| {
+        (std::cmp::Reverse(p.prefix_len()), p.network())
+    }) {
         maps.del_customer_v4(&p)?;
         applied.cust_v4.remove(&p);
     }
-    let mut gone: Vec<u32> = applied
-        .local_v4
-        .keys()
-        .filter(|a| !want.local_v4.contains_key(a))
-        .copied()
-        .collect();
-    gone.sort_unstable();
-    for a in gone {
+    for a in gone(&applied.local_v4, &want.local_v4, |a| *a) {
         maps.del_local_v4(a)?;
         applied.local_v4.remove(&a);
     }
     Ok(())
+}
+
+fn shorter_first(p: &Ipv4Net) -> (u8, std::net::Ipv4Addr) {
+    (p.prefix_len(), p.network())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 use ipnet::Ipv6Net;
 
 use super::compile::Tables;
+use super::plane_diff::{changed, gone};
 use crate::dataplane::{DataplaneError, Maps};
 
 /// Step 3: customer prefixes and local addresses that are new or changed.
@@ -22,20 +23,13 @@ pub fn write_new(
 ) -> Result<(), DataplaneError> {
     // Shorter prefixes first: a block's parent is in before its
     // sub-allocations (fewer entries rewritten twice).
-    let mut changed: Vec<(&Ipv6Net, &u32)> = want
-        .cust_v6
-        .iter()
-        .filter(|(p, id)| applied.cust_v6.get(p) != Some(id))
-        .collect();
-    changed.sort_unstable_by_key(|(p, _)| (p.prefix_len(), p.network()));
-    for (p, id) in changed {
+    for (p, id) in changed(&applied.cust_v6, &want.cust_v6, shorter_first) {
         maps.set_customer_v6(p, *id)?;
         applied.cust_v6.insert(*p, *id);
     }
     let mut new: Vec<[u8; 16]> = want
         .local_v6
-        .iter()
-        .filter(|a| !applied.local_v6.contains(*a))
+        .difference(&applied.local_v6)
         .copied()
         .collect();
     new.sort_unstable();
@@ -55,22 +49,16 @@ pub fn remove_gone(
     applied: &mut Tables,
     want: &Tables,
 ) -> Result<(), DataplaneError> {
-    let mut gone: Vec<Ipv6Net> = applied
-        .cust_v6
-        .keys()
-        .filter(|p| !want.cust_v6.contains_key(p))
-        .copied()
-        .collect();
     // Longest first: sub-allocations go before the block around them.
-    gone.sort_unstable_by_key(|p| (std::cmp::Reverse(p.prefix_len()), p.network()));
-    for p in gone {
+    for p in gone(&applied.cust_v6, &want.cust_v6, |p| {
+        (std::cmp::Reverse(p.prefix_len()), p.network())
+    }) {
         maps.del_customer_v6(&p)?;
         applied.cust_v6.remove(&p);
     }
     let mut gone: Vec<[u8; 16]> = applied
         .local_v6
-        .iter()
-        .filter(|a| !want.local_v6.contains(*a))
+        .difference(&want.local_v6)
         .copied()
         .collect();
     gone.sort_unstable();
@@ -79,4 +67,8 @@ pub fn remove_gone(
         applied.local_v6.remove(&a);
     }
     Ok(())
+}
+
+fn shorter_first(p: &Ipv6Net) -> (u8, std::net::Ipv6Addr) {
+    (p.prefix_len(), p.network())
 }

@@ -17,7 +17,7 @@ use crate::acl::SpoofTables;
 use crate::config::model::{Config, InterfaceRole, NoRouteAction};
 use crate::config::routes::ConfiguredRoutes;
 use crate::config::validate;
-use crate::dataplane::maps::{key_v6, map_err};
+use crate::dataplane::maps::{ignore_missing, key_v6, map_err};
 use crate::dataplane::{DataplaneError, Maps};
 use crate::netlink::{KernelView, Link};
 use crate::state::Ids;
@@ -736,18 +736,6 @@ fn write_customer_copy(maps: &mut Maps, copy: u32, want: &Tables) -> Result<(), 
         .map_err(map_err(n6))?;
     }
     Ok(())
-}
-
-fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
-    match r {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
 }
 
 /// Reads what the pinned maps hold (after a restart), so that the first

@@ -10,6 +10,7 @@ pub mod error;
 pub mod icmp;
 pub mod kernel_routes;
 pub mod learned;
+pub mod plane_diff;
 pub mod route_sync;
 pub mod trace;
 

@@ -23,6 +23,7 @@ use pop_common::{
 };
 
 use super::acl_hits as hits;
+use super::maps::is_missing;
 use super::police::{self, policer};
 use super::{wait_for_readers, DataplaneError};
 
@@ -150,14 +151,6 @@ fn map_err(name: &'static str, what: String) -> impl FnOnce(aya::maps::MapError)
     move |e| DataplaneError::Map {
         map: name,
         reason: format!("{what}: {e}"),
-    }
-}
-
-fn is_missing(e: &aya::maps::MapError) -> bool {
-    match e {
-        aya::maps::MapError::KeyNotFound => true,
-        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
     }
 }
 

@@ -17,7 +17,7 @@ use ipnet::Ipv4Net;
 use pop_common::{maps as names, PopCustomerRef};
 
 use super::fib4::{Fib4Error, LocalKind, Prefix4};
-use super::maps::{key_v4, map_err};
+use super::maps::{ignore_missing, key_v4, map_err};
 use super::{DataplaneError, Maps};
 
 /// `local_v4` value of an address of this host.
@@ -95,22 +95,8 @@ fn prefix4(p: &Ipv4Net) -> Result<Prefix4, DataplaneError> {
     Prefix4::new(p.network(), p.prefix_len()).map_err(refused)
 }
 
-fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
-    match r {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(ref e))
-            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
 fn undo(what: &str, r: Result<impl Sized, Fib4Error>) {
-    if let Err(e) = r {
-        tracing::error!("{what}: undoing the fib4 change failed: {e}");
-    }
+    super::maps::undo_fib("fib4", what, r);
 }
 
 impl Maps {

@@ -20,7 +20,7 @@ use ipnet::Ipv6Net;
 use pop_common::{maps as names, PopCustomerRef, PopLocalV6};
 
 use super::fib6::{Fib6Error, Prefix6};
-use super::maps::{key_v6, map_err};
+use super::maps::{ignore_missing, key_v6, map_err};
 use super::{DataplaneError, Maps};
 
 /// What the lists `cust_v6` and `local_v6` hold: loaded into fib6 when popd
@@ -74,22 +74,8 @@ fn prefix6(p: &Ipv6Net) -> Result<Prefix6, DataplaneError> {
     Prefix6::new(p.network(), p.prefix_len()).map_err(refused)
 }
 
-fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
-    match r {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(ref e))
-            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
 fn undo(what: &str, r: Result<impl Sized, Fib6Error>) {
-    if let Err(e) = r {
-        tracing::error!("{what}: undoing the fib6 change failed: {e}");
-    }
+    super::maps::undo_fib("fib6", what, r);
 }
 
 impl Maps {

@@ -92,6 +92,32 @@ macro_rules! typed {
     }};
 }
 
+/// Whether a map call failed only because the key was not there (a lookup's
+/// `KeyNotFound`, a delete's ENOENT).
+pub fn is_missing(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// Logs an undo that failed: `fib` (fib4, fib6) could not be put back after
+/// the list beside it refused `what`.
+pub fn undo_fib<E: std::fmt::Display>(fib: &str, what: &str, r: Result<impl Sized, E>) {
+    if let Err(e) = r {
+        tracing::error!("{what}: undoing the {fib} change failed: {e}");
+    }
+}
+
+/// A removal of a key that is already gone succeeds.
+pub fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(ref e) if is_missing(e) => Ok(()),
+        other => other,
+    }
+}
+
 /// Maps an aya error to ours.
 pub fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
     move |e| DataplaneError::Map {

@@ -9,7 +9,7 @@ use aya::maps::MapError;
 use ipnet::{Ipv4Net, Ipv6Net};
 use pop_common::{maps as names, PopNexthop, PopRoute, MAX_ROUTES_V4, MAX_ROUTES_V6};
 
-use super::maps::{key_v4, key_v6, map_err};
+use super::maps::{ignore_missing, key_v4, key_v6, map_err};
 use super::{DataplaneError, Maps};
 
 /// Writes single route and next-hop entries.
@@ -38,14 +38,6 @@ fn insert_err(map: &'static str, max_entries: u32) -> impl Fn(MapError) -> Datap
     move |e| match errno(&e) {
         Some(libc::ENOSPC) | Some(libc::E2BIG) => DataplaneError::MapFull { map, max_entries },
         _ => map_err(map)(e),
-    }
-}
-
-fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
-    match r {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(ref e) if errno(e) == Some(libc::ENOENT) => Ok(()),
-        other => other,
     }
 }
 
