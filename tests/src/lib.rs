@@ -5,8 +5,10 @@
 //! - [`model`]: a reference model of the packet pipeline; [`fuzz`]: the
 //!   differential fuzzer that runs random frames through the program and the model.
 //! - [`lab`]: build and tear down the network-namespace PoP (upstream, edge,
-//!   customers) used by the end-to-end tests, `cargo xtask lab` and the demo.
+//!   customers) used by the end-to-end tests, `cargo xtask lab` and the demo;
+//!   [`lab_env`]: a lab with a popd in it, torn down when dropped.
 pub mod fuzz;
 pub mod lab;
+pub mod lab_env;
 pub mod model;
 pub mod testrun;

@@ -15,8 +15,9 @@ use pop_lab::{
     cmd,
     popd::{customer_stats, metric_value},
     topology::{self, C1, C2, EDGE},
-    Lab, PingStats, Popd,
+    PingStats, Popd,
 };
+use pop_tests::lab_env::LabEnv;
 
 /// Namespace (and veth, bpffs) prefix of these tests.
 const PREFIX: &str = "pte2e-";
@@ -24,53 +25,11 @@ const PREFIX: &str = "pte2e-";
 const DURABLE_ROUTE: &str = "10.99.0.0/16";
 
 /// The lab and popd under test; dropping it kills popd and removes the lab.
-struct Env {
-    lab: Lab,
-    popd: Popd,
-    _state_dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn start() -> Result<Env> {
-        ensure!(
-            pop_lab::is_root(),
-            "the end-to-end tests need root (network namespaces, BPF): run them as root, e.g. `cargo xtask test`"
-        );
-        pop_lab::ensure_bpffs()?;
-        let bin_dir = pop_lab::popd::test_bin_dir()?;
-        let lab = Lab::new(PREFIX);
-        lab.up().context("lab up")?;
-        let state_dir = tempfile::Builder::new().prefix("pte2e-").tempdir()?;
-        // Build the Env before starting popd so a failed start still tears down.
-        let popd = match Popd::new(&lab, &bin_dir, state_dir.path(), &topology::full_config()) {
-            Ok(popd) => popd,
-            Err(e) => {
-                let _ = lab.down();
-                return Err(e);
-            }
-        };
-        let mut env = Env {
-            lab,
-            popd,
-            _state_dir: state_dir,
-        };
-        env.popd.start()?;
-        Ok(env)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.popd.kill();
-        if let Err(e) = self.lab.down() {
-            eprintln!("e2e teardown: {e:#}");
-        }
-    }
-}
+type Env = LabEnv;
 
 #[test]
 fn end_to_end() {
-    let mut env = match Env::start() {
+    let mut env = match LabEnv::started(PREFIX) {
         Ok(env) => env,
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };

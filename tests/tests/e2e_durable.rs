@@ -19,28 +19,16 @@ use std::{
 };
 
 use anyhow::{ensure, Context, Result};
-use pop_lab::{topology, Lab, Popd};
+use pop_lab::Popd;
 use pop_tests::fuzz::Rng;
+use pop_tests::lab_env::LabEnv;
 
 /// Namespace (and veth, bpffs) prefix of these tests.
 const PREFIX: &str = "ptdur-";
 /// Kills of popd under changes.
 const ROUNDS: usize = 6;
 
-struct Env {
-    lab: Lab,
-    popd: Popd,
-    _state_dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.popd.kill();
-        if let Err(e) = self.lab.down() {
-            eprintln!("e2e_durable teardown: {e:#}");
-        }
-    }
-}
+type Env = LabEnv;
 
 /// One change the writer made.
 #[derive(Clone, Debug)]
@@ -220,30 +208,8 @@ fn run(env: &mut Env, bin_dir: &std::path::Path) -> Result<()> {
 
 #[test]
 fn acknowledged_changes_survive_kill_9_and_nothing_half_made_does() {
-    assert!(
-        pop_lab::is_root(),
-        "the end-to-end tests need root (network namespaces, BPF): run them as root, e.g. `cargo xtask test`"
-    );
-    pop_lab::ensure_bpffs().expect("bpffs");
     let bin_dir = pop_lab::popd::test_bin_dir().expect("popd and popctl built");
-    let lab = Lab::new(PREFIX);
-    lab.up().expect("lab up");
-    let state_dir = tempfile::Builder::new()
-        .prefix("ptdur-")
-        .tempdir()
-        .expect("tempdir");
-    let popd = match Popd::new(&lab, &bin_dir, state_dir.path(), &topology::full_config()) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = lab.down();
-            panic!("{e:#}");
-        }
-    };
-    let mut env = Env {
-        lab,
-        popd,
-        _state_dir: state_dir,
-    };
+    let mut env = LabEnv::new(PREFIX, |_| Ok(())).unwrap_or_else(|e| panic!("{e:#}"));
     if let Err(e) = run(&mut env, &bin_dir) {
         panic!("{e:#}\npopd log:\n{}", env.popd.log_tail(40));
     }

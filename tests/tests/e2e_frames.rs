@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use pop_lab::popd::metric_value;
-use pop_lab::{topology, Lab, Popd};
+use pop_lab::topology;
+use pop_tests::lab_env::LabEnv;
 
 const PREFIX: &str = "ptfr-";
 /// A MAC no device on c1's segment has: another router's.
@@ -27,46 +28,10 @@ const VRRP_MAC: &str = "00:00:5e:00:01:01";
 /// The edge's address on c1's segment: c1's gateway.
 const GATEWAY: &str = "198.51.100.1";
 
-struct Env {
-    lab: Lab,
-    popd: Popd,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.popd.kill();
-        let _ = self.lab.down();
-    }
-}
+type Env = LabEnv;
 
 fn start() -> Result<Env> {
-    ensure!(
-        pop_lab::is_root(),
-        "the end-to-end tests need root: run them as root, e.g. `cargo xtask test`"
-    );
-    pop_lab::ensure_bpffs()?;
-    let lab = Lab::new(PREFIX);
-    lab.up().context("lab up")?;
-    let state = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
-    let popd = match Popd::new(
-        &lab,
-        &pop_lab::popd::test_bin_dir()?,
-        state.path(),
-        &topology::full_config(),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = lab.down();
-            return Err(e);
-        }
-    };
-    let mut env = Env {
-        lab,
-        popd,
-        _state: state,
-    };
-    env.popd.start()?;
+    let env = LabEnv::started(PREFIX)?;
     env.popd.wait_resolved(Duration::from_secs(10))?;
     Ok(env)
 }

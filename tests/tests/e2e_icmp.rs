@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use pop_lab::popd::metric_value;
-use pop_lab::{topology, Lab, Popd};
+use pop_lab::topology;
+use pop_tests::lab_env::LabEnv;
 
 const PREFIX: &str = "ptic-";
 /// The edge's address on c1's link: the source of the errors c1 gets.
@@ -24,51 +25,12 @@ const EDGE_C1_V6: &str = "2001:db8:a::1";
 /// The MTU the edge's upstream link gets for the path-MTU scenario.
 const LOW_MTU: u32 = 1400;
 
-struct Env {
-    lab: Lab,
-    popd: Popd,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.popd.kill();
-        let _ = self.lab.down();
-    }
-}
+type Env = LabEnv;
 
 fn start() -> Result<Env> {
-    ensure!(
-        pop_lab::is_root(),
-        "the end-to-end tests need root: run them as root, e.g. `cargo xtask test`"
-    );
-    pop_lab::ensure_bpffs()?;
-    let lab = Lab::new(PREFIX);
-    lab.up().context("lab up")?;
     // So that the hosts' veths take the errors pop sends back with XDP_TX
     // at once (a veth quirk, see Lab::attach_host_xdp).
-    if let Err(e) = lab.attach_host_xdp(pop_ebpf::pass_object()) {
-        let _ = lab.down();
-        return Err(e);
-    }
-    let state = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
-    let popd = match Popd::new(
-        &lab,
-        &pop_lab::popd::test_bin_dir()?,
-        state.path(),
-        &topology::full_config(),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = lab.down();
-            return Err(e);
-        }
-    };
-    let mut env = Env {
-        lab,
-        popd,
-        _state: state,
-    };
+    let mut env = LabEnv::new(PREFIX, |lab| lab.attach_host_xdp(pop_ebpf::pass_object()))?;
     env.popd.start()?;
     env.popd.wait_resolved(Duration::from_secs(10))?;
     Ok(env)

@@ -17,7 +17,8 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use pop_lab::{popd::metric_value, topology, Lab, Popd};
+use pop_lab::{popd::metric_value, topology};
+use pop_tests::lab_env::LabEnv;
 
 /// Namespace (and veth, bpffs) prefix of this test.
 const PREFIX: &str = "ptmet-";
@@ -29,42 +30,10 @@ const ROUTES: [u32; 3] = [30_000, 100_000, 300_000];
 /// (it answers in milliseconds otherwise).
 const BLOCKED: Duration = Duration::from_millis(250);
 
-struct Env {
-    lab: Lab,
-    popd: Popd,
-    _state_dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.popd.kill();
-        if let Err(e) = self.lab.down() {
-            eprintln!("e2e_metrics teardown: {e:#}");
-        }
-    }
-}
+type Env = LabEnv;
 
 fn start() -> Result<Env> {
-    ensure!(pop_lab::is_root(), "this test needs root (namespaces, BPF)");
-    pop_lab::ensure_bpffs()?;
-    let bin_dir = pop_lab::popd::test_bin_dir()?;
-    let lab = Lab::new(PREFIX);
-    lab.up().context("lab up")?;
-    let state_dir = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
-    let popd = match Popd::new(&lab, &bin_dir, state_dir.path(), &topology::full_config()) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = lab.down();
-            return Err(e);
-        }
-    };
-    let mut env = Env {
-        lab,
-        popd,
-        _state_dir: state_dir,
-    };
-    env.popd.start()?;
-    Ok(env)
+    LabEnv::started(PREFIX)
 }
 
 /// The lab's config plus `routes` /24s via the upstream.
