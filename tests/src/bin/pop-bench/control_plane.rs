@@ -246,6 +246,28 @@ fn timed_route_add(o: &Opts, popd: &Popd, prefix: &str) -> Result<f64> {
     Ok(ms)
 }
 
+/// Median ms of a few single changes, each issued until popctl returns and
+/// undone after: `change(k)` gives the k-th change's popctl arguments and
+/// those of its undo.
+fn timed_changes(
+    o: &Opts,
+    popd: &Popd,
+    change: impl Fn(usize) -> (Vec<String>, Vec<String>),
+) -> Result<f64> {
+    let rounds = if o.quick { 3 } else { 7 };
+    let mut ms = Vec::new();
+    for k in 0..rounds {
+        let (add, undo) = change(k);
+        let add: Vec<&str> = add.iter().map(String::as_str).collect();
+        let undo: Vec<&str> = undo.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        popctl(o, popd, &add)?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        popctl(o, popd, &undo)?;
+    }
+    Ok(median(&ms))
+}
+
 fn route_adds_on_top(o: &Opts, popd: &Popd) -> Result<RouteAdds> {
     let rounds = if o.quick { 3 } else { 7 };
     let slash24: Vec<f64> = (0..rounds)
@@ -349,12 +371,43 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
         apply_file(o, &popd, &config(&[], customers, 0, 1))?;
         cp.metrics_10k_customers_ms = Some(scrape_ms(lab)?);
         cp.customers_loaded = customers as u64;
+        cp.customer_add_10k_ms = Some(timed_changes(o, &popd, |k| {
+            (
+                vec![
+                    "customer".into(),
+                    "add".into(),
+                    format!("bench{k}"),
+                    "--prefix".into(),
+                    format!("172.20.{k}.0/24"),
+                    "--iface".into(),
+                    "eth1".into(),
+                ],
+                vec!["customer".into(), "del".into(), format!("bench{k}")],
+            )
+        })?);
 
         if pop_common::maps::ALL.iter().any(|m| m.starts_with("acl")) {
             let rules = if o.quick { 10_000 } else { 100_000 };
             apply_file(o, &popd, &config(&[], 0, rules, 1))?;
             let took = apply_file(o, &popd, &config(&[], 0, rules, 2))?;
             cp.acl_100k_swap_s = Some(took.as_secs_f64());
+            // Priorities above every rule loaded: the new rule goes last.
+            let first = rules + 10;
+            cp.acl_add_100k_ms = Some(timed_changes(o, &popd, |k| {
+                let priority = (first + k).to_string();
+                (
+                    vec![
+                        "acl".into(),
+                        "add".into(),
+                        priority.clone(),
+                        "--action".into(),
+                        "drop".into(),
+                        "--src".into(),
+                        format!("198.18.{k}.0/24"),
+                    ],
+                    vec!["acl".into(), "del".into(), priority],
+                )
+            })?);
         }
         Ok(())
     })();

@@ -55,6 +55,12 @@ pub struct ControlPlane {
     pub append_fsync_ms: Option<f64>,
     /// Seconds for a 100k-rule ACL swap.
     pub acl_100k_swap_s: Option<f64>,
+    /// ms for `popctl customer add` (one /24) with 10k customers loaded,
+    /// until it returns (median; each a new customer, deleted after).
+    pub customer_add_10k_ms: Option<f64>,
+    /// ms for `popctl acl add` (one rule) with 100k rules loaded, until it
+    /// returns (median; each deleted after).
+    pub acl_add_100k_ms: Option<f64>,
     /// ms from `popctl route add` returning to the first forwarded packet.
     pub route_change_ms: Option<f64>,
     /// ms for one /metrics scrape with 10k customers (median).
@@ -106,6 +112,8 @@ impl Report {
             "control_plane": {
                 "routes_1m_load_s": cp.routes_1m_load_s,
                 "acl_100k_swap_s": cp.acl_100k_swap_s,
+                "customer_add_10k_ms": cp.customer_add_10k_ms,
+                "acl_add_100k_ms": cp.acl_add_100k_ms,
                 "route_change_ms": cp.route_change_ms,
                 "route_add_1m_ms": cp.route_add_1m_ms,
                 "route_add_1m_slash8_ms": cp.route_add_1m_slash8_ms,
@@ -231,7 +239,16 @@ pub fn print_control_plane(cp: &ControlPlane, quick: bool) {
         cp.customers_loaded,
         opt(cp.metrics_10k_customers_ms, "ms")
     );
+    println!(
+        "popctl customer add with {} customers loaded: {}",
+        cp.customers_loaded,
+        opt(cp.customer_add_10k_ms, "ms")
+    );
     println!("ACL swap of 100k rules: {}", opt(cp.acl_100k_swap_s, "s"));
+    println!(
+        "popctl acl add with those rules loaded: {}",
+        opt(cp.acl_add_100k_ms, "ms")
+    );
     println!(
         "BGP table ({} routes) held by pop ÷ by the kernel: {}",
         cp.bgp_routes,
