@@ -1,19 +1,32 @@
 //! A lab with a popd in it, for one end-to-end test: the setup and teardown
 //! every `tests/tests/e2e*.rs` scenario file needs.
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use pop_lab::bgp::Bgp;
 use pop_lab::{topology, Lab, Popd};
 
 /// The lab (namespace names start with its prefix) and a popd on the edge
-/// with the lab's full config and a state dir of its own. Dropped: popd is
-/// killed and the lab torn down, also when the test failed half-way.
+/// with a config of the test's and a state dir of its own. Dropped: the
+/// test's processes are killed, then popd, then bird2, and the lab is torn
+/// down, also when the test failed half-way.
 pub struct LabEnv {
     /// The namespaces.
     pub lab: Lab,
     /// popd on the edge (not started by [`LabEnv::new`]).
     pub popd: Popd,
-    _state: tempfile::TempDir,
+    /// Where popd and popctl are.
+    pub bin_dir: PathBuf,
+    /// Processes a test started in the lab (servers, collectors, captures):
+    /// killed and reaped when dropped, before popd.
+    pub children: Vec<Child>,
+    /// bird2 in the lab, once a test started it: stopped when dropped, after
+    /// popd.
+    pub bgp: Option<Bgp>,
+    /// A scratch dir for the test's files; popd's state dir is `state` in it.
+    dir: tempfile::TempDir,
 }
 
 impl LabEnv {
@@ -21,6 +34,15 @@ impl LabEnv {
     /// hosts' veths), and builds a popd with [`topology::full_config`], not
     /// started. On error the lab is down again.
     pub fn new(prefix: &str, prepare: impl FnOnce(&Lab) -> Result<()>) -> Result<Self> {
+        Self::with_config(prefix, &topology::full_config(), prepare)
+    }
+
+    /// [`LabEnv::new`] with popd's config `config`.
+    pub fn with_config(
+        prefix: &str,
+        config: &str,
+        prepare: impl FnOnce(&Lab) -> Result<()>,
+    ) -> Result<Self> {
         ensure!(
             pop_lab::is_root(),
             "the end-to-end tests need root (network namespaces, BPF): run them as root, \
@@ -31,15 +53,18 @@ impl LabEnv {
         let lab = Lab::new(prefix);
         lab.up().context("lab up")?;
         let made = prepare(&lab).and_then(|()| {
-            let state = tempfile::Builder::new().prefix(prefix).tempdir()?;
-            let popd = Popd::new(&lab, &bin_dir, state.path(), &topology::full_config())?;
-            Ok((state, popd))
+            let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+            let popd = Popd::new(&lab, &bin_dir, &dir.path().join("state"), config)?;
+            Ok((dir, popd))
         });
         match made {
-            Ok((state, popd)) => Ok(Self {
+            Ok((dir, popd)) => Ok(Self {
                 lab,
                 popd,
-                _state: state,
+                bin_dir,
+                children: Vec::new(),
+                bgp: None,
+                dir,
             }),
             Err(e) => {
                 let _ = lab.down();
@@ -55,15 +80,32 @@ impl LabEnv {
         Ok(env)
     }
 
+    /// Starts popd and waits until it resolved its next hops (10 s at most).
+    pub fn start_resolved(&mut self) -> Result<()> {
+        self.popd.start()?;
+        self.popd.wait_resolved(Duration::from_secs(10))
+    }
+
     /// popd's state dir.
     pub fn state_dir(&self) -> &Path {
-        self._state.path()
+        self.popd.state_dir()
+    }
+
+    /// A dir for the test's own files, beside popd's state dir (removed when
+    /// dropped).
+    pub fn scratch_dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 
 impl Drop for LabEnv {
     fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = self.popd.kill();
+        self.bgp = None;
         if let Err(e) = self.lab.down() {
             eprintln!("lab teardown: {e:#}");
         }

@@ -21,7 +21,8 @@ use pop_common::PopRoute;
 use pop_lab::bgp::{self, Bgp, Table, INTERNET4_PREFIX, KERNEL_TABLE};
 use pop_lab::popd::metric_value;
 use pop_lab::topology::{C1, EDGE, INTERNET_V4, INTERNET_V6};
-use pop_lab::{cmd, Lab, PingStats, Popd};
+use pop_lab::{cmd, Lab, PingStats};
+use pop_tests::lab_env::LabEnv;
 
 const PREFIX: &str = "ptbgp-";
 /// First id of the learned half of the `nexthops` array.
@@ -29,22 +30,7 @@ const LEARNED_NH_FIRST: u32 = pop_common::MAX_NEXTHOPS / 2;
 /// How long popd may take to follow a change of the kernel table.
 const SETTLE: Duration = Duration::from_secs(30);
 
-struct Env {
-    lab: Lab,
-    bgp: Option<Bgp>,
-    popd: Popd,
-    _state_dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.popd.kill();
-        self.bgp = None;
-        if let Err(e) = self.lab.down() {
-            eprintln!("e2e_bgp teardown: {e:#}");
-        }
-    }
-}
+type Env = LabEnv;
 
 fn configured_prefixes() -> BTreeSet<String> {
     bgp::configured_routes()
@@ -229,22 +215,8 @@ fn batch(verb: &str, first: u32, n: u32) -> String {
 
 #[test]
 fn bgp_end_to_end() {
-    assert!(
-        pop_lab::is_root(),
-        "the end-to-end tests need root (network namespaces, BPF)"
-    );
-    pop_lab::ensure_bpffs().expect("bpffs");
-    let bin_dir = pop_lab::popd::test_bin_dir().expect("popd and popctl built");
-    let lab = Lab::new(PREFIX);
-    lab.up().expect("lab up");
-    let state_dir = tempfile::Builder::new().prefix("ptbgp-").tempdir().unwrap();
-    let popd = Popd::new(&lab, &bin_dir, state_dir.path(), &bgp::popd_config()).expect("popd");
-    let mut env = Env {
-        lab,
-        bgp: None,
-        popd,
-        _state_dir: state_dir,
-    };
+    let mut env = LabEnv::with_config(PREFIX, &bgp::popd_config(), |_| Ok(()))
+        .unwrap_or_else(|e| panic!("setting up the lab and popd: {e:#}"));
     type Scenario = fn(&mut Env) -> Result<()>;
     let scenarios: [(&str, Scenario); 13] = [
         ("learned routes forward", learned_routes_forward),
@@ -986,18 +958,7 @@ fn overflow_never_blocks_configured(env: &mut Env) -> Result<()> {
 #[ignore]
 fn full_table_memory() {
     let run = || -> Result<()> {
-        pop_lab::ensure_bpffs()?;
-        let bin_dir = pop_lab::popd::test_bin_dir()?;
-        let lab = Lab::new("ptfull-");
-        lab.up()?;
-        let state_dir = tempfile::Builder::new().prefix("ptfull-").tempdir()?;
-        let popd = Popd::new(&lab, &bin_dir, state_dir.path(), &bgp::popd_config())?;
-        let mut env = Env {
-            lab,
-            bgp: None,
-            popd,
-            _state_dir: state_dir,
-        };
+        let mut env = LabEnv::with_config("ptfull-", &bgp::popd_config(), |_| Ok(()))?;
         let started = Instant::now();
         let b = Bgp::start(
             &env.lab,

@@ -4,62 +4,20 @@
 //!
 //! One test runs the scenarios in order on one lab; the lab is removed at the
 //! end, also on failure.
-use std::process::Child;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use pop_lab::popd::{customer_stats, metric_value};
-use pop_lab::{topology, Lab, Popd};
+use pop_lab::{topology, Popd};
+use pop_tests::lab_env::LabEnv;
 
 const PREFIX: &str = "pte2f-";
 
-struct Env {
-    lab: Lab,
-    popd: Popd,
-    servers: Vec<Child>,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for s in &mut self.servers {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-        let _ = self.popd.kill();
-        let _ = self.lab.down();
-    }
-}
+type Env = LabEnv;
 
 fn start() -> Result<Env> {
-    ensure!(
-        pop_lab::is_root(),
-        "the end-to-end tests need root: run them as root, e.g. `cargo xtask test`"
-    );
-    pop_lab::ensure_bpffs()?;
-    let lab = Lab::new(PREFIX);
-    lab.up().context("lab up")?;
-    let state = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
-    let popd = match Popd::new(
-        &lab,
-        &pop_lab::popd::test_bin_dir()?,
-        state.path(),
-        &topology::full_config(),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = lab.down();
-            return Err(e);
-        }
-    };
-    let mut env = Env {
-        lab,
-        popd,
-        servers: Vec::new(),
-        _state: state,
-    };
-    env.popd.start()?;
-    env.popd.wait_resolved(Duration::from_secs(10))?;
+    let mut env = LabEnv::new(PREFIX, |_| Ok(()))?;
+    env.start_resolved()?;
     Ok(env)
 }
 
@@ -135,7 +93,7 @@ fn acl(env: &mut Env) -> Result<()> {
         let s = env
             .lab
             .spawn("c1", &["iperf3", "-s", "-p", port, "-B", topology::C1_V4])?;
-        env.servers.push(s);
+        env.children.push(s);
     }
     std::thread::sleep(Duration::from_millis(500));
     ensure!(tcp_works(env, 22)?, "TCP/22 must work before the rule");
@@ -478,7 +436,7 @@ fn iperf3_to_upstream(env: &mut Env, port: &str, args: &[&str]) -> Result<String
             topology::INTERNET_V4,
         ],
     )?;
-    env.servers.push(server);
+    env.children.push(server);
     std::thread::sleep(Duration::from_millis(500));
     let mut argv = vec!["iperf3", "-c", topology::INTERNET_V4, "-p", port];
     argv.extend_from_slice(args);

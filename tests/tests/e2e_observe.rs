@@ -16,9 +16,10 @@ use std::collections::HashMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use pop_lab::popd::metric_value;
-use pop_lab::{topology, Lab, Popd};
+use pop_lab::topology;
+use pop_tests::lab_env::LabEnv;
 
 const PREFIX: &str = "pte2o-";
 const PORT: u16 = 6343;
@@ -30,23 +31,7 @@ const DROPPED_PINGS: u64 = 1_000;
 /// The destination the ACL drops (routed to the upstream, never reached).
 const DROPPED_DST: &str = "100.64.0.2";
 
-struct Env {
-    lab: Lab,
-    popd: Popd,
-    children: Vec<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = self.popd.kill();
-        let _ = self.lab.down();
-    }
-}
+type Env = LabEnv;
 
 fn config() -> String {
     format!(
@@ -56,39 +41,13 @@ fn config() -> String {
 }
 
 fn start() -> Result<Env> {
-    ensure!(
-        pop_lab::is_root(),
-        "the end-to-end tests need root: run them as root, e.g. `cargo xtask test`"
-    );
-    pop_lab::ensure_bpffs()?;
-    let lab = Lab::new(PREFIX);
-    lab.up().context("lab up")?;
-    let dir = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
-    let popd = match Popd::new(
-        &lab,
-        &pop_lab::popd::test_bin_dir()?,
-        &dir.path().join("state"),
-        &config(),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = lab.down();
-            return Err(e);
-        }
-    };
-    let mut env = Env {
-        lab,
-        popd,
-        children: Vec::new(),
-        dir,
-    };
-    env.popd.start()?;
-    env.popd.wait_resolved(Duration::from_secs(10))?;
+    let mut env = LabEnv::with_config(PREFIX, &config(), |_| Ok(()))?;
+    env.start_resolved()?;
     Ok(env)
 }
 
 fn sfacctd_config(env: &Env) -> String {
-    let d = env.dir.path().display();
+    let d = env.scratch_dir().display();
     format!(
         "daemonize: false\n\
          sfacctd_ip: 127.0.0.1\n\
@@ -145,7 +104,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> Result<bool>)
 }
 
 fn scenario(env: &mut Env) -> Result<()> {
-    let dir = env.dir.path().to_path_buf();
+    let dir = env.scratch_dir().to_path_buf();
     let conf = dir.join("sfacctd.conf");
     std::fs::write(&conf, sfacctd_config(env))?;
     let pcap = dir.join("sflow.pcap");
@@ -439,7 +398,7 @@ fn comments(file: &std::path::Path) -> Result<Vec<String>> {
 }
 
 fn capture_scenario(env: &mut Env) -> Result<()> {
-    let dir = env.dir.path().to_path_buf();
+    let dir = env.scratch_dir().to_path_buf();
     // A customer's traffic: 10 echo requests from acme and their replies.
     let file = dir.join("acme.pcapng");
     let child = capture(

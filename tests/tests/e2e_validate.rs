@@ -19,6 +19,7 @@ use pop_lab::{
     topology::{self, C1, EDGE},
     Lab, Popd,
 };
+use pop_tests::lab_env::LabEnv;
 
 /// Namespace (and veth, bpffs) prefix of these tests.
 const PREFIX: &str = "ptval-";
@@ -30,21 +31,7 @@ const MAX_RATE: &str = "10000000000000";
 /// used to hold.
 const HOST_ADDRESSES: u32 = 5000;
 
-struct Env {
-    lab: Lab,
-    bin_dir: PathBuf,
-    popd: Popd,
-    state_dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.popd.kill();
-        if let Err(e) = self.lab.down() {
-            eprintln!("e2e_validate teardown: {e:#}");
-        }
-    }
-}
+type Env = LabEnv;
 
 /// The lab's full config with acme policed at `rate`.
 fn config_with_rate(rate: &str) -> String {
@@ -152,36 +139,8 @@ fn ping_ok(lab: &Lab, dst: &str) -> Result<()> {
 
 #[test]
 fn refused_changes_leave_everything_as_it_was() {
-    assert!(
-        pop_lab::is_root(),
-        "the end-to-end tests need root (network namespaces, BPF): run them as root, e.g. `cargo xtask test`"
-    );
-    pop_lab::ensure_bpffs().expect("bpffs");
-    let bin_dir = pop_lab::popd::test_bin_dir().expect("popd and popctl built");
-    let lab = Lab::new(PREFIX);
-    lab.up().expect("lab up");
-    let state_dir = tempfile::Builder::new()
-        .prefix("ptval-")
-        .tempdir()
-        .expect("tempdir");
-    let popd = match Popd::new(
-        &lab,
-        &bin_dir,
-        state_dir.path(),
-        &config_with_rate(HUGE_RATE),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = lab.down();
-            panic!("{e:#}");
-        }
-    };
-    let mut env = Env {
-        lab,
-        bin_dir,
-        popd,
-        state_dir,
-    };
+    let mut env = LabEnv::with_config(PREFIX, &config_with_rate(HUGE_RATE), |_| Ok(()))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     type Scenario = fn(&mut Env) -> Result<()>;
     let scenarios: [(&str, Scenario); 8] = [
         (
@@ -230,7 +189,7 @@ fn refused_changes_leave_everything_as_it_was() {
 /// line naming the customer and the limit; the state dir holds what it held,
 /// and no pin or XDP attachment is left.
 fn first_start_refused(env: &mut Env) -> Result<()> {
-    let before = listing(env.state_dir.path())?;
+    let before = listing(env.state_dir())?;
     let out = failed_start(&env.popd)?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("rate_bps")).collect();
@@ -245,7 +204,7 @@ fn first_start_refused(env: &mut Env) -> Result<()> {
         "the error must name the customer, the value and the limit: {}",
         errors[0]
     );
-    let after = listing(env.state_dir.path())?;
+    let after = listing(env.state_dir())?;
     ensure!(
         before == after,
         "the state dir changed: {before:?} → {after:?}"
@@ -261,10 +220,10 @@ fn first_start_refused(env: &mut Env) -> Result<()> {
     ensure!(attached.is_empty(), "XDP left attached on {attached:?}");
 
     // A good config, but a data plane that does not load: the same.
-    let garbage = env.state_dir.path().join("garbage.o");
+    let garbage = env.state_dir().join("garbage.o");
     fs::write(&garbage, b"not an ELF object")?;
     fs::write(env.popd.config_path(), topology::full_config())?;
-    let before = listing(env.state_dir.path())?;
+    let before = listing(env.state_dir())?;
     env.popd.set_env("POP_DATAPLANE_OBJECT", garbage.to_str());
     let out = failed_start(&env.popd);
     env.popd.set_env("POP_DATAPLANE_OBJECT", None);
@@ -275,7 +234,7 @@ fn first_start_refused(env: &mut Env) -> Result<()> {
         .collect();
     ensure!(lines.len() == 1, "one error line, got {lines:?}");
     fs::remove_file(&garbage)?;
-    let after = listing(env.state_dir.path())?;
+    let after = listing(env.state_dir())?;
     ensure!(
         before
             .into_iter()
@@ -302,7 +261,7 @@ fn good_start(env: &mut Env) -> Result<()> {
         pop::config::validate::parse_config(&config_with_rate(HUGE_RATE))?,
         Default::default(),
     )?;
-    let state = env.state_dir.path().join("state.json");
+    let state = env.state_dir().join("state.json");
     fs::write(&state, serde_json::to_vec(&left)?)?;
     fs::write(env.popd.config_path(), topology::full_config())?;
     env.popd.start()?;
@@ -316,7 +275,7 @@ fn good_start(env: &mut Env) -> Result<()> {
     env.popd.wait_resolved(Duration::from_secs(10))?;
     ping_ok(&env.lab, topology::INTERNET_V4)?;
     ensure!(
-        env.state_dir.path().join("state.json").exists(),
+        env.state_dir().join("state.json").exists(),
         "a started popd persists its state"
     );
     Ok(())
@@ -336,14 +295,14 @@ fn duplicate_route_refused(env: &mut Env) -> Result<()> {
         .as_str()
         .context("export without config")?
         .to_string();
-    let same = write_file(env.state_dir.path(), "same.toml", &exported)?;
+    let same = write_file(env.state_dir(), "same.toml", &exported)?;
     let apply = env.popd.popctl_json(&["apply", &same])?;
     ensure!(
         apply["changes"].as_array().is_some_and(|c| c.is_empty()),
         "applying the export changes nothing: {apply}"
     );
     let twice = export_with_route_twice(&env.popd)?;
-    let file = write_file(env.state_dir.path(), "twice.toml", &twice)?;
+    let file = write_file(env.state_dir(), "twice.toml", &twice)?;
     let applied = refused(&env.popd, &["apply", &file])?;
     ensure!(
         applied.contains("route 0.0.0.0/0: prefix listed twice"),
@@ -382,7 +341,7 @@ fn dry_run_refuses_what_apply_refuses(env: &mut Env) -> Result<()> {
             format!("customer acme: rate_bps {HUGE_RATE} exceeds the maximum of {MAX_RATE}"),
         ),
     ] {
-        let file = write_file(env.state_dir.path(), name, &text)?;
+        let file = write_file(env.state_dir(), name, &text)?;
         let dry = refused(&env.popd, &["apply", &file, "--dry-run"])?;
         ensure!(dry.contains(&expected), "{name}: dry run said {dry:?}");
         let applied = refused(&env.popd, &["apply", &file])?;
@@ -482,7 +441,7 @@ fn refused_start_keeps_pinned_data_plane(env: &mut Env) -> Result<()> {
     env.popd.kill()?;
     ping_ok(&env.lab, topology::INTERNET_V4).context("after a crash, XDP still forwards")?;
     let pins_before = pins_under(&env.lab.bpffs_dir()).len();
-    let other_dir = env.state_dir.path().join("other");
+    let other_dir = env.state_dir().join("other");
     let other = Popd::new(
         &env.lab,
         &env.bin_dir,
@@ -595,7 +554,7 @@ fn big_apply_with_one_bad_route(env: &mut Env) -> Result<()> {
             i & 0xff
         );
     }
-    let file = write_file(env.state_dir.path(), "big-bad.toml", &text)?;
+    let file = write_file(env.state_dir(), "big-bad.toml", &text)?;
     let expected =
         "route 20.156.64.0/24: via \"2001:db8::1\": address family differs from the prefix";
     let applied = refused(&env.popd, &["apply", &file])?;
@@ -615,7 +574,7 @@ fn big_apply_with_one_bad_route(env: &mut Env) -> Result<()> {
         );
     }
     let good = text.replace("\"2001:db8::1\"", "\"192.0.2.1\"");
-    let file = write_file(env.state_dir.path(), "big-good.toml", &good)?;
+    let file = write_file(env.state_dir(), "big-good.toml", &good)?;
     let applied = env.popd.popctl_json(&["apply", &file])?;
     ensure!(
         applied["more"].as_u64().unwrap_or(0)
@@ -626,7 +585,7 @@ fn big_apply_with_one_bad_route(env: &mut Env) -> Result<()> {
     );
     ensure!(prefix_of("20.156.64.1")? == "20.156.64.0/24");
     ensure!(prefix_of("20.195.79.1")? == "20.195.79.0/24");
-    let back = write_file(env.state_dir.path(), "back.toml", &exported)?;
+    let back = write_file(env.state_dir(), "back.toml", &exported)?;
     env.popd.popctl_json(&["apply", &back])?;
     ensure!(!prefix_of("20.0.0.1")?.starts_with("20."));
     ping_ok(&env.lab, topology::INTERNET_V4)
