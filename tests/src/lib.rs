@@ -6,8 +6,10 @@
 //!   differential fuzzer that runs random frames through the program and the model.
 //! - [`lab`]: build and tear down the network-namespace PoP (upstream, edge,
 //!   customers) used by the end-to-end tests, `cargo xtask lab` and the demo;
-//!   [`lab_env`]: a lab with a popd in it, torn down when dropped.
+//!   [`lab_env`]: a lab with a popd in it, torn down when dropped;
+//!   [`kernel_routes`]: routes written into the kernel table popd follows.
 pub mod fuzz;
+pub mod kernel_routes;
 pub mod lab;
 pub mod lab_env;
 pub mod model;

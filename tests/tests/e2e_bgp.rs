@@ -8,9 +8,7 @@
 //! compared with the kernel table plus the configured routes, exactly.
 //! Scenarios share one lab and build on each other, in order.
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +19,8 @@ use pop_common::PopRoute;
 use pop_lab::bgp::{self, Bgp, Table, INTERNET4_PREFIX, KERNEL_TABLE};
 use pop_lab::popd::metric_value;
 use pop_lab::topology::{C1, EDGE, INTERNET_V4, INTERNET_V6};
-use pop_lab::{cmd, Lab, PingStats};
+use pop_lab::Lab;
+use pop_tests::kernel_routes::{batch_v4, batch_v6, finish_ping, ip_batch, start_ping};
 use pop_tests::lab_env::LabEnv;
 
 const PREFIX: &str = "ptbgp-";
@@ -29,6 +28,10 @@ const PREFIX: &str = "ptbgp-";
 const LEARNED_NH_FIRST: u32 = pop_common::MAX_NEXTHOPS / 2;
 /// How long popd may take to follow a change of the kernel table.
 const SETTLE: Duration = Duration::from_secs(30);
+/// The traffic across the edge: a ping from c1 every 20 ms, waited for
+/// 120 s at most.
+const PING_INTERVAL_S: f64 = 0.02;
+const PING_TIMEOUT: Duration = Duration::from_secs(120);
 
 type Env = LabEnv;
 
@@ -143,32 +146,6 @@ fn metric(env: &Env, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
     metric_value(&m, name, labels).with_context(|| format!("no {name}{labels:?} in /metrics"))
 }
 
-/// A ping from c1 every 20 ms to `dst`, `count` requests.
-fn start_ping(lab: &Lab, dst: &str, count: u32) -> Result<Child> {
-    let mut ping = lab.command(
-        C1,
-        &[
-            "ping",
-            "-n",
-            "-q",
-            "-i",
-            "0.02",
-            "-c",
-            &count.to_string(),
-            "-W",
-            "1",
-            dst,
-        ],
-    );
-    ping.stdout(Stdio::piped()).stderr(Stdio::piped());
-    ping.spawn().context("cannot start ping")
-}
-
-fn finish_ping(ping: Child) -> Result<PingStats> {
-    let out = cmd::wait_output_timeout(ping, Duration::from_secs(120))?;
-    PingStats::parse(&String::from_utf8_lossy(&out.stdout))
-}
-
 fn ping_ok(env: &Env, dst: &str) -> Result<()> {
     let s = env.lab.ping(C1, dst, 3, 0.2)?;
     ensure!(s.received == 3, "ping {dst} from c1: {s}");
@@ -190,27 +167,6 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
         }
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// `ip -batch` in the edge namespace.
-fn ip_batch(lab: &Lab, lines: &str) -> Result<()> {
-    let file = tempfile::Builder::new().prefix("ptbgp-batch").tempfile()?;
-    std::fs::write(file.path(), lines)?;
-    lab.exec_ok(EDGE, &["ip", "-batch", &file.path().to_string_lossy()])?;
-    Ok(())
-}
-
-/// Route lines for `ip -batch`: `verb` /24s from `first` (an IPv4 u32) on.
-fn batch(verb: &str, first: u32, n: u32) -> String {
-    let mut s = String::new();
-    for i in 0..n {
-        let a = Ipv4Addr::from(first + (i << 8));
-        let _ = writeln!(
-            s,
-            "route {verb} {a}/24 via 192.0.2.1 dev eth0 table {KERNEL_TABLE}"
-        );
-    }
-    s
 }
 
 #[test]
@@ -693,7 +649,7 @@ fn churn_loses_nothing(env: &mut Env) -> Result<()> {
     let bgp = env.bgp.as_ref().context("bird")?;
     let (a4, _) = bgp.announced();
     let churn = bgp.table().churn_v4 as usize;
-    let ping = start_ping(&env.lab, INTERNET_V4, 100_000)?;
+    let ping = start_ping(&env.lab, INTERNET_V4, PING_INTERVAL_S, 100_000)?;
     let result = (|| -> Result<()> {
         for cycle in 0..10 {
             bgp.announce("churn4", false)?;
@@ -710,7 +666,7 @@ fn churn_loses_nothing(env: &mut Env) -> Result<()> {
     // SIGINT makes ping print its summary.
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(ping.id() as i32, libc::SIGINT) };
-    let stats = finish_ping(ping)?;
+    let stats = finish_ping(ping, PING_TIMEOUT)?;
     result?;
     eprintln!("  ping across 10 cycles of {churn} prefixes: {stats}");
     ensure!(stats.transmitted >= 50, "ping sent too little: {stats}");
@@ -719,12 +675,12 @@ fn churn_loses_nothing(env: &mut Env) -> Result<()> {
 }
 
 fn kill_under_traffic(env: &mut Env) -> Result<()> {
-    let ping = start_ping(&env.lab, INTERNET_V4, 150)?;
+    let ping = start_ping(&env.lab, INTERNET_V4, PING_INTERVAL_S, 150)?;
     thread::sleep(Duration::from_millis(500));
     env.popd.kill()?;
     thread::sleep(Duration::from_millis(500));
     env.popd.start()?;
-    let stats = finish_ping(ping)?;
+    let stats = finish_ping(ping, PING_TIMEOUT)?;
     eprintln!("  ping across kill -9 and restart: {stats}");
     ensure!(stats.transmitted >= 140 && stats.lost() == 0, "{stats}");
     wait_exact(env, "after the restart")
@@ -747,7 +703,7 @@ fn upgrade_under_traffic(env: &mut Env) -> Result<()> {
         let before = program_id(env)?;
         env.popd.set_env("POP_DATAPLANE_OBJECT", object.as_deref());
         // The flow runs until the links were swapped to the new program.
-        let ping = start_ping(&env.lab, INTERNET_V4, 100_000)?;
+        let ping = start_ping(&env.lab, INTERNET_V4, PING_INTERVAL_S, 100_000)?;
         let upgrade = (|| -> Result<()> {
             thread::sleep(Duration::from_millis(300));
             env.popd.kill()?;
@@ -763,7 +719,7 @@ fn upgrade_under_traffic(env: &mut Env) -> Result<()> {
         })();
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(ping.id() as i32, libc::SIGINT) };
-        let stats = finish_ping(ping)?;
+        let stats = finish_ping(ping, PING_TIMEOUT)?;
         upgrade?;
         eprintln!("  ping across the data-plane swap: {stats}");
         ensure!(
@@ -786,11 +742,11 @@ fn enobufs_resync(env: &mut Env) -> Result<()> {
     let before = metric(env, "pop_kernel_routes_resyncs_total", &[])?;
     // A flow by a learned route across the burst and the re-sync: the dump
     // replaces the table without taking any entry out of the maps.
-    let ping = start_ping(&env.lab, INTERNET_V4, 100_000)?;
+    let ping = start_ping(&env.lab, INTERNET_V4, PING_INTERVAL_S, 100_000)?;
     let resync = (|| -> Result<()> {
         ip_batch(
             &env.lab,
-            &batch("add", u32::from(Ipv4Addr::new(32, 0, 0, 0)), 20_000),
+            &batch_v4("add", u32::from(Ipv4Addr::new(32, 0, 0, 0)), 20_000),
         )?;
         wait_for("a re-sync", || {
             Ok(metric(env, "pop_kernel_routes_resyncs_total", &[])? > before)
@@ -799,7 +755,7 @@ fn enobufs_resync(env: &mut Env) -> Result<()> {
     })();
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(ping.id() as i32, libc::SIGINT) };
-    let stats = finish_ping(ping)?;
+    let stats = finish_ping(ping, PING_TIMEOUT)?;
     resync?;
     eprintln!("  ping across the burst and the re-sync: {stats}");
     ensure!(
@@ -827,33 +783,23 @@ fn enobufs_resync(env: &mut Env) -> Result<()> {
 fn changes_while_down(env: &mut Env) -> Result<()> {
     env.popd.kill()?;
     env.popd.set_extra_args(&[]);
-    let mut lines = batch("del", u32::from(Ipv4Addr::new(32, 0, 0, 0)), 1000);
-    lines.push_str(&batch("add", u32::from(Ipv4Addr::new(34, 0, 0, 0)), 1000));
+    let mut lines = batch_v4("del", u32::from(Ipv4Addr::new(32, 0, 0, 0)), 1000);
+    lines.push_str(&batch_v4(
+        "add",
+        u32::from(Ipv4Addr::new(34, 0, 0, 0)),
+        1000,
+    ));
     ip_batch(&env.lab, &lines)?;
-    let ping = start_ping(&env.lab, INTERNET_V4, 100)?;
+    let ping = start_ping(&env.lab, INTERNET_V4, PING_INTERVAL_S, 100)?;
     env.popd.start()?;
     wait_exact(env, "after the restart")?;
-    let stats = finish_ping(ping)?;
+    let stats = finish_ping(ping, PING_TIMEOUT)?;
     ensure!(stats.lost() == 0, "ping across the restart: {stats}");
     ensure!(
         !map_routes(&env.lab)?.contains_key("32.0.0.0/24"),
         "a route withdrawn while popd was down is still in the maps"
     );
     Ok(())
-}
-
-/// `count` IPv6 /48s from 2a01:: via the upstream, for `ip -batch`.
-fn batch_v6(verb: &str, count: u32) -> String {
-    let mut s = String::new();
-    for i in 0..count {
-        let _ = writeln!(
-            s,
-            "route {verb} 2a01:{:x}:{:x}::/48 via 2001:db8:ffff::1 dev eth0 table {KERNEL_TABLE}",
-            i >> 16,
-            i & 0xffff
-        );
-    }
-    s
 }
 
 fn wait_within(what: &str, timeout: Duration, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {

@@ -24,21 +24,19 @@
 //!   CPU time per update of popd and of the writer (the kernel) beside it.
 //!   Between steps the window is deleted and popd must return to exactly the
 //!   table it held.
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Map, MapData};
 use pop_common::PopRoute;
-use pop_lab::bgp::KERNEL_TABLE;
 use pop_lab::popd::Popd;
 use pop_lab::topology::{C1, EDGE, INTERNET_V4};
-use pop_lab::{cmd, Lab, PingStats};
+use pop_lab::Lab;
+use pop_tests::kernel_routes::{finish_ping, start_ping, Writer};
 
 /// Messages per `send` at most.
 const BATCH: usize = 256;
@@ -52,9 +50,6 @@ const WINDOW_S: f64 = 2.0;
 const FLOW_INTERVAL_S: f64 = 0.005;
 /// The lag goal.
 const LAG_GOAL: Duration = Duration::from_secs(1);
-
-/// The gateway and device of every churned route (the upstream, on eth0).
-const GATEWAY: [u8; 4] = [192, 0, 2, 1];
 
 /// One step's result.
 #[derive(Clone, Copy, Debug)]
@@ -124,184 +119,6 @@ pub struct Churn {
     pub lag_p99_ms: Option<f64>,
 }
 
-/// A route netlink socket in the edge namespace.
-struct Writer {
-    fd: OwnedFd,
-    /// eth0 of the edge.
-    oif: u32,
-    seq: u32,
-    buf: Vec<u8>,
-    rx: Vec<u8>,
-}
-
-fn nl_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    buf.extend_from_slice(&(4 + value.len() as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(value);
-    // Every value here is 4 bytes: already aligned.
-}
-
-impl Writer {
-    fn open(netns: &Path) -> Result<Writer> {
-        let netns = netns.to_path_buf();
-        let (fd, oif) = thread::spawn(move || -> Result<(OwnedFd, u32)> {
-            let f =
-                std::fs::File::open(&netns).with_context(|| format!("open {}", netns.display()))?;
-            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("setns {}", netns.display()))?;
-            // SAFETY: plain socket(2); the fd is owned at once.
-            let raw = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::NETLINK_ROUTE,
-                )
-            };
-            if raw < 0 {
-                bail!("netlink socket: {}", std::io::Error::last_os_error());
-            }
-            // SAFETY: raw is a fresh, valid fd.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            let size: libc::c_int = 8 << 20;
-            // SAFETY: setsockopt with a c_int value. Best effort: acks of one
-            // batch fit the default buffer too.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as u32,
-                )
-            };
-            // SAFETY: a NUL-terminated literal.
-            let oif = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
-            ensure!(oif != 0, "the edge has no eth0");
-            Ok((fd, oif))
-        })
-        .join()
-        .map_err(|_| anyhow!("writer thread panicked"))??;
-        Ok(Writer {
-            fd,
-            oif,
-            seq: 1,
-            buf: Vec::with_capacity(BATCH * 64),
-            rx: vec![0; 1 << 16],
-        })
-    }
-
-    fn push(&mut self, dst: [u8; 4], add: bool) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; 16]); // nlmsghdr, filled below
-        let (kind, flags) = if add {
-            (
-                libc::RTM_NEWROUTE,
-                libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE,
-            )
-        } else {
-            (libc::RTM_DELROUTE, libc::NLM_F_REQUEST | libc::NLM_F_ACK)
-        };
-        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
-        // type, flags; a delete matches on any protocol and type, like `ip route del`.
-        let (protocol, scope, rtype) = if add {
-            (
-                libc::RTPROT_STATIC,
-                libc::RT_SCOPE_UNIVERSE,
-                libc::RTN_UNICAST,
-            )
-        } else {
-            (0, libc::RT_SCOPE_NOWHERE, 0)
-        };
-        self.buf.extend_from_slice(&[
-            libc::AF_INET as u8,
-            24,
-            0,
-            0,
-            KERNEL_TABLE as u8,
-            protocol,
-            scope,
-            rtype,
-        ]);
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        nl_attr(&mut self.buf, libc::RTA_TABLE, &KERNEL_TABLE.to_ne_bytes());
-        nl_attr(&mut self.buf, libc::RTA_DST, &dst);
-        if add {
-            nl_attr(&mut self.buf, libc::RTA_GATEWAY, &GATEWAY);
-            nl_attr(&mut self.buf, libc::RTA_OIF, &self.oif.to_ne_bytes());
-        }
-        let len = (self.buf.len() - start) as u32;
-        let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
-        let h = &mut self.buf[start..start + 16];
-        h[0..4].copy_from_slice(&len.to_ne_bytes());
-        h[4..6].copy_from_slice(&kind.to_ne_bytes());
-        h[6..8].copy_from_slice(&(flags as u16).to_ne_bytes());
-        h[8..12].copy_from_slice(&seq.to_ne_bytes());
-    }
-
-    /// Sends the queued messages and waits for every ack; fails on the first
-    /// error the kernel returns.
-    fn flush(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let mut want = 0usize;
-        let mut off = 0;
-        while off < self.buf.len() {
-            let len = u32::from_ne_bytes(self.buf[off..off + 4].try_into()?) as usize;
-            off += len;
-            want += 1;
-        }
-        // SAFETY: sending an initialised buffer on an owned fd; the kernel's
-        // address is all zeroes, the default for a connected netlink socket.
-        let n = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                self.buf.as_ptr().cast(),
-                self.buf.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            bail!("netlink send: {}", std::io::Error::last_os_error());
-        }
-        self.buf.clear();
-        let mut acked = 0;
-        while acked < want {
-            // SAFETY: receiving into an owned buffer of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.rx.as_mut_ptr().cast(),
-                    self.rx.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                bail!("netlink recv: {}", std::io::Error::last_os_error());
-            }
-            let data = &self.rx[..n as usize];
-            let mut off = 0;
-            while off + 16 <= data.len() {
-                let len = u32::from_ne_bytes(data[off..off + 4].try_into()?) as usize;
-                let kind = u16::from_ne_bytes(data[off + 4..off + 6].try_into()?);
-                ensure!(len >= 16, "netlink: short message");
-                if kind == libc::NLMSG_ERROR as u16 {
-                    let code = i32::from_ne_bytes(data[off + 16..off + 20].try_into()?);
-                    ensure!(
-                        code == 0,
-                        "the kernel refused a route update: {}",
-                        std::io::Error::from_raw_os_error(-code)
-                    );
-                    acked += 1;
-                }
-                off += (len + 3) & !3;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A sampled update.
 struct Sample {
     key: [u8; 4],
@@ -347,27 +164,6 @@ fn prefix(i: u32) -> [u8; 4] {
     (u32::from(std::net::Ipv4Addr::new(64, 0, 0, 0)) + (i << 8)).to_be_bytes()
 }
 
-fn start_flow(lab: &Lab, seconds: f64) -> Result<std::process::Child> {
-    let count = (seconds / FLOW_INTERVAL_S).ceil() as u32;
-    let mut ping = lab.command(
-        C1,
-        &[
-            "ping",
-            "-n",
-            "-q",
-            "-i",
-            &FLOW_INTERVAL_S.to_string(),
-            "-c",
-            &count.to_string(),
-            "-W",
-            "1",
-            INTERNET_V4,
-        ],
-    );
-    ping.stdout(Stdio::piped()).stderr(Stdio::piped());
-    ping.spawn().context("cannot start ping")
-}
-
 /// One step at `rate` updates per second for `seconds`. `settle`: waits
 /// until popd holds the table it held before the step.
 fn step(
@@ -384,7 +180,8 @@ fn step(
     let (tx, rx) = mpsc::channel();
     let maps_dir = lab.bpffs_dir().join("maps");
     let poller = thread::spawn(move || poll_samples(&maps_dir, rx));
-    let flow = start_flow(lab, seconds + 0.5)?;
+    let count = ((seconds + 0.5) / FLOW_INTERVAL_S).ceil() as u32;
+    let flow = start_ping(lab, INTERNET_V4, FLOW_INTERVAL_S, count)?;
     // The ping's first requests go out before the first update.
     thread::sleep(Duration::from_millis(250));
 
@@ -412,7 +209,7 @@ fn step(
                     batch_samples.push((key, add));
                 }
                 sent += 1;
-                if w.buf.len() >= BATCH * 60 || sent == due {
+                if w.queued() >= BATCH * 60 || sent == due {
                     w.flush()?;
                     let acked = Instant::now();
                     for (key, present) in batch_samples.drain(..) {
@@ -437,13 +234,13 @@ fn step(
         .context("sampling the route map")?;
     // popd's share: its CPU time until every sample showed.
     let popd_cpu = process_cpu(popd_pid)?.saturating_sub(popd_cpu);
-    let ping = cmd::wait_output_timeout(flow, Duration::from_secs(60))?;
+    let stats = finish_ping(flow, Duration::from_secs(60));
     // Remove what is left of the window, then wait until popd is back.
     let cleanup = (|| -> Result<()> {
         while deleted < added {
             w.push(prefix(deleted), false);
             deleted += 1;
-            if w.buf.len() >= BATCH * 60 {
+            if w.queued() >= BATCH * 60 {
                 w.flush()?;
             }
         }
@@ -452,7 +249,7 @@ fn step(
     })();
     result?;
     cleanup?;
-    let stats = PingStats::parse(&String::from_utf8_lossy(&ping.stdout))?;
+    let stats = stats?;
     let mut lags = lags;
     lags.sort();
     let p99 = lags
@@ -494,7 +291,7 @@ pub fn run(lab: &Lab, popd: &Popd, quick: bool, settle: &dyn Fn() -> Result<()>)
         s.received == 3,
         "the stable flow does not pass before the churn: ping {INTERNET_V4} from c1: {s}"
     );
-    let mut w = Writer::open(&lab.netns_path(EDGE))?;
+    let mut w = Writer::open(&lab.netns_path(EDGE), BATCH)?;
     let pid = popd.pid().context("popd's pid")?;
     let (seconds, mut rates): (f64, Vec<f64>) = if quick {
         (2.0, vec![2_000.0, 8_000.0])
