@@ -3,7 +3,8 @@
 //! - [`testrun`]: load pop's XDP object, fill its maps, and run packets through it
 //!   with BPF_PROG_TEST_RUN.
 //! - [`model`]: a reference model of the packet pipeline; [`fuzz`]: the
-//!   differential fuzzer that runs random frames through the program and the model.
+//!   differential fuzzer that runs random frames through the program and the model;
+//!   [`rng`]: the seeded PRNG of the table and address tests.
 //! - [`lab`]: build and tear down the network-namespace PoP (upstream, edge,
 //!   customers) used by the end-to-end tests, `cargo xtask lab` and the demo;
 //!   [`lab_env`]: a lab with a popd in it, torn down when dropped;
@@ -13,4 +14,5 @@ pub mod kernel_routes;
 pub mod lab;
 pub mod lab_env;
 pub mod model;
+pub mod rng;
 pub mod testrun;

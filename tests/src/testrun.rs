@@ -444,9 +444,14 @@ struct PinDir(PathBuf);
 
 impl PinDir {
     fn create() -> Result<Self> {
+        Self::named("pt")
+    }
+
+    /// `BPFFS/<prefix>-<pid>-<n>`.
+    fn named(prefix: &str) -> Result<Self> {
         ensure_bpffs()?;
         let n = NEXT_PIN_DIR.fetch_add(1, Ordering::Relaxed);
-        let path = Path::new(BPFFS).join(format!("pt-{}-{n}", std::process::id()));
+        let path = Path::new(BPFFS).join(format!("{prefix}-{}-{n}", std::process::id()));
         std::fs::create_dir(&path).map_err(|source| TestRunError::Bpffs {
             path: path.clone(),
             source,
@@ -464,6 +469,65 @@ impl Drop for PinDir {
         }
         let _ = std::fs::remove_dir(&self.0);
     }
+}
+
+/// A test object other than pop's (e.g. [`pop_ebpf::fib4_test_object`]) with
+/// its XDP programs loaded (not attached) and its maps pinned in a private
+/// bpffs directory `pt-<name>-<pid>-<n>`, removed on drop. Needs root.
+pub struct TestObject {
+    /// The object.
+    pub ebpf: Ebpf,
+    _pins: PinDir,
+}
+
+impl TestObject {
+    /// Loads `object` and its XDP programs `programs`; panics (it is for tests)
+    /// naming what failed.
+    pub fn load(name: &str, object: &[u8], programs: &[&str]) -> TestObject {
+        require_root();
+        let pins = PinDir::named(&format!("pt-{name}")).expect("a pin dir under bpffs");
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&pins.0)
+            .load(object)
+            .unwrap_or_else(|e| panic!("loading the {name} test object: {e:?}"));
+        for program in programs {
+            let prog: &mut Xdp = ebpf.program_mut(program).unwrap().try_into().unwrap();
+            prog.load()
+                .unwrap_or_else(|e| panic!("loading {program}: {e:?}"));
+        }
+        TestObject { ebpf, _pins: pins }
+    }
+
+    /// The array map `name` of the object, for mapping it.
+    pub fn array(&self, name: &str) -> &aya::maps::MapData {
+        match self.ebpf.map(name) {
+            Some(aya::maps::Map::Array(d)) => d,
+            _ => panic!("map {name}: not an array in the object"),
+        }
+    }
+
+    /// Mean ns of one run of `program` over `runs` runs; the program must
+    /// drop the zeroed 64-byte frame it is given (XDP_DROP).
+    pub fn bench_ns(&self, program: &str, runs: u32) -> f64 {
+        let frame = [0u8; 64];
+        let prog: &Xdp = self.ebpf.program(program).unwrap().try_into().unwrap();
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: runs,
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, 1, "{program}: not XDP_DROP");
+        r.duration.as_nanos() as f64
+    }
+}
+
+/// Milliseconds `f` takes.
+pub fn time_ms(f: impl FnOnce()) -> f64 {
+    let t = std::time::Instant::now();
+    f();
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// pop's program and the reference `XDP_PASS` program, loaded (not attached),

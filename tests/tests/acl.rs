@@ -23,6 +23,7 @@ use pop_common::{
     maps, AclVerdict, DropReason, PopIface, PopNexthop, Role, IFACE_ANTI_SPOOFING, NH_RESOLVED,
     NH_VALID,
 };
+use pop_tests::rng::Rng;
 use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port, Program};
 
 const XDP_DROP: u32 = 1;
@@ -1098,24 +1099,6 @@ fn policer_refusal_by_the_receiver_costs_the_sender_nothing() {
 // ---------------------------------------------------------------------------
 // Random rules: the kernel classifier equals a linear scan.
 // ---------------------------------------------------------------------------
-
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 fn v4_net(addr: u32, len: u8) -> IpNet {
     let addr = if len == 0 {

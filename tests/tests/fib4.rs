@@ -8,15 +8,15 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
-use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 use pop::dataplane::fib4::{Fib4, Fib4Answer, LocalKind, MmapBackend, Prefix4, RouteTarget};
 use pop_common::fib4::{maps as names, PopFib4Result};
+use pop_tests::rng::Rng;
+use pop_tests::testrun::{time_ms, TestObject};
 use serde_json::Value;
 
 /// Counts heap bytes in use, for the writer's memory per route.
@@ -46,20 +46,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The obvious longest-prefix match: one hash map per length.
 struct Reference {
@@ -174,58 +160,20 @@ fn random_address(rng: &mut Rng, t: &Table) -> u32 {
 }
 
 /// The test object loaded, maps pinned in a private bpffs directory.
-struct Loaded {
-    ebpf: Ebpf,
-    pin_dir: PathBuf,
+fn load() -> TestObject {
+    TestObject::load(
+        "fib4",
+        pop_ebpf::fib4_test_object(),
+        &["fib4_get", "fib4_bench", "lpm4_bench", "base_bench"],
+    )
 }
 
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.pin_dir) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.pin_dir);
-    }
-}
-
-fn load() -> Loaded {
-    pop_tests::testrun::require_root();
-    pop_tests::testrun::ensure_bpffs().unwrap();
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let pin_dir = PathBuf::from(format!(
-        "/sys/fs/bpf/pt-fib4-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&pin_dir).unwrap();
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(&pin_dir)
-        .load(pop_ebpf::fib4_test_object())
-        .expect("loading the fib4 test object");
-    for name in ["fib4_get", "fib4_bench", "lpm4_bench", "base_bench"] {
-        let prog: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
-        prog.load()
-            .unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
-    }
-    Loaded { ebpf, pin_dir }
-}
-
-fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> &'a MapData {
-    match ebpf.map(name) {
-        Some(Map::Array(d)) => d,
-        _ => panic!("map {name}: not an array in the object"),
-    }
-}
-
-fn fib(loaded: &Loaded) -> Fib4<MmapBackend> {
-    let e = &loaded.ebpf;
+fn fib(loaded: &TestObject) -> Fib4<MmapBackend> {
     Fib4::new(
         MmapBackend::new(
-            map_data(e, names::FIB4_TBL24),
-            map_data(e, names::FIB4_TBL8),
-            map_data(e, names::FIB4_RESULTS),
+            loaded.array(names::FIB4_TBL24),
+            loaded.array(names::FIB4_TBL8),
+            loaded.array(names::FIB4_RESULTS),
         )
         .expect("mapping the fib4 maps"),
     )
@@ -427,27 +375,6 @@ fn parse_c_int(text: &str) -> Option<i64> {
     t.trim_end_matches('U').parse().ok()
 }
 
-fn time_ms(f: impl FnOnce()) -> f64 {
-    let start = Instant::now();
-    f();
-    start.elapsed().as_secs_f64() * 1e3
-}
-
-/// Mean ns of one run of `program` over `runs` runs.
-fn bench_ns(ebpf: &Ebpf, program: &str, runs: u32) -> f64 {
-    let frame = [0u8; 64];
-    let prog: &Xdp = ebpf.program(program).unwrap().try_into().unwrap();
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            repeat: runs,
-            ..TestRunOptions::default()
-        })
-        .unwrap();
-    assert_eq!(r.return_value, 1, "{program}: not XDP_DROP");
-    r.duration.as_nanos() as f64
-}
-
 /// Lookup cost at 1M routes, FIB against the kernel LPM trie, over 64k
 /// random destinations drawn from the table; load and change times; the
 /// writer's heap per route. Prints the figures docs/fib.md quotes.
@@ -563,7 +490,7 @@ fn measure_1m_routes() {
     let mut best = [f64::MAX; 5];
     for _ in 0..9 {
         for (i, (l, program)) in cases.iter().enumerate() {
-            best[i] = best[i].min(bench_ns(&l.ebpf, program, 1 << 20));
+            best[i] = best[i].min(l.bench_ns(program, 1 << 20));
         }
     }
     let [base, fib_ns, lpm_ns, fib_1_ns, lpm_1_ns] = best;

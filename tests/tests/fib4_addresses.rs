@@ -20,6 +20,7 @@ use pop::daemon::compile::{self, Tables};
 use pop::dataplane::addr4::{LOCAL_BROADCAST, LOCAL_HOST};
 use pop::dataplane::Maps;
 use pop_common::{Direction, PassReason, PopConfig, PopNexthop, Role, NH_RESOLVED, NH_VALID};
+use pop_tests::rng::Rng;
 use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness};
 
 const XDP_PASS: u32 = 2;
@@ -30,21 +31,9 @@ const CUSTOMERS: u32 = 6;
 const REGION: u32 = 0x0a00_0000;
 const REGION_BITS: u32 = 20;
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn addr_in_region(&mut self) -> u32 {
-        REGION | (self.next() as u32 & ((1 << REGION_BITS) - 1))
-    }
+/// An address in [`REGION`].
+fn addr_in_region(rng: &mut Rng) -> u32 {
+    REGION | (rng.next() as u32 & ((1 << REGION_BITS) - 1))
 }
 
 fn mask(len: u8) -> u32 {
@@ -67,13 +56,13 @@ fn random_tables(rng: &mut Rng) -> Tables {
     }
     for _ in 0..60 {
         let len = 12 + rng.below(21) as u8;
-        let bits = rng.addr_in_region() & mask(len);
+        let bits = addr_in_region(rng) & mask(len);
         let net = Ipv4Net::new(Ipv4Addr::from(bits), len).unwrap();
         t.cust_v4
             .insert(net, 1 + rng.below(u64::from(CUSTOMERS)) as u32);
     }
     for _ in 0..24 {
-        let a = Ipv4Addr::from(rng.addr_in_region());
+        let a = Ipv4Addr::from(addr_in_region(rng));
         let kind = if rng.below(4) == 0 {
             LOCAL_BROADCAST
         } else {
@@ -101,7 +90,7 @@ fn is_local(t: &Tables, addr: u32) -> bool {
 /// An address the tables say something about, most of the time.
 fn probe(rng: &mut Rng, t: &Tables) -> u32 {
     match rng.below(4) {
-        0 => rng.addr_in_region(),
+        0 => addr_in_region(rng),
         1 => {
             let locals: Vec<&u32> = t.local_v4.keys().collect();
             let key = *locals[rng.below(locals.len() as u64) as usize];

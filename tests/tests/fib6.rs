@@ -9,32 +9,14 @@
 //! trie at 200k routes.
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
-use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 use pop::dataplane::fib6::{Fib6, Fib6Error, MmapBackend, Prefix6};
 use pop_common::fib6::{maps as names, FIB6_MAX_NODES};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bits(&mut self) -> u128 {
-        (u128::from(self.next()) << 64) | u128::from(self.next())
-    }
-}
+use pop_tests::rng::Rng;
+use pop_tests::testrun::{time_ms, TestObject};
 
 /// The obvious longest-prefix match: one hash map per length.
 struct Reference(Vec<HashMap<u128, u32>>);
@@ -126,57 +108,19 @@ fn random_address(rng: &mut Rng, t: &Table) -> u128 {
 }
 
 /// The test object loaded, maps pinned in a private bpffs directory.
-struct Loaded {
-    ebpf: Ebpf,
-    pin_dir: PathBuf,
+fn load() -> TestObject {
+    TestObject::load(
+        "fib6",
+        pop_ebpf::fib6_test_object(),
+        &["fib6_get", "fib6_bench", "lpm6_bench", "base6_bench"],
+    )
 }
 
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.pin_dir) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.pin_dir);
-    }
-}
-
-fn load() -> Loaded {
-    pop_tests::testrun::require_root();
-    pop_tests::testrun::ensure_bpffs().unwrap();
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let pin_dir = PathBuf::from(format!(
-        "/sys/fs/bpf/pt-fib6-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&pin_dir).unwrap();
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(&pin_dir)
-        .load(pop_ebpf::fib6_test_object())
-        .expect("loading the fib6 test object");
-    for name in ["fib6_get", "fib6_bench", "lpm6_bench", "base6_bench"] {
-        let prog: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
-        prog.load()
-            .unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
-    }
-    Loaded { ebpf, pin_dir }
-}
-
-fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> &'a MapData {
-    match ebpf.map(name) {
-        Some(Map::Array(d)) => d,
-        _ => panic!("map {name}: not an array in the object"),
-    }
-}
-
-fn fib(loaded: &Loaded) -> Fib6<MmapBackend> {
-    let e = &loaded.ebpf;
+fn fib(loaded: &TestObject) -> Fib6<MmapBackend> {
     Fib6::new(
         MmapBackend::new(
-            map_data(e, names::FIB6_ROOT),
-            map_data(e, names::FIB6_NODES),
+            loaded.array(names::FIB6_ROOT),
+            loaded.array(names::FIB6_NODES),
         )
         .expect("mapping the fib6 maps"),
     )
@@ -298,27 +242,6 @@ fn a_full_node_map_refuses_the_route_and_changes_nothing() {
     assert_eq!(kernel_lookup(&loaded.ebpf, 0x3000 << 112), 4);
 }
 
-fn time_ms(f: impl FnOnce()) -> f64 {
-    let start = Instant::now();
-    f();
-    start.elapsed().as_secs_f64() * 1e3
-}
-
-/// Mean ns of one run of `program` over `runs` runs.
-fn bench_ns(ebpf: &Ebpf, program: &str, runs: u32) -> f64 {
-    let frame = [0u8; 64];
-    let prog: &Xdp = ebpf.program(program).unwrap().try_into().unwrap();
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            repeat: runs,
-            ..TestRunOptions::default()
-        })
-        .unwrap();
-    assert_eq!(r.return_value, 1, "{program}: not XDP_DROP");
-    r.duration.as_nanos() as f64
-}
-
 /// Lookup cost at 200k routes, fib6 against the kernel LPM trie, over 64k
 /// random destinations drawn from the table; load and change times and the
 /// node count. Prints the figures docs/fib.md quotes.
@@ -429,7 +352,7 @@ fn measure_200k_routes() {
     let mut best = [f64::MAX; 6];
     for _ in 0..9 {
         for (i, (l, program)) in cases.iter().enumerate() {
-            best[i] = best[i].min(bench_ns(&l.ebpf, program, 1 << 20));
+            best[i] = best[i].min(l.bench_ns(program, 1 << 20));
         }
     }
     let [base, fib_ns, lpm_ns, fib_1_ns, lpm_1_ns, sorted_ns] = best;

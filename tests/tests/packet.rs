@@ -20,6 +20,7 @@ use pop_common::{
     Action, Direction, DropReason, IcmpType, PassReason, PopNexthop, Role, CFG_NO_ROUTE_DROP,
     NH_RESOLVED, NH_VALID, ROUTE_BLACKHOLE,
 };
+use pop_tests::rng::Rng;
 use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port, Program};
 
 /// XDP return codes (`enum xdp_action`).
@@ -1462,18 +1463,6 @@ fn netns_is_private() {
     assert!(root_before.status.success());
 }
 
-/// A small deterministic PRNG (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u16(&mut self) -> u16 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
-    }
-}
-
 /// Next hops 11..=14 on the customer port, each with its own MAC, behind
 /// 10.0.0.0/8 and 2001:db8:e::/48. Returns the MACs in next-hop order.
 fn load_ecmp_routes(h: &mut Harness, lab: &Lab) -> Vec<[u8; 6]> {
@@ -1528,7 +1517,9 @@ fn ecmp_spreads_flows_and_keeps_them_sticky() {
             let mut per_nh = [0usize; 4];
             let flows = 2000;
             for _ in 0..flows {
-                let frame = base.clone().ports(rng.next_u16(), rng.next_u16());
+                let frame = base
+                    .clone()
+                    .ports((rng.next() >> 48) as u16, (rng.next() >> 48) as u16);
                 let first = ecmp_pick(&h, &lab.upstream, &macs, &frame);
                 for _ in 0..3 {
                     assert_eq!(
@@ -1566,15 +1557,15 @@ fn ecmp_keeps_fragments_together() {
             let mut rng = Rng(0x2545_f491_4f6c_dd1d);
             let mut used = [false; 4];
             for _ in 0..200 {
-                let id = rng.next_u16();
+                let id = (rng.next() >> 48) as u16;
                 let first = base
                     .clone()
-                    .ports(rng.next_u16(), rng.next_u16())
+                    .ports((rng.next() >> 48) as u16, (rng.next() >> 48) as u16)
                     .fragment(true, 0, id);
                 // The bytes where ports would be are payload in a later fragment.
                 let later = base
                     .clone()
-                    .ports(rng.next_u16(), rng.next_u16())
+                    .ports((rng.next() >> 48) as u16, (rng.next() >> 48) as u16)
                     .fragment(false, 185, id);
                 let nh = ecmp_pick(&h, &lab.upstream, &macs, &first);
                 assert_eq!(

@@ -7,26 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{anyhow, Result};
 use aya::maps::{Map, MapData};
 use pop_common::{PopNexthop, PopRoute, Role, NH_RESOLVED, NH_VALID};
+use pop_tests::rng::Rng;
 use pop_tests::testrun::{in_netns, veth_pair, Harness};
 
 use crate::cycle::{Cycler, Target, HEADER_LEN, MAX_FRAMES};
 use crate::report::{median, TestRunRow};
-
-/// A small deterministic PRNG (xorshift64*), so runs fill the same tables.
-pub struct Rng(u64);
-impl Rng {
-    /// Seeded generator.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-    /// Next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 /// Realistic IPv4 prefix lengths: mostly /24, some shorter, few longer.
 fn v4_len(r: &mut Rng) -> u32 {
@@ -376,7 +361,7 @@ fn acl_rules_mixed(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl
         Some(net.trunc().into())
     };
     let mut rules = Vec::with_capacity(n as usize);
-    let mut shapes = Rng::new(0x5a9e5 ^ n);
+    let mut shapes = Rng((0x5a9e5 ^ n) | 1);
     for priority in 1..n {
         let mut r = ValidAcl {
             priority: priority as u32,
@@ -569,7 +554,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         let m = bench.measure(&[arp(src_mac)], XDP_PASS)?;
         rows.push(row("non_ip_pass", 1, 0, 1, &m));
     }
-    let mut rng = Rng::new(0x5eed);
+    let mut rng = Rng(0x5eed | 1);
     // Routes per family; each size adds to the table of the one before.
     let v4_sizes: &[u64] = if quick {
         &[1, 10_000]
