@@ -8,7 +8,8 @@
 //! - [`lab`]: build and tear down the network-namespace PoP (upstream, edge,
 //!   customers) used by the end-to-end tests, `cargo xtask lab` and the demo;
 //!   [`lab_env`]: a lab with a popd in it, torn down when dropped;
-//!   [`kernel_routes`]: routes written into the kernel table popd follows.
+//!   [`kernel_routes`]: routes written into the kernel table popd follows;
+//!   [`wait`]: polling until a condition holds.
 pub mod fuzz;
 pub mod kernel_routes;
 pub mod lab;
@@ -16,3 +17,4 @@ pub mod lab_env;
 pub mod model;
 pub mod rng;
 pub mod testrun;
+pub mod wait;

@@ -506,6 +506,20 @@ impl TestObject {
         }
     }
 
+    /// Runs `program` once on `frame`, the frame it leaves in `out`; its XDP
+    /// action.
+    pub fn run_once(&self, program: &str, frame: &[u8], out: &mut [u8]) -> u32 {
+        let prog: &Xdp = self.ebpf.program(program).unwrap().try_into().unwrap();
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(out),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })
+        .unwrap()
+        .return_value
+    }
+
     /// Mean ns of one run of `program` over `runs` runs; the program must
     /// drop the zeroed 64-byte frame it is given (XDP_DROP).
     pub fn bench_ns(&self, program: &str, runs: u32) -> f64 {

@@ -22,6 +22,7 @@ use pop_lab::topology::{C1, EDGE, INTERNET_V4, INTERNET_V6};
 use pop_lab::Lab;
 use pop_tests::kernel_routes::{batch_v4, batch_v6, finish_ping, ip_batch, start_ping};
 use pop_tests::lab_env::LabEnv;
+use pop_tests::wait;
 
 const PREFIX: &str = "ptbgp-";
 /// First id of the learned half of the `nexthops` array.
@@ -156,17 +157,8 @@ fn route_get(env: &Env, addr: &str) -> Result<serde_json::Value> {
     env.popd.popctl_json(&["route", "get", addr])
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        if ok()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out waiting for {what}");
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, ok: impl FnMut() -> Result<bool>) -> Result<()> {
+    wait::until(what, SETTLE, Duration::from_millis(100), ok)
 }
 
 #[test]
@@ -802,17 +794,8 @@ fn changes_while_down(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
-fn wait_within(what: &str, timeout: Duration, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if ok()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
+fn wait_within(what: &str, timeout: Duration, ok: impl FnMut() -> Result<bool>) -> Result<()> {
+    wait::until(what, timeout, Duration::from_millis(250), ok)
 }
 
 /// 100 more learned IPv6 routes than `routes_v6` holds: they are counted and

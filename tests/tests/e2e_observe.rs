@@ -14,15 +14,18 @@
 //! Needs root.
 use std::collections::HashMap;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
 use pop_lab::popd::metric_value;
 use pop_lab::topology;
 use pop_tests::lab_env::LabEnv;
+use pop_tests::wait;
 
 const PREFIX: &str = "pte2o-";
 const PORT: u16 = 6343;
+/// How often a wait looks again.
+const POLL: Duration = Duration::from_millis(200);
 const SAMPLING_RATE: u64 = 10;
 /// Echo requests c1 sends through pop: 2000 samples expected.
 const PINGS: u64 = 20_000;
@@ -90,19 +93,6 @@ fn flows(csv: &str) -> HashMap<(String, String), u64> {
     out
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if ok()? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn scenario(env: &mut Env) -> Result<()> {
     let dir = env.scratch_dir().to_path_buf();
     let conf = dir.join("sfacctd.conf");
@@ -129,9 +119,10 @@ fn scenario(env: &mut Env) -> Result<()> {
     );
     // Counter samples every second: the collector is up once one arrived.
     let counters = dir.join("counters.json");
-    wait_for(
+    wait::until(
         "sfacctd logging counter samples",
         Duration::from_secs(20),
+        POLL,
         || Ok(std::fs::metadata(&counters).is_ok_and(|m| m.len() > 0)),
     )?;
 
@@ -188,9 +179,10 @@ fn scenario(env: &mut Env) -> Result<()> {
         topology::INTERNET_V4.to_string(),
     );
     let mut estimate = 0;
-    let _ = wait_for(
+    let _ = wait::until(
         "sfacctd's estimate settling",
         Duration::from_secs(6),
+        POLL,
         || {
             let now = flows(&std::fs::read_to_string(&csv).unwrap_or_default())
                 .get(&key)
@@ -352,9 +344,12 @@ fn capture(env: &Env, args: &[&str], stdout: Option<std::fs::File>) -> Result<Ch
 
 /// Waits until popctl wrote the pcapng header (the capture is armed).
 fn wait_armed(file: &std::path::Path) -> Result<()> {
-    wait_for("the capture being armed", Duration::from_secs(10), || {
-        Ok(std::fs::metadata(file).is_ok_and(|m| m.len() > 0))
-    })
+    wait::until(
+        "the capture being armed",
+        Duration::from_secs(10),
+        POLL,
+        || Ok(std::fs::metadata(file).is_ok_and(|m| m.len() > 0)),
+    )
 }
 
 /// Waits for popctl to exit 0 (it stops after --count packets).
@@ -532,9 +527,10 @@ fn capture_scenario(env: &mut Env) -> Result<()> {
     child.kill()?;
     child.wait()?;
     let file = dir.join("after.pcapng");
-    wait_for(
+    wait::until(
         "the killed capture being disarmed",
         Duration::from_secs(5),
+        POLL,
         || {
             let child = capture(env, &["--count", "1", "-w", &file.to_string_lossy()], None)?;
             std::thread::sleep(Duration::from_millis(300));

@@ -11,8 +11,6 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aya::maps::{lpm_trie::Key, Array, LpmTrie};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-use aya::Ebpf;
 use pop::dataplane::fib4::{Fib4, Fib4Answer, LocalKind, MmapBackend, Prefix4, RouteTarget};
 use pop_common::fib4::{maps as names, PopFib4Result};
 use pop_tests::rng::Rng;
@@ -180,23 +178,15 @@ fn fib(loaded: &TestObject) -> Fib4<MmapBackend> {
 }
 
 /// What the kernel program answers for `addr`.
-fn kernel_lookup(ebpf: &Ebpf, addr: u32) -> PopFib4Result {
+fn kernel_lookup(loaded: &TestObject, addr: u32) -> PopFib4Result {
     let mut frame = [0u8; 14 + 20 + 16];
     frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     frame[14] = 0x45;
     frame[30..34].copy_from_slice(&addr.to_be_bytes());
     let mut out = [0u8; 64];
-    let prog: &Xdp = ebpf.program("fib4_get").unwrap().try_into().unwrap();
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..TestRunOptions::default()
-        })
-        .unwrap();
+    let action = loaded.run_once("fib4_get", &frame, &mut out);
     assert_eq!(
-        r.return_value,
+        action,
         3,
         "fib4_get found no record for {}",
         Ipv4Addr::from(addr)
@@ -210,11 +200,11 @@ fn kernel_lookup(ebpf: &Ebpf, addr: u32) -> PopFib4Result {
     }
 }
 
-fn check_kernel_agrees(ebpf: &Ebpf, t: &Table, rng: &mut Rng, count: usize) {
+fn check_kernel_agrees(loaded: &TestObject, t: &Table, rng: &mut Rng, count: usize) {
     for _ in 0..count {
         let addr = random_address(rng, t);
         assert_eq!(
-            kernel_lookup(ebpf, addr),
+            kernel_lookup(loaded, addr),
             t.reference.answer(addr).to_record(),
             "{}",
             Ipv4Addr::from(addr)
@@ -235,7 +225,7 @@ fn kernel_lookups_agree_with_the_reference() {
     fib.replace_all(t.routes.clone(), t.customers.clone(), t.locals.clone())
         .unwrap();
     let mut rng = Rng(99);
-    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 5_000);
+    check_kernel_agrees(&loaded, &t, &mut rng, 5_000);
     // A restarted writer adopts the filled maps and resyncs to the same state.
     let mut fib = Fib4::adopt(fib.into_backend());
     fib.replace_all(t.routes.clone(), t.customers.clone(), t.locals.clone())
@@ -245,7 +235,7 @@ fn kernel_lookups_agree_with_the_reference() {
     for (a, _) in t.locals.clone() {
         for addr in [u32::from(a) - 1, u32::from(a), u32::from(a) + 1] {
             assert_eq!(
-                kernel_lookup(&loaded.ebpf, addr),
+                kernel_lookup(&loaded, addr),
                 t.reference.answer(addr).to_record()
             );
         }
@@ -270,7 +260,7 @@ fn kernel_lookups_agree_with_the_reference() {
     )
     .unwrap();
     t.reference.routes[0].insert(0, RouteTarget::Group(77));
-    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 5_000);
+    check_kernel_agrees(&loaded, &t, &mut rng, 5_000);
     fib.audit().unwrap();
 }
 
@@ -404,7 +394,7 @@ fn measure_1m_routes() {
         heap as f64 / stats.routes as f64
     );
     let mut rng = Rng(17);
-    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 20_000);
+    check_kernel_agrees(&loaded, &t, &mut rng, 20_000);
     let mut adopted = None;
     let ms = time_ms(|| adopted = Some(Fib4::adopt(fib.into_backend())));
     let mut fib = adopted.unwrap();

@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
 use aya::maps::{lpm_trie::Key, Array, LpmTrie};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-use aya::Ebpf;
 use pop::dataplane::fib6::{Fib6, Fib6Error, MmapBackend, Prefix6};
 use pop_common::fib6::{maps as names, FIB6_MAX_NODES};
 use pop_tests::rng::Rng;
@@ -127,30 +125,22 @@ fn fib(loaded: &TestObject) -> Fib6<MmapBackend> {
 }
 
 /// What the kernel program answers for `addr`: the route record id.
-fn kernel_lookup(ebpf: &Ebpf, addr: u128) -> u32 {
+fn kernel_lookup(loaded: &TestObject, addr: u128) -> u32 {
     let mut frame = [0u8; 14 + 40 + 4];
     frame[12..14].copy_from_slice(&0x86DDu16.to_be_bytes());
     frame[14] = 0x60;
     frame[38..54].copy_from_slice(&addr.to_be_bytes());
     let mut out = [0u8; 64];
-    let prog: &Xdp = ebpf.program("fib6_get").unwrap().try_into().unwrap();
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..TestRunOptions::default()
-        })
-        .unwrap();
-    assert_eq!(r.return_value, 3, "fib6_get: not XDP_TX");
+    let action = loaded.run_once("fib6_get", &frame, &mut out);
+    assert_eq!(action, 3, "fib6_get: not XDP_TX");
     u32::from_ne_bytes(out[54..58].try_into().unwrap())
 }
 
-fn check_kernel_agrees(ebpf: &Ebpf, t: &Table, rng: &mut Rng, count: usize) {
+fn check_kernel_agrees(loaded: &TestObject, t: &Table, rng: &mut Rng, count: usize) {
     for _ in 0..count {
         let addr = random_address(rng, t);
         assert_eq!(
-            kernel_lookup(ebpf, addr),
+            kernel_lookup(loaded, addr),
             t.reference.answer(addr),
             "{}",
             Ipv6Addr::from(addr)
@@ -170,7 +160,7 @@ fn kernel_agrees(n: usize) {
     let mut fib = fib(&loaded);
     load_table(&mut fib, &t);
     let mut rng = Rng(99);
-    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 20_000);
+    check_kernel_agrees(&loaded, &t, &mut rng, 20_000);
     // A restarted writer adopts the filled maps with the same routes.
     let routes: Vec<_> = fib.routes().collect();
     let mut fib = Fib6::adopt(fib.into_backend(), routes).unwrap();
@@ -190,7 +180,7 @@ fn kernel_agrees(n: usize) {
     }
     fib.set_route(prefix(0, 0), 77).unwrap();
     t.reference.0[0].insert(0, 77);
-    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 20_000);
+    check_kernel_agrees(&loaded, &t, &mut rng, 20_000);
 }
 
 #[test]
@@ -234,12 +224,12 @@ fn a_full_node_map_refuses_the_route_and_changes_nothing() {
         }
     );
     assert!(err.to_string().ends_with("(map fib6_nodes)"), "{err}");
-    assert_eq!(kernel_lookup(&loaded.ebpf, last.bits()), 1);
-    assert_eq!(kernel_lookup(&loaded.ebpf, host(5)), 2);
+    assert_eq!(kernel_lookup(&loaded, last.bits()), 1);
+    assert_eq!(kernel_lookup(&loaded, host(5)), 2);
     assert_eq!(fib.stats().nodes_used, fit * 27);
     // A route that needs no node still fits.
     fib.set_route(prefix(0x3000 << 112, 4), 4).unwrap();
-    assert_eq!(kernel_lookup(&loaded.ebpf, 0x3000 << 112), 4);
+    assert_eq!(kernel_lookup(&loaded, 0x3000 << 112), 4);
 }
 
 /// Lookup cost at 200k routes, fib6 against the kernel LPM trie, over 64k
@@ -284,7 +274,7 @@ fn measure_200k_routes() {
         s.node_limit as f64 * 64.0 / 1048576.0
     );
     let mut rng = Rng(17);
-    check_kernel_agrees(&loaded.ebpf, &t, &mut rng, 20_000);
+    check_kernel_agrees(&loaded, &t, &mut rng, 20_000);
     println!("20000 random lookups in the kernel agree with the reference LPM");
     let routes: Vec<_> = fib.routes().collect();
     let mut adopted = None;
