@@ -400,6 +400,31 @@ impl XdpMd {
     }
 }
 
+/// An Ethernet frame carrying a UDP datagram from port 1234 to port 9 with
+/// `payload` zero bytes, from `src` to `dst` (both IPv4 or both IPv6) with
+/// TTL / hop limit `ttl`.
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    ttl: u8,
+    payload: usize,
+) -> Vec<u8> {
+    use std::net::IpAddr;
+    let eth = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac);
+    let b = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), ttl),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), ttl),
+        _ => panic!("udp_frame: {src} and {dst} are of different families"),
+    }
+    .udp(1234, 9);
+    let payload = vec![0u8; payload];
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, &payload).expect("writing to a Vec");
+    out
+}
+
 /// Parses `"a.b.c.d/len"`.
 pub fn parse_prefix_v4(prefix: &str) -> Result<(Ipv4Addr, u32)> {
     let (addr, len) = split_prefix(prefix, 32)?;

@@ -17,7 +17,7 @@ use pop::dataplane::Maps;
 use pop_common::{
     maps, Direction, PopConfig, PopCustomerRef, PopNexthop, Role, NH_RESOLVED, NH_VALID,
 };
-use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port};
+use pop_tests::testrun::{self, in_netns, require_root, veth_pair, Harness, Port};
 
 const XDP_REDIRECT: u32 = 4;
 
@@ -54,17 +54,26 @@ fn set_cust_copy(h: &mut Harness, copy: u32) {
     config.set(0, c, 0).unwrap();
 }
 
+/// A UDP frame from `src` to `dst` arriving on `a`.
 fn udp_frame(a: &Port, src: std::net::IpAddr, dst: std::net::IpAddr) -> Vec<u8> {
-    let eth = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], a.mac);
-    let builder = match (src, dst) {
-        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
-        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
-        _ => panic!("mixed families"),
+    testrun::udp_frame([2, 0, 0, 0, 0, 2], a.mac, src, dst, 64, 18)
+}
+
+/// Runs `frame` 5 times with each `cust_copy` (0, 1, 0): every run is
+/// redirected and counted for customer 1 (from `fib`), none for customer 2
+/// (in the LPM copy `copy_map`).
+fn only_the_fib_counts(h: &mut Harness, a: &Port, frame: &[u8], fib: &str, copy_map: &str) {
+    let out = |h: &Harness, id| h.cust_stats(id, Direction::Out).unwrap().packets;
+    for copy in [0, 1, 0] {
+        set_cust_copy(h, copy);
+        let (one, two) = (out(h, 1), out(h, 2));
+        for _ in 0..5 {
+            let (action, _) = h.run(frame, a.ifindex).unwrap();
+            assert_eq!(action, XDP_REDIRECT);
+        }
+        assert_eq!(out(h, 1) - one, 5, "cust_copy {copy}: customer 1 ({fib})");
+        assert_eq!(out(h, 2), two, "cust_copy {copy}: customer 2 ({copy_map})");
     }
-    .udp(1234, 9);
-    let mut frame = Vec::new();
-    builder.write(&mut frame, &[0u8; 18]).unwrap();
-    frame
 }
 
 /// IPv6 customers come from fib6 whatever `cust_copy` says: the LPM copies
@@ -92,17 +101,7 @@ fn ipv6_customers_come_from_fib6_in_either_copy() {
             "2001:db8:a::10".parse::<Ipv6Addr>().unwrap().into(),
             "2001:db8:ffff:1::1".parse::<Ipv6Addr>().unwrap().into(),
         );
-        let out = |h: &Harness, id| h.cust_stats(id, Direction::Out).unwrap().packets;
-        for copy in [0, 1, 0] {
-            set_cust_copy(&mut h, copy);
-            let (one, two) = (out(&h, 1), out(&h, 2));
-            for _ in 0..5 {
-                let (action, _) = h.run(&frame, a.ifindex).unwrap();
-                assert_eq!(action, XDP_REDIRECT);
-            }
-            assert_eq!(out(&h, 1) - one, 5, "cust_copy {copy}: customer 1 (fib6)");
-            assert_eq!(out(&h, 2), two, "cust_copy {copy}: customer 2 (cust_v6_1)");
-        }
+        only_the_fib_counts(&mut h, &a, &frame, "fib6", "cust_v6_1");
     });
 }
 
@@ -130,17 +129,7 @@ fn ipv4_customers_come_from_fib4_in_either_copy() {
             Ipv4Addr::new(198, 51, 100, 10).into(),
             Ipv4Addr::new(100, 64, 0, 1).into(),
         );
-        let out = |h: &Harness, id| h.cust_stats(id, Direction::Out).unwrap().packets;
-        for copy in [0, 1, 0] {
-            set_cust_copy(&mut h, copy);
-            let (one, two) = (out(&h, 1), out(&h, 2));
-            for _ in 0..5 {
-                let (action, _) = h.run(&frame, a.ifindex).unwrap();
-                assert_eq!(action, XDP_REDIRECT);
-            }
-            assert_eq!(out(&h, 1) - one, 5, "cust_copy {copy}: customer 1 (fib4)");
-            assert_eq!(out(&h, 2), two, "cust_copy {copy}: customer 2 (cust_v4_1)");
-        }
+        only_the_fib_counts(&mut h, &a, &frame, "fib4", "cust_v4_1");
     });
 }
 

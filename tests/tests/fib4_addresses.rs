@@ -21,7 +21,7 @@ use pop::dataplane::addr4::{LOCAL_BROADCAST, LOCAL_HOST};
 use pop::dataplane::Maps;
 use pop_common::{Direction, PassReason, PopConfig, PopNexthop, Role, NH_RESOLVED, NH_VALID};
 use pop_tests::rng::Rng;
-use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness};
+use pop_tests::testrun::{in_netns, require_root, udp_frame, veth_pair, Harness};
 
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
@@ -105,16 +105,14 @@ fn probe(rng: &mut Rng, t: &Tables) -> u32 {
 }
 
 fn frame(src: u32, dst: u32, dst_mac: [u8; 6]) -> Vec<u8> {
-    let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], dst_mac)
-        .ipv4(
-            Ipv4Addr::from(src).octets(),
-            Ipv4Addr::from(dst).octets(),
-            64,
-        )
-        .udp(1234, 9);
-    let mut out = Vec::new();
-    builder.write(&mut out, &[0u8; 18]).unwrap();
-    out
+    udp_frame(
+        [2, 0, 0, 0, 0, 2],
+        dst_mac,
+        Ipv4Addr::from(src).into(),
+        Ipv4Addr::from(dst).into(),
+        64,
+        18,
+    )
 }
 
 #[test]

@@ -185,13 +185,14 @@ fn mac_of(lab: &Lab, node: &str, dev: &str) -> Result<[u8; 6]> {
 }
 
 fn frame(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
-    let b = etherparse::PacketBuilder::ethernet2(src, dst)
-        .ipv4([198, 51, 100, 10], [100, 64, 0, 1], 64)
-        .udp(1234, 9);
-    let payload = [0u8; 18];
-    let mut out = Vec::new();
-    b.write(&mut out, &payload).expect("Vec write");
-    out
+    pop_tests::testrun::udp_frame(
+        src,
+        dst,
+        [198, 51, 100, 10].into(),
+        [100, 64, 0, 1].into(),
+        64,
+        18,
+    )
 }
 
 /// Random-looking but fixed rules that never match the benchmark traffic

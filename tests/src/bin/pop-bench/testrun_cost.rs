@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 use aya::maps::{Map, MapData};
 use pop_common::{PopNexthop, PopRoute, Role, NH_RESOLVED, NH_VALID};
 use pop_tests::rng::Rng;
-use pop_tests::testrun::{in_netns, veth_pair, Harness};
+use pop_tests::testrun::{self, in_netns, veth_pair, Harness};
 
 use crate::cycle::{Cycler, Target, HEADER_LEN, MAX_FRAMES};
 use crate::report::{median, TestRunRow};
@@ -119,17 +119,8 @@ fn fill_customers_v4(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<u32>>
 /// The benchmark's UDP frame from `src` to `dst`, 64 bytes (IPv4) or 72
 /// (IPv6), and its first 64 bytes as the cycle driver restores them.
 fn udp_frame(src: IpAddr, dst: IpAddr, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
-    let eth = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac);
-    let (b, payload) = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => (eth.ipv4(s.octets(), d.octets(), 255), 22),
-        (IpAddr::V6(s), IpAddr::V6(d)) => (eth.ipv6(s.octets(), d.octets(), 255), 10),
-        _ => panic!("udp_frame: {src} and {dst} are of different families"),
-    };
-    let b = b.udp(1234, 9);
-    let payload = vec![0u8; payload];
-    let mut out = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut out, &payload).expect("writing to a Vec");
-    out
+    let payload = if src.is_ipv4() { 22 } else { 10 };
+    testrun::udp_frame(src_mac, dst_mac, src, dst, 255, payload)
 }
 
 fn header(frame: &[u8]) -> [u8; HEADER_LEN] {
