@@ -2,11 +2,15 @@
 //! every `tests/tests/e2e*.rs` scenario file needs.
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use pop_lab::bgp::Bgp;
 use pop_lab::{topology, Lab, Popd};
+
+/// One step of an end-to-end test, run on the test's lab in order with the
+/// others by [`LabEnv::run_scenarios`].
+pub type Scenario = fn(&mut LabEnv) -> Result<()>;
 
 /// The lab (namespace names start with its prefix) and a popd on the edge
 /// with a config of the test's and a state dir of its own. Dropped: the
@@ -84,6 +88,24 @@ impl LabEnv {
     pub fn start_resolved(&mut self) -> Result<()> {
         self.popd.start()?;
         self.popd.wait_resolved(Duration::from_secs(10))
+    }
+
+    /// Runs the `scenarios` of the test `test` in order on this lab, printing
+    /// each name and how long it took; the first one that fails panics with
+    /// its error and the end of popd's log.
+    pub fn run_scenarios(&mut self, test: &str, scenarios: &[(&str, Scenario)]) {
+        for (name, scenario) in scenarios {
+            eprintln!("{test} scenario: {name}");
+            let started = Instant::now();
+            if let Err(e) = scenario(self) {
+                panic!(
+                    "{test} scenario {name:?} failed: {e:#}\n--- popd log ({}) ends with:\n{}",
+                    self.popd.log_path().display(),
+                    self.popd.log_tail(40)
+                );
+            }
+            eprintln!("  ok in {:?}", started.elapsed());
+        }
     }
 
     /// popd's state dir.

@@ -38,7 +38,7 @@ use pop::dataplane::route6::Routes6;
 use pop_common::{
     maps, Action, Direction, DropReason, IcmpType, PassReason, PopConfig, PopCounter,
     PopCustomerCounters, PopCustomerRef, PopIface, PopIfaceCounters, PopLocalV6, PopNexthop,
-    PopRoute, PopUpperMacKey, Role, MAX_ECMP, NO_IFACE_SLOT,
+    PopRoute, PopUpperMacKey, Role, MAX_ECMP, NH_RESOLVED, NH_VALID, NO_IFACE_SLOT,
 };
 
 /// Where bpffs is (or gets) mounted.
@@ -425,6 +425,31 @@ pub fn udp_frame(
     out
 }
 
+/// pop loaded on a fresh veth pair: `customer` a customer port (slot 0),
+/// `upstream` an upstream port (slot 1, in the device map) behind next hop 1
+/// (to MAC 02:00:00:00:00:01, resolved, MTU 1500). No routes yet. Run it in
+/// a private namespace ([`in_netns`]).
+pub fn customer_and_upstream(customer: &str, upstream: &str) -> (Harness, Port, Port) {
+    let (a, b) = veth_pair(customer, upstream).unwrap();
+    let mut h = Harness::load().unwrap();
+    h.set_iface(a.ifindex, 0, Role::Customer, 1500).unwrap();
+    h.set_iface(b.ifindex, 1, Role::Upstream, 1500).unwrap();
+    h.add_tx_port(b.ifindex).unwrap();
+    h.set_nexthop(
+        1,
+        PopNexthop {
+            ifindex: b.ifindex,
+            flags: NH_VALID | NH_RESOLVED,
+            dmac: [2, 0, 0, 0, 0, 1],
+            smac: b.mac,
+            mtu: 1500,
+            ..PopNexthop::default()
+        },
+    )
+    .unwrap();
+    (h, a, b)
+}
+
 /// Parses `"a.b.c.d/len"`.
 pub fn parse_prefix_v4(prefix: &str) -> Result<(Ipv4Addr, u32)> {
     let (addr, len) = split_prefix(prefix, 32)?;
@@ -604,6 +629,21 @@ impl Harness {
     /// Must run as root; mounts bpffs if needed.
     pub fn load() -> Result<Self> {
         Self::load_object(pop_ebpf::pop_object())
+    }
+
+    /// The data plane under test: pop's built object, or the ELF file named
+    /// by `POP_TESTRUN_OBJECT` (to run the tests against another build, e.g. a
+    /// mutated one that they must reject). Panics naming what failed.
+    pub fn under_test() -> Self {
+        match std::env::var_os("POP_TESTRUN_OBJECT") {
+            None => Harness::load().expect("loading the data plane"),
+            Some(path) => {
+                let bytes = std::fs::read(&path)
+                    .unwrap_or_else(|e| panic!("POP_TESTRUN_OBJECT {path:?}: {e}"));
+                Harness::load_object(&bytes)
+                    .unwrap_or_else(|e| panic!("loading POP_TESTRUN_OBJECT {path:?}: {e}"))
+            }
+        }
     }
 
     /// Like [`Harness::load`] with another build of the data plane (an ELF

@@ -14,30 +14,15 @@ use aya::maps::Array;
 use ipnet::{Ipv4Net, Ipv6Net};
 use pop::daemon::compile::{self, Tables};
 use pop::dataplane::Maps;
-use pop_common::{
-    maps, Direction, PopConfig, PopCustomerRef, PopNexthop, Role, NH_RESOLVED, NH_VALID,
-};
-use pop_tests::testrun::{self, in_netns, require_root, veth_pair, Harness, Port};
+use pop_common::{maps, Direction, PopConfig, PopCustomerRef};
+use pop_tests::testrun::{self, customer_and_upstream, in_netns, require_root, Harness, Port};
 
 const XDP_REDIRECT: u32 = 4;
 
 /// A loaded harness with a customer port `a` (returned) and an upstream port
 /// that `route` leads to.
 fn harness(a: &str, b: &str, route: &str) -> (Harness, Port) {
-    let (a, b) = veth_pair(a, b).unwrap();
-    let mut h = Harness::load().unwrap();
-    h.set_iface(a.ifindex, 0, Role::Customer, 1500).unwrap();
-    h.set_iface(b.ifindex, 1, Role::Upstream, 1500).unwrap();
-    h.add_tx_port(b.ifindex).unwrap();
-    let nh = PopNexthop {
-        ifindex: b.ifindex,
-        flags: NH_VALID | NH_RESOLVED,
-        dmac: [2, 0, 0, 0, 0, 1],
-        smac: b.mac,
-        mtu: 1500,
-        ..PopNexthop::default()
-    };
-    h.set_nexthop(1, nh).unwrap();
+    let (mut h, a, _) = customer_and_upstream(a, b);
     if route.contains(':') {
         h.add_route_v6(route, &[1], 0).unwrap();
     } else {

@@ -17,7 +17,7 @@ use pop_lab::{
     topology::{self, C1, C2, EDGE},
     PingStats, Popd,
 };
-use pop_tests::lab_env::LabEnv;
+use pop_tests::lab_env::{LabEnv, Scenario};
 
 /// Namespace (and veth, bpffs) prefix of these tests.
 const PREFIX: &str = "pte2e-";
@@ -33,8 +33,7 @@ fn end_to_end() {
         Ok(env) => env,
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };
-    type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: &[(&str, Scenario)] = &[
         ("1 forwarding", forwarding),
         ("3a a route added with popctl", add_durable_route),
         ("2 hitless restart", hitless_restart),
@@ -46,16 +45,7 @@ fn end_to_end() {
         ("4 a bad route is rejected", bad_route_rejected),
         ("5 shutdown --detach", shutdown_detach),
     ];
-    for (name, scenario) in scenarios {
-        eprintln!("e2e scenario {name}");
-        if let Err(e) = scenario(&mut env) {
-            panic!(
-                "e2e scenario {name} failed: {e:#}\n--- popd log ({}) ends with:\n{}",
-                env.popd.log_path().display(),
-                env.popd.log_tail(40)
-            );
-        }
-    }
+    env.run_scenarios("e2e", scenarios);
 }
 
 /// (1) popd forwards IPv4 and IPv6 between the customers and the upstream with

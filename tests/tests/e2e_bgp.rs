@@ -21,7 +21,7 @@ use pop_lab::popd::metric_value;
 use pop_lab::topology::{C1, EDGE, INTERNET_V4, INTERNET_V6};
 use pop_lab::Lab;
 use pop_tests::kernel_routes::{batch_v4, batch_v6, finish_ping, ip_batch, start_ping};
-use pop_tests::lab_env::LabEnv;
+use pop_tests::lab_env::{LabEnv, Scenario};
 use pop_tests::wait;
 
 const PREFIX: &str = "ptbgp-";
@@ -165,8 +165,7 @@ fn wait_for(what: &str, ok: impl FnMut() -> Result<bool>) -> Result<()> {
 fn bgp_end_to_end() {
     let mut env = LabEnv::with_config(PREFIX, &bgp::popd_config(), |_| Ok(()))
         .unwrap_or_else(|e| panic!("setting up the lab and popd: {e:#}"));
-    type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 13] = [
+    let scenarios: &[(&str, Scenario)] = &[
         ("learned routes forward", learned_routes_forward),
         (
             "a configured route wins, its deletion falls back",
@@ -202,18 +201,7 @@ fn bgp_end_to_end() {
             overflow_never_blocks_configured,
         ),
     ];
-    for (name, scenario) in scenarios {
-        eprintln!("e2e_bgp scenario: {name}");
-        let started = Instant::now();
-        if let Err(e) = scenario(&mut env) {
-            panic!(
-                "e2e_bgp scenario {name:?} failed: {e:#}\n--- popd log ({}) ends with:\n{}",
-                env.popd.log_path().display(),
-                env.popd.log_tail(40)
-            );
-        }
-        eprintln!("  ok in {:?}", started.elapsed());
-    }
+    env.run_scenarios("e2e_bgp", scenarios);
 }
 
 /// bird2 → kernel table 100 → popd: the upstream's "internet" is reachable

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use pop_lab::popd::{customer_stats, metric_value};
 use pop_lab::{topology, Popd};
-use pop_tests::lab_env::LabEnv;
+use pop_tests::lab_env::{LabEnv, Scenario};
 
 const PREFIX: &str = "pte2f-";
 
@@ -54,8 +54,7 @@ fn firewall_end_to_end() {
         Ok(env) => env,
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };
-    type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: &[(&str, Scenario)] = &[
         (
             "acl drops TCP/22 towards a customer while TCP/443 passes",
             acl,
@@ -77,15 +76,7 @@ fn firewall_end_to_end() {
             vlan_customer_without_device,
         ),
     ];
-    for (name, scenario) in scenarios {
-        eprintln!("firewall scenario: {name}");
-        if let Err(e) = scenario(&mut env) {
-            panic!(
-                "firewall scenario '{name}' failed: {e:#}\n--- popd log:\n{}",
-                env.popd.log_tail(30)
-            );
-        }
-    }
+    env.run_scenarios("firewall", scenarios);
 }
 
 fn acl(env: &mut Env) -> Result<()> {

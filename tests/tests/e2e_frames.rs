@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use pop_lab::popd::metric_value;
 use pop_lab::topology;
-use pop_tests::lab_env::LabEnv;
+use pop_tests::lab_env::{LabEnv, Scenario};
 
 const PREFIX: &str = "ptfr-";
 /// A MAC no device on c1's segment has: another router's.
@@ -98,31 +98,21 @@ fn map_fill(env: &Env, map: &str) -> Result<u64> {
 
 #[test]
 fn frames_not_to_route() {
-    let env = match start() {
+    let mut env = match start() {
         Ok(env) => env,
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };
-    type Scenario = fn(&Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 3] = [
+    let scenarios: &[(&str, Scenario)] = &[
         ("another host's MAC", other_hosts_mac),
         ("a macvlan (VRRP) MAC", macvlan_mac),
         ("a directed broadcast", directed_broadcast),
     ];
-    for (name, scenario) in scenarios {
-        eprintln!("scenario: {name}");
-        if let Err(e) = scenario(&env) {
-            panic!(
-                "scenario {name} failed: {e:#}\n--- popd log ({}) ends with:\n{}",
-                env.popd.log_path().display(),
-                env.popd.log_tail(40)
-            );
-        }
-    }
+    env.run_scenarios("e2e_frames", scenarios);
 }
 
 /// c1 sends to a MAC that is not the edge's: pop routes none of it and counts
 /// each frame as other_host.
-fn other_hosts_mac(env: &Env) -> Result<()> {
+fn other_hosts_mac(env: &mut Env) -> Result<()> {
     let (v4, v6) = env.lab.edge_forwarding()?;
     ensure!(
         v4 == "0" && v6 == "0",
@@ -149,7 +139,7 @@ fn other_hosts_mac(env: &Env) -> Result<()> {
 
 /// A macvlan with the VRRP MAC on the edge's port towards c1: frames to it
 /// are the host's and forwarded; after the macvlan is removed they are not.
-fn macvlan_mac(env: &Env) -> Result<()> {
+fn macvlan_mac(env: &mut Env) -> Result<()> {
     let edge = topology::EDGE;
     env.lab.exec_ok(
         edge,
@@ -210,7 +200,7 @@ fn macvlan_mac(env: &Env) -> Result<()> {
 
 /// 198.51.100.255 is the broadcast of the edge's 198.51.100.1/24: from c2 it
 /// goes to the kernel (which does not forward it), not towards c1.
-fn directed_broadcast(env: &Env) -> Result<()> {
+fn directed_broadcast(env: &mut Env) -> Result<()> {
     let trace = |dst: &str| {
         env.popd.popctl_json(&[
             "trace",

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use pop_lab::popd::metric_value;
 use pop_lab::topology;
-use pop_tests::lab_env::LabEnv;
+use pop_tests::lab_env::{LabEnv, Scenario};
 
 const PREFIX: &str = "ptic-";
 /// The edge's address on c1's link: the source of the errors c1 gets.
@@ -262,21 +262,11 @@ fn icmp_errors_end_to_end() {
         Ok(env) => env,
         Err(e) => panic!("setting up the lab and popd: {e:#}"),
     };
-    type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 4] = [
+    let scenarios: &[(&str, Scenario)] = &[
         ("traceroute shows the edge", traceroute_shows_the_edge),
         ("too big gets the mtu", too_big_gets_the_mtu),
         ("popctl trace reports it", trace_reports_it),
         ("[icmp] rate limit applies", rate_limit_applies),
     ];
-    for (name, scenario) in scenarios {
-        eprintln!("e2e icmp scenario {name}");
-        if let Err(e) = scenario(&mut env) {
-            panic!(
-                "e2e icmp scenario {name} failed: {e:#}\n--- popd log ({}) ends with:\n{}",
-                env.popd.log_path().display(),
-                env.popd.log_tail(40)
-            );
-        }
-    }
+    env.run_scenarios("e2e icmp", scenarios);
 }

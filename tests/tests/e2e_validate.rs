@@ -19,7 +19,7 @@ use pop_lab::{
     topology::{self, C1, EDGE},
     Lab, Popd,
 };
-use pop_tests::lab_env::LabEnv;
+use pop_tests::lab_env::{LabEnv, Scenario};
 
 /// Namespace (and veth, bpffs) prefix of these tests.
 const PREFIX: &str = "ptval-";
@@ -141,8 +141,7 @@ fn ping_ok(lab: &Lab, dst: &str) -> Result<()> {
 fn refused_changes_leave_everything_as_it_was() {
     let mut env = LabEnv::with_config(PREFIX, &config_with_rate(HUGE_RATE), |_| Ok(()))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    type Scenario = fn(&mut Env) -> Result<()>;
-    let scenarios: [(&str, Scenario); 8] = [
+    let scenarios: &[(&str, Scenario)] = &[
         (
             "1 a first start beyond the policer's limits changes nothing",
             first_start_refused,
@@ -173,16 +172,7 @@ fn refused_changes_leave_everything_as_it_was() {
             big_apply_with_one_bad_route,
         ),
     ];
-    for (name, scenario) in scenarios {
-        eprintln!("e2e_validate scenario {name}");
-        if let Err(e) = scenario(&mut env) {
-            panic!(
-                "e2e_validate scenario {name} failed: {e:#}\n--- popd log ({}) ends with:\n{}",
-                env.popd.log_path().display(),
-                env.popd.log_tail(40)
-            );
-        }
-    }
+    env.run_scenarios("e2e_validate", scenarios);
 }
 
 /// (1) A first config with a policer rate beyond the limit: popd exits with one

@@ -19,9 +19,9 @@ use ipnet::Ipv4Net;
 use pop::daemon::compile::{self, Tables};
 use pop::dataplane::addr4::{LOCAL_BROADCAST, LOCAL_HOST};
 use pop::dataplane::Maps;
-use pop_common::{Direction, PassReason, PopConfig, PopNexthop, Role, NH_RESOLVED, NH_VALID};
+use pop_common::{Direction, PassReason, PopConfig};
 use pop_tests::rng::Rng;
-use pop_tests::testrun::{in_netns, require_root, udp_frame, veth_pair, Harness};
+use pop_tests::testrun::{customer_and_upstream, in_netns, require_root, udp_frame, Harness};
 
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
@@ -119,23 +119,7 @@ fn frame(src: u32, dst: u32, dst_mac: [u8; 6]) -> Vec<u8> {
 fn customers_and_local_addresses_agree_with_a_reference_lpm() {
     require_root();
     in_netns(|| {
-        let (a, b) = veth_pair("f4in", "f4out").unwrap();
-        let mut h = Harness::load().unwrap();
-        h.set_iface(a.ifindex, 0, Role::Customer, 1500).unwrap();
-        h.set_iface(b.ifindex, 1, Role::Upstream, 1500).unwrap();
-        h.add_tx_port(b.ifindex).unwrap();
-        h.set_nexthop(
-            1,
-            PopNexthop {
-                ifindex: b.ifindex,
-                flags: NH_VALID | NH_RESOLVED,
-                dmac: [2, 0, 0, 0, 0, 1],
-                smac: b.mac,
-                mtu: 1500,
-                ..PopNexthop::default()
-            },
-        )
-        .unwrap();
+        let (mut h, a, _) = customer_and_upstream("f4in", "f4out");
         h.add_route_v4("0.0.0.0/0", &[1], 0).unwrap();
         // popd's writer on the harness's maps (adopted: the route is there).
         let mut writer = Maps::open(h.pin_dir(), false).unwrap();

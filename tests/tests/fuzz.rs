@@ -99,17 +99,9 @@ fn fuzzer_of(object: Option<&[u8]>) -> Fuzzer {
     let a = port("fza", "fzpa", "02:00:00:00:fa:0a");
     let b = port("fzb", "fzpb", "02:00:00:00:fa:0b");
     let (unknown, _) = veth_pair("fzu", "fzpu").unwrap();
-    let h = match std::env::var_os("POP_TESTRUN_OBJECT") {
-        _ if object.is_some() => {
-            Harness::load_object(object.unwrap()).expect("loading the mutated data plane")
-        }
-        None => Harness::load().expect("loading the data plane"),
-        Some(path) => {
-            let bytes =
-                std::fs::read(&path).unwrap_or_else(|e| panic!("POP_TESTRUN_OBJECT {path:?}: {e}"));
-            Harness::load_object(&bytes)
-                .unwrap_or_else(|e| panic!("loading POP_TESTRUN_OBJECT {path:?}: {e}"))
-        }
+    let h = match object {
+        Some(object) => Harness::load_object(object).expect("loading the mutated data plane"),
+        None => Harness::under_test(),
     };
     Fuzzer::new(h, a, b, unknown.ifindex)
 }

@@ -6,11 +6,10 @@
 use aya::maps::{Array, MapData, RingBuf};
 use etherparse::PacketBuilder;
 use pop_common::{
-    maps, Action, DropReason, PopCapture, PopNexthop, PopObserveConfig, PopSample, Role,
-    CAPTURE_BYTES, CAPTURE_DROPS, CAPTURE_DROP_REASON, CAPTURE_IFACE, CAPTURE_ON, NH_RESOLVED,
-    NH_VALID,
+    maps, Action, DropReason, PopCapture, PopObserveConfig, PopSample, CAPTURE_BYTES,
+    CAPTURE_DROPS, CAPTURE_DROP_REASON, CAPTURE_IFACE, CAPTURE_ON,
 };
-use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port};
+use pop_tests::testrun::{customer_and_upstream, in_netns, require_root, Harness, Port};
 
 const XDP_DROP: u32 = 1;
 const XDP_REDIRECT: u32 = 4;
@@ -22,25 +21,7 @@ struct Lab {
 }
 
 fn lab() -> Lab {
-    let (customer, upstream) = veth_pair("obcu", "obup").unwrap();
-    let mut h = Harness::load().unwrap();
-    h.set_iface(customer.ifindex, 0, Role::Customer, 1500)
-        .unwrap();
-    h.set_iface(upstream.ifindex, 1, Role::Upstream, 1500)
-        .unwrap();
-    h.add_tx_port(upstream.ifindex).unwrap();
-    h.set_nexthop(
-        1,
-        PopNexthop {
-            ifindex: upstream.ifindex,
-            flags: NH_VALID | NH_RESOLVED,
-            dmac: [2, 0, 0, 0, 0, 1],
-            smac: upstream.mac,
-            mtu: 1500,
-            ..PopNexthop::default()
-        },
-    )
-    .unwrap();
+    let (mut h, customer, upstream) = customer_and_upstream("obcu", "obup");
     h.add_route_v4("0.0.0.0/0", &[1], 0).unwrap();
     Lab {
         h,

@@ -468,21 +468,6 @@ fn ipv4_header_checksum(header: &[u8]) -> u16 {
     internet_checksum(&h)
 }
 
-/// Loads the data plane under test: pop's built object, or the ELF file named
-/// by `POP_TESTRUN_OBJECT` (to run these tests against another build, e.g. a
-/// mutated one that they must reject).
-fn load_harness() -> Harness {
-    match std::env::var_os("POP_TESTRUN_OBJECT") {
-        None => Harness::load().expect("loading the data plane"),
-        Some(path) => {
-            let bytes =
-                std::fs::read(&path).unwrap_or_else(|e| panic!("POP_TESTRUN_OBJECT {path:?}: {e}"));
-            Harness::load_object(&bytes)
-                .unwrap_or_else(|e| panic!("loading POP_TESTRUN_OBJECT {path:?}: {e}"))
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The lab inside the namespace and the tables.
 // ---------------------------------------------------------------------------
@@ -1405,7 +1390,7 @@ fn packet_table() {
         let lab = Lab::new();
         // One program for all rows (loading one takes seconds); the tables are
         // emptied before each row and counters compared before and after.
-        let mut h = load_harness();
+        let mut h = Harness::under_test();
         let cases = cases();
         let mut names: Vec<_> = cases.iter().map(|c| c.name).collect();
         names.sort();
@@ -1510,7 +1495,7 @@ fn ecmp_spreads_flows_and_keeps_them_sticky() {
     require_root();
     in_netns(|| {
         let lab = Lab::new();
-        let mut h = load_harness();
+        let mut h = Harness::under_test();
         let macs = load_ecmp_routes(&mut h, &lab);
         for (family, base) in ecmp_bases() {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -1551,7 +1536,7 @@ fn ecmp_keeps_fragments_together() {
     require_root();
     in_netns(|| {
         let lab = Lab::new();
-        let mut h = load_harness();
+        let mut h = Harness::under_test();
         let macs = load_ecmp_routes(&mut h, &lab);
         for (family, base) in ecmp_bases() {
             let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -1588,7 +1573,7 @@ fn customer_counters_are_exact() {
     require_root();
     in_netns(|| {
         let lab = Lab::new();
-        let mut h = load_harness();
+        let mut h = Harness::under_test();
         load_tables(&mut h, &lab, &base_tables());
         let mut sent_in = (0u64, 0u64);
         let mut sent_out = (0u64, 0u64);
@@ -1647,7 +1632,7 @@ fn ipv4_checksum_after_rewrite() {
     require_root();
     in_netns(|| {
         let lab = Lab::new();
-        let mut h = load_harness();
+        let mut h = Harness::under_test();
         load_tables(&mut h, &lab, &base_tables());
         let ingress = lab.upstream.clone();
         let l3 = 14;
@@ -1730,7 +1715,7 @@ fn testrun_cost() {
     require_root();
     in_netns(|| {
         let lab = Lab::new();
-        let mut h = load_harness();
+        let mut h = Harness::under_test();
         load_tables(&mut h, &lab, &base_tables());
         let up = lab.upstream.clone();
         // Repeated runs see the previous run's output: with the next hop's
@@ -1814,7 +1799,7 @@ const VERIFIER_LIMIT_INSNS: u32 = 1_000_000;
 #[test]
 fn verifier_complexity_budget() {
     require_root();
-    let h = load_harness();
+    let h = Harness::under_test();
     let insns = h
         .verified_instructions(Program::Pop)
         .expect("reading verified_insns");
@@ -1838,7 +1823,7 @@ fn icmp_errors_for_every_quote_length() {
     require_root();
     in_netns(|| {
         let lab = Lab::new();
-        let mut h = load_harness();
+        let mut h = Harness::under_test();
         load_tables(&mut h, &lab, &base_tables());
         let up = lab.upstream.clone();
         let mut sent = 0u64;
@@ -1895,7 +1880,7 @@ fn icmp_rate_limit_per_cpu() {
     in_netns(|| {
         pin_to_one_cpu();
         let lab = Lab::new();
-        let mut h = load_harness();
+        let mut h = Harness::under_test();
         load_tables(&mut h, &lab, &base_tables());
         h.set_icmp_limit(1, 5).unwrap();
         let up = lab.upstream.clone();
