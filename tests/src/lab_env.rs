@@ -108,6 +108,16 @@ impl LabEnv {
         }
     }
 
+    /// The hits of ACL rule `priority` in `popctl -j acl show`.
+    pub fn acl_hits(&self, priority: u64) -> Result<u64> {
+        let rules = self.popd.popctl_json(&["acl", "show"])?;
+        rules
+            .as_array()
+            .and_then(|l| l.iter().find(|r| r["priority"] == priority))
+            .and_then(|r| r["hits"].as_u64())
+            .with_context(|| format!("no hits of rule {priority} in `popctl -j acl show`: {rules}"))
+    }
+
     /// popd's state dir.
     pub fn state_dir(&self) -> &Path {
         self.popd.state_dir()

@@ -24,6 +24,8 @@ use pop_common::{
     NH_VALID,
 };
 use pop_tests::rng::Rng;
+// The rule builder: `rule(100, Drop).src("10.0.0.0/8").dport(22, 22)`.
+use pop_tests::testrun::acl_rule as rule;
 use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port, Program};
 
 const XDP_DROP: u32 = 1;
@@ -294,20 +296,6 @@ fn make_non_first_fragment(frame: &mut Vec<u8>, is_v6: bool) {
 
 fn net(text: &str) -> IpNet {
     parse_prefix(text).unwrap_or_else(|e| panic!("{text}: {e}"))
-}
-
-/// A rule builder: `rule(100, Drop).src("10.0.0.0/8").dport(22, 22)`.
-fn rule(priority: u32, action: AclAction) -> ValidAcl {
-    ValidAcl {
-        priority,
-        action,
-        src: None,
-        dst: None,
-        proto: None,
-        src_port: None,
-        dst_port: None,
-        in_iface: None,
-    }
 }
 
 trait RuleExt {

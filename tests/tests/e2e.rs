@@ -326,7 +326,7 @@ fn data_plane_upgrade(env: &mut Env) -> Result<()> {
         "icmp",
     ])?;
     ping_across(env, "acl rule added", |_| Ok(()))?;
-    let hits_before = acl_hits(&env.popd, 7)?;
+    let hits_before = env.acl_hits(7)?;
     ensure!(
         hits_before > 0,
         "rule 7 counts no hits after a ping through it"
@@ -354,7 +354,7 @@ fn data_plane_upgrade(env: &mut Env) -> Result<()> {
         counted_after > counted_before,
         "acme's packets_out went from {counted_before} to {counted_after}: counters not carried over"
     );
-    let hits_after = acl_hits(&env.popd, 7)?;
+    let hits_after = env.acl_hits(7)?;
     ensure!(
         hits_after > hits_before,
         "ACL rule 7's hits went from {hits_before} to {hits_after} over the upgrade"
@@ -380,21 +380,11 @@ fn data_plane_upgrade(env: &mut Env) -> Result<()> {
     ensure!(back != upgraded, "the downgrade kept program {upgraded}");
     ensure!(attached_program(env, "eth1")? == back);
     ensure!(
-        acl_hits(&env.popd, 7)? > hits_after,
+        env.acl_hits(7)? > hits_after,
         "ACL rule 7's hits did not go on over the downgrade"
     );
     env.popd.popctl_ok(&["acl", "del", "7"])?;
     Ok(())
-}
-
-/// Hits of ACL rule `priority` in `popctl -j acl show`.
-fn acl_hits(popd: &Popd, priority: u64) -> Result<u64> {
-    let rules = popd.popctl_json(&["acl", "show"])?;
-    rules
-        .as_array()
-        .and_then(|l| l.iter().find(|r| r["priority"] == priority))
-        .and_then(|r| r["hits"].as_u64())
-        .with_context(|| format!("no hits of rule {priority} in `popctl -j acl show`: {rules}"))
 }
 
 /// The XDP program id in `popctl -j status`.

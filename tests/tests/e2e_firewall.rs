@@ -125,22 +125,12 @@ fn acl(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
-/// Hits of ACL rule `priority` in `popctl -j acl show`.
-fn hits(popd: &Popd, priority: u64) -> Result<u64> {
-    let rules = popd.popctl_json(&["acl", "show"])?;
-    rules
-        .as_array()
-        .and_then(|l| l.iter().find(|r| r["priority"] == priority))
-        .and_then(|r| r["hits"].as_u64())
-        .with_context(|| format!("no hits of rule {priority} in `popctl -j acl show`: {rules}"))
-}
-
 /// With rule 100 dropping TCP/22 towards acme: its hits count the blocked
 /// connection's packets, a rule no packet matches stays at 0, the table has
 /// a HITS column, and adding an unrelated rule (an ACL swap) keeps rule
 /// 100's count; `pop_acl_hits_total` has the drops.
 fn acl_hits(env: &mut Env) -> Result<()> {
-    let blocked = hits(&env.popd, 100)?;
+    let blocked = env.acl_hits(100)?;
     ensure!(
         blocked > 0,
         "rule 100 blocked TCP/22 but counts {blocked} hits"
@@ -149,16 +139,16 @@ fn acl_hits(env: &mut Env) -> Result<()> {
         "acl", "add", "90", "--action", "allow", "--proto", "udp", "--dport", "9",
     ])?;
     ensure!(
-        hits(&env.popd, 100)? >= blocked,
+        env.acl_hits(100)? >= blocked,
         "rule 100's hits went from {blocked} to {} after adding rule 90",
-        hits(&env.popd, 100)?
+        env.acl_hits(100)?
     );
     ensure!(
-        hits(&env.popd, 90)? == 0,
+        env.acl_hits(90)? == 0,
         "rule 90 matched nothing yet counts hits"
     );
     ensure!(!tcp_works(env, 22)?, "TCP/22 must still be dropped");
-    let after = hits(&env.popd, 100)?;
+    let after = env.acl_hits(100)?;
     ensure!(
         after > blocked,
         "rule 100's hits did not grow: {blocked} then {after}"
@@ -184,7 +174,7 @@ fn acl_hits(env: &mut Env) -> Result<()> {
     env.popd.kill()?;
     env.popd.set_extra_args(&["--metrics-acl-rules"]);
     env.popd.start()?;
-    let restarted = hits(&env.popd, 100)?;
+    let restarted = env.acl_hits(100)?;
     ensure!(
         restarted >= after,
         "rule 100's hits went from {after} to {restarted} over a restart of popd"

@@ -21,7 +21,7 @@ use pop_common::{
     NH_RESOLVED, NH_VALID, ROUTE_BLACKHOLE,
 };
 use pop_tests::rng::Rng;
-use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port, Program};
+use pop_tests::testrun::{acl_rule, in_netns, require_root, veth_pair, Harness, Port, Program};
 
 /// XDP return codes (`enum xdp_action`).
 const XDP_DROP: u32 = 1;
@@ -701,14 +701,9 @@ fn load_tables(h: &mut Harness, lab: &Lab, tables: &[Table]) {
                 install_acl(
                     h,
                     &[pop::config::validate::ValidAcl {
-                        priority: 10,
-                        action: pop::config::model::AclAction::Drop,
-                        src: None,
-                        dst: None,
                         proto: Some(*proto),
-                        src_port: None,
                         dst_port: Some((*port, *port)),
-                        in_iface: None,
+                        ..acl_rule(10, pop::config::model::AclAction::Drop)
                     }],
                 );
                 Ok(())

@@ -307,14 +307,11 @@ const XDP_PASS: u32 = 2;
 fn acl_rules(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl> {
     // A drop rule on (src, dst, proto, dst port).
     let drop = |priority: u64, src, dst, proto, port: u16| pop::config::validate::ValidAcl {
-        priority: priority as u32,
-        action: pop::config::model::AclAction::Drop,
         src,
         dst,
         proto: Some(proto),
-        src_port: None,
         dst_port: Some((port, port)),
-        in_iface: None,
+        ..testrun::acl_rule(priority as u32, pop::config::model::AclAction::Drop)
     };
     let mut rules: Vec<_> = (1..n)
         .map(|priority| {
@@ -344,7 +341,6 @@ fn acl_rules(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl> {
 /// walks several; this is the harder case for the classifier.
 fn acl_rules_mixed(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl> {
     use pop::config::model::AclAction;
-    use pop::config::validate::ValidAcl;
     let mut prefix = |base: u32, span_bits: u32, min_len: u8, max_len: u8| {
         let len = min_len + (rng.next() % u64::from(max_len - min_len + 1)) as u8;
         let host = rng.next() as u32 & ((1u32 << span_bits) - 1);
@@ -354,16 +350,7 @@ fn acl_rules_mixed(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl
     let mut rules = Vec::with_capacity(n as usize);
     let mut shapes = Rng((0x5a9e5 ^ n) | 1);
     for priority in 1..n {
-        let mut r = ValidAcl {
-            priority: priority as u32,
-            action: AclAction::Drop,
-            src: None,
-            dst: None,
-            proto: None,
-            src_port: None,
-            dst_port: None,
-            in_iface: None,
-        };
+        let mut r = testrun::acl_rule(priority as u32, AclAction::Drop);
         let port = 1 + (shapes.next() % 65000) as u16;
         match shapes.next() % 5 {
             0 => {
