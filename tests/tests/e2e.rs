@@ -29,10 +29,8 @@ type Env = LabEnv;
 
 #[test]
 fn end_to_end() {
-    let mut env = match LabEnv::started(PREFIX) {
-        Ok(env) => env,
-        Err(e) => panic!("setting up the lab and popd: {e:#}"),
-    };
+    let mut env =
+        LabEnv::started(PREFIX).unwrap_or_else(|e| panic!("setting up the lab and popd: {e:#}"));
     let scenarios: &[(&str, Scenario)] = &[
         ("1 forwarding", forwarding),
         ("3a a route added with popctl", add_durable_route),

@@ -50,10 +50,7 @@ fn tcp_works(env: &Env, port: u16) -> Result<bool> {
 
 #[test]
 fn firewall_end_to_end() {
-    let mut env = match start() {
-        Ok(env) => env,
-        Err(e) => panic!("setting up the lab and popd: {e:#}"),
-    };
+    let mut env = start().unwrap_or_else(|e| panic!("setting up the lab and popd: {e:#}"));
     let scenarios: &[(&str, Scenario)] = &[
         (
             "acl drops TCP/22 towards a customer while TCP/443 passes",

@@ -31,8 +31,8 @@ const GATEWAY: &str = "198.51.100.1";
 type Env = LabEnv;
 
 fn start() -> Result<Env> {
-    let env = LabEnv::started(PREFIX)?;
-    env.popd.wait_resolved(Duration::from_secs(10))?;
+    let mut env = LabEnv::new(PREFIX, |_| Ok(()))?;
+    env.start_resolved()?;
     Ok(env)
 }
 
@@ -98,10 +98,7 @@ fn map_fill(env: &Env, map: &str) -> Result<u64> {
 
 #[test]
 fn frames_not_to_route() {
-    let mut env = match start() {
-        Ok(env) => env,
-        Err(e) => panic!("setting up the lab and popd: {e:#}"),
-    };
+    let mut env = start().unwrap_or_else(|e| panic!("setting up the lab and popd: {e:#}"));
     let scenarios: &[(&str, Scenario)] = &[
         ("another host's MAC", other_hosts_mac),
         ("a macvlan (VRRP) MAC", macvlan_mac),

@@ -31,8 +31,7 @@ fn start() -> Result<Env> {
     // So that the hosts' veths take the errors pop sends back with XDP_TX
     // at once (a veth quirk, see Lab::attach_host_xdp).
     let mut env = LabEnv::new(PREFIX, |lab| lab.attach_host_xdp(pop_ebpf::pass_object()))?;
-    env.popd.start()?;
-    env.popd.wait_resolved(Duration::from_secs(10))?;
+    env.start_resolved()?;
     Ok(env)
 }
 
@@ -258,10 +257,7 @@ fn rate_limit_applies(env: &mut Env) -> Result<()> {
 
 #[test]
 fn icmp_errors_end_to_end() {
-    let mut env = match start() {
-        Ok(env) => env,
-        Err(e) => panic!("setting up the lab and popd: {e:#}"),
-    };
+    let mut env = start().unwrap_or_else(|e| panic!("setting up the lab and popd: {e:#}"));
     let scenarios: &[(&str, Scenario)] = &[
         ("traceroute shows the edge", traceroute_shows_the_edge),
         ("too big gets the mtu", too_big_gets_the_mtu),

@@ -325,19 +325,7 @@ impl Frame {
                         }
                         h.options = options.as_slice().try_into().unwrap();
                         let ip = step.ip(IpHeaders::Ipv4(h, Ipv4Extensions::default()));
-                        match *l4 {
-                            L4::Udp { sport, dport } => {
-                                ip.udp(sport, dport).write(&mut out, &payload).unwrap()
-                            }
-                            L4::Tcp { sport, dport } => ip
-                                .tcp(sport, dport, 1, 65535)
-                                .write(&mut out, &payload)
-                                .unwrap(),
-                            L4::Icmp { type_, code } => ip
-                                .icmpv4_raw(type_, code, [0, 1, 0, 1])
-                                .write(&mut out, &payload)
-                                .unwrap(),
-                        }
+                        write_l4(ip, *l4, false, &payload, &mut out);
                     }
                     L3::Ipv6 {
                         src,
@@ -367,19 +355,7 @@ impl Frame {
                             ));
                         }
                         let ip = step.ip(IpHeaders::Ipv6(header, exts));
-                        match *l4 {
-                            L4::Udp { sport, dport } => {
-                                ip.udp(sport, dport).write(&mut out, &payload).unwrap()
-                            }
-                            L4::Tcp { sport, dport } => ip
-                                .tcp(sport, dport, 1, 65535)
-                                .write(&mut out, &payload)
-                                .unwrap(),
-                            L4::Icmp { type_, code } => ip
-                                .icmpv6_raw(type_, code, [0, 1, 0, 1])
-                                .write(&mut out, &payload)
-                                .unwrap(),
-                        }
+                        write_l4(ip, *l4, true, &payload, &mut out);
                     }
                     L3::Arp => step
                         .arp(
@@ -445,6 +421,26 @@ impl Frame {
         }
         out
     }
+}
+
+/// Writes `ip` with the transport header `l4` (ICMPv6 when `v6`) and
+/// `payload` after it into `out`.
+fn write_l4(
+    ip: etherparse::PacketBuilderStep<IpHeaders>,
+    l4: L4,
+    v6: bool,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
+    match l4 {
+        L4::Udp { sport, dport } => ip.udp(sport, dport).write(out, payload),
+        L4::Tcp { sport, dport } => ip.tcp(sport, dport, 1, 65535).write(out, payload),
+        L4::Icmp { type_, code } if v6 => {
+            ip.icmpv6_raw(type_, code, [0, 1, 0, 1]).write(out, payload)
+        }
+        L4::Icmp { type_, code } => ip.icmpv4_raw(type_, code, [0, 1, 0, 1]).write(out, payload),
+    }
+    .unwrap()
 }
 
 /// RFC 1071 Internet checksum of `bytes` (even length), written independently
