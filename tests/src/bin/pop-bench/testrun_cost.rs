@@ -22,6 +22,13 @@ fn v4_len(r: &mut Rng) -> u32 {
     }
 }
 
+/// The route of every random prefix: next hop 1 alone.
+const VIA_NH_1: PopRoute = PopRoute {
+    flags: 0,
+    nh_count: 1,
+    nh_ids: [1, 0, 0, 0, 0, 0, 0, 0],
+};
+
 /// Adds `n` random IPv4 routes that never cover 100.0.0.0/8 (the bench
 /// destination), all using next hop 1, through popd's writer (fib4 and its
 /// route records); returns them as (address, length). A prefix longer than
@@ -29,11 +36,6 @@ fn v4_len(r: &mut Rng) -> u32 {
 /// of this mix) is skipped and another drawn.
 fn fill_routes_v4(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u32)>> {
     let routes4 = h.routes4()?;
-    let route = PopRoute {
-        flags: 0,
-        nh_count: 1,
-        nh_ids: [1, 0, 0, 0, 0, 0, 0, 0],
-    };
     let mut added = 0;
     let mut out = Vec::with_capacity(n as usize);
     while added < n {
@@ -44,7 +46,7 @@ fn fill_routes_v4(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u
             continue;
         }
         let net = ipnet::Ipv4Net::new(addr.into(), len as u8)?;
-        match routes4.set(&net, &route) {
+        match routes4.set(&net, &VIA_NH_1) {
             Ok(()) => {}
             Err(pop::dataplane::DataplaneError::MapFull { map, .. })
                 if map == pop_common::maps::FIB4_TBL8 =>
@@ -65,11 +67,6 @@ fn fill_routes_v4(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u
 /// length).
 fn fill_routes_v6(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u32)>> {
     let routes6 = h.routes6()?;
-    let route = PopRoute {
-        flags: 0,
-        nh_count: 1,
-        nh_ids: [1, 0, 0, 0, 0, 0, 0, 0],
-    };
     let mut added = 0;
     let mut out = Vec::with_capacity(n as usize);
     while added < n {
@@ -90,7 +87,7 @@ fn fill_routes_v6(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u
             continue;
         }
         let net = ipnet::Ipv6Net::new(addr.into(), len as u8)?;
-        routes6.set(&net, &route)?;
+        routes6.set(&net, &VIA_NH_1)?;
         out.push((addr, len));
         added += 1;
     }
