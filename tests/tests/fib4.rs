@@ -4,7 +4,8 @@
 //! reference longest-prefix match on random addresses (1M routes in a release
 //! build, 30k in debug), before and after incremental changes. Also: the record layout against the object's BTF,
 //! and (ignored by default, run with `--release -- --ignored --nocapture`)
-//! the cost of a lookup against the kernel's LPM trie at 1M routes.
+//! the cost of a lookup against the kernel's LPM trie at 1M routes, and the
+//! size a compressed (DXR-style) first level would need for the same table.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
