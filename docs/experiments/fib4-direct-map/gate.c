@@ -12,7 +12,7 @@
  * FRAMES distinct headers (default 65536), destinations and sources random
  * in the first SPAN /16s (default 65536: the whole table, 64 MB). Prints
  * ns per run of each program (XDP_PASS, the big array, the inner arrays,
- * the DXR emulation) behind the xdp_cycle-like driver, per round
+ * the inner arrays with the records split too, the DXR emulation) behind the xdp_cycle-like driver, per round
  * (rounds alternate the order), and how many small array_map_alloc vmalloc
  * areas appeared (0: every inner array was kmalloc'ed).
  */
@@ -90,8 +90,8 @@ int main(int argc, char **argv)
 		memcpy(hdr + 26, &s, 4); memcpy(hdr + 30, &d, 4);
 		bpf_map_update_elem(frames, &i, hdr, 0);
 	}
-	const char *names[] = { "pass", "loads_big", "loads_mom", "loads_dxr" };
-	int nt = 4; double sum[4][64]; int cycle = bpf_program__fd(bpf_object__find_program_by_name(obj, "cycle"));
+	const char *names[] = { "pass", "loads_big", "loads_mom", "loads_mom2", "loads_dxr" };
+	int nt = 5; double sum[5][64]; int cycle = bpf_program__fd(bpf_object__find_program_by_name(obj, "cycle"));
 	unsigned char pkt[64] = {0}, out[512];
 	for (int r = 0; r < rounds; r++) for (int j = 0; j < nt; j++) {
 		int t = (r & 1) ? nt - 1 - j : j; int z = 0;
