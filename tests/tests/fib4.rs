@@ -4,7 +4,8 @@
 //! reference longest-prefix match on random addresses (1M routes in a release
 //! build, 30k in debug), before and after incremental changes. Also: the record layout against the object's BTF,
 //! and (ignored by default, run with `--release -- --ignored --nocapture`)
-//! the cost of a lookup against the kernel's LPM trie at 1M routes.
+//! the cost of a lookup against the kernel's LPM trie at 1M routes, and the
+//! size a compressed (DXR-style) first level would need for the same table.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -496,5 +497,63 @@ fn measure_1m_routes() {
          1M / 1 route: fib4 {:.2}, LPM trie {:.2}",
         fib_ns / fib_1_ns,
         lpm_ns / lpm_1_ns
+    );
+}
+
+/// How small a compressed first level could be on the 1M-route table: the
+/// runs of equal answers inside each /16, as a DXR-style range table would
+/// store them (a 2^16-entry direct table, then per /16 the sorted starts of
+/// its runs and their answers, 4 bytes each). "Where an IPv4 packet's time
+/// goes" in docs/fib.md compares these sizes with the floor measured at
+/// each working-set size.
+#[test]
+#[ignore = "measurement: run with --release -- --ignored --nocapture"]
+fn compressed_footprint_1m_routes() {
+    use pop::dataplane::fib4::{Fib4Backend, MemoryBackend};
+    use pop_common::fib4::FIB4_EXT;
+    let t = table(5, 1_000_000);
+    let mut fib = Fib4::new(MemoryBackend::with_map_sizes());
+    fib.replace_all(t.routes.clone(), t.customers.clone(), t.locals.clone())
+        .unwrap();
+    let b = fib.backend();
+    let mut runs_per_chunk = Vec::with_capacity(1 << 16);
+    for chunk in 0..(1u32 << 16) {
+        let mut runs = 0u32;
+        let mut last = None;
+        for slot in chunk << 8..(chunk + 1) << 8 {
+            let e = b.tbl24(slot);
+            let answers: Vec<u32> = if e & FIB4_EXT != 0 {
+                (0..256).map(|i| b.tbl8(e & !FIB4_EXT, i)).collect()
+            } else {
+                vec![e]
+            };
+            for a in answers {
+                if last != Some(a) {
+                    runs += 1;
+                    last = Some(a);
+                }
+            }
+        }
+        runs_per_chunk.push(runs);
+    }
+    let total: u64 = runs_per_chunk.iter().map(|&r| u64::from(r)).sum();
+    let single = runs_per_chunk.iter().filter(|&&r| r == 1).count();
+    let mut sorted = runs_per_chunk.clone();
+    sorted.sort_unstable();
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
+    // Chunks of one run need no range table: the direct entry is the answer.
+    let ranges: u64 = runs_per_chunk
+        .iter()
+        .filter(|&&r| r > 1)
+        .map(|&r| u64::from(r))
+        .sum();
+    println!(
+        "runs of equal answers: {total} in 65536 /16s ({single} /16s of one run); runs per \
+         /16: median {}, p90 {}, p99 {}, max {}; DXR-style: direct 256 KB + ranges {:.1} MB",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        sorted[sorted.len() - 1],
+        (ranges * 4) as f64 / 1e6
     );
 }
