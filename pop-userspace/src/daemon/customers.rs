@@ -291,6 +291,121 @@ impl CustomerIndex {
     }
 }
 
+/// A customer change made to the desired state and its index by
+/// [`try_change`], with what [`undo`] needs to take it back.
+#[derive(Clone, Debug)]
+pub enum Done {
+    /// This customer was added (last in config order) with this id.
+    Added(ValidCustomer, u32),
+    /// This customer, which had this id, was removed from this position
+    /// (`pos` in the config, `seq` in the index).
+    Removed {
+        /// The customer, checked.
+        valid: ValidCustomer,
+        /// Its id.
+        id: u32,
+        /// As configured.
+        old: Customer,
+        /// Its position in the config's list.
+        pos: usize,
+        /// Its position in the index's order.
+        seq: u64,
+    },
+}
+
+impl Done {
+    /// The change, as [`patch`] takes it.
+    pub fn changed(&self) -> Changed<'_> {
+        match self {
+            Done::Added(v, id) => Changed::Added(v, *id),
+            Done::Removed { valid, id, .. } => Changed::Removed(valid, *id),
+        }
+    }
+}
+
+/// Makes `change` (a customer add or del) in `cfg`, `ids` and `index` when
+/// this path can: every customer indexed, every configured interface in the
+/// kernel (the whole path requires that of any change), the customer's own
+/// interfaces plain ports (not VLAN devices), no VLAN, and the change valid
+/// ([`CustomerIndex::check_add`]). `None`: nothing was changed, and the
+/// whole path must take it (it refuses what is refused, with its text).
+pub fn try_change(
+    index: &mut CustomerIndex,
+    cfg: &mut Config,
+    ids: &mut Ids,
+    kernel: &KernelView,
+    change: &super::desired::Change,
+) -> Option<Done> {
+    use super::desired::Change;
+    if !index.complete(cfg)
+        || !cfg
+            .interfaces
+            .iter()
+            .all(|i| kernel.links.contains_key(&i.name))
+    {
+        return None;
+    }
+    let plain = |ifaces: &[String]| {
+        ifaces
+            .iter()
+            .all(|i| kernel.links.get(i).is_none_or(|l| l.vlan.is_none()))
+    };
+    match change {
+        Change::CustomerAdd { customer } => {
+            let valid = index.check_add(cfg, customer)?;
+            let id = index.next_id()?;
+            if !plain(&valid.interfaces) {
+                return None;
+            }
+            cfg.customers.push(customer.clone());
+            ids.customers.insert(customer.name.clone(), id);
+            index.insert(valid.clone(), Some(id));
+            Some(Done::Added(valid, id))
+        }
+        Change::CustomerDel { name } => {
+            let v = index.get(name)?;
+            if v.vlan.is_some() || !plain(&v.interfaces) {
+                return None;
+            }
+            let id = *ids.customers.get(name)?;
+            let pos = cfg.customers.iter().position(|c| &c.name == name)?;
+            let (valid, seq) = index.remove(name, Some(id))?;
+            let old = cfg.customers.remove(pos);
+            ids.customers.remove(name);
+            Some(Done::Removed {
+                valid,
+                id,
+                old,
+                pos,
+                seq,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Takes back what [`try_change`] did.
+pub fn undo(index: &mut CustomerIndex, cfg: &mut Config, ids: &mut Ids, done: Done) {
+    match done {
+        Done::Added(v, id) => {
+            index.remove(&v.name, Some(id));
+            ids.customers.remove(&v.name);
+            cfg.customers.pop();
+        }
+        Done::Removed {
+            valid,
+            id,
+            old,
+            pos,
+            seq,
+        } => {
+            ids.customers.insert(valid.name.clone(), id);
+            cfg.customers.insert(pos, old);
+            index.restore(valid, seq, Some(id));
+        }
+    }
+}
+
 /// The map entries one customer change writes: each the value the map must
 /// hold (`None`: no entry).
 #[derive(Clone, Debug, Default, PartialEq)]

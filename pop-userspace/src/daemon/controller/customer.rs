@@ -24,52 +24,19 @@ impl Controller {
                 });
             }
         }
-        if !self.fast_path_ok(&change) {
+        self.index();
+        let index = self.customer_index.as_mut().expect("indexed");
+        let (cfg, ids) = (&mut self.state.config, &mut self.state.ids);
+        let Some(done) = customers::try_change(index, cfg, ids, &self.kernel, &change) else {
             return self.edit(change);
+        };
+        let r = self.write_customer(&change, done.changed());
+        if r.is_err() {
+            let index = self.customer_index.as_mut().expect("indexed");
+            let (cfg, ids) = (&mut self.state.config, &mut self.state.ids);
+            customers::undo(index, cfg, ids, done);
         }
-        match &change {
-            Change::CustomerAdd { customer } => {
-                self.index();
-                let index = self.customer_index.as_ref().expect("indexed");
-                let Some(valid) = index.check_add(&self.state.config, customer) else {
-                    return self.edit(change);
-                };
-                let Some(id) = index.next_id() else {
-                    return self.edit(change);
-                };
-                self.state.config.customers.push(customer.clone());
-                self.state.ids.customers.insert(customer.name.clone(), id);
-                self.index().insert(valid.clone(), Some(id));
-                let r = self.write_customer(&change, Changed::Added(&valid, id));
-                if r.is_err() {
-                    self.index().remove(&customer.name, Some(id));
-                    self.state.ids.customers.remove(&customer.name);
-                    self.state.config.customers.pop();
-                }
-                r
-            }
-            Change::CustomerDel { name } => {
-                let Some(pos) = self.state.config.customers.iter().position(|c| &c.name == name)
-                else {
-                    return self.edit(change);
-                };
-                let id = self.state.ids.customers.get(name).copied();
-                let (Some(id), true) = (id, self.index().contains(name)) else {
-                    return self.edit(change);
-                };
-                let (valid, seq) = self.index().remove(name, Some(id)).expect("indexed");
-                let old = self.state.config.customers.remove(pos);
-                self.state.ids.customers.remove(name);
-                let r = self.write_customer(&change, Changed::Removed(&valid, id));
-                if r.is_err() {
-                    self.state.ids.customers.insert(name.clone(), id);
-                    self.state.config.customers.insert(pos, old);
-                    self.index().restore(valid, seq, Some(id));
-                }
-                r
-            }
-            _ => Err(ControlError::WrongRequest("not a customer change")),
-        }
+        r
     }
 
     /// The customer index, built from the desired state if there is none.
@@ -77,35 +44,6 @@ impl Controller {
         let (cfg, ids) = (&self.state.config, &self.state.ids);
         self.customer_index
             .get_or_insert_with(|| CustomerIndex::build(cfg, ids))
-    }
-
-    /// Whether this path may take `change`: every customer indexed, every
-    /// interface in the kernel (the whole path requires it of any change),
-    /// and the customer's own interfaces plain ports, not VLAN devices.
-    fn fast_path_ok(&mut self, change: &Change) -> bool {
-        let cfg = &self.state.config;
-        if !cfg
-            .interfaces
-            .iter()
-            .all(|i| self.kernel.links.contains_key(&i.name))
-        {
-            return false;
-        }
-        let ifaces: Vec<String> = match change {
-            Change::CustomerAdd { customer } => customer.interfaces.clone(),
-            Change::CustomerDel { name } => match self.index().get(name) {
-                Some(v) if v.vlan.is_none() => v.interfaces.clone(),
-                _ => return false,
-            },
-            _ => return false,
-        };
-        let kernel = &self.kernel;
-        let plain = ifaces
-            .iter()
-            .all(|i| kernel.links.get(i).is_none_or(|l| l.vlan.is_none()));
-        self.index();
-        let index = self.customer_index.as_ref().expect("indexed");
-        plain && index.complete(&self.state.config)
     }
 
     /// Writes the change the desired state (and index) already hold, makes
