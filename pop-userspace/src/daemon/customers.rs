@@ -235,7 +235,8 @@ impl CustomerIndex {
                 self.spoof_entries[f] = self.spoof_entries[f] + after[f] - before[f];
             }
         }
-        self.customers.insert(v.name.clone(), Indexed { seq, valid: v });
+        self.customers
+            .insert(v.name.clone(), Indexed { seq, valid: v });
     }
 
     /// Removes customer `name`, freeing `id`. Returns it and its place in
@@ -618,14 +619,24 @@ pub fn inverse(applied: &Tables, patch: &Patch) -> Patch {
         ..Default::default()
     };
     let sp = &applied.spoof;
-    for e in patch.spoof_add.prefixes.iter().chain(&patch.spoof_del.prefixes) {
+    for e in patch
+        .spoof_add
+        .prefixes
+        .iter()
+        .chain(&patch.spoof_del.prefixes)
+    {
         if sp.prefixes.contains(e) {
             out.spoof_add.prefixes.insert(*e);
         } else {
             out.spoof_del.prefixes.insert(*e);
         }
     }
-    for i in patch.spoof_add.ports.keys().chain(patch.spoof_del.ports.keys()) {
+    for i in patch
+        .spoof_add
+        .ports
+        .keys()
+        .chain(patch.spoof_del.ports.keys())
+    {
         match sp.ports.get(i) {
             Some(id) => out.spoof_add.ports.insert(*i, *id),
             None => out.spoof_del.ports.insert(*i, 0),

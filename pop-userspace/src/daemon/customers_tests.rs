@@ -152,7 +152,10 @@ fn run(seed: u64, steps: usize) -> (usize, usize) {
         match try_change(&mut index, &mut cfg, &mut ids, &k, &change) {
             Some(done) => {
                 fast += 1;
-                assert!(whole_ok, "step {step}: {change:?} taken, the whole path refuses it");
+                assert!(
+                    whole_ok,
+                    "step {step}: {change:?} taken, the whole path refuses it"
+                );
                 // The whole path would give the same ids.
                 let (want_ids, _) = assign_ids(&cfg, &routes, &before.1).unwrap();
                 assert_eq!(ids, want_ids, "step {step}: ids");
