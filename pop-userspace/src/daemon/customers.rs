@@ -87,6 +87,16 @@ fn family(p: &IpNet) -> usize {
     usize::from(!p.addr().is_ipv4())
 }
 
+fn add(to: &mut [usize; 2], n: [usize; 2]) {
+    to[0] += n[0];
+    to[1] += n[1];
+}
+
+fn sub(from: &mut [usize; 2], n: [usize; 2]) {
+    from[0] -= n[0];
+    from[1] -= n[1];
+}
+
 fn counts(prefixes: &[IpNet]) -> [usize; 2] {
     let mut n = [0, 0];
     for p in prefixes {
@@ -217,9 +227,7 @@ impl CustomerIndex {
         for p in &v.prefixes {
             self.owners.insert(p.trunc(), v.name.clone());
         }
-        for f in 0..2 {
-            self.prefixes[f] += n[f];
-        }
+        add(&mut self.prefixes, n);
         for i in &v.interfaces {
             let port = self.ports.entry((i.clone(), v.vlan)).or_default();
             let before = port.entries();
@@ -227,13 +235,10 @@ impl CustomerIndex {
             if v.anti_spoofing {
                 port.anti_spoofing.insert(seq, v.name.clone());
             }
-            for f in 0..2 {
-                port.prefixes[f] += n[f];
-            }
+            add(&mut port.prefixes, n);
             let after = port.entries();
-            for f in 0..2 {
-                self.spoof_entries[f] = self.spoof_entries[f] + after[f] - before[f];
-            }
+            add(&mut self.spoof_entries, after);
+            sub(&mut self.spoof_entries, before);
         }
         self.customers
             .insert(v.name.clone(), Indexed { seq, valid: v });
@@ -252,9 +257,7 @@ impl CustomerIndex {
                 self.owners.remove(&p.trunc());
             }
         }
-        for f in 0..2 {
-            self.prefixes[f] -= n[f];
-        }
+        sub(&mut self.prefixes, n);
         for i in &v.interfaces {
             let key = (i.clone(), v.vlan);
             let Some(port) = self.ports.get_mut(&key) else {
@@ -263,13 +266,10 @@ impl CustomerIndex {
             let before = port.entries();
             port.customers.remove(&seq);
             port.anti_spoofing.remove(&seq);
-            for f in 0..2 {
-                port.prefixes[f] -= n[f];
-            }
+            sub(&mut port.prefixes, n);
             let after = port.entries();
-            for f in 0..2 {
-                self.spoof_entries[f] = self.spoof_entries[f] + after[f] - before[f];
-            }
+            add(&mut self.spoof_entries, after);
+            sub(&mut self.spoof_entries, before);
             if port.customers.is_empty() {
                 self.ports.remove(&key);
             }
