@@ -358,6 +358,31 @@ fn dry_run_refuses_what_apply_refuses(env: &mut Env) -> Result<()> {
         )),
         "{single}"
     );
+    // A single customer change is checked alone against the others: still
+    // the validator's words, and nothing applied.
+    for (args, expected) in [
+        (
+            &["customer", "add", "acme", "--prefix", "10.78.0.0/16"][..],
+            "customer acme: already exists",
+        ),
+        (
+            &["customer", "add", "initech", "--prefix", "198.51.100.128/25"],
+            "customer initech: prefix \"198.51.100.128/25\" overlaps prefix \"198.51.100.0/24\" of customer acme",
+        ),
+        (
+            &[
+                "customer", "add", "initech", "--prefix", "10.78.0.0/16", "--iface", "eth0",
+            ],
+            "customer initech: interface \"eth0\" has role upstream, not customer",
+        ),
+        (
+            &["customer", "del", "nobody"],
+            "customer nobody: no such customer",
+        ),
+    ] {
+        let got = refused(&env.popd, args)?;
+        ensure!(got.contains(expected), "{args:?}: {got:?}, expected {expected:?}");
+    }
     let route = refused(
         &env.popd,
         &[

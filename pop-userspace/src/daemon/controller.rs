@@ -60,6 +60,9 @@ pub struct Controller {
     pub observe: Option<crate::dataplane::observe::ObserveMaps>,
     /// The sFlow exporter (`[sflow]`).
     pub sflow: Option<crate::sflow::Exporter>,
+    /// The customers indexed for single changes; built on the first one,
+    /// dropped when a whole config replaces them.
+    customer_index: Option<super::customers::CustomerIndex>,
 }
 
 /// The learned routes' view of the controller (split borrows of its fields).
@@ -164,6 +167,7 @@ impl Controller {
             counters,
             observe: None,
             sflow: None,
+            customer_index: None,
         };
         match c.bring_up(first) {
             Ok(()) => {
@@ -671,9 +675,11 @@ impl Controller {
             },
             Request::RouteGet { address } => self.route_get(&address),
             Request::CustomerAdd(customer) => {
-                Self::reply(self.edit(Change::CustomerAdd { customer }))
+                Self::reply(self.customer_change(Change::CustomerAdd { customer }))
             }
-            Request::CustomerDel { name } => Self::reply(self.edit(Change::CustomerDel { name })),
+            Request::CustomerDel { name } => {
+                Self::reply(self.customer_change(Change::CustomerDel { name }))
+            }
             Request::CustomerShow => {
                 // Show the burst in effect: the default when only the rate is set.
                 let mut customers = self.state.config.customers.clone();
@@ -717,6 +723,7 @@ impl Controller {
 }
 
 mod change;
+mod customer;
 mod publish;
 mod service;
 mod views;

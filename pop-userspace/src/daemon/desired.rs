@@ -10,7 +10,9 @@
 //! current state, touch one entry of the typed route table
 //! ([`crate::config::routes::ConfiguredRoutes`]) and hand out or free only the
 //! next-hop ids of that route. The other changes are small edits of the
-//! config (customers, ACL rules), whose tables are compiled whole.
+//! config (customers, ACL rules); live, a customer change is checked and
+//! compiled alone ([`super::customers`]), an ACL change whole. Replayed,
+//! both are config edits here.
 use std::net::IpAddr;
 
 use ipnet::IpNet;

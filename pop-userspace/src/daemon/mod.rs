@@ -5,6 +5,7 @@ pub mod addr6;
 pub mod check;
 pub mod compile;
 pub mod controller;
+pub mod customers;
 pub mod desired;
 pub mod error;
 pub mod icmp;

@@ -457,6 +457,48 @@ impl AclMaps {
         Ok(())
     }
 
+    /// Removes exactly the entries and ports `gone` lists (a single customer
+    /// change; [`Self::prune_spoof`] reads the whole maps instead). Call after
+    /// the flags of ports that lost anti-spoofing are cleared.
+    pub fn remove_spoof(&mut self, gone: &SpoofTables) -> Result<(), DataplaneError> {
+        for &(ifindex, prefix) in &gone.prefixes {
+            let len = 32 + u32::from(prefix.prefix_len());
+            let (r, map) = match prefix {
+                IpNet::V4(p) => (
+                    self.spoof_src_v4
+                        .remove(&Key::new(len, spoof_data_v4(ifindex, p.network().octets()))),
+                    names::SPOOF_SRC_V4,
+                ),
+                IpNet::V6(p) => (
+                    self.spoof_src_v6
+                        .remove(&Key::new(len, spoof_data_v6(ifindex, p.network().octets()))),
+                    names::SPOOF_SRC_V6,
+                ),
+            };
+            match r {
+                Err(e) if !is_missing(&e) => {
+                    return Err(DataplaneError::Map {
+                        map,
+                        reason: format!("remove ifindex {ifindex} prefix {prefix}: {e}"),
+                    })
+                }
+                _ => {}
+            }
+        }
+        for &ifindex in gone.ports.keys() {
+            match self.spoof_ports.remove(&ifindex) {
+                Err(e) if !is_missing(&e) => {
+                    return Err(DataplaneError::Map {
+                        map: names::SPOOF_PORTS,
+                        reason: format!("remove ifindex {ifindex}: {e}"),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Sets customer `customer_id`'s policer (both directions) to
     /// `(rate_bps, burst_bytes)`, or removes it with `None`. An unchanged
     /// policer is left alone, keeping its bucket state.

@@ -114,6 +114,11 @@ impl Controller {
         let old_ids = std::mem::replace(&mut self.state.ids, ids);
         let old_config = std::mem::replace(&mut self.state.config, candidate);
         let old_generation = std::mem::replace(&mut self.state.generation, generation);
+        if self.state.config.customers != old_config.customers {
+            // Customers changed by the whole path: indexed again on the next
+            // single change.
+            self.customer_index = None;
+        }
         let saved = match &persist {
             Persist::Snapshot => self.store.save(&self.state).map_err(ControlError::from),
             Persist::Record(change) => self.persist(generation, change),

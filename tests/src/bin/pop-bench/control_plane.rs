@@ -15,7 +15,12 @@ use crate::Opts;
 use pop_tests::rng::Rng;
 
 /// Lab config without a default route, so 100.65.0.0/16 has no route until added.
-fn config(extra_routes: &[(String, &str)], customers: usize, acls: usize, acl_seed: u64) -> String {
+pub fn config(
+    extra_routes: &[(String, &str)],
+    customers: usize,
+    acls: usize,
+    acl_seed: u64,
+) -> String {
     let mut s = topology::base_config();
     let mut cust = 0;
     for c in topology::POP_CUSTOMERS {
@@ -303,6 +308,30 @@ fn append_fsync_ms(dir: &std::path::Path) -> Result<f64> {
     Ok(median(&v))
 }
 
+/// Loads 10k customers (1k with `--quick`), then `metrics_10k_customers_ms`
+/// and `customer_add_10k_ms`.
+pub fn customer_changes(o: &Opts, lab: &Lab, popd: &Popd, cp: &mut ControlPlane) -> Result<()> {
+    let customers = if o.quick { 1_000 } else { 10_000 };
+    apply_file(o, popd, &config(&[], customers, 0, 1))?;
+    cp.metrics_10k_customers_ms = Some(scrape_ms(lab)?);
+    cp.customers_loaded = customers as u64;
+    cp.customer_add_10k_ms = Some(timed_changes(o, popd, |k| {
+        (
+            vec![
+                "customer".into(),
+                "add".into(),
+                format!("bench{k}"),
+                "--prefix".into(),
+                format!("172.20.{k}.0/24"),
+                "--iface".into(),
+                "eth1".into(),
+            ],
+            vec!["customer".into(), "del".into(), format!("bench{k}")],
+        )
+    })?);
+    Ok(())
+}
+
 /// Runs the control-plane measurements in their own lab.
 pub fn run(o: &Opts) -> Result<ControlPlane> {
     let lab = Lab::new("pbcp-");
@@ -367,24 +396,7 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
             cp.append_fsync_ms.unwrap_or_default()
         );
 
-        let customers = if o.quick { 1_000 } else { 10_000 };
-        apply_file(o, &popd, &config(&[], customers, 0, 1))?;
-        cp.metrics_10k_customers_ms = Some(scrape_ms(lab)?);
-        cp.customers_loaded = customers as u64;
-        cp.customer_add_10k_ms = Some(timed_changes(o, &popd, |k| {
-            (
-                vec![
-                    "customer".into(),
-                    "add".into(),
-                    format!("bench{k}"),
-                    "--prefix".into(),
-                    format!("172.20.{k}.0/24"),
-                    "--iface".into(),
-                    "eth1".into(),
-                ],
-                vec!["customer".into(), "del".into(), format!("bench{k}")],
-            )
-        })?);
+        customer_changes(o, lab, &popd, &mut cp)?;
 
         if pop_common::maps::ALL.iter().any(|m| m.starts_with("acl")) {
             let rules = if o.quick { 10_000 } else { 100_000 };

@@ -14,6 +14,7 @@ mod control_plane;
 mod cycle;
 mod lab_throughput;
 mod report;
+mod single;
 mod testrun_cost;
 
 use std::path::PathBuf;
@@ -63,19 +64,21 @@ fn parse_args() -> Result<Opts> {
             }
             "--only" => {
                 let v = args.next().ok_or_else(|| {
-                    anyhow::anyhow!("--only needs test_run,lab,control_plane,bgp")
+                    anyhow::anyhow!("--only needs test_run,lab,control_plane,bgp,single")
                 })?;
                 o.parts = v.split(',').map(str::to_string).collect();
             }
             "-h" | "--help" => {
                 println!(
-                    "pop-bench [--quick] [--json FILE] [--plots DIR] [--only test_run,lab,control_plane,bgp]\n\
+                    "pop-bench [--quick] [--json FILE] [--plots DIR] [--only test_run,lab,control_plane,bgp,single]\n\
                      Benchmarks pop against XDP_PASS, kernel forwarding and nftables on this machine.\n\
-                     `bgp` is the learned-route part of control_plane alone (full table, churn).\n\
+                     `bgp` is the learned-route part of control_plane alone (full table, churn);\n\
+                     `single` its customer changes alone (metrics_10k_customers_ms, customer_add_10k_ms).\n\
                      Needs root. See docs/benchmarks.md.\n\
                      Environment: POP_BENCH_OBJECT=FILE loads that object instead of pop's;\n\
                      POP_BENCH_CASES=ipv6_forward,acl (case-name prefixes) runs only the references\n\
-                     and that case of test_run."
+                     and that case of test_run; POP_BENCH_BIN_B=DIR runs `single` also with the popd\n\
+                     and popctl in DIR, alternating, and prints the A/B ratios."
                 );
                 std::process::exit(0);
             }
@@ -131,6 +134,12 @@ fn run(o: &Opts) -> Result<()> {
         cp.route_churn_lag_p99_ms = b.churn_lag_p99_ms;
         cp.popd_rss_mb_full_table = b.rss_mb;
         cp.bgp_routes = b.routes;
+        report::print_control_plane(&doc.control_plane, o.quick);
+    }
+    if o.parts.iter().any(|p| p == "single") && !o.parts.iter().any(|p| p == "control_plane") {
+        // The customer changes of the control plane alone.
+        println!("\n== control plane: customer changes only");
+        doc.control_plane = single::run(o)?;
         report::print_control_plane(&doc.control_plane, o.quick);
     }
     if let Some(path) = &o.json {
