@@ -1,6 +1,6 @@
 //! The IPv6 FIB's ABI (`pop-ebpf/src/fib6.h`): a multibit trie in BPF array
 //! maps, a root of one entry per /20, wide nodes of 2^[`FIB6_WIDE_BITS`]
-//! entries below it (/20 to /28 in one load) and nodes of 16
+//! entries below it (the dense /20-/32 levels in one load) and nodes of 16
 //! entries (4-bit strides) below those, whose entries hold the answer for
 //! their addresses. A wide node is [`FIB6_WIDE_UNITS`] consecutive elements
 //! of `fib6_nodes`; an entry points at its first.

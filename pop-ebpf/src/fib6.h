@@ -7,10 +7,10 @@
  *   fib6_root    2^20 entries, one per /20, in blocks of 256 entries
  *                (element = top20 >> 8, entry = top20 & 0xff)
  *   fib6_nodes   elements of 16 entries. The node under a root entry is
- *                wide: 2^POP_FIB6_WIDE_BITS entries (/20 to /28) in
+ *                wide: 2^POP_FIB6_WIDE_BITS entries (/20 to /32) in
  *                POP_FIB6_WIDE_UNITS consecutive elements, the entry
- *                pointing at the first. Below /28 a node is one element
- *                (4-bit strides): the node under a /28+4k entry answers the
+ *                pointing at the first. Below /32 a node is one element
+ *                (4-bit strides): the node under a /32+4k entry answers the
  *                next 4 bits of the address
  *   fib6_routes  the route records (struct pop_route) entries point at,
  *                interned: every route with the same value shares one
@@ -27,8 +27,8 @@
  * (a route id below 2^16) means the same route and no customer.
  *
  * A lookup is one load of the root, one of a wide node for a prefix longer
- * than /20, one per 4 bits below /28 down to the longest prefix on the
- * address's path (a /32: 2, a /48: 6, a /64: 10, at most POP_FIB6_LEVELS),
+ * than /20, one per 4 bits below /32 down to the longest prefix on the
+ * address's path (a /32: 1, a /48: 5, a /64: 9, at most POP_FIB6_LEVELS),
  * and the load of the record. Every load is one cache line. popd writes entries
  * with aligned 32-bit stores through mmap (BPF_F_MMAPABLE), fills a node
  * before an entry points at it, writes a record before an entry points at
@@ -51,17 +51,17 @@
 #define POP_FIB6_ROOT_BLOCK_ENTRIES 256
 /* Root elements: 2^20 entries / 256 per element (4 MB). */
 #define POP_FIB6_ROOT_BLOCKS 4096
-/* Bits each node below /28 decides, and its entries (one element). */
+/* Bits each node below /32 decides, and its entries (one element). */
 #define POP_FIB6_STRIDE 4
 #define POP_FIB6_NODE_ENTRIES 16
-/* Node levels below the root: the wide one, then (128 - 28) / 4. */
+/* Node levels below the root: the wide one, then (128 - 32) / 4. */
 #define POP_FIB6_LEVELS 26
 /* Elements of fib6_nodes (64 B each): 64 MB of kernel memory. A wide node
  * takes POP_FIB6_WIDE_UNITS of them. */
 #define POP_FIB6_MAX_NODES 1048576
 /* Route records at once in fib6_routes (id 0 is "no route"). */
 #define POP_FIB6_MAX_ROUTES 65536
-/* The node under a root entry: bits /20 to /28 in one load. */
+/* The node under a root entry: bits /20 to /32 in one load. */
 #define POP_FIB6_WIDE_BITS 8
 #define POP_FIB6_WIDE_ENTRIES 256
 /* Consecutive elements of fib6_nodes a wide node takes. */
@@ -117,7 +117,7 @@ struct {
 /* The answer entry for `addr` (16 bytes, network order, as in the
  * packet); 0: nothing (also if the maps are inconsistent). */
 /* The walk is a global (not inlined) function of the address's four words:
- * the verifier checks its 26 levels once, on their own, instead of in every
+ * the verifier checks its 25 levels once, on their own, instead of in every
  * state the pipeline reaches it in; the caller gets a scalar. */
 __noinline __u32 pop_fib6_walk(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
 {
@@ -134,7 +134,7 @@ __noinline __u32 pop_fib6_walk(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
 	entry = b->entry[(w[0] >> (32 - POP_FIB6_ROOT_BITS)) & 0xff];
 	if (!(entry & POP_FIB6_EXT))
 		return entry;
-	/* The wide node: bits [20, 28), in element (entry + index / 16). */
+	/* The wide node: bits [20, 32), in element (entry + index / 16). */
 	wide = (w[0] >> (32 - POP_FIB6_ROOT_BITS - POP_FIB6_WIDE_BITS)) &
 	       (POP_FIB6_WIDE_ENTRIES - 1);
 	elem = (entry & ~POP_FIB6_EXT) + wide / POP_FIB6_NODE_ENTRIES;

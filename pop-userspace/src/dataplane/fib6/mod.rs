@@ -1,13 +1,10 @@
 //! The IPv6 FIB writer: routes, customer prefixes and local addresses
 //! compiled into a multibit trie in BPF array maps (`pop-ebpf/src/fib6.h`):
-//! a root of one entry per /20, a wide node of 256 entries (/20 to /28) under
-//! a root entry, and nodes of 16 entries below, each deciding 4 more bits,
-//! whose entries hold the answer (route record id, customer id, local flag)
-//! for their addresses. A wide node is 16 consecutive elements of
-//! `fib6_nodes`; the writer counts, allocates and frees elements.
-//! A lookup costs one load for the root, one for the wide node and one per 4
-//! bits below /28 of the longest prefix on the address's path, whatever the
-//! table's size.
+//! a root of one entry per /20 and nodes of 16 entries, each deciding 4 more
+//! bits, whose entries hold the answer (route record id, customer id, local
+//! flag) for their addresses.
+//! A lookup costs one load per 4 bits of the longest prefix on the
+//! address's path, whatever the table's size.
 //!
 //! [`Fib6`] keeps the routes (integers in one hash map per length) and the
 //! prefix length behind every entry, and applies single changes
