@@ -24,11 +24,11 @@ pub const FIB6_NODE_ENTRIES: u32 = 16;
 pub const FIB6_LEVELS: u32 = 1 + (128 - FIB6_ROOT_BITS - FIB6_WIDE_BITS) / FIB6_STRIDE;
 /// Elements (64-byte nodes) of `fib6_nodes`; a wide node takes
 /// [`FIB6_WIDE_UNITS`] of them.
-pub const FIB6_MAX_NODES: u32 = 1_048_576;
+pub const FIB6_MAX_NODES: u32 = 786_432;
 /// Route records of `fib6_routes` (id 0 stands for "no route").
 pub const FIB6_MAX_ROUTES: u32 = 65_536;
 /// Bits a wide node (the level right below the root) decides.
-pub const FIB6_WIDE_BITS: u32 = 8;
+pub const FIB6_WIDE_BITS: u32 = 12;
 /// Entries of a wide node: 2^[`FIB6_WIDE_BITS`].
 pub const FIB6_WIDE_ENTRIES: u32 = 1 << FIB6_WIDE_BITS;
 /// Consecutive elements of `fib6_nodes` a wide node takes.

@@ -55,17 +55,17 @@
 #define POP_FIB6_STRIDE 4
 #define POP_FIB6_NODE_ENTRIES 16
 /* Node levels below the root: the wide one, then (128 - 32) / 4. */
-#define POP_FIB6_LEVELS 26
-/* Elements of fib6_nodes (64 B each): 64 MB of kernel memory. A wide node
+#define POP_FIB6_LEVELS 25
+/* Elements of fib6_nodes (64 B each): 48 MB of kernel memory. A wide node
  * takes POP_FIB6_WIDE_UNITS of them. */
-#define POP_FIB6_MAX_NODES 1048576
+#define POP_FIB6_MAX_NODES 786432
 /* Route records at once in fib6_routes (id 0 is "no route"). */
 #define POP_FIB6_MAX_ROUTES 65536
 /* The node under a root entry: bits /20 to /32 in one load. */
-#define POP_FIB6_WIDE_BITS 8
-#define POP_FIB6_WIDE_ENTRIES 256
+#define POP_FIB6_WIDE_BITS 12
+#define POP_FIB6_WIDE_ENTRIES 4096
 /* Consecutive elements of fib6_nodes a wide node takes. */
-#define POP_FIB6_WIDE_UNITS 16
+#define POP_FIB6_WIDE_UNITS 256
 /* An entry with this bit points at the node in its low bits. */
 #define POP_FIB6_EXT (1U << 31)
 /* An answer entry: the route record id in its low 16 bits ... */

@@ -17,7 +17,7 @@ use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use pop::dataplane::fib6::{Fib6, Fib6Error, MmapBackend, Prefix6};
-use pop_common::fib6::{maps as names, FIB6_LEVELS, FIB6_MAX_NODES, FIB6_WIDE_UNITS};
+use pop_common::fib6::{maps as names, FIB6_MAX_NODES, FIB6_WIDE_UNITS};
 
 struct Rng(u64);
 
@@ -271,9 +271,8 @@ fn a_full_node_map_refuses_the_route_and_changes_nothing() {
     let loaded = load();
     let mut fib = fib(&loaded);
     fib.set_route(prefix(0x2000 << 112, 3), 1).unwrap();
-    // A /128 in a /20 of its own takes a wide node and a node per level
-    // below it.
-    let per = FIB6_WIDE_UNITS + FIB6_LEVELS - 1;
+    // A /128 in a /20 of its own takes a wide node and 24 nodes.
+    let per = FIB6_WIDE_UNITS + 24;
     let host = |i: u128| (0x2000u128 << 112) | (i << 108) | 1;
     let fit = FIB6_MAX_NODES / per;
     for i in 0..u128::from(fit) {

@@ -59,7 +59,7 @@ impl Pinned6 {
 
 /// A refused customer or local change: the fib6 error names the change, the
 /// map and its limit (`customer prefix 2001:db8::/48: needs 3 more trie
-/// nodes, but only 1 of 1048576 are free (map fib6_nodes)`).
+/// nodes, but only 1 of 786432 are free (map fib6_nodes)`).
 fn refused(e: Fib6Error) -> DataplaneError {
     match e {
         Fib6Error::NodesFull { .. } => DataplaneError::Map {

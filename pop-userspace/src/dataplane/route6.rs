@@ -204,10 +204,7 @@ impl<B: Fib6Backend, S: RecordStore> Routes6<B, S> {
 mod tests {
     use super::*;
     use crate::dataplane::fib6::MemoryBackend;
-    use pop_common::fib6::{FIB6_ROOT_BITS, FIB6_STRIDE, FIB6_WIDE_BITS, FIB6_WIDE_UNITS};
-
-    /// Elements of `fib6_nodes` the path of a /32 takes.
-    const TO32: u32 = FIB6_WIDE_UNITS + (32 - FIB6_ROOT_BITS - FIB6_WIDE_BITS) / FIB6_STRIDE;
+    use pop_common::fib6::FIB6_WIDE_UNITS;
 
     use crate::dataplane::route_records::MemoryRecords as Mem;
 
@@ -273,13 +270,13 @@ mod tests {
         r.set(&net("2001:db8::/32"), &route(3)).unwrap();
         assert_eq!(r.lookup(ip("2001:db8::1")), Some(route(3)));
 
-        // Room for a /32's path: a /32 fits, a /36 beside it does not.
-        let mut r = fresh(8, TO32);
+        // Room for one wide node: a /32 fits, a /36 beside it does not.
+        let mut r = fresh(8, FIB6_WIDE_UNITS);
         r.set(&net("2001:db8::/32"), &route(1)).unwrap();
         let e = r.set(&net("2001:db8:f000::/36"), &route(2)).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("map fib6_nodes: full ({TO32} entries)")
+            format!("map fib6_nodes: full ({FIB6_WIDE_UNITS} entries)")
         );
         assert_eq!(
             r.stats().records,

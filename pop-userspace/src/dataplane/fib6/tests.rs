@@ -37,8 +37,6 @@ fn ip(text: &str) -> Ipv6Addr {
 
 /// Elements of `fib6_nodes` a wide node (the level below the root) takes.
 const W: u32 = FIB6_WIDE_UNITS;
-/// Elements the path of a /32 takes: a wide node, and nodes down to /32.
-const TO32: u32 = W + (32 - FIB6_ROOT_BITS - FIB6_WIDE_BITS) / FIB6_STRIDE;
 
 #[test]
 fn prefixes_and_ids_are_checked() {
@@ -75,7 +73,7 @@ fn prefixes_and_ids_are_checked() {
 
 #[test]
 fn routes_nest_and_deletion_falls_back_and_folds_nodes() {
-    let mut fib = Fib6::new(MemoryBackend::new(TO32 + 64));
+    let mut fib = Fib6::new(MemoryBackend::new(W + 64));
     fib.set_route(p("2000::/3"), 1).unwrap();
     fib.set_route(p("2001:db8::/32"), 2).unwrap();
     fib.set_route(p("2001:db8:1::/48"), 3).unwrap();
@@ -86,7 +84,7 @@ fn routes_nest_and_deletion_falls_back_and_folds_nodes() {
     assert_eq!(fib.lookup(ip("2001:db8:1:2::7")), 4);
     assert_eq!(fib.lookup(ip("4000::1")), 0);
     // /32: a wide node below /20 (W elements); /48: 4 more; the /128: 20 more.
-    assert_eq!(fib.stats().nodes_used, TO32 + 4 + 20);
+    assert_eq!(fib.stats().nodes_used, W + 4 + 20);
     fib.audit().unwrap();
 
     assert!(fib.del_route(p("2001:db8::/32")).unwrap());
@@ -97,7 +95,7 @@ fn routes_nest_and_deletion_falls_back_and_folds_nodes() {
     assert_eq!(fib.lookup(ip("2001:db8:1:2::7")), 3);
     assert_eq!(
         fib.stats().nodes_used,
-        TO32 + 4,
+        W + 4,
         "the /128's nodes folded back"
     );
     fib.del_route(p("2001:db8:1::/48")).unwrap();
@@ -118,7 +116,7 @@ fn routes_nest_and_deletion_falls_back_and_folds_nodes() {
 
 #[test]
 fn a_full_node_table_refuses_and_changes_nothing() {
-    let mut fib = Fib6::new(MemoryBackend::new(TO32 + 3));
+    let mut fib = Fib6::new(MemoryBackend::new(W + 3));
     fib.set_route(p("2001:db8::/32"), 1).unwrap(); // a wide node at bit 20
     fib.set_route(p("2001:db8:f000::/40"), 2).unwrap(); // 32, 36
     let err = fib.set_route(p("2001:db8:1::/48"), 3).unwrap_err();
@@ -129,7 +127,7 @@ fn a_full_node_table_refuses_and_changes_nothing() {
             prefix: p("2001:db8:1::/48"),
             needed: 3,
             free: 1,
-            limit: TO32 + 3
+            limit: W + 3
         }
     );
     assert_eq!(
@@ -137,18 +135,18 @@ fn a_full_node_table_refuses_and_changes_nothing() {
         format!(
             "route 2001:db8:1::/48: needs 3 more trie nodes, but only 1 of {} are free (map \
              fib6_nodes)",
-            TO32 + 3
+            W + 3
         )
     );
     assert_eq!(fib.lookup(ip("2001:db8:1::1")), 1);
     assert_eq!(fib.route(p("2001:db8:1::/48")), None);
-    assert_eq!(fib.stats().nodes_used, TO32 + 2);
+    assert_eq!(fib.stats().nodes_used, W + 2);
     fib.audit().unwrap();
     // Freed nodes are reused (after a grace period).
     fib.del_route(p("2001:db8:f000::/40")).unwrap();
     fib.set_route(p("2001:db8:10::/44"), 3).unwrap();
     assert_eq!(fib.lookup(ip("2001:db8:1f::1")), 3);
-    assert_eq!(fib.stats().nodes_used, TO32 + 3);
+    assert_eq!(fib.stats().nodes_used, W + 3);
     fib.audit().unwrap();
 }
 
@@ -323,21 +321,21 @@ fn routes_customers_and_locals_answer_independently() {
 /// is refused whole, naming what it is.
 #[test]
 fn customers_and_locals_are_refused_when_nodes_are_full() {
-    let mut fib = Fib6::new(MemoryBackend::new(TO32));
+    let mut fib = Fib6::new(MemoryBackend::new(W));
     fib.set_route(p("2001:db8::/32"), 1).unwrap(); // a wide node: W elements
     assert_eq!(
         fib.set_customer(p("2001:db8:a::/48"), 5)
             .unwrap_err()
             .to_string(),
         format!(
-            "customer prefix 2001:db8:a::/48: needs 4 more trie nodes, but only 0 of {TO32} are \
+            "customer prefix 2001:db8:a::/48: needs 4 more trie nodes, but only 0 of {W} are \
              free (map fib6_nodes)"
         )
     );
     assert_eq!(
         fib.set_local(ip("2001:db8::1")).unwrap_err().to_string(),
         format!(
-            "local address 2001:db8::1/128: needs 24 more trie nodes, but only 0 of {TO32} are free \
+            "local address 2001:db8::1/128: needs 24 more trie nodes, but only 0 of {W} are free \
              (map fib6_nodes)"
         )
     );
