@@ -1,9 +1,6 @@
 //! The IPv6 FIB's ABI (`pop-ebpf/src/fib6.h`): a multibit trie in BPF array
-//! maps, a root of one entry per /20, wide nodes of 2^[`FIB6_WIDE_BITS`]
-//! entries below it (the dense /20-/32 levels in one load) and nodes of 16
-//! entries (4-bit strides) below those, whose entries hold the answer for
-//! their addresses. A wide node is [`FIB6_WIDE_UNITS`] consecutive elements
-//! of `fib6_nodes`; an entry points at its first.
+//! maps, a root of one entry per /20 and nodes of 16 entries (4-bit strides)
+//! below it, whose entries hold the answer for their addresses.
 //!
 //! An entry is [`FIB6_EXT`] | node, or an answer: the route record id (an
 //! index of `fib6_routes`, 0: no route) in [`FIB6_ROUTE_MASK`], the customer
@@ -16,23 +13,16 @@ pub const FIB6_ROOT_BITS: u32 = 20;
 pub const FIB6_ROOT_BLOCK_ENTRIES: u32 = 256;
 /// Elements of `fib6_root`: 2^20 entries / [`FIB6_ROOT_BLOCK_ENTRIES`].
 pub const FIB6_ROOT_BLOCKS: u32 = 4096;
-/// Bits each node below the wide level decides.
+/// Bits each node decides.
 pub const FIB6_STRIDE: u32 = 4;
-/// Entries of a node: 2^[`FIB6_STRIDE`] (one element of `fib6_nodes`).
+/// Entries of a node: 2^[`FIB6_STRIDE`].
 pub const FIB6_NODE_ENTRIES: u32 = 16;
-/// Node levels below the root: the wide level, then (128 - 20 - wide) / 4.
-pub const FIB6_LEVELS: u32 = 1 + (128 - FIB6_ROOT_BITS - FIB6_WIDE_BITS) / FIB6_STRIDE;
-/// Elements (64-byte nodes) of `fib6_nodes`; a wide node takes
-/// [`FIB6_WIDE_UNITS`] of them.
+/// Node levels below the root: (128 - 20) / 4.
+pub const FIB6_LEVELS: u32 = 27;
+/// Nodes of `fib6_nodes`.
 pub const FIB6_MAX_NODES: u32 = 786_432;
 /// Route records of `fib6_routes` (id 0 stands for "no route").
 pub const FIB6_MAX_ROUTES: u32 = 65_536;
-/// Bits a wide node (the level right below the root) decides.
-pub const FIB6_WIDE_BITS: u32 = 12;
-/// Entries of a wide node: 2^[`FIB6_WIDE_BITS`].
-pub const FIB6_WIDE_ENTRIES: u32 = 1 << FIB6_WIDE_BITS;
-/// Consecutive elements of `fib6_nodes` a wide node takes.
-pub const FIB6_WIDE_UNITS: u32 = FIB6_WIDE_ENTRIES / FIB6_NODE_ENTRIES;
 /// An entry with this bit points at the node in its low bits.
 pub const FIB6_EXT: u32 = 1 << 31;
 /// The route record id of an answer entry.
@@ -97,9 +87,6 @@ pub fn defines() -> &'static [(&'static str, i64)] {
         ("POP_FIB6_CUSTOMER_SHIFT", FIB6_CUSTOMER_SHIFT as i64),
         ("POP_FIB6_CUSTOMER_MASK", FIB6_CUSTOMER_MASK as i64),
         ("POP_FIB6_LOCAL", FIB6_LOCAL as i64),
-        ("POP_FIB6_WIDE_BITS", FIB6_WIDE_BITS as i64),
-        ("POP_FIB6_WIDE_ENTRIES", FIB6_WIDE_ENTRIES as i64),
-        ("POP_FIB6_WIDE_UNITS", FIB6_WIDE_UNITS as i64),
     ]
 }
 
@@ -107,12 +94,7 @@ const _: () = assert!(FIB6_ROOT_BLOCKS * FIB6_ROOT_BLOCK_ENTRIES == 1 << FIB6_RO
 const _: () = assert!(FIB6_NODE_ENTRIES == 1 << FIB6_STRIDE);
 const _: () = assert!(FIB6_MAX_ROUTES - 1 <= FIB6_ROUTE_MASK);
 const _: () = assert!(crate::MAX_CUSTOMERS - 1 <= FIB6_CUSTOMER_MASK);
-const _: () = assert!(FIB6_ROOT_BITS + FIB6_WIDE_BITS + (FIB6_LEVELS - 1) * FIB6_STRIDE == 128);
-// No level's bits cross a 32-bit word of the address (the walk reads one).
-const _: () = assert!(FIB6_ROOT_BITS + FIB6_WIDE_BITS <= 32);
-const _: () = assert!(
-    32_u32.is_multiple_of(FIB6_STRIDE)
-        && (FIB6_ROOT_BITS + FIB6_WIDE_BITS).is_multiple_of(FIB6_STRIDE)
-);
-const _: () = assert!(FIB6_WIDE_ENTRIES.is_multiple_of(FIB6_NODE_ENTRIES));
+const _: () = assert!(FIB6_ROOT_BITS + FIB6_LEVELS * FIB6_STRIDE == 128);
+const _: () =
+    assert!(32_u32.is_multiple_of(FIB6_STRIDE) && FIB6_ROOT_BITS.is_multiple_of(FIB6_STRIDE));
 const _: () = assert!(FIB6_MAX_NODES < FIB6_EXT && FIB6_MAX_ROUTES < FIB6_EXT);

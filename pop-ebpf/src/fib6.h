@@ -6,12 +6,8 @@
  *
  *   fib6_root    2^20 entries, one per /20, in blocks of 256 entries
  *                (element = top20 >> 8, entry = top20 & 0xff)
- *   fib6_nodes   elements of 16 entries. The node under a root entry is
- *                wide: 2^POP_FIB6_WIDE_BITS entries (/20 to /32) in
- *                POP_FIB6_WIDE_UNITS consecutive elements, the entry
- *                pointing at the first. Below /32 a node is one element
- *                (4-bit strides): the node under a /32+4k entry answers the
- *                next 4 bits of the address
+ *   fib6_nodes   nodes of 16 entries (4-bit strides): the node under a
+ *                /20+4k entry answers the next 4 bits of the address
  *   fib6_routes  the route records (struct pop_route) entries point at,
  *                interned: every route with the same value shares one
  *
@@ -26,10 +22,9 @@
  * everywhere, and an entry of a table written before customers were in it
  * (a route id below 2^16) means the same route and no customer.
  *
- * A lookup is one load of the root, one of a wide node for a prefix longer
- * than /20, one per 4 bits below /32 down to the longest prefix on the
- * address's path (a /32: 1, a /48: 5, a /64: 9, at most POP_FIB6_LEVELS),
- * and the load of the record. Every load is one cache line. popd writes entries
+ * A lookup is one load of the root, one per 4 bits below /20 down to the
+ * longest prefix on the address's path (a /32: 3, a /48: 7, a /64: 11,
+ * at most POP_FIB6_LEVELS), and the load of the record. popd writes entries
  * with aligned 32-bit stores through mmap (BPF_F_MMAPABLE), fills a node
  * before an entry points at it, writes a record before an entry points at
  * it, and reuses a node or a record only after an RCU grace period. docs/fib.md
@@ -51,21 +46,16 @@
 #define POP_FIB6_ROOT_BLOCK_ENTRIES 256
 /* Root elements: 2^20 entries / 256 per element (4 MB). */
 #define POP_FIB6_ROOT_BLOCKS 4096
-/* Bits each node below /32 decides, and its entries (one element). */
+/* Bits each node decides, and its entries. */
 #define POP_FIB6_STRIDE 4
 #define POP_FIB6_NODE_ENTRIES 16
-/* Node levels below the root: the wide one, then (128 - 32) / 4. */
-#define POP_FIB6_LEVELS 25
-/* Elements of fib6_nodes (64 B each): 48 MB of kernel memory. A wide node
- * takes POP_FIB6_WIDE_UNITS of them. */
+/* Node levels below the root: (128 - 20) / 4. */
+#define POP_FIB6_LEVELS 27
+/* Nodes at once: 48 MB of kernel memory. A 200k-route table of the
+ * Internet's shape needs about 370k. */
 #define POP_FIB6_MAX_NODES 786432
 /* Route records at once in fib6_routes (id 0 is "no route"). */
 #define POP_FIB6_MAX_ROUTES 65536
-/* The node under a root entry: bits /20 to /32 in one load. */
-#define POP_FIB6_WIDE_BITS 12
-#define POP_FIB6_WIDE_ENTRIES 4096
-/* Consecutive elements of fib6_nodes a wide node takes. */
-#define POP_FIB6_WIDE_UNITS 256
 /* An entry with this bit points at the node in its low bits. */
 #define POP_FIB6_EXT (1U << 31)
 /* An answer entry: the route record id in its low 16 bits ... */
@@ -117,14 +107,13 @@ struct {
 /* The answer entry for `addr` (16 bytes, network order, as in the
  * packet); 0: nothing (also if the maps are inconsistent). */
 /* The walk is a global (not inlined) function of the address's four words:
- * the verifier checks its 25 levels once, on their own, instead of in every
+ * the verifier checks its 27 levels once, on their own, instead of in every
  * state the pipeline reaches it in; the caller gets a scalar. */
 __noinline __u32 pop_fib6_walk(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
 {
 	struct pop_fib6_block *b;
-	struct pop_fib6_node *n;
 	__u32 w[4] = { w0, w1, w2, w3 };
-	__u32 block, entry, wide, elem;
+	__u32 block, entry;
 	int i;
 
 	block = w[0] >> (32 - POP_FIB6_ROOT_BITS + 8);
@@ -132,21 +121,11 @@ __noinline __u32 pop_fib6_walk(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
 	if (!b)
 		return 0;
 	entry = b->entry[(w[0] >> (32 - POP_FIB6_ROOT_BITS)) & 0xff];
-	if (!(entry & POP_FIB6_EXT))
-		return entry;
-	/* The wide node: bits [20, 32), in element (entry + index / 16). */
-	wide = (w[0] >> (32 - POP_FIB6_ROOT_BITS - POP_FIB6_WIDE_BITS)) &
-	       (POP_FIB6_WIDE_ENTRIES - 1);
-	elem = (entry & ~POP_FIB6_EXT) + wide / POP_FIB6_NODE_ENTRIES;
-	n = bpf_map_lookup_elem(&fib6_nodes, &elem);
-	if (!n)
-		return 0;
-	entry = n->entry[wide & (POP_FIB6_NODE_ENTRIES - 1)];
 #pragma unroll
-	for (i = 0; i < POP_FIB6_LEVELS - 1; i++) {
+	for (i = 0; i < POP_FIB6_LEVELS; i++) {
 		/* Bits [off, off + 4) of the address: never across a word. */
-		const int off = POP_FIB6_ROOT_BITS + POP_FIB6_WIDE_BITS +
-				i * POP_FIB6_STRIDE;
+		const int off = POP_FIB6_ROOT_BITS + i * POP_FIB6_STRIDE;
+		struct pop_fib6_node *n;
 		__u32 node;
 
 		if (!(entry & POP_FIB6_EXT))

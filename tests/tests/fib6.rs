@@ -17,7 +17,7 @@ use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use pop::dataplane::fib6::{Fib6, Fib6Error, MmapBackend, Prefix6};
-use pop_common::fib6::{maps as names, FIB6_MAX_NODES, FIB6_WIDE_UNITS};
+use pop_common::fib6::{maps as names, FIB6_MAX_NODES};
 
 struct Rng(u64);
 
@@ -271,10 +271,9 @@ fn a_full_node_map_refuses_the_route_and_changes_nothing() {
     let loaded = load();
     let mut fib = fib(&loaded);
     fib.set_route(prefix(0x2000 << 112, 3), 1).unwrap();
-    // A /128 in a /20 of its own takes a wide node and 24 nodes.
-    let per = FIB6_WIDE_UNITS + 24;
+    // A /128 in a /20 of its own takes 27 nodes.
     let host = |i: u128| (0x2000u128 << 112) | (i << 108) | 1;
-    let fit = FIB6_MAX_NODES / per;
+    let fit = FIB6_MAX_NODES / 27;
     for i in 0..u128::from(fit) {
         fib.set_route(prefix(host(i), 128), 2).unwrap();
     }
@@ -285,15 +284,15 @@ fn a_full_node_map_refuses_the_route_and_changes_nothing() {
         Fib6Error::NodesFull {
             what: "route",
             prefix: last,
-            needed: per,
-            free: FIB6_MAX_NODES - fit * per,
+            needed: 27,
+            free: FIB6_MAX_NODES - fit * 27,
             limit: FIB6_MAX_NODES
         }
     );
     assert!(err.to_string().ends_with("(map fib6_nodes)"), "{err}");
     assert_eq!(kernel_lookup(&loaded.ebpf, last.bits()), 1);
     assert_eq!(kernel_lookup(&loaded.ebpf, host(5)), 2);
-    assert_eq!(fib.stats().nodes_used, fit * per);
+    assert_eq!(fib.stats().nodes_used, fit * 27);
     // A route that needs no node still fits.
     fib.set_route(prefix(0x3000 << 112, 4), 4).unwrap();
     assert_eq!(kernel_lookup(&loaded.ebpf, 0x3000 << 112), 4);

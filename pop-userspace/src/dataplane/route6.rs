@@ -204,7 +204,6 @@ impl<B: Fib6Backend, S: RecordStore> Routes6<B, S> {
 mod tests {
     use super::*;
     use crate::dataplane::fib6::MemoryBackend;
-    use pop_common::fib6::FIB6_WIDE_UNITS;
 
     use crate::dataplane::route_records::MemoryRecords as Mem;
 
@@ -237,7 +236,7 @@ mod tests {
 
     #[test]
     fn equal_routes_share_a_record_and_lookups_follow_it() {
-        let mut r = fresh(4, FIB6_WIDE_UNITS + 64);
+        let mut r = fresh(4, 64);
         r.set(&net("2001:db8::/32"), &route(1)).unwrap();
         r.set(&net("2001:db9::/32"), &route(1)).unwrap();
         r.set(&net("2001:db8:1::/48"), &route(2)).unwrap();
@@ -260,7 +259,7 @@ mod tests {
     #[test]
     fn full_tables_refuse_the_route_with_the_map_and_change_nothing() {
         // Records 1..2 (0 is "no route").
-        let mut r = fresh(3, FIB6_WIDE_UNITS + 64);
+        let mut r = fresh(3, 64);
         r.set(&net("2001:db8::/32"), &route(1)).unwrap();
         r.set(&net("2001:db9::/32"), &route(2)).unwrap();
         let e = r.set(&net("2001:db8::/32"), &route(3)).unwrap_err();
@@ -270,14 +269,11 @@ mod tests {
         r.set(&net("2001:db8::/32"), &route(3)).unwrap();
         assert_eq!(r.lookup(ip("2001:db8::1")), Some(route(3)));
 
-        // Room for one wide node: a /32 fits, a /36 beside it does not.
-        let mut r = fresh(8, FIB6_WIDE_UNITS);
+        // 3 nodes: a /32 fits, a /36 beside it does not.
+        let mut r = fresh(8, 3);
         r.set(&net("2001:db8::/32"), &route(1)).unwrap();
         let e = r.set(&net("2001:db8:f000::/36"), &route(2)).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            format!("map fib6_nodes: full ({FIB6_WIDE_UNITS} entries)")
-        );
+        assert_eq!(e.to_string(), "map fib6_nodes: full (3 entries)");
         assert_eq!(
             r.stats().records,
             1,
@@ -289,7 +285,7 @@ mod tests {
 
     #[test]
     fn adopting_filled_tables_keeps_their_records_and_writes_nothing_new() {
-        let mut r = fresh(8, FIB6_WIDE_UNITS + 64);
+        let mut r = fresh(8, 64);
         r.set(&net("2001:db8::/32"), &route(1)).unwrap();
         r.set(&net("2001:db8:1::/48"), &route(2)).unwrap();
         r.set(&net("2001:db8:1::/48"), &route(3)).unwrap();

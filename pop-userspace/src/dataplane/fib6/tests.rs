@@ -3,9 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;
 
-use pop_common::fib6::{
-    FIB6_EXT, FIB6_NODE_ENTRIES, FIB6_ROOT_BITS, FIB6_STRIDE, FIB6_WIDE_BITS, FIB6_WIDE_UNITS,
-};
+use pop_common::fib6::FIB6_EXT;
 
 use super::*;
 use crate::dataplane::fib4::tests::Rng;
@@ -34,9 +32,6 @@ fn p(text: &str) -> Prefix6 {
 fn ip(text: &str) -> Ipv6Addr {
     text.parse().unwrap()
 }
-
-/// Elements of `fib6_nodes` a wide node (the level below the root) takes.
-const W: u32 = FIB6_WIDE_UNITS;
 
 #[test]
 fn prefixes_and_ids_are_checked() {
@@ -73,7 +68,7 @@ fn prefixes_and_ids_are_checked() {
 
 #[test]
 fn routes_nest_and_deletion_falls_back_and_folds_nodes() {
-    let mut fib = Fib6::new(MemoryBackend::new(W + 64));
+    let mut fib = Fib6::new(MemoryBackend::new(64));
     fib.set_route(p("2000::/3"), 1).unwrap();
     fib.set_route(p("2001:db8::/32"), 2).unwrap();
     fib.set_route(p("2001:db8:1::/48"), 3).unwrap();
@@ -83,8 +78,8 @@ fn routes_nest_and_deletion_falls_back_and_folds_nodes() {
     assert_eq!(fib.lookup(ip("2001:db8:1:2::6")), 3);
     assert_eq!(fib.lookup(ip("2001:db8:1:2::7")), 4);
     assert_eq!(fib.lookup(ip("4000::1")), 0);
-    // /32: a wide node below /20 (W elements); /48: 4 more; the /128: 20 more.
-    assert_eq!(fib.stats().nodes_used, W + 4 + 20);
+    // /32: 3 nodes below /20; /48: 4 more; the /128: 20 more.
+    assert_eq!(fib.stats().nodes_used, 3 + 4 + 20);
     fib.audit().unwrap();
 
     assert!(fib.del_route(p("2001:db8::/32")).unwrap());
@@ -93,11 +88,7 @@ fn routes_nest_and_deletion_falls_back_and_folds_nodes() {
     assert!(!fib.del_route(p("2001:db8::/32")).unwrap());
     fib.del_route(p("2001:db8:1:2::7/128")).unwrap();
     assert_eq!(fib.lookup(ip("2001:db8:1:2::7")), 3);
-    assert_eq!(
-        fib.stats().nodes_used,
-        W + 4,
-        "the /128's nodes folded back"
-    );
+    assert_eq!(fib.stats().nodes_used, 7, "the /128's nodes folded back");
     fib.del_route(p("2001:db8:1::/48")).unwrap();
     assert_eq!(fib.stats().nodes_used, 0);
     assert_eq!(fib.lookup(ip("2001:db8:1::1")), 1);
@@ -116,8 +107,8 @@ fn routes_nest_and_deletion_falls_back_and_folds_nodes() {
 
 #[test]
 fn a_full_node_table_refuses_and_changes_nothing() {
-    let mut fib = Fib6::new(MemoryBackend::new(W + 3));
-    fib.set_route(p("2001:db8::/32"), 1).unwrap(); // a wide node at bit 20
+    let mut fib = Fib6::new(MemoryBackend::new(6));
+    fib.set_route(p("2001:db8::/32"), 1).unwrap(); // nodes at bits 20, 24, 28
     fib.set_route(p("2001:db8:f000::/40"), 2).unwrap(); // 32, 36
     let err = fib.set_route(p("2001:db8:1::/48"), 3).unwrap_err();
     assert_eq!(
@@ -127,26 +118,22 @@ fn a_full_node_table_refuses_and_changes_nothing() {
             prefix: p("2001:db8:1::/48"),
             needed: 3,
             free: 1,
-            limit: W + 3
+            limit: 6
         }
     );
     assert_eq!(
         err.to_string(),
-        format!(
-            "route 2001:db8:1::/48: needs 3 more trie nodes, but only 1 of {} are free (map \
-             fib6_nodes)",
-            W + 3
-        )
+        "route 2001:db8:1::/48: needs 3 more trie nodes, but only 1 of 6 are free (map fib6_nodes)"
     );
     assert_eq!(fib.lookup(ip("2001:db8:1::1")), 1);
     assert_eq!(fib.route(p("2001:db8:1::/48")), None);
-    assert_eq!(fib.stats().nodes_used, W + 2);
+    assert_eq!(fib.stats().nodes_used, 5);
     fib.audit().unwrap();
     // Freed nodes are reused (after a grace period).
     fib.del_route(p("2001:db8:f000::/40")).unwrap();
     fib.set_route(p("2001:db8:10::/44"), 3).unwrap();
     assert_eq!(fib.lookup(ip("2001:db8:1f::1")), 3);
-    assert_eq!(fib.stats().nodes_used, W + 3);
+    assert_eq!(fib.stats().nodes_used, 6);
     fib.audit().unwrap();
 }
 
@@ -183,7 +170,7 @@ fn random_probe(rng: &mut Rng, near: Prefix6) -> u128 {
 #[test]
 fn random_changes_agree_with_the_reference() {
     let mut rng = Rng::new(3);
-    let mut fib = Fib6::new(MemoryBackend::new(4 * W + 4096));
+    let mut fib = Fib6::new(MemoryBackend::new(4096));
     let mut reference = Reference::new();
     let ops = if cfg!(debug_assertions) { 400 } else { 4000 };
     for op in 0..ops {
@@ -229,7 +216,7 @@ fn random_changes_agree_with_the_reference() {
 #[test]
 fn routes_customers_and_locals_answer_independently() {
     let mut rng = Rng::new(7);
-    let mut fib = Fib6::new(MemoryBackend::new(4 * W + 8192));
+    let mut fib = Fib6::new(MemoryBackend::new(8192));
     let (mut routes, mut customers) = (Reference::new(), Reference::new());
     let mut locals: HashSet<u128> = HashSet::new();
     let ops = if cfg!(debug_assertions) { 300 } else { 3000 };
@@ -299,10 +286,7 @@ fn routes_customers_and_locals_answer_independently() {
     adopted.audit().unwrap();
     assert!(adopted.backend() == &before, "adoption rewrote entries");
     assert_eq!(adopted.stats().nodes_used, used);
-    assert!(
-        adopted.pending.iter().all(Vec::is_empty),
-        "no node replaced"
-    );
+    assert!(adopted.pending.is_empty(), "no node replaced");
     let mut fib = adopted;
     for (p, _) in r {
         fib.del_route(p).unwrap();
@@ -321,23 +305,19 @@ fn routes_customers_and_locals_answer_independently() {
 /// is refused whole, naming what it is.
 #[test]
 fn customers_and_locals_are_refused_when_nodes_are_full() {
-    let mut fib = Fib6::new(MemoryBackend::new(W));
-    fib.set_route(p("2001:db8::/32"), 1).unwrap(); // a wide node: W elements
+    let mut fib = Fib6::new(MemoryBackend::new(3));
+    fib.set_route(p("2001:db8::/32"), 1).unwrap(); // 3 nodes
     assert_eq!(
         fib.set_customer(p("2001:db8:a::/48"), 5)
             .unwrap_err()
             .to_string(),
-        format!(
-            "customer prefix 2001:db8:a::/48: needs 4 more trie nodes, but only 0 of {W} are \
-             free (map fib6_nodes)"
-        )
+        "customer prefix 2001:db8:a::/48: needs 4 more trie nodes, but only 0 of 3 are free \
+         (map fib6_nodes)"
     );
     assert_eq!(
         fib.set_local(ip("2001:db8::1")).unwrap_err().to_string(),
-        format!(
-            "local address 2001:db8::1/128: needs 24 more trie nodes, but only 0 of {W} are free \
-             (map fib6_nodes)"
-        )
+        "local address 2001:db8::1/128: needs 24 more trie nodes, but only 0 of 3 are free \
+         (map fib6_nodes)"
     );
     assert_eq!(fib.lookup(ip("2001:db8:a::1")), 1);
     assert_eq!(fib.customer(p("2001:db8:a::/48")), None);
@@ -403,19 +383,14 @@ impl Checked {
     fn observe(&mut self) {
         self.stores += 1;
         for &(addr, before, after) in &self.probes {
-            let mut e = self.inner.root((addr >> (128 - FIB6_ROOT_BITS)) as u32);
-            let mut off = FIB6_ROOT_BITS;
+            let mut e = self.inner.root((addr >> 108) as u32);
+            let mut off = 20;
             while e & FIB6_EXT != 0 {
-                let bits = if off == FIB6_ROOT_BITS {
-                    FIB6_WIDE_BITS
-                } else {
-                    FIB6_STRIDE
-                };
-                let i = ((addr >> (128 - off - bits)) & ((1 << bits) - 1)) as u32;
-                // The element the lookup reads (a wide node is several).
-                self.held.insert((e & !FIB6_EXT) + i / FIB6_NODE_ENTRIES);
-                e = self.inner.node(e & !FIB6_EXT, i);
-                off += bits;
+                self.held.insert(e & !FIB6_EXT);
+                e = self
+                    .inner
+                    .node(e & !FIB6_EXT, ((addr >> (124 - off)) & 0xf) as u32);
+                off += 4;
             }
             assert!(
                 e == before || e == after,
@@ -443,7 +418,7 @@ impl Fib6Backend for Checked {
         self.inner.node(node, index)
     }
     fn set_node(&mut self, node: u32, index: u32, entry: u32) {
-        if self.held.contains(&(node + index / FIB6_NODE_ENTRIES)) && !self.linked(node) {
+        if self.held.contains(&node) && !self.linked(node) {
             panic!("node {node} rewritten while a lookup may still read it");
         }
         self.inner.set_node(node, index, entry);
@@ -496,7 +471,7 @@ fn probed_changes<B: Fib6Backend + AsMut<Checked>>(fib: &mut Fib6<B>, seed: u64,
 #[test]
 fn every_store_leaves_lookups_consistent() {
     // Few nodes, so they are freed and reused often.
-    let mut fib = Fib6::new(Checked::new(2 * W + 24));
+    let mut fib = Fib6::new(Checked::new(24));
     let ops = if cfg!(debug_assertions) { 150 } else { 1500 };
     probed_changes(&mut fib, 7, ops);
     assert!(fib.backend().grace_periods > 0, "nodes were reused");
@@ -544,7 +519,7 @@ impl AsMut<Checked> for NoGrace {
 #[test]
 fn the_store_checker_catches_early_reuse() {
     let caught = std::panic::catch_unwind(|| {
-        let mut fib = Fib6::new(NoGrace(Checked::new(2 * W + 24)));
+        let mut fib = Fib6::new(NoGrace(Checked::new(24)));
         probed_changes(&mut fib, 7, 1500);
     });
     let message = caught.expect_err("reuse without a grace period went unnoticed");
@@ -561,7 +536,7 @@ fn the_store_checker_catches_early_reuse() {
 #[test]
 fn adopted_tables_resync_writing_only_differences() {
     let mut rng = Rng::new(11);
-    let mut fib = Fib6::new(MemoryBackend::new(4 * W + 4096));
+    let mut fib = Fib6::new(MemoryBackend::new(4096));
     for _ in 0..300 {
         let prefix = random_prefix(&mut rng);
         fib.set_route(prefix, 1 + rng.below(5) as u32).unwrap();
@@ -573,10 +548,7 @@ fn adopted_tables_resync_writing_only_differences() {
     let adopted = Fib6::adopt(backend, routes.clone()).unwrap();
     adopted.audit().unwrap();
     assert_eq!(adopted.stats().nodes_used, used);
-    assert!(
-        adopted.pending.iter().all(Vec::is_empty),
-        "no node replaced"
-    );
+    assert!(adopted.pending.is_empty(), "no node replaced");
     // Other routes: the differences are written, old nodes go after a grace period.
     let fewer: Vec<_> = routes.iter().copied().step_by(2).collect();
     let mut again = Fib6::adopt(adopted.into_backend(), fewer.clone()).unwrap();

@@ -5,7 +5,7 @@ use std::net::Ipv6Addr;
 
 use pop_common::fib6::{
     FIB6_CUSTOMER_MASK, FIB6_CUSTOMER_SHIFT, FIB6_EXT, FIB6_LOCAL, FIB6_NODE_ENTRIES,
-    FIB6_ROOT_BITS, FIB6_ROUTE_MASK, FIB6_STRIDE, FIB6_WIDE_BITS, FIB6_WIDE_UNITS,
+    FIB6_ROOT_BITS, FIB6_ROUTE_MASK, FIB6_STRIDE,
 };
 
 use super::backend::{Fib6Backend, MemoryBackend, ROOT_ENTRIES};
@@ -14,8 +14,6 @@ use super::{Fib6Error, Prefix6};
 const NODE: usize = FIB6_NODE_ENTRIES as usize;
 const ROOT_BITS: u8 = FIB6_ROOT_BITS as u8;
 const STRIDE: u8 = FIB6_STRIDE as u8;
-const WIDE_BITS: u8 = FIB6_WIDE_BITS as u8;
-const WIDE_UNITS: u32 = FIB6_WIDE_UNITS;
 
 /// A table of the trie: the root, or a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,40 +23,13 @@ enum Loc {
 }
 
 impl Loc {
-    /// The bits decided by the table whose entries start at prefix length
-    /// `off`: the root's, a wide node's (right below the root), a node's.
+    /// The prefix length its entries start at, and the bits they decide.
     fn bits(off: u8) -> u8 {
-        match off {
-            0 => ROOT_BITS,
-            ROOT_BITS => WIDE_BITS,
-            _ => STRIDE,
-        }
-    }
-
-    /// Entries of the table that starts at `off`.
-    fn entries(off: u8) -> u32 {
-        1 << Loc::bits(off)
-    }
-
-    /// Elements of `fib6_nodes` a node that starts at `off` takes.
-    fn units(off: u8) -> u32 {
-        if off == ROOT_BITS {
-            WIDE_UNITS
+        if off == 0 {
+            ROOT_BITS
         } else {
-            1
+            STRIDE
         }
-    }
-}
-
-/// The free lists of nodes of one element and of wide nodes.
-const NARROW: usize = 0;
-const WIDE: usize = 1;
-
-fn class(units: u32) -> usize {
-    if units == 1 {
-        NARROW
-    } else {
-        WIDE
     }
 }
 
@@ -132,10 +103,9 @@ pub struct Fib6Stats {
     pub customer_prefixes: usize,
     /// Local addresses held.
     pub locals: usize,
-    /// Elements of `fib6_nodes` (64-byte nodes) linked into the trie; a
-    /// wide node counts [`FIB6_WIDE_UNITS`].
+    /// Nodes linked into the trie.
     pub nodes_used: u32,
-    /// Elements `fib6_nodes` holds.
+    /// Nodes `fib6_nodes` holds.
     pub node_limit: u32,
 }
 
@@ -160,13 +130,12 @@ pub struct Fib6<B> {
     /// field (0 also for "none"; meaningless for a node entry).
     root_depth: [Vec<u8>; 2],
     node_depth: [Vec<u8>; 2],
-    /// Nodes past a grace period, reusable now: one element, wide.
-    free: [Vec<u32>; 2],
-    /// Nodes unlinked since the last grace period: one element, wide.
-    pub(super) pending: [Vec<u32>; 2],
-    /// Elements below this were used.
+    /// Nodes past a grace period: reusable now.
+    free: Vec<u32>,
+    /// Nodes unlinked since the last grace period.
+    pub(super) pending: Vec<u32>,
+    /// Nodes below this were used.
     fresh: u32,
-    /// Elements in use.
     used: u32,
 }
 
@@ -181,8 +150,8 @@ impl<B: Fib6Backend> Fib6<B> {
             locals: HashSet::new(),
             root_depth: [vec![0; ROOT_ENTRIES], vec![0; ROOT_ENTRIES]],
             node_depth: [vec![0; cap * NODE], vec![0; cap * NODE]],
-            free: [vec![], vec![]],
-            pending: [vec![], vec![]],
+            free: vec![],
+            pending: vec![],
             fresh: 0,
             used: 0,
         }
@@ -244,93 +213,56 @@ impl<B: Fib6Backend> Fib6<B> {
         }
     }
 
-    /// Free and pending nodes of a class.
-    fn spare(&self, class: usize) -> u32 {
-        (self.free[class].len() + self.pending[class].len()) as u32
-    }
-
-    /// Elements that can be taken now or after a grace period.
+    /// Nodes that can be taken now or after a grace period.
     fn nodes_available(&self) -> u32 {
-        self.spare(NARROW)
-            + self.spare(WIDE) * WIDE_UNITS
+        self.free.len() as u32
+            + self.pending.len() as u32
             + (self.backend.node_capacity() - self.fresh)
     }
 
-    /// Whether `narrow` nodes of one element and `wide` wide nodes can be
-    /// taken (a wide node needs consecutive elements: a spare wide node or
-    /// never used ones; a spare wide node can be split for narrow ones).
-    fn fits(&self, narrow: u32, wide: u32) -> bool {
-        let fresh = self.backend.node_capacity() - self.fresh;
-        let wide_fresh = wide.saturating_sub(self.spare(WIDE));
-        if wide_fresh * WIDE_UNITS > fresh {
-            return false;
-        }
-        let wide_left = self.spare(WIDE) - (wide - wide_fresh);
-        narrow <= self.spare(NARROW) + wide_left * WIDE_UNITS + fresh - wide_fresh * WIDE_UNITS
-    }
-
-    /// Moves the pending nodes to the free lists after a grace period.
-    fn reclaim(&mut self) {
-        self.backend.wait_for_readers();
-        for c in [NARROW, WIDE] {
-            let mut pending = std::mem::take(&mut self.pending[c]);
-            self.free[c].append(&mut pending);
-        }
-    }
-
-    /// A node of `units` elements no lookup can be reading, filled with
-    /// `entry` (prefix lengths `depths`) before anything points at it.
-    fn alloc(&mut self, units: u32, entry: u32, depths: [u8; 2]) -> u32 {
-        let c = class(units);
-        let cap = self.backend.node_capacity();
-        let n = loop {
-            if let Some(n) = self.free[c].pop() {
-                break n;
-            }
-            if self.fresh + units <= cap {
-                self.fresh += units;
-                break self.fresh - units;
-            }
-            if c == NARROW {
-                if let Some(w) = self.free[WIDE].pop() {
-                    // Split a spare wide node into nodes of one element.
-                    self.free[NARROW].extend((w..w + WIDE_UNITS).rev());
-                    continue;
-                }
-            }
+    /// A node no lookup can be reading, filled with `entry` (prefix lengths
+    /// `depths`) before anything points at it.
+    fn alloc(&mut self, entry: u32, depths: [u8; 2]) -> u32 {
+        let n = if let Some(n) = self.free.pop() {
+            n
+        } else if self.fresh < self.backend.node_capacity() {
+            self.fresh += 1;
+            self.fresh - 1
+        } else {
             assert!(
-                !self.pending[NARROW].is_empty() || !self.pending[WIDE].is_empty(),
+                !self.pending.is_empty(),
                 "fib6: nodes counted but none free"
             );
-            self.reclaim();
+            self.backend.wait_for_readers();
+            self.free.append(&mut self.pending);
+            self.free.pop().expect("pending was not empty")
         };
-        self.used += units;
-        for j in 0..units * NODE as u32 {
+        self.used += 1;
+        for j in 0..NODE as u32 {
             self.backend.set_node(n, j, entry);
             self.set_depths(Loc::Node(n), j, depths);
         }
         n
     }
 
-    /// An unlinked node of `units` elements: reusable after the next grace
-    /// period.
-    fn retire(&mut self, n: u32, units: u32) {
-        self.used -= units;
-        self.pending[class(units)].push(n);
+    /// An unlinked node: reusable after the next grace period.
+    fn retire(&mut self, n: u32) {
+        self.used -= 1;
+        self.pending.push(n);
     }
 
-    /// Nodes the route `p` needs created on its path: of one element, wide.
-    fn nodes_needed(&self, p: Prefix6) -> [u32; 2] {
-        let (mut loc, mut off, mut needed) = (Some(Loc::Root), 0u8, [0u32; 2]);
+    /// Nodes the route `p` needs created on its path.
+    fn nodes_needed(&self, p: Prefix6) -> u32 {
+        let (mut loc, mut off, mut needed) = (Some(Loc::Root), 0u8, 0u32);
         while p.len > off + Loc::bits(off) {
             if let Some(l) = loc {
                 let e = self.get(l, index(p.bits, off));
                 loc = (e & FIB6_EXT != 0).then_some(Loc::Node(e & !FIB6_EXT));
             }
-            off += Loc::bits(off);
             if loc.is_none() {
-                needed[class(Loc::units(off))] += 1;
+                needed += 1;
             }
+            off += Loc::bits(off);
         }
         needed
     }
@@ -345,7 +277,7 @@ impl<B: Fib6Backend> Fib6<B> {
             let node = if e & FIB6_EXT != 0 {
                 e & !FIB6_EXT
             } else if create {
-                let n = self.alloc(Loc::units(off + Loc::bits(off)), e, self.depths(loc, i));
+                let n = self.alloc(e, self.depths(loc, i));
                 self.store(loc, i, FIB6_EXT | n);
                 n
             } else {
@@ -369,15 +301,13 @@ impl<B: Fib6Backend> Fib6<B> {
         first..first + (1u32 << (off + Loc::bits(off) - p.len))
     }
 
-    /// Points `plane`'s field of every address under `loc[i]` (`loc`
-    /// starts at `off`) that no prefix of the plane longer than `len`
-    /// answers at `v`.
-    fn cover(&mut self, plane: Plane, loc: Loc, off: u8, i: u32, v: u32, len: u8) {
+    /// Points `plane`'s field of every address under `loc[i]` that no
+    /// prefix of the plane longer than `len` answers at `v`.
+    fn cover(&mut self, plane: Plane, loc: Loc, i: u32, v: u32, len: u8) {
         let e = self.get(loc, i);
         if e & FIB6_EXT != 0 {
-            let below = off + Loc::bits(off);
-            for j in 0..Loc::entries(below) {
-                self.cover(plane, Loc::Node(e & !FIB6_EXT), below, j, v, len);
+            for j in 0..NODE as u32 {
+                self.cover(plane, Loc::Node(e & !FIB6_EXT), j, v, len);
             }
         } else if self.depth(plane, loc, i) <= len {
             let new = plane.with(e, v);
@@ -388,16 +318,13 @@ impl<B: Fib6Backend> Fib6<B> {
         }
     }
 
-    /// Hands `plane`'s field of every address under `loc[i]` (`loc` starts
-    /// at `off`) that the `len`-long prefix answered to `v` (prefix length
-    /// `v_len`).
-    #[allow(clippy::too_many_arguments)]
-    fn uncover(&mut self, plane: Plane, loc: Loc, off: u8, i: u32, len: u8, v: u32, v_len: u8) {
+    /// Hands `plane`'s field of every address under `loc[i]` that the
+    /// `len`-long prefix answered to `v` (prefix length `v_len`).
+    fn uncover(&mut self, plane: Plane, loc: Loc, i: u32, len: u8, v: u32, v_len: u8) {
         let e = self.get(loc, i);
         if e & FIB6_EXT != 0 {
-            let below = off + Loc::bits(off);
-            for j in 0..Loc::entries(below) {
-                self.uncover(plane, Loc::Node(e & !FIB6_EXT), below, j, len, v, v_len);
+            for j in 0..NODE as u32 {
+                self.uncover(plane, Loc::Node(e & !FIB6_EXT), j, len, v, v_len);
             }
         } else if self.depth(plane, loc, i) == len {
             let new = plane.with(e, v);
@@ -422,13 +349,14 @@ impl<B: Fib6Backend> Fib6<B> {
 
     /// Refuses a change of `p` whose nodes are not free.
     fn check_room(&self, what: &'static str, p: Prefix6) -> Result<(), Fib6Error> {
-        let [narrow, wide] = self.nodes_needed(p);
-        if !self.fits(narrow, wide) {
+        let needed = self.nodes_needed(p);
+        let free = self.nodes_available();
+        if needed > free {
             return Err(Fib6Error::NodesFull {
                 what,
                 prefix: p,
-                needed: narrow + wide * WIDE_UNITS,
-                free: self.nodes_available(),
+                needed,
+                free,
                 limit: self.backend.node_capacity(),
             });
         }
@@ -447,7 +375,7 @@ impl<B: Fib6Backend> Fib6<B> {
         }
         let (loc, off, _) = self.descend(p, true).expect("nodes are created");
         for i in Self::span(p, off) {
-            self.cover(plane, loc, off, i, v, p.len);
+            self.cover(plane, loc, i, v, p.len);
         }
         Ok(())
     }
@@ -470,7 +398,7 @@ impl<B: Fib6Backend> Fib6<B> {
             return true;
         };
         for i in Self::span(p, off) {
-            self.uncover(plane, loc, off, i, p.len, v, v_len);
+            self.uncover(plane, loc, i, p.len, v, v_len);
         }
         self.fold(&steps);
         true
@@ -484,14 +412,13 @@ impl<B: Fib6Backend> Fib6<B> {
             let (e, d) = (self.get(n, 0), self.depths(n, 0));
             let uniform = e & (FIB6_EXT | FIB6_LOCAL) == 0
                 && d.iter().all(|d| *d <= step.off)
-                && (1..Loc::entries(step.off))
-                    .all(|j| self.get(n, j) == e && self.depths(n, j) == d);
+                && (1..NODE as u32).all(|j| self.get(n, j) == e && self.depths(n, j) == d);
             if !uniform {
                 break;
             }
             self.store(step.parent, step.parent_index, e);
             self.set_depths(step.parent, step.parent_index, d);
-            self.retire(step.node, Loc::units(step.off));
+            self.retire(step.node);
         }
     }
 
@@ -619,7 +546,7 @@ impl<B: Fib6Backend> Fib6<B> {
         let (mut e, mut off) = (self.backend.root(index(a, 0)), ROOT_BITS);
         while e & FIB6_EXT != 0 {
             e = self.backend.node(e & !FIB6_EXT, index(a, off));
-            off += Loc::bits(off);
+            off += STRIDE;
         }
         e
     }
@@ -639,25 +566,24 @@ impl<B: Fib6Backend> Fib6<B> {
     /// `capacity`), as found after a restart.
     pub fn ids_in_use(backend: &B, capacity: u32) -> Vec<bool> {
         let mut used = vec![false; capacity as usize];
-        let mut mark = |e: u32, off: u8, stack: &mut Vec<(u32, u8)>| {
+        let mut mark = |e: u32, stack: &mut Vec<u32>| {
             if e & FIB6_EXT != 0 {
-                stack.push((e & !FIB6_EXT, off));
+                stack.push(e & !FIB6_EXT);
             } else if entry_route(e) < capacity {
                 used[entry_route(e) as usize] = true;
             }
         };
         let mut stack = vec![];
         for i in 0..ROOT_ENTRIES as u32 {
-            mark(backend.root(i), ROOT_BITS, &mut stack);
+            mark(backend.root(i), &mut stack);
         }
-        let cap = backend.node_capacity();
-        let mut seen = vec![false; cap as usize];
-        while let Some((n, off)) = stack.pop() {
-            if n + Loc::units(off) > cap || std::mem::replace(&mut seen[n as usize], true) {
+        let mut seen = vec![false; backend.node_capacity() as usize];
+        while let Some(n) = stack.pop() {
+            if n as usize >= seen.len() || std::mem::replace(&mut seen[n as usize], true) {
                 continue;
             }
-            for j in 0..Loc::entries(off) {
-                mark(backend.node(n, j), off + Loc::bits(off), &mut stack);
+            for j in 0..NODE as u32 {
+                mark(backend.node(n, j), &mut stack);
             }
         }
         used[0] = false;
@@ -688,26 +614,21 @@ impl<B: Fib6Backend> Fib6<B> {
         let mut fib = Self::new(backend);
         let cap = fib.backend.node_capacity();
         // Nodes the tables link (a lookup may be reading them).
-        // Per element: held (a wide node holds all of its elements); and
-        // the held nodes with their sizes.
         let mut held = vec![false; cap as usize];
-        let mut held_nodes = vec![];
-        let mut stack: Vec<(u32, u8)> = (0..ROOT_ENTRIES as u32)
+        let mut stack: Vec<u32> = (0..ROOT_ENTRIES as u32)
             .map(|i| fib.backend.root(i))
             .filter(|e| e & FIB6_EXT != 0)
-            .map(|e| (e & !FIB6_EXT, ROOT_BITS))
+            .map(|e| e & !FIB6_EXT)
             .collect();
-        while let Some((n, off)) = stack.pop() {
-            let units = Loc::units(off);
-            if n + units > cap || held[n as usize] {
+        while let Some(n) = stack.pop() {
+            if n >= cap || held[n as usize] {
                 continue;
             }
-            held[n as usize..(n + units) as usize].fill(true);
-            held_nodes.push((n, units));
-            for j in 0..Loc::entries(off) {
+            held[n as usize] = true;
+            for j in 0..NODE as u32 {
                 let e = fib.backend.node(n, j);
                 if e & FIB6_EXT != 0 {
-                    stack.push((e & !FIB6_EXT, off + Loc::bits(off)));
+                    stack.push(e & !FIB6_EXT);
                 }
             }
         }
@@ -724,37 +645,31 @@ impl<B: Fib6Backend> Fib6<B> {
         }
         let held_count = held.iter().filter(|h| **h).count() as u32;
         let mut claimed = vec![false; cap as usize];
-        let mut new_nodes = [0; 2];
+        let mut new_nodes = 0;
         for i in 0..ROOT_ENTRIES as u32 {
-            let [narrow, wide] =
-                fib.new_nodes(Loc::Root, 0, i, &target, Loc::Root, &held, &mut claimed);
-            new_nodes[NARROW] += narrow;
-            new_nodes[WIDE] += wide;
+            new_nodes += fib.new_nodes(Loc::Root, i, &target, Loc::Root, &held, &mut claimed);
         }
-        fib.fresh = held.iter().rposition(|h| *h).map_or(0, |i| i as u32 + 1);
-        // New wide nodes take never used elements (they need consecutive
-        // ones); new nodes of one element take the gaps first.
-        let needed = new_nodes[NARROW] + new_nodes[WIDE] * WIDE_UNITS;
-        if held_count + needed > cap || new_nodes[WIDE] * WIDE_UNITS > cap - fib.fresh {
+        if held_count + new_nodes > cap {
             // The old nodes stay in place while the new ones are filled.
             return Err(Fib6Error::AdoptionFull {
-                needed,
+                needed: new_nodes,
                 free: cap - held_count,
                 limit: cap,
             });
         }
-        fib.free[NARROW] = (0..fib.fresh)
+        fib.fresh = held.iter().rposition(|h| *h).map_or(0, |i| i as u32 + 1);
+        fib.free = (0..fib.fresh)
             .rev()
             .filter(|n| !held[*n as usize])
             .collect();
         let mut claimed = vec![false; cap as usize];
         for i in 0..ROOT_ENTRIES as u32 {
-            fib.merge(Loc::Root, 0, i, &target, Loc::Root, &held, &mut claimed);
+            fib.merge(Loc::Root, i, &target, Loc::Root, &held, &mut claimed);
         }
         // Held nodes the new tables do not use are unreachable now.
-        for (n, units) in held_nodes {
-            if !claimed[n as usize] {
-                fib.pending[class(units)].push(n);
+        for n in 0..cap {
+            if held[n as usize] && !claimed[n as usize] {
+                fib.pending.push(n);
             }
         }
         fib.prefixes = target.prefixes;
@@ -763,58 +678,48 @@ impl<B: Fib6Backend> Fib6<B> {
         Ok(fib)
     }
 
-    /// The nodes [`Self::merge`] will create under `loc[i]` (`loc` starts
-    /// at `off`): of one element, wide.
-    #[allow(clippy::too_many_arguments)]
+    /// The nodes [`Self::merge`] will create under `loc[i]`.
     fn new_nodes(
         &self,
         loc: Loc,
-        off: u8,
         i: u32,
         target: &Fib6<MemoryBackend>,
         tloc: Loc,
         held: &[bool],
         claimed: &mut [bool],
-    ) -> [u32; 2] {
+    ) -> u32 {
         let (te, ke) = (target.get(tloc, i), self.get(loc, i));
         if te & FIB6_EXT == 0 {
-            return [0; 2];
+            return 0;
         }
-        let below = off + Loc::bits(off);
         let tn = Loc::Node(te & !FIB6_EXT);
         let kn = ke & !FIB6_EXT;
-        let mut count = [0; 2];
         if ke & FIB6_EXT != 0 && held[kn as usize] && !claimed[kn as usize] {
             claimed[kn as usize] = true;
-            for j in 0..Loc::entries(below) {
-                let [narrow, wide] =
-                    self.new_nodes(Loc::Node(kn), below, j, target, tn, held, claimed);
-                count[NARROW] += narrow;
-                count[WIDE] += wide;
-            }
+            (0..NODE as u32)
+                .map(|j| self.new_nodes(Loc::Node(kn), j, target, tn, held, claimed))
+                .sum()
         } else {
-            let mut stack = vec![(tn, below)];
-            while let Some((n, off)) = stack.pop() {
-                count[class(Loc::units(off))] += 1;
-                for j in 0..Loc::entries(off) {
+            let mut count = 0;
+            let mut stack = vec![tn];
+            while let Some(n) = stack.pop() {
+                count += 1;
+                for j in 0..NODE as u32 {
                     let e = target.get(n, j);
                     if e & FIB6_EXT != 0 {
-                        stack.push((Loc::Node(e & !FIB6_EXT), off + Loc::bits(off)));
+                        stack.push(Loc::Node(e & !FIB6_EXT));
                     }
                 }
             }
+            count
         }
-        count
     }
 
-    /// Makes `loc[i]` (`loc` starts at `off`) answer what `target`'s
-    /// `tloc[i]` answers, keeping the held node there when the target has a
-    /// node too.
-    #[allow(clippy::too_many_arguments)]
+    /// Makes `loc[i]` answer what `target`'s `tloc[i]` answers, keeping the
+    /// held node there when the target has a node too.
     fn merge(
         &mut self,
         loc: Loc,
-        off: u8,
         i: u32,
         target: &Fib6<MemoryBackend>,
         tloc: Loc,
@@ -829,29 +734,27 @@ impl<B: Fib6Backend> Fib6<B> {
             self.set_depths(loc, i, target.depths(tloc, i));
             return;
         }
-        let below = off + Loc::bits(off);
         let tn = Loc::Node(te & !FIB6_EXT);
         let kn = ke & !FIB6_EXT;
         if ke & FIB6_EXT != 0 && held[kn as usize] && !claimed[kn as usize] {
             claimed[kn as usize] = true;
-            self.used += Loc::units(below);
-            for j in 0..Loc::entries(below) {
-                self.merge(Loc::Node(kn), below, j, target, tn, held, claimed);
+            self.used += 1;
+            for j in 0..NODE as u32 {
+                self.merge(Loc::Node(kn), j, target, tn, held, claimed);
             }
         } else {
-            let n = self.copy(target, tn, below);
+            let n = self.copy(target, tn);
             self.store(loc, i, FIB6_EXT | n);
         }
     }
 
-    /// A new node holding the target's subtree at `tn` (which starts at
-    /// `off`), filled below first.
-    fn copy(&mut self, target: &Fib6<MemoryBackend>, tn: Loc, off: u8) -> u32 {
-        let n = self.alloc(Loc::units(off), 0, [0; 2]);
-        for j in 0..Loc::entries(off) {
+    /// A new node holding the target's subtree at `tn`, filled below first.
+    fn copy(&mut self, target: &Fib6<MemoryBackend>, tn: Loc) -> u32 {
+        let n = self.alloc(0, [0; 2]);
+        for j in 0..NODE as u32 {
             let te = target.get(tn, j);
             let e = if te & FIB6_EXT != 0 {
-                FIB6_EXT | self.copy(target, Loc::Node(te & !FIB6_EXT), off + Loc::bits(off))
+                FIB6_EXT | self.copy(target, Loc::Node(te & !FIB6_EXT))
             } else {
                 te
             };
@@ -876,7 +779,7 @@ impl<B: Fib6Backend> Fib6<B> {
                 let bits = base | (u128::from(i) << (128 - u32::from(end)));
                 let e = self.get(loc, i);
                 if e & FIB6_EXT != 0 {
-                    linked += Loc::units(end);
+                    linked += 1;
                     deeper = true;
                     stack.push((Loc::Node(e & !FIB6_EXT), end, bits));
                     continue;
