@@ -14,22 +14,11 @@ use super::{Fib6Error, Prefix6};
 const NODE: usize = FIB6_NODE_ENTRIES as usize;
 const ROOT_BITS: u8 = FIB6_ROOT_BITS as u8;
 const STRIDE: u8 = FIB6_STRIDE as u8;
-/// Nodes reserved at once for one subtree (the nodes from /20 to /32 of a
-/// /20, or those below a /32): 512 bytes, so that a lookup's nodes are
-/// neighbours (docs/fib.md).
-const CHUNK: u32 = 8;
-/// The owner of a node that belongs to no reserve.
-const NO_OWNER: u64 = u64::MAX;
-
-/// The reserve a new node starting at bit `off` on the path of `bits`
-/// comes from: its /20's above /32, its /32's below.
-fn reserve_of(bits: u128, off: u8) -> u64 {
-    if off < 32 {
-        (bits >> 108) as u64
-    } else {
-        (1 << 32) | (bits >> 96) as u64
-    }
-}
+/// Nodes reserved at once for the nodes under one root entry (a /20): 2 KB,
+/// half a page, so that a lookup's nodes share pages (docs/fib.md).
+const CHUNK: u32 = 32;
+/// The owner of a node that belongs to no /20's reserve.
+const NO_OWNER: u32 = u32::MAX;
 
 /// A table of the trie: the root, or a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,11 +138,11 @@ pub struct Fib6<B> {
     /// Per root entry (/20): free nodes reserved for the nodes under it,
     /// taken from [`CHUNK`] consecutive ones at a time, so that a subtree's
     /// nodes share pages and a lookup misses the TLB less.
-    reserves: HashMap<u64, Vec<u32>>,
+    reserves: HashMap<u32, Vec<u32>>,
     /// Free nodes reserved for no /20 (the gaps an adoption finds).
     spill: Vec<u32>,
     /// Per node: the /20 whose reserve it returns to when freed.
-    owner: Vec<u64>,
+    owner: Vec<u32>,
     /// Nodes unlinked since the last grace period.
     pub(super) pending: Vec<u32>,
     /// Nodes below this were used.
@@ -248,7 +237,7 @@ impl<B: Fib6Backend> Fib6<B> {
     /// anything points at it. It comes from the /20's reserve, else a new
     /// reserve of [`CHUNK`] never used nodes, else the spill, else any
     /// other reserve, else the nodes freed before a grace period.
-    fn alloc(&mut self, slot: u64, entry: u32, depths: [u8; 2]) -> u32 {
+    fn alloc(&mut self, slot: u32, entry: u32, depths: [u8; 2]) -> u32 {
         let cap = self.backend.node_capacity();
         let n = loop {
             if let Some(n) = self.reserves.get_mut(&slot).and_then(Vec::pop) {
@@ -323,8 +312,7 @@ impl<B: Fib6Backend> Fib6<B> {
             let node = if e & FIB6_EXT != 0 {
                 e & !FIB6_EXT
             } else if create {
-                let below = off + Loc::bits(off);
-                let n = self.alloc(reserve_of(p.bits, below), e, self.depths(loc, i));
+                let n = self.alloc(index(p.bits, 0), e, self.depths(loc, i));
                 self.store(loc, i, FIB6_EXT | n);
                 n
             } else {
@@ -673,7 +661,7 @@ impl<B: Fib6Backend> Fib6<B> {
                 continue;
             }
             held[n as usize] = true;
-            fib.owner[n as usize] = u64::from(slot);
+            fib.owner[n as usize] = slot;
             for j in 0..NODE as u32 {
                 let e = fib.backend.node(n, j);
                 if e & FIB6_EXT != 0 {
@@ -713,15 +701,7 @@ impl<B: Fib6Backend> Fib6<B> {
             .collect();
         let mut claimed = vec![false; cap as usize];
         for i in 0..ROOT_ENTRIES as u32 {
-            fib.merge(
-                u64::from(i),
-                Loc::Root,
-                i,
-                &target,
-                Loc::Root,
-                &held,
-                &mut claimed,
-            );
+            fib.merge(i, Loc::Root, i, &target, Loc::Root, &held, &mut claimed);
         }
         // Held nodes the new tables do not use are unreachable now.
         for n in 0..cap {
@@ -778,7 +758,7 @@ impl<B: Fib6Backend> Fib6<B> {
     #[allow(clippy::too_many_arguments)]
     fn merge(
         &mut self,
-        slot: u64,
+        slot: u32,
         loc: Loc,
         i: u32,
         target: &Fib6<MemoryBackend>,
@@ -810,7 +790,7 @@ impl<B: Fib6Backend> Fib6<B> {
 
     /// A new node (under root entry `slot`) holding the target's subtree at
     /// `tn`, filled below first.
-    fn copy(&mut self, slot: u64, target: &Fib6<MemoryBackend>, tn: Loc) -> u32 {
+    fn copy(&mut self, slot: u32, target: &Fib6<MemoryBackend>, tn: Loc) -> u32 {
         let n = self.alloc(slot, 0, [0; 2]);
         for j in 0..NODE as u32 {
             let te = target.get(tn, j);
