@@ -14,11 +14,6 @@ use super::{Fib6Error, Prefix6};
 const NODE: usize = FIB6_NODE_ENTRIES as usize;
 const ROOT_BITS: u8 = FIB6_ROOT_BITS as u8;
 const STRIDE: u8 = FIB6_STRIDE as u8;
-/// Nodes reserved at once for the nodes under one root entry (a /20): 2 KB,
-/// half a page, so that a lookup's nodes share pages (docs/fib.md).
-const CHUNK: u32 = 32;
-/// The owner of a node that belongs to no /20's reserve.
-const NO_OWNER: u32 = u32::MAX;
 
 /// A table of the trie: the root, or a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,14 +130,8 @@ pub struct Fib6<B> {
     /// field (0 also for "none"; meaningless for a node entry).
     root_depth: [Vec<u8>; 2],
     node_depth: [Vec<u8>; 2],
-    /// Per root entry (/20): free nodes reserved for the nodes under it,
-    /// taken from [`CHUNK`] consecutive ones at a time, so that a subtree's
-    /// nodes share pages and a lookup misses the TLB less.
-    reserves: HashMap<u32, Vec<u32>>,
-    /// Free nodes reserved for no /20 (the gaps an adoption finds).
-    spill: Vec<u32>,
-    /// Per node: the /20 whose reserve it returns to when freed.
-    owner: Vec<u32>,
+    /// Nodes past a grace period: reusable now.
+    free: Vec<u32>,
     /// Nodes unlinked since the last grace period.
     pub(super) pending: Vec<u32>,
     /// Nodes below this were used.
@@ -161,9 +150,7 @@ impl<B: Fib6Backend> Fib6<B> {
             locals: HashSet::new(),
             root_depth: [vec![0; ROOT_ENTRIES], vec![0; ROOT_ENTRIES]],
             node_depth: [vec![0; cap * NODE], vec![0; cap * NODE]],
-            reserves: HashMap::new(),
-            spill: vec![],
-            owner: vec![NO_OWNER; cap],
+            free: vec![],
             pending: vec![],
             fresh: 0,
             used: 0,
@@ -226,51 +213,29 @@ impl<B: Fib6Backend> Fib6<B> {
         }
     }
 
-    /// Nodes that can be taken now or after a grace period: every node not
-    /// linked (free in a reserve or the spill, pending, never used).
+    /// Nodes that can be taken now or after a grace period.
     fn nodes_available(&self) -> u32 {
-        self.backend.node_capacity() - self.used
+        self.free.len() as u32
+            + self.pending.len() as u32
+            + (self.backend.node_capacity() - self.fresh)
     }
 
-    /// A node for the subtree of root entry `slot`, no lookup can be
-    /// reading it, filled with `entry` (prefix lengths `depths`) before
-    /// anything points at it. It comes from the /20's reserve, else a new
-    /// reserve of [`CHUNK`] never used nodes, else the spill, else any
-    /// other reserve, else the nodes freed before a grace period.
-    fn alloc(&mut self, slot: u32, entry: u32, depths: [u8; 2]) -> u32 {
-        let cap = self.backend.node_capacity();
-        let n = loop {
-            if let Some(n) = self.reserves.get_mut(&slot).and_then(Vec::pop) {
-                break n;
-            }
-            if self.fresh < cap {
-                let end = (self.fresh + CHUNK).min(cap);
-                self.owner[self.fresh as usize..end as usize].fill(slot);
-                // Taken lowest first: a parent before its child, side by side.
-                self.reserves
-                    .entry(slot)
-                    .or_default()
-                    .extend((self.fresh..end).rev());
-                self.fresh = end;
-                continue;
-            }
-            if let Some(n) = self.spill.pop() {
-                break n;
-            }
-            if let Some(n) = self.reserves.values_mut().find_map(Vec::pop) {
-                break n;
-            }
+    /// A node no lookup can be reading, filled with `entry` (prefix lengths
+    /// `depths`) before anything points at it.
+    fn alloc(&mut self, entry: u32, depths: [u8; 2]) -> u32 {
+        let n = if let Some(n) = self.free.pop() {
+            n
+        } else if self.fresh < self.backend.node_capacity() {
+            self.fresh += 1;
+            self.fresh - 1
+        } else {
             assert!(
                 !self.pending.is_empty(),
                 "fib6: nodes counted but none free"
             );
             self.backend.wait_for_readers();
-            for n in std::mem::take(&mut self.pending) {
-                match self.owner[n as usize] {
-                    NO_OWNER => self.spill.push(n),
-                    o => self.reserves.entry(o).or_default().push(n),
-                }
-            }
+            self.free.append(&mut self.pending);
+            self.free.pop().expect("pending was not empty")
         };
         self.used += 1;
         for j in 0..NODE as u32 {
@@ -312,7 +277,7 @@ impl<B: Fib6Backend> Fib6<B> {
             let node = if e & FIB6_EXT != 0 {
                 e & !FIB6_EXT
             } else if create {
-                let n = self.alloc(index(p.bits, 0), e, self.depths(loc, i));
+                let n = self.alloc(e, self.depths(loc, i));
                 self.store(loc, i, FIB6_EXT | n);
                 n
             } else {
@@ -648,24 +613,22 @@ impl<B: Fib6Backend> Fib6<B> {
     ) -> Result<Self, Fib6Error> {
         let mut fib = Self::new(backend);
         let cap = fib.backend.node_capacity();
-        // Nodes the tables link (a lookup may be reading them), and the
-        // root entry each is under (the reserve it returns to when freed).
+        // Nodes the tables link (a lookup may be reading them).
         let mut held = vec![false; cap as usize];
-        let mut stack: Vec<(u32, u32)> = (0..ROOT_ENTRIES as u32)
-            .map(|i| (fib.backend.root(i), i))
-            .filter(|(e, _)| e & FIB6_EXT != 0)
-            .map(|(e, i)| (e & !FIB6_EXT, i))
+        let mut stack: Vec<u32> = (0..ROOT_ENTRIES as u32)
+            .map(|i| fib.backend.root(i))
+            .filter(|e| e & FIB6_EXT != 0)
+            .map(|e| e & !FIB6_EXT)
             .collect();
-        while let Some((n, slot)) = stack.pop() {
+        while let Some(n) = stack.pop() {
             if n >= cap || held[n as usize] {
                 continue;
             }
             held[n as usize] = true;
-            fib.owner[n as usize] = slot;
             for j in 0..NODE as u32 {
                 let e = fib.backend.node(n, j);
                 if e & FIB6_EXT != 0 {
-                    stack.push((e & !FIB6_EXT, slot));
+                    stack.push(e & !FIB6_EXT);
                 }
             }
         }
@@ -695,13 +658,13 @@ impl<B: Fib6Backend> Fib6<B> {
             });
         }
         fib.fresh = held.iter().rposition(|h| *h).map_or(0, |i| i as u32 + 1);
-        fib.spill = (0..fib.fresh)
+        fib.free = (0..fib.fresh)
             .rev()
             .filter(|n| !held[*n as usize])
             .collect();
         let mut claimed = vec![false; cap as usize];
         for i in 0..ROOT_ENTRIES as u32 {
-            fib.merge(i, Loc::Root, i, &target, Loc::Root, &held, &mut claimed);
+            fib.merge(Loc::Root, i, &target, Loc::Root, &held, &mut claimed);
         }
         // Held nodes the new tables do not use are unreachable now.
         for n in 0..cap {
@@ -752,13 +715,10 @@ impl<B: Fib6Backend> Fib6<B> {
         }
     }
 
-    /// Makes `loc[i]` (under root entry `slot`) answer what `target`'s
-    /// `tloc[i]` answers, keeping the held node there when the target has a
-    /// node too.
-    #[allow(clippy::too_many_arguments)]
+    /// Makes `loc[i]` answer what `target`'s `tloc[i]` answers, keeping the
+    /// held node there when the target has a node too.
     fn merge(
         &mut self,
-        slot: u32,
         loc: Loc,
         i: u32,
         target: &Fib6<MemoryBackend>,
@@ -780,22 +740,21 @@ impl<B: Fib6Backend> Fib6<B> {
             claimed[kn as usize] = true;
             self.used += 1;
             for j in 0..NODE as u32 {
-                self.merge(slot, Loc::Node(kn), j, target, tn, held, claimed);
+                self.merge(Loc::Node(kn), j, target, tn, held, claimed);
             }
         } else {
-            let n = self.copy(slot, target, tn);
+            let n = self.copy(target, tn);
             self.store(loc, i, FIB6_EXT | n);
         }
     }
 
-    /// A new node (under root entry `slot`) holding the target's subtree at
-    /// `tn`, filled below first.
-    fn copy(&mut self, slot: u32, target: &Fib6<MemoryBackend>, tn: Loc) -> u32 {
-        let n = self.alloc(slot, 0, [0; 2]);
+    /// A new node holding the target's subtree at `tn`, filled below first.
+    fn copy(&mut self, target: &Fib6<MemoryBackend>, tn: Loc) -> u32 {
+        let n = self.alloc(0, [0; 2]);
         for j in 0..NODE as u32 {
             let te = target.get(tn, j);
             let e = if te & FIB6_EXT != 0 {
-                FIB6_EXT | self.copy(slot, target, Loc::Node(te & !FIB6_EXT))
+                FIB6_EXT | self.copy(target, Loc::Node(te & !FIB6_EXT))
             } else {
                 te
             };
