@@ -57,6 +57,19 @@ fn net6(k: &K6) -> Ipv6Net {
     Ipv6Net::new(Ipv6Addr::from(a), k.0[16]).expect("stored lengths are valid")
 }
 
+/// The entries of `v6` in prefix order (address, then length), the order
+/// every bulk write of IPv6 routes uses (a dump's commit, the first sync
+/// after a start, the retry of overflowed routes): fib6 then allocates the
+/// new trie nodes depth-first, so a lookup's nodes lie next to each other
+/// (25% faster walks at 200k routes than in hash order, docs/fib.md). The
+/// derived order of [`K6`] is that order: the address bytes big-endian,
+/// then the length.
+fn in_write_order(v6: &HashMap<K6, u32>) -> Vec<(K6, u32)> {
+    let mut all: Vec<(K6, u32)> = v6.iter().map(|(k, g)| (*k, *g)).collect();
+    all.sort_unstable();
+    all
+}
+
 /// What the learned routes need to know about the rest of popd.
 pub struct Env<'a> {
     kernel: &'a KernelView,
@@ -715,7 +728,7 @@ impl LearnedRoutes {
                 self.write_v4(k, g, w);
             }
         }
-        for (&k, &g) in &v6 {
+        for (k, g) in in_write_order(&v6) {
             let same = self.v6.get(&k) == Some(&g) && !self.overflow_v6.contains(&k);
             if !same && !env.configured.contains_v6(&net6(&k)) {
                 self.write_v6(k, g, w);
@@ -777,7 +790,7 @@ impl LearnedRoutes {
                 self.write_v4(k, g, w);
             }
         }
-        for (&k, &g) in &v6 {
+        for (k, g) in in_write_order(&v6) {
             let p = net6(&k);
             if env.configured.contains_v6(&p) {
                 continue;
@@ -931,7 +944,8 @@ impl LearnedRoutes {
                 break;
             }
         }
-        let keys: Vec<K6> = self.overflow_v6.iter().copied().collect();
+        let mut keys: Vec<K6> = self.overflow_v6.iter().copied().collect();
+        keys.sort_unstable();
         for k in keys {
             let Some(&g) = self.v6.get(&k) else {
                 self.overflow_v6.remove(&k);

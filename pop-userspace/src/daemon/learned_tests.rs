@@ -12,6 +12,8 @@ struct FakeMaps {
     nhs: HashMap<u32, PopNexthop>,
     route_writes: usize,
     nh_writes: usize,
+    /// Every IPv6 route written, in the order written.
+    v6_writes: Vec<Ipv6Net>,
 }
 
 impl RouteWriter for FakeMaps {
@@ -39,7 +41,14 @@ impl RouteWriter for FakeMaps {
         Ok(())
     }
     fn set_route_v6(&mut self, p: &Ipv6Net, r: &PopRoute) -> Result<(), DataplaneError> {
+        if !self.v6.contains_key(p) && self.v6.len() >= self.cap {
+            return Err(DataplaneError::MapFull {
+                map: "fib6_nodes",
+                max_entries: self.cap as u32,
+            });
+        }
         self.route_writes += 1;
+        self.v6_writes.push(*p);
         self.v6.insert(*p, *r);
         Ok(())
     }
@@ -502,4 +511,77 @@ fn an_ipv6_next_hop_removed_leaves_the_others() {
     l.apply(std::slice::from_ref(&del_last), &w.env(), &mut m);
     assert!(!m.v6.contains_key(&p));
     assert_eq!(l.len_v6(), 0);
+}
+
+fn net6s(text: &[&str]) -> Vec<Ipv6Net> {
+    text.iter().map(|t| t.parse().unwrap()).collect()
+}
+
+/// Bulk writes of IPv6 routes (the first sync after a start, a resync, the
+/// retry of overflowed routes) go in prefix order, address then length,
+/// whatever order the dump and the hash maps give: fib6 then lays the new
+/// trie nodes out depth-first.
+#[test]
+fn ipv6_bulk_writes_go_in_prefix_order() {
+    let w = World::new();
+    let mut m = fake(100);
+    let mut l = LearnedRoutes::new(Pinned::default());
+    let dump = [
+        "2001:db8:5::/48",
+        "2001:db8::/32",
+        "2001:db8:1:8000::/49",
+        "2001:db8:a::/48",
+        "2001:db8:1::/48",
+        "2001:db8::/48",
+        "2001:db8:1::/49",
+        "2001:db8:ff00::/40",
+    ];
+    let mut st = Staged::default();
+    for p in dump {
+        l.stage(&mut st, &new(p, RouteKind::Blackhole), &w.env(), &mut m);
+    }
+    l.commit(st, &w.env(), &mut m);
+    let mut want = net6s(&dump);
+    want.sort_by_key(|p| (p.network(), p.prefix_len()));
+    assert_eq!(m.v6_writes, want, "the first sync");
+    assert_eq!(
+        m.v6_writes[..3],
+        net6s(&["2001:db8::/32", "2001:db8::/48", "2001:db8:1::/48"])
+    );
+    // A resync: only new and changed routes, in prefix order too.
+    m.v6_writes.clear();
+    let a = unicast(&[(2, "192.0.2.1")]);
+    let mut st = Staged::default();
+    for p in dump {
+        l.stage(&mut st, &new(p, RouteKind::Blackhole), &w.env(), &mut m);
+    }
+    for p in ["2001:db8:9::/48", "2001:db8:2::/48", "2001:db8:0:1::/64"] {
+        l.stage(&mut st, &new(p, RouteKind::Blackhole), &w.env(), &mut m);
+    }
+    l.stage(&mut st, &new("2001:db8:5::/48", a), &w.env(), &mut m);
+    l.commit(st, &w.env(), &mut m);
+    assert_eq!(
+        m.v6_writes,
+        net6s(&[
+            "2001:db8:0:1::/64",
+            "2001:db8:2::/48",
+            "2001:db8:5::/48",
+            "2001:db8:9::/48",
+        ])
+    );
+    // Overflowed routes, retried once there is room: in prefix order.
+    m.cap = m.v6.len();
+    m.v6_writes.clear();
+    let more = ["2001:db8:7::/48", "2001:db8:3::/48", "2001:db8:6::/48"];
+    let msgs: Vec<RouteMsg> = more.iter().map(|p| new(p, RouteKind::Blackhole)).collect();
+    l.apply(&msgs, &w.env(), &mut m);
+    assert_eq!(l.overflowed(), (0, 3));
+    assert!(m.v6_writes.is_empty());
+    m.cap += 3;
+    l.retry_overflow(&w.env(), &mut m);
+    assert_eq!(l.overflowed(), (0, 0));
+    assert_eq!(
+        m.v6_writes,
+        net6s(&["2001:db8:3::/48", "2001:db8:6::/48", "2001:db8:7::/48"])
+    );
 }

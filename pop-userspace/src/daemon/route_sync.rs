@@ -5,6 +5,11 @@
 //! prefix when there is one. A batch of changes that fails half-way is undone
 //! entry by entry before the error is returned, so the maps hold the old
 //! routes exactly.
+//!
+//! A whole table ([`reconcile`], [`replace`]) is written in prefix order,
+//! address then length (the order of [`ConfiguredRoutes`]' sorted maps):
+//! fib6 then lays out the new trie nodes depth-first, as for learned routes
+//! (`super::learned`).
 use ipnet::IpNet;
 use pop_common::PopRoute;
 

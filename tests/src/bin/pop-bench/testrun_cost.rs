@@ -63,8 +63,8 @@ fn fill_routes_v4(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u
 
 /// Adds `n` random IPv6 routes in 2000::/3 (never 2001:db8::/32), all using
 /// next hop 1, clustered in allocations as in the Internet's table, through
-/// popd's writer (fib6 and its route records); returns them as (address,
-/// length).
+/// popd's writer (fib6 and its route records) in the order of popd's bulk
+/// writes; returns them as (address, length) in the order drawn.
 fn fill_routes_v6(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u32)>> {
     let routes6 = h.routes6()?;
     let mut added = 0;
@@ -86,10 +86,17 @@ fn fill_routes_v6(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u
         if (addr >> 96) as u32 == 0x2001_0db8 {
             continue;
         }
-        let net = ipnet::Ipv6Net::new(addr.into(), len as u8)?;
-        routes6.set(&net, &VIA_NH_1)?;
         out.push((addr, len));
         added += 1;
+    }
+    // One bulk write, as popd's first sync or full apply of these routes:
+    // in prefix order (address, then length), which lays fib6's nodes out
+    // depth-first. `out` keeps the drawing order for the destinations.
+    let mut order = out.clone();
+    order.sort_unstable();
+    for &(addr, len) in &order {
+        let net = ipnet::Ipv6Net::new(addr.into(), len as u8)?;
+        routes6.set(&net, &VIA_NH_1)?;
     }
     Ok(out)
 }
