@@ -5,7 +5,7 @@
 //! prefix when there is one. A batch of changes that fails half-way is undone
 //! entry by entry before the error is returned, so the maps hold the old
 //! routes exactly.
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use pop_common::PopRoute;
 
 use super::learned::LearnedRoutes;
@@ -129,6 +129,29 @@ pub fn reconcile(
     Ok(())
 }
 
+/// A change that writes at least this many routes writes its IPv4 routes
+/// [`BULK`] at a time ([`RouteWriter::set_routes_v4`]); smaller ones, a
+/// route at a time.
+const BULK_MIN: usize = 64;
+/// IPv4 routes per [`RouteWriter::set_routes_v4`] call.
+const BULK: usize = 4096;
+
+/// Writes `buf` and empties it; what was written goes to `done`.
+fn flush_v4(
+    w: &mut dyn RouteWriter,
+    buf: &mut Vec<(Ipv4Net, PopRoute)>,
+    done: &mut Vec<IpNet>,
+) -> Result<(), DataplaneError> {
+    let r = w.set_routes_v4(buf);
+    let written = match &r {
+        Ok(()) => buf.len(),
+        Err((n, _)) => *n,
+    };
+    done.extend(buf[..written].iter().map(|(p, _)| IpNet::V4(*p)));
+    buf.clear();
+    r.map_err(|(_, e)| e)
+}
+
 /// Turns the maps' configured routes from `old` (under `old_ids`) into `new`
 /// (under `new_ids`), writing only the routes that differ. On error, what
 /// was written is put back and the error returned.
@@ -142,12 +165,30 @@ pub fn replace(
     let mut done: Vec<IpNet> = Vec::with_capacity(delta.write.len() + delta.remove.len());
     let mut result = Ok(());
     let mut records = Records::new(new_ids);
+    let bulk = delta.write.len() >= BULK_MIN;
+    let mut v4 = Vec::with_capacity(if bulk { BULK } else { 0 });
     for (p, hops) in &delta.write {
-        result = set(w, p, &records.of(hops));
+        let route = records.of(hops);
+        match p {
+            IpNet::V4(p4) if bulk => {
+                v4.push((*p4, route));
+                if v4.len() == BULK {
+                    result = flush_v4(w, &mut v4, &mut done);
+                }
+            }
+            _ => {
+                result = set(w, p, &route);
+                if result.is_ok() {
+                    done.push(*p);
+                }
+            }
+        }
         if result.is_err() {
             break;
         }
-        done.push(*p);
+    }
+    if result.is_ok() && !v4.is_empty() {
+        result = flush_v4(w, &mut v4, &mut done);
     }
     if result.is_ok() {
         for p in &delta.remove {
