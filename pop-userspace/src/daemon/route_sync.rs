@@ -208,3 +208,117 @@ pub fn replace(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use ipnet::Ipv6Net;
+    use pop_common::PopNexthop;
+
+    use super::*;
+    use crate::daemon::learned::Pinned;
+
+    /// Route tables of a chosen IPv4 capacity; counts the bulk calls.
+    #[derive(Default)]
+    struct Tables {
+        cap: usize,
+        v4: HashMap<Ipv4Net, PopRoute>,
+        bulk_calls: usize,
+    }
+
+    impl RouteWriter for Tables {
+        fn set_route_v4(&mut self, p: &Ipv4Net, r: &PopRoute) -> Result<(), DataplaneError> {
+            if !self.v4.contains_key(p) && self.v4.len() >= self.cap {
+                return Err(DataplaneError::MapFull {
+                    map: "routes_v4",
+                    max_entries: self.cap as u32,
+                });
+            }
+            self.v4.insert(*p, *r);
+            Ok(())
+        }
+        fn del_route_v4(&mut self, p: &Ipv4Net) -> Result<(), DataplaneError> {
+            self.v4.remove(p);
+            Ok(())
+        }
+        fn set_route_v6(&mut self, _: &Ipv6Net, _: &PopRoute) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn del_route_v6(&mut self, _: &Ipv6Net) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn set_nexthop(&mut self, _: u32, _: &PopNexthop) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn set_routes_v4(
+            &mut self,
+            routes: &[(Ipv4Net, PopRoute)],
+        ) -> Result<(), (usize, DataplaneError)> {
+            self.bulk_calls += 1;
+            for (i, (p, r)) in routes.iter().enumerate() {
+                self.set_route_v4(p, r).map_err(|e| (i, e))?;
+            }
+            Ok(())
+        }
+    }
+
+    /// `n` /24s from 10.0.0.0 via `gw` on eth0, and the ids of both gateways.
+    fn table(n: u32, gw: &str) -> ConfiguredRoutes {
+        let mut t = ConfiguredRoutes::default();
+        for i in 0..n {
+            let p = Ipv4Net::new((0x0a00_0000 + (i << 8)).into(), 24).unwrap();
+            let hops = Hops {
+                dev: "eth0".into(),
+                via: vec![gw.parse().unwrap()],
+            };
+            t.insert(IpNet::V4(p), hops);
+        }
+        t
+    }
+
+    fn ids() -> Ids {
+        let mut ids = Ids::default();
+        ids.nexthops.insert("eth0 192.0.2.1".into(), 1);
+        ids.nexthops.insert("eth0 192.0.2.2".into(), 2);
+        ids
+    }
+
+    #[test]
+    fn a_large_change_writes_in_bulk_and_a_refusal_puts_every_route_back() {
+        let ids = ids();
+        let mut learned = LearnedRoutes::new(Pinned::default());
+        let empty = ConfiguredRoutes::default();
+        let old = table(6000, "192.0.2.1");
+        let mut maps = Tables {
+            cap: 10_000,
+            ..Default::default()
+        };
+        replace(&mut maps, (&empty, &ids), (&old, &ids), &mut learned).unwrap();
+        assert_eq!(maps.v4.len(), 6000);
+        assert_eq!(maps.bulk_calls, 2, "6000 routes in chunks of {BULK}");
+        let before = maps.v4.clone();
+
+        // 9000 routes: the 6000 change gateway, 3000 are new, and the map
+        // holds 8000. The 8001st is refused, in the second chunk.
+        maps.cap = 8000;
+        let new = table(9000, "192.0.2.2");
+        let e = replace(&mut maps, (&old, &ids), (&new, &ids), &mut learned).unwrap_err();
+        assert_eq!(e.to_string(), "map routes_v4: full (8000 entries)");
+        assert_eq!(maps.v4, before, "every route is as before the change");
+
+        // A change of one route still goes route by route.
+        let mut one = old.clone();
+        one.insert(
+            "10.255.0.0/24".parse().unwrap(),
+            Hops {
+                dev: "eth0".into(),
+                via: vec!["192.0.2.1".parse().unwrap()],
+            },
+        );
+        let calls = maps.bulk_calls;
+        replace(&mut maps, (&old, &ids), (&one, &ids), &mut learned).unwrap();
+        assert_eq!(maps.bulk_calls, calls);
+        assert_eq!(maps.v4.len(), 6001);
+    }
+}
