@@ -10,7 +10,7 @@
 //! address then length (the order of [`ConfiguredRoutes`]' sorted maps):
 //! fib6 then lays out the new trie nodes depth-first, as for learned routes
 //! (`super::learned`).
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use pop_common::PopRoute;
 
 use super::learned::LearnedRoutes;
@@ -134,6 +134,29 @@ pub fn reconcile(
     Ok(())
 }
 
+/// A change that writes at least this many routes writes its IPv4 routes
+/// [`BULK`] at a time ([`RouteWriter::set_routes_v4`]); smaller ones, a
+/// route at a time.
+const BULK_MIN: usize = 64;
+/// IPv4 routes per [`RouteWriter::set_routes_v4`] call.
+const BULK: usize = 4096;
+
+/// Writes `buf` and empties it; what was written goes to `done`.
+fn flush_v4(
+    w: &mut dyn RouteWriter,
+    buf: &mut Vec<(Ipv4Net, PopRoute)>,
+    done: &mut Vec<IpNet>,
+) -> Result<(), DataplaneError> {
+    let r = w.set_routes_v4(buf);
+    let written = match &r {
+        Ok(()) => buf.len(),
+        Err((n, _)) => *n,
+    };
+    done.extend(buf[..written].iter().map(|(p, _)| IpNet::V4(*p)));
+    buf.clear();
+    r.map_err(|(_, e)| e)
+}
+
 /// Turns the maps' configured routes from `old` (under `old_ids`) into `new`
 /// (under `new_ids`), writing only the routes that differ. On error, what
 /// was written is put back and the error returned.
@@ -147,12 +170,30 @@ pub fn replace(
     let mut done: Vec<IpNet> = Vec::with_capacity(delta.write.len() + delta.remove.len());
     let mut result = Ok(());
     let mut records = Records::new(new_ids);
+    let bulk = delta.write.len() >= BULK_MIN;
+    let mut v4 = Vec::with_capacity(if bulk { BULK } else { 0 });
     for (p, hops) in &delta.write {
-        result = set(w, p, &records.of(hops));
+        let route = records.of(hops);
+        match p {
+            IpNet::V4(p4) if bulk => {
+                v4.push((*p4, route));
+                if v4.len() == BULK {
+                    result = flush_v4(w, &mut v4, &mut done);
+                }
+            }
+            _ => {
+                result = set(w, p, &route);
+                if result.is_ok() {
+                    done.push(*p);
+                }
+            }
+        }
         if result.is_err() {
             break;
         }
-        done.push(*p);
+    }
+    if result.is_ok() && !v4.is_empty() {
+        result = flush_v4(w, &mut v4, &mut done);
     }
     if result.is_ok() {
         for p in &delta.remove {
@@ -171,4 +212,118 @@ pub fn replace(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use ipnet::Ipv6Net;
+    use pop_common::PopNexthop;
+
+    use super::*;
+    use crate::daemon::learned::Pinned;
+
+    /// Route tables of a chosen IPv4 capacity; counts the bulk calls.
+    #[derive(Default)]
+    struct Tables {
+        cap: usize,
+        v4: HashMap<Ipv4Net, PopRoute>,
+        bulk_calls: usize,
+    }
+
+    impl RouteWriter for Tables {
+        fn set_route_v4(&mut self, p: &Ipv4Net, r: &PopRoute) -> Result<(), DataplaneError> {
+            if !self.v4.contains_key(p) && self.v4.len() >= self.cap {
+                return Err(DataplaneError::MapFull {
+                    map: "routes_v4",
+                    max_entries: self.cap as u32,
+                });
+            }
+            self.v4.insert(*p, *r);
+            Ok(())
+        }
+        fn del_route_v4(&mut self, p: &Ipv4Net) -> Result<(), DataplaneError> {
+            self.v4.remove(p);
+            Ok(())
+        }
+        fn set_route_v6(&mut self, _: &Ipv6Net, _: &PopRoute) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn del_route_v6(&mut self, _: &Ipv6Net) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn set_nexthop(&mut self, _: u32, _: &PopNexthop) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+        fn set_routes_v4(
+            &mut self,
+            routes: &[(Ipv4Net, PopRoute)],
+        ) -> Result<(), (usize, DataplaneError)> {
+            self.bulk_calls += 1;
+            for (i, (p, r)) in routes.iter().enumerate() {
+                self.set_route_v4(p, r).map_err(|e| (i, e))?;
+            }
+            Ok(())
+        }
+    }
+
+    /// `n` /24s from 10.0.0.0 via `gw` on eth0, and the ids of both gateways.
+    fn table(n: u32, gw: &str) -> ConfiguredRoutes {
+        let mut t = ConfiguredRoutes::default();
+        for i in 0..n {
+            let p = Ipv4Net::new((0x0a00_0000 + (i << 8)).into(), 24).unwrap();
+            let hops = Hops {
+                dev: "eth0".into(),
+                via: vec![gw.parse().unwrap()],
+            };
+            t.insert(IpNet::V4(p), hops);
+        }
+        t
+    }
+
+    fn ids() -> Ids {
+        let mut ids = Ids::default();
+        ids.nexthops.insert("eth0 192.0.2.1".into(), 1);
+        ids.nexthops.insert("eth0 192.0.2.2".into(), 2);
+        ids
+    }
+
+    #[test]
+    fn a_large_change_writes_in_bulk_and_a_refusal_puts_every_route_back() {
+        let ids = ids();
+        let mut learned = LearnedRoutes::new(Pinned::default());
+        let empty = ConfiguredRoutes::default();
+        let old = table(6000, "192.0.2.1");
+        let mut maps = Tables {
+            cap: 10_000,
+            ..Default::default()
+        };
+        replace(&mut maps, (&empty, &ids), (&old, &ids), &mut learned).unwrap();
+        assert_eq!(maps.v4.len(), 6000);
+        assert_eq!(maps.bulk_calls, 2, "6000 routes in chunks of {BULK}");
+        let before = maps.v4.clone();
+
+        // 9000 routes: the 6000 change gateway, 3000 are new, and the map
+        // holds 8000. The 8001st is refused, in the second chunk.
+        maps.cap = 8000;
+        let new = table(9000, "192.0.2.2");
+        let e = replace(&mut maps, (&old, &ids), (&new, &ids), &mut learned).unwrap_err();
+        assert_eq!(e.to_string(), "map routes_v4: full (8000 entries)");
+        assert_eq!(maps.v4, before, "every route is as before the change");
+
+        // A change of one route still goes route by route.
+        let mut one = old.clone();
+        one.insert(
+            "10.255.0.0/24".parse().unwrap(),
+            Hops {
+                dev: "eth0".into(),
+                via: vec!["192.0.2.1".parse().unwrap()],
+            },
+        );
+        let calls = maps.bulk_calls;
+        replace(&mut maps, (&old, &ids), (&one, &ids), &mut learned).unwrap();
+        assert_eq!(maps.bulk_calls, calls);
+        assert_eq!(maps.v4.len(), 6001);
+    }
 }

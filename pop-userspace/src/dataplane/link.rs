@@ -1,13 +1,15 @@
 //! The few bpf() commands aya 0.14 does not wrap for pinned objects: open a
-//! pin, read which program a link runs, and swap a link's program atomically
-//! (BPF_LINK_UPDATE, the hitless data-plane upgrade).
+//! pin, read which program a link runs, swap a link's program atomically
+//! (BPF_LINK_UPDATE, the hitless data-plane upgrade), and write many map
+//! entries in one call (BPF_MAP_UPDATE_BATCH).
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 
 /// bpf(cmd, attr): `attr` is the command's `union bpf_attr` member, zero-padded.
@@ -69,4 +71,27 @@ pub fn build_id(object: &[u8]) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// Writes `count` entries into the map `map` in one call
+/// (BPF_MAP_UPDATE_BATCH, flags 0: add or replace): `keys` and `values` hold
+/// them back to back, in the map's key and value sizes. The kernel writes
+/// them in order and stops at the first it refuses, which is left as it was.
+/// Returns how many were written, and the refusal if there was one.
+pub fn map_update_batch(
+    map: BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: u32,
+) -> (u32, io::Result<()>) {
+    let mut attr = [0u64; 8];
+    // in_batch, out_batch (unused for an update), keys, values,
+    // count (u32) | map_fd (u32), elem_flags, flags.
+    attr[2] = keys.as_ptr() as u64;
+    attr[3] = values.as_ptr() as u64;
+    attr[4] = u64::from(count) | (u64::from(map.as_raw_fd() as u32) << 32);
+    let r = bpf(BPF_MAP_UPDATE_BATCH, &mut attr).map(|_| ());
+    // The kernel writes back how many it processed, on success or failure.
+    let done = (attr[4] & 0xffff_ffff) as u32;
+    (done.min(count), r)
 }

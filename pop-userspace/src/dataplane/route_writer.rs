@@ -24,6 +24,29 @@ pub trait RouteWriter {
     fn del_route_v6(&mut self, prefix: &Ipv6Net) -> Result<(), DataplaneError>;
     /// Writes next hop `id` (a zeroed value frees the slot).
     fn set_nexthop(&mut self, id: u32, nexthop: &PopNexthop) -> Result<(), DataplaneError>;
+
+    /// Adds or replaces many IPv4 routes (distinct prefixes): what
+    /// [`RouteWriter::set_route_v4`] does for each, in order, in fewer
+    /// calls. On a refusal the routes before it stay written and it and the
+    /// rest are left as they were: the error comes with how many were written.
+    fn set_routes_v4(
+        &mut self,
+        routes: &[(Ipv4Net, PopRoute)],
+    ) -> Result<(), (usize, DataplaneError)> {
+        for (i, (p, r)) in routes.iter().enumerate() {
+            self.set_route_v4(p, r).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// How many entries one BPF_MAP_UPDATE_BATCH of the prefix list carries.
+const LIST_BATCH: usize = 4096;
+
+/// The bytes of `v` (plain-data map keys and values, without padding).
+fn bytes<T: aya::Pod>(v: &[T]) -> &[u8] {
+    // SAFETY: T is plain data (aya::Pod); the slice covers exactly v's memory.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 fn errno(e: &MapError) -> Option<i32> {
@@ -132,5 +155,89 @@ impl RouteWriter for Maps {
         self.nexthops
             .set(id, *nexthop, 0)
             .map_err(map_err(names::NEXTHOPS))
+    }
+
+    /// fib4 route by route, then the prefix list `routes_v4` a chunk per
+    /// BPF_MAP_UPDATE_BATCH instead of a bpf() call per route (the list's
+    /// inserts were about 40% of a 1M-route load). Each route is in fib4
+    /// before the list names it, as with [`RouteWriter::set_route_v4`].
+    fn set_routes_v4(
+        &mut self,
+        routes: &[(Ipv4Net, PopRoute)],
+    ) -> Result<(), (usize, DataplaneError)> {
+        for (c, chunk) in routes.chunks(LIST_BATCH).enumerate() {
+            self.set_chunk_v4(chunk)
+                .map_err(|(i, e)| (c * LIST_BATCH + i, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Maps {
+    /// [`RouteWriter::set_routes_v4`] for one chunk.
+    fn set_chunk_v4(
+        &mut self,
+        chunk: &[(Ipv4Net, PopRoute)],
+    ) -> Result<(), (usize, DataplaneError)> {
+        let mut old = Vec::with_capacity(chunk.len());
+        let mut refused = None;
+        for (p, r) in chunk {
+            let was = self.routes4.get(p);
+            if let Err(e) = self.routes4.set(p, r) {
+                refused = Some(e);
+                break;
+            }
+            old.push(was);
+        }
+        let in_fib = old.len();
+        let (listed, list_err) = self.list_v4(&chunk[..in_fib]);
+        // The routes in fib4 the list refused go back to what they were.
+        for i in (listed..in_fib).rev() {
+            let p = &chunk[i].0;
+            let undo = match old[i] {
+                Some(r) => self.routes4.set(p, &r),
+                None => self.routes4.del(p),
+            };
+            if let Err(e) = undo {
+                tracing::error!("route {p}: undoing the fib4 change failed: {e}");
+            }
+        }
+        match (list_err, refused) {
+            (Some(e), _) => Err((listed, e)),
+            (None, Some(e)) => Err((in_fib, e)),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Lists `items` in `routes_v4`, in order: one batch call, then one call
+    /// per route for what the batch did not write (a kernel without batch
+    /// updates for the map type, or a full map, whose error the single
+    /// insert names). Returns how many were listed, and the refusal.
+    fn list_v4(&mut self, items: &[(Ipv4Net, PopRoute)]) -> (usize, Option<DataplaneError>) {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsFd;
+        if items.is_empty() {
+            return (0, None);
+        }
+        let keys: Vec<_> = items.iter().map(|(p, _)| key_v4(p)).collect();
+        let values: Vec<PopRoute> = items.iter().map(|(_, r)| *r).collect();
+        let fd = self.routes_v4.map().fd().as_fd();
+        let (written, batch) =
+            super::link::map_update_batch(fd, bytes(&keys), bytes(&values), items.len() as u32);
+        let mut listed = written as usize;
+        if let Err(e) = batch {
+            tracing::debug!("routes_v4: batch update stopped after {listed}: {e}");
+        }
+        for (p, r) in &items[listed..] {
+            if let Err(e) = self
+                .routes_v4
+                .insert(&key_v4(p), *r, 0)
+                .map_err(insert_err(names::ROUTES_V4, MAX_ROUTES_V4))
+            {
+                return (listed, Some(e));
+            }
+            listed += 1;
+        }
+        (listed, None)
     }
 }
