@@ -75,7 +75,8 @@ fn parse_args() -> Result<Opts> {
                      Needs root. See docs/benchmarks.md.\n\
                      Environment: POP_BENCH_OBJECT=FILE loads that object instead of pop's;\n\
                      POP_BENCH_CASES=ipv6_forward,acl (case-name prefixes) runs only the references\n\
-                     and that case of test_run."
+                     and that case of test_run; POP_BENCH_OBJECT_B=FILE[:FILE...] measures other builds\n\
+                     of the data plane in the same rounds (rows CASE [B]); POP_BENCH_ROUNDS=N sets the rounds."
                 );
                 std::process::exit(0);
             }
