@@ -141,8 +141,11 @@ static __always_inline int no_route(struct pop_trace *t,
 }
 
 /* The whole pipeline. `t` is NULL in the live program (pop_xdp), where every
- * `if (t)` branch compiles away, and the trace record in pop_trace. */
-static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
+ * `if (t)` branch compiles away, and the trace record in pop_trace.
+ * `observing`: sampling or capture is armed (observe_begin), so a forwarded
+ * packet notes its egress port. */
+static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t,
+					int observing)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -299,9 +302,14 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 					   nh->mtu, POP_PASS_MTU);
 		return verdict_pass(t, iface, POP_PASS_MTU, len);
 	}
-	/* Check the devmap before touching the packet: a redirect that falls
-	 * back to the stack after a MAC rewrite would be dropped there. */
-	if (nh->ifindex != port && !bpf_map_lookup_elem(&tx_ports, &nh->ifindex))
+	/* Choose the devmap slot before touching the packet: a redirect that
+	 * falls back to the stack after a MAC rewrite would be dropped there.
+	 * bpf_redirect_map does the one lookup and records the target for
+	 * when the program returns XDP_REDIRECT; a port missing from the
+	 * devmap answers XDP_PASS (the flags' low bits) and the packet goes
+	 * to the kernel untouched. */
+	if (nh->ifindex != port &&
+	    bpf_redirect_map(&tx_ports, nh->ifindex, XDP_PASS) != XDP_REDIRECT)
 		return verdict_pass(t, iface, POP_PASS_UNRESOLVED, len);
 
 	/* 5. Rewrite and send: TTL first, while the IP header pointers hold,
@@ -316,7 +324,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		return verdict_drop(t, iface, POP_DROP_ADJUST_HEAD, len);
 
 	/* 6. Count. */
-	if (!t)
+	if (!t && observing)
 		observe_note_egress(nh->ifindex);
 	count_customers(t, &counts, len);
 	if (nh->ifindex == port) {
@@ -324,7 +332,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		return XDP_TX;
 	}
 	count_iface(t, iface, POP_ACTION_REDIRECT, len);
-	return bpf_redirect_map(&tx_ports, nh->ifindex, 0);
+	return XDP_REDIRECT;
 }
 
 #ifdef POP_VARIANT
@@ -351,10 +359,12 @@ int pop_xdp(struct xdp_md *ctx)
 #endif
 	/* Sampling and capture (observe.h) see the packet before and after. */
 #ifndef POP_NO_OBSERVE
-	observe_begin(ctx);
-	return observe_end(ctx, pop_pipeline(ctx, NULL));
+	int observing = observe_begin(ctx), verdict;
+
+	verdict = pop_pipeline(ctx, NULL, observing);
+	return observing ? observe_end(ctx, verdict) : verdict;
 #else
-	return pop_pipeline(ctx, NULL);
+	return pop_pipeline(ctx, NULL, 0);
 #endif
 }
 
@@ -370,7 +380,7 @@ int pop_trace(struct xdp_md *ctx)
 	if (!t)
 		return XDP_ABORTED;
 	__builtin_memset(t, 0, sizeof(*t));
-	return pop_pipeline(ctx, t);
+	return pop_pipeline(ctx, t, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
