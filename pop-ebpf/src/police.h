@@ -95,30 +95,10 @@ __noinline __u32 pop_policer_drops(__u32 customer_out, __u32 customer_in,
 	return 0;
 }
 
-/* Whether customer `customer_id` has a policer in direction `dir`: one
- * array load, which the verifier inlines. The rate is read without the
- * lock; pop_policer_drops reads it again under it. */
-static __always_inline int policer_configured(__u32 customer_id, __u32 dir)
-{
-	__u32 index = customer_id * POP_DIR_MAX + dir;
-	struct pop_policer *p;
-
-	if (!customer_id || customer_id >= POP_MAX_CUSTOMERS)
-		return 0;
-	p = bpf_map_lookup_elem(&policers, &index);
-	return p && p->rate_bps != 0;
-}
-
-/* The call into pop_policer_drops costs more than the two loads that tell
- * whether either customer has a policer at all (most have none): only a
- * packet with a policer on its way makes it. */
 static __always_inline __u32 policer_drops(__u32 customer_out,
 					   __u32 customer_in, __u32 bytes,
 					   int peek)
 {
-	if (!policer_configured(customer_out, POP_DIR_OUT) &&
-	    !policer_configured(customer_in, POP_DIR_IN))
-		return 0;
 	return pop_policer_drops(customer_out, customer_in, bytes, peek);
 }
 

@@ -557,8 +557,10 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             bench.b_labels.push(if paths.len() == 1 {
                 "B".to_string()
             } else {
-                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-                format!("B:{}", stem.unwrap_or_default())
+                // The file name up to its first dot: `noacl` of noacl.bpf.o.
+                let name = path.file_name().map(|s| s.to_string_lossy().into_owned());
+                let name = name.unwrap_or_default();
+                format!("B:{}", name.split('.').next().unwrap_or_default())
             });
         }
     }
