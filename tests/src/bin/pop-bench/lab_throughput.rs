@@ -296,8 +296,8 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
     ];
     // POP_BENCH_OBJECT_B: another build of the data plane (its first file),
     // run by popd like pop's own, right after it in every round.
-    let object_b = std::env::var_os("POP_BENCH_OBJECT_B")
-        .and_then(|list| std::env::split_paths(&list).next());
+    let object_b =
+        std::env::var_os("POP_BENCH_OBJECT_B").and_then(|list| std::env::split_paths(&list).next());
     if object_b.is_some() {
         cases.insert(4, ("pop [B]", RULES));
     }

@@ -247,7 +247,8 @@ impl Bench {
         // over a multiple of the number of objects.
         let objects = 1 + self.b.len();
         let rounds = self.rounds.next_multiple_of(objects);
-        let (mut pass_ratio, mut min_ratio) = (vec![Vec::new(); objects], vec![Vec::new(); objects]);
+        let (mut pass_ratio, mut min_ratio) =
+            (vec![Vec::new(); objects], vec![Vec::new(); objects]);
         let mut ns = vec![Vec::new(); objects];
         for round in 0..rounds {
             let pass = self.ns(Target::Pass)?;
@@ -522,7 +523,10 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         cycler,
         ingress: a.ifindex,
         // POP_BENCH_ROUNDS: more rounds for an A/B run of close builds.
-        rounds: match std::env::var("POP_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()) {
+        rounds: match std::env::var("POP_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
             Some(n) if n > 0 => n,
             _ if quick => 3,
             _ => 7,
