@@ -690,6 +690,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             .collect();
         let m = bench.measure(&frames, XDP_REDIRECT)?;
         rows.push(row("ipv4_forward_sflow", routes_now, 0, 1, &m));
+        bench.push_b_rows(&mut rows, "ipv4_forward_sflow", routes_now, 0, 1);
         set_sampling_rate(&bench.h, 0)?;
         eprintln!("  ipv4_forward_sflow done");
     }
