@@ -11,9 +11,8 @@
  *   observe_end    after it: sends the sample to sample_ring, and the packet,
  *                  if it matches the capture filter and the per-CPU capture
  *                  rate allows, to capture_ring.
- * With nothing armed a forwarded packet pays one lookup of observe_config
- * before the pipeline and nothing else; a dropped or passed one also one of
- * observe_scratch for the verdict's note.
+ * With nothing armed a packet pays one lookup of observe_config before the
+ * pipeline and one of observe_scratch in it (notes) and after it.
  */
 #ifndef POP_OBSERVE_H
 #define POP_OBSERVE_H
@@ -302,20 +301,14 @@ __noinline int observe_end_pending(struct xdp_md *ctx, int verdict)
 
 /* Before the pipeline: with nothing armed, one lookup and a branch. The work
  * is in a separate (global) function, verified on its own, so it adds no
- * states to the pipeline's verification. Returns whether sampling or capture
- * is armed: only then can this packet be pending, so the pipeline's
- * forwarding note and observe_end are skipped without a lookup when it is
- * not. */
-static __always_inline int observe_begin(struct xdp_md *ctx)
+ * states to the pipeline's verification. */
+static __always_inline void observe_begin(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
 	struct pop_observe_config *c = bpf_map_lookup_elem(&observe_config, &zero);
 
-	if (c && (c->sampling_rate | c->capture)) {
+	if (c && (c->sampling_rate | c->capture))
 		observe_begin_armed(ctx);
-		return 1;
-	}
-	return 0;
 }
 
 /* After the pipeline: with nothing pending, one lookup and a branch. */

@@ -141,11 +141,8 @@ static __always_inline int no_route(struct pop_trace *t,
 }
 
 /* The whole pipeline. `t` is NULL in the live program (pop_xdp), where every
- * `if (t)` branch compiles away, and the trace record in pop_trace.
- * `observing`: sampling or capture is armed (observe_begin), so a forwarded
- * packet notes its egress port. */
-static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t,
-					int observing)
+ * `if (t)` branch compiles away, and the trace record in pop_trace. */
+static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -324,7 +321,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t,
 		return verdict_drop(t, iface, POP_DROP_ADJUST_HEAD, len);
 
 	/* 6. Count. */
-	if (!t && observing)
+	if (!t)
 		observe_note_egress(nh->ifindex);
 	count_customers(t, &counts, len);
 	if (nh->ifindex == port) {
@@ -359,12 +356,10 @@ int pop_xdp(struct xdp_md *ctx)
 #endif
 	/* Sampling and capture (observe.h) see the packet before and after. */
 #ifndef POP_NO_OBSERVE
-	int observing = observe_begin(ctx), verdict;
-
-	verdict = pop_pipeline(ctx, NULL, observing);
-	return observing ? observe_end(ctx, verdict) : verdict;
+	observe_begin(ctx);
+	return observe_end(ctx, pop_pipeline(ctx, NULL));
 #else
-	return pop_pipeline(ctx, NULL, 0);
+	return pop_pipeline(ctx, NULL);
 #endif
 }
 
@@ -380,7 +375,7 @@ int pop_trace(struct xdp_md *ctx)
 	if (!t)
 		return XDP_ABORTED;
 	__builtin_memset(t, 0, sizeof(*t));
-	return pop_pipeline(ctx, t, 0);
+	return pop_pipeline(ctx, t);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
