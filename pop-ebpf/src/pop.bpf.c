@@ -299,9 +299,14 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 					   nh->mtu, POP_PASS_MTU);
 		return verdict_pass(t, iface, POP_PASS_MTU, len);
 	}
-	/* Check the devmap before touching the packet: a redirect that falls
-	 * back to the stack after a MAC rewrite would be dropped there. */
-	if (nh->ifindex != port && !bpf_map_lookup_elem(&tx_ports, &nh->ifindex))
+	/* Choose the devmap slot before touching the packet: a redirect that
+	 * falls back to the stack after a MAC rewrite would be dropped there.
+	 * bpf_redirect_map does the one lookup and records the target for
+	 * when the program returns XDP_REDIRECT; a port missing from the
+	 * devmap answers XDP_PASS (the flags' low bits) and the packet goes
+	 * to the kernel untouched. */
+	if (nh->ifindex != port &&
+	    bpf_redirect_map(&tx_ports, nh->ifindex, XDP_PASS) != XDP_REDIRECT)
 		return verdict_pass(t, iface, POP_PASS_UNRESOLVED, len);
 
 	/* 5. Rewrite and send: TTL first, while the IP header pointers hold,
@@ -324,7 +329,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		return XDP_TX;
 	}
 	count_iface(t, iface, POP_ACTION_REDIRECT, len);
-	return bpf_redirect_map(&tx_ports, nh->ifindex, 0);
+	return XDP_REDIRECT;
 }
 
 #ifdef POP_VARIANT

@@ -48,8 +48,9 @@ pub enum Target {
     Pop,
     /// Only the two fib4 lookups of the header (`xdp_fib4_loads`).
     Fib4Loads,
-    /// A second data-plane object on the same maps (`set_other`).
-    Other,
+    /// Another data-plane object on the same maps (`add_other`), by the
+    /// order they were added.
+    Other(usize),
 }
 
 /// The loaded driver and minimal router.
@@ -58,7 +59,7 @@ pub struct Cycler {
     /// fib4_test.bpf.o on pop's fib4 maps, for `xdp_fib4_loads`.
     fib4: Ebpf,
     frame_len: usize,
-    other: Option<ProgramFd>,
+    others: Vec<ProgramFd>,
 }
 
 /// `struct xdp_md` for ctx_in: data, data_end, data_meta, ingress_ifindex,
@@ -125,7 +126,7 @@ impl Cycler {
             bench,
             fib4,
             frame_len: HEADER_LEN,
-            other: None,
+            others: Vec::new(),
         })
     }
 
@@ -197,10 +198,10 @@ impl Cycler {
                     .try_into()?;
                 prog.fd()?.try_clone()?
             }
-            Target::Other => self
-                .other
-                .as_ref()
-                .ok_or_else(|| anyhow!("no second object loaded"))?
+            Target::Other(i) => self
+                .others
+                .get(i)
+                .ok_or_else(|| anyhow!("no data-plane object {i} besides pop's"))?
                 .try_clone()?,
         };
         self.set_target(&fd)
@@ -246,11 +247,11 @@ impl Cycler {
         first.ok_or_else(|| anyhow!("no headers"))
     }
 
-    /// Points the driver at another program (`fd`): the second data-plane
-    /// object of an A/B run. `ns_per_packet`/`check_actions` with
-    /// `Target::Other` then run it.
-    pub fn set_other(&mut self, fd: ProgramFd) {
-        self.other = Some(fd);
+    /// Adds another program (`fd`): a further data-plane object of an A/B
+    /// run. `ns_per_packet`/`check_actions` with `Target::Other(i)` run the
+    /// i-th added.
+    pub fn add_other(&mut self, fd: ProgramFd) {
+        self.others.push(fd);
     }
 
     /// Mean ns per run of `target` over `runs` runs behind the driver.

@@ -274,11 +274,18 @@ pub fn run(o: &Opts) -> Result<Vec<LabRow>> {
 fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
     let sink = Sink::attach(lab)?;
     let f = frame(mac_of(lab, "c1", "eth0")?, mac_of(lab, "edge", "eth1")?);
-    let (rounds, window) = if o.quick {
+    let (mut rounds, window) = if o.quick {
         (1, Duration::from_millis(300))
     } else {
         (5, Duration::from_secs(2))
     };
+    if let Some(n) = std::env::var("POP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+    {
+        rounds = n;
+    }
     let state = tempfile::tempdir()?;
     // pop_capture: pop while `popctl capture` of every packet runs.
     let mut cases = vec![
@@ -288,11 +295,27 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
         ("pop", RULES),
         ("pop_capture", RULES),
     ];
+    // POP_BENCH_OBJECT_B: another build of the data plane (its first file),
+    // run by popd like pop's own, right after it in every round.
+    let object_b =
+        std::env::var_os("POP_BENCH_OBJECT_B").and_then(|list| std::env::split_paths(&list).next());
+    if object_b.is_some() {
+        cases.insert(4, ("pop [B]", RULES));
+    }
     if !o.quick {
         for n in [10, 100_000] {
             cases.push(("kernel_forward_nft", n));
             cases.push(("pop", n));
         }
+    }
+    // POP_BENCH_LAB_CASES: case-name prefixes to run; the two references
+    // (kernel_forward, xdp_redirect_min) always run.
+    if let Ok(list) = std::env::var("POP_BENCH_LAB_CASES") {
+        cases.retain(|&(case, rules)| {
+            (case == "kernel_forward" && rules == 0)
+                || case == "xdp_redirect_min"
+                || list.split(',').any(|p| case.starts_with(p.trim()))
+        });
     }
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
@@ -305,10 +328,24 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
                     kernel_off(lab)?;
                     min_router = Some(MinRouter::attach(lab)?);
                 }
-                "pop" | "pop_capture" => {
+                "pop" | "pop_capture" | "pop [B]" => {
                     kernel_off(lab)?;
-                    let dir = state.path().join(format!("r{round}-{rules}-{case}"));
+                    let name: String = case
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
+                    let dir = state.path().join(format!("r{round}-{rules}-{name}"));
                     let mut p = Popd::new(lab, &o.bin_dir, &dir, &pop_config(rules))?;
+                    // The data-plane object popd loads: B's for `pop [B]`,
+                    // else POP_BENCH_OBJECT's when set, else its own.
+                    let object = if case == "pop [B]" {
+                        object_b.clone()
+                    } else {
+                        std::env::var_os("POP_BENCH_OBJECT").map(std::path::PathBuf::from)
+                    };
+                    if let Some(path) = object {
+                        p.set_env("POP_DATAPLANE_OBJECT", Some(&path.to_string_lossy()));
+                    }
                     p.start()?;
                     p.wait_resolved(Duration::from_secs(10))?;
                     if case == "pop_capture" {

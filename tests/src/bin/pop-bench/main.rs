@@ -78,7 +78,9 @@ fn parse_args() -> Result<Opts> {
                      Environment: POP_BENCH_OBJECT=FILE loads that object instead of pop's;\n\
                      POP_BENCH_CASES=ipv6_forward,acl (case-name prefixes) runs only the references\n\
                      and that case of test_run; POP_BENCH_BIN_B=DIR runs `single` also with the popd\n\
-                     and popctl in DIR, alternating, and prints the A/B ratios."
+                     and popctl in DIR, alternating, and prints the A/B ratios; POP_BENCH_OBJECT_B=FILE[:FILE...]\n\
+                     measures other builds of the data plane in the same rounds (rows CASE [B]);\n\
+                     POP_BENCH_ROUNDS=N sets the rounds."
                 );
                 std::process::exit(0);
             }

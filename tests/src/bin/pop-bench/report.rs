@@ -148,12 +148,12 @@ pub fn median(v: &[f64]) -> f64 {
 /// The test_run table.
 pub fn print_test_run(rows: &[TestRunRow]) {
     println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>12} {:>9} {:>9}",
+        "{:<30} {:>9} {:>9} {:>9} {:>12} {:>9} {:>9}",
         "CASE", "ROUTES", "ACL", "CUSTOMERS", "NS/PACKET", "xPASS", "xMIN"
     );
     for r in rows {
         println!(
-            "{:<22} {:>9} {:>9} {:>9} {:>12.1} {:>9.2} {:>9.2}",
+            "{:<30} {:>9} {:>9} {:>9} {:>12.1} {:>9.2} {:>9.2}",
             r.case,
             r.routes,
             r.acl_rules,

@@ -183,12 +183,14 @@ struct Bench {
     ingress: u32,
     rounds: usize,
     runs: u32,
-    /// `POP_BENCH_OBJECT_B`: a second data-plane object loaded on the same
-    /// pinned maps, measured in the same rounds as pop (rows `CASE [B]`).
-    /// Kept so that its program stays loaded.
-    b: Option<aya::Ebpf>,
-    /// The B object's median ns of the last `measure`.
-    last_b: Option<Measured>,
+    /// `POP_BENCH_OBJECT_B`: further data-plane objects loaded on the same
+    /// pinned maps, measured in the same rounds as pop (rows `CASE [B]`, or
+    /// `CASE [B:NAME]` for several). Kept so that their programs stay loaded.
+    b: Vec<aya::Ebpf>,
+    /// Their row labels, in the same order.
+    b_labels: Vec<String>,
+    /// Their median ns of the last `measure`, in the same order.
+    last_b: Vec<Measured>,
 }
 
 impl Bench {
@@ -205,60 +207,76 @@ impl Bench {
                 "bench frames got XDP action {action}, expected {expect_action}: tables are wrong"
             ));
         }
-        if self.b.is_some() {
-            let action =
-                self.cycler
-                    .check_actions(&self.h, Target::Other, self.ingress, headers.len())?;
+        for i in 0..self.b.len() {
+            let action = self.cycler.check_actions(
+                &self.h,
+                Target::Other(i),
+                self.ingress,
+                headers.len(),
+            )?;
             if action != expect_action {
                 return Err(anyhow!(
-                    "bench frames got XDP action {action} from the B object, expected {expect_action}"
+                    "bench frames got XDP action {action} from {}, expected {expect_action}",
+                    self.b_labels[i]
                 ));
             }
         }
-        let (mut ns, mut to_pass, mut to_min) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut b_ns, mut b_pass, mut b_min) = (Vec::new(), Vec::new(), Vec::new());
-        // With a B object, an even number of rounds: each pass leaves its
-        // headers' table lines in the caches for the pass right after it, so
-        // A and B must go first equally often.
-        let rounds = if self.b.is_some() {
-            self.rounds.next_multiple_of(2)
-        } else {
-            self.rounds
-        };
+        // pop, then the other objects: each pass leaves its headers' table
+        // lines in the caches for the pass right after it, so every object
+        // must come first equally often. Each round rotates the order by one,
+        // over a multiple of the number of objects.
+        let objects = 1 + self.b.len();
+        let rounds = self.rounds.next_multiple_of(objects);
+        let (mut pass_ratio, mut min_ratio) =
+            (vec![Vec::new(); objects], vec![Vec::new(); objects]);
+        let mut ns = vec![Vec::new(); objects];
         for round in 0..rounds {
             let pass = self.ns(Target::Pass)?;
             let min = self.ns(Target::RedirectMin)?;
-            // A and B alternate which goes first, so drift hits both alike.
-            let b_first = self.b.is_some() && round % 2 == 1;
-            let b_early = if b_first {
-                Some(self.ns(Target::Other)?)
-            } else {
-                None
-            };
-            let pop = self.ns(Target::Pop)?;
-            ns.push(pop);
-            to_pass.push(pop / pass);
-            to_min.push(pop / min);
-            if self.b.is_some() {
-                let b = match b_early {
-                    Some(b) => b,
-                    None => self.ns(Target::Other)?,
+            for k in 0..objects {
+                let which = (round + k) % objects;
+                let target = if which == 0 {
+                    Target::Pop
+                } else {
+                    Target::Other(which - 1)
                 };
-                b_ns.push(b);
-                b_pass.push(b / pass);
-                b_min.push(b / min);
+                let v = self.ns(target)?;
+                ns[which].push(v);
+                pass_ratio[which].push(v / pass);
+                min_ratio[which].push(v / min);
             }
         }
-        self.last_b = (!b_ns.is_empty()).then(|| Measured {
-            ns: median(&b_ns),
-            to_pass: median(&b_pass),
-            to_redirect_min: median(&b_min),
-        });
-        Ok(Measured {
-            ns: median(&ns),
-            to_pass: median(&to_pass),
-            to_redirect_min: median(&to_min),
-        })
+        let mut measured: Vec<Measured> = (0..objects)
+            .map(|k| Measured {
+                ns: median(&ns[k]),
+                to_pass: median(&pass_ratio[k]),
+                to_redirect_min: median(&min_ratio[k]),
+            })
+            .collect();
+        self.last_b = measured.split_off(1);
+        Ok(measured.pop().expect("pop's own measurement"))
+    }
+
+    /// The other objects' rows of the last `measure` (`CASE [LABEL]`).
+    fn push_b_rows(
+        &mut self,
+        rows: &mut Vec<TestRunRow>,
+        case: &str,
+        routes: u64,
+        acl_rules: u64,
+        customers: u64,
+    ) {
+        for (m, label) in self.last_b.drain(..).zip(&self.b_labels) {
+            rows.push(TestRunRow {
+                case: format!("{case} [{label}]"),
+                routes,
+                acl_rules,
+                customers,
+                ns_per_packet: m.ns,
+                ratio_to_xdp_pass: m.to_pass,
+                ratio_to_redirect_min: m.to_redirect_min,
+            });
+        }
     }
 
     /// The floor of the IPv4 lookups on the frames `measure` last cycled:
@@ -471,34 +489,51 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         h,
         cycler,
         ingress: a.ifindex,
-        rounds: if quick { 3 } else { 7 },
+        // POP_BENCH_ROUNDS: more rounds for an A/B run of close builds.
+        rounds: match std::env::var("POP_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(n) if n > 0 => n,
+            _ if quick => 3,
+            _ => 7,
+        },
         runs: frames_per_case as u32,
-        b: None,
-        last_b: None,
+        b: Vec::new(),
+        b_labels: Vec::new(),
+        last_b: Vec::new(),
     };
-    if let Some(path) = std::env::var_os("POP_BENCH_OBJECT_B") {
-        eprintln!(
-            "  B: loading {} on the same maps",
-            std::path::Path::new(&path).display()
-        );
-        let bytes = std::fs::read(&path)?;
-        let mut words = vec![0u64; bytes.len().div_ceil(8)];
-        // SAFETY: u64s are plain bytes; the view covers exactly the Vec.
-        let view = unsafe {
-            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
-        };
-        view[..bytes.len()].copy_from_slice(&bytes);
-        let mut ebpf = aya::EbpfLoader::new()
-            .default_map_pin_directory(bench.h.pin_dir())
-            .load(&view[..bytes.len()])?;
-        let prog: &mut aya::programs::Xdp = ebpf
-            .program_mut("pop_xdp")
-            .ok_or_else(|| anyhow!("no pop_xdp in {}", path.to_string_lossy()))?
-            .try_into()?;
-        prog.load()?;
-        let fd = prog.fd()?.try_clone()?;
-        bench.cycler.set_other(fd);
-        bench.b = Some(ebpf);
+    if let Some(list) = std::env::var_os("POP_BENCH_OBJECT_B") {
+        let paths: Vec<std::path::PathBuf> = std::env::split_paths(&list).collect();
+        for path in &paths {
+            eprintln!("  B: loading {} on the same maps", path.display());
+            let bytes = std::fs::read(path)?;
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            // SAFETY: u64s are plain bytes; the view covers exactly the Vec.
+            let view = unsafe {
+                std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+            };
+            view[..bytes.len()].copy_from_slice(&bytes);
+            let mut ebpf = aya::EbpfLoader::new()
+                .default_map_pin_directory(bench.h.pin_dir())
+                .load(&view[..bytes.len()])?;
+            let prog: &mut aya::programs::Xdp = ebpf
+                .program_mut("pop_xdp")
+                .ok_or_else(|| anyhow!("no pop_xdp in {}", path.display()))?
+                .try_into()?;
+            prog.load()?;
+            let fd = prog.fd()?.try_clone()?;
+            bench.cycler.add_other(fd);
+            bench.b.push(ebpf);
+            bench.b_labels.push(if paths.len() == 1 {
+                "B".to_string()
+            } else {
+                // The file name up to its first dot: `noacl` of noacl.bpf.o.
+                let name = path.file_name().map(|s| s.to_string_lossy().into_owned());
+                let name = name.unwrap_or_default();
+                format!("B:{}", name.split('.').next().unwrap_or_default())
+            });
+        }
     }
     let src_mac = [2, 0, 0, 0, 0, 2];
     let customer_v4: IpAddr = Ipv4Addr::new(198, 51, 100, 10).into();
@@ -535,6 +570,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
     if wanted("non_ip_pass") {
         let m = bench.measure(&[arp(src_mac)], XDP_PASS)?;
         rows.push(row("non_ip_pass", 1, 0, 1, &m));
+        bench.push_b_rows(&mut rows, "non_ip_pass", 1, 0, 1);
     }
     let mut rng = Rng(0x5eed | 1);
     // Routes per family; each size adds to the table of the one before.
@@ -597,9 +633,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             }
             let m = bench.measure(&frames, XDP_REDIRECT)?;
             rows.push(row(case, n, 0, 1, &m));
-            if let Some(b) = bench.last_b.take() {
-                rows.push(row(&format!("{case} [B]"), n, 0, 1, &b));
-            }
+            bench.push_b_rows(&mut rows, case, n, 0, 1);
             if case == "ipv4_forward" {
                 let m = bench.fib4_floor()?;
                 rows.push(row("ipv4_fib4_loads", n, 0, 1, &m));
@@ -623,6 +657,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             .collect();
         let m = bench.measure(&frames, XDP_REDIRECT)?;
         rows.push(row("ipv4_forward_sflow", routes_now, 0, 1, &m));
+        bench.push_b_rows(&mut rows, "ipv4_forward_sflow", routes_now, 0, 1);
         set_sampling_rate(&bench.h, 0)?;
         eprintln!("  ipv4_forward_sflow done");
     }
@@ -646,6 +681,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             acl.swap_in(&compiled).map_err(|e| anyhow!(e))?;
             let m = bench.measure(std::slice::from_ref(&v4), XDP_DROP)?;
             rows.push(row(case, 1, n, 1, &m));
+            bench.push_b_rows(&mut rows, case, 1, n, 1);
             eprintln!("  {case} with {n} rules done");
         }
     }
@@ -669,9 +705,7 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         let routes_now = *v4_sizes.last().expect("non-empty");
         let m = bench.measure(&frames, XDP_REDIRECT)?;
         rows.push(row("ipv4_forward_customers", routes_now, 0, cust, &m));
-        if let Some(b) = bench.last_b.take() {
-            rows.push(row("ipv4_forward_customers [B]", routes_now, 0, cust, &b));
-        }
+        bench.push_b_rows(&mut rows, "ipv4_forward_customers", routes_now, 0, cust);
         let m = bench.fib4_floor()?;
         rows.push(row("ipv4_fib4_loads_customers", routes_now, 0, cust, &m));
     }
