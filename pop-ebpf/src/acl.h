@@ -229,6 +229,45 @@ static __always_inline __u32 acl_trees_to_skip(const struct pop_acl_filter *filt
 			    (key->f[POP_ACL_F_DPORT] & (POP_ACL_FILTER_CELLS - 1))];
 }
 
+/* The first match by priority over the trees of the packet's family that
+ * the first stage leaves (`skip`): its priority << 32 | its slot, else
+ * POP_ACL_NO_MATCH. A global function, like the walk: the verifier checks
+ * the loop over the trees once, not once per path into the pipeline. */
+__noinline __u64 pop_acl_classify(const struct acl_key *key, __u32 copy,
+				  __u32 is_v6, __u32 skip)
+{
+	const struct pop_acl_meta *meta;
+	__u32 trees, t, best = POP_ACL_NO_RULE, best_slot = 0;
+	__u64 found;
+
+	if (!key || copy > 1)
+		return POP_ACL_NO_MATCH;
+	meta = bpf_map_lookup_elem(&acl_meta, &copy);
+	if (!meta)
+		return POP_ACL_NO_MATCH;
+	trees = is_v6 ? meta->trees_v6 : meta->trees_v4;
+	for (t = 0; t < POP_ACL_MAX_TREES; t++) {
+		if (t >= trees)
+			break;
+		if (skip & (1U << t))
+			continue;
+		/* Trees come by ascending first priority: once one matched,
+		 * the trees whose rules all come later cannot win. */
+		if ((is_v6 ? meta->first_rule_v6[t] : meta->first_rule_v4[t]) >= best)
+			break;
+		found = pop_acl_tree_match(key, copy,
+					   is_v6 ? meta->root_v6[t] : meta->root_v4[t],
+					   best);
+		if (found != POP_ACL_NO_MATCH && (__u32)(found >> 32) < best) {
+			best = found >> 32;
+			best_slot = (__u32)found;
+		}
+	}
+	if (best == POP_ACL_NO_RULE)
+		return POP_ACL_NO_MATCH;
+	return (__u64)best << 32 | best_slot;
+}
+
 /* Step 5: 1 when an ACL rule drops the packet. `copy` is the live ACL copy
  * (pop_config.acl_copy), read once per packet by the caller, so every lookup
  * of this packet uses the same copy. The first matching rule counts a hit of
@@ -240,40 +279,24 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 	struct pop_acl_meta *meta = bpf_map_lookup_elem(&acl_meta, &copy);
 	const struct pop_acl_filter *filter;
 	int is_v6 = pkt->eth_proto != ETH_P_IP;
-	__u32 trees, t, best = POP_ACL_NO_RULE, best_slot = 0, slot, skip;
 	const struct pop_acl_rule *rule;
+	__u32 rule_slot, slot, skip;
 	struct acl_key key;
 	__u64 found;
 
 	if (!meta || meta->rule_count == 0)
 		return 0;
 	acl_key_fill(&key, pkt, ifindex);
-	trees = is_v6 ? meta->trees_v6 : meta->trees_v4;
 	/* Same key as acl_meta's: no stack slot of its own. */
 	filter = bpf_map_lookup_elem(&acl_filter, &copy);
 	skip = filter ? acl_trees_to_skip(filter, &key, is_v6) : 0;
-	for (t = 0; t < POP_ACL_MAX_TREES; t++) {
-		if (t >= trees)
-			break;
-		if (skip & (1U << t))
-			continue;
-		/* A tree whose rules all come after a match found already
-		 * cannot win. (Not a break: the last tree, which holds the
-		 * rules changed since the last full compile, may start
-		 * earlier than the trees before it.) */
-		if ((is_v6 ? meta->first_rule_v6[t] : meta->first_rule_v4[t]) >= best)
-			continue;
-		found = pop_acl_tree_match(&key, copy,
-					   is_v6 ? meta->root_v6[t] : meta->root_v4[t],
-					   best);
-		if (found != POP_ACL_NO_MATCH && (__u32)(found >> 32) < best) {
-			best = found >> 32;
-			best_slot = (__u32)found;
-		}
-	}
-	if (best == POP_ACL_NO_RULE || best_slot >= POP_MAX_ACL_RULES)
+	found = pop_acl_classify(&key, copy, is_v6, skip);
+	if (found == POP_ACL_NO_MATCH)
 		return 0;
-	slot = copy * POP_MAX_ACL_RULES + best_slot;
+	rule_slot = (__u32)found;
+	if (rule_slot >= POP_MAX_ACL_RULES)
+		return 0;
+	slot = copy * POP_MAX_ACL_RULES + rule_slot;
 	rule = bpf_map_lookup_elem(&acl_rules, &slot);
 	if (!rule)
 		return 0;
@@ -283,7 +306,7 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 	} else {
 		/* Indexed by the slot alone: a rule keeps its slot in both
 		 * copies, so its count goes on across every flip. */
-		struct pop_counter *hits = bpf_map_lookup_elem(&acl_hits, &best_slot);
+		struct pop_counter *hits = bpf_map_lookup_elem(&acl_hits, &rule_slot);
 
 		if (hits) {
 			hits->packets += 1;

@@ -65,22 +65,36 @@ impl Incremental {
     /// `AclMaps::write_copy`), which both copies hold.
     pub fn new(image: CompiledAcl) -> Self {
         let mut base_meta = image.meta;
-        let l = &image.layout;
-        // The change trees of `image` (none after a full compile) are not base.
-        if !l.delta_v4.is_empty() {
-            base_meta.trees_v4 -= 1;
-        }
-        if !l.delta_v6.is_empty() {
-            base_meta.trees_v6 -= 1;
-        }
         let mut base_filter = image.filter.clone();
-        if !base_filter.is_empty() {
-            for (is_v6, trees, d) in [
-                (false, base_meta.trees_v4, &l.delta_v4),
-                (true, base_meta.trees_v6, &l.delta_v6),
-            ] {
-                if !d.is_empty() {
-                    clear_bit(&mut base_filter, is_v6, trees as usize);
+        let l = &image.layout;
+        // The change trees of `image` (none after a full compile) are not
+        // base: each is the tree whose root is in the change area.
+        for (is_v6, d) in [(false, &l.delta_v4), (true, &l.delta_v6)] {
+            if d.is_empty() {
+                continue;
+            }
+            let m = &mut base_meta;
+            let (trees, roots, firsts) = if is_v6 {
+                (&mut m.trees_v6, &mut m.root_v6, &mut m.first_rule_v6)
+            } else {
+                (&mut m.trees_v4, &mut m.root_v4, &mut m.first_rule_v4)
+            };
+            let n = *trees as usize;
+            let in_changes = |r: u32| {
+                if r & pop_common::ACL_REF_LEAF != 0 {
+                    (r & pop_common::ACL_REF_START) as usize >= l.base_blocks
+                } else {
+                    r as usize >= l.base_nodes
+                }
+            };
+            if let Some(t) = (0..n).find(|&t| in_changes(roots[t])) {
+                roots.copy_within(t + 1..n, t);
+                firsts.copy_within(t + 1..n, t);
+                roots[n - 1] = 0;
+                firsts[n - 1] = 0;
+                *trees -= 1;
+                if !base_filter.is_empty() {
+                    remove_bit(&mut base_filter, is_v6, t);
                 }
             }
         }
@@ -265,12 +279,21 @@ impl Incremental {
             } else {
                 (&mut meta.trees_v4, &mut meta.root_v4, &mut meta.first_rule_v4)
             };
-            let t = *trees as usize;
-            debug_assert!(t <= BASE_TREES);
+            // Trees go by ascending first priority (the data plane stops at
+            // the first tree that starts after a match): the change tree
+            // goes in its place, the later trees and their first-stage bits
+            // one up.
+            let n = *trees as usize;
+            debug_assert!(n <= BASE_TREES);
+            let first = prio(&d[0]);
+            let t = firsts[..n].partition_point(|&f| f <= first);
+            roots.copy_within(t..n, t + 1);
+            firsts.copy_within(t..n, t + 1);
             roots[t] = root;
-            firsts[t] = prio(&d[0]);
+            firsts[t] = first;
             *trees += 1;
             if !filter.is_empty() {
+                insert_bit(&mut filter, is_v6, t);
                 super::filter::mark_tree(&mut filter, &self.image.rules, d, is_v6, t);
             }
         }
@@ -317,13 +340,29 @@ impl Incremental {
     }
 }
 
-/// Clears bit `t` of the family in every cell (a tree that is not there).
-fn clear_bit(filter: &mut [u8], is_v6: bool, t: usize) {
+/// The family's half of the first stage.
+fn family_cells(filter: &mut [u8], is_v6: bool) -> &mut [u8] {
     use pop_common::{ACL_FILTER_CELLS, ACL_FILTER_FIELDS};
-    for f in 0..ACL_FILTER_FIELDS {
-        for c in 0..ACL_FILTER_CELLS {
-            filter[super::filter::index(is_v6, f, c)] &= !(1u8 << t);
-        }
+    let half = ACL_FILTER_FIELDS * ACL_FILTER_CELLS;
+    let start = usize::from(is_v6) * half;
+    &mut filter[start..start + half]
+}
+
+/// Removes bit `t` of the family in every cell (a tree taken out): the bits
+/// above it move one down.
+fn remove_bit(filter: &mut [u8], is_v6: bool, t: usize) {
+    let low = (1u16 << t) as u8 - 1;
+    for byte in family_cells(filter, is_v6) {
+        *byte = (*byte & low) | ((u16::from(*byte) >> (t + 1)) << t) as u8;
+    }
+}
+
+/// Makes room for bit `t` of the family in every cell (a tree put in): the
+/// bits from `t` up move one up; bit `t` is left clear.
+fn insert_bit(filter: &mut [u8], is_v6: bool, t: usize) {
+    let low = (1u16 << t) as u8 - 1;
+    for byte in family_cells(filter, is_v6) {
+        *byte = (*byte & low) | ((u16::from(*byte & !low) << 1) as u8);
     }
 }
 

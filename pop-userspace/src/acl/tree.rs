@@ -109,8 +109,11 @@ impl CompiledAcl {
         let (mut best, mut best_slot) = (ACL_NO_RULE, 0);
         let skip = super::filter::trees_to_skip(&self.filter, key, is_v6);
         for t in 0..(trees as usize).min(ACL_MAX_TREES) {
-            if skip & (1 << t) != 0 || firsts[t] >= best {
+            if skip & (1 << t) != 0 {
                 continue;
+            }
+            if firsts[t] >= best {
+                break;
             }
             if let Some((priority, slot)) = self.tree_match(key, roots[t], best) {
                 if priority < best {

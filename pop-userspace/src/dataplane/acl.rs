@@ -501,6 +501,63 @@ impl AclMaps {
         Ok(copy)
     }
 
+    /// Where copy `copy` of the maps differs from `want` (in the elements
+    /// `want` uses): one line per difference, empty when it holds exactly
+    /// `want`. For tests that check both copies stay equal.
+    pub fn differences(
+        &self,
+        copy: u32,
+        want: &CompiledAcl,
+    ) -> Result<Vec<String>, DataplaneError> {
+        let mut out = Vec::new();
+        let meta = self
+            .meta
+            .get(&copy, 0)
+            .map_err(map_err(names::ACL_META, format!("get {copy}")))?;
+        if meta != want.meta {
+            out.push(format!("meta: {meta:?} != {:?}", want.meta));
+        }
+        for (i, rule) in want.rules.iter().enumerate() {
+            let index = copy * MAX_ACL_RULES + i as u32;
+            let have = self
+                .rules
+                .get(&index, 0)
+                .map_err(map_err(names::ACL_RULES, format!("get {index}")))?;
+            if have != *rule {
+                out.push(format!("rule slot {i}: {have:?} != {rule:?}"));
+            }
+        }
+        for (i, node) in want.nodes.iter().enumerate() {
+            let index = copy * MAX_ACL_NODES + i as u32;
+            let have = self
+                .nodes
+                .get(&index, 0)
+                .map_err(map_err(names::ACL_NODES, format!("get {index}")))?;
+            if have != *node {
+                out.push(format!("node {i}"));
+            }
+        }
+        for (i, block) in want.leaf_rules.iter().enumerate() {
+            let index = copy * MAX_ACL_LEAF_BLOCKS + i as u32;
+            let have = self
+                .leaf_rules
+                .get(&index, 0)
+                .map_err(map_err(names::ACL_LEAF_RULES, format!("get {index}")))?;
+            if have != *block {
+                out.push(format!("leaf block {i}"));
+            }
+        }
+        if let (Some(filter), Some(skip)) = (&self.filter, filter_value(&want.filter)) {
+            let have = filter
+                .get(&copy, 0)
+                .map_err(map_err(names::ACL_FILTER, format!("get {copy}")))?;
+            if have.skip[..] != skip.skip[..] {
+                out.push("first stage".into());
+            }
+        }
+        Ok(out)
+    }
+
     /// The rules of copy `copy` by priority: (slot, rule).
     pub fn rules_of(&self, copy: u32) -> Result<hits::RulesByPriority, DataplaneError> {
         self.live_rules(copy & 1)
