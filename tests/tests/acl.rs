@@ -1670,10 +1670,7 @@ fn acl_hits_survive_single_changes() {
         // Deleting 20: port 80 now falls to 30; 10 keeps its count.
         apply_change(&mut maps, &inc.remove(20).unwrap());
         assert!(!lab.forwarded(&pkt(80)));
-        assert_eq!(
-            live_hits(&lab),
-            vec![(5, 0), (10, 4), (15, 1), (30, 2)]
-        );
+        assert_eq!(live_hits(&lab), vec![(5, 0), (10, 4), (15, 1), (30, 2)]);
         // 20 again, in whatever slot: it starts from zero.
         apply_change(&mut maps, &inc.add(&web, None).unwrap());
         assert_eq!(

@@ -98,7 +98,13 @@ impl Incremental {
                 }
             }
         }
-        let in_base: HashSet<u32> = l.groups_v4.iter().chain(&l.groups_v6).flatten().copied().collect();
+        let in_base: HashSet<u32> = l
+            .groups_v4
+            .iter()
+            .chain(&l.groups_v6)
+            .flatten()
+            .copied()
+            .collect();
         let mut slot_of = HashMap::new();
         let mut free = BTreeSet::new();
         for (slot, r) in image.rules.iter().enumerate() {
@@ -152,7 +158,9 @@ impl Incremental {
         let rect = to_rectangle(rule, in_ifindex);
         let slot = match self.free.first() {
             Some(&s) => s,
-            None if self.image.rules.len() < MAX_ACL_RULES as usize => self.image.rules.len() as u32,
+            None if self.image.rules.len() < MAX_ACL_RULES as usize => {
+                self.image.rules.len() as u32
+            }
             None => return Err(NotIncremental::CompileInFull),
         };
         let (is_v4, is_v6) = families(rule);
@@ -261,7 +269,11 @@ impl Incremental {
         let mut all: Vec<u32> = d4.iter().chain(&d6).copied().collect();
         all.sort_by_key(prio);
         all.dedup();
-        let rank: HashMap<u32, u32> = all.iter().enumerate().map(|(r, &s)| (s, r as u32)).collect();
+        let rank: HashMap<u32, u32> = all
+            .iter()
+            .enumerate()
+            .map(|(r, &s)| (s, r as u32))
+            .collect();
         let ranked: Vec<PopAclRule> = all.iter().map(|&s| self.image.rules[s as usize]).collect();
         let base_nodes = self.image.layout.base_nodes;
         let base_blocks = self.image.layout.base_blocks;
@@ -275,9 +287,17 @@ impl Incremental {
             let ids: Vec<u32> = d.iter().map(|s| rank[s]).collect();
             let root = builder.tree(ids, is_v6).map_err(NotIncremental::Refused)?;
             let (trees, roots, firsts) = if is_v6 {
-                (&mut meta.trees_v6, &mut meta.root_v6, &mut meta.first_rule_v6)
+                (
+                    &mut meta.trees_v6,
+                    &mut meta.root_v6,
+                    &mut meta.first_rule_v6,
+                )
             } else {
-                (&mut meta.trees_v4, &mut meta.root_v4, &mut meta.first_rule_v4)
+                (
+                    &mut meta.trees_v4,
+                    &mut meta.root_v4,
+                    &mut meta.first_rule_v4,
+                )
             };
             // Trees go by ascending first priority (the data plane stops at
             // the first tree that starts after a match): the change tree

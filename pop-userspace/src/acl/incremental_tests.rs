@@ -47,12 +47,20 @@ fn random_rule(rng: &mut Rng, priority: u32) -> ValidAcl {
     let v4 = |rng: &mut Rng| {
         let len = [4, 8, 16, 20, 24, 28, 32][rng.next(7) as usize];
         let addr = 0x0a00_0000 | rng.next(1 << 12) << 8;
-        IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc())
+        IpNet::V4(
+            ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len)
+                .unwrap()
+                .trunc(),
+        )
     };
     let v6 = |rng: &mut Rng| {
         let len = [16, 32, 40, 48, 64][rng.next(5) as usize];
         let addr = 0x2001_0db8u128 << 96 | u128::from(rng.next(1 << 8)) << 80;
-        IpNet::V6(ipnet::Ipv6Net::new(Ipv6Addr::from(addr), len).unwrap().trunc())
+        IpNet::V6(
+            ipnet::Ipv6Net::new(Ipv6Addr::from(addr), len)
+                .unwrap()
+                .trunc(),
+        )
     };
     match rng.next(10) {
         0..=5 => {
@@ -245,7 +253,11 @@ fn random_single_changes_classify_like_a_full_compile() {
             for _ in 0..2000 {
                 let (key, is_v6) = random_key(&mut rng);
                 let want = linear(&live, &key, is_v6);
-                assert_eq!(priority_of(inc.image(), &key, is_v6), want, "step {step}: {key:?}");
+                assert_eq!(
+                    priority_of(inc.image(), &key, is_v6),
+                    want,
+                    "step {step}: {key:?}"
+                );
                 assert_eq!(priority_of(&scratch, &key, is_v6), want, "scratch: {key:?}");
             }
         }
@@ -283,7 +295,10 @@ fn deleting_a_covering_rule_brings_the_hidden_rules_back() {
         1,
     );
     assert_eq!(priority_of(inc.image(), &key, false), Some(1));
-    assert!(inc.truncators.contains(&inc.slot_of[&1]), "rule 1 hid nothing");
+    assert!(
+        inc.truncators.contains(&inc.slot_of[&1]),
+        "rule 1 hid nothing"
+    );
     inc.remove(1).unwrap();
     assert!(inc.changed_rules() > 0);
     assert_eq!(priority_of(inc.image(), &key, false), Some(17));
@@ -310,7 +325,9 @@ fn full_change_trees_and_bad_rules_change_nothing() {
     assert_eq!(inc.add(&r, None), Err(NotIncremental::CompileInFull));
     assert_eq!(inc.image(), &before);
     let bad = rule(u32::MAX);
-    assert!(matches!(inc.add(&bad, None), Err(NotIncremental::Refused(e)) if e.contains("exceeds the maximum")));
+    assert!(
+        matches!(inc.add(&bad, None), Err(NotIncremental::Refused(e)) if e.contains("exceeds the maximum"))
+    );
     assert_eq!(inc.image(), &before);
     // A rule on an interface that does not exist is left out: no writes.
     let mut absent = rule(6000);

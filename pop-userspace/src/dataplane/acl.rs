@@ -295,7 +295,7 @@ impl AclMaps {
     pub fn stabilize(
         &self,
         compiled: &CompiledAcl,
-    ) -> Result<(CompiledAcl, Vec<u32>), DataplaneError> {
+    ) -> Result<(CompiledAcl, Slots), DataplaneError> {
         let live = self.active_copy()?;
         let live_rules = self.live_rules(live)?;
         Ok(stabilize(compiled, &live_rules))
@@ -334,7 +334,7 @@ impl AclMaps {
             self.written[live as usize] = Some(live_rules);
         }
         // New rules start from zero; the others keep counting in their slot.
-        hits::zero(&mut self.hits, &fresh)?;
+        hits::zero(&mut self.hits, &fresh.fresh)?;
         // Everything a node can point at first, the nodes, then the roots.
         for (i, rule) in compiled.rules.iter().enumerate() {
             let index = copy * MAX_ACL_RULES + i as u32;
@@ -358,6 +358,7 @@ impl AclMaps {
         self.meta
             .set(copy, compiled.meta, 0)
             .map_err(map_err(names::ACL_META, format!("set {copy}")))?;
+        hits::zero(&mut self.hits, &fresh.reused)?;
         self.written[copy as usize] = Some(hits::index_rules(&compiled.rules));
         Ok(compiled)
     }
@@ -737,10 +738,7 @@ fn spoof_entry_v6(key: &Key<[u8; 20]>) -> (u32, IpNet) {
 }
 
 /// See [`AclMaps::stabilize`].
-pub fn stabilize(
-    compiled: &CompiledAcl,
-    live: &hits::RulesByPriority,
-) -> (CompiledAcl, Vec<u32>) {
+pub fn stabilize(compiled: &CompiledAcl, live: &hits::RulesByPriority) -> (CompiledAcl, Slots) {
     let n = compiled.rules.len();
     let mut slot_of = vec![u32::MAX; n];
     let mut taken = std::collections::HashSet::new();
@@ -755,8 +753,12 @@ pub fn stabilize(
         }
     }
     let used: std::collections::HashSet<u32> = live.slots().collect();
+    // Slots of live rules that go: taken only when the free ones run out
+    // (a set replaced by a large, different one).
+    let mut going: Vec<u32> = used.difference(&taken).copied().collect();
+    going.sort_unstable_by(|a, b| b.cmp(a));
     let mut next = 0u32;
-    let mut fresh = Vec::new();
+    let (mut fresh, mut reused) = (Vec::new(), Vec::new());
     for (i, rule) in compiled.rules.iter().enumerate() {
         if slot_of[i] != u32::MAX || rule.priority == pop_common::ACL_NO_RULE {
             continue;
@@ -764,10 +766,20 @@ pub fn stabilize(
         while used.contains(&next) || taken.contains(&next) {
             next += 1;
         }
-        slot_of[i] = next;
-        taken.insert(next);
-        fresh.push(next);
-        next += 1;
+        let slot = if next < MAX_ACL_RULES {
+            next += 1;
+            fresh.push(next - 1);
+            next - 1
+        } else if let Some(slot) = going.pop() {
+            reused.push(slot);
+            slot
+        } else {
+            // More rules than slots: the caller refuses the set.
+            next += 1;
+            next - 1
+        };
+        slot_of[i] = slot;
+        taken.insert(slot);
     }
     let high = slot_of
         .iter()
@@ -818,5 +830,16 @@ pub fn stabilize(
     };
     out.meta.rule_count = high as u32;
     out.stats.rules = compiled.stats.rules;
-    (out, fresh)
+    (out, Slots { fresh, reused })
+}
+
+/// Slots [`stabilize`] gave rules that the live copy does not hold there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slots {
+    /// Slots no live rule uses: zeroed before the write.
+    pub fresh: Vec<u32>,
+    /// Slots of live rules that go (only when the free slots ran out):
+    /// zeroed at the end of the write, just before the flip, so the old rule's
+    /// last hits (until the flip) may land on the new one.
+    pub reused: Vec<u32>,
 }

@@ -14,7 +14,6 @@ use super::DataplaneError;
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
 use pop_common::{maps as names, PopAclMeta, PopAclRule, PopConfig, PopCounter, MAX_ACL_RULES};
 
-
 /// The hit counters, per CPU.
 pub type HitsMap = PerCpuArray<MapData, PopCounter>;
 

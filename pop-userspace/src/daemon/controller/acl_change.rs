@@ -34,7 +34,13 @@ impl Controller {
                 }
                 let valid = validate::check_acl(acl)?;
                 if let Some(iface) = &valid.in_iface {
-                    if !self.state.config.interfaces.iter().any(|i| &i.name == iface) {
+                    if !self
+                        .state
+                        .config
+                        .interfaces
+                        .iter()
+                        .any(|i| &i.name == iface)
+                    {
                         return Err(ConfigError::Acl {
                             priority: acl.priority,
                             problem: Problem::UnknownInterface {
@@ -52,7 +58,13 @@ impl Controller {
                     .add(&valid, ifindex)
             }
             Change::AclDel { priority } => {
-                if !self.state.config.acls.iter().any(|x| x.priority == *priority) {
+                if !self
+                    .state
+                    .config
+                    .acls
+                    .iter()
+                    .any(|x| x.priority == *priority)
+                {
                     return Err(ControlError::NoSuchAcl {
                         priority: *priority,
                     });

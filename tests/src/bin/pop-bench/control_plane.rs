@@ -451,7 +451,9 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
     })();
     let _ = popd.shutdown_detach();
     let mut cp = result.map(|_| cp)?;
-    if std::env::var_os("POP_BENCH_APPLY_ONLY").is_some() {
+    if std::env::var_os("POP_BENCH_APPLY_ONLY").is_some()
+        || std::env::var_os("POP_BENCH_ACL_ONLY").is_some()
+    {
         return Ok(cp);
     }
     let b = crate::bgp::run(o)?;
