@@ -749,7 +749,9 @@ pub struct PopAclFilter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PopAclMeta {
-    /// Rules in this copy; 0 means no ACL (everything allowed, trees not walked).
+    /// Rule slots in this copy (slots above hold no rule; a slot may hold a
+    /// deleted rule that matches nothing); 0 means no ACL (everything
+    /// allowed, trees not walked).
     pub rule_count: u32,
     /// Nodes in this copy.
     pub node_count: u32,
@@ -759,12 +761,12 @@ pub struct PopAclMeta {
     pub trees_v6: u32,
     /// Root node of each IPv4 tree, by ascending `first_rule_v4`.
     pub root_v4: [u32; ACL_MAX_TREES],
-    /// Lowest rule index in each IPv4 tree: a tree is skipped once a match
-    /// with a lower index is known.
+    /// Lowest rule priority in each IPv4 tree: a tree is skipped once a
+    /// match with a lower priority is known.
     pub first_rule_v4: [u32; ACL_MAX_TREES],
     /// Root node of each IPv6 tree.
     pub root_v6: [u32; ACL_MAX_TREES],
-    /// Lowest rule index in each IPv6 tree.
+    /// Lowest rule priority in each IPv6 tree.
     pub first_rule_v6: [u32; ACL_MAX_TREES],
 }
 

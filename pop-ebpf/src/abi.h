@@ -320,7 +320,7 @@ struct pop_acl_meta {
 	__u32 trees_v4;
 	__u32 trees_v6;
 	__u32 root_v4[POP_ACL_MAX_TREES];
-	__u32 first_rule_v4[POP_ACL_MAX_TREES]; /* lowest rule index in the tree */
+	__u32 first_rule_v4[POP_ACL_MAX_TREES]; /* lowest rule priority in the tree */
 	__u32 root_v6[POP_ACL_MAX_TREES];
 	__u32 first_rule_v6[POP_ACL_MAX_TREES];
 };

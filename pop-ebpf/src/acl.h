@@ -12,12 +12,13 @@
  * leaf's rules come in blocks of POP_ACL_LEAF_BLOCK entries that carry each
  * rule's two narrowest fields. A packet walks one root-to-leaf path per tree
  * (at most POP_ACL_MAX_NODE_DEPTH nodes), rejects most of the leaf's rules
- * from the entries, checks the rest fully, and the lowest matching rule index
- * wins, so the cost barely grows with the number of rules.
+ * from the entries, checks the rest fully, and the lowest matching priority
+ * wins, so the cost barely grows with the number of rules. A rule keeps its
+ * slot (index in acl_rules) for as long as it exists.
  *
  * All ACL maps hold two copies; pop_config.acl_copy, read once per packet,
- * picks one. popd writes the other copy completely and then flips the index,
- * so no packet is ever judged by a mix of two rule sets.
+ * picks one. popd writes a change into the other copy and then flips the
+ * index, so no packet is ever judged by a mix of two rule sets.
  */
 #ifndef POP_ACL_H
 #define POP_ACL_H
@@ -94,19 +95,22 @@ static __always_inline int acl_rule_matches(const struct pop_acl_rule *rule,
 
 _Static_assert(POP_ACL_NODE_LEVELS == 3, "the walk spells out three levels");
 
-/* 1 when rule `rule_index` of copy `copy` matches `key`: the full check, for
- * the few rules whose leaf entry did not reject the key. */
-__noinline int pop_acl_rule_matches(const struct acl_key *key, __u32 copy,
-				    __u32 rule_index)
+/* The priority of the rule in slot `rule_slot` of copy `copy` when it
+ * matches `key`, else POP_ACL_NO_RULE: the full check, for the few rules
+ * whose leaf entry did not reject the key. */
+__noinline __u32 pop_acl_rule_matches(const struct acl_key *key, __u32 copy,
+				      __u32 rule_slot)
 {
 	const struct pop_acl_rule *rule;
 	__u32 slot;
 
-	if (!key || copy > 1 || rule_index >= POP_MAX_ACL_RULES)
-		return 0;
-	slot = copy * POP_MAX_ACL_RULES + rule_index;
+	if (!key || copy > 1 || rule_slot >= POP_MAX_ACL_RULES)
+		return POP_ACL_NO_RULE;
+	slot = copy * POP_MAX_ACL_RULES + rule_slot;
 	rule = bpf_map_lookup_elem(&acl_rules, &slot);
-	return rule && acl_rule_matches(rule, key);
+	if (!rule || !acl_rule_matches(rule, key))
+		return POP_ACL_NO_RULE;
+	return rule->priority;
 }
 
 /*
@@ -114,28 +118,31 @@ __noinline int pop_acl_rule_matches(const struct acl_key *key, __u32 copy,
  * checks it once, on its own, instead of once per path into it, which keeps
  * the bounded loops far from the 1M-instruction limit.
  *
- * Index of the first rule of the leaf `key` falls into in the tree at `ref`
- * that matches, if below `limit` (a match already found in another tree),
- * else POP_ACL_NO_RULE (also when the tree is malformed).
+ * The first rule of the leaf `key` falls into in the tree at `ref` that
+ * matches, if its priority is below `limit` (a match already found in another
+ * tree): its priority << 32 | its slot, else POP_ACL_NO_MATCH (also when the
+ * tree is malformed).
  */
-__noinline __u32 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
+#define POP_ACL_NO_MATCH 0xFFFFFFFFFFFFFFFFULL
+
+__noinline __u64 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
 				    __u32 ref, __u32 limit)
 {
 	const struct pop_acl_node *node;
-	__u32 start, count, slot, rule_index, b, j, c;
+	__u32 start, count, slot, rule_slot, priority, b, j, c;
 	int depth;
 
 	if (!key || copy > 1)
-		return POP_ACL_NO_RULE;
+		return POP_ACL_NO_MATCH;
 	for (depth = 0; depth < POP_ACL_MAX_NODE_DEPTH; depth++) {
 		if (ref & POP_ACL_REF_LEAF)
 			break;
 		if (ref >= POP_MAX_ACL_NODES)
-			return POP_ACL_NO_RULE;
+			return POP_ACL_NO_MATCH;
 		slot = copy * POP_MAX_ACL_NODES + ref;
 		node = bpf_map_lookup_elem(&acl_nodes, &slot);
 		if (!node)
-			return POP_ACL_NO_RULE;
+			return POP_ACL_NO_MATCH;
 		/* The three levels spelled out: constant offsets, one
 		 * compare and branch per level. */
 		if (!ACL_GOES_RIGHT(node, key, 0)) {
@@ -152,7 +159,7 @@ __noinline __u32 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
 		ref = node->child[c & (POP_ACL_NODE_CHILDREN - 1)];
 	}
 	if (!(ref & POP_ACL_REF_LEAF))
-		return POP_ACL_NO_RULE;
+		return POP_ACL_NO_MATCH;
 	start = ref & POP_ACL_REF_START;
 	count = (ref >> POP_ACL_REF_COUNT_SHIFT) & POP_ACL_REF_COUNT;
 	for (b = 0; b < POP_ACL_LEAF_MAX / POP_ACL_LEAF_BLOCK; b++) {
@@ -170,20 +177,24 @@ __noinline __u32 pop_acl_tree_match(const struct acl_key *key, __u32 copy,
 			const struct pop_acl_leaf_rule *entry = &block->rule[j];
 
 			if (b * POP_ACL_LEAF_BLOCK + j >= count)
-				return POP_ACL_NO_RULE;
-			/* Leaves list rules in ascending index (= priority)
-			 * order. */
-			rule_index = entry->rule;
-			if (rule_index >= limit)
-				return POP_ACL_NO_RULE;
+				return POP_ACL_NO_MATCH;
+			/* Leaves list rules by ascending priority: the first
+			 * match is the leaf's answer. Slots are stable across
+			 * changes (popd never renumbers a rule), so the order
+			 * is the rule's priority, not its slot. */
+			rule_slot = entry->rule;
 			if (ACL_ENTRY_OUTSIDE(entry, key, 0) ||
 			    ACL_ENTRY_OUTSIDE(entry, key, 1))
 				continue;
-			if (pop_acl_rule_matches(key, copy, rule_index))
-				return rule_index;
+			priority = pop_acl_rule_matches(key, copy, rule_slot);
+			if (priority == POP_ACL_NO_RULE)
+				continue;
+			if (priority >= limit)
+				return POP_ACL_NO_MATCH;
+			return (__u64)priority << 32 | rule_slot;
 		}
 	}
-	return POP_ACL_NO_RULE;
+	return POP_ACL_NO_MATCH;
 }
 
 /*
@@ -218,6 +229,45 @@ static __always_inline __u32 acl_trees_to_skip(const struct pop_acl_filter *filt
 			    (key->f[POP_ACL_F_DPORT] & (POP_ACL_FILTER_CELLS - 1))];
 }
 
+/* The first match by priority over the trees of the packet's family that
+ * the first stage leaves (`skip`): its priority << 32 | its slot, else
+ * POP_ACL_NO_MATCH. A global function, like the walk: the verifier checks
+ * the loop over the trees once, not once per path into the pipeline. */
+__noinline __u64 pop_acl_classify(const struct acl_key *key, __u32 copy,
+				  __u32 is_v6, __u32 skip)
+{
+	const struct pop_acl_meta *meta;
+	__u32 trees, t, best = POP_ACL_NO_RULE, best_slot = 0;
+	__u64 found;
+
+	if (!key || copy > 1)
+		return POP_ACL_NO_MATCH;
+	meta = bpf_map_lookup_elem(&acl_meta, &copy);
+	if (!meta)
+		return POP_ACL_NO_MATCH;
+	trees = is_v6 ? meta->trees_v6 : meta->trees_v4;
+	for (t = 0; t < POP_ACL_MAX_TREES; t++) {
+		if (t >= trees)
+			break;
+		if (skip & (1U << t))
+			continue;
+		/* Trees come by ascending first priority: once one matched,
+		 * the trees whose rules all come later cannot win. */
+		if ((is_v6 ? meta->first_rule_v6[t] : meta->first_rule_v4[t]) >= best)
+			break;
+		found = pop_acl_tree_match(key, copy,
+					   is_v6 ? meta->root_v6[t] : meta->root_v4[t],
+					   best);
+		if (found != POP_ACL_NO_MATCH && (__u32)(found >> 32) < best) {
+			best = found >> 32;
+			best_slot = (__u32)found;
+		}
+	}
+	if (best == POP_ACL_NO_RULE)
+		return POP_ACL_NO_MATCH;
+	return (__u64)best << 32 | best_slot;
+}
+
 /* Step 5: 1 when an ACL rule drops the packet. `copy` is the live ACL copy
  * (pop_config.acl_copy), read once per packet by the caller, so every lookup
  * of this packet uses the same copy. The first matching rule counts a hit of
@@ -229,35 +279,24 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 	struct pop_acl_meta *meta = bpf_map_lookup_elem(&acl_meta, &copy);
 	const struct pop_acl_filter *filter;
 	int is_v6 = pkt->eth_proto != ETH_P_IP;
-	__u32 trees, t, found, best = POP_ACL_NO_RULE, slot, skip;
 	const struct pop_acl_rule *rule;
+	__u32 rule_slot, slot, skip;
 	struct acl_key key;
+	__u64 found;
 
 	if (!meta || meta->rule_count == 0)
 		return 0;
 	acl_key_fill(&key, pkt, ifindex);
-	trees = is_v6 ? meta->trees_v6 : meta->trees_v4;
 	/* Same key as acl_meta's: no stack slot of its own. */
 	filter = bpf_map_lookup_elem(&acl_filter, &copy);
 	skip = filter ? acl_trees_to_skip(filter, &key, is_v6) : 0;
-	for (t = 0; t < POP_ACL_MAX_TREES; t++) {
-		if (t >= trees)
-			break;
-		if (skip & (1U << t))
-			continue;
-		/* Trees come by ascending first rule: once one matched, the
-		 * trees whose rules all come later cannot win. */
-		if ((is_v6 ? meta->first_rule_v6[t] : meta->first_rule_v4[t]) >= best)
-			break;
-		found = pop_acl_tree_match(&key, copy,
-					   is_v6 ? meta->root_v6[t] : meta->root_v4[t],
-					   best);
-		if (found < best)
-			best = found;
-	}
-	if (best >= POP_MAX_ACL_RULES)
+	found = pop_acl_classify(&key, copy, is_v6, skip);
+	if (found == POP_ACL_NO_MATCH)
 		return 0;
-	slot = copy * POP_MAX_ACL_RULES + best;
+	rule_slot = (__u32)found;
+	if (rule_slot >= POP_MAX_ACL_RULES)
+		return 0;
+	slot = copy * POP_MAX_ACL_RULES + rule_slot;
 	rule = bpf_map_lookup_elem(&acl_rules, &slot);
 	if (!rule)
 		return 0;
@@ -265,7 +304,9 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 		trace->acl_matched = 1;
 		trace->acl_priority = rule->priority;
 	} else {
-		struct pop_counter *hits = bpf_map_lookup_elem(&acl_hits, &slot);
+		/* Indexed by the slot alone: a rule keeps its slot in both
+		 * copies, so its count goes on across every flip. */
+		struct pop_counter *hits = bpf_map_lookup_elem(&acl_hits, &rule_slot);
 
 		if (hits) {
 			hits->packets += 1;

@@ -208,9 +208,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } acl_filter SEC(".maps");
 
-/* Hits per ACL rule, per CPU: index = copy * POP_MAX_ACL_RULES + rule, like
- * acl_rules. Counted for the rule that decides a packet (allow or drop);
- * popd carries the counts of unchanged rules into the other copy on a swap. */
+/* Hits per ACL rule, per CPU: index = the rule's slot (its index in either
+ * copy of acl_rules; a rule keeps its slot in both copies, so its count goes
+ * on across flips). Counted for the rule that decides a packet (allow or
+ * drop). Only the first POP_MAX_ACL_RULES entries are used now. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2 * POP_MAX_ACL_RULES);

@@ -95,23 +95,34 @@ pub fn build(rules: &[PopAclRule], trees_v4: &[Vec<u32>], trees_v6: &[Vec<u32>])
     let mut out = vec![0u8; ACL_FILTER_BYTES];
     for (is_v6, trees) in [(false, trees_v4), (true, trees_v6)] {
         for (t, members) in trees.iter().enumerate() {
-            let bit = 1u8 << t;
-            for f in 0..ACL_FILTER_FIELDS {
-                let field = key_field(f);
-                let mut cells = Cells::new();
-                for &id in members {
-                    let r = &rules[id as usize];
-                    if cells.add(f, is_v6, r.lo[field], r.hi[field]) {
-                        break;
-                    }
-                }
-                for c in (0..ACL_FILTER_CELLS).filter(|&c| !cells.has(c)) {
-                    out[index(is_v6, f, c)] |= bit;
-                }
-            }
+            mark_tree(&mut out, rules, members, is_v6, t);
         }
     }
     out
+}
+
+/// Sets bit `t` (tree `t` of the family) in every cell that none of
+/// `members` (indexes into `rules`) reaches, and clears it elsewhere.
+pub fn mark_tree(out: &mut [u8], rules: &[PopAclRule], members: &[u32], is_v6: bool, t: usize) {
+    let bit = 1u8 << t;
+    for f in 0..ACL_FILTER_FIELDS {
+        let field = key_field(f);
+        let mut cells = Cells::new();
+        for &id in members {
+            let r = &rules[id as usize];
+            if cells.add(f, is_v6, r.lo[field], r.hi[field]) {
+                break;
+            }
+        }
+        for c in 0..ACL_FILTER_CELLS {
+            let byte = &mut out[index(is_v6, f, c)];
+            if cells.has(c) {
+                *byte &= !bit;
+            } else {
+                *byte |= bit;
+            }
+        }
+    }
 }
 
 /// `acl_trees_to_skip`: the trees of the family that `key` need not walk

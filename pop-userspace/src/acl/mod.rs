@@ -6,10 +6,11 @@
 //! plane's [`crate::dataplane::Maps`] owns; the per-rule hit counters
 //! ([`hits`]) and policer values ([`police`]) live in `dataplane` too.
 pub mod filter;
+pub mod incremental;
 pub mod spoof;
 pub mod tree;
 
-pub use crate::dataplane::acl::{AclMaps, AclStats, CompiledAcl, SpoofTables};
+pub use crate::dataplane::acl::{AclDelta, AclMaps, AclStats, CompiledAcl, SpoofTables};
 pub use crate::dataplane::acl_hits as hits;
 pub use crate::dataplane::police::{self, policer};
 pub use crate::dataplane::wait_for_readers;

@@ -24,7 +24,7 @@ use pop_common::{
     MAX_ACL_RULES,
 };
 
-pub use crate::dataplane::acl::{AclStats, CompiledAcl};
+pub use crate::dataplane::acl::{AclLayout, AclStats, CompiledAcl};
 
 use crate::config::model::AclAction;
 use crate::config::validate::ValidAcl;
@@ -36,6 +36,11 @@ pub const LEAF_TARGET: usize = 8;
 /// A rule group smaller than this (or than 1/64 of the rules) joins another
 /// group instead of getting its own tree.
 pub const MIN_TREE_RULES: usize = 64;
+
+/// Trees a full compile makes per family at most: the last of the data
+/// plane's [`ACL_MAX_TREES`] is kept for the rules changed since
+/// (`super::incremental`).
+pub const BASE_TREES: usize = ACL_MAX_TREES - 1;
 
 /// A packet as the classifier sees it: one u32 per [`AclField`].
 pub type AclKey = [u32; ACL_FIELDS];
@@ -89,8 +94,8 @@ fn fill_l4(key: &mut AclKey, proto: u8, ports: Option<(u16, u16)>, in_ifindex: u
 }
 
 impl CompiledAcl {
-    /// Replays the data plane's walk: the index of the first matching rule.
-    /// `None` when no rule matches (the packet is allowed).
+    /// Replays the data plane's walk: the slot of the first matching rule
+    /// (by priority). `None` when no rule matches (the packet is allowed).
     pub fn classify(&self, key: &AclKey, is_v6: bool) -> Option<usize> {
         if self.meta.rule_count == 0 {
             return None;
@@ -101,7 +106,7 @@ impl CompiledAcl {
         } else {
             (m.trees_v4, &m.root_v4, &m.first_rule_v4)
         };
-        let mut best = ACL_NO_RULE;
+        let (mut best, mut best_slot) = (ACL_NO_RULE, 0);
         let skip = super::filter::trees_to_skip(&self.filter, key, is_v6);
         for t in 0..(trees as usize).min(ACL_MAX_TREES) {
             if skip & (1 << t) != 0 {
@@ -110,16 +115,19 @@ impl CompiledAcl {
             if firsts[t] >= best {
                 break;
             }
-            if let Some(found) = self.tree_match(key, roots[t], best) {
-                best = found;
+            if let Some((priority, slot)) = self.tree_match(key, roots[t], best) {
+                if priority < best {
+                    (best, best_slot) = (priority, slot);
+                }
             }
         }
-        (best != ACL_NO_RULE).then_some(best as usize)
+        (best != ACL_NO_RULE).then_some(best_slot as usize)
     }
 
-    /// `pop_acl_tree_match`: the first rule below `limit` of the leaf `key`
-    /// reaches from `tree_ref` that matches.
-    fn tree_match(&self, key: &AclKey, tree_ref: u32, limit: u32) -> Option<u32> {
+    /// `pop_acl_tree_match`: (priority, slot) of the first rule of the leaf
+    /// `key` reaches from `tree_ref` that matches, if its priority is below
+    /// `limit`.
+    fn tree_match(&self, key: &AclKey, tree_ref: u32, limit: u32) -> Option<(u32, u32)> {
         let mut r = tree_ref;
         for _ in 0..ACL_MAX_NODE_DEPTH {
             if r & ACL_REF_LEAF != 0 {
@@ -146,21 +154,18 @@ impl CompiledAcl {
             .iter()
             .flat_map(|block| &block.rule)
             .take(count)
-            .take_while(|e| e.rule < limit)
             .filter(|e| {
                 (0..2).all(|j| {
                     let value = key.get(usize::from(e.field[j])).copied().unwrap_or(0);
                     e.lo[j] <= value && value <= e.hi[j]
                 })
             })
-            .find(|e| {
-                e.rule < MAX_ACL_RULES
-                    && self
-                        .rules
-                        .get(e.rule as usize)
-                        .is_some_and(|rule| rule_matches(rule, key))
+            .find_map(|e| {
+                let rule = self.rules.get(e.rule as usize)?;
+                (e.rule < MAX_ACL_RULES && rule_matches(rule, key))
+                    .then_some((rule.priority, e.rule))
             })
-            .map(|e| e.rule)
+            .filter(|&(priority, _)| priority < limit)
     }
 
     /// Replays the data plane's verdict for a packet.
@@ -201,7 +206,7 @@ fn set_prefix(rule: &mut PopAclRule, first: usize, net: &IpNet) {
 }
 
 /// Which trees a rule goes into: (IPv4, IPv6).
-fn families(rule: &ValidAcl) -> (bool, bool) {
+pub(super) fn families(rule: &ValidAcl) -> (bool, bool) {
     match rule.src.or(rule.dst) {
         Some(IpNet::V4(_)) => (true, false),
         Some(IpNet::V6(_)) => (false, true),
@@ -213,7 +218,7 @@ fn families(rule: &ValidAcl) -> (bool, bool) {
 /// shape go into one tree. Mixing rules large in different fields is what
 /// makes a decision tree blow up (a source-only rule is copied into every
 /// branch of a destination split and the reverse); see docs/acl.md.
-fn shape(rule: &ValidAcl) -> u8 {
+pub(super) fn shape(rule: &ValidAcl) -> u8 {
     let large_prefix = |net: &Option<IpNet>| match net {
         None => true,
         Some(IpNet::V4(n)) => n.prefix_len() < 16,
@@ -227,7 +232,7 @@ fn shape(rule: &ValidAcl) -> u8 {
         | u8::from(large_ports(&rule.dst_port)) << 4
 }
 
-/// Groups rule ids (ascending) by shape, at most [`ACL_MAX_TREES`] groups:
+/// Groups rule ids (ascending) by shape, at most [`BASE_TREES`] groups:
 /// while there are too many, the smallest group joins the one of the closest
 /// shape. Groups come out by ascending first rule.
 fn group_by_shape(ids: &[u32], shapes: &[u8]) -> Vec<Vec<u32>> {
@@ -244,7 +249,7 @@ fn group_by_shape(ids: &[u32], shapes: &[u8]) -> Vec<Vec<u32>> {
     loop {
         let smallest = (0..groups.len()).min_by_key(|&g| groups[g].1.len());
         let Some(smallest) = smallest.filter(|&g| {
-            groups.len() > ACL_MAX_TREES || (groups.len() > 1 && groups[g].1.len() < worth_a_tree)
+            groups.len() > BASE_TREES || (groups.len() > 1 && groups[g].1.len() < worth_a_tree)
         }) else {
             break;
         };
@@ -265,7 +270,7 @@ fn group_by_shape(ids: &[u32], shapes: &[u8]) -> Vec<Vec<u32>> {
     out
 }
 
-fn to_rectangle(rule: &ValidAcl, in_ifindex: Option<u32>) -> PopAclRule {
+pub(super) fn to_rectangle(rule: &ValidAcl, in_ifindex: Option<u32>) -> PopAclRule {
     let mut r = PopAclRule {
         lo: [0; ACL_FIELDS],
         hi: [u32::MAX; ACL_FIELDS],
@@ -302,7 +307,7 @@ fn to_rectangle(rule: &ValidAcl, in_ifindex: Option<u32>) -> PopAclRule {
 
 /// The key space of one family: fields a packet of it cannot vary are pinned,
 /// so rules cover regions sooner and the tree prunes more.
-fn universe(is_v6: bool) -> Region {
+pub(super) fn universe(is_v6: bool) -> Region {
     let mut region = [(0, u32::MAX); ACL_FIELDS];
     if !is_v6 {
         for word in 1..4 {
@@ -326,8 +331,17 @@ struct BinNode {
     right: u32,
 }
 
-struct Builder<'a> {
+pub(super) struct Builder<'a> {
+    /// Rules by rank (ascending priority): what `ids` index.
     rules: &'a [PopAclRule],
+    /// The slot (index in `acl_rules`) of each rank.
+    slots: &'a [u32],
+    /// Where this builder's nodes and leaf blocks start in the maps.
+    node_base: usize,
+    block_base: usize,
+    /// Ranks of rules whose cover of a region hid later rules there: a
+    /// deletion of one of them must bring those back (`super::incremental`).
+    truncators: std::collections::BTreeSet<u32>,
     /// Leaves already emitted, by rule list: equal leaves are shared.
     leaves: std::collections::HashMap<Vec<u32>, u32>,
     /// The binary tree being built.
@@ -349,7 +363,7 @@ struct Split {
     score: (usize, usize),
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
     fn covers(&self, rule: u32, region: &Region) -> bool {
         let r = &self.rules[rule as usize];
         (0..ACL_FIELDS).all(|f| r.lo[f] <= region[f].0 && r.hi[f] >= region[f].1)
@@ -417,7 +431,7 @@ impl Builder<'_> {
         if let Some(&leaf_ref) = self.leaves.get(ids) {
             return Ok(leaf_ref);
         }
-        let start = self.leaf_rules.len();
+        let start = self.block_base + self.leaf_rules.len();
         let blocks = ids.len().div_ceil(ACL_LEAF_BLOCK);
         if start + blocks > MAX_ACL_LEAF_BLOCKS as usize {
             return Err(format!(
@@ -453,7 +467,7 @@ impl Builder<'_> {
         fields.sort_by(|&a, &b| share(a).total_cmp(&share(b)));
         let (f0, f1) = (fields[0], fields[1]);
         PopAclLeafRule {
-            rule: id,
+            rule: self.slots[id as usize],
             field: [f0 as u8, f1 as u8],
             pad: 0,
             lo: [r.lo[f0], r.lo[f1]],
@@ -467,7 +481,7 @@ impl Builder<'_> {
         if r & ACL_REF_LEAF != 0 {
             return r;
         }
-        let index = self.nodes.len() as u32;
+        let local = self.nodes.len();
         self.nodes.push(PopAclNode::default());
         let mut node = PopAclNode::default();
         let mut below = [0u32; ACL_NODE_CHILDREN];
@@ -476,8 +490,8 @@ impl Builder<'_> {
         for (child, &b) in node.child.iter_mut().zip(&below) {
             *child = self.pack(b);
         }
-        self.nodes[index as usize] = node;
-        index
+        self.nodes[local] = node;
+        (self.node_base + local) as u32
     }
 
     /// Puts the binary subtree at `r` into slot `s` of `node` and below;
@@ -506,6 +520,9 @@ impl Builder<'_> {
     fn build(&mut self, mut ids: Vec<u32>, region: Region, depth: u32) -> Result<u32, String> {
         // Rules after one that covers the whole region can never be the first match.
         if let Some(first_cover) = ids.iter().position(|&id| self.covers(id, &region)) {
+            if first_cover + 1 < ids.len() {
+                self.truncators.insert(ids[first_cover]);
+            }
             ids.truncate(first_cover + 1);
         }
         if ids.len() <= LEAF_TARGET || depth >= ACL_MAX_DEPTH {
@@ -539,6 +556,49 @@ impl Builder<'_> {
         Ok(index)
     }
 
+    /// A builder whose nodes and leaf blocks go at `node_base` and
+    /// `block_base` of the maps; `rules` by rank, `slots` their slots.
+    pub(super) fn new(
+        rules: &'a [PopAclRule],
+        slots: &'a [u32],
+        node_base: usize,
+        block_base: usize,
+    ) -> Self {
+        Builder {
+            rules,
+            slots,
+            node_base,
+            block_base,
+            truncators: Default::default(),
+            leaves: std::collections::HashMap::new(),
+            bin: Vec::new(),
+            nodes: Vec::new(),
+            leaf_rules: Vec::new(),
+            leaf_refs: 0,
+            max_depth: 0,
+            max_leaf: 0,
+        }
+    }
+
+    /// One tree over `ids` (ranks, ascending) of one family: its root ref.
+    pub(super) fn tree(&mut self, ids: Vec<u32>, is_v6: bool) -> Result<u32, String> {
+        self.bin.clear();
+        let top = self.build(ids, universe(is_v6), 0)?;
+        Ok(self.pack(top))
+    }
+
+    /// What was built: nodes and leaf blocks (to go at the bases), and the
+    /// ranks of the rules that hid others.
+    pub(super) fn finish(
+        self,
+    ) -> (
+        Vec<PopAclNode>,
+        Vec<PopAclLeafBlock>,
+        std::collections::BTreeSet<u32>,
+    ) {
+        (self.nodes, self.leaf_rules, self.truncators)
+    }
+
     /// The trees of one family: (root, first rule) per group, the groups'
     /// rules, and the depth.
     #[allow(clippy::type_complexity)]
@@ -552,10 +612,9 @@ impl Builder<'_> {
         let mut trees = Vec::new();
         let groups = group_by_shape(ids, shapes);
         for group in &groups {
-            let first = group[0];
-            self.bin.clear();
-            let top = self.build(group.clone(), universe(is_v6), 0)?;
-            trees.push((self.pack(top), first));
+            let first = self.rules[group[0] as usize].priority;
+            let root = self.tree(group.clone(), is_v6)?;
+            trees.push((root, first));
         }
         Ok((trees, groups, self.max_depth))
     }
@@ -582,8 +641,16 @@ pub fn compile(
     }
     let mut rectangles = Vec::with_capacity(sorted.len());
     let mut shapes = Vec::with_capacity(sorted.len());
+    let mut family_bits = Vec::with_capacity(sorted.len());
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for rule in sorted {
+        if rule.priority == ACL_NO_RULE {
+            return Err(format!(
+                "acl {}: priority exceeds the maximum of {}",
+                rule.priority,
+                ACL_NO_RULE - 1
+            ));
+        }
         let in_ifindex = match &rule.in_iface {
             Some(name) => match ifindex_of(name) {
                 Some(ifindex) => Some(ifindex),
@@ -595,6 +662,7 @@ pub fn compile(
         rectangles.push(to_rectangle(rule, in_ifindex));
         shapes.push(shape(rule));
         let (is_v4, is_v6) = families(rule);
+        family_bits.push(u8::from(is_v4) | u8::from(is_v6) << 1);
         if is_v4 {
             v4.push(id);
         }
@@ -602,16 +670,10 @@ pub fn compile(
             v6.push(id);
         }
     }
-    let mut builder = Builder {
-        rules: &rectangles,
-        leaves: std::collections::HashMap::new(),
-        bin: Vec::new(),
-        nodes: Vec::new(),
-        leaf_rules: Vec::new(),
-        leaf_refs: 0,
-        max_depth: 0,
-        max_leaf: 0,
-    };
+    // A full compile puts rank r in slot r; `AclMaps::write_copy` then
+    // gives rules that are live already their live slots.
+    let slots: Vec<u32> = (0..rectangles.len() as u32).collect();
+    let mut builder = Builder::new(&rectangles, &slots, 0, 0);
     let (trees_v4, groups_v4, depth_v4) = builder.trees(&v4, &shapes, false)?;
     let (trees_v6, groups_v6, depth_v6) = builder.trees(&v6, &shapes, true)?;
     let filter = super::filter::build(&rectangles, &groups_v4, &groups_v6);
@@ -620,6 +682,7 @@ pub fn compile(
         leaf_rules,
         leaf_refs,
         max_leaf,
+        truncators,
         ..
     } = builder;
     if nodes.len() > MAX_ACL_NODES as usize {
@@ -659,6 +722,17 @@ pub fn compile(
         meta.root_v6[t] = root;
         meta.first_rule_v6[t] = first;
     }
+    let layout = AclLayout {
+        families: family_bits,
+        shapes,
+        groups_v4,
+        groups_v6,
+        truncators: truncators.into_iter().collect(),
+        base_nodes: nodes.len(),
+        base_blocks: leaf_rules.len(),
+        delta_v4: Vec::new(),
+        delta_v6: Vec::new(),
+    };
     Ok(CompiledAcl {
         meta,
         filter,
@@ -666,6 +740,7 @@ pub fn compile(
         nodes,
         leaf_rules,
         stats,
+        layout,
     })
 }
 

@@ -211,7 +211,7 @@ pub enum ActionArg {
 pub enum AclVerb {
     /// Add a rule (lower priority is evaluated first; first match wins)
     Add {
-        /// Unique priority
+        /// Unique priority, 0 to 4294967294
         priority: u32,
         /// What to do with matching packets
         #[arg(long, value_enum)]

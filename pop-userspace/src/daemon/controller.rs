@@ -46,6 +46,11 @@ pub struct Controller {
     acl_copy: u32,
     /// ifindex of every `in_iface` the live ACL copy was compiled with.
     acl_ifindexes: BTreeMap<String, Option<u32>>,
+    /// The rule set a full compile wrote into the inactive copy, not live yet.
+    acl_staged: Option<crate::acl::CompiledAcl>,
+    /// What both ACL copies hold, for single changes in O(change); `None`
+    /// until both copies hold the same full compile.
+    acl_rules: Option<crate::acl::incremental::Incremental>,
     /// Host addresses (IPv4, IPv6) that do not fit the local-address maps.
     local_not_loaded: (usize, usize),
     /// Routes learned from the kernel table of `[kernel_routes]`.
@@ -160,6 +165,8 @@ impl Controller {
             attached: BTreeMap::new(),
             acl_copy,
             acl_ifindexes: BTreeMap::new(),
+            acl_staged: None,
+            acl_rules: None,
             local_not_loaded: (0, 0),
             learned,
             published: Default::default(),
@@ -453,7 +460,10 @@ impl Controller {
         compiled: &crate::acl::CompiledAcl,
     ) -> Result<(), ControlError> {
         let dp = self.dp.as_mut().ok_or(ControlError::Removed)?;
-        dp.maps.acl.write_copy(copy, compiled)?;
+        self.acl_rules = None;
+        self.acl_staged = None;
+        let written = dp.maps.acl.write_copy(copy, compiled)?;
+        self.acl_staged = Some(written);
         tracing::info!(
             rules = compiled.rules.len(),
             copy,
@@ -516,20 +526,31 @@ impl Controller {
             // No packet still walks the old copy once this returns.
             crate::dataplane::wait_for_readers();
             self.acl_copy = copy;
-            self.settle_acl_hits();
+            self.acl_catch_up();
         }
         self.acl_ifindexes = ifindexes;
         Ok(())
     }
 
-    /// After a swap of ACL copies: the hits that carried-over rules took in
-    /// the old copy during the swap join their new slots.
-    fn settle_acl_hits(&mut self) {
-        let copy = self.acl_copy;
-        if let Some(acl) = self.dp.as_mut().map(|d| &mut d.maps.acl) {
-            if let Err(e) = acl.settle_hits(copy) {
-                tracing::warn!("ACL hit counts not carried over: {e}");
+    /// After a full compile went live (and readers of the old copy are
+    /// gone): the same rules into the other copy, so both hold the same and
+    /// the next single change is O(change) in either.
+    fn acl_catch_up(&mut self) {
+        let Some(staged) = self.acl_staged.take() else {
+            return;
+        };
+        let other = 1 - self.acl_copy;
+        let Some(acl) = self.dp.as_mut().map(|d| &mut d.maps.acl) else {
+            return;
+        };
+        match acl.write_copy(other, &staged) {
+            Ok(written) => {
+                self.acl_rules = Some(crate::acl::incremental::Incremental::new(written));
             }
+            Err(e) => tracing::warn!(
+                "ACL: the inactive copy does not hold the rules yet ({e}); the next change \
+                 compiles in full"
+            ),
         }
     }
 
@@ -690,8 +711,10 @@ impl Controller {
                 }
                 Ok(serde_json::to_value(&customers).expect("serialises"))
             }
-            Request::AclAdd(acl) => Self::reply(self.edit(Change::AclAdd { acl })),
-            Request::AclDel { priority } => Self::reply(self.edit(Change::AclDel { priority })),
+            Request::AclAdd(acl) => Self::reply(self.acl_change(Change::AclAdd { acl })),
+            Request::AclDel { priority } => {
+                Self::reply(self.acl_change(Change::AclDel { priority }))
+            }
             Request::AclShow => {
                 Ok(serde_json::to_value(self.acl_rules_with_hits()).expect("serialises"))
             }
@@ -722,6 +745,7 @@ impl Controller {
     }
 }
 
+mod acl_change;
 mod change;
 mod customer;
 mod publish;

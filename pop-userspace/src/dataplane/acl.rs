@@ -71,6 +71,71 @@ pub struct CompiledAcl {
     pub filter: Vec<u8>,
     /// Shape and cost.
     pub stats: AclStats,
+    /// What an incremental change needs to know of the trees
+    /// (`crate::acl::incremental`).
+    pub layout: AclLayout,
+}
+
+/// The rule groups behind a compiled rule set, by slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AclLayout {
+    /// Per slot: bit 0 the rule is in the IPv4 trees, bit 1 in the IPv6 trees.
+    pub families: Vec<u8>,
+    /// Per slot: the rule's shape (`crate::acl::tree::shape`).
+    pub shapes: Vec<u8>,
+    /// The slots of each IPv4 tree of the full compile, ascending priority.
+    pub groups_v4: Vec<Vec<u32>>,
+    /// The slots of each IPv6 tree of the full compile.
+    pub groups_v6: Vec<Vec<u32>>,
+    /// Slots of rules that hide later rules in some region of a tree.
+    pub truncators: Vec<u32>,
+    /// Nodes and leaf blocks of the full compile's trees: the last tree of
+    /// each family (the rules changed since) goes after them.
+    pub base_nodes: usize,
+    /// See `base_nodes`.
+    pub base_blocks: usize,
+    /// Slots in the IPv4 tree of changes, ascending priority.
+    pub delta_v4: Vec<u32>,
+    /// Slots in the IPv6 tree of changes.
+    pub delta_v6: Vec<u32>,
+}
+
+/// An `acl_rules` value no key matches (every range empty): what a deleted
+/// rule's slot holds until the next full compile stops pointing at it.
+pub const DEAD_RULE: PopAclRule = PopAclRule {
+    lo: [u32::MAX; pop_common::ACL_FIELDS],
+    hi: [0; pop_common::ACL_FIELDS],
+    action: 0,
+    priority: pop_common::ACL_NO_RULE,
+};
+
+/// The element writes of one ACL change, the same for both copies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AclDelta {
+    /// (slot, rule).
+    pub rules: Vec<(u32, PopAclRule)>,
+    /// (index, block).
+    pub leaf_rules: Vec<(u32, PopAclLeafBlock)>,
+    /// (index, node).
+    pub nodes: Vec<(u32, PopAclNode)>,
+    /// The whole first stage, when it changes.
+    pub filter: Option<Vec<u8>>,
+    /// The roots, when they change.
+    pub meta: Option<PopAclMeta>,
+    /// Slots that get a rule they did not hold: their hit counters start at
+    /// zero (written before the rule can be reached).
+    pub fresh_slots: Vec<u32>,
+}
+
+impl AclDelta {
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+            && self.leaf_rules.is_empty()
+            && self.nodes.is_empty()
+            && self.filter.is_none()
+            && self.meta.is_none()
+    }
 }
 
 /// What the maps `spoof_ports`, `spoof_src_v4` and `spoof_src_v6` should hold.
@@ -121,8 +186,6 @@ pub struct AclMaps {
     spoof_src_v6: LpmTrie<MapData, [u8; 20], u32>,
     policers: Array<MapData, PopPolicer>,
     hits: hits::HitsMap,
-    /// Hit counts carried into the copy last written, settled when it goes live.
-    carry: Option<hits::Carry>,
     /// The rules this handle wrote into each copy, by priority, so a swap and
     /// `acl show` need not read them back from the maps.
     written: [Option<hits::RulesByPriority>; 2],
@@ -173,7 +236,6 @@ impl AclMaps {
             spoof_src_v6: open(maps_dir, names::SPOOF_SRC_V6)?,
             policers: open(maps_dir, names::POLICERS)?,
             hits: open(maps_dir, names::ACL_HITS)?,
-            carry: None,
             written: [None, None],
         })
     }
@@ -192,9 +254,17 @@ impl AclMaps {
         Ok(1 - self.active_copy()?)
     }
 
-    /// Writes `compiled` completely into ACL copy `copy` (0 or 1), which must
-    /// not be the active one. Packets do not see it until [`AclMaps::activate`].
-    pub fn write_copy(&mut self, copy: u32, compiled: &CompiledAcl) -> Result<(), DataplaneError> {
+    /// The live copy's rules by priority (as written, else read back).
+    fn live_rules(&self, live: u32) -> Result<hits::RulesByPriority, DataplaneError> {
+        match &self.written[live as usize] {
+            Some(rules) => Ok(rules.clone()),
+            None => hits::rules_by_priority(&self.meta, &self.rules, live),
+        }
+    }
+
+    /// Refuses `copy` unless it is 0 or 1 and not the live copy (an empty
+    /// live copy may be written: nothing reads it). Returns the live copy.
+    fn check_writable(&self, copy: u32) -> Result<u32, DataplaneError> {
         if copy > 1 {
             return Err(DataplaneError::AclCopy {
                 copy,
@@ -215,6 +285,32 @@ impl AclMaps {
                 ),
             });
         }
+        Ok(live)
+    }
+
+    /// `compiled` with every rule that the live copy holds unchanged (same
+    /// priority, every field equal) in its live slot, and the other rules in
+    /// slots no live rule uses: a rule's slot, and so its hit counter, never
+    /// changes while it exists. Returns it and the slots that get a new rule.
+    pub fn stabilize(
+        &self,
+        compiled: &CompiledAcl,
+    ) -> Result<(CompiledAcl, Slots), DataplaneError> {
+        let live = self.active_copy()?;
+        let live_rules = self.live_rules(live)?;
+        Ok(stabilize(compiled, &live_rules))
+    }
+
+    /// Writes `compiled` completely into ACL copy `copy` (0 or 1), which must
+    /// not be the active one, with its rules in stable slots
+    /// ([`AclMaps::stabilize`]); returns what was written. Packets do not
+    /// see it until [`AclMaps::activate`].
+    pub fn write_copy(
+        &mut self,
+        copy: u32,
+        compiled: &CompiledAcl,
+    ) -> Result<CompiledAcl, DataplaneError> {
+        let live = self.check_writable(copy)?;
         let fits = |what: &'static str, count: usize, max: u32| {
             if count > max as usize {
                 Err(DataplaneError::AclFull { what, count, max })
@@ -222,6 +318,8 @@ impl AclMaps {
                 Ok(())
             }
         };
+        let live_rules = self.live_rules(live)?;
+        let (compiled, fresh) = stabilize(compiled, &live_rules);
         fits("rules", compiled.rules.len(), MAX_ACL_RULES)?;
         fits("tree nodes", compiled.nodes.len(), MAX_ACL_NODES)?;
         fits(
@@ -229,20 +327,14 @@ impl AclMaps {
             compiled.leaf_rules.len(),
             MAX_ACL_LEAF_BLOCKS,
         )?;
-        self.carry = None;
         self.written[copy as usize] = None;
         // A packet that read the previous index may still walk this copy.
         wait_for_readers();
-        // Rules equal to a live one keep its hit count; the others start at 0.
-        let live_rules = match self.written[live as usize].take() {
-            Some(rules) => rules,
-            None => hits::rules_by_priority(&self.meta, &self.rules, live)?,
-        };
-        let carry = hits::Carry::prepare(&mut self.hits, &live_rules, live, copy, &compiled.rules);
         if live != copy {
             self.written[live as usize] = Some(live_rules);
         }
-        self.carry = Some(carry?);
+        // New rules start from zero; the others keep counting in their slot.
+        hits::zero(&mut self.hits, &fresh.fresh)?;
         // Everything a node can point at first, the nodes, then the roots.
         for (i, rule) in compiled.rules.iter().enumerate() {
             let index = copy * MAX_ACL_RULES + i as u32;
@@ -262,11 +354,21 @@ impl AclMaps {
                 .set(index, node, 0)
                 .map_err(map_err(names::ACL_NODES, format!("set {index}")))?;
         }
+        self.write_filter(copy, &compiled.filter)?;
+        self.meta
+            .set(copy, compiled.meta, 0)
+            .map_err(map_err(names::ACL_META, format!("set {copy}")))?;
+        hits::zero(&mut self.hits, &fresh.reused)?;
+        self.written[copy as usize] = Some(hits::index_rules(&compiled.rules));
+        Ok(compiled)
+    }
+
+    fn write_filter(&mut self, copy: u32, skip: &[u8]) -> Result<(), DataplaneError> {
         if let Some(filter) = &mut self.filter {
             // Always written: a filter left from an older rule set would skip
             // the wrong trees (all zero, for a compile without one, skips none).
             let zeros;
-            let value = match filter_value(&compiled.filter) {
+            let value = match filter_value(skip) {
                 Some(value) => value,
                 None => {
                     zeros = vec![0u8; ACL_FILTER_BYTES];
@@ -277,10 +379,53 @@ impl AclMaps {
                 .set(copy, value, 0)
                 .map_err(map_err(names::ACL_FILTER, format!("set {copy}")))?;
         }
-        self.meta
-            .set(copy, compiled.meta, 0)
-            .map_err(map_err(names::ACL_META, format!("set {copy}")))?;
-        self.written[copy as usize] = Some(hits::index_rules(&compiled.rules));
+        Ok(())
+    }
+
+    /// Writes one change's elements into copy `copy`, which must not be the
+    /// live one (no packet reads it, so the order within does not matter;
+    /// it is still pointees first, roots last). The caller waited for
+    /// readers since the copy was last live.
+    pub fn write_delta(&mut self, copy: u32, delta: &AclDelta) -> Result<(), DataplaneError> {
+        self.check_writable(copy)?;
+        hits::zero(&mut self.hits, &delta.fresh_slots)?;
+        // Forget what this copy held until it is all written.
+        let mut written = self.written[copy as usize].take();
+        for (slot, rule) in &delta.rules {
+            let index = copy * MAX_ACL_RULES + slot;
+            self.rules
+                .set(index, rule, 0)
+                .map_err(map_err(names::ACL_RULES, format!("set {index}")))?;
+        }
+        for (i, block) in &delta.leaf_rules {
+            let index = copy * MAX_ACL_LEAF_BLOCKS + i;
+            self.leaf_rules
+                .set(index, block, 0)
+                .map_err(map_err(names::ACL_LEAF_RULES, format!("set {index}")))?;
+        }
+        for (i, node) in &delta.nodes {
+            let index = copy * MAX_ACL_NODES + i;
+            self.nodes
+                .set(index, node, 0)
+                .map_err(map_err(names::ACL_NODES, format!("set {index}")))?;
+        }
+        if let Some(filter) = &delta.filter {
+            self.write_filter(copy, filter)?;
+        }
+        if let Some(meta) = &delta.meta {
+            self.meta
+                .set(copy, meta, 0)
+                .map_err(map_err(names::ACL_META, format!("set {copy}")))?;
+        }
+        if let Some(rules) = written.as_mut() {
+            for (slot, rule) in &delta.rules {
+                rules.retain_slot(*slot);
+                if rule.priority != pop_common::ACL_NO_RULE {
+                    rules.insert(rule.priority, (*slot, *rule));
+                }
+            }
+        }
+        self.written[copy as usize] = written;
         Ok(())
     }
 
@@ -304,17 +449,7 @@ impl AclMaps {
             .set(0, config, 0)
             .map_err(map_err(names::CONFIG, format!("set acl_copy {copy}")))?;
         wait_for_readers();
-        self.settle_hits(copy)
-    }
-
-    /// Call once `copy` is live and no packet uses the other copy (after
-    /// [`wait_for_readers`]): adds the hits that rules carried over by the
-    /// last [`AclMaps::write_copy`] of `copy` took in the old copy meanwhile.
-    pub fn settle_hits(&mut self, copy: u32) -> Result<(), DataplaneError> {
-        match self.carry.take() {
-            Some(carry) if carry.to_copy == copy => carry.settle(&mut self.hits),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// Hit counters (summed over CPUs) of the rules of copy `copy`, by
@@ -326,15 +461,15 @@ impl AclMaps {
     ) -> Result<std::collections::BTreeMap<u32, pop_common::PopCounter>, DataplaneError> {
         let copy = copy & 1;
         match &self.written[copy as usize] {
-            Some(rules) => Ok(hits::read_copy(&self.hits, rules, copy)),
+            Some(rules) => Ok(hits::read_copy(&self.hits, rules)),
             None => {
                 let rules = hits::rules_by_priority(&self.meta, &self.rules, copy)?;
-                Ok(hits::read_copy(&self.hits, &rules, copy))
+                Ok(hits::read_copy(&self.hits, &rules))
             }
         }
     }
 
-    /// The hit-counter slot (`copy * MAX_ACL_RULES + rule index`) of every
+    /// The hit-counter slot (the rule's slot, the same in both copies) of every
     /// rule of copy `copy`, by priority: what a reader of `acl_hits` without
     /// these handles needs to find a rule's count.
     pub fn rule_slots(
@@ -345,7 +480,7 @@ impl AclMaps {
         let slots = |rules: &hits::RulesByPriority| {
             rules
                 .iter()
-                .map(|(&priority, &(index, _))| (priority, copy * MAX_ACL_RULES + index))
+                .map(|(&priority, &(slot, _))| (priority, slot))
                 .collect()
         };
         match &self.written[copy as usize] {
@@ -365,6 +500,79 @@ impl AclMaps {
         self.write_copy(copy, compiled)?;
         self.activate(copy)?;
         Ok(copy)
+    }
+
+    /// Where copy `copy` of the maps differs from `want` (in the elements
+    /// `want` uses): one line per difference, empty when it holds exactly
+    /// `want`. For tests that check both copies stay equal.
+    pub fn differences(
+        &self,
+        copy: u32,
+        want: &CompiledAcl,
+    ) -> Result<Vec<String>, DataplaneError> {
+        let mut out = Vec::new();
+        let meta = self
+            .meta
+            .get(&copy, 0)
+            .map_err(map_err(names::ACL_META, format!("get {copy}")))?;
+        if meta != want.meta {
+            out.push(format!("meta: {meta:?} != {:?}", want.meta));
+        }
+        for (i, rule) in want.rules.iter().enumerate() {
+            let index = copy * MAX_ACL_RULES + i as u32;
+            let have = self
+                .rules
+                .get(&index, 0)
+                .map_err(map_err(names::ACL_RULES, format!("get {index}")))?;
+            if have != *rule {
+                out.push(format!("rule slot {i}: {have:?} != {rule:?}"));
+            }
+        }
+        for (i, node) in want.nodes.iter().enumerate() {
+            let index = copy * MAX_ACL_NODES + i as u32;
+            let have = self
+                .nodes
+                .get(&index, 0)
+                .map_err(map_err(names::ACL_NODES, format!("get {index}")))?;
+            if have != *node {
+                out.push(format!("node {i}"));
+            }
+        }
+        for (i, block) in want.leaf_rules.iter().enumerate() {
+            let index = copy * MAX_ACL_LEAF_BLOCKS + i as u32;
+            let have = self
+                .leaf_rules
+                .get(&index, 0)
+                .map_err(map_err(names::ACL_LEAF_RULES, format!("get {index}")))?;
+            if have != *block {
+                out.push(format!("leaf block {i}"));
+            }
+        }
+        if let (Some(filter), Some(skip)) = (&self.filter, filter_value(&want.filter)) {
+            // The value is 512 KiB, read by value: on a thread with room for it.
+            let same = std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .stack_size(64 << 20)
+                    .spawn_scoped(s, || {
+                        filter
+                            .get(&copy, 0)
+                            .map(|have| have.skip[..] == skip.skip[..])
+                    })
+                    .expect("spawning a reader thread")
+                    .join()
+                    .expect("the reader thread")
+            })
+            .map_err(map_err(names::ACL_FILTER, format!("get {copy}")))?;
+            if !same {
+                out.push("first stage".into());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rules of copy `copy` by priority: (slot, rule).
+    pub fn rules_of(&self, copy: u32) -> Result<hits::RulesByPriority, DataplaneError> {
+        self.live_rules(copy & 1)
     }
 
     /// Adds what `want` has and the maps lack. Call before the interfaces'
@@ -569,4 +777,111 @@ fn spoof_entry_v6(key: &Key<[u8; 20]>) -> (u32, IpNet) {
     let len = key.prefix_len().saturating_sub(32).min(128) as u8;
     let net = ipnet::Ipv6Net::new(addr.into(), len).expect("length <= 128");
     (ifindex, IpNet::V6(net.trunc()))
+}
+
+/// See [`AclMaps::stabilize`].
+pub fn stabilize(compiled: &CompiledAcl, live: &hits::RulesByPriority) -> (CompiledAcl, Slots) {
+    let n = compiled.rules.len();
+    let mut slot_of = vec![u32::MAX; n];
+    let mut taken = std::collections::HashSet::new();
+    for (i, rule) in compiled.rules.iter().enumerate() {
+        if rule.priority == pop_common::ACL_NO_RULE {
+            continue;
+        }
+        if let Some(&(slot, old)) = live.get(&rule.priority) {
+            if old == *rule && taken.insert(slot) {
+                slot_of[i] = slot;
+            }
+        }
+    }
+    let used: std::collections::HashSet<u32> = live.slots().collect();
+    // Slots of live rules that go: taken only when the free ones run out
+    // (a set replaced by a large, different one).
+    let mut going: Vec<u32> = used.difference(&taken).copied().collect();
+    going.sort_unstable_by(|a, b| b.cmp(a));
+    let mut next = 0u32;
+    let (mut fresh, mut reused) = (Vec::new(), Vec::new());
+    for (i, rule) in compiled.rules.iter().enumerate() {
+        if slot_of[i] != u32::MAX || rule.priority == pop_common::ACL_NO_RULE {
+            continue;
+        }
+        while used.contains(&next) || taken.contains(&next) {
+            next += 1;
+        }
+        let slot = if next < MAX_ACL_RULES {
+            next += 1;
+            fresh.push(next - 1);
+            next - 1
+        } else if let Some(slot) = going.pop() {
+            reused.push(slot);
+            slot
+        } else {
+            // More rules than slots: the caller refuses the set.
+            next += 1;
+            next - 1
+        };
+        slot_of[i] = slot;
+        taken.insert(slot);
+    }
+    let high = slot_of
+        .iter()
+        .filter(|&&s| s != u32::MAX)
+        .map(|&s| s + 1)
+        .max()
+        .unwrap_or(0) as usize;
+    let mut out = compiled.clone();
+    out.rules = vec![DEAD_RULE; high];
+    for (i, rule) in compiled.rules.iter().enumerate() {
+        if slot_of[i] != u32::MAX {
+            out.rules[slot_of[i] as usize] = *rule;
+        }
+    }
+    let map = |s: u32| slot_of.get(s as usize).copied().unwrap_or(u32::MAX);
+    for block in &mut out.leaf_rules {
+        for e in &mut block.rule {
+            if (e.rule as usize) < n {
+                e.rule = map(e.rule);
+            }
+        }
+    }
+    let l = &compiled.layout;
+    let by_slot = |v: &Vec<u8>| {
+        let mut o = vec![0u8; high];
+        for (i, &x) in v.iter().enumerate() {
+            if map(i as u32) != u32::MAX {
+                o[map(i as u32) as usize] = x;
+            }
+        }
+        o
+    };
+    let lists = |v: &Vec<Vec<u32>>| -> Vec<Vec<u32>> {
+        v.iter()
+            .map(|g| g.iter().map(|&s| map(s)).collect())
+            .collect()
+    };
+    out.layout = AclLayout {
+        families: by_slot(&l.families),
+        shapes: by_slot(&l.shapes),
+        groups_v4: lists(&l.groups_v4),
+        groups_v6: lists(&l.groups_v6),
+        truncators: l.truncators.iter().map(|&s| map(s)).collect(),
+        base_nodes: l.base_nodes,
+        base_blocks: l.base_blocks,
+        delta_v4: l.delta_v4.iter().map(|&s| map(s)).collect(),
+        delta_v6: l.delta_v6.iter().map(|&s| map(s)).collect(),
+    };
+    out.meta.rule_count = high as u32;
+    out.stats.rules = compiled.stats.rules;
+    (out, Slots { fresh, reused })
+}
+
+/// Slots [`stabilize`] gave rules that the live copy does not hold there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slots {
+    /// Slots no live rule uses: zeroed before the write.
+    pub fresh: Vec<u32>,
+    /// Slots of live rules that go (only when the free slots ran out):
+    /// zeroed at the end of the write, just before the flip, so the old rule's
+    /// last hits (until the flip) may land on the new one.
+    pub reused: Vec<u32>,
 }

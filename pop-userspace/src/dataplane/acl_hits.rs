@@ -1,13 +1,12 @@
 //! Per-rule ACL hit counters (map `acl_hits`): what each rule decided, and
-//! how the counts of unchanged rules follow a rule swap and an upgrade.
+//! how the counts of unchanged rules survive changes and an upgrade.
 //!
 //! The data plane counts a hit for the rule that decides a packet, in the
-//! slot `copy * MAX_ACL_RULES + rule index` of the copy the packet used. A
-//! swap writes the new rules into the other copy, so a rule that is in both
-//! sets (every field equal, the priority included) must take its count with
-//! it: [`Carry`] copies the count into the new slot before the swap, while
-//! that slot is not live yet, and adds what the old slot counted between the
-//! copy and the swap once no packet uses the old copy any more.
+//! slot of that rule (its index in `acl_rules`, the same in both copies). A
+//! rule keeps its slot for as long as it exists (`AclMaps::stabilize`, and
+//! the incremental path never moves one), so its count simply goes on across
+//! every swap; a slot that gets a new rule is zeroed before the rule can be
+//! reached, and a deleted rule's slot is not reused while a copy holds it.
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -57,12 +56,63 @@ fn add_delta(a: &[PopCounter], b: &[PopCounter], c: &[PopCounter]) -> Vec<PopCou
         .collect()
 }
 
-/// The rules of ACL copy `copy`, by priority: (rule index, rule).
+/// Rules of one copy by priority, (slot, rule), and by slot.
+#[derive(Clone, Debug, Default)]
+pub struct RulesByPriority {
+    by_priority: HashMap<u32, (u32, PopAclRule)>,
+    by_slot: HashMap<u32, u32>,
+}
+
+impl RulesByPriority {
+    /// (slot, rule) of the rule with `priority`.
+    pub fn get(&self, priority: &u32) -> Option<&(u32, PopAclRule)> {
+        self.by_priority.get(priority)
+    }
+
+    /// Adds (or replaces) the rule with `priority` in `slot`.
+    pub fn insert(&mut self, priority: u32, (slot, rule): (u32, PopAclRule)) {
+        self.retain_slot(slot);
+        if let Some((old, _)) = self.by_priority.insert(priority, (slot, rule)) {
+            self.by_slot.remove(&old);
+        }
+        self.by_slot.insert(slot, priority);
+    }
+
+    /// Forgets the rule in `slot`, if any.
+    pub fn retain_slot(&mut self, slot: u32) {
+        if let Some(p) = self.by_slot.remove(&slot) {
+            self.by_priority.remove(&p);
+        }
+    }
+
+    /// (priority, (slot, rule)) of every rule.
+    pub fn iter(&self) -> impl Iterator<Item = (&u32, &(u32, PopAclRule))> {
+        self.by_priority.iter()
+    }
+
+    /// The slots holding a rule.
+    pub fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_slot.keys().copied()
+    }
+
+    /// Rules.
+    pub fn len(&self) -> usize {
+        self.by_priority.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_priority.is_empty()
+    }
+}
+
+/// The rules of ACL copy `copy`, by priority: (slot, rule). Slots up to
+/// `rule_count`; those holding [`super::acl::DEAD_RULE`] are left out.
 pub fn rules_by_priority(
     meta: &Array<MapData, PopAclMeta>,
     rules: &Array<MapData, PopAclRule>,
     copy: u32,
-) -> Result<HashMap<u32, (u32, PopAclRule)>, DataplaneError> {
+) -> Result<RulesByPriority, DataplaneError> {
     let count = meta
         .get(&copy, 0)
         .map_err(|e| DataplaneError::Map {
@@ -71,100 +121,55 @@ pub fn rules_by_priority(
         })?
         .rule_count
         .min(MAX_ACL_RULES);
-    let mut out = HashMap::with_capacity(count as usize);
+    let mut out = RulesByPriority::default();
     for i in 0..count {
         let slot = copy * MAX_ACL_RULES + i;
         let rule = rules.get(&slot, 0).map_err(|e| DataplaneError::Map {
             map: names::ACL_RULES,
             reason: format!("get {slot}: {e}"),
         })?;
-        out.insert(rule.priority, (i, rule));
+        if rule.priority != pop_common::ACL_NO_RULE {
+            out.insert(rule.priority, (i, rule));
+        }
     }
     Ok(out)
 }
 
-/// Counts carried from one copy into the other by a swap in progress.
-#[derive(Debug, Default)]
-pub struct Carry {
-    /// The copy written (not live until the swap).
-    pub to_copy: u32,
-    /// (old slot, new slot, old slot's per-CPU values when copied).
-    moved: Vec<(u32, u32, Vec<PopCounter>)>,
+/// Sets the counters of `slots` to zero (slots that get a new rule, before
+/// any copy can reach it).
+pub fn zero(hits: &mut HitsMap, slots: &[u32]) -> Result<(), DataplaneError> {
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let zeros = vec![PopCounter::default(); cpus()?];
+    for &slot in slots {
+        write(hits, slot, zeros.clone())?;
+    }
+    Ok(())
 }
 
-impl Carry {
-    /// Sets the hit slots of the `new_rules` written into copy `to_copy`: the
-    /// count of the equal rule in `live` (rules of the live copy `from_copy`
-    /// by priority), else zero. The new copy must not be live.
-    pub fn prepare(
-        hits: &mut HitsMap,
-        live: &HashMap<u32, (u32, PopAclRule)>,
-        from_copy: u32,
-        to_copy: u32,
-        new_rules: &[PopAclRule],
-    ) -> Result<Carry, DataplaneError> {
-        let zeros = vec![PopCounter::default(); cpus()?];
-        let mut carry = Carry {
-            to_copy,
-            moved: Vec::new(),
-        };
-        for (i, rule) in new_rules.iter().enumerate() {
-            let new_slot = to_copy * MAX_ACL_RULES + i as u32;
-            let same = live
-                .get(&rule.priority)
-                .filter(|(_, old)| old == rule && from_copy != to_copy);
-            match same {
-                Some(&(old_index, _)) => {
-                    let old_slot = from_copy * MAX_ACL_RULES + old_index;
-                    let snapshot = read(hits, old_slot);
-                    write(hits, new_slot, snapshot.clone())?;
-                    carry.moved.push((old_slot, new_slot, snapshot));
-                }
-                None => write(hits, new_slot, zeros.clone())?,
-            }
-        }
-        Ok(carry)
-    }
-
-    /// Once no packet uses the old copy: adds what the old slots counted
-    /// since [`Carry::prepare`] to the new ones.
-    pub fn settle(self, hits: &mut HitsMap) -> Result<(), DataplaneError> {
-        for (old_slot, new_slot, snapshot) in self.moved {
-            let now = read(hits, old_slot);
-            if now == snapshot {
-                continue;
-            }
-            let current = read(hits, new_slot);
-            write(hits, new_slot, add_delta(&current, &now, &snapshot))?;
-        }
-        Ok(())
-    }
-}
-
-/// Rules by priority, as [`rules_by_priority`] reads them from the maps.
-pub type RulesByPriority = HashMap<u32, (u32, PopAclRule)>;
-
-/// `rules` (one copy, in index order) by priority.
+/// `rules` (one copy, by slot; dead slots left out) by priority.
 pub fn index_rules(rules: &[PopAclRule]) -> RulesByPriority {
-    rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.priority, (i as u32, *r)))
-        .collect()
+    let mut out = RulesByPriority::default();
+    for (i, r) in rules.iter().enumerate() {
+        if r.priority != pop_common::ACL_NO_RULE {
+            out.insert(r.priority, (i as u32, *r));
+        }
+    }
+    out
 }
 
-/// The hits (summed over CPUs) of the rules `rules` of copy `copy`, by
-/// priority. Rules the data plane does not hold (an `in_iface` that does not
-/// exist) are absent: they can match nothing.
+/// The hits (summed over CPUs) of the rules `rules`, by priority. Rules the
+/// data plane does not hold (an `in_iface` that does not exist) are absent:
+/// they can match nothing.
 pub fn read_copy(
     hits: &HitsMap,
     rules: &RulesByPriority,
-    copy: u32,
 ) -> std::collections::BTreeMap<u32, PopCounter> {
     rules
         .iter()
-        .map(|(&priority, &(index, _))| {
-            let values = read(hits, copy * MAX_ACL_RULES + index);
+        .map(|(&priority, &(slot, _))| {
+            let values = read(hits, slot);
             (priority, PopCounter::sum(values.iter()))
         })
         .collect()
@@ -207,20 +212,30 @@ pub fn carry_over_upgrade(old_dir: &Path, new_dir: &Path) -> Result<(), Dataplan
     )?;
     let old_hits: HitsMap = open(old_dir, names::ACL_HITS)?;
     let mut new_hits: HitsMap = open(new_dir, names::ACL_HITS)?;
-    for (priority, (new_index, rule)) in &new_rules {
+    // Builds before slots counted at `copy * MAX_ACL_RULES + index` (the
+    // live half holds the count); since, at the slot alone (the upper half
+    // stays zero). An old build's live copy 1 is told apart by that half.
+    let old_slot = |index: u32| {
+        let upper = read(&old_hits, MAX_ACL_RULES + index);
+        if old_copy == 1 && upper.iter().any(|c| c.packets != 0 || c.bytes != 0) {
+            upper
+        } else {
+            read(&old_hits, index)
+        }
+    };
+    for (priority, (new_slot, rule)) in new_rules.iter() {
         let Some((old_index, old_rule)) = old_rules.get(priority) else {
             continue;
         };
         if old_rule != rule {
             continue;
         }
-        let before = read(&old_hits, old_copy * MAX_ACL_RULES + old_index);
+        let before = old_slot(*old_index);
         if before.iter().all(|c| c.packets == 0 && c.bytes == 0) {
             continue;
         }
-        let slot = new_copy * MAX_ACL_RULES + new_index;
-        let current = read(&new_hits, slot);
-        write(&mut new_hits, slot, add_delta(&current, &before, &[]))?;
+        let current = read(&new_hits, *new_slot);
+        write(&mut new_hits, *new_slot, add_delta(&current, &before, &[]))?;
     }
     Ok(())
 }

@@ -65,7 +65,7 @@ impl CounterReader {
             .unwrap_or_default()
     }
 
-    /// The hits of one ACL rule slot (`copy * MAX_ACL_RULES + rule index`).
+    /// The hits of one ACL rule slot (the rule's slot, the same in both copies).
     pub fn acl_hits(&self, slot: u32) -> PopCounter {
         self.acl_hits
             .get(&slot, 0)

@@ -106,7 +106,7 @@ impl Controller {
         if copy != self.acl_copy {
             crate::dataplane::wait_for_readers();
             self.acl_copy = copy;
-            self.settle_acl_hits();
+            self.acl_catch_up();
         }
         self.acl_ifindexes = ifindexes;
         // The old state is kept only until the new one is durable.

@@ -70,6 +70,62 @@ pub fn config(
     s
 }
 
+/// `acl_100k_swap_s` and `acl_add_100k_ms` (10k rules with `--quick`).
+fn acl_changes(o: &Opts, popd: &Popd, cp: &mut ControlPlane) -> Result<()> {
+    if !pop_common::maps::ALL.iter().any(|m| m.starts_with("acl")) {
+        return Ok(());
+    }
+    let rules = if o.quick { 10_000 } else { 100_000 };
+    apply_file(o, popd, &config(&[], 0, rules, 1))?;
+    let took = apply_file(o, popd, &config(&[], 0, rules, 2))?;
+    cp.acl_100k_swap_s = Some(took.as_secs_f64());
+    // Priorities above every rule loaded: the new rule goes last.
+    let first = rules + 10;
+    cp.acl_add_100k_ms = Some(timed_changes(o, popd, |k| {
+        let priority = (first + k).to_string();
+        (
+            vec![
+                "acl".into(),
+                "add".into(),
+                priority.clone(),
+                "--action".into(),
+                "drop".into(),
+                "--src".into(),
+                format!("198.18.{k}.0/24"),
+            ],
+            vec!["acl".into(), "del".into(), priority],
+        )
+    })?);
+    // A rule in the middle of the priority order deleted (timed), then one
+    // added in its place: deletions can bring hidden rules back.
+    cp.acl_del_100k_middle_ms = Some(timed_changes(o, popd, |k| {
+        let priority = (rules / 2 + k).to_string();
+        (
+            vec!["acl".into(), "del".into(), priority.clone()],
+            vec![
+                "acl".into(),
+                "add".into(),
+                priority,
+                "--action".into(),
+                "drop".into(),
+                "--src".into(),
+                format!("10.{k}.1.0/24"),
+                "--proto".into(),
+                "tcp".into(),
+                "--dport".into(),
+                "443".into(),
+            ],
+        )
+    })?);
+    eprintln!(
+        "  ACL: apply of {rules} rules {:.2} s; acl add on top {:.1} ms, acl del in the middle {:.1} ms",
+        took.as_secs_f64(),
+        cp.acl_add_100k_ms.unwrap_or_default(),
+        cp.acl_del_100k_middle_ms.unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn random_routes(n: u64) -> Vec<(String, &'static str)> {
     let mut rng = Rng(0xc0ffee | 1);
     let mut seen = std::collections::HashSet::new();
@@ -348,6 +404,10 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
     let mut cp = ControlPlane::default();
     let result = (|| -> Result<()> {
         thread::sleep(Duration::from_millis(500));
+        if std::env::var_os("POP_BENCH_ACL_ONLY").is_some() {
+            // Only the ACL keys (a quick A/B while working on the ACL path).
+            return acl_changes(o, &popd, &mut cp);
+        }
         cp.route_change_ms = Some(route_change_ms(o, lab, &popd)?);
         eprintln!(
             "  route change: {:.2} ms",
@@ -398,34 +458,14 @@ fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
 
         customer_changes(o, lab, &popd, &mut cp)?;
 
-        if pop_common::maps::ALL.iter().any(|m| m.starts_with("acl")) {
-            let rules = if o.quick { 10_000 } else { 100_000 };
-            apply_file(o, &popd, &config(&[], 0, rules, 1))?;
-            let took = apply_file(o, &popd, &config(&[], 0, rules, 2))?;
-            cp.acl_100k_swap_s = Some(took.as_secs_f64());
-            // Priorities above every rule loaded: the new rule goes last.
-            let first = rules + 10;
-            cp.acl_add_100k_ms = Some(timed_changes(o, &popd, |k| {
-                let priority = (first + k).to_string();
-                (
-                    vec![
-                        "acl".into(),
-                        "add".into(),
-                        priority.clone(),
-                        "--action".into(),
-                        "drop".into(),
-                        "--src".into(),
-                        format!("198.18.{k}.0/24"),
-                    ],
-                    vec!["acl".into(), "del".into(), priority],
-                )
-            })?);
-        }
+        acl_changes(o, &popd, &mut cp)?;
         Ok(())
     })();
     let _ = popd.shutdown_detach();
     let mut cp = result.map(|_| cp)?;
-    if std::env::var_os("POP_BENCH_APPLY_ONLY").is_some() {
+    if std::env::var_os("POP_BENCH_APPLY_ONLY").is_some()
+        || std::env::var_os("POP_BENCH_ACL_ONLY").is_some()
+    {
         return Ok(cp);
     }
     let b = crate::bgp::run(o)?;

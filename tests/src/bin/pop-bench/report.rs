@@ -61,6 +61,9 @@ pub struct ControlPlane {
     /// ms for `popctl acl add` (one rule) with 100k rules loaded, until it
     /// returns (median; each deleted after).
     pub acl_add_100k_ms: Option<f64>,
+    /// ms for `popctl acl del` of a rule in the middle of the priority
+    /// order with 100k rules loaded.
+    pub acl_del_100k_middle_ms: Option<f64>,
     /// ms from `popctl route add` returning to the first forwarded packet.
     pub route_change_ms: Option<f64>,
     /// ms for one /metrics scrape with 10k customers (median).
@@ -114,6 +117,7 @@ impl Report {
                 "acl_100k_swap_s": cp.acl_100k_swap_s,
                 "customer_add_10k_ms": cp.customer_add_10k_ms,
                 "acl_add_100k_ms": cp.acl_add_100k_ms,
+                "acl_del_100k_middle_ms": cp.acl_del_100k_middle_ms,
                 "route_change_ms": cp.route_change_ms,
                 "route_add_1m_ms": cp.route_add_1m_ms,
                 "route_add_1m_slash8_ms": cp.route_add_1m_slash8_ms,
@@ -248,6 +252,10 @@ pub fn print_control_plane(cp: &ControlPlane, quick: bool) {
     println!(
         "popctl acl add with those rules loaded: {}",
         opt(cp.acl_add_100k_ms, "ms")
+    );
+    println!(
+        "popctl acl del of a rule in their middle: {}",
+        opt(cp.acl_del_100k_middle_ms, "ms")
     );
     println!(
         "BGP table ({} routes) held by pop ÷ by the kernel: {}",
