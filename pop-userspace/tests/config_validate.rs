@@ -714,6 +714,15 @@ fn acl_priorities_unique() {
 }
 
 #[test]
+fn acl_priority_stops_below_the_no_rule_marker() {
+    ok(&with_acl(acl(u32::MAX - 1)));
+    assert_eq!(
+        rejected(&with_acl(acl(u32::MAX))),
+        "acl 4294967295: priority exceeds the maximum of 4294967294"
+    );
+}
+
+#[test]
 fn acls_come_out_sorted_by_priority() {
     let mut cfg = base();
     cfg.acls.insert(0, acl(300));

@@ -385,6 +385,9 @@ pub fn check_acl(acl: &Acl) -> Result<ValidAcl, ConfigError> {
             })
             .transpose()
     };
+    if acl.priority == u32::MAX {
+        return Err(err(Problem::AclPriority));
+    }
     let src = prefix("src", &acl.src)?;
     let dst = prefix("dst", &acl.dst)?;
     if let (Some(s), Some(d)) = (src, dst) {

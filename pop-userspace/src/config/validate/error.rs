@@ -79,6 +79,10 @@ pub enum Problem {
     /// `src` and `dst` of one rule are of different families.
     #[error("src {0:?} and dst {1:?} differ in address family")]
     AclFamily(String, String),
+    /// An ACL priority of 4294967295, which the data plane keeps to mark
+    /// "no rule".
+    #[error("priority exceeds the maximum of {max}", max = u32::MAX - 1)]
+    AclPriority,
     /// `via` is empty.
     #[error("no next hop (via is empty)")]
     NoNexthop,
