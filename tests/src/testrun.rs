@@ -450,24 +450,6 @@ pub fn customer_and_upstream(customer: &str, upstream: &str) -> (Harness, Port, 
     (h, a, b)
 }
 
-/// An ACL rule that matches every packet: the base of the tests' rules, e.g.
-/// `ValidAcl { proto: Some(17), ..acl_rule(10, AclAction::Drop) }`.
-pub fn acl_rule(
-    priority: u32,
-    action: pop::config::model::AclAction,
-) -> pop::config::validate::ValidAcl {
-    pop::config::validate::ValidAcl {
-        priority,
-        action,
-        src: None,
-        dst: None,
-        proto: None,
-        src_port: None,
-        dst_port: None,
-        in_iface: None,
-    }
-}
-
 /// Parses `"a.b.c.d/len"`.
 pub fn parse_prefix_v4(prefix: &str) -> Result<(Ipv4Addr, u32)> {
     let (addr, len) = split_prefix(prefix, 32)?;

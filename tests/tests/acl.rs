@@ -24,9 +24,12 @@ use pop_common::{
     NH_VALID,
 };
 use pop_tests::rng::Rng;
-// The rule builder: `rule(100, Drop).src("10.0.0.0/8").dport(22, 22)`.
-use pop_tests::testrun::acl_rule as rule;
 use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port, Program};
+
+/// The rule builder: `rule(100, Drop).src("10.0.0.0/8").dport(22, 22)`.
+fn rule(priority: u32, action: AclAction) -> ValidAcl {
+    ValidAcl::match_all(priority, action)
+}
 
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;

@@ -21,7 +21,7 @@ use pop_common::{
     NH_RESOLVED, NH_VALID, ROUTE_BLACKHOLE,
 };
 use pop_tests::rng::Rng;
-use pop_tests::testrun::{acl_rule, in_netns, require_root, veth_pair, Harness, Port, Program};
+use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port, Program};
 
 /// XDP return codes (`enum xdp_action`).
 const XDP_DROP: u32 = 1;
@@ -699,7 +699,10 @@ fn load_tables(h: &mut Harness, lab: &Lab, tables: &[Table]) {
                     &[pop::config::validate::ValidAcl {
                         proto: Some(*proto),
                         dst_port: Some((*port, *port)),
-                        ..acl_rule(10, pop::config::model::AclAction::Drop)
+                        ..pop::config::validate::ValidAcl::match_all(
+                            10,
+                            pop::config::model::AclAction::Drop,
+                        )
                     }],
                 );
                 Ok(())

@@ -10,16 +10,7 @@ use crate::config::model::AclAction;
 use crate::config::validate::{parse_prefix, ValidAcl};
 
 fn rule(priority: u32) -> ValidAcl {
-    ValidAcl {
-        priority,
-        action: AclAction::Drop,
-        src: None,
-        dst: None,
-        proto: None,
-        src_port: None,
-        dst_port: None,
-        in_iface: None,
-    }
+    ValidAcl::match_all(priority, AclAction::Drop)
 }
 
 fn no_ifaces(_: &str) -> Option<u32> {

@@ -25,16 +25,7 @@ impl Rng {
 }
 
 fn rule(priority: u32) -> ValidAcl {
-    ValidAcl {
-        priority,
-        action: AclAction::Drop,
-        src: None,
-        dst: None,
-        proto: None,
-        src_port: None,
-        dst_port: None,
-        in_iface: None,
-    }
+    ValidAcl::match_all(priority, AclAction::Drop)
 }
 
 /// A random rule over a small address space (so rules overlap and cover

@@ -3,16 +3,7 @@ use super::*;
 use crate::config::validate::parse_prefix;
 
 fn rule(priority: u32, action: AclAction) -> ValidAcl {
-    ValidAcl {
-        priority,
-        action,
-        src: None,
-        dst: None,
-        proto: None,
-        src_port: None,
-        dst_port: None,
-        in_iface: None,
-    }
+    ValidAcl::match_all(priority, action)
 }
 
 fn no_ifaces(_: &str) -> Option<u32> {

@@ -85,7 +85,7 @@ fn unescape_in_place(buf: &mut [u8], start: usize, end: usize) -> Option<usize> 
                 let mut code = hex(buf, r)?;
                 r += 4;
                 if (0xd800..0xdc00).contains(&code) {
-                    // A high surrogate: its low half follows as \uXXXX.
+                    // A high surrogate: its low half follows as a second \u escape.
                     if buf.get(r..r + 2)? != b"\\u" {
                         return None;
                     }

@@ -105,6 +105,24 @@ pub struct ValidAcl {
     pub in_iface: Option<String>,
 }
 
+impl ValidAcl {
+    /// A rule with no match field: it matches every packet. The base of
+    /// rules built in code, e.g. `ValidAcl { proto: Some(17),
+    /// ..ValidAcl::match_all(10, AclAction::Drop) }`.
+    pub fn match_all(priority: u32, action: AclAction) -> Self {
+        ValidAcl {
+            priority,
+            action,
+            src: None,
+            dst: None,
+            proto: None,
+            src_port: None,
+            dst_port: None,
+            in_iface: None,
+        }
+    }
+}
+
 /// A config that passed [`validate`], with every field parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validated {

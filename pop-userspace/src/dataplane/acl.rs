@@ -217,6 +217,27 @@ fn map_err(name: &'static str, what: String) -> impl FnOnce(aya::maps::MapError)
     }
 }
 
+/// The elements `want[i]` that `map` does not hold at `base + i`, with what
+/// it holds there.
+fn differing<T: aya::Pod + PartialEq>(
+    map: &Array<MapData, T>,
+    name: &'static str,
+    base: u32,
+    want: &[T],
+) -> Result<Vec<(usize, T)>, DataplaneError> {
+    let mut out = Vec::new();
+    for (i, w) in want.iter().enumerate() {
+        let index = base + i as u32;
+        let have = map
+            .get(&index, 0)
+            .map_err(map_err(name, format!("get {index}")))?;
+        if have != *w {
+            out.push((i, have));
+        }
+    }
+    Ok(out)
+}
+
 impl AclMaps {
     /// Opens the maps pinned in `maps_dir` (popd's `<bpffs>/maps`).
     pub fn open(maps_dir: &Path) -> Result<Self, DataplaneError> {
@@ -518,36 +539,31 @@ impl AclMaps {
         if meta != want.meta {
             out.push(format!("meta: {meta:?} != {:?}", want.meta));
         }
-        for (i, rule) in want.rules.iter().enumerate() {
-            let index = copy * MAX_ACL_RULES + i as u32;
-            let have = self
-                .rules
-                .get(&index, 0)
-                .map_err(map_err(names::ACL_RULES, format!("get {index}")))?;
-            if have != *rule {
-                out.push(format!("rule slot {i}: {have:?} != {rule:?}"));
-            }
-        }
-        for (i, node) in want.nodes.iter().enumerate() {
-            let index = copy * MAX_ACL_NODES + i as u32;
-            let have = self
-                .nodes
-                .get(&index, 0)
-                .map_err(map_err(names::ACL_NODES, format!("get {index}")))?;
-            if have != *node {
-                out.push(format!("node {i}"));
-            }
-        }
-        for (i, block) in want.leaf_rules.iter().enumerate() {
-            let index = copy * MAX_ACL_LEAF_BLOCKS + i as u32;
-            let have = self
-                .leaf_rules
-                .get(&index, 0)
-                .map_err(map_err(names::ACL_LEAF_RULES, format!("get {index}")))?;
-            if have != *block {
-                out.push(format!("leaf block {i}"));
-            }
-        }
+        let rules = differing(
+            &self.rules,
+            names::ACL_RULES,
+            copy * MAX_ACL_RULES,
+            &want.rules,
+        )?;
+        out.extend(
+            rules
+                .into_iter()
+                .map(|(i, have)| format!("rule slot {i}: {have:?} != {:?}", want.rules[i])),
+        );
+        let nodes = differing(
+            &self.nodes,
+            names::ACL_NODES,
+            copy * MAX_ACL_NODES,
+            &want.nodes,
+        )?;
+        out.extend(nodes.into_iter().map(|(i, _)| format!("node {i}")));
+        let blocks = differing(
+            &self.leaf_rules,
+            names::ACL_LEAF_RULES,
+            copy * MAX_ACL_LEAF_BLOCKS,
+            &want.leaf_rules,
+        )?;
+        out.extend(blocks.into_iter().map(|(i, _)| format!("leaf block {i}")));
         if let (Some(filter), Some(skip)) = (&self.filter, filter_value(&want.filter)) {
             // The value is 512 KiB, read by value: on a thread with room for it.
             let same = std::thread::scope(|s| {

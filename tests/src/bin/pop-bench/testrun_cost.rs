@@ -333,7 +333,10 @@ fn acl_rules(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl> {
         dst,
         proto: Some(proto),
         dst_port: Some((port, port)),
-        ..testrun::acl_rule(priority as u32, pop::config::model::AclAction::Drop)
+        ..pop::config::validate::ValidAcl::match_all(
+            priority as u32,
+            pop::config::model::AclAction::Drop,
+        )
     };
     let mut rules: Vec<_> = (1..n)
         .map(|priority| {
@@ -372,7 +375,7 @@ fn acl_rules_mixed(rng: &mut Rng, n: u64) -> Vec<pop::config::validate::ValidAcl
     let mut rules = Vec::with_capacity(n as usize);
     let mut shapes = Rng((0x5a9e5 ^ n) | 1);
     for priority in 1..n {
-        let mut r = testrun::acl_rule(priority as u32, AclAction::Drop);
+        let mut r = pop::config::validate::ValidAcl::match_all(priority as u32, AclAction::Drop);
         let port = 1 + (shapes.next() % 65000) as u16;
         match shapes.next() % 5 {
             0 => {
