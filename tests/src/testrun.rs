@@ -755,6 +755,44 @@ impl Harness {
         Ok(())
     }
 
+    /// Writes every interface record now in `ifaces` whose ifindex is below
+    /// `pop_common::IFACES_BY_INDEX` to `ifaces_by_index` too, on every CPU
+    /// with `IFACE_PRESENT` set, as popd does; the data plane then finds them
+    /// by index. Without this call it finds every interface in the hash.
+    /// Call it again after changing a record. Returns how many it wrote (0
+    /// for an object without the array).
+    pub fn index_ifaces(&mut self) -> Result<usize> {
+        if self.pop.map(maps::IFACES_BY_INDEX).is_none() {
+            return Ok(0);
+        }
+        let m = maps::IFACES;
+        let records: Vec<(u32, PopIface)> = {
+            let hash: HashMap<_, u32, PopIface> =
+                HashMap::try_from(self.map(m)?).map_err(map_err(m, "open"))?;
+            hash.iter()
+                .flatten()
+                .filter(|(k, _)| pop::dataplane::ifaces::indexed(*k))
+                .collect()
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| TestRunError::Map {
+            map: maps::IFACES_BY_INDEX,
+            operation: "nr_cpus".into(),
+            source: e.into(),
+        })?;
+        let m = maps::IFACES_BY_INDEX;
+        let mut array: PerCpuArray<_, PopIface> =
+            PerCpuArray::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
+        for (ifindex, record) in &records {
+            let value = pop::dataplane::ifaces::indexed_value(Some(*record));
+            let values =
+                aya::maps::PerCpuValues::try_from(vec![value; cpus]).expect("nr_cpus values");
+            array
+                .set(*ifindex, values, 0)
+                .map_err(map_err(m, format!("set ifindex {ifindex}")))?;
+        }
+        Ok(records.len())
+    }
+
     /// Sets the ICMP error sources of interface `ifindex` (already set with
     /// [`Harness::set_iface`]); `None` leaves a family without one.
     pub fn set_icmp_sources(
@@ -1033,6 +1071,28 @@ impl Harness {
                     }
                 }
             }};
+        }
+        if self.pop.map(maps::IFACES_BY_INDEX).is_some() {
+            // Elements [`Harness::index_ifaces`] wrote, before their hash entries.
+            let m = maps::IFACES_BY_INDEX;
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| TestRunError::Map {
+                map: m,
+                operation: "nr_cpus".into(),
+                source: e.into(),
+            })?;
+            let mut array: PerCpuArray<_, PopIface> =
+                PerCpuArray::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
+            for ifindex in w
+                .ifaces
+                .iter()
+                .filter(|i| pop::dataplane::ifaces::indexed(**i))
+            {
+                let zero = aya::maps::PerCpuValues::try_from(vec![PopIface::default(); cpus])
+                    .expect("nr_cpus values");
+                array
+                    .set(*ifindex, zero, 0)
+                    .map_err(map_err(m, format!("clear ifindex {ifindex}")))?;
+            }
         }
         remove_all!(
             maps::IFACES,

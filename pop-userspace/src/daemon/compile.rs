@@ -558,7 +558,9 @@ pub fn apply(
                 reason: crate::dataplane::error_chain(&e),
             })
     })?;
-    write_changed(&mut applied.ifaces, &want.ifaces, |k, v| maps.set_iface(*k, *v))?;
+    write_changed(&mut applied.ifaces, &want.ifaces, |k, v| {
+        maps.set_iface(*k, *v)
+    })?;
     write_changed(&mut applied.vlans, &want.vlans, |k, v| {
         maps.vlan_ifaces
             .insert(*k, *v, 0)

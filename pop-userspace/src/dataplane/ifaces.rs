@@ -7,7 +7,7 @@
 //! with the flag equals its hash entry (plus the flag). The writes keep that
 //! order: the hash first when a record appears, the array first when it goes.
 use aya::maps::PerCpuValues;
-use pop_common::{maps as names, PopIface, IFACE_PRESENT, IFACES_BY_INDEX};
+use pop_common::{maps as names, PopIface, IFACES_BY_INDEX, IFACE_PRESENT};
 
 use super::maps::{ignore_missing, is_missing, map_err, Maps};
 use super::DataplaneError;
@@ -57,8 +57,8 @@ impl Maps {
             map: names::IFACES_BY_INDEX,
             reason: e.to_string(),
         })?;
-        let values = PerCpuValues::try_from(vec![indexed_value(iface); cpus])
-            .expect("nr_cpus values");
+        let values =
+            PerCpuValues::try_from(vec![indexed_value(iface); cpus]).expect("nr_cpus values");
         array
             .set(ifindex, values, 0)
             .map_err(map_err(names::IFACES_BY_INDEX))
