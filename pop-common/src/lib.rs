@@ -119,6 +119,9 @@ pub const PENDING_CAPTURE: u32 = 1 << 1;
 /// Capacity of `fib4_routes`: distinct IPv4 route records (ECMP groups,
 /// [`PopRoute`] values) at once; routes with equal values share one.
 pub const MAX_ROUTE_RECORDS_V4: u32 = 65_536;
+/// Elements of `ifaces_by_index`: an interface whose ifindex is below this
+/// has its [`PopIface`] there too (besides `ifaces`), found by index.
+pub const IFACES_BY_INDEX: u32 = 4096;
 
 /// `PopConfig::flags`: drop (instead of pass to the kernel) packets without a route.
 pub const CFG_NO_ROUTE_DROP: u32 = 1 << 0;
@@ -132,6 +135,9 @@ pub const ROUTE_BLACKHOLE: u32 = 1 << 0;
 /// `PopIface::flags`: a customer with anti-spoofing attaches here; sources must
 /// lie in a prefix `spoof_src_v4` / `spoof_src_v6` hold for this port.
 pub const IFACE_ANTI_SPOOFING: u32 = 1 << 0;
+/// `PopIface::flags`, set only in `ifaces_by_index`: the element holds an
+/// interface (an element never written is all zero and is not one).
+pub const IFACE_PRESENT: u32 = 1 << 1;
 
 /// Names of the maps, as pinned under popd's `--bpffs` directory.
 pub mod maps {
@@ -187,6 +193,11 @@ pub mod maps {
     pub const POLICERS: &str = "policers";
     /// [`super::PopVlanKey`] → ifindex of the VLAN device (u32).
     pub const VLAN_IFACES: &str = "vlan_ifaces";
+    /// ifindex → [`super::PopIface`] per CPU, for ifindexes below
+    /// [`super::IFACES_BY_INDEX`]: the same records as [`IFACES`], found by
+    /// index, with [`super::IFACE_PRESENT`] set; element 0 is the data
+    /// plane's scratch copy of a record found in [`IFACES`].
+    pub const IFACES_BY_INDEX: &str = "ifaces_by_index";
     /// Per CPU, index 0 → [`super::PopTrace`]: the trace program's record.
     pub const TRACE_OUT: &str = "trace_out";
     /// [`super::PopUpperMacKey`] → ifindex of the macvlan/macvtap device with
@@ -260,6 +271,7 @@ pub mod maps {
         FIB6_NODES,
         FIB6_ROUTES,
         ACL_FILTER,
+        IFACES_BY_INDEX,
     ];
 }
 

@@ -34,6 +34,9 @@
 /* IPv4 route records (ECMP groups) at once in fib4_routes: distinct
  * struct pop_route values, shared by every route with the same value. */
 #define POP_MAX_ROUTE_RECORDS_V4 65536
+/* Elements of ifaces_by_index: interfaces whose ifindex is below this are
+ * found there by index, the others in the hash ifaces. */
+#define POP_IFACES_BY_INDEX 4096
 /* An ACL tree reference (a root in pop_acl_meta, a child in pop_acl_node):
  * with POP_ACL_REF_LEAF set it is a leaf, count =
  * (ref >> POP_ACL_REF_COUNT_SHIFT) & POP_ACL_REF_COUNT rules in the blocks
@@ -142,6 +145,9 @@ enum pop_acl_limits {
 
 /* pop_iface.flags: a customer with anti-spoofing attaches at this port. */
 #define POP_IFACE_ANTI_SPOOFING (1U << 0)
+/* pop_iface.flags, set only in ifaces_by_index: this element holds an
+ * interface (an element popd never wrote is all zero). */
+#define POP_IFACE_PRESENT (1U << 1)
 
 /* pop_config.flags */
 #define POP_CFG_NO_ROUTE_DROP (1U << 0)

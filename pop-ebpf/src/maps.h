@@ -27,6 +27,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ifaces SEC(".maps");
 
+/* The same entries as ifaces, per CPU, indexed by ifindex for the ifindexes
+ * 1 .. POP_IFACES_BY_INDEX-1 (an array element costs less to find than a
+ * hash entry); an element without POP_IFACE_PRESENT holds no interface.
+ * Element 0 (no interface has ifindex 0) is each CPU's copy of the last
+ * record found in ifaces instead (ifaces.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, POP_IFACES_BY_INDEX);
+	__type(key, __u32);
+	__type(value, struct pop_iface);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ifaces_by_index SEC(".maps");
+
 /* (XDP port, VLAN id) → ifindex of the VLAN device, which has its entry in
  * ifaces: a tagged frame is handled as arriving on that device. */
 struct {

@@ -23,6 +23,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "hostmac.h"
+#include "ifaces.h"
 #include "counters.h"
 #include "route.h"
 #include "addr4.h"
@@ -166,7 +167,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 	int proto, parsed, verdict;
 
 	len = pkt.frame_len = data_end - data;
-	iface = bpf_map_lookup_elem(&ifaces, &ifindex);
+	iface = lookup_iface(ifindex);
 	if (!iface)
 		return verdict_unknown_iface(t, len);
 
@@ -190,7 +191,7 @@ static __always_inline int pop_pipeline(struct xdp_md *ctx, struct pop_trace *t)
 		if (!dev)
 			return verdict_pass(t, iface, POP_PASS_VLAN, len);
 		ifindex = *dev;
-		vlan_iface = bpf_map_lookup_elem(&ifaces, &ifindex);
+		vlan_iface = lookup_iface(ifindex);
 		if (!vlan_iface)
 			return verdict_pass(t, iface, POP_PASS_VLAN, len);
 		iface = vlan_iface;

@@ -737,6 +737,41 @@ impl Harness {
         Ok(())
     }
 
+    /// Writes every interface record now in `ifaces` whose ifindex is below
+    /// `pop_common::IFACES_BY_INDEX` to `ifaces_by_index` too, on every CPU
+    /// with `IFACE_PRESENT` set, as popd does; the data plane then finds them
+    /// by index. Without this call it finds every interface in the hash.
+    /// Call it again after changing a record. The array is this object's, or
+    /// else the one pinned in [`Harness::pin_dir`] by another object loaded on
+    /// the same maps (a B object of pop-bench). Returns how many records it
+    /// wrote (0 when there is no array).
+    pub fn index_ifaces(&mut self) -> Result<usize> {
+        let m = maps::IFACES;
+        let records: Vec<(u32, PopIface)> = {
+            let hash: HashMap<_, u32, PopIface> =
+                HashMap::try_from(self.map(m)?).map_err(map_err(m, "open"))?;
+            hash.iter()
+                .flatten()
+                .filter(|(k, _)| pop::dataplane::ifaces::indexed(*k))
+                .collect()
+        };
+        let m = maps::IFACES_BY_INDEX;
+        if let Some(map) = self.pop.map_mut(m) {
+            let array = PerCpuArray::try_from(map).map_err(map_err(m, "open"))?;
+            return write_indexed(array, &records);
+        }
+        let pin = self.pin_dir().join(m);
+        if !pin.exists() {
+            return Ok(0);
+        }
+        let data = aya::maps::MapData::from_pin(&pin).map_err(map_err(m, "open pin"))?;
+        let array = PerCpuArray::try_from(
+            aya::maps::Map::from_map_data(data).map_err(map_err(m, "open pin"))?,
+        )
+        .map_err(map_err(m, "open"))?;
+        write_indexed(array, &records)
+    }
+
     /// Sets the ICMP error sources of interface `ifindex` (already set with
     /// [`Harness::set_iface`]); `None` leaves a family without one.
     pub fn set_icmp_sources(
@@ -1015,6 +1050,28 @@ impl Harness {
                     }
                 }
             }};
+        }
+        if self.pop.map(maps::IFACES_BY_INDEX).is_some() {
+            // Elements [`Harness::index_ifaces`] wrote, before their hash entries.
+            let m = maps::IFACES_BY_INDEX;
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| TestRunError::Map {
+                map: m,
+                operation: "nr_cpus".into(),
+                source: e.into(),
+            })?;
+            let mut array: PerCpuArray<_, PopIface> =
+                PerCpuArray::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
+            for ifindex in w
+                .ifaces
+                .iter()
+                .filter(|i| pop::dataplane::ifaces::indexed(**i))
+            {
+                let zero = aya::maps::PerCpuValues::try_from(vec![PopIface::default(); cpus])
+                    .expect("nr_cpus values");
+                array
+                    .set(*ifindex, zero, 0)
+                    .map_err(map_err(m, format!("clear ifindex {ifindex}")))?;
+            }
         }
         remove_all!(
             maps::IFACES,
@@ -1374,6 +1431,27 @@ fn make_route(prefix: &str, nh_ids: &[u32], flags: u32) -> Result<PopRoute> {
     };
     route.nh_ids[..nh_ids.len()].copy_from_slice(nh_ids);
     Ok(route)
+}
+
+/// Writes `records` to `ifaces_by_index` on every CPU, with `IFACE_PRESENT`.
+fn write_indexed<T: std::borrow::BorrowMut<aya::maps::MapData>>(
+    mut array: PerCpuArray<T, PopIface>,
+    records: &[(u32, PopIface)],
+) -> Result<usize> {
+    let m = maps::IFACES_BY_INDEX;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| TestRunError::Map {
+        map: m,
+        operation: "nr_cpus".into(),
+        source: e.into(),
+    })?;
+    for (ifindex, record) in records {
+        let value = pop::dataplane::ifaces::indexed_value(Some(*record));
+        let values = aya::maps::PerCpuValues::try_from(vec![value; cpus]).expect("nr_cpus values");
+        array
+            .set(*ifindex, values, 0)
+            .map_err(map_err(m, format!("set ifindex {ifindex}")))?;
+    }
+    Ok(records.len())
 }
 
 fn map_err<E: Error + Send + Sync + 'static>(

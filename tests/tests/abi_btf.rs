@@ -268,6 +268,8 @@ fn define_errors(defines: &BTreeMap<String, Option<i64>>) -> Vec<String> {
         ("POP_PENDING_SAMPLE", PENDING_SAMPLE.into()),
         ("POP_PENDING_CAPTURE", PENDING_CAPTURE.into()),
         ("POP_MAX_ROUTE_RECORDS_V4", MAX_ROUTE_RECORDS_V4.into()),
+        ("POP_IFACES_BY_INDEX", IFACES_BY_INDEX.into()),
+        ("POP_IFACE_PRESENT", IFACE_PRESENT.into()),
     ];
     let mut errors = vec![];
     for (name, value) in expected {

@@ -559,7 +559,7 @@ pub fn apply(
             })
     })?;
     write_changed(&mut applied.ifaces, &want.ifaces, |k, v| {
-        maps.ifaces.insert(*k, *v, 0).map_err(map_err(n::IFACES))
+        maps.set_iface(*k, *v)
     })?;
     write_changed(&mut applied.vlans, &want.vlans, |k, v| {
         maps.vlan_ifaces
@@ -613,9 +613,7 @@ pub fn apply(
     remove_gone(&mut applied.upper_macs, &want.upper_macs, |k| {
         ignore_missing(maps.upper_macs.remove(k)).map_err(map_err(n::UPPER_MACS))
     })?;
-    remove_gone(&mut applied.ifaces, &want.ifaces, |k| {
-        ignore_missing(maps.ifaces.remove(k)).map_err(map_err(n::IFACES))
-    })?;
+    remove_gone(&mut applied.ifaces, &want.ifaces, |k| maps.remove_iface(*k))?;
     remove_gone_from_set(&mut applied.tx_ports, &want.tx_ports, |k| {
         ignore_missing(maps.tx_ports.remove(*k)).map_err(map_err(n::TX_PORTS))
     })?;

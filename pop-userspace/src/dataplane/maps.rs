@@ -17,6 +17,10 @@ pub struct Maps {
     pub config: Array<MapData, PopConfig>,
     /// ifindex → interface.
     pub ifaces: HashMap<MapData, u32, PopIface>,
+    /// The records of `ifaces` whose ifindex is below
+    /// [`pop_common::IFACES_BY_INDEX`], per CPU, found by index
+    /// ([`super::ifaces`]); `None` in maps pinned by a build without it.
+    pub ifaces_by_index: Option<PerCpuArray<MapData, PopIface>>,
     /// Egress ports.
     pub tx_ports: DevMapHash<MapData>,
     /// IPv4 routes by prefix: the list popd reads back after a restart
@@ -168,11 +172,16 @@ impl Maps {
             let others = super::addr6::Pinned6::read(&cust, &local_v6);
             super::route6::Routes6::open(dir, pinned, others)?
         };
-        Ok(Self {
+        let mut maps = Self {
             routes4,
             routes6,
             config: typed!(dir, names::CONFIG),
             ifaces: typed!(dir, names::IFACES),
+            ifaces_by_index: if dir.join(names::IFACES_BY_INDEX).exists() {
+                Some(typed!(dir, names::IFACES_BY_INDEX))
+            } else {
+                None
+            },
             tx_ports: typed!(dir, names::TX_PORTS),
             routes_v4,
             routes_v6,
@@ -191,7 +200,12 @@ impl Maps {
             icmp_bucket: typed!(dir, names::ICMP_BUCKET),
             upper_macs: typed!(dir, names::UPPER_MACS),
             acl: super::acl::AclMaps::open(dir)?,
-        })
+        };
+        if !fresh {
+            // Maps in use: make the array say what the hash says.
+            maps.sync_ifaces_by_index()?;
+        }
+        Ok(maps)
     }
 
     /// Adds the counters pinned in `old_dir` (a data plane of another build,

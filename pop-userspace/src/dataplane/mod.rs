@@ -23,6 +23,7 @@ pub mod counter_reader;
 pub mod counters;
 pub mod fib4;
 pub mod fib6;
+pub mod ifaces;
 mod link;
 pub mod maps;
 pub mod observe;

@@ -118,9 +118,7 @@ fn write_patch(maps: &mut Maps, applied: &mut Tables, patch: &Patch) -> Result<(
         },
     );
     for (i, v) in &patch.ifaces {
-        maps.ifaces
-            .insert(*i, *v, 0)
-            .map_err(crate::dataplane::maps::map_err(n::IFACES))?;
+        maps.set_iface(*i, *v)?;
         applied.ifaces.insert(*i, *v);
     }
     let mut v4: Vec<_> = patch.cust_v4.iter().collect();

@@ -538,6 +538,9 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
             });
         }
     }
+    // The interfaces by index too, as popd writes them, for whichever
+    // object (A, or B on the same maps) has the array.
+    bench.h.index_ifaces()?;
     let src_mac = [2, 0, 0, 0, 0, 2];
     let customer_v4: IpAddr = Ipv4Addr::new(198, 51, 100, 10).into();
     let customer_v6: IpAddr = "2001:db8:a::10".parse::<Ipv6Addr>().expect("static").into();
