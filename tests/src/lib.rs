@@ -4,7 +4,8 @@
 //!   with BPF_PROG_TEST_RUN.
 //! - [`model`]: a reference model of the packet pipeline; [`fuzz`]: the
 //!   differential fuzzer that runs random frames through the program and the model;
-//!   [`rng`]: the seeded PRNG of the table and address tests.
+//!   [`rng`]: the seeded PRNG of the table and address tests; [`lpm`]: the
+//!   reference longest-prefix match of the FIB tests.
 //! - [`lab`]: build and tear down the network-namespace PoP (upstream, edge,
 //!   customers) used by the end-to-end tests, `cargo xtask lab` and the demo;
 //!   [`lab_env`]: a lab with a popd in it, torn down when dropped;
@@ -14,6 +15,7 @@ pub mod fuzz;
 pub mod kernel_routes;
 pub mod lab;
 pub mod lab_env;
+pub mod lpm;
 pub mod model;
 pub mod rng;
 pub mod testrun;

@@ -8,8 +8,6 @@
 //!
 //! Addresses outside every drawn route fall to the lab's default routes, and
 //! are checked the same way.
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -17,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use pop_lab::topology::{self, EDGE};
 use pop_tests::lab_env::LabEnv;
+use pop_tests::lpm::{internet_v4_len, Bits, Lpm};
 use pop_tests::rng::Rng;
 use pop_tests::wait;
 
@@ -42,80 +41,27 @@ fn gateway_mac(g: u8) -> String {
     format!("02:00:00:00:01:{:02x}", 0x11 + g)
 }
 
-/// The reference: one map per prefix length, longest first.
-struct Reference<K> {
-    per_len: Vec<HashMap<K, u8>>,
-}
-
-/// A route table of one family: prefixes as (bits, length) with their gateway.
+/// A route table of one family: prefixes as (bits, length) with their
+/// gateway, in the order drawn, and the reference to look them up in.
 struct Table<K> {
     routes: Vec<(K, u8, u8)>,
-    reference: Reference<K>,
-}
-
-trait Bits: Copy + Eq + std::hash::Hash + std::ops::BitOr<Output = Self> {
-    const WIDTH: u8;
-    /// The first `len` bits.
-    fn mask(self, len: u8) -> Self;
-    /// The bits after the first `len`.
-    fn host(self, len: u8) -> Self;
-}
-
-impl Bits for u32 {
-    const WIDTH: u8 = 32;
-    fn mask(self, len: u8) -> u32 {
-        if len == 0 {
-            0
-        } else {
-            self & (u32::MAX << (32 - len))
-        }
-    }
-    fn host(self, len: u8) -> u32 {
-        self & !u32::MAX.mask(len)
-    }
-}
-
-impl Bits for u128 {
-    const WIDTH: u8 = 128;
-    fn mask(self, len: u8) -> u128 {
-        if len == 0 {
-            0
-        } else {
-            self & (u128::MAX << (128 - len))
-        }
-    }
-    fn host(self, len: u8) -> u128 {
-        self & !u128::MAX.mask(len)
-    }
+    reference: Lpm<K, u8>,
 }
 
 impl<K: Bits> Table<K> {
     fn new() -> Self {
         Table {
             routes: Vec::new(),
-            reference: Reference {
-                per_len: (0..=K::WIDTH).map(|_| HashMap::new()).collect(),
-            },
+            reference: Lpm::default(),
         }
     }
 
     /// Adds a route unless its prefix is already there.
     fn add(&mut self, bits: K, len: u8, gateway: u8) {
-        let bits = bits.mask(len);
-        if let Entry::Vacant(e) = self.reference.per_len[len as usize].entry(bits) {
-            e.insert(gateway);
-            self.routes.push((bits, len, gateway));
+        if !self.reference.contains(bits, len) {
+            self.reference.insert(bits, len, gateway);
+            self.routes.push((bits.mask(len), len, gateway));
         }
-    }
-
-    /// The longest drawn prefix holding `addr`: (bits, length, gateway).
-    fn lookup(&self, addr: K) -> Option<(K, u8, u8)> {
-        (0..=K::WIDTH).rev().find_map(|len| {
-            let bits = addr.mask(len);
-            self.reference.per_len[len as usize]
-                .get(&bits)
-                .map(|g| (bits, len, *g))
-        })
     }
 }
 
@@ -125,17 +71,7 @@ impl<K: Bits> Table<K> {
 fn table_v4(rng: &mut Rng) -> Table<u32> {
     let mut t = Table::new();
     while t.routes.len() < ROUTES_V4 {
-        let len = match rng.below(1000) {
-            0..=579 => 24,
-            580..=679 => 23,
-            680..=799 => 22,
-            800..=849 => 21,
-            850..=889 => 20,
-            890..=919 => 19,
-            920..=969 => 16 + rng.below(3) as u8,
-            970..=994 => 8 + rng.below(8) as u8,
-            _ => 25 + rng.below(8) as u8,
-        };
+        let len = internet_v4_len(rng);
         let first = 1 + rng.below(99) as u32;
         let bits = (first << 24) | (rng.next() as u32 & 0x00ff_ffff);
         t.add(bits, len, rng.below(u64::from(GATEWAYS)) as u8);
@@ -303,7 +239,7 @@ fn route_get_and_the_data_plane_agree_with_a_reference_on_a_full_table() {
                 (128 << 24) + (rng.next() as u32 % (64 << 24))
             };
             let addr = Ipv4Addr::from(a).to_string();
-            match v4.lookup(a) {
+            match v4.reference.longest(a) {
                 Some((bits, len, g)) => {
                     let prefix = format!("{}/{len}", Ipv4Addr::from(bits));
                     check(
@@ -332,7 +268,7 @@ fn route_get_and_the_data_plane_agree_with_a_reference_on_a_full_table() {
                 (0x2cu128 << 120) | (rng.bits() >> 8)
             };
             let addr = Ipv6Addr::from(a).to_string();
-            match v6.lookup(a) {
+            match v6.reference.longest(a) {
                 Some((bits, len, g)) => {
                     let prefix = format!("{}/{len}", Ipv6Addr::from(bits));
                     check(

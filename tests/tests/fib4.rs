@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use aya::maps::{lpm_trie::Key, Array, LpmTrie};
 use pop::dataplane::fib4::{Fib4, Fib4Answer, LocalKind, MmapBackend, Prefix4, RouteTarget};
 use pop_common::fib4::{maps as names, PopFib4Result};
+use pop_tests::lpm::{internet_v4_len, Lpm};
 use pop_tests::rng::Rng;
 use pop_tests::testrun::{time_ms, TestObject};
 use serde_json::Value;
@@ -46,31 +47,27 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The obvious longest-prefix match: one hash map per length.
+/// The reference answers: routes and customer prefixes by longest match,
+/// local addresses exactly.
 struct Reference {
-    routes: Vec<HashMap<u32, RouteTarget>>,
-    customers: Vec<HashMap<u32, u32>>,
+    routes: Lpm<u32, RouteTarget>,
+    customers: Lpm<u32, u32>,
     locals: HashMap<u32, LocalKind>,
 }
 
 impl Reference {
     fn new() -> Self {
         Self {
-            routes: vec![HashMap::new(); 33],
-            customers: vec![HashMap::new(); 33],
+            routes: Lpm::default(),
+            customers: Lpm::default(),
             locals: HashMap::new(),
         }
     }
 
     fn answer(&self, addr: u32) -> Fib4Answer {
-        fn lpm<V: Copy>(per_len: &[HashMap<u32, V>], addr: u32) -> Option<V> {
-            (0..=32u8)
-                .rev()
-                .find_map(|l| per_len[l as usize].get(&(addr & Prefix4::mask(l))).copied())
-        }
         Fib4Answer {
-            route: lpm(&self.routes, addr),
-            customer_id: lpm(&self.customers, addr).unwrap_or(0),
+            route: self.routes.get(addr),
+            customer_id: self.customers.get(addr).unwrap_or(0),
             local: self.locals.get(&addr).copied(),
         }
     }
@@ -79,17 +76,7 @@ impl Reference {
 /// A table shaped like the Internet's: mostly /24 and /16-/23, few shorter,
 /// 0.5% longer than /24 (more-specifics and /32 blackholes), in 1/8..223/8.
 fn internet_prefix(rng: &mut Rng) -> Prefix4 {
-    let len = match rng.below(1000) {
-        0..=579 => 24,
-        580..=679 => 23,
-        680..=799 => 22,
-        800..=849 => 21,
-        850..=889 => 20,
-        890..=919 => 19,
-        920..=969 => 16 + rng.below(3) as u8,
-        970..=994 => 8 + rng.below(8) as u8,
-        _ => 25 + rng.below(8) as u8,
-    };
+    let len = internet_v4_len(rng);
     let addr = (1 + rng.below(222) as u32) << 24 | (rng.next() as u32 & 0x00FF_FFFF);
     Prefix4::new((addr & Prefix4::mask(len)).into(), len).unwrap()
 }
@@ -118,7 +105,7 @@ fn table(seed: u64, n: usize) -> Table {
         let p = internet_prefix(&mut rng);
         let t = route_target(&mut rng);
         routes.push((p, t));
-        reference.routes[usize::from(p.prefix_len())].insert(p.bits(), t);
+        reference.routes.insert(p.bits(), p.prefix_len(), t);
     }
     let mut customers = vec![];
     for _ in 0..n / 200 {
@@ -128,7 +115,7 @@ fn table(seed: u64, n: usize) -> Table {
         let p = Prefix4::new((addr & Prefix4::mask(len)).into(), len).unwrap();
         let id = 1 + rng.below(10_000) as u32;
         customers.push((p, id));
-        reference.customers[usize::from(len)].insert(p.bits(), id);
+        reference.customers.insert(p.bits(), len, id);
     }
     let mut locals = vec![];
     for i in 0..64 {
@@ -246,12 +233,12 @@ fn kernel_lookups_agree_with_the_reference() {
         let p = t.routes[rng.below(t.routes.len() as u64) as usize].0;
         if i % 2 == 0 {
             fib.del_route(p).unwrap();
-            t.reference.routes[usize::from(p.prefix_len())].remove(&p.bits());
+            t.reference.routes.remove(p.bits(), p.prefix_len());
         } else {
             let q = internet_prefix(&mut rng);
             let target = route_target(&mut rng);
             fib.set_route(q, target).unwrap();
-            t.reference.routes[usize::from(q.prefix_len())].insert(q.bits(), target);
+            t.reference.routes.insert(q.bits(), q.prefix_len(), target);
             t.routes.push((q, target));
         }
     }
@@ -260,7 +247,7 @@ fn kernel_lookups_agree_with_the_reference() {
         RouteTarget::Group(77),
     )
     .unwrap();
-    t.reference.routes[0].insert(0, RouteTarget::Group(77));
+    t.reference.routes.insert(0, 0, RouteTarget::Group(77));
     check_kernel_agrees(&loaded, &t, &mut rng, 5_000);
     fib.audit().unwrap();
 }
