@@ -3,8 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;
 
-use pop_common::fib6::FIB6_EXT;
+use pop_common::fib6::{FIB6_EXT, FIB6_NODE_MASK, FIB6_SKIP_MASK, FIB6_SKIP_SHIFT};
 
+use super::writer::{logical, walk};
 use super::*;
 use crate::dataplane::fib4::tests::Rng;
 
@@ -364,7 +365,7 @@ impl Checked {
                 None => self.inner.root(i),
                 Some(p) => self.inner.node(p, i),
             };
-            if e != FIB6_EXT | n {
+            if logical(&self.inner, e) != FIB6_EXT | n {
                 return false;
             }
             match parent {
@@ -374,24 +375,21 @@ impl Checked {
         }
     }
 
+    /// Records where a node is linked (an entry that skips levels links
+    /// the node it skips to through the nodes in between, not here).
     fn link(&mut self, parent: Option<u32>, i: u32, entry: u32) {
-        if entry & FIB6_EXT != 0 {
-            self.parents.insert(entry & !FIB6_EXT, (parent, i));
+        if entry & FIB6_EXT != 0 && (entry >> FIB6_SKIP_SHIFT) & FIB6_SKIP_MASK == 0 {
+            self.parents.insert(entry & FIB6_NODE_MASK, (parent, i));
         }
     }
 
     fn observe(&mut self) {
         self.stores += 1;
         for &(addr, before, after) in &self.probes {
-            let mut e = self.inner.root((addr >> 108) as u32);
-            let mut off = 20;
-            while e & FIB6_EXT != 0 {
-                self.held.insert(e & !FIB6_EXT);
-                e = self
-                    .inner
-                    .node(e & !FIB6_EXT, ((addr >> (124 - off)) & 0xf) as u32);
-                off += 4;
-            }
+            let held = &mut self.held;
+            let e = walk(&self.inner, addr, |n| {
+                held.insert(n);
+            });
             assert!(
                 e == before || e == after,
                 "store {}: {} answers {e}, neither {before} nor {after}",
@@ -424,6 +422,25 @@ impl Fib6Backend for Checked {
         self.inner.set_node(node, index, entry);
         self.link(Some(node), index, entry);
         self.observe();
+    }
+    fn miss(&self, node: u32, skip: u32) -> u32 {
+        self.inner.miss(node, skip)
+    }
+    fn set_miss(&mut self, node: u32, skip: u32, entry: u32) {
+        if self.held.contains(&node) && !self.linked(node) {
+            panic!("node {node} rewritten (its skip record) while a lookup may still read it");
+        }
+        self.inner.set_miss(node, skip, entry);
+        self.observe();
+    }
+    fn parent(&self, node: u32) -> u32 {
+        self.inner.parent(node)
+    }
+    fn set_parent(&mut self, node: u32, parent: u32) {
+        if self.held.contains(&node) && !self.linked(node) {
+            panic!("node {node} rewritten (its parent) while a lookup may still read it");
+        }
+        self.inner.set_parent(node, parent);
     }
     fn wait_for_readers(&mut self) {
         self.grace_periods += 1;
@@ -504,6 +521,18 @@ impl Fib6Backend for NoGrace {
     fn set_node(&mut self, node: u32, index: u32, entry: u32) {
         self.0.set_node(node, index, entry)
     }
+    fn miss(&self, node: u32, skip: u32) -> u32 {
+        self.0.miss(node, skip)
+    }
+    fn set_miss(&mut self, node: u32, skip: u32, entry: u32) {
+        self.0.set_miss(node, skip, entry)
+    }
+    fn parent(&self, node: u32) -> u32 {
+        self.0.parent(node)
+    }
+    fn set_parent(&mut self, node: u32, parent: u32) {
+        self.0.set_parent(node, parent)
+    }
     fn wait_for_readers(&mut self) {
         // Pretends the grace period passed without clearing what probes hold.
         self.0.grace_periods += 1;
@@ -572,7 +601,7 @@ fn nodes_depth_first<B: Fib6Backend>(fib: &Fib6<B>) -> Vec<u32> {
     fn visit<B: Fib6Backend>(b: &B, n: u32, out: &mut Vec<u32>) {
         out.push(n);
         for j in 0..pop_common::fib6::FIB6_NODE_ENTRIES {
-            let e = b.node(n, j);
+            let e = logical(b, b.node(n, j));
             if e & FIB6_EXT != 0 {
                 visit(b, e & !FIB6_EXT, out);
             }
@@ -580,7 +609,7 @@ fn nodes_depth_first<B: Fib6Backend>(fib: &Fib6<B>) -> Vec<u32> {
     }
     let mut out = Vec::new();
     for i in 0..ROOT_ENTRIES as u32 {
-        let e = fib.backend().root(i);
+        let e = logical(fib.backend(), fib.backend().root(i));
         if e & FIB6_EXT != 0 {
             visit(fib.backend(), e & !FIB6_EXT, &mut out);
         }
