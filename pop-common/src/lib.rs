@@ -1195,11 +1195,7 @@ pub fn layouts() -> &'static [Layout] {
         ),
         l!("pop_fib6_block", fib6::PopFib6Block, [entry]),
         l!("pop_fib6_node", fib6::PopFib6Node, [entry]),
-        l!(
-            "pop_fib6_skip",
-            fib6::PopFib6Skip,
-            [miss, parent, unused]
-        ),
+        l!("pop_fib6_skip", fib6::PopFib6Skip, [miss, parent, unused]),
     ]
 }
 

@@ -97,12 +97,21 @@ fn table(seed: u64, n: usize) -> Table {
 }
 
 /// A random address inside a random route (or anywhere, 1 in 8).
+/// An address at random (1 in 8), in a route of the table, or (1 in 4) in
+/// a route but for one bit of its prefix below /20: where an entry skips
+/// levels, such an address matches every skipped nibble but one and must
+/// get the answer of the nodes it skipped.
 fn random_address(rng: &mut Rng, t: &Table) -> u128 {
     if rng.below(8) == 0 {
         return rng.bits();
     }
     let p = t.routes[rng.below(t.routes.len() as u64) as usize].0;
-    p.bits() | (rng.bits() & !Prefix6::mask(p.prefix_len()))
+    let a = p.bits() | (rng.bits() & !Prefix6::mask(p.prefix_len()));
+    let len = u64::from(p.prefix_len());
+    if len > 20 && rng.below(3) == 0 {
+        return a ^ (1u128 << (127 - (20 + rng.below(len - 20))));
+    }
+    a
 }
 
 /// The test object loaded, maps pinned in a private bpffs directory.
@@ -119,6 +128,7 @@ fn fib(loaded: &TestObject) -> Fib6<MmapBackend> {
         MmapBackend::new(
             loaded.array(names::FIB6_ROOT),
             loaded.array(names::FIB6_NODES),
+            loaded.array(names::FIB6_SKIPS),
         )
         .expect("mapping the fib6 maps"),
     )

@@ -90,10 +90,7 @@ struct Skip {
 
 impl Skip {
     fn entry(&self) -> u32 {
-        FIB6_EXT
-            | self.skip << FIB6_SKIP_SHIFT
-            | self.bits << FIB6_SKIP_BITS_SHIFT
-            | self.target
+        FIB6_EXT | self.skip << FIB6_SKIP_SHIFT | self.bits << FIB6_SKIP_BITS_SHIFT | self.target
     }
 }
 
@@ -1008,7 +1005,8 @@ impl<B: Fib6Backend> Fib6<B> {
                     }
                     let (raw, want) = (self.raw(loc, i), self.skipping(e));
                     let want_raw = want.map_or(e, |s| s.entry());
-                    let miss_ok = want.is_none_or(|s| self.backend.miss(s.target, s.skip) == s.miss);
+                    let miss_ok =
+                        want.is_none_or(|s| self.backend.miss(s.target, s.skip) == s.miss);
                     if raw != want_raw || !miss_ok {
                         return Err(format!(
                             "{loc:?}[{i}] ({}/{end}): stored {raw:#x}, want {want:?}",
