@@ -6,6 +6,11 @@
 //! index of `fib6_routes`, 0: no route) in [`FIB6_ROUTE_MASK`], the customer
 //! id above it ([`FIB6_CUSTOMER_SHIFT`], [`FIB6_CUSTOMER_MASK`]; 0: none) and
 //! [`FIB6_LOCAL`] for an address of this host.
+//!
+//! An entry with [`FIB6_EXT`] may skip up to [`FIB6_MAX_SKIP`] levels of
+//! one-child nodes (path compression): its node is the one after them, and it
+//! holds the nibbles the skipped levels must have; an address that differs
+//! there answers the skip record of that node (`fib6_skips`, [`PopFib6Skip`]).
 
 /// Bits the root decides (one entry per /20).
 pub const FIB6_ROOT_BITS: u32 = 20;

@@ -216,6 +216,8 @@ pub struct Fib6<B> {
     /// Nodes below this were used.
     fresh: u32,
     used: u32,
+    /// Whether entries skip levels (off only to measure the difference).
+    skipping: bool,
 }
 
 impl<B: Fib6Backend> Fib6<B> {
@@ -233,7 +235,15 @@ impl<B: Fib6Backend> Fib6<B> {
             pending: vec![],
             fresh: 0,
             used: 0,
+            skipping: true,
         }
+    }
+
+    /// Whether the entries written from now on skip levels where they can
+    /// (the default). Off, the trie is written as before path compression:
+    /// for a benchmark's A/B only (the audit expects skipping).
+    pub fn set_skipping(&mut self, on: bool) {
+        self.skipping = on;
     }
 
     /// The tables.
@@ -574,7 +584,12 @@ impl<B: Fib6Backend> Fib6<B> {
             return;
         }
         let e = logical(&self.backend, raw);
-        let want = match self.skipping(e) {
+        let skip = if self.skipping {
+            self.skipping(e)
+        } else {
+            None
+        };
+        let want = match skip {
             Some(s) => {
                 if self.backend.miss(s.target, s.skip) != s.miss {
                     self.backend.set_miss(s.target, s.skip, s.miss);
