@@ -6,11 +6,6 @@
 //! index of `fib6_routes`, 0: no route) in [`FIB6_ROUTE_MASK`], the customer
 //! id above it ([`FIB6_CUSTOMER_SHIFT`], [`FIB6_CUSTOMER_MASK`]; 0: none) and
 //! [`FIB6_LOCAL`] for an address of this host.
-//!
-//! An entry with [`FIB6_EXT`] may skip up to [`FIB6_MAX_SKIP`] levels of
-//! one-child nodes (path compression): its node is the one after them, and it
-//! holds the nibbles the skipped levels must have; an address that differs
-//! there answers the skip record of that node (`fib6_skips`, [`PopFib6Skip`]).
 
 /// Bits the root decides (one entry per /20).
 pub const FIB6_ROOT_BITS: u32 = 20;
@@ -26,22 +21,6 @@ pub const FIB6_NODE_ENTRIES: u32 = 16;
 pub const FIB6_LEVELS: u32 = 27;
 /// Nodes of `fib6_nodes`.
 pub const FIB6_MAX_NODES: u32 = 786_432;
-/// The node of an entry with [`FIB6_EXT`].
-pub const FIB6_NODE_MASK: u32 = 0xf_ffff;
-/// Where an entry with [`FIB6_EXT`] says how many levels it skips (0 to
-/// [`FIB6_MAX_SKIP`]) ...
-pub const FIB6_SKIP_SHIFT: u32 = 28;
-/// ... after the shift.
-pub const FIB6_SKIP_MASK: u32 = 3;
-/// Levels an entry may skip.
-pub const FIB6_MAX_SKIP: u32 = 2;
-/// Where it holds the nibbles the skipped levels must have (the first in the
-/// high nibble) ...
-pub const FIB6_SKIP_BITS_SHIFT: u32 = 20;
-/// ... after the shift.
-pub const FIB6_SKIP_BITS_MASK: u32 = 0xff;
-/// [`PopFib6Skip::parent`] of a node under the root.
-pub const FIB6_NO_PARENT: u32 = 0xffff_ffff;
 /// Route records of `fib6_routes` (id 0 stands for "no route").
 pub const FIB6_MAX_ROUTES: u32 = 65_536;
 /// An entry with this bit points at the node in its low bits.
@@ -61,8 +40,6 @@ pub mod maps {
     pub const FIB6_ROOT: &str = "fib6_root";
     /// node → [`super::PopFib6Node`].
     pub const FIB6_NODES: &str = "fib6_nodes";
-    /// node → [`super::PopFib6Skip`]: the answers of entries that skip to it.
-    pub const FIB6_SKIPS: &str = "fib6_skips";
     /// route record id → [`crate::PopRoute`].
     pub const FIB6_ROUTES: &str = "fib6_routes";
 }
@@ -83,26 +60,12 @@ pub struct PopFib6Node {
     pub entry: [u32; FIB6_NODE_ENTRIES as usize],
 }
 
-/// `struct pop_fib6_skip`: per node, for the entries that skip levels to it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PopFib6Skip {
-    /// The answer of an address whose skipped nibbles differ, by the levels
-    /// skipped (1, 2).
-    pub miss: [u32; FIB6_MAX_SKIP as usize],
-    /// The node's parent ([`FIB6_NO_PARENT`]: the root); read by popd only.
-    pub parent: u32,
-    /// Zero.
-    pub unused: u32,
-}
-
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
     // SAFETY: #[repr(C)] arrays of u32; any bit pattern is valid.
     unsafe impl aya::Pod for PopFib6Block {}
     unsafe impl aya::Pod for PopFib6Node {}
-    unsafe impl aya::Pod for PopFib6Skip {}
 }
 
 /// The `#define`s of `fib6.h` with their values, for a check against the header.
@@ -124,13 +87,6 @@ pub fn defines() -> &'static [(&'static str, i64)] {
         ("POP_FIB6_CUSTOMER_SHIFT", FIB6_CUSTOMER_SHIFT as i64),
         ("POP_FIB6_CUSTOMER_MASK", FIB6_CUSTOMER_MASK as i64),
         ("POP_FIB6_LOCAL", FIB6_LOCAL as i64),
-        ("POP_FIB6_NODE_MASK", FIB6_NODE_MASK as i64),
-        ("POP_FIB6_SKIP_SHIFT", FIB6_SKIP_SHIFT as i64),
-        ("POP_FIB6_SKIP_MASK", FIB6_SKIP_MASK as i64),
-        ("POP_FIB6_MAX_SKIP", FIB6_MAX_SKIP as i64),
-        ("POP_FIB6_SKIP_BITS_SHIFT", FIB6_SKIP_BITS_SHIFT as i64),
-        ("POP_FIB6_SKIP_BITS_MASK", FIB6_SKIP_BITS_MASK as i64),
-        ("POP_FIB6_NO_PARENT", FIB6_NO_PARENT as i64),
     ]
 }
 
@@ -142,7 +98,3 @@ const _: () = assert!(FIB6_ROOT_BITS + FIB6_LEVELS * FIB6_STRIDE == 128);
 const _: () =
     assert!(32_u32.is_multiple_of(FIB6_STRIDE) && FIB6_ROOT_BITS.is_multiple_of(FIB6_STRIDE));
 const _: () = assert!(FIB6_MAX_NODES < FIB6_EXT && FIB6_MAX_ROUTES < FIB6_EXT);
-const _: () = assert!(FIB6_MAX_NODES - 1 <= FIB6_NODE_MASK);
-const _: () = assert!(FIB6_NODE_MASK < 1 << FIB6_SKIP_BITS_SHIFT);
-const _: () = assert!(FIB6_SKIP_BITS_MASK == (1 << (FIB6_MAX_SKIP * FIB6_STRIDE)) - 1);
-const _: () = assert!(FIB6_SKIP_BITS_SHIFT + 8 == FIB6_SKIP_SHIFT && FIB6_SKIP_SHIFT + 2 < 31);

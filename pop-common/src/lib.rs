@@ -227,7 +227,7 @@ pub mod maps {
     /// The IPv4 FIB's tables ([`crate::fib4`]).
     pub use crate::fib4::maps::{FIB4_RESULTS, FIB4_TBL24, FIB4_TBL8};
     /// The IPv6 FIB's tables and route records ([`crate::fib6`]).
-    pub use crate::fib6::maps::{FIB6_NODES, FIB6_ROOT, FIB6_ROUTES, FIB6_SKIPS};
+    pub use crate::fib6::maps::{FIB6_NODES, FIB6_ROOT, FIB6_ROUTES};
     /// Every map pop pins, for adoption and cleanup.
     pub const ALL: &[&str] = &[
         CONFIG,
@@ -272,7 +272,6 @@ pub mod maps {
         FIB6_ROUTES,
         ACL_FILTER,
         IFACES_BY_INDEX,
-        FIB6_SKIPS,
     ];
 }
 
@@ -1195,7 +1194,6 @@ pub fn layouts() -> &'static [Layout] {
         ),
         l!("pop_fib6_block", fib6::PopFib6Block, [entry]),
         l!("pop_fib6_node", fib6::PopFib6Node, [entry]),
-        l!("pop_fib6_skip", fib6::PopFib6Skip, [miss, parent, unused]),
     ]
 }
 

@@ -22,18 +22,9 @@
  * everywhere, and an entry of a table written before customers were in it
  * (a route id below 2^16) means the same route and no customer.
  *
- * A node entry may skip levels (path compression): POP_FIB6_EXT | skip << 28
- * | bits << 20 | node, with skip 1 or 2, says "the next skip nibbles of the
- * address must be `bits` (the first in the high nibble); then `node`
- * decides the nibble after them". The skipped nodes have one child each and
- * one answer for the rest of their entries; an address whose nibbles
- * differ gets that answer, from fib6_skips[node].miss[skip - 1]. The
- * skipped nodes stay in fib6_nodes (popd reads them; fib6_skips[n].parent
- * leads to them), but a lookup does not load them.
- *
  * A lookup is one load of the root, one per 4 bits below /20 down to the
- * longest prefix on the address's path, less the skipped levels (a lone /48
- * in its /32: 3 instead of 7), and the load of the record. popd writes entries
+ * longest prefix on the address's path (a /32: 3, a /48: 7, a /64: 11,
+ * at most POP_FIB6_LEVELS), and the load of the record. popd writes entries
  * with aligned 32-bit stores through mmap (BPF_F_MMAPABLE), fills a node
  * before an entry points at it, writes a record before an entry points at
  * it, and reuses a node or a record only after an RCU grace period. docs/fib.md
@@ -63,15 +54,6 @@
 /* Nodes at once: 48 MB of kernel memory. A 200k-route table of the
  * Internet's shape needs about 370k. */
 #define POP_FIB6_MAX_NODES 786432
-/* An entry with POP_FIB6_EXT: the node in these bits ... */
-#define POP_FIB6_NODE_MASK 0xfffff
-/* ... the levels skipped (0 to POP_FIB6_MAX_SKIP) here ... */
-#define POP_FIB6_SKIP_SHIFT 28
-#define POP_FIB6_SKIP_MASK 3
-#define POP_FIB6_MAX_SKIP 2
-/* ... and the nibbles the skipped levels must hold, here. */
-#define POP_FIB6_SKIP_BITS_SHIFT 20
-#define POP_FIB6_SKIP_BITS_MASK 0xff
 /* Route records at once in fib6_routes (id 0 is "no route"). */
 #define POP_FIB6_MAX_ROUTES 65536
 /* An entry with this bit points at the node in its low bits. */
@@ -114,27 +96,6 @@ struct {
 
 /* IPv6 route records, indexed by a fib6 entry. popd writes a record before an
  * entry points at it and reuses one only after a grace period. */
-/* Per node, for the entries that skip to it: the answer when the skipped
- * nibbles differ (miss[skip - 1]), and the node's parent in the trie (for
- * popd only: it finds the skipped nodes through it after a restart;
- * POP_FIB6_NO_PARENT under the root). */
-struct pop_fib6_skip {
-	__u32 miss[POP_FIB6_MAX_SKIP];
-	__u32 parent;
-	__u32 unused;
-};
-
-#define POP_FIB6_NO_PARENT 0xffffffff
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, POP_FIB6_MAX_NODES);
-	__type(key, __u32);
-	__type(value, struct pop_fib6_skip);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} fib6_skips SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, POP_FIB6_MAX_ROUTES);
@@ -151,9 +112,8 @@ struct {
 __noinline __u32 pop_fib6_walk(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
 {
 	struct pop_fib6_block *b;
-	struct pop_fib6_skip *s;
 	__u32 w[4] = { w0, w1, w2, w3 };
-	__u32 block, entry, loaded, node, skip, want;
+	__u32 block, entry;
 	int i;
 
 	block = w[0] >> (32 - POP_FIB6_ROOT_BITS + 8);
@@ -161,48 +121,23 @@ __noinline __u32 pop_fib6_walk(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
 	if (!b)
 		return 0;
 	entry = b->entry[(w[0] >> (32 - POP_FIB6_ROOT_BITS)) & 0xff];
-	loaded = entry;
 #pragma unroll
 	for (i = 0; i < POP_FIB6_LEVELS; i++) {
 		/* Bits [off, off + 4) of the address: never across a word. */
 		const int off = POP_FIB6_ROOT_BITS + i * POP_FIB6_STRIDE;
-		__u32 nibble = (w[off / 32] >> (32 - POP_FIB6_STRIDE - off % 32)) &
-			       (POP_FIB6_NODE_ENTRIES - 1);
 		struct pop_fib6_node *n;
+		__u32 node;
 
 		if (!(entry & POP_FIB6_EXT))
 			return entry;
-		skip = (entry >> POP_FIB6_SKIP_SHIFT) & POP_FIB6_SKIP_MASK;
-		if (skip) {
-			/* A skipped level: compare its nibble (the highest of
-			 * those left), then go on with one level less to skip. */
-			want = (entry >> POP_FIB6_SKIP_BITS_SHIFT) &
-			       POP_FIB6_SKIP_BITS_MASK;
-			skip--;
-			if (nibble != want >> (POP_FIB6_STRIDE * skip))
-				goto miss;
-			want &= (1U << (POP_FIB6_STRIDE * skip)) - 1;
-			entry = (entry & (POP_FIB6_EXT | POP_FIB6_NODE_MASK)) |
-				skip << POP_FIB6_SKIP_SHIFT |
-				want << POP_FIB6_SKIP_BITS_SHIFT;
-			continue;
-		}
-		node = entry & POP_FIB6_NODE_MASK;
+		node = entry & ~POP_FIB6_EXT;
 		n = bpf_map_lookup_elem(&fib6_nodes, &node);
 		if (!n)
 			return 0;
-		entry = n->entry[nibble];
-		loaded = entry;
+		entry = n->entry[(w[off / 32] >> (32 - POP_FIB6_STRIDE - off % 32)) &
+				 (POP_FIB6_NODE_ENTRIES - 1)];
 	}
 	return entry & POP_FIB6_EXT ? 0 : entry;
-miss:
-	/* The skipping entry as loaded says which answer: miss[skip - 1]. */
-	node = loaded & POP_FIB6_NODE_MASK;
-	skip = (loaded >> POP_FIB6_SKIP_SHIFT) & POP_FIB6_SKIP_MASK;
-	s = bpf_map_lookup_elem(&fib6_skips, &node);
-	if (!s)
-		return 0;
-	return s->miss[(skip - 1) & (POP_FIB6_MAX_SKIP - 1)];
 }
 
 static __always_inline __u32 fib6_lookup(const __u8 *addr)

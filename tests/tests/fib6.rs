@@ -98,9 +98,8 @@ fn table(seed: u64, n: usize) -> Table {
 
 /// A random address inside a random route (or anywhere, 1 in 8).
 /// An address at random (1 in 8), in a route of the table, or (1 in 4) in
-/// a route but for one bit of its prefix below /20: where an entry skips
-/// levels, such an address matches every skipped nibble but one and must
-/// get the answer of the nodes it skipped.
+/// a route but for one bit of its prefix below /20: the neighbours where a
+/// walk that skipped or expanded a level wrongly would answer wrong.
 fn random_address(rng: &mut Rng, t: &Table) -> u128 {
     if rng.below(8) == 0 {
         return rng.bits();
@@ -128,7 +127,6 @@ fn fib(loaded: &TestObject) -> Fib6<MmapBackend> {
         MmapBackend::new(
             loaded.array(names::FIB6_ROOT),
             loaded.array(names::FIB6_NODES),
-            loaded.array(names::FIB6_SKIPS),
         )
         .expect("mapping the fib6 maps"),
     )
@@ -373,78 +371,4 @@ fn measure_200k_routes() {
         fib_ns / fib_1_ns,
         lpm_ns / lpm_1_ns
     );
-}
-
-/// Path compression on and off, the test's table written in random and in
-/// address order: the walk alone (fib6_bench minus base6_bench) over 64k
-/// destinations, medians of 9 alternating rounds. Prints what docs/fib.md
-/// quotes under "Path compression".
-#[test]
-#[ignore = "a measurement: cargo test --release -p pop-tests --test fib6 -- --ignored --nocapture"]
-fn measure_skipping() {
-    let t = if std::env::var_os("POP_FIB6_BENCH_SHAPE").is_some() {
-        bench_table()
-    } else {
-        table(5, 200_000)
-    };
-    let mut sorted = t.routes.clone();
-    sorted.sort();
-    let mut objects = vec![];
-    for (order, routes) in [("random", &t.routes), ("address", &sorted)] {
-        for skipping in [true, false] {
-            let mut l = load();
-            let mut fib = fib(&l);
-            fib.set_skipping(skipping);
-            for (p, id) in routes {
-                fib.set_route(*p, *id).unwrap();
-            }
-            let mut rng = Rng(3);
-            let mut addrs: Array<_, [u8; 16]> =
-                Array::try_from(l.ebpf.take_map("bench_addrs6").unwrap()).unwrap();
-            for i in 0..65_536u32 {
-                addrs
-                    .set(i, random_address(&mut rng, &t).to_be_bytes(), 0)
-                    .unwrap();
-            }
-            objects.push((order, skipping, l));
-        }
-    }
-    let mut runs: Vec<Vec<f64>> = vec![vec![]; objects.len()];
-    for _ in 0..9 {
-        for (i, (_, _, l)) in objects.iter().enumerate() {
-            let base = l.bench_ns("base6_bench", 1 << 20);
-            runs[i].push(l.bench_ns("fib6_bench", 1 << 20) - base);
-        }
-    }
-    for (i, (order, skipping, _)) in objects.iter().enumerate() {
-        runs[i].sort_by(f64::total_cmp);
-        println!(
-            "{order} order, skipping {skipping}: walk alone {:.1} ns (median), rounds {:?}",
-            runs[i][4],
-            runs[i].iter().map(|r| r.round()).collect::<Vec<_>>()
-        );
-    }
-}
-
-/// pop-bench's IPv6 table: 200k routes, 70% /48, 20% /32-/47, 10% /49-/64,
-/// each in one of 16,384 /32s and one of its 8 /40s.
-fn bench_table() -> Table {
-    let mut rng = Rng(7);
-    let mut reference = Reference(vec![HashMap::new(); 129]);
-    let mut routes = vec![];
-    while routes.len() < 200_000 {
-        let len = match rng.next() % 100 {
-            0..=69 => 48,
-            70..=89 => 32 + (rng.next() % 16) as u8,
-            _ => 49 + (rng.next() % 16) as u8,
-        };
-        let allocation = (rng.next() % 16_384).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 35;
-        let top = 0x2000_0000u128 | u128::from(allocation as u32 & 0x1fff_ffff);
-        let low = (u128::from(rng.next() % 8) << 88) | (u128::from(rng.next() as u32) << 56);
-        let p = prefix((top << 96) | low, len);
-        if reference.0[usize::from(len)].insert(p.bits(), 1).is_none() {
-            routes.push((p, 1));
-        }
-    }
-    Table { routes, reference }
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 
 use aya::maps::MapData;
 use pop_common::fib6::{
-    maps as names, PopFib6Skip, FIB6_MAX_NODES, FIB6_NODE_ENTRIES, FIB6_ROOT_BITS,
-    FIB6_ROOT_BLOCKS, FIB6_ROOT_BLOCK_ENTRIES,
+    maps as names, FIB6_MAX_NODES, FIB6_NODE_ENTRIES, FIB6_ROOT_BITS, FIB6_ROOT_BLOCKS,
+    FIB6_ROOT_BLOCK_ENTRIES,
 };
 
 use super::Fib6Error;
@@ -16,9 +16,6 @@ use crate::dataplane::fib4::{checked, page_round, Fib4Error, Mapping};
 /// Root entries: one per /20.
 pub const ROOT_ENTRIES: usize = 1 << FIB6_ROOT_BITS;
 const NODE: usize = FIB6_NODE_ENTRIES as usize;
-/// Words of a node's `struct pop_fib6_skip`: miss[0], miss[1], parent, unused.
-const SKIP_WORDS: usize = std::mem::size_of::<PopFib6Skip>() / 4;
-const PARENT_WORD: usize = 2;
 
 /// The trie's two tables, as the writer sees them. Entries are 0, route
 /// record ids or `FIB6_EXT | node`; every store must be atomic (a lookup may
@@ -34,15 +31,6 @@ pub trait Fib6Backend {
     fn node(&self, node: u32, index: u32) -> u32;
     /// Stores a node entry.
     fn set_node(&mut self, node: u32, index: u32, entry: u32);
-    /// The answer of an address that reaches `node` through an entry that
-    /// skips `skip` levels (1 or 2) and differs in a skipped nibble.
-    fn miss(&self, node: u32, skip: u32) -> u32;
-    /// Stores it.
-    fn set_miss(&mut self, node: u32, skip: u32, entry: u32);
-    /// The node whose entry links `node` (`FIB6_NO_PARENT`: the root).
-    fn parent(&self, node: u32) -> u32;
-    /// Stores it (before the node is linked).
-    fn set_parent(&mut self, node: u32, parent: u32);
     /// Returns once no lookup that started before the call is still running,
     /// so nodes it could have reached may be reused.
     fn wait_for_readers(&mut self);
@@ -57,7 +45,6 @@ pub trait Fib6Backend {
 pub struct MemoryBackend {
     root: Vec<u32>,
     nodes: Vec<u32>,
-    skips: Vec<u32>,
 }
 
 impl MemoryBackend {
@@ -66,7 +53,6 @@ impl MemoryBackend {
         Self {
             root: vec![0; ROOT_ENTRIES],
             nodes: vec![0; nodes as usize * NODE],
-            skips: vec![0; nodes as usize * SKIP_WORDS],
         }
     }
 
@@ -92,29 +78,16 @@ impl Fib6Backend for MemoryBackend {
     fn set_node(&mut self, node: u32, index: u32, entry: u32) {
         self.nodes[node as usize * NODE + index as usize] = entry;
     }
-    fn miss(&self, node: u32, skip: u32) -> u32 {
-        self.skips[node as usize * SKIP_WORDS + skip as usize - 1]
-    }
-    fn set_miss(&mut self, node: u32, skip: u32, entry: u32) {
-        self.skips[node as usize * SKIP_WORDS + skip as usize - 1] = entry;
-    }
-    fn parent(&self, node: u32) -> u32 {
-        self.skips[node as usize * SKIP_WORDS + PARENT_WORD]
-    }
-    fn set_parent(&mut self, node: u32, parent: u32) {
-        self.skips[node as usize * SKIP_WORDS + PARENT_WORD] = parent;
-    }
     fn wait_for_readers(&mut self) {}
 }
 
-/// The BPF maps `fib6_root`, `fib6_nodes` and `fib6_skips`, mapped into this process: an
+/// The BPF maps `fib6_root` and `fib6_nodes`, mapped into this process: an
 /// entry is one aligned 32-bit store (no syscall), released after the
 /// stores before it, so a node is complete before an entry points at it.
 /// The mapped pages are the kernel's map memory (RSS as file pages).
 pub struct MmapBackend {
     root: Mapping,
     nodes: Mapping,
-    skips: Mapping,
     node_count: u32,
 }
 
@@ -132,15 +105,13 @@ fn map_err(e: Fib4Error) -> Fib6Error {
 }
 
 impl MmapBackend {
-    /// Maps the three maps (of a loaded object, or opened from pins). Checks
+    /// Maps the two maps (of a loaded object, or opened from pins). Checks
     /// their value sizes, sizes and BPF_F_MMAPABLE.
-    pub fn new(root: &MapData, nodes: &MapData, skips: &MapData) -> Result<Self, Fib6Error> {
+    pub fn new(root: &MapData, nodes: &MapData) -> Result<Self, Fib6Error> {
         let block = FIB6_ROOT_BLOCK_ENTRIES * 4;
         let node = FIB6_NODE_ENTRIES * 4;
-        let skip = SKIP_WORDS as u32 * 4;
         checked(names::FIB6_ROOT, root.info(), block, Some(FIB6_ROOT_BLOCKS)).map_err(map_err)?;
         let node_count = checked(names::FIB6_NODES, nodes.info(), node, None).map_err(map_err)?;
-        checked(names::FIB6_SKIPS, skips.info(), skip, Some(node_count)).map_err(map_err)?;
         Ok(Self {
             root: Mapping::new(names::FIB6_ROOT, root.fd().as_fd(), ROOT_ENTRIES * 4)
                 .map_err(map_err)?,
@@ -148,12 +119,6 @@ impl MmapBackend {
                 names::FIB6_NODES,
                 nodes.fd().as_fd(),
                 page_round(node_count as usize * node as usize),
-            )
-            .map_err(map_err)?,
-            skips: Mapping::new(
-                names::FIB6_SKIPS,
-                skips.fd().as_fd(),
-                page_round(node_count as usize * skip as usize),
             )
             .map_err(map_err)?,
             node_count,
@@ -169,7 +134,7 @@ impl MmapBackend {
             })
         };
         let (root, nodes) = (open(names::FIB6_ROOT)?, open(names::FIB6_NODES)?);
-        Self::new(&root, &nodes, &open(names::FIB6_SKIPS)?)
+        Self::new(&root, &nodes)
     }
 }
 
@@ -195,32 +160,11 @@ impl Fib6Backend for MmapBackend {
             .word(node as usize * NODE + index as usize)
             .store(entry, Ordering::Release);
     }
-    fn miss(&self, node: u32, skip: u32) -> u32 {
-        self.skips
-            .word(node as usize * SKIP_WORDS + skip as usize - 1)
-            .load(Ordering::Relaxed)
-    }
-    fn set_miss(&mut self, node: u32, skip: u32, entry: u32) {
-        self.skips
-            .word(node as usize * SKIP_WORDS + skip as usize - 1)
-            .store(entry, Ordering::Release);
-    }
-    fn parent(&self, node: u32) -> u32 {
-        self.skips
-            .word(node as usize * SKIP_WORDS + PARENT_WORD)
-            .load(Ordering::Relaxed)
-    }
-    fn set_parent(&mut self, node: u32, parent: u32) {
-        self.skips
-            .word(node as usize * SKIP_WORDS + PARENT_WORD)
-            .store(parent, Ordering::Release);
-    }
     fn wait_for_readers(&mut self) {
         crate::dataplane::wait_for_readers();
     }
     fn unmap(&mut self) {
         self.root.unmap();
         self.nodes.unmap();
-        self.skips.unmap();
     }
 }

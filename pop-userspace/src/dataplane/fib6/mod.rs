@@ -4,13 +4,7 @@
 //! bits, whose entries hold the answer (route record id, customer id, local
 //! flag) for their addresses.
 //! A lookup costs one load per 4 bits of the longest prefix on the
-//! address's path, whatever the table's size, less the levels it skips: an
-//! entry above a chain of nodes with one child each (and one answer beside
-//! it) names the node after up to two of them and the nibbles they decide,
-//! and the walk compares the nibbles instead of loading the nodes
-//! (`fib6_skips` holds the answer for an address that differs there). The
-//! skipped nodes stay in the map as the writer's trie; every change
-//! recomputes the skips of the entries over its prefix.
+//! address's path, whatever the table's size.
 //!
 //! [`Fib6`] keeps the routes (integers in one hash map per length) and the
 //! prefix length behind every entry, and applies single changes

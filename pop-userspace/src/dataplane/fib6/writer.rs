@@ -5,8 +5,7 @@ use std::net::Ipv6Addr;
 
 use pop_common::fib6::{
     FIB6_CUSTOMER_MASK, FIB6_CUSTOMER_SHIFT, FIB6_EXT, FIB6_LOCAL, FIB6_NODE_ENTRIES,
-    FIB6_NODE_MASK, FIB6_NO_PARENT, FIB6_ROOT_BITS, FIB6_ROUTE_MASK, FIB6_SKIP_BITS_MASK,
-    FIB6_SKIP_BITS_SHIFT, FIB6_SKIP_MASK, FIB6_SKIP_SHIFT, FIB6_STRIDE,
+    FIB6_ROOT_BITS, FIB6_ROUTE_MASK, FIB6_STRIDE,
 };
 
 use super::backend::{Fib6Backend, MemoryBackend, ROOT_ENTRIES};
@@ -15,84 +14,6 @@ use super::{Fib6Error, Prefix6};
 const NODE: usize = FIB6_NODE_ENTRIES as usize;
 const ROOT_BITS: u8 = FIB6_ROOT_BITS as u8;
 const STRIDE: u8 = FIB6_STRIDE as u8;
-
-/// The levels an entry with [`FIB6_EXT`] skips (0: none).
-fn skip_of(e: u32) -> u32 {
-    if e & FIB6_EXT == 0 {
-        0
-    } else {
-        (e >> FIB6_SKIP_SHIFT) & FIB6_SKIP_MASK
-    }
-}
-
-/// The entry as the trie holds it, with no levels skipped: a skipping
-/// entry's node is the one `skip` levels above the node it names (the
-/// skipped nodes stay in the map, linked by their parents). Parents out of
-/// range (pinned maps not written by this writer) end the climb.
-pub(super) fn logical<B: Fib6Backend>(b: &B, e: u32) -> u32 {
-    if e & FIB6_EXT == 0 {
-        return e;
-    }
-    let mut n = e & FIB6_NODE_MASK;
-    for _ in 0..skip_of(e) {
-        if n >= b.node_capacity() {
-            break;
-        }
-        n = b.parent(n);
-    }
-    FIB6_EXT | (n & FIB6_NODE_MASK)
-}
-
-/// The answer entry a lookup of `a` finds, walking the tables exactly as
-/// `pop_fib6_walk` does (skipping entries included); `visit` sees every node
-/// whose entry or skip record it reads.
-pub(super) fn walk<B: Fib6Backend>(b: &B, a: u128, mut visit: impl FnMut(u32)) -> u32 {
-    let mut e = b.root(index(a, 0));
-    let mut loaded = e;
-    let mut off = ROOT_BITS;
-    while e & FIB6_EXT != 0 {
-        if off >= 128 {
-            return 0;
-        }
-        let nibble = index(a, off);
-        let skip = skip_of(e);
-        if skip > 0 {
-            let want = (e >> FIB6_SKIP_BITS_SHIFT) & FIB6_SKIP_BITS_MASK;
-            let left = skip - 1;
-            if nibble != want >> (u32::from(STRIDE) * left) {
-                let target = loaded & FIB6_NODE_MASK;
-                visit(target);
-                return b.miss(target, skip_of(loaded));
-            }
-            let want = want & ((1 << (u32::from(STRIDE) * left)) - 1);
-            e = (e & (FIB6_EXT | FIB6_NODE_MASK))
-                | left << FIB6_SKIP_SHIFT
-                | want << FIB6_SKIP_BITS_SHIFT;
-        } else {
-            visit(e & FIB6_NODE_MASK);
-            e = b.node(e & FIB6_NODE_MASK, nibble);
-            loaded = e;
-        }
-        off += STRIDE;
-    }
-    e
-}
-
-/// A skipping entry: it names `target` and skips `skip` levels whose nibbles
-/// are `bits`; an address that differs there answers `miss`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Skip {
-    target: u32,
-    skip: u32,
-    bits: u32,
-    miss: u32,
-}
-
-impl Skip {
-    fn entry(&self) -> u32 {
-        FIB6_EXT | self.skip << FIB6_SKIP_SHIFT | self.bits << FIB6_SKIP_BITS_SHIFT | self.target
-    }
-}
 
 /// A table of the trie: the root, or a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,8 +137,6 @@ pub struct Fib6<B> {
     /// Nodes below this were used.
     fresh: u32,
     used: u32,
-    /// Whether entries skip levels (off only to measure the difference).
-    skipping: bool,
 }
 
 impl<B: Fib6Backend> Fib6<B> {
@@ -235,15 +154,7 @@ impl<B: Fib6Backend> Fib6<B> {
             pending: vec![],
             fresh: 0,
             used: 0,
-            skipping: true,
         }
-    }
-
-    /// Whether the entries written from now on skip levels where they can
-    /// (the default). Off, the trie is written as before path compression:
-    /// for a benchmark's A/B only (the audit expects skipping).
-    pub fn set_skipping(&mut self, on: bool) {
-        self.skipping = on;
     }
 
     /// The tables.
@@ -261,17 +172,11 @@ impl<B: Fib6Backend> Fib6<B> {
         self.backend
     }
 
-    /// The entry as stored (it may skip levels).
-    fn raw(&self, loc: Loc, i: u32) -> u32 {
+    fn get(&self, loc: Loc, i: u32) -> u32 {
         match loc {
             Loc::Root => self.backend.root(i),
             Loc::Node(n) => self.backend.node(n, i),
         }
-    }
-
-    /// The entry with no levels skipped: what the trie's logic works on.
-    fn get(&self, loc: Loc, i: u32) -> u32 {
-        logical(&self.backend, self.raw(loc, i))
     }
 
     fn store(&mut self, loc: Loc, i: u32, entry: u32) {
@@ -316,8 +221,8 @@ impl<B: Fib6Backend> Fib6<B> {
     }
 
     /// A node no lookup can be reading, filled with `entry` (prefix lengths
-    /// `depths`) and its parent before anything points at it.
-    fn alloc(&mut self, entry: u32, depths: [u8; 2], parent: u32) -> u32 {
+    /// `depths`) before anything points at it.
+    fn alloc(&mut self, entry: u32, depths: [u8; 2]) -> u32 {
         let n = if let Some(n) = self.free.pop() {
             n
         } else if self.fresh < self.backend.node_capacity() {
@@ -333,7 +238,6 @@ impl<B: Fib6Backend> Fib6<B> {
             self.free.pop().expect("pending was not empty")
         };
         self.used += 1;
-        self.backend.set_parent(n, parent);
         for j in 0..NODE as u32 {
             self.backend.set_node(n, j, entry);
             self.set_depths(Loc::Node(n), j, depths);
@@ -363,14 +267,6 @@ impl<B: Fib6Backend> Fib6<B> {
         needed
     }
 
-    /// The parent id [`Fib6Backend::set_parent`] records for a node under `loc`.
-    fn parent_id(loc: Loc) -> u32 {
-        match loc {
-            Loc::Root => FIB6_NO_PARENT,
-            Loc::Node(n) => n,
-        }
-    }
-
     /// The table at `p`'s level and its start bit, and the nodes on the way
     /// (creating missing ones if `create`; else None where one is missing).
     fn descend(&mut self, p: Prefix6, create: bool) -> Option<(Loc, u8, Vec<Step>)> {
@@ -381,7 +277,7 @@ impl<B: Fib6Backend> Fib6<B> {
             let node = if e & FIB6_EXT != 0 {
                 e & !FIB6_EXT
             } else if create {
-                let n = self.alloc(e, self.depths(loc, i), Self::parent_id(loc));
+                let n = self.alloc(e, self.depths(loc, i));
                 self.store(loc, i, FIB6_EXT | n);
                 n
             } else {
@@ -481,7 +377,6 @@ impl<B: Fib6Backend> Fib6<B> {
         for i in Self::span(p, off) {
             self.cover(plane, loc, i, v, p.len);
         }
-        self.refresh(p);
         Ok(())
     }
 
@@ -506,7 +401,6 @@ impl<B: Fib6Backend> Fib6<B> {
             self.uncover(plane, loc, i, p.len, v, v_len);
         }
         self.fold(&steps);
-        self.refresh(p);
         true
     }
 
@@ -525,120 +419,6 @@ impl<B: Fib6Backend> Fib6<B> {
             self.store(step.parent, step.parent_index, e);
             self.set_depths(step.parent, step.parent_index, d);
             self.retire(step.node);
-        }
-    }
-
-    /// If node `n` has one child and one answer in all its other entries:
-    /// the child's entry index, the child, and that answer.
-    fn chain_link(&self, n: u32) -> Option<(u32, u32, u32)> {
-        let (mut child, mut answer) = (None, None);
-        for j in 0..NODE as u32 {
-            let e = self.get(Loc::Node(n), j);
-            if e & FIB6_EXT != 0 {
-                if child.is_some() {
-                    return None;
-                }
-                child = Some((j, e & FIB6_NODE_MASK));
-            } else if *answer.get_or_insert(e) != e {
-                return None;
-            }
-        }
-        let (j, c) = child?;
-        Some((j, c, answer?))
-    }
-
-    /// How the entry `e` (no levels skipped) should be stored: skipping the
-    /// nodes below it that have one child and the same answer beside it (at
-    /// most two), or as it is (None).
-    fn skipping(&self, e: u32) -> Option<Skip> {
-        if e & FIB6_EXT == 0 {
-            return None;
-        }
-        let (j1, c1, miss) = self.chain_link(e & FIB6_NODE_MASK)?;
-        Some(match self.chain_link(c1) {
-            Some((j2, c2, a2)) if a2 == miss => Skip {
-                target: c2,
-                skip: 2,
-                bits: j1 << STRIDE | j2,
-                miss,
-            },
-            _ => Skip {
-                target: c1,
-                skip: 1,
-                bits: j1,
-                miss,
-            },
-        })
-    }
-
-    /// Stores `loc[i]` skipping the levels it can (its skip record first),
-    /// or as it is. A skipping entry and its record always mean what the
-    /// nodes it skips say: a lookup through a stale one during a change sees
-    /// the answers from before it, through this one the answers after it.
-    /// A record belongs to one (node, levels skipped) pair, which only one
-    /// entry can skip to, so rewriting it never changes another entry's
-    /// answers.
-    fn refresh_entry(&mut self, loc: Loc, i: u32) {
-        let raw = self.raw(loc, i);
-        if raw & FIB6_EXT == 0 {
-            return;
-        }
-        let e = logical(&self.backend, raw);
-        let skip = if self.skipping {
-            self.skipping(e)
-        } else {
-            None
-        };
-        let want = match skip {
-            Some(s) => {
-                if self.backend.miss(s.target, s.skip) != s.miss {
-                    self.backend.set_miss(s.target, s.skip, s.miss);
-                }
-                s.entry()
-            }
-            None => e,
-        };
-        if raw != want {
-            self.store(loc, i, want);
-        }
-    }
-
-    /// [`Self::refresh_entry`] for `loc[i]` and every entry below it,
-    /// deepest first.
-    fn refresh_below(&mut self, loc: Loc, i: u32) {
-        let e = self.get(loc, i);
-        if e & FIB6_EXT != 0 {
-            for j in 0..NODE as u32 {
-                self.refresh_below(Loc::Node(e & FIB6_NODE_MASK), j);
-            }
-            self.refresh_entry(loc, i);
-        }
-    }
-
-    /// After a change of `p`: how the entries it touched skip levels. Only
-    /// entries whose addresses overlap `p` can skip differently: those on
-    /// the path to `p`'s level and those under `p`'s entries there.
-    fn refresh(&mut self, p: Prefix6) {
-        let (mut loc, mut off, mut path) = (Loc::Root, 0u8, vec![]);
-        let mut at_level = true;
-        while p.len > off + Loc::bits(off) {
-            let i = index(p.bits, off);
-            let e = self.get(loc, i);
-            if e & FIB6_EXT == 0 {
-                at_level = false;
-                break;
-            }
-            path.push((loc, i));
-            loc = Loc::Node(e & FIB6_NODE_MASK);
-            off += Loc::bits(off);
-        }
-        if at_level {
-            for i in Self::span(p, off) {
-                self.refresh_below(loc, i);
-            }
-        }
-        for (loc, i) in path.into_iter().rev() {
-            self.refresh_entry(loc, i);
         }
     }
 
@@ -695,7 +475,6 @@ impl<B: Fib6Backend> Fib6<B> {
         let i = index(p.bits, off);
         let e = self.get(loc, i);
         self.store(loc, i, e | FIB6_LOCAL);
-        self.refresh(p);
         Ok(())
     }
 
@@ -716,7 +495,6 @@ impl<B: Fib6Backend> Fib6<B> {
         let e = self.get(loc, i);
         self.store(loc, i, e & !FIB6_LOCAL);
         self.fold(&steps);
-        self.refresh(p);
         Ok(true)
     }
 
@@ -764,7 +542,13 @@ impl<B: Fib6Backend> Fib6<B> {
     /// [`entry_local`]; 0: nothing): the tables walked as `fib6_lookup`
     /// walks them.
     pub fn lookup(&self, addr: Ipv6Addr) -> u32 {
-        walk(&self.backend, u128::from(addr), |_| {})
+        let a = u128::from(addr);
+        let (mut e, mut off) = (self.backend.root(index(a, 0)), ROOT_BITS);
+        while e & FIB6_EXT != 0 {
+            e = self.backend.node(e & !FIB6_EXT, index(a, off));
+            off += STRIDE;
+        }
+        e
     }
 
     /// Sizes and limits now.
@@ -784,16 +568,7 @@ impl<B: Fib6Backend> Fib6<B> {
         let mut used = vec![false; capacity as usize];
         let mut mark = |e: u32, stack: &mut Vec<u32>| {
             if e & FIB6_EXT != 0 {
-                let target = e & FIB6_NODE_MASK;
-                stack.push(logical(backend, e) & FIB6_NODE_MASK);
-                stack.push(target);
-                let skip = skip_of(e);
-                if skip > 0 && target < backend.node_capacity() {
-                    let miss = backend.miss(target, skip);
-                    if miss & FIB6_EXT == 0 && entry_route(miss) < capacity {
-                        used[entry_route(miss) as usize] = true;
-                    }
-                }
+                stack.push(e & !FIB6_EXT);
             } else if entry_route(e) < capacity {
                 used[entry_route(e) as usize] = true;
             }
@@ -840,25 +615,21 @@ impl<B: Fib6Backend> Fib6<B> {
         let cap = fib.backend.node_capacity();
         // Nodes the tables link (a lookup may be reading them).
         let mut held = vec![false; cap as usize];
-        // Skipped nodes are held too: lookups do not read them, but they
-        // are the trie this writer works on.
-        let mut stack: Vec<u32> = vec![];
-        let push = |e: u32, stack: &mut Vec<u32>| {
-            if e & FIB6_EXT != 0 {
-                stack.push(e & FIB6_NODE_MASK);
-                stack.push(logical(&fib.backend, e) & FIB6_NODE_MASK);
-            }
-        };
-        for i in 0..ROOT_ENTRIES as u32 {
-            push(fib.backend.root(i), &mut stack);
-        }
+        let mut stack: Vec<u32> = (0..ROOT_ENTRIES as u32)
+            .map(|i| fib.backend.root(i))
+            .filter(|e| e & FIB6_EXT != 0)
+            .map(|e| e & !FIB6_EXT)
+            .collect();
         while let Some(n) = stack.pop() {
             if n >= cap || held[n as usize] {
                 continue;
             }
             held[n as usize] = true;
             for j in 0..NODE as u32 {
-                push(fib.backend.node(n, j), &mut stack);
+                let e = fib.backend.node(n, j);
+                if e & FIB6_EXT != 0 {
+                    stack.push(e & !FIB6_EXT);
+                }
             }
         }
         // The tables as they should be, built aside, then merged in.
@@ -894,9 +665,6 @@ impl<B: Fib6Backend> Fib6<B> {
         let mut claimed = vec![false; cap as usize];
         for i in 0..ROOT_ENTRIES as u32 {
             fib.merge(Loc::Root, i, &target, Loc::Root, &held, &mut claimed);
-        }
-        for i in 0..ROOT_ENTRIES as u32 {
-            fib.refresh_below(Loc::Root, i);
         }
         // Held nodes the new tables do not use are unreachable now.
         for n in 0..cap {
@@ -975,18 +743,18 @@ impl<B: Fib6Backend> Fib6<B> {
                 self.merge(Loc::Node(kn), j, target, tn, held, claimed);
             }
         } else {
-            let n = self.copy(target, tn, Self::parent_id(loc));
+            let n = self.copy(target, tn);
             self.store(loc, i, FIB6_EXT | n);
         }
     }
 
     /// A new node holding the target's subtree at `tn`, filled below first.
-    fn copy(&mut self, target: &Fib6<MemoryBackend>, tn: Loc, parent: u32) -> u32 {
-        let n = self.alloc(0, [0; 2], parent);
+    fn copy(&mut self, target: &Fib6<MemoryBackend>, tn: Loc) -> u32 {
+        let n = self.alloc(0, [0; 2]);
         for j in 0..NODE as u32 {
             let te = target.get(tn, j);
             let e = if te & FIB6_EXT != 0 {
-                FIB6_EXT | self.copy(target, Loc::Node(te & !FIB6_EXT), n)
+                FIB6_EXT | self.copy(target, Loc::Node(te & !FIB6_EXT))
             } else {
                 te
             };
@@ -1011,26 +779,9 @@ impl<B: Fib6Backend> Fib6<B> {
                 let bits = base | (u128::from(i) << (128 - u32::from(end)));
                 let e = self.get(loc, i);
                 if e & FIB6_EXT != 0 {
-                    let n = e & !FIB6_EXT;
-                    if self.backend.parent(n) != Self::parent_id(loc) {
-                        return Err(format!(
-                            "node {n} under {loc:?}[{i}] records parent {}",
-                            self.backend.parent(n)
-                        ));
-                    }
-                    let (raw, want) = (self.raw(loc, i), self.skipping(e));
-                    let want_raw = want.map_or(e, |s| s.entry());
-                    let miss_ok =
-                        want.is_none_or(|s| self.backend.miss(s.target, s.skip) == s.miss);
-                    if raw != want_raw || !miss_ok {
-                        return Err(format!(
-                            "{loc:?}[{i}] ({}/{end}): stored {raw:#x}, want {want:?}",
-                            Ipv6Addr::from(bits)
-                        ));
-                    }
                     linked += 1;
                     deeper = true;
-                    stack.push((Loc::Node(n), end, bits));
+                    stack.push((Loc::Node(e & !FIB6_EXT), end, bits));
                     continue;
                 }
                 let want = PLANES.map(|plane| {

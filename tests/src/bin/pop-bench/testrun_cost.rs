@@ -482,12 +482,6 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         },
     )?;
     h.add_route_v4("100.64.0.0/24", &[1], 0)?;
-    // POP_BENCH_FIB6_PLAIN=1: fib6 entries skip no levels, as before path
-    // compression (to measure it against the same build, or to load a build
-    // from before it as POP_BENCH_OBJECT_B on the same maps).
-    if std::env::var_os("POP_BENCH_FIB6_PLAIN").is_some() {
-        h.routes6()?.fib_mut().set_skipping(false);
-    }
     h.add_route_v6("2001:db8:ffff:1::/64", &[1], 0)?;
     h.add_customer_v4("198.51.100.0/24", 1)?;
     h.add_customer_v6("2001:db8:a::/48", 1)?;
