@@ -97,12 +97,20 @@ fn table(seed: u64, n: usize) -> Table {
 }
 
 /// A random address inside a random route (or anywhere, 1 in 8).
+/// An address at random (1 in 8), in a route of the table, or (1 in 4) in
+/// a route but for one bit of its prefix below /20: the neighbours where a
+/// walk that skipped or expanded a level wrongly would answer wrong.
 fn random_address(rng: &mut Rng, t: &Table) -> u128 {
     if rng.below(8) == 0 {
         return rng.bits();
     }
     let p = t.routes[rng.below(t.routes.len() as u64) as usize].0;
-    p.bits() | (rng.bits() & !Prefix6::mask(p.prefix_len()))
+    let a = p.bits() | (rng.bits() & !Prefix6::mask(p.prefix_len()));
+    let len = u64::from(p.prefix_len());
+    if len > 20 && rng.below(3) == 0 {
+        return a ^ (1u128 << (127 - (20 + rng.below(len - 20))));
+    }
+    a
 }
 
 /// The test object loaded, maps pinned in a private bpffs directory.
