@@ -7,6 +7,7 @@
 //! [`AclMaps::write_copy`] of the inactive copy, then [`AclMaps::activate`]
 //! (or the controller writing `acl_copy` in its `PopConfig`). Each packet reads
 //! `acl_copy` once, so it is judged entirely by the old or the new rules.
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -238,6 +239,22 @@ fn differing<T: aya::Pod + PartialEq>(
     Ok(out)
 }
 
+/// Writes each `(i, value)` of `elements` at `base + i` of `map`, in the
+/// order given: the write side of [`differing`].
+fn write_elements<T: aya::Pod>(
+    map: &mut Array<MapData, T>,
+    name: &'static str,
+    base: u32,
+    elements: impl IntoIterator<Item = (u32, impl Borrow<T>)>,
+) -> Result<(), DataplaneError> {
+    for (i, value) in elements {
+        let index = base + i;
+        map.set(index, value, 0)
+            .map_err(map_err(name, format!("set {index}")))?;
+    }
+    Ok(())
+}
+
 impl AclMaps {
     /// Opens the maps pinned in `maps_dir` (popd's `<bpffs>/maps`).
     pub fn open(maps_dir: &Path) -> Result<Self, DataplaneError> {
@@ -357,24 +374,12 @@ impl AclMaps {
         // New rules start from zero; the others keep counting in their slot.
         hits::zero(&mut self.hits, &fresh.fresh)?;
         // Everything a node can point at first, the nodes, then the roots.
-        for (i, rule) in compiled.rules.iter().enumerate() {
-            let index = copy * MAX_ACL_RULES + i as u32;
-            self.rules
-                .set(index, rule, 0)
-                .map_err(map_err(names::ACL_RULES, format!("set {index}")))?;
-        }
-        for (i, block) in compiled.leaf_rules.iter().enumerate() {
-            let index = copy * MAX_ACL_LEAF_BLOCKS + i as u32;
-            self.leaf_rules
-                .set(index, block, 0)
-                .map_err(map_err(names::ACL_LEAF_RULES, format!("set {index}")))?;
-        }
-        for (i, node) in compiled.nodes.iter().enumerate() {
-            let index = copy * MAX_ACL_NODES + i as u32;
-            self.nodes
-                .set(index, node, 0)
-                .map_err(map_err(names::ACL_NODES, format!("set {index}")))?;
-        }
+        self.write_elements(
+            copy,
+            (0..).zip(&compiled.rules),
+            (0..).zip(&compiled.leaf_rules),
+            (0..).zip(&compiled.nodes),
+        )?;
         self.write_filter(copy, &compiled.filter)?;
         self.meta
             .set(copy, compiled.meta, 0)
@@ -382,6 +387,36 @@ impl AclMaps {
         hits::zero(&mut self.hits, &fresh.reused)?;
         self.written[copy as usize] = Some(hits::index_rules(&compiled.rules));
         Ok(compiled)
+    }
+
+    /// Writes rules, leaf blocks, then nodes (everything a node can point
+    /// at before the nodes) into copy `copy`: each `(i, value)` at element
+    /// `i` of the copy.
+    fn write_elements(
+        &mut self,
+        copy: u32,
+        rules: impl IntoIterator<Item = (u32, impl Borrow<PopAclRule>)>,
+        leaf_blocks: impl IntoIterator<Item = (u32, impl Borrow<PopAclLeafBlock>)>,
+        nodes: impl IntoIterator<Item = (u32, impl Borrow<PopAclNode>)>,
+    ) -> Result<(), DataplaneError> {
+        write_elements(
+            &mut self.rules,
+            names::ACL_RULES,
+            copy * MAX_ACL_RULES,
+            rules,
+        )?;
+        write_elements(
+            &mut self.leaf_rules,
+            names::ACL_LEAF_RULES,
+            copy * MAX_ACL_LEAF_BLOCKS,
+            leaf_blocks,
+        )?;
+        write_elements(
+            &mut self.nodes,
+            names::ACL_NODES,
+            copy * MAX_ACL_NODES,
+            nodes,
+        )
     }
 
     fn write_filter(&mut self, copy: u32, skip: &[u8]) -> Result<(), DataplaneError> {
@@ -412,24 +447,12 @@ impl AclMaps {
         hits::zero(&mut self.hits, &delta.fresh_slots)?;
         // Forget what this copy held until it is all written.
         let mut written = self.written[copy as usize].take();
-        for (slot, rule) in &delta.rules {
-            let index = copy * MAX_ACL_RULES + slot;
-            self.rules
-                .set(index, rule, 0)
-                .map_err(map_err(names::ACL_RULES, format!("set {index}")))?;
-        }
-        for (i, block) in &delta.leaf_rules {
-            let index = copy * MAX_ACL_LEAF_BLOCKS + i;
-            self.leaf_rules
-                .set(index, block, 0)
-                .map_err(map_err(names::ACL_LEAF_RULES, format!("set {index}")))?;
-        }
-        for (i, node) in &delta.nodes {
-            let index = copy * MAX_ACL_NODES + i;
-            self.nodes
-                .set(index, node, 0)
-                .map_err(map_err(names::ACL_NODES, format!("set {index}")))?;
-        }
+        self.write_elements(
+            copy,
+            delta.rules.iter().copied(),
+            delta.leaf_rules.iter().copied(),
+            delta.nodes.iter().copied(),
+        )?;
         if let Some(filter) = &delta.filter {
             self.write_filter(copy, filter)?;
         }
