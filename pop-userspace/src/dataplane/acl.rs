@@ -24,7 +24,7 @@ use pop_common::{
 };
 
 use super::acl_hits as hits;
-use super::maps::is_missing;
+use super::maps::ignore_missing;
 use super::police::{self, policer};
 use super::{wait_for_readers, DataplaneError};
 
@@ -650,40 +650,19 @@ impl AclMaps {
     /// Removes what the maps hold beyond `want`. Call after the flags of ports
     /// that lost anti-spoofing are cleared.
     pub fn prune_spoof(&mut self, want: &SpoofTables) -> Result<(), DataplaneError> {
-        let stale: Vec<Key<[u8; 8]>> = self
-            .spoof_src_v4
-            .keys()
-            .flatten()
-            .filter(|k| !want.prefixes.contains(&spoof_entry_v4(k)))
-            .collect();
-        for key in stale {
-            if let Err(e) = self.spoof_src_v4.remove(&key) {
-                if !is_missing(&e) {
-                    let (ifindex, prefix) = spoof_entry_v4(&key);
-                    return Err(DataplaneError::Map {
-                        map: names::SPOOF_SRC_V4,
-                        reason: format!("remove ifindex {ifindex} prefix {prefix}: {e}"),
-                    });
-                }
-            }
-        }
-        let stale: Vec<Key<[u8; 20]>> = self
-            .spoof_src_v6
-            .keys()
-            .flatten()
-            .filter(|k| !want.prefixes.contains(&spoof_entry_v6(k)))
-            .collect();
-        for key in stale {
-            if let Err(e) = self.spoof_src_v6.remove(&key) {
-                if !is_missing(&e) {
-                    let (ifindex, prefix) = spoof_entry_v6(&key);
-                    return Err(DataplaneError::Map {
-                        map: names::SPOOF_SRC_V6,
-                        reason: format!("remove ifindex {ifindex} prefix {prefix}: {e}"),
-                    });
-                }
-            }
-        }
+        let prefixes = &want.prefixes;
+        prune_prefixes(
+            &mut self.spoof_src_v4,
+            names::SPOOF_SRC_V4,
+            spoof_entry_v4,
+            prefixes,
+        )?;
+        prune_prefixes(
+            &mut self.spoof_src_v6,
+            names::SPOOF_SRC_V6,
+            spoof_entry_v6,
+            prefixes,
+        )?;
         let stale: Vec<u32> = self
             .spoof_ports
             .keys()
@@ -691,17 +670,17 @@ impl AclMaps {
             .filter(|k| !want.ports.contains_key(k))
             .collect();
         for ifindex in stale {
-            match self.spoof_ports.remove(&ifindex) {
-                Err(e) if !is_missing(&e) => {
-                    return Err(DataplaneError::Map {
-                        map: names::SPOOF_PORTS,
-                        reason: format!("remove ifindex {ifindex}: {e}"),
-                    })
-                }
-                _ => {}
-            }
+            self.remove_spoof_port(ifindex)?;
         }
         Ok(())
+    }
+
+    /// Removes `ifindex` from `spoof_ports` (absent is fine).
+    fn remove_spoof_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        ignore_missing(self.spoof_ports.remove(&ifindex)).map_err(map_err(
+            names::SPOOF_PORTS,
+            format!("remove ifindex {ifindex}"),
+        ))
     }
 
     /// Removes exactly the entries and ports `gone` lists (a single customer
@@ -722,26 +701,13 @@ impl AclMaps {
                     names::SPOOF_SRC_V6,
                 ),
             };
-            match r {
-                Err(e) if !is_missing(&e) => {
-                    return Err(DataplaneError::Map {
-                        map,
-                        reason: format!("remove ifindex {ifindex} prefix {prefix}: {e}"),
-                    })
-                }
-                _ => {}
-            }
+            ignore_missing(r).map_err(map_err(
+                map,
+                format!("remove ifindex {ifindex} prefix {prefix}"),
+            ))?;
         }
         for &ifindex in gone.ports.keys() {
-            match self.spoof_ports.remove(&ifindex) {
-                Err(e) if !is_missing(&e) => {
-                    return Err(DataplaneError::Map {
-                        map: names::SPOOF_PORTS,
-                        reason: format!("remove ifindex {ifindex}: {e}"),
-                    })
-                }
-                _ => {}
-            }
+            self.remove_spoof_port(ifindex)?;
         }
         Ok(())
     }
@@ -795,6 +761,29 @@ fn spoof_data_v6(ifindex: u32, addr: [u8; 16]) -> [u8; 20] {
     data[..4].copy_from_slice(&ifindex.to_be_bytes());
     data[4..].copy_from_slice(&addr);
     data
+}
+
+/// Removes the entries of `trie` (`spoof_src_v4` or `spoof_src_v6`, named
+/// `name`) whose (ifindex, prefix), as `entry` reads a key, `want` lacks.
+fn prune_prefixes<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], u32>,
+    name: &'static str,
+    entry: fn(&Key<[u8; N]>) -> (u32, IpNet),
+    want: &BTreeSet<(u32, IpNet)>,
+) -> Result<(), DataplaneError> {
+    let stale: Vec<Key<[u8; N]>> = trie
+        .keys()
+        .flatten()
+        .filter(|k| !want.contains(&entry(k)))
+        .collect();
+    for key in stale {
+        if let Err(e) = ignore_missing(trie.remove(&key)) {
+            let (ifindex, prefix) = entry(&key);
+            let what = format!("remove ifindex {ifindex} prefix {prefix}");
+            return Err(map_err(name, what)(e));
+        }
+    }
+    Ok(())
 }
 
 /// The (ifindex, prefix) a `spoof_src_v4` key stands for.
