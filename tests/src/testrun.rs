@@ -17,6 +17,8 @@
 //!
 //! Every [`Harness`] pins its maps in its own directory under `/sys/fs/bpf`
 //! (the C maps are `LIBBPF_PIN_BY_NAME`), and removes it on drop.
+//!
+//! [`vlan_lab`] sets up the two ports and VLAN device of the 802.1Q tests.
 use std::{
     error::Error,
     fmt,
@@ -40,6 +42,8 @@ use pop_common::{
     PopCustomerCounters, PopCustomerRef, PopIface, PopIfaceCounters, PopLocalV6, PopNexthop,
     PopRoute, PopUpperMacKey, Role, MAX_ECMP, NH_RESOLVED, NH_VALID, NO_IFACE_SLOT,
 };
+
+pub mod vlan_lab;
 
 /// Where bpffs is (or gets) mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";

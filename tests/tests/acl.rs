@@ -974,10 +974,38 @@ fn anti_spoofing_drops_foreign_sources_on_protected_ports() {
         assert_eq!(lab.h.cust_drops(8, DropReason::Spoofed).unwrap().packets, 0);
 
         // Without anti-spoofing customers the tables empty out and the port is open.
+        let entries = |h: &Harness| {
+            let ports: BpfHashMap<_, u32, u32> =
+                BpfHashMap::try_from(h.map(maps::SPOOF_PORTS).unwrap()).unwrap();
+            let v4: aya::maps::LpmTrie<_, [u8; 8], u32> =
+                aya::maps::LpmTrie::try_from(h.map(maps::SPOOF_SRC_V4).unwrap()).unwrap();
+            let v6: aya::maps::LpmTrie<_, [u8; 20], u32> =
+                aya::maps::LpmTrie::try_from(h.map(maps::SPOOF_SRC_V6).unwrap()).unwrap();
+            (ports.keys().count(), v4.keys().count(), v6.keys().count())
+        };
+        let (ports, v4, v6) = entries(&lab.h);
+        assert!(
+            ports > 0 && v4 > 0 && v6 > 0,
+            "before: {:?}",
+            (ports, v4, v6)
+        );
         let none = acl::spoof_tables(&[], &ids, &|n| lab.ifindex_of(n));
         lab.set_iface_flags(&customer_port, 1, Role::Customer, 0);
         maps.prune_spoof(&none).unwrap();
+        assert_eq!(
+            entries(&lab.h),
+            (0, 0, 0),
+            "spoof_ports, spoof_src_v4, spoof_src_v6"
+        );
         assert!(lab.forwarded(&from_customer("192.0.2.9", "203.0.113.1")));
+
+        // A single change removes what it lists; entries already gone
+        // are no error.
+        maps.add_spoof(&tables).unwrap();
+        assert_eq!(entries(&lab.h), (ports, v4, v6), "added again");
+        maps.remove_spoof(&tables).unwrap();
+        assert_eq!(entries(&lab.h), (0, 0, 0), "after remove_spoof");
+        maps.remove_spoof(&tables).unwrap();
     });
 }
 

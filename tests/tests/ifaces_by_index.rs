@@ -7,55 +7,18 @@
 use etherparse::PacketBuilder;
 use pop::dataplane::maps::Maps;
 use pop_common::{
-    maps, PopCustomerCounters, PopIface, PopIfaceCounters, PopNexthop, PopVlanKey, Role,
-    IFACES_BY_INDEX, IFACE_PRESENT, NH_RESOLVED, NH_VALID,
+    maps, PopCustomerCounters, PopIface, PopIfaceCounters, IFACES_BY_INDEX, IFACE_PRESENT,
 };
-use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port};
+use pop_tests::testrun::vlan_lab::{vlan_lab, TAGGED_CUSTOMER};
+use pop_tests::testrun::{in_netns, require_root, Harness, Port};
 
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
-const UPSTREAM_MAC: [u8; 6] = [2, 0, 0, 0, 0x0e, 1];
-const TAGGED_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 1];
-const CUSTOMER: u32 = 7;
-
-/// Customer port with VLAN 100 on made-up device `vlan_dev` (slot 2), where
-/// 10.100.0.0/24 of customer 7 lives; upstream port with the default route.
+/// The VLAN lab ([`vlan_lab`]) with the VLAN device at `vlan_dev` (slot 2).
 /// `indexed`: the records are also written to ifaces_by_index, as popd does.
 fn lab(names: (&str, &str), vlan_dev: u32, indexed: bool) -> (Harness, Port, Port) {
-    let (customer, upstream) = veth_pair(names.0, names.1).unwrap();
-    let mut h = Harness::load().unwrap();
-    h.set_iface(customer.ifindex, 0, Role::Customer, 1500)
-        .unwrap();
-    h.set_iface(upstream.ifindex, 1, Role::Upstream, 1500)
-        .unwrap();
-    h.set_iface_with_mac(vlan_dev, 2, Role::Customer, 1500, customer.mac)
-        .unwrap();
-    {
-        let mut vlans: aya::maps::HashMap<_, PopVlanKey, u32> =
-            aya::maps::HashMap::try_from(h.map_mut(maps::VLAN_IFACES).unwrap()).unwrap();
-        let key = PopVlanKey {
-            ifindex: customer.ifindex,
-            vid: 100,
-        };
-        vlans.insert(key, vlan_dev, 0).unwrap();
-    }
-    h.add_tx_port(customer.ifindex).unwrap();
-    h.add_tx_port(upstream.ifindex).unwrap();
-    let nh = |port: &Port, dmac, vlan| PopNexthop {
-        ifindex: port.ifindex,
-        flags: NH_VALID | NH_RESOLVED,
-        dmac,
-        smac: port.mac,
-        mtu: 1500,
-        vlan,
-        ..PopNexthop::default()
-    };
-    h.set_nexthop(1, nh(&upstream, UPSTREAM_MAC, 0)).unwrap();
-    h.set_nexthop(2, nh(&customer, TAGGED_MAC, 100)).unwrap();
-    h.add_route_v4("0.0.0.0/0", &[1], 0).unwrap();
-    h.add_route_v4("10.100.0.0/24", &[2], 0).unwrap();
-    h.add_customer_v4("10.100.0.0/24", CUSTOMER).unwrap();
+    let (mut h, customer, upstream) = vlan_lab(names.0, names.1, vlan_dev);
     if indexed {
         // The two ports, and the VLAN device when its ifindex is below the bound.
         let expected = if vlan_dev < IFACES_BY_INDEX { 3 } else { 2 };
@@ -131,7 +94,7 @@ fn run_frames(h: &Harness, customer: &Port, upstream: &Port) -> Seen {
     Seen {
         runs,
         slots: (0..3).map(|s| h.iface_record(s).unwrap()).collect(),
-        customer: h.customer_record(CUSTOMER).unwrap(),
+        customer: h.customer_record(TAGGED_CUSTOMER).unwrap(),
     }
 }
 

@@ -7,11 +7,11 @@
 //! VLAN device exists: the tests give the maps a made-up device ifindex, which
 //! is all the data plane sees of one.
 use etherparse::{EtherType, Ethernet2Header, PacketBuilder, SlicedPacket};
-use pop_common::{
-    maps, Action, Direction, DropReason, PassReason, PopNexthop, PopVlanKey, Role, NH_RESOLVED,
-    NH_VALID,
+use pop_common::{Action, Direction, DropReason, PassReason, Role};
+use pop_tests::testrun::vlan_lab::{
+    nexthop, vlan_lab, NH_UP, TAGGED_CUSTOMER, TAGGED_MAC, UPSTREAM_MAC,
 };
-use pop_tests::testrun::{in_netns, require_root, veth_pair, Harness, Port};
+use pop_tests::testrun::{in_netns, require_root, Harness, Port};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -20,13 +20,8 @@ const XDP_REDIRECT: u32 = 4;
 
 /// The made-up VLAN device for id 100 on the customer port.
 const VLAN_DEV: u32 = 100_100;
-const UPSTREAM_MAC: [u8; 6] = [2, 0, 0, 0, 0x0e, 1];
-const TAGGED_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 1];
 const OTHER_VLAN_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 2];
-const NH_UP: u32 = 1;
-const NH_TAGGED: u32 = 2;
 const NH_OTHER_VLAN: u32 = 3;
-const TAGGED_CUSTOMER: u32 = 7;
 
 struct Lab {
     h: Harness,
@@ -34,51 +29,17 @@ struct Lab {
     upstream: Port,
 }
 
-/// Customer port with VLAN 100 (its device VLAN_DEV, slot 2) where
-/// 10.100.0.0/24 lives, VLAN 200 next hop for 10.200.0.0/24 on the same port,
-/// upstream port with the default route.
+/// The VLAN lab ([`vlan_lab`]: customer port with VLAN 100, its device
+/// VLAN_DEV in slot 2, where 10.100.0.0/24 lives; upstream port with the
+/// default route), plus a VLAN 200 next hop for 10.200.0.0/24 on the same
+/// port and an IPv6 default route upstream.
 fn lab() -> Lab {
-    let (customer, upstream) = veth_pair("vlcu", "vlup").unwrap();
-    let mut h = Harness::load().unwrap();
-    h.set_iface(customer.ifindex, 0, Role::Customer, 1500)
+    let (mut h, customer, upstream) = vlan_lab("vlcu", "vlup", VLAN_DEV);
+    h.set_nexthop(NH_OTHER_VLAN, nexthop(&customer, OTHER_VLAN_MAC, 200))
         .unwrap();
-    h.set_iface(upstream.ifindex, 1, Role::Upstream, 1500)
-        .unwrap();
-    // A VLAN device has its port's MAC unless given its own.
-    h.set_iface_with_mac(VLAN_DEV, 2, Role::Customer, 1500, customer.mac)
-        .unwrap();
-    {
-        let mut vlans: aya::maps::HashMap<_, PopVlanKey, u32> =
-            aya::maps::HashMap::try_from(h.map_mut(maps::VLAN_IFACES).unwrap()).unwrap();
-        let key = PopVlanKey {
-            ifindex: customer.ifindex,
-            vid: 100,
-        };
-        vlans.insert(key, VLAN_DEV, 0).unwrap();
-    }
-    h.add_tx_port(customer.ifindex).unwrap();
-    h.add_tx_port(upstream.ifindex).unwrap();
-    let nh = |port: &Port, dmac, vlan| PopNexthop {
-        ifindex: port.ifindex,
-        flags: NH_VALID | NH_RESOLVED,
-        dmac,
-        smac: port.mac,
-        mtu: 1500,
-        vlan,
-        ..PopNexthop::default()
-    };
-    h.set_nexthop(NH_UP, nh(&upstream, UPSTREAM_MAC, 0))
-        .unwrap();
-    h.set_nexthop(NH_TAGGED, nh(&customer, TAGGED_MAC, 100))
-        .unwrap();
-    h.set_nexthop(NH_OTHER_VLAN, nh(&customer, OTHER_VLAN_MAC, 200))
-        .unwrap();
-    h.add_route_v4("0.0.0.0/0", &[NH_UP], 0).unwrap();
-    h.add_route_v4("10.100.0.0/24", &[NH_TAGGED], 0).unwrap();
     h.add_route_v4("10.200.0.0/24", &[NH_OTHER_VLAN], 0)
         .unwrap();
     h.add_route_v6("::/0", &[NH_UP], 0).unwrap();
-    h.add_customer_v4("10.100.0.0/24", TAGGED_CUSTOMER).unwrap();
     Lab {
         h,
         customer,

@@ -7,6 +7,7 @@
 //! [`AclMaps::write_copy`] of the inactive copy, then [`AclMaps::activate`]
 //! (or the controller writing `acl_copy` in its `PopConfig`). Each packet reads
 //! `acl_copy` once, so it is judged entirely by the old or the new rules.
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use pop_common::{
 };
 
 use super::acl_hits as hits;
-use super::maps::is_missing;
+use super::maps::ignore_missing;
 use super::police::{self, policer};
 use super::{wait_for_readers, DataplaneError};
 
@@ -238,6 +239,22 @@ fn differing<T: aya::Pod + PartialEq>(
     Ok(out)
 }
 
+/// Writes each `(i, value)` of `elements` at `base + i` of `map`, in the
+/// order given: the write side of [`differing`].
+fn write_elements<T: aya::Pod>(
+    map: &mut Array<MapData, T>,
+    name: &'static str,
+    base: u32,
+    elements: impl IntoIterator<Item = (u32, impl Borrow<T>)>,
+) -> Result<(), DataplaneError> {
+    for (i, value) in elements {
+        let index = base + i;
+        map.set(index, value, 0)
+            .map_err(map_err(name, format!("set {index}")))?;
+    }
+    Ok(())
+}
+
 impl AclMaps {
     /// Opens the maps pinned in `maps_dir` (popd's `<bpffs>/maps`).
     pub fn open(maps_dir: &Path) -> Result<Self, DataplaneError> {
@@ -357,24 +374,12 @@ impl AclMaps {
         // New rules start from zero; the others keep counting in their slot.
         hits::zero(&mut self.hits, &fresh.fresh)?;
         // Everything a node can point at first, the nodes, then the roots.
-        for (i, rule) in compiled.rules.iter().enumerate() {
-            let index = copy * MAX_ACL_RULES + i as u32;
-            self.rules
-                .set(index, rule, 0)
-                .map_err(map_err(names::ACL_RULES, format!("set {index}")))?;
-        }
-        for (i, block) in compiled.leaf_rules.iter().enumerate() {
-            let index = copy * MAX_ACL_LEAF_BLOCKS + i as u32;
-            self.leaf_rules
-                .set(index, block, 0)
-                .map_err(map_err(names::ACL_LEAF_RULES, format!("set {index}")))?;
-        }
-        for (i, node) in compiled.nodes.iter().enumerate() {
-            let index = copy * MAX_ACL_NODES + i as u32;
-            self.nodes
-                .set(index, node, 0)
-                .map_err(map_err(names::ACL_NODES, format!("set {index}")))?;
-        }
+        self.write_elements(
+            copy,
+            (0..).zip(&compiled.rules),
+            (0..).zip(&compiled.leaf_rules),
+            (0..).zip(&compiled.nodes),
+        )?;
         self.write_filter(copy, &compiled.filter)?;
         self.meta
             .set(copy, compiled.meta, 0)
@@ -382,6 +387,36 @@ impl AclMaps {
         hits::zero(&mut self.hits, &fresh.reused)?;
         self.written[copy as usize] = Some(hits::index_rules(&compiled.rules));
         Ok(compiled)
+    }
+
+    /// Writes rules, leaf blocks, then nodes (everything a node can point
+    /// at before the nodes) into copy `copy`: each `(i, value)` at element
+    /// `i` of the copy.
+    fn write_elements(
+        &mut self,
+        copy: u32,
+        rules: impl IntoIterator<Item = (u32, impl Borrow<PopAclRule>)>,
+        leaf_blocks: impl IntoIterator<Item = (u32, impl Borrow<PopAclLeafBlock>)>,
+        nodes: impl IntoIterator<Item = (u32, impl Borrow<PopAclNode>)>,
+    ) -> Result<(), DataplaneError> {
+        write_elements(
+            &mut self.rules,
+            names::ACL_RULES,
+            copy * MAX_ACL_RULES,
+            rules,
+        )?;
+        write_elements(
+            &mut self.leaf_rules,
+            names::ACL_LEAF_RULES,
+            copy * MAX_ACL_LEAF_BLOCKS,
+            leaf_blocks,
+        )?;
+        write_elements(
+            &mut self.nodes,
+            names::ACL_NODES,
+            copy * MAX_ACL_NODES,
+            nodes,
+        )
     }
 
     fn write_filter(&mut self, copy: u32, skip: &[u8]) -> Result<(), DataplaneError> {
@@ -412,24 +447,12 @@ impl AclMaps {
         hits::zero(&mut self.hits, &delta.fresh_slots)?;
         // Forget what this copy held until it is all written.
         let mut written = self.written[copy as usize].take();
-        for (slot, rule) in &delta.rules {
-            let index = copy * MAX_ACL_RULES + slot;
-            self.rules
-                .set(index, rule, 0)
-                .map_err(map_err(names::ACL_RULES, format!("set {index}")))?;
-        }
-        for (i, block) in &delta.leaf_rules {
-            let index = copy * MAX_ACL_LEAF_BLOCKS + i;
-            self.leaf_rules
-                .set(index, block, 0)
-                .map_err(map_err(names::ACL_LEAF_RULES, format!("set {index}")))?;
-        }
-        for (i, node) in &delta.nodes {
-            let index = copy * MAX_ACL_NODES + i;
-            self.nodes
-                .set(index, node, 0)
-                .map_err(map_err(names::ACL_NODES, format!("set {index}")))?;
-        }
+        self.write_elements(
+            copy,
+            delta.rules.iter().copied(),
+            delta.leaf_rules.iter().copied(),
+            delta.nodes.iter().copied(),
+        )?;
         if let Some(filter) = &delta.filter {
             self.write_filter(copy, filter)?;
         }
@@ -627,40 +650,19 @@ impl AclMaps {
     /// Removes what the maps hold beyond `want`. Call after the flags of ports
     /// that lost anti-spoofing are cleared.
     pub fn prune_spoof(&mut self, want: &SpoofTables) -> Result<(), DataplaneError> {
-        let stale: Vec<Key<[u8; 8]>> = self
-            .spoof_src_v4
-            .keys()
-            .flatten()
-            .filter(|k| !want.prefixes.contains(&spoof_entry_v4(k)))
-            .collect();
-        for key in stale {
-            if let Err(e) = self.spoof_src_v4.remove(&key) {
-                if !is_missing(&e) {
-                    let (ifindex, prefix) = spoof_entry_v4(&key);
-                    return Err(DataplaneError::Map {
-                        map: names::SPOOF_SRC_V4,
-                        reason: format!("remove ifindex {ifindex} prefix {prefix}: {e}"),
-                    });
-                }
-            }
-        }
-        let stale: Vec<Key<[u8; 20]>> = self
-            .spoof_src_v6
-            .keys()
-            .flatten()
-            .filter(|k| !want.prefixes.contains(&spoof_entry_v6(k)))
-            .collect();
-        for key in stale {
-            if let Err(e) = self.spoof_src_v6.remove(&key) {
-                if !is_missing(&e) {
-                    let (ifindex, prefix) = spoof_entry_v6(&key);
-                    return Err(DataplaneError::Map {
-                        map: names::SPOOF_SRC_V6,
-                        reason: format!("remove ifindex {ifindex} prefix {prefix}: {e}"),
-                    });
-                }
-            }
-        }
+        let prefixes = &want.prefixes;
+        prune_prefixes(
+            &mut self.spoof_src_v4,
+            names::SPOOF_SRC_V4,
+            spoof_entry_v4,
+            prefixes,
+        )?;
+        prune_prefixes(
+            &mut self.spoof_src_v6,
+            names::SPOOF_SRC_V6,
+            spoof_entry_v6,
+            prefixes,
+        )?;
         let stale: Vec<u32> = self
             .spoof_ports
             .keys()
@@ -668,17 +670,17 @@ impl AclMaps {
             .filter(|k| !want.ports.contains_key(k))
             .collect();
         for ifindex in stale {
-            match self.spoof_ports.remove(&ifindex) {
-                Err(e) if !is_missing(&e) => {
-                    return Err(DataplaneError::Map {
-                        map: names::SPOOF_PORTS,
-                        reason: format!("remove ifindex {ifindex}: {e}"),
-                    })
-                }
-                _ => {}
-            }
+            self.remove_spoof_port(ifindex)?;
         }
         Ok(())
+    }
+
+    /// Removes `ifindex` from `spoof_ports` (absent is fine).
+    fn remove_spoof_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        ignore_missing(self.spoof_ports.remove(&ifindex)).map_err(map_err(
+            names::SPOOF_PORTS,
+            format!("remove ifindex {ifindex}"),
+        ))
     }
 
     /// Removes exactly the entries and ports `gone` lists (a single customer
@@ -699,26 +701,13 @@ impl AclMaps {
                     names::SPOOF_SRC_V6,
                 ),
             };
-            match r {
-                Err(e) if !is_missing(&e) => {
-                    return Err(DataplaneError::Map {
-                        map,
-                        reason: format!("remove ifindex {ifindex} prefix {prefix}: {e}"),
-                    })
-                }
-                _ => {}
-            }
+            ignore_missing(r).map_err(map_err(
+                map,
+                format!("remove ifindex {ifindex} prefix {prefix}"),
+            ))?;
         }
         for &ifindex in gone.ports.keys() {
-            match self.spoof_ports.remove(&ifindex) {
-                Err(e) if !is_missing(&e) => {
-                    return Err(DataplaneError::Map {
-                        map: names::SPOOF_PORTS,
-                        reason: format!("remove ifindex {ifindex}: {e}"),
-                    })
-                }
-                _ => {}
-            }
+            self.remove_spoof_port(ifindex)?;
         }
         Ok(())
     }
@@ -772,6 +761,29 @@ fn spoof_data_v6(ifindex: u32, addr: [u8; 16]) -> [u8; 20] {
     data[..4].copy_from_slice(&ifindex.to_be_bytes());
     data[4..].copy_from_slice(&addr);
     data
+}
+
+/// Removes the entries of `trie` (`spoof_src_v4` or `spoof_src_v6`, named
+/// `name`) whose (ifindex, prefix), as `entry` reads a key, `want` lacks.
+fn prune_prefixes<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], u32>,
+    name: &'static str,
+    entry: fn(&Key<[u8; N]>) -> (u32, IpNet),
+    want: &BTreeSet<(u32, IpNet)>,
+) -> Result<(), DataplaneError> {
+    let stale: Vec<Key<[u8; N]>> = trie
+        .keys()
+        .flatten()
+        .filter(|k| !want.contains(&entry(k)))
+        .collect();
+    for key in stale {
+        if let Err(e) = ignore_missing(trie.remove(&key)) {
+            let (ifindex, prefix) = entry(&key);
+            let what = format!("remove ifindex {ifindex} prefix {prefix}");
+            return Err(map_err(name, what)(e));
+        }
+    }
+    Ok(())
 }
 
 /// The (ifindex, prefix) a `spoof_src_v4` key stands for.

@@ -4,10 +4,10 @@
 //! entry, so the sampling rate and the capture filter never clobber each other.
 use std::path::Path;
 
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray};
 use pop_common::{maps as names, ObserveStat, PopObserveConfig};
 
-use super::maps::map_err;
+use super::maps::{map_err, open};
 use super::DataplaneError;
 
 /// Handles on `observe_config` and `observe_stats`, and what was written.
@@ -15,18 +15,6 @@ pub struct ObserveMaps {
     config: Array<MapData, PopObserveConfig>,
     stats: PerCpuArray<MapData, u64>,
     current: PopObserveConfig,
-}
-
-fn open(dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
-    let path = dir.join(name);
-    let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Map {
-        map: name,
-        reason: format!("opening pin {}: {e}", path.display()),
-    })?;
-    Map::from_map_data(data).map_err(|e| DataplaneError::Map {
-        map: name,
-        reason: e.to_string(),
-    })
 }
 
 impl ObserveMaps {
