@@ -159,7 +159,11 @@ fn generate(lab: &Lab, frame: Vec<u8>, window: Duration) -> Result<Generated> {
         let mut calls = 0;
         // The call blocks until the receivers took every frame: start small so
         // a slow path (100k nftables rules) cannot stretch the window, grow
-        // while calls are short.
+        // while calls are short. Each call still takes the XDP dispatcher's
+        // mutex, which another process's test_run may hold through a grace
+        // period (then "asleep" is not 0). Calls of 1M frames would make
+        // that rarer, but lost frames at xdp_redirect_min's rate (ksoftirqd
+        // cannot run until the call ends, and the veth rings overflow).
         let mut n = 512u32;
         while start.elapsed() < window {
             let call = Instant::now();
