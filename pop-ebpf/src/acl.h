@@ -280,7 +280,7 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 	const struct pop_acl_filter *filter;
 	int is_v6 = pkt->eth_proto != ETH_P_IP;
 	const struct pop_acl_rule *rule;
-	__u32 rule_slot, slot, skip;
+	__u32 rule_slot, slot, skip, trees;
 	struct acl_key key;
 	__u64 found;
 
@@ -290,6 +290,12 @@ static __always_inline int acl_drops(const struct packet *pkt, __u32 ifindex,
 	/* Same key as acl_meta's: no stack slot of its own. */
 	filter = bpf_map_lookup_elem(&acl_filter, &copy);
 	skip = filter ? acl_trees_to_skip(filter, &key, is_v6) : 0;
+	/* The first stage ruled out every tree of the family (traffic no rule
+	 * is about, the common case): no rule can match, and the walk is not
+	 * called. A call costs more here than the rest of this step. */
+	trees = is_v6 ? meta->trees_v6 : meta->trees_v4;
+	if (trees <= POP_ACL_MAX_TREES && (~skip & ((1U << trees) - 1)) == 0)
+		return 0;
 	found = pop_acl_classify(&key, copy, is_v6, skip);
 	if (found == POP_ACL_NO_MATCH)
 		return 0;

@@ -25,10 +25,13 @@ struct addr4_answers {
 
 /* Both lookups of an IPv4 packet (addresses in network order). A missing
  * record (inconsistent maps, which popd never writes) answers "nothing", like
- * a zeroed table. A global (not inlined) function: the verifier checks the
- * lookups once, on their own, and the pipeline continues in one state with
- * four unknown answers instead of one state per found/missing combination. */
-__noinline int pop_addr4_lookup(__u32 dst, __u32 src, struct addr4_answers *a)
+ * a zeroed table. Inlined: as a global function (verified once, on its own)
+ * its call and return cost ~8 ns per packet in the lab (docs/benchmarks.md,
+ * "Where the lab's gap went"), and inlined the verifier still processes
+ * about as many instructions: every answer is copied into `a` as a scalar,
+ * so the found/missing paths meet in equal states. */
+static __always_inline int pop_addr4_lookup(__u32 dst, __u32 src,
+					    struct addr4_answers *a)
 {
 	const struct pop_fib4_result *r;
 

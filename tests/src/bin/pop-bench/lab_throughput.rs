@@ -77,11 +77,54 @@ impl Sink {
     }
 }
 
+/// CPU time this thread has used (user and system). The kernel runs the
+/// softirqs a thread raises (the veths' NAPI polls, the edge's XDP program,
+/// the redirect, the sink) on that thread's time: this kernel does not
+/// account softirq time apart (no CONFIG_IRQ_TIME_ACCOUNTING), and on a
+/// veth the receivers' NAPI runs in the sender's softirq context.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// This thread's scheduler statistics (/proc/thread-self/schedstat): time on
+/// a CPU and time runnable but waiting for one.
+fn thread_schedstat() -> (Duration, Duration) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut v = text
+        .split_whitespace()
+        .map(|w| Duration::from_nanos(w.parse().unwrap_or(0)));
+    (v.next().unwrap_or_default(), v.next().unwrap_or_default())
+}
+
+/// What one generator window did.
+struct Generated {
+    /// Frames sent.
+    sent: u64,
+    /// Wall time of the window.
+    wall: Duration,
+    /// The generator thread's CPU time over the window: the whole path's,
+    /// see [`thread_cpu_time`].
+    cpu: Duration,
+    /// Of the wall time, how long the thread waited for a CPU while runnable
+    /// (other processes' load), and how long it slept (neither running nor
+    /// runnable: in the test_run call's setup and teardown).
+    waiting: Duration,
+    sleeping: Duration,
+    /// test_run calls made.
+    calls: u32,
+}
+
 /// Sends copies of `frame` out of c1's eth0 in chunks of 50k until `window`
-/// has passed; returns (frames sent, wall time).
-fn generate(lab: &Lab, frame: Vec<u8>, window: Duration) -> Result<(u64, Duration)> {
+/// has passed.
+fn generate(lab: &Lab, frame: Vec<u8>, window: Duration) -> Result<Generated> {
     let ns = lab.netns_path("c1");
-    thread::spawn(move || -> Result<(u64, Duration)> {
+    thread::spawn(move || -> Result<Generated> {
         setns(&ns)?;
         let mut ebpf = Ebpf::load(pop_ebpf::bench_object())?;
         // The frame's 60 bytes, restored by xdp_tx before every send.
@@ -97,15 +140,30 @@ fn generate(lab: &Lab, frame: Vec<u8>, window: Duration) -> Result<(u64, Duratio
             .ok_or_else(|| anyhow!("no xdp_tx"))?
             .try_into()?;
         prog.load()?;
+        // Attached, the program stays in the kernel's XDP dispatcher, so that
+        // test_run does not add it before each call and remove it after:
+        // each change waits for an RCU grace period (synchronize_rcu) and
+        // patches kernel text, 20-50 ms per call, which left the generator
+        // asleep for 70% of the window and made the rate measure the grace
+        // periods more than the path. Frames never reach the parked port.
+        prog.attach(GEN_PARKING, XdpMode::Driver)
+            .context("attaching the generator on its parking port")?;
         let ifindex = if_index("eth0")?;
         let mut ctx = [0u8; 24];
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let start = Instant::now();
+        let cpu_start = thread_cpu_time();
+        let (on_cpu_start, waiting_start) = thread_schedstat();
         let mut sent = 0u64;
+        let mut calls = 0;
         // The call blocks until the receivers took every frame: start small so
         // a slow path (100k nftables rules) cannot stretch the window, grow
-        // while calls are short.
+        // while calls are short. Each call still takes the XDP dispatcher's
+        // mutex, which another process's test_run may hold through a grace
+        // period (then "asleep" is not 0). Calls of 1M frames would make
+        // that rarer, but lost frames at xdp_redirect_min's rate (ksoftirqd
+        // cannot run until the call ends, and the veth rings overflow).
         let mut n = 512u32;
         while start.elapsed() < window {
             let call = Instant::now();
@@ -118,11 +176,23 @@ fn generate(lab: &Lab, frame: Vec<u8>, window: Duration) -> Result<(u64, Duratio
             })
             .context("live-frames test_run (generator)")?;
             sent += u64::from(n);
+            calls += 1;
             if call.elapsed() < window / 20 {
                 n = (n * 2).min(50_000);
             }
         }
-        Ok((sent, start.elapsed()))
+        let wall = start.elapsed();
+        let cpu = thread_cpu_time() - cpu_start;
+        let (on_cpu, waiting) = thread_schedstat();
+        let (on_cpu, waiting) = (on_cpu - on_cpu_start, waiting - waiting_start);
+        Ok(Generated {
+            sent,
+            wall,
+            cpu,
+            waiting,
+            sleeping: wall.saturating_sub(on_cpu + waiting),
+            calls,
+        })
     })
     .join()
     .map_err(|_| anyhow!("generator thread panicked"))?
@@ -271,10 +341,29 @@ pub fn run(o: &Opts) -> Result<Vec<LabRow>> {
     result
 }
 
+/// A veth in c1 that stays down, where the generator's program is attached
+/// while it runs (see [`generate`]).
+const GEN_PARKING: &str = "gen0";
+
 fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
     let sink = Sink::attach(lab)?;
+    let _ = lab.exec("c1", &["ip", "link", "del", GEN_PARKING]);
+    lab.exec_ok(
+        "c1",
+        &[
+            "ip",
+            "link",
+            "add",
+            GEN_PARKING,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "gen1",
+        ],
+    )?;
     let f = frame(mac_of(lab, "c1", "eth0")?, mac_of(lab, "edge", "eth1")?);
-    let (mut rounds, window) = if o.quick {
+    let (mut rounds, mut window) = if o.quick {
         (1, Duration::from_millis(300))
     } else {
         (5, Duration::from_secs(2))
@@ -286,6 +375,14 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
     {
         rounds = n;
     }
+    // POP_BENCH_LAB_WINDOW_MS: a longer window, e.g. to profile one case.
+    if let Some(ms) = std::env::var("POP_BENCH_LAB_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&ms: &u64| ms > 0)
+    {
+        window = Duration::from_millis(ms);
+    }
     let state = tempfile::tempdir()?;
     // pop_capture: pop while `popctl capture` of every packet runs.
     let mut cases = vec![
@@ -295,12 +392,26 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
         ("pop", RULES),
         ("pop_capture", RULES),
     ];
-    // POP_BENCH_OBJECT_B: another build of the data plane (its first file),
-    // run by popd like pop's own, right after it in every round.
-    let object_b =
-        std::env::var_os("POP_BENCH_OBJECT_B").and_then(|list| std::env::split_paths(&list).next());
-    if object_b.is_some() {
-        cases.insert(4, ("pop [B]", RULES));
+    // POP_BENCH_OBJECT_B: other builds of the data plane, run by popd like
+    // pop's own, right after it in every round: `pop [B]` for one file,
+    // `pop [B:NAME]` (NAME: the file name up to its first dot) for several.
+    let objects_b: Vec<std::path::PathBuf> = std::env::var_os("POP_BENCH_OBJECT_B")
+        .map(|list| std::env::split_paths(&list).collect())
+        .unwrap_or_default();
+    let labels_b: Vec<&'static str> = objects_b
+        .iter()
+        .map(|path| -> &'static str {
+            if objects_b.len() == 1 {
+                return "pop [B]";
+            }
+            let name = path.file_name().map(|s| s.to_string_lossy().into_owned());
+            let name = name.unwrap_or_default();
+            let stem = name.split('.').next().unwrap_or_default();
+            Box::leak(format!("pop [B:{stem}]").into_boxed_str())
+        })
+        .collect();
+    for (k, label) in labels_b.iter().enumerate() {
+        cases.insert(4 + k, (label, RULES));
     }
     if !o.quick {
         for n in [10, 100_000] {
@@ -308,16 +419,21 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
             cases.push(("pop", n));
         }
     }
-    // POP_BENCH_LAB_CASES: case-name prefixes to run; the two references
-    // (kernel_forward, xdp_redirect_min) always run.
+    // POP_BENCH_LAB_CASES: case-name prefixes to run (`=NAME`: that case
+    // alone, with 1000 rules); the two references (kernel_forward,
+    // xdp_redirect_min) always run.
     if let Ok(list) = std::env::var("POP_BENCH_LAB_CASES") {
         cases.retain(|&(case, rules)| {
             (case == "kernel_forward" && rules == 0)
                 || case == "xdp_redirect_min"
-                || list.split(',').any(|p| case.starts_with(p.trim()))
+                || list.split(',').any(|p| match p.trim().strip_prefix('=') {
+                    Some(exact) => case == exact && rules == RULES,
+                    None => case.starts_with(p.trim()),
+                })
         });
     }
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
         for (i, &(case, rules)) in cases.iter().enumerate() {
             let mut popd = None;
@@ -328,7 +444,7 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
                     kernel_off(lab)?;
                     min_router = Some(MinRouter::attach(lab)?);
                 }
-                "pop" | "pop_capture" | "pop [B]" => {
+                _ if case.starts_with("pop") => {
                     kernel_off(lab)?;
                     let name: String = case
                         .chars()
@@ -336,10 +452,10 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
                         .collect();
                     let dir = state.path().join(format!("r{round}-{rules}-{name}"));
                     let mut p = Popd::new(lab, &o.bin_dir, &dir, &pop_config(rules))?;
-                    // The data-plane object popd loads: B's for `pop [B]`,
+                    // The data-plane object popd loads: a B case's own,
                     // else POP_BENCH_OBJECT's when set, else its own.
-                    let object = if case == "pop [B]" {
-                        object_b.clone()
+                    let object = if let Some(k) = labels_b.iter().position(|l| *l == case) {
+                        Some(objects_b[k].clone())
                     } else {
                         std::env::var_os("POP_BENCH_OBJECT").map(std::path::PathBuf::from)
                     };
@@ -373,15 +489,22 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
             generate(lab, f.clone(), Duration::from_millis(50))?;
             thread::sleep(Duration::from_millis(100));
             let before = sink.count()?;
-            let (count, wall) = generate(lab, f.clone(), window)?;
+            let g = generate(lab, f.clone(), window)?;
             thread::sleep(Duration::from_millis(100));
             let got = sink.count()? - before;
-            let rate = got as f64 / wall.as_secs_f64();
+            let rate = got as f64 / g.wall.as_secs_f64();
+            let cpu_ns = g.cpu.as_nanos() as f64 / got.max(1) as f64;
             eprintln!(
-                "  round {round} {case} ({rules} rules): {got}/{count} received in {:.2}s = {rate:.0} pps",
-                wall.as_secs_f64()
+                "  round {round} {case} ({rules} rules): {got}/{} received in {:.2}s = {rate:.0} pps; {cpu_ns:.0} ns of CPU per packet ({:.2}s CPU, {:.2}s waiting for a CPU, {:.2}s asleep, {} calls)",
+                g.sent,
+                g.wall.as_secs_f64(),
+                g.cpu.as_secs_f64(),
+                g.waiting.as_secs_f64(),
+                g.sleeping.as_secs_f64(),
+                g.calls
             );
             pps[i].push(rate);
+            cpu[i].push(cpu_ns);
             drop(min_router);
             if let Some(mut c) = capture {
                 let _ = c.kill();
@@ -405,8 +528,8 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
     kernel_off(lab)?;
     Ok(cases
         .iter()
-        .zip(pps)
-        .map(|(&(case, rules), v)| LabRow {
+        .zip(pps.into_iter().zip(cpu))
+        .map(|(&(case, rules), (v, c))| LabRow {
             case: case.to_string(),
             acl_rules: if case.starts_with("pop") && !pop_enforces_acls() {
                 0
@@ -415,6 +538,8 @@ fn run_in_lab(lab: &Lab, o: &Opts) -> Result<Vec<LabRow>> {
             },
             pps_median: median(&v),
             pps_rounds: v,
+            cpu_ns_median: median(&c),
+            cpu_ns_rounds: c,
         })
         .collect())
 }

@@ -34,6 +34,11 @@ pub struct LabRow {
     pub pps_median: f64,
     /// Every round's pps.
     pub pps_rounds: Vec<f64>,
+    /// Median CPU time of the whole path per received packet, ns (the
+    /// generator thread's, which runs every receiver's softirq).
+    pub cpu_ns_median: f64,
+    /// Every round's CPU ns per packet.
+    pub cpu_ns_rounds: Vec<f64>,
 }
 
 /// Control-plane timings (None = not measured in this build).
@@ -184,23 +189,42 @@ pub fn lab_ratio(rows: &[LabRow], row: &LabRow, case: &str) -> Option<f64> {
     (!per_round.is_empty()).then(|| median(&per_round))
 }
 
-/// The lab table. xKERNEL and xMIN are medians of per-round ratios.
+/// `case`'s CPU ns per packet ÷ `row`'s, the median of per-round ratios: the
+/// rate ratio the path would have with a CPU of its own.
+pub fn lab_cpu_ratio(rows: &[LabRow], row: &LabRow, case: &str) -> Option<f64> {
+    let base = rows.iter().find(|r| r.case == case)?;
+    let per_round: Vec<f64> = row
+        .cpu_ns_rounds
+        .iter()
+        .zip(&base.cpu_ns_rounds)
+        .filter(|(a, _)| **a > 0.0)
+        .map(|(a, b)| b / a)
+        .collect();
+    (!per_round.is_empty()).then(|| median(&per_round))
+}
+
+/// The lab table. xKERNEL and xMIN are medians of per-round ratios; CPU_NS is
+/// the median CPU time of the whole path per packet and CPU_xMIN the median
+/// per-round ratio of `xdp_redirect_min`'s CPU_NS to the case's.
 pub fn print_lab(rows: &[LabRow]) {
     println!(
-        "{:<20} {:>6} {:>12} {:>10} {:>10}  ROUNDS",
-        "CASE", "RULES", "PPS_MEDIAN", "xKERNEL", "xMIN"
+        "{:<20} {:>6} {:>12} {:>10} {:>10} {:>8} {:>9}  ROUNDS",
+        "CASE", "RULES", "PPS_MEDIAN", "xKERNEL", "xMIN", "CPU_NS", "CPU_xMIN"
     );
     for r in rows {
         let ratio = lab_ratio(rows, r, "kernel_forward").unwrap_or(f64::NAN);
         let to_min = lab_ratio(rows, r, "xdp_redirect_min").unwrap_or(f64::NAN);
+        let cpu_to_min = lab_cpu_ratio(rows, r, "xdp_redirect_min").unwrap_or(f64::NAN);
         let rounds: Vec<String> = r.pps_rounds.iter().map(|p| format!("{:.0}", p)).collect();
         println!(
-            "{:<20} {:>6} {:>12.0} {:>10.2} {:>10.2}  {}",
+            "{:<20} {:>6} {:>12.0} {:>10.2} {:>10.2} {:>8.0} {:>9.2}  {}",
             r.case,
             r.acl_rules,
             r.pps_median,
             ratio,
             to_min,
+            r.cpu_ns_median,
+            cpu_to_min,
             rounds.join(" ")
         );
     }
