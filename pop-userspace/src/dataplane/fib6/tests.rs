@@ -649,3 +649,95 @@ fn routes_written_in_prefix_order_get_their_nodes_depth_first() {
     in_order.audit().unwrap();
     hashed.audit().unwrap();
 }
+
+/// Where a walk's nodes lie, for tables of the bench's shape written in
+/// different orders (docs/fib.md "Compaction into depth-first order:
+/// measured, not built"). Prints, per lookup of a random route's address:
+/// the nodes loaded, the distinct 4 KB pages they lie on, and the steps from
+/// a node to a child on another page. Run with `--ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: prints, asserts nothing about speed"]
+fn layout_of_walks_by_write_order() {
+    const N: usize = 200_000;
+    let mut rng = Rng::new(0x5eed_0001);
+    let mut routes: Vec<(Prefix6, u32)> = Vec::with_capacity(N);
+    let mut seen = HashSet::new();
+    while routes.len() < N {
+        // pop-bench's IPv6 table: 16384 /32 allocations, 8 /40s in each,
+        // 70% /48, 20% /32-/47, 10% /49-/64.
+        let len = match rng.below(100) {
+            0..=69 => 48,
+            70..=89 => 32 + rng.below(16) as u8,
+            _ => 49 + rng.below(16) as u8,
+        };
+        let alloc = rng.below(16_384).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 35;
+        let top = 0x2000_0000u128 | u128::from(alloc as u32 & 0x1fff_ffff);
+        let bits =
+            (top << 96) | (u128::from(rng.below(8)) << 88) | (u128::from(rng.next() as u32) << 56);
+        let p = Prefix6::new((bits & Prefix6::mask(len)).into(), len).unwrap();
+        if seen.insert(p) {
+            routes.push((p, 1));
+        }
+    }
+    let probes: Vec<u128> = (0..65_536)
+        .map(|_| {
+            let near = routes[rng.below(N as u64) as usize].0;
+            random_probe(&mut rng, near)
+        })
+        .collect();
+    let write = |batch: usize, halves: bool| {
+        let mut fib = Fib6::new(MemoryBackend::new(pop_common::fib6::FIB6_MAX_NODES));
+        let parts: Vec<&[(Prefix6, u32)]> = if halves {
+            vec![&routes[..N / 2], &routes[N / 2..]]
+        } else {
+            vec![&routes[..]]
+        };
+        for part in parts {
+            for chunk in part.chunks(batch) {
+                let mut sorted = chunk.to_vec();
+                sorted.sort_unstable();
+                for &(p, id) in &sorted {
+                    fib.set_route(p, id).unwrap();
+                }
+            }
+        }
+        fib
+    };
+    let cases = [
+        ("one write of 200k", write(N, false)),
+        ("two writes of 100k", write(N / 2, true)),
+        ("200 writes of 1000", write(1000, false)),
+        ("one route at a time", write(1, false)),
+    ];
+    for (name, fib) in &cases {
+        let (mut nodes, mut pages, mut jumps) = (0u64, 0u64, 0u64);
+        for &a in &probes {
+            let b = fib.backend();
+            let mut e = b.root((a >> 108) as u32);
+            let mut shift = 108;
+            let mut seen_pages = HashSet::new();
+            let mut last_page = None;
+            while e & FIB6_EXT != 0 {
+                let n = e & !FIB6_EXT;
+                let page = n / 64;
+                nodes += 1;
+                seen_pages.insert(page);
+                if last_page.is_some_and(|l| l != page) {
+                    jumps += 1;
+                }
+                last_page = Some(page);
+                shift -= 4;
+                e = b.node(n, ((a >> shift) & 0xf) as u32);
+            }
+            pages += seen_pages.len() as u64;
+        }
+        let k = probes.len() as f64;
+        println!(
+            "{name}: {} nodes; per lookup {:.2} nodes, {:.2} pages, {:.2} page changes",
+            fib.stats().nodes_used,
+            nodes as f64 / k,
+            pages as f64 / k,
+            jumps as f64 / k
+        );
+    }
+}

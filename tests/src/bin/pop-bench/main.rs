@@ -80,7 +80,8 @@ fn parse_args() -> Result<Opts> {
                      and that case of test_run; POP_BENCH_BIN_B=DIR runs `single` also with the popd\n\
                      and popctl in DIR, alternating, and prints the A/B ratios; POP_BENCH_OBJECT_B=FILE[:FILE...]\n\
                      measures other builds of the data plane in the same rounds (rows CASE [B]);\n\
-                     POP_BENCH_ROUNDS=N sets the rounds."
+                     POP_BENCH_ROUNDS=N sets the rounds; POP_BENCH_V6_WRITES=one|batches:N writes the\n\
+                     IPv6 table in one bulk write, or in writes of N routes (default: one per table size)."
                 );
                 std::process::exit(0);
             }

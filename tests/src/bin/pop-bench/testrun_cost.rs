@@ -3,6 +3,7 @@
 //! through up to 64k frames whose addresses are drawn from the tables
 //! (cycle.rs), so lookups pay the cache misses real traffic pays.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, Result};
 use aya::maps::{Map, MapData};
@@ -92,14 +93,55 @@ fn fill_routes_v6(h: &mut Harness, rng: &mut Rng, n: u64) -> Result<Vec<(u128, u
     // One bulk write, as popd's first sync or full apply of these routes:
     // in prefix order (address, then length), which lays fib6's nodes out
     // depth-first. `out` keeps the drawing order for the destinations.
-    let mut order = out.clone();
-    order.sort_unstable();
-    for &(addr, len) in &order {
-        let net = ipnet::Ipv6Net::new(addr.into(), len as u8)?;
-        routes6.set(&net, &VIA_NH_1)?;
+    // `POP_BENCH_V6_WRITES` changes how the routes are written (not which).
+    let mut pending = V6_PENDING.lock().expect("not poisoned");
+    pending.extend_from_slice(&out);
+    let batch = match v6_writes() {
+        V6Writes::Cumulative => pending.len(),
+        V6Writes::One if V6_FINAL.load(Ordering::Relaxed) => pending.len(),
+        V6Writes::One => return Ok(out),
+        V6Writes::Batches(n) => n,
+    };
+    for chunk in pending.chunks(batch.max(1)) {
+        let mut order = chunk.to_vec();
+        order.sort_unstable();
+        for &(addr, len) in &order {
+            let net = ipnet::Ipv6Net::new(addr.into(), len as u8)?;
+            routes6.set(&net, &VIA_NH_1)?;
+        }
     }
+    pending.clear();
     Ok(out)
 }
+
+/// How `fill_routes_v6` writes its routes, from `POP_BENCH_V6_WRITES`:
+/// unset or `cumulative`, each table size's new routes in one bulk write
+/// in prefix order (the 200k table is two writes of 100k); `one`, the whole
+/// table in one bulk write at the largest size (the smaller sizes are not
+/// measured); `batches:N`, each size's new routes in writes of N routes in
+/// drawing order, each write in prefix order (as routes learned in many
+/// small batches; `batches:1` is one route at a time, in random order).
+#[derive(Clone, Copy, PartialEq)]
+enum V6Writes {
+    Cumulative,
+    One,
+    Batches(usize),
+}
+
+fn v6_writes() -> V6Writes {
+    match std::env::var("POP_BENCH_V6_WRITES").as_deref() {
+        Ok("one") => V6Writes::One,
+        Ok(s) if s.starts_with("batches:") => {
+            V6Writes::Batches(s["batches:".len()..].parse().unwrap_or(1000))
+        }
+        _ => V6Writes::Cumulative,
+    }
+}
+
+/// Routes drawn but not yet written (`POP_BENCH_V6_WRITES=one`), and
+/// whether the next fill is the last one, which writes them all.
+static V6_PENDING: std::sync::Mutex<Vec<(u128, u32)>> = std::sync::Mutex::new(Vec::new());
+static V6_FINAL: AtomicBool = AtomicBool::new(false);
 
 /// Adds `n` random customer /24s (customer ids 2..), as popd writes them
 /// (fib4 and the list `cust_v4`); returns their addresses.
@@ -621,6 +663,8 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
         }
         let mut table = vec![base];
         for &n in sizes {
+            let last = Some(&n) == sizes.last();
+            V6_FINAL.store(last, Ordering::Relaxed);
             if n > table.len() as u64 {
                 let added = fill(&mut bench.h, &mut rng, n - table.len() as u64)?;
                 table.extend(added);
@@ -635,6 +679,10 @@ fn run_in_netns(quick: bool) -> Result<Vec<TestRunRow>> {
                 })
                 .collect();
             if !wanted(case) {
+                continue;
+            }
+            // Routes drawn but not written yet: nothing to measure.
+            if case == "ipv6_forward" && !last && n > 1 && v6_writes() == V6Writes::One {
                 continue;
             }
             let m = bench.measure(&frames, XDP_REDIRECT)?;
