@@ -124,10 +124,12 @@ fn assert_like_a_rebuild(
 /// as another's, or forgetting an interface named twice fails it.)
 #[test]
 fn single_changes_book_like_a_full_rebuild() {
-    let mut rng = Rng(0xac1b_00c);
+    let mut rng = Rng(0x0ac1_b00c);
     let kernel = kernel();
-    let mut cfg = Config::default();
-    cfg.acls = (0..300).map(|i| random_acl(&mut rng, 10 * i)).collect();
+    let mut cfg = Config {
+        acls: (0..300).map(|i| random_acl(&mut rng, 10 * i)).collect(),
+        ..Default::default()
+    };
     let mut inc = full(&cfg, &kernel, None);
     let mut table = rule_table(&cfg.acls, &slots_of(inc.image()));
     let mut ifaces = AclIfindexes::of(&cfg, &kernel);

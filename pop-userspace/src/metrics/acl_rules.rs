@@ -140,8 +140,8 @@ mod tests {
     fn slot(priority: u32, n: u32) -> AclRuleSlot {
         AclRuleSlot {
             priority,
-            action: if n % 2 == 0 { "allow" } else { "drop" },
-            slot: (n % 5 != 0).then_some(n),
+            action: if n.is_multiple_of(2) { "allow" } else { "drop" },
+            slot: (!n.is_multiple_of(5)).then_some(n),
         }
     }
 
