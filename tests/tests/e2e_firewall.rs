@@ -188,6 +188,65 @@ fn acl_hits(env: &mut Env) -> Result<()> {
         "pop_acl_rule_hits_total{{priority=\"100\"}} is {per_rule}, rule 100 has {after} hits"
     );
     env.popd.popctl_ok(&["acl", "del", "90"])?;
+    single_changes_name_rules_like_a_restart(env)
+}
+
+/// `acl add` / `acl del` book the metrics' rules one rule at a time: the
+/// per-rule series then are those a restart (which rebuilds them from every
+/// rule) shows, a deleted rule has none, and an added rule counts from 0 in
+/// a slot of its own (not another rule's count).
+fn single_changes_name_rules_like_a_restart(env: &mut Env) -> Result<()> {
+    env.popd.popctl_ok(&[
+        "acl", "add", "95", "--action", "allow", "--proto", "udp", "--dport", "7",
+    ])?;
+    env.popd.popctl_ok(&[
+        "acl", "add", "97", "--action", "drop", "--proto", "udp", "--dport", "8",
+    ])?;
+    env.popd.popctl_ok(&["acl", "del", "97"])?;
+    // The rule count, and the per-rule series' labels without their values
+    // (rule 100 may still count retransmissions).
+    // Sorted: a family's series come in no fixed order.
+    let series = |scrape: &str| -> Vec<String> {
+        let mut s: Vec<String> = scrape
+            .lines()
+            .filter(|l| {
+                l.starts_with("pop_acl_rule_hits_total{") || l.starts_with("pop_acl_rules ")
+            })
+            .map(|l| match l.strip_prefix("pop_acl_rule_hits_total") {
+                Some(_) => l.rsplit_once(' ').map_or(l, |(k, _)| k).to_string(),
+                None => l.to_string(),
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let scrape = env.popd.metrics()?;
+    let changed = series(&scrape);
+    let rule95 = metric_value(
+        &scrape,
+        "pop_acl_rule_hits_total",
+        &[("priority", "95"), ("action", "allow")],
+    );
+    ensure!(
+        rule95 == Some(0.0),
+        "rule 95, just added, shows {rule95:?} hits:\n{scrape}"
+    );
+    for gone in ["90", "97"] {
+        ensure!(
+            !changed
+                .iter()
+                .any(|l| l.contains(&format!("priority=\"{gone}\""))),
+            "deleted rule {gone} still has a series: {changed:?}"
+        );
+    }
+    env.popd.kill()?;
+    env.popd.start()?;
+    let restarted = series(&env.popd.metrics()?);
+    ensure!(
+        changed == restarted,
+        "per-rule series after single changes {changed:?}, after a restart {restarted:?}"
+    );
+    env.popd.popctl_ok(&["acl", "del", "95"])?;
     Ok(())
 }
 

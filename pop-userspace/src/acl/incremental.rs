@@ -132,6 +132,11 @@ impl Incremental {
         &self.image
     }
 
+    /// The slot of the rule with `priority`, if the maps hold it.
+    pub fn slot(&self, priority: u32) -> Option<u32> {
+        self.slot_of.get(&priority).copied()
+    }
+
     /// Rules in the change trees.
     pub fn changed_rules(&self) -> usize {
         self.image.layout.delta_v4.len() + self.image.layout.delta_v6.len()

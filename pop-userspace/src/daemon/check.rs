@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 
 use pop_common::maps as names;
 
+use super::acl_book::AclIfindexes;
 use super::compile::{self, Tables};
 use super::error::ControlError;
 use crate::acl::CompiledAcl;
@@ -57,7 +58,7 @@ pub struct Current<'a> {
     pub acl_copy: u32,
     /// The ifindexes the live ACL copy was compiled with; `None` forces a
     /// compile (first start).
-    pub acl_ifindexes: Option<&'a BTreeMap<String, Option<u32>>>,
+    pub acl_ifindexes: Option<&'a AclIfindexes>,
 }
 
 /// ACL rules compiled for the copy packets do not use.
@@ -65,7 +66,7 @@ pub struct StagedAcl {
     /// The tree and rules to write.
     pub compiled: CompiledAcl,
     /// The ifindex of every `in_iface` it was compiled with.
-    pub ifindexes: BTreeMap<String, Option<u32>>,
+    pub ifindexes: AclIfindexes,
 }
 
 /// A candidate that passed every check, with everything a commit writes.
@@ -101,15 +102,8 @@ pub enum Routes<'a> {
 }
 
 /// The ifindex of every interface the ACL rules of `cfg` name.
-pub fn acl_ifindexes(cfg: &Config, kernel: &KernelView) -> BTreeMap<String, Option<u32>> {
-    cfg.acls
-        .iter()
-        .filter_map(|a| a.in_iface.clone())
-        .map(|n| {
-            let i = kernel.links.get(&n).map(|l| l.ifindex);
-            (n, i)
-        })
-        .collect()
+pub fn acl_ifindexes(cfg: &Config, kernel: &KernelView) -> AclIfindexes {
+    AclIfindexes::of(cfg, kernel)
 }
 
 /// Compiles the ACL rules of `cfg` and checks that the result fits the maps.

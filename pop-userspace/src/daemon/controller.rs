@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use pop_common::{Direction, DropReason, PassReason};
 use serde_json::{json, Value};
 
+use super::acl_book::AclIfindexes;
 use super::check::{self, Current, Devices, Plan, Routes};
 use super::compile::{self, Tables};
 use super::desired::{self, Change, RouteDone};
@@ -45,7 +46,7 @@ pub struct Controller {
     /// The ACL copy packets use.
     acl_copy: u32,
     /// ifindex of every `in_iface` the live ACL copy was compiled with.
-    acl_ifindexes: BTreeMap<String, Option<u32>>,
+    acl_ifindexes: AclIfindexes,
     /// The rule set a full compile wrote into the inactive copy, not live yet.
     acl_staged: Option<crate::acl::CompiledAcl>,
     /// What both ACL copies hold, for single changes in O(change); `None`
@@ -164,7 +165,7 @@ impl Controller {
             applied,
             attached: BTreeMap::new(),
             acl_copy,
-            acl_ifindexes: BTreeMap::new(),
+            acl_ifindexes: Default::default(),
             acl_staged: None,
             acl_rules: None,
             local_not_loaded: (0, 0),
@@ -438,16 +439,13 @@ impl Controller {
     }
 
     /// ifindex of every interface the ACL rules of `cfg` name.
-    fn acl_ifindexes(&self, cfg: &Config) -> BTreeMap<String, Option<u32>> {
+    fn acl_ifindexes(&self, cfg: &Config) -> AclIfindexes {
         check::acl_ifindexes(cfg, &self.kernel)
     }
 
     /// Compiles `cfg`'s ACL rules into the inactive copy (not live yet).
     /// Returns the copy to make live and the ifindexes it was compiled with.
-    fn stage_acls(
-        &mut self,
-        cfg: &Config,
-    ) -> Result<(u32, BTreeMap<String, Option<u32>>), ControlError> {
+    fn stage_acls(&mut self, cfg: &Config) -> Result<(u32, AclIfindexes), ControlError> {
         let staged = check::compile_acls(cfg, &self.kernel)?;
         let copy = 1 - self.acl_copy;
         self.write_acl_copy(copy, &staged.compiled)?;
@@ -509,7 +507,7 @@ impl Controller {
     /// Like [`Controller::sync`], making a staged ACL copy live.
     fn sync_with(
         &mut self,
-        staged: (u32, BTreeMap<String, Option<u32>>),
+        staged: (u32, AclIfindexes),
         routes: RouteWork,
     ) -> Result<(), ControlError> {
         let (copy, ifindexes) = staged;

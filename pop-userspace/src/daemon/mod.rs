@@ -1,5 +1,6 @@
 //! popd: the controller daemon. Wires the data plane, the
 //! durable state, netlink, the API socket, metrics and signals together.
+pub mod acl_book;
 pub mod addr4;
 pub mod addr6;
 pub mod check;

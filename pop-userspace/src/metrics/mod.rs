@@ -20,6 +20,9 @@ use prometheus_client::registry::Registry;
 
 use crate::dataplane::counter_reader::CounterReader;
 
+mod acl_rules;
+pub use acl_rules::AclRuleTable;
+
 /// Everything but the counters that a scrape needs, as of the last change.
 #[derive(Clone, Default)]
 pub struct Snapshot {
@@ -53,11 +56,11 @@ pub struct Names {
     /// (interface, attach mode label) of every attached interface, by name.
     pub attached: Vec<(String, &'static str)>,
     /// The desired ACL rules by priority, with their hit slot in the live copy.
-    pub acl_rules: Vec<AclRuleSlot>,
+    pub acl_rules: AclRuleTable,
 }
 
 /// One desired ACL rule, for `pop_acl_hits_total` and `pop_acl_rule_hits_total`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AclRuleSlot {
     /// Its priority.
     pub priority: u32,
@@ -460,7 +463,8 @@ mod tests {
                     action: "allow",
                     slot: None,
                 },
-            ],
+            ]
+            .into(),
         };
         published.publish(Snapshot {
             names: Arc::new(names),

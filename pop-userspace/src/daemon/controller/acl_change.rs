@@ -4,6 +4,7 @@
 //! the other copy, so both hold the same rules again. Falls back to the whole
 //! path ([`Controller::edit`]) when the change trees are full or the copies
 //! are not known to be equal.
+use super::super::acl_book;
 use super::*;
 use crate::acl::incremental::NotIncremental;
 use crate::config::validate::{ConfigError, Problem};
@@ -84,27 +85,61 @@ impl Controller {
             self.acl_restore();
             return Err(e);
         }
-        let mut candidate_acls = std::mem::take(&mut self.state.config.acls);
-        match &change {
+        // The desired rules, changed in place (undone if the journal fails).
+        let acls = &mut self.state.config.acls;
+        let undo = match &change {
             Change::AclAdd { acl } => {
-                let at = candidate_acls.partition_point(|a| a.priority < acl.priority);
-                candidate_acls.insert(at, acl.clone());
+                let at = acls.partition_point(|a| a.priority < acl.priority);
+                acls.insert(at, acl.clone());
+                Undo::Remove(at)
             }
-            Change::AclDel { priority } => candidate_acls.retain(|a| a.priority != *priority),
-            _ => {}
-        }
-        let old_acls = std::mem::replace(&mut self.state.config.acls, candidate_acls);
+            Change::AclDel { priority } => {
+                match acls.iter().position(|a| a.priority == *priority) {
+                    Some(at) => Undo::Insert(at, acls.remove(at)),
+                    None => Undo::Nothing,
+                }
+            }
+            _ => Undo::Nothing,
+        };
         let generation = self.state.generation + 1;
         if let Err(e) = self.persist(generation, &change) {
-            self.state.config.acls = old_acls;
+            let acls = &mut self.state.config.acls;
+            match undo {
+                Undo::Remove(at) => {
+                    acls.remove(at);
+                }
+                Undo::Insert(at, acl) => acls.insert(at, acl),
+                Undo::Nothing => {}
+            }
             self.acl_rules = None;
             self.acl_restore();
             return Err(e);
         }
         self.state.generation = generation;
-        self.acl_ifindexes = check::acl_ifindexes(&self.state.config, &self.kernel);
+        // What names the rules outside the maps, changed by this rule alone
+        // (a full rebuild gives the same: `acl_book`'s tests).
+        let changed = match (&change, &undo) {
+            (Change::AclAdd { acl }, _) => {
+                if let Some(name) = &acl.in_iface {
+                    let ifindex = self.ifindex(name);
+                    self.acl_ifindexes.named(name, ifindex);
+                }
+                let slot = self.acl_rules.as_ref().and_then(|r| r.slot(acl.priority));
+                Some((acl.priority, Some(acl_book::rule_slot(acl, slot))))
+            }
+            (_, Undo::Insert(_, acl)) => {
+                if let Some(name) = &acl.in_iface {
+                    self.acl_ifindexes.unnamed(name);
+                }
+                Some((acl.priority, None))
+            }
+            _ => None,
+        };
         self.maybe_compact();
-        self.publish();
+        match changed {
+            Some((priority, now)) => self.publish_acl_rule(priority, now),
+            None => self.publish(),
+        }
         Ok(generation)
     }
 
@@ -159,4 +194,13 @@ impl Controller {
             Err(e) => tracing::error!("ACL: restoring the rules after a failed change: {e}"),
         }
     }
+}
+
+/// How to take a single change back out of the desired rules.
+enum Undo {
+    /// Remove the rule added at this index.
+    Remove(usize),
+    /// Put the deleted rule back at this index.
+    Insert(usize, crate::config::model::Acl),
+    Nothing,
 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::config::model::AclAction;
 use crate::metrics::{AclRuleSlot, LearnedFacts, Names, Published, Snapshot};
 
 impl Controller {
@@ -19,6 +18,25 @@ impl Controller {
     /// removal of the data plane). O(customers + interfaces + ACL rules).
     pub(super) fn publish(&mut self) {
         self.metric_names = Arc::new(self.names());
+        self.publish_facts();
+    }
+
+    /// Publishes a new snapshot after `acl add` / `acl del` made
+    /// incrementally: the names of the last one with the rule at `priority`
+    /// replaced by `now` (`None`: deleted). Nothing else that names a
+    /// counter changed, and no other rule moved (a rule keeps its slot), so
+    /// this gives what [`Controller::publish`] would. O(change + customers +
+    /// interfaces): the ACL rules are shared with the last snapshot, one
+    /// chunk of them copied.
+    pub(super) fn publish_acl_rule(&mut self, priority: u32, now: Option<AclRuleSlot>) {
+        let mut names = Names::clone(&self.metric_names);
+        match now {
+            Some(r) => names.acl_rules.upsert(r),
+            None => {
+                names.acl_rules.remove(priority);
+            }
+        }
+        self.metric_names = Arc::new(names);
         self.publish_facts();
     }
 
@@ -74,19 +92,7 @@ impl Controller {
             }
             None => Default::default(),
         };
-        let mut acls: Vec<_> = st.config.acls.iter().collect();
-        acls.sort_by_key(|a| a.priority);
-        let acl_rules = acls
-            .into_iter()
-            .map(|a| AclRuleSlot {
-                priority: a.priority,
-                action: match a.action {
-                    AclAction::Allow => "allow",
-                    AclAction::Drop => "drop",
-                },
-                slot: slots.get(&a.priority).copied(),
-            })
-            .collect();
+        let acl_rules = super::super::acl_book::rule_table(&st.config.acls, &slots);
         Names {
             customers,
             customer_count: st.config.customers.len(),

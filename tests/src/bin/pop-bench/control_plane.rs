@@ -388,6 +388,71 @@ pub fn customer_changes(o: &Opts, lab: &Lab, popd: &Popd, cp: &mut ControlPlane)
     Ok(())
 }
 
+/// `POP_BENCH_ACL_ONLY=1` with `POP_BENCH_BIN_B=DIR`: the ACL keys for this
+/// build (A) and the popd and popctl in DIR (B), alternating A, B, A, B in
+/// one lab, each from a fresh state; prints each pass, each build's medians
+/// and the ratios; returns A's medians.
+fn acl_a_b(o: &Opts, lab: &Lab, b: std::path::PathBuf) -> Result<ControlPlane> {
+    let builds = [("A", o.bin_dir.clone()), ("B", b)];
+    // (swap s, add ms, del ms) per build and pass.
+    let mut got: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); 2];
+    for pass in 0..2 {
+        for (i, (label, dir)) in builds.iter().enumerate() {
+            let state = tempfile::tempdir()?;
+            let mut popd = Popd::new(lab, dir, state.path(), &config(&[], 0, 0, 1))?;
+            popd.start()?;
+            thread::sleep(Duration::from_millis(500));
+            let mut cp = ControlPlane::default();
+            let ob = Opts {
+                quick: o.quick,
+                json: None,
+                plots: None,
+                bin_dir: dir.clone(),
+                parts: Vec::new(),
+            };
+            let r = acl_changes(&ob, &popd, &mut cp);
+            let _ = popd.shutdown_detach();
+            r?;
+            let g = (
+                cp.acl_100k_swap_s.unwrap_or_default(),
+                cp.acl_add_100k_ms.unwrap_or_default(),
+                cp.acl_del_100k_middle_ms.unwrap_or_default(),
+            );
+            eprintln!(
+                "  pass {pass} build {label} ({}): swap {:.2} s, acl add {:.2} ms, acl del {:.2} ms",
+                dir.display(),
+                g.0,
+                g.1,
+                g.2
+            );
+            got[i].push(g);
+        }
+    }
+    let m = |i: usize, f: fn(&(f64, f64, f64)) -> f64| {
+        median(&got[i].iter().map(f).collect::<Vec<_>>())
+    };
+    for (i, (label, _)) in builds.iter().enumerate() {
+        eprintln!(
+            "  build {label}: acl_100k_swap_s {:.2}, acl_add_100k_ms {:.2}, acl_del_100k_middle_ms {:.2}",
+            m(i, |g| g.0),
+            m(i, |g| g.1),
+            m(i, |g| g.2)
+        );
+    }
+    eprintln!(
+        "  A/B: swap {:.2}x, acl add {:.2}x, acl del {:.2}x",
+        m(0, |g| g.0) / m(1, |g| g.0),
+        m(0, |g| g.1) / m(1, |g| g.1),
+        m(0, |g| g.2) / m(1, |g| g.2)
+    );
+    Ok(ControlPlane {
+        acl_100k_swap_s: Some(m(0, |g| g.0)),
+        acl_add_100k_ms: Some(m(0, |g| g.1)),
+        acl_del_100k_middle_ms: Some(m(0, |g| g.2)),
+        ..Default::default()
+    })
+}
+
 /// Runs the control-plane measurements in their own lab.
 pub fn run(o: &Opts) -> Result<ControlPlane> {
     let lab = Lab::new("pbcp-");
@@ -398,6 +463,11 @@ pub fn run(o: &Opts) -> Result<ControlPlane> {
 }
 
 fn run_in_lab(o: &Opts, lab: &Lab) -> Result<ControlPlane> {
+    if std::env::var_os("POP_BENCH_ACL_ONLY").is_some() {
+        if let Some(b) = std::env::var_os("POP_BENCH_BIN_B") {
+            return acl_a_b(o, lab, std::path::PathBuf::from(b));
+        }
+    }
     let state = tempfile::tempdir()?;
     let mut popd = Popd::new(lab, &o.bin_dir, state.path(), &config(&[], 0, 0, 1))?;
     popd.start()?;
