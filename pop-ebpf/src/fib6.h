@@ -106,10 +106,13 @@ struct {
 
 /* The answer entry for `addr` (16 bytes, network order, as in the
  * packet); 0: nothing (also if the maps are inconsistent). */
-/* The walk is a global (not inlined) function of the address's four words:
- * the verifier checks its 27 levels once, on their own, instead of in every
- * state the pipeline reaches it in; the caller gets a scalar. */
-__noinline __u32 pop_fib6_walk(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
+/* The walk of the address's four words, 27 levels unrolled. Inlined into
+ * its one caller, the global function pop_addr6_lookup (addr6.h), which the
+ * verifier checks once on its own: the pipeline still reaches the walks in
+ * one state, and a packet makes one call for its two walks instead of three
+ * (a call and its return cost several ns on this project's machines, whose
+ * returns go through a mitigation thunk; docs/benchmarks.md). */
+static __always_inline __u32 pop_fib6_walk(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
 {
 	struct pop_fib6_block *b;
 	__u32 w[4] = { w0, w1, w2, w3 };
