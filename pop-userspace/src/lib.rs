@@ -16,3 +16,5 @@ pub mod metrics;
 pub mod netlink;
 pub mod sflow;
 pub mod state;
+#[cfg(test)]
+mod test_rng;

@@ -11,18 +11,7 @@ use super::*;
 use crate::acl::tree::{compile, key_v4, key_v6, AclKey};
 use crate::config::model::AclAction;
 use crate::dataplane::acl::{stabilize, AclDelta};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u32) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) as u32) % n
-    }
-}
+use crate::test_rng::Lcg;
 
 fn rule(priority: u32) -> ValidAcl {
     ValidAcl::match_all(priority, AclAction::Drop)
@@ -30,12 +19,12 @@ fn rule(priority: u32) -> ValidAcl {
 
 /// A random rule over a small address space (so rules overlap and cover
 /// each other): IPv4 or IPv6 or neither, wide prefixes now and then.
-fn random_rule(rng: &mut Rng, priority: u32) -> ValidAcl {
+fn random_rule(rng: &mut Lcg, priority: u32) -> ValidAcl {
     let mut r = rule(priority);
     if rng.next(2) == 0 {
         r.action = AclAction::Allow;
     }
-    let v4 = |rng: &mut Rng| {
+    let v4 = |rng: &mut Lcg| {
         let len = [4, 8, 16, 20, 24, 28, 32][rng.next(7) as usize];
         let addr = 0x0a00_0000 | rng.next(1 << 12) << 8;
         IpNet::V4(
@@ -44,7 +33,7 @@ fn random_rule(rng: &mut Rng, priority: u32) -> ValidAcl {
                 .trunc(),
         )
     };
-    let v6 = |rng: &mut Rng| {
+    let v6 = |rng: &mut Lcg| {
         let len = [16, 32, 40, 48, 64][rng.next(5) as usize];
         let addr = 0x2001_0db8u128 << 96 | u128::from(rng.next(1 << 8)) << 80;
         IpNet::V6(
@@ -83,12 +72,12 @@ fn random_rule(rng: &mut Rng, priority: u32) -> ValidAcl {
 }
 
 /// A random packet near the rules' space, and whether it is IPv6.
-fn random_key(rng: &mut Rng) -> (AclKey, bool) {
+fn random_key(rng: &mut Lcg) -> (AclKey, bool) {
     let ports = (rng.next(4) > 0).then(|| (rng.next(200) as u16, rng.next(130) as u16));
     let proto = [6, 17, 1][rng.next(3) as usize];
     let ports = ports.filter(|_| proto != 1);
     if rng.next(3) == 0 {
-        let a = |rng: &mut Rng| {
+        let a = |rng: &mut Lcg| {
             Ipv6Addr::from(
                 0x2001_0db8u128 << 96
                     | u128::from(rng.next(1 << 8)) << 80
@@ -97,7 +86,7 @@ fn random_key(rng: &mut Rng) -> (AclKey, bool) {
         };
         (key_v6(a(rng), a(rng), proto, ports, 1), true)
     } else {
-        let a = |rng: &mut Rng| Ipv4Addr::from(0x0a00_0000 | rng.next(1 << 20));
+        let a = |rng: &mut Lcg| Ipv4Addr::from(0x0a00_0000 | rng.next(1 << 20));
         (key_v4(a(rng), a(rng), proto, ports, 1), false)
     }
 }
@@ -191,7 +180,7 @@ fn full(rules: &[ValidAcl]) -> CompiledAcl {
 /// unchanged rules never change slot; and the change trees stay small.
 #[test]
 fn random_single_changes_classify_like_a_full_compile() {
-    let mut rng = Rng(0x5eed_0ac1);
+    let mut rng = Lcg(0x5eed_0ac1);
     let mut live: Vec<ValidAcl> = (0..400).map(|i| random_rule(&mut rng, 10 * i)).collect();
     let image = full(&live);
     let mut copy = Copy::of(&image);

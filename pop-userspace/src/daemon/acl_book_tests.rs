@@ -11,22 +11,11 @@ use crate::acl::CompiledAcl;
 use crate::config::validate::check_acl;
 use crate::dataplane::acl::stabilize;
 use crate::netlink::Link;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u32) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) as u32) % n
-    }
-}
+use crate::test_rng::Lcg;
 
 /// A rule over a small space, on one of two existing interfaces, one the
 /// kernel does not have, or none.
-fn random_acl(rng: &mut Rng, priority: u32) -> Acl {
+fn random_acl(rng: &mut Lcg, priority: u32) -> Acl {
     let iface = ["eth1", "eth2", "gone0"];
     Acl {
         priority,
@@ -124,7 +113,7 @@ fn assert_like_a_rebuild(
 /// as another's, or forgetting an interface named twice fails it.)
 #[test]
 fn single_changes_book_like_a_full_rebuild() {
-    let mut rng = Rng(0x0ac1_b00c);
+    let mut rng = Lcg(0x0ac1_b00c);
     let kernel = kernel();
     let mut cfg = Config {
         acls: (0..300).map(|i| random_acl(&mut rng, 10 * i)).collect(),

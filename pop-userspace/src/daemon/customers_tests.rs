@@ -12,27 +12,9 @@ use crate::daemon::compile::{assign_ids, compile};
 use crate::daemon::desired::{edit_config, Change};
 use crate::dataplane::AttachMode;
 use crate::netlink::Link;
+use crate::test_rng::Rng;
 
 /// xorshift64*: reproducible without a crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 /// Ports eth0 (upstream), eth1..eth3, and eth1.100, a VLAN device on eth1
 /// that is also configured as a customer interface of its own.
 fn setup() -> (Config, KernelView, BTreeMap<String, AttachMode>) {

@@ -124,18 +124,7 @@ impl From<Vec<AclRuleSlot>> for AclRuleTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self, n: u32) -> u32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((self.0 >> 33) as u32) % n
-        }
-    }
+    use crate::test_rng::Lcg;
 
     fn slot(priority: u32, n: u32) -> AclRuleSlot {
         AclRuleSlot {
@@ -150,7 +139,7 @@ mod tests {
     /// gives, and leave the copies as they were.
     #[test]
     fn random_changes_match_a_table_built_whole() {
-        let mut rng = Rng(7);
+        let mut rng = Lcg(7);
         let mut model = std::collections::BTreeMap::new();
         for p in 0..3000 {
             let r = slot(p * 3, rng.next(1000));

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::tests::{apply, expected, record, replayed, AddCustomer};
 use super::Store;
+use crate::test_rng::Rng;
 
 /// The state dir the child works in; the child does nothing without it.
 const DIR_ENV: &str = "POP_JOURNAL_CRASH_DIR";
@@ -61,17 +62,6 @@ fn crash_child() {
 }
 
 /// xorshift64*, seeded from the clock (printed, to replay a failure).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 /// Kills a child `kills` times in `dir`, loading after each; returns what
 /// went wrong (nothing, for a sound store).
 fn kill_repeatedly(dir: &Path, kills: usize, ack_early: bool, rng: &mut Rng) -> Vec<String> {

@@ -6,25 +6,9 @@ use std::net::Ipv4Addr;
 use pop_common::fib4::{PopFib4Result, FIB4_EXT};
 
 use super::*;
+pub(crate) use crate::test_rng::Rng;
 
 /// xorshift64*: deterministic, seedable, no dependency.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The obvious longest-prefix match: one hash map per length, longest first.
 #[derive(Default, Clone)]
 struct Reference {
