@@ -150,6 +150,54 @@ fn check(env: &LabEnv, addr: &str, src: &str, want: (&str, &str, &str)) -> Resul
     Ok(())
 }
 
+/// One address family's table and how to draw and show its addresses.
+struct Family<'a, K> {
+    table: &'a Table<K>,
+    /// Random bits (the host part of an address inside a route).
+    random: fn(&mut Rng) -> K,
+    /// An address in the span the routes are drawn from.
+    anywhere: fn(&mut Rng) -> K,
+    /// An address no drawn route holds: the lab's default route answers.
+    outside: fn(&mut Rng) -> K,
+    show: fn(K) -> String,
+    gateway: fn(u8) -> String,
+    /// The source of the traced packets (customer c1's address).
+    src: &'a str,
+    default: &'a LabDefault,
+}
+
+/// Checks FROM_TABLE + ANYWHERE + OUTSIDE addresses of a family; how many
+/// the table answered and how many fell to the default route.
+fn check_family<K: Bits>(env: &LabEnv, rng: &mut Rng, f: &Family<K>) -> Result<(usize, usize)> {
+    let (mut in_table, mut outside) = (0, 0);
+    for i in 0..FROM_TABLE + ANYWHERE + OUTSIDE {
+        let a = if i < FROM_TABLE {
+            address_in(rng, f.table, f.random)
+        } else if i < FROM_TABLE + ANYWHERE {
+            (f.anywhere)(rng)
+        } else {
+            (f.outside)(rng)
+        };
+        let addr = (f.show)(a);
+        match f.table.reference.longest(a) {
+            Some((bits, len, g)) => {
+                let prefix = format!("{}/{len}", (f.show)(bits));
+                let want = (prefix.as_str(), (f.gateway)(g), gateway_mac(g));
+                check(env, &addr, f.src, (want.0, &want.1, &want.2))
+                    .with_context(|| format!("address {i}"))?;
+                in_table += 1;
+            }
+            None => {
+                let d = f.default;
+                check(env, &addr, f.src, (d.prefix, d.via, &d.mac))
+                    .with_context(|| format!("address {i}"))?;
+                outside += 1;
+            }
+        }
+    }
+    Ok((in_table, outside))
+}
+
 #[test]
 fn route_get_and_the_data_plane_agree_with_a_reference_on_a_full_table() {
     let mut rng = Rng(0x0005_eed0_ff1b);
@@ -228,65 +276,38 @@ fn route_get_and_the_data_plane_agree_with_a_reference_on_a_full_table() {
         },
     ];
     let result = (|| -> Result<()> {
-        let (mut in_table, mut outside) = (0, 0);
-        for i in 0..FROM_TABLE + ANYWHERE + OUTSIDE {
-            let a = if i < FROM_TABLE {
-                address_in(&mut rng, &v4, |r| r.next() as u32)
-            } else if i < FROM_TABLE + ANYWHERE {
-                (1 << 24) + (rng.next() as u32 % (99 << 24))
-            } else {
+        let (in4, out4) = check_family(
+            &env,
+            &mut rng,
+            &Family {
+                table: &v4,
+                random: |r| r.next() as u32,
+                // 1.0.0.0-99.255.255.255, the span the routes are drawn from.
+                anywhere: |r| (1 << 24) + (r.next() as u32 % (99 << 24)),
                 // 128.0.0.0-191.255.255.255: no drawn route, no lab address.
-                (128 << 24) + (rng.next() as u32 % (64 << 24))
-            };
-            let addr = Ipv4Addr::from(a).to_string();
-            match v4.reference.longest(a) {
-                Some((bits, len, g)) => {
-                    let prefix = format!("{}/{len}", Ipv4Addr::from(bits));
-                    check(
-                        &env,
-                        &addr,
-                        topology::C1_V4,
-                        (&prefix, &gateway_v4(g), &gateway_mac(g)),
-                    )
-                    .with_context(|| format!("address {i}"))?;
-                    in_table += 1;
-                }
-                None => {
-                    let d = &defaults[0];
-                    check(&env, &addr, topology::C1_V4, (d.prefix, d.via, &d.mac))?;
-                    outside += 1;
-                }
-            }
-        }
-        for i in 0..FROM_TABLE + ANYWHERE + OUTSIDE {
-            let a = if i < FROM_TABLE {
-                address_in(&mut rng, &v6, |r| r.bits())
-            } else if i < FROM_TABLE + ANYWHERE {
-                (0x2a00u128 << 112) | (rng.bits() >> 12)
-            } else {
+                outside: |r| (128 << 24) + (r.next() as u32 % (64 << 24)),
+                show: |a| Ipv4Addr::from(a).to_string(),
+                gateway: gateway_v4,
+                src: topology::C1_V4,
+                default: &defaults[0],
+            },
+        )?;
+        let (in6, out6) = check_family(
+            &env,
+            &mut rng,
+            &Family {
+                table: &v6,
+                random: |r| r.bits(),
+                anywhere: |r| (0x2a00u128 << 112) | (r.bits() >> 12),
                 // 2c00::/8: no drawn route, no lab address.
-                (0x2cu128 << 120) | (rng.bits() >> 8)
-            };
-            let addr = Ipv6Addr::from(a).to_string();
-            match v6.reference.longest(a) {
-                Some((bits, len, g)) => {
-                    let prefix = format!("{}/{len}", Ipv6Addr::from(bits));
-                    check(
-                        &env,
-                        &addr,
-                        topology::C1_V6,
-                        (&prefix, &gateway_v6(g), &gateway_mac(g)),
-                    )
-                    .with_context(|| format!("address {i}"))?;
-                    in_table += 1;
-                }
-                None => {
-                    let d = &defaults[1];
-                    check(&env, &addr, topology::C1_V6, (d.prefix, d.via, &d.mac))?;
-                    outside += 1;
-                }
-            }
-        }
+                outside: |r| (0x2cu128 << 120) | (r.bits() >> 8),
+                show: |a| Ipv6Addr::from(a).to_string(),
+                gateway: gateway_v6,
+                src: topology::C1_V6,
+                default: &defaults[1],
+            },
+        )?;
+        let (in_table, outside) = (in4 + in6, out4 + out6);
         ensure!(
             in_table >= 2 * FROM_TABLE && outside >= 2 * OUTSIDE,
             "{in_table} addresses in the table, {outside} outside: the draw checks too little"
