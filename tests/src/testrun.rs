@@ -1058,11 +1058,6 @@ impl Harness {
         if self.pop.map(maps::IFACES_BY_INDEX).is_some() {
             // Elements [`Harness::index_ifaces`] wrote, before their hash entries.
             let m = maps::IFACES_BY_INDEX;
-            let cpus = aya::util::nr_cpus().map_err(|(_, e)| TestRunError::Map {
-                map: m,
-                operation: "nr_cpus".into(),
-                source: e.into(),
-            })?;
             let mut array: PerCpuArray<_, PopIface> =
                 PerCpuArray::try_from(self.map_mut(m)?).map_err(map_err(m, "open"))?;
             for ifindex in w
@@ -1070,8 +1065,7 @@ impl Harness {
                 .iter()
                 .filter(|i| pop::dataplane::ifaces::indexed(**i))
             {
-                let zero = aya::maps::PerCpuValues::try_from(vec![PopIface::default(); cpus])
-                    .expect("nr_cpus values");
+                let zero = on_every_cpu(m, PopIface::default())?;
                 array
                     .set(*ifindex, zero, 0)
                     .map_err(map_err(m, format!("clear ifindex {ifindex}")))?;
@@ -1443,19 +1437,23 @@ fn write_indexed<T: std::borrow::BorrowMut<aya::maps::MapData>>(
     records: &[(u32, PopIface)],
 ) -> Result<usize> {
     let m = maps::IFACES_BY_INDEX;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| TestRunError::Map {
-        map: m,
-        operation: "nr_cpus".into(),
-        source: e.into(),
-    })?;
     for (ifindex, record) in records {
-        let value = pop::dataplane::ifaces::indexed_value(Some(*record));
-        let values = aya::maps::PerCpuValues::try_from(vec![value; cpus]).expect("nr_cpus values");
+        let values = on_every_cpu(m, pop::dataplane::ifaces::indexed_value(Some(*record)))?;
         array
             .set(*ifindex, values, 0)
             .map_err(map_err(m, format!("set ifindex {ifindex}")))?;
     }
     Ok(records.len())
+}
+
+/// `value` on every possible CPU: an element of the per-CPU array `map`.
+fn on_every_cpu(map: &'static str, value: PopIface) -> Result<aya::maps::PerCpuValues<PopIface>> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| TestRunError::Map {
+        map,
+        operation: "nr_cpus".into(),
+        source: e.into(),
+    })?;
+    Ok(aya::maps::PerCpuValues::try_from(vec![value; cpus]).expect("nr_cpus values"))
 }
 
 fn map_err<E: Error + Send + Sync + 'static>(

@@ -768,6 +768,24 @@ fn acl_drops_count_per_customer() {
 }
 
 /// (priority, hits) of the live ACL copy's rules, in priority order.
+/// TCP from outside (203.0.113.1:5000) to customer c1's 198.51.100.10.
+fn tcp_to(dport: u16) -> Pkt {
+    Pkt::new("203.0.113.1", "198.51.100.10")
+        .proto(TCP)
+        .ports(5000, dport)
+}
+
+/// Three packets to port 22 (the ssh rule drops them), then two to port 80
+/// (the web rule lets them through).
+fn ssh_three_web_two(lab: &Lab) {
+    for _ in 0..3 {
+        assert!(!lab.forwarded(&tcp_to(22)));
+    }
+    for _ in 0..2 {
+        assert!(lab.forwarded(&tcp_to(80)));
+    }
+}
+
 fn live_hits(lab: &Lab) -> Vec<(u32, u64)> {
     let maps = lab.acl_maps();
     let copy = maps.active_copy().unwrap();
@@ -796,18 +814,8 @@ fn acl_hits_count_the_deciding_rule_and_survive_unrelated_swaps() {
         // so the rules after it move up one index there.
         let absent = rule(1, Drop).iface("nosuchif");
         lab.install(&[absent.clone(), ssh.clone(), web.clone(), tcp.clone()]);
-        let pkt = |dport| {
-            Pkt::new("203.0.113.1", "198.51.100.10")
-                .proto(TCP)
-                .ports(5000, dport)
-        };
-        for _ in 0..3 {
-            assert!(!lab.forwarded(&pkt(22)));
-        }
-        for _ in 0..2 {
-            assert!(lab.forwarded(&pkt(80)));
-        }
-        assert!(!lab.forwarded(&pkt(443)));
+        ssh_three_web_two(&lab);
+        assert!(!lab.forwarded(&tcp_to(443)));
         // UDP matches no rule: no hit anywhere.
         assert!(lab.forwarded(&Pkt::new("203.0.113.1", "198.51.100.10")));
         assert_eq!(live_hits(&lab), vec![(10, 3), (20, 2), (30, 1)]);
@@ -829,12 +837,12 @@ fn acl_hits_count_the_deciding_rule_and_survive_unrelated_swaps() {
         let copy = maps.inactive_copy().unwrap();
         maps.write_copy(copy, &compiled).unwrap();
         // Still judged by the old copy: these hits must follow too.
-        assert!(!lab.forwarded(&pkt(22)));
-        assert!(lab.forwarded(&pkt(80)));
+        assert!(!lab.forwarded(&tcp_to(22)));
+        assert!(lab.forwarded(&tcp_to(80)));
         maps.activate(copy).unwrap();
         assert_eq!(live_hits(&lab), vec![(5, 0), (10, 4), (20, 3), (30, 0)]);
-        assert!(!lab.forwarded(&pkt(22)));
-        assert!(!lab.forwarded(&pkt(443)));
+        assert!(!lab.forwarded(&tcp_to(22)));
+        assert!(!lab.forwarded(&tcp_to(443)));
         assert_eq!(live_hits(&lab), vec![(5, 0), (10, 5), (20, 3), (30, 1)]);
 
         // Swapping back and forth keeps them, and a removed rule's count is
@@ -1641,17 +1649,7 @@ fn acl_hits_survive_single_changes() {
         let tcp = rule(30, Drop).proto(TCP);
         let mut inc = install_both(&lab, &[ssh.clone(), web.clone(), tcp.clone()]);
         let mut maps = lab.acl_maps();
-        let pkt = |dport| {
-            Pkt::new("203.0.113.1", "198.51.100.10")
-                .proto(TCP)
-                .ports(5000, dport)
-        };
-        for _ in 0..3 {
-            assert!(!lab.forwarded(&pkt(22)));
-        }
-        for _ in 0..2 {
-            assert!(lab.forwarded(&pkt(80)));
-        }
+        ssh_three_web_two(&lab);
         assert_eq!(live_hits(&lab), vec![(10, 3), (20, 2), (30, 0)]);
         // A rule before them all, then one between them: nothing moves.
         let icmp = rule(5, Drop).proto(ICMP);
@@ -1662,16 +1660,16 @@ fn acl_hits_survive_single_changes() {
             live_hits(&lab),
             vec![(5, 0), (10, 3), (15, 0), (20, 2), (30, 0)]
         );
-        assert!(!lab.forwarded(&pkt(22)));
-        assert!(!lab.forwarded(&pkt(23)));
-        assert!(!lab.forwarded(&pkt(443)));
+        assert!(!lab.forwarded(&tcp_to(22)));
+        assert!(!lab.forwarded(&tcp_to(23)));
+        assert!(!lab.forwarded(&tcp_to(443)));
         assert_eq!(
             live_hits(&lab),
             vec![(5, 0), (10, 4), (15, 1), (20, 2), (30, 1)]
         );
         // Deleting 20: port 80 now falls to 30; 10 keeps its count.
         apply_change(&mut maps, &inc.remove(20).unwrap());
-        assert!(!lab.forwarded(&pkt(80)));
+        assert!(!lab.forwarded(&tcp_to(80)));
         assert_eq!(live_hits(&lab), vec![(5, 0), (10, 4), (15, 1), (30, 2)]);
         // 20 again, in whatever slot: it starts from zero.
         apply_change(&mut maps, &inc.add(&web, None).unwrap());
@@ -1679,7 +1677,7 @@ fn acl_hits_survive_single_changes() {
             live_hits(&lab),
             vec![(5, 0), (10, 4), (15, 1), (20, 0), (30, 2)]
         );
-        assert!(lab.forwarded(&pkt(80)));
+        assert!(lab.forwarded(&tcp_to(80)));
         assert_eq!(
             live_hits(&lab),
             vec![(5, 0), (10, 4), (15, 1), (20, 1), (30, 2)]
