@@ -81,7 +81,11 @@ fn parse_args() -> Result<Opts> {
                      and popctl in DIR, alternating, and prints the A/B ratios; POP_BENCH_OBJECT_B=FILE[:FILE...]\n\
                      measures other builds of the data plane in the same rounds (rows CASE [B]);\n\
                      POP_BENCH_ROUNDS=N sets the rounds; POP_BENCH_V6_WRITES=one|batches:N writes the\n\
-                     IPv6 table in one bulk write, or in writes of N routes (default: one per table size)."
+                     IPv6 table in one bulk write, or in writes of N routes (default: one per table size);\n\
+                     POP_BENCH_LAB_CASES=pop,=pop [B (case-name prefixes, `=NAME` exactly) keeps those lab\n\
+                     cases besides the references; POP_BENCH_LAB_WINDOW_MS=N sets the lab window in ms;\n\
+                     POP_BENCH_ACL_ONLY=1 runs only the ACL keys of control_plane (with POP_BENCH_BIN_B:\n\
+                     both builds, alternating); POP_BENCH_APPLY_ONLY=1 only the 1M-route apply."
                 );
                 std::process::exit(0);
             }
